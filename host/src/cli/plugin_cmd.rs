@@ -1,0 +1,109 @@
+//! `sluice plugin info|check|export`.
+
+use crate::plugin::conformance::{self, Outcome};
+use crate::plugin::{Labels, LoadedPlugin, PluginStore, Runtime, SandboxConfig, bundled, normalize_url};
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Load `--plugin FILE` or the bundled plugin serving `url`.
+pub async fn load_for(runtime: &Arc<Runtime>, plugin: Option<&Path>, url: Option<&str>) -> anyhow::Result<Arc<LoadedPlugin>> {
+    match plugin {
+        Some(path) => Ok(runtime.load_file(path).await?),
+        None => {
+            let url = url.unwrap_or("file:///");
+            let name = bundled::for_url(url).with_context(|| {
+                format!("no bundled plugin serves {url}; pass --plugin FILE.wasm for this kind of store")
+            })?;
+            Ok(runtime.load_bundled(name).await?)
+        }
+    }
+}
+
+fn print_info(plugin: &LoadedPlugin, json: bool) -> anyhow::Result<()> {
+    let info = plugin.info();
+    let c = &info.capabilities;
+    if json {
+        let value = serde_json::json!({
+            "name": info.name, "version": info.version, "description": info.description,
+            "schemes": info.schemes, "needs_directory": info.needs_directory, "source": plugin.source(),
+            "capabilities": {
+                "conditional_writes": c.conditional_writes, "ranged_reads": c.ranged_reads,
+                "multipart_upload": c.multipart_upload, "max_object_size": c.max_object_size,
+                "max_put_size": c.max_put_size, "min_part_size": c.min_part_size, "max_part_size": c.max_part_size,
+                "max_parts": c.max_parts, "max_delete_batch": c.max_delete_batch, "max_list_page": c.max_list_page,
+            }
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("name:              {}", info.name);
+    println!("version:           {}", info.version);
+    println!("description:       {}", info.description);
+    println!("source:            {}", plugin.source());
+    println!("schemes:           {}", info.schemes.join(", "));
+    println!("needs directory:   {}", info.needs_directory);
+    println!("conditional writes: {}", if c.conditional_writes { "yes" } else { "no" });
+    println!("ranged reads:      {}", if c.ranged_reads { "yes" } else { "no" });
+    println!("multipart upload:  {}", if c.multipart_upload { "yes" } else { "no" });
+    println!("max object size:   {}", c.max_object_size.map_or("unlimited".into(), |v| v.to_string()));
+    println!("max put size:      {}", c.max_put_size);
+    println!("part size:         {}..={} bytes, at most {} parts", c.min_part_size, c.max_part_size, c.max_parts);
+    println!("delete batch:      {}", c.max_delete_batch);
+    println!("list page:         {}", c.max_list_page);
+    Ok(())
+}
+
+/// `sluice plugin info [PLUGIN.wasm | NAME]`.
+pub async fn info(runtime: &Arc<Runtime>, plugin: &str, json: bool) -> anyhow::Result<()> {
+    let loaded = if bundled::bytes(plugin).is_some() && !Path::new(plugin).exists() {
+        runtime.load_bundled(plugin).await?
+    } else {
+        runtime.load_file(Path::new(plugin)).await?
+    };
+    print_info(&loaded, json)
+}
+
+/// `sluice plugin check [--plugin FILE] URL`: exit status says whether
+/// every case passed.
+pub async fn check(runtime: &Arc<Runtime>, plugin: Option<&Path>, url: &str, settings: Vec<(String, String)>, sandbox: &SandboxConfig) -> anyhow::Result<bool> {
+    let url = normalize_url(url).with_context(|| format!("bad replica URL {url}"))?;
+    let loaded = load_for(runtime, plugin, Some(&url)).await?;
+    let sb = sandbox
+        .resolve(loaded.info(), &url, &settings)
+        .with_context(|| format!("cannot prepare the sandbox for {url}"))?;
+    let labels = Labels { plugin: String::new(), database: "-".into(), replica: url.clone() };
+    let store = PluginStore::new(loaded.clone(), url.clone(), settings, sb, labels);
+    println!("checking plugin `{}` {} against {url}", loaded.info().name, loaded.info().version);
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    conformance::run(&store, |case| match &case.outcome {
+        Outcome::Pass => {
+            passed += 1;
+            println!("PASS  {}", case.name);
+        }
+        Outcome::Fail(why) => {
+            failed += 1;
+            println!("FAIL  {}: {why}", case.name);
+        }
+        Outcome::Skip(why) => {
+            skipped += 1;
+            println!("SKIP  {}: {why}", case.name);
+        }
+    })
+    .await;
+    println!("{passed} passed, {failed} failed, {skipped} skipped");
+    Ok(failed == 0)
+}
+
+/// `sluice plugin export DIR`: write the bundled plugins as `NAME.wasm`.
+pub fn export(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut written = Vec::new();
+    for name in bundled::NAMES {
+        let Some(bytes) = bundled::bytes(name) else { bail!("bundled plugin {name} missing") };
+        let path = dir.join(format!("{name}.wasm"));
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}

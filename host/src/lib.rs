@@ -1,0 +1,9 @@
+//! sluice: SQLite streaming replication whose storage backends are
+//! sandboxed WebAssembly components.
+//!
+//! Data flows one way: WAL → segment → replica → plugin. `plugin` loads
+//! and confines the storage components; `cli` is the command line.
+
+pub mod cli;
+pub mod logging;
+pub mod plugin;

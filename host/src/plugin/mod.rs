@@ -1,0 +1,25 @@
+//! Loading and confining storage plugins (WebAssembly components).
+//!
+//! `runtime` owns the engine and compiles components (with `cache`);
+//! `sandbox` defines what an instance may touch and `http` carries its
+//! requests; `instance` is one live instance's typed calls; `store` is what
+//! the rest of sluice uses: one replica's store, opened on demand.
+
+mod bindings;
+pub mod bundled;
+mod cache;
+pub mod conformance;
+mod error;
+mod http;
+mod instance;
+mod runtime;
+pub mod sandbox;
+mod store;
+
+pub use bindings::{ByteRange, Capabilities, DeleteFailure, ListPage, ObjectMeta, PluginInfo, Precondition, PutOptions, UploadedPart};
+pub use cache::{CACHE_DIR_ENV, CACHE_ENABLE_ENV, default_cache_dir};
+pub use error::{ErrorKind, Labels, PluginError, StorageError};
+pub use instance::Instance;
+pub use runtime::{LoadedPlugin, MAX_LIVE_INSTANCES, Runtime};
+pub use sandbox::{Sandbox, SandboxConfig};
+pub use store::{PART_SIZE, PluginStore, SINGLE_PUT_LIMIT, normalize_url};

@@ -1,0 +1,179 @@
+//! One wasmtime engine for the process, the plugins loaded into it, and
+//! fresh sandboxed instances on demand.
+
+use super::bindings::{Plugin as Bindings, PluginInfo, PluginPre};
+use super::error::{ErrorKind, Labels, PluginError};
+use super::sandbox::{EPOCH_TICK, HostState, Sandbox};
+use super::{bundled, cache};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, Store, UpdateDeadline};
+
+/// Plugin instances alive at once, process-wide. Memory grows with this,
+/// not with the number of databases; beyond it, callers wait their turn.
+pub const MAX_LIVE_INSTANCES: usize = 256;
+
+/// The process's plugin machinery.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    client: reqwest::Client,
+    permits: Arc<Semaphore>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Runtime {
+    /// Build the engine and start its epoch clock. `cache_dir` holds
+    /// compiled components (`None` disables the cache).
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Arc<Runtime>> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        Bindings::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
+        let runtime = Arc::new(Runtime {
+            engine,
+            linker,
+            client: super::http::shared_client()?,
+            permits: Arc::new(Semaphore::new(MAX_LIVE_INSTANCES)),
+            cache_dir,
+        });
+        start_epoch_clock(Arc::downgrade(&runtime));
+        Ok(runtime)
+    }
+
+    /// A runtime with the default compile cache.
+    pub fn with_default_cache() -> anyhow::Result<Arc<Runtime>> {
+        Runtime::new(cache::default_cache_dir())
+    }
+
+    /// Load a plugin from a `.wasm` file.
+    pub async fn load_file(self: &Arc<Self>, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let bytes = std::fs::read(path).map_err(|e| load_error(&path.display().to_string(), format!("cannot read {}: {e}", path.display())))?;
+        self.load(&bytes, &path.display().to_string()).await
+    }
+
+    /// Load a bundled plugin by name (`file`).
+    pub async fn load_bundled(self: &Arc<Self>, name: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let bytes = bundled::bytes(name).ok_or_else(|| {
+            load_error(name, format!("no bundled plugin named `{name}` (bundled: {})", bundled::NAMES.join(", ")))
+        })?;
+        self.load(bytes, &format!("bundled:{name}")).await
+    }
+
+    /// Compile (or fetch from cache), link, and ask the plugin what it is.
+    pub async fn load(self: &Arc<Self>, wasm: &[u8], source: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let component = cache::load(&self.engine, wasm, self.cache_dir.as_deref())
+            .map_err(|e| load_error(source, format!("not a valid WebAssembly component: {e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(PluginPre::new)
+            .map_err(|e| load_error(source, format!("does not fit the sluice:storage@0.1.0 contract: {e:#}")))?;
+        let mut plugin = LoadedPlugin {
+            runtime: self.clone(),
+            pre,
+            source: source.to_string(),
+            info: None,
+        };
+        let labels = Arc::new(Labels { plugin: source.to_string(), database: "-".into(), replica: "-".into() });
+        let mut instance = plugin.instantiate(&Sandbox::default(), labels).await?;
+        let info = instance.info().await?;
+        plugin.info = Some(info);
+        Ok(Arc::new(plugin))
+    }
+
+    pub(super) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+fn load_error(source: &str, msg: String) -> PluginError {
+    PluginError {
+        labels: Arc::new(Labels { plugin: source.to_string(), database: "-".into(), replica: "-".into() }),
+        op: "load".into(),
+        kind: ErrorKind::Load(msg),
+    }
+}
+
+/// Advance the engine's epoch every tick for as long as the runtime lives.
+fn start_epoch_clock(runtime: Weak<Runtime>) {
+    let spawned = std::thread::Builder::new().name("sluice-epoch".into()).spawn(move || {
+        loop {
+            std::thread::sleep(EPOCH_TICK);
+            match runtime.upgrade() {
+                Some(rt) => rt.engine.increment_epoch(),
+                None => return,
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        // Without the clock no CPU budget is enforced; say so loudly.
+        tracing::error!("could not start the plugin CPU clock: {e}");
+    }
+}
+
+/// A compiled, linked plugin: cheap to instantiate (tens of µs).
+pub struct LoadedPlugin {
+    runtime: Arc<Runtime>,
+    pre: PluginPre<HostState>,
+    source: String,
+    info: Option<PluginInfo>,
+}
+
+impl LoadedPlugin {
+    /// What the plugin declared.
+    pub fn info(&self) -> &PluginInfo {
+        self.info.as_ref().expect("info is set when loading")
+    }
+
+    /// Where it came from (`bundled:file` or a path).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// A fresh instance in its own store, confined by `sandbox`. Waits for
+    /// a slot if `MAX_LIVE_INSTANCES` are alive.
+    pub async fn instantiate(&self, sandbox: &Sandbox, labels: Arc<Labels>) -> Result<Instance, PluginError> {
+        let permit = self.runtime.permits.clone().acquire_owned().await.map_err(|_| PluginError {
+            labels: labels.clone(),
+            op: "instantiate".into(),
+            kind: ErrorKind::Load("runtime is shutting down".into()),
+        })?;
+        let fail = |kind| PluginError { labels: labels.clone(), op: "instantiate".into(), kind };
+        let state = HostState::new(sandbox, labels.clone(), self.runtime.client().clone())
+            .map_err(|e| fail(ErrorKind::Load(format!("sandbox setup failed: {e:#}"))))?;
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            state.ticks += 1;
+            if state.ticks > state.tick_budget {
+                state.cpu_exceeded = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            // Yield so one busy plugin cannot monopolise a runtime thread.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.set_epoch_deadline(1);
+        let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| {
+            let kind = super::instance::classify_trap(store.data(), e, sandbox);
+            fail(kind)
+        })?;
+        Ok(Instance::new(store, bindings, sandbox.clone(), labels, permit))
+    }
+}
+
+pub use super::instance::Instance;
+
+pub(super) type Permit = OwnedSemaphorePermit;

@@ -1,0 +1,291 @@
+//! The per-call confinement of a plugin: memory, CPU, network reach and
+//! filesystem. Deny by default; every grant is explicit here.
+
+use super::bindings::PluginInfo;
+use super::bindings::sluice::storage::{log, types};
+use super::error::Labels;
+use super::http::HttpHooks;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Default linear-memory cap. It must exceed the largest `list<u8>` the
+/// host passes (one multipart part, `replica::PART_SIZE`) plus the
+/// plugin's own working copy of it.
+pub const DEFAULT_MEMORY_MIB: u64 = 256;
+/// Default CPU budget for one call. Hashing or copying a 64 MiB part
+/// inside wasm takes well under a second; 30 s only stops runaways.
+pub const DEFAULT_CPU_MS: u64 = 30_000;
+/// Epoch tick: the granularity of CPU accounting and of interruption.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Tables (function pointers) a plugin may have; generous for Rust code.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// How much of a plugin's stderr is kept to explain a crash.
+const STDERR_CAPTURE_BYTES: usize = 16 * 1024;
+
+/// What one replica's plugin may use.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    /// Linear-memory limit in bytes.
+    pub memory_bytes: u64,
+    /// CPU budget per call.
+    pub cpu_budget: Duration,
+    /// Outbound hosts the plugin may reach (`host` or `*.domain`).
+    pub allow_hosts: Vec<String>,
+    /// The one directory the plugin may use, mounted at the same path.
+    pub directory: Option<PathBuf>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            memory_bytes: DEFAULT_MEMORY_MIB << 20,
+            cpu_budget: Duration::from_millis(DEFAULT_CPU_MS),
+            allow_hosts: Vec::new(),
+            directory: None,
+        }
+    }
+}
+
+impl Sandbox {
+    /// CPU budget in epoch ticks (at least one).
+    pub fn cpu_ticks(&self) -> u64 {
+        (self.cpu_budget.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+}
+
+/// Sandbox settings as configured (`sandbox:` in the config file); unset
+/// fields take the defaults above.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Linear-memory limit in MiB.
+    pub memory_mib: Option<u64>,
+    /// CPU budget per call in milliseconds.
+    pub cpu_ms: Option<u64>,
+    /// Outbound hosts; replaces the list derived from the replica URL.
+    pub allow_hosts: Option<Vec<String>>,
+}
+
+impl SandboxConfig {
+    /// The sandbox for one replica: grants the URL's directory to plugins
+    /// that declare `needs-directory` (creating it), and derives the
+    /// network allowlist from the URL unless one is configured.
+    pub fn resolve(&self, info: &PluginInfo, url: &str, settings: &[(String, String)]) -> std::io::Result<Sandbox> {
+        let directory = if info.needs_directory {
+            let dir = local_dir_of_url(url)?;
+            std::fs::create_dir_all(&dir)?;
+            Some(dir)
+        } else {
+            None
+        };
+        Ok(Sandbox {
+            memory_bytes: self.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB) << 20,
+            cpu_budget: Duration::from_millis(self.cpu_ms.unwrap_or(DEFAULT_CPU_MS)),
+            allow_hosts: self.allow_hosts.clone().unwrap_or_else(|| derive_allowlist(url, settings)),
+            directory,
+        })
+    }
+}
+
+/// The local directory a `file://` URL or plain path names.
+fn local_dir_of_url(url: &str) -> std::io::Result<PathBuf> {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    if !url.contains("://") {
+        return Ok(std::path::absolute(url)?);
+    }
+    let parsed = url::Url::parse(url).map_err(|e| invalid(format!("bad replica URL {url}: {e}")))?;
+    if parsed.scheme() != "file" {
+        return Err(invalid(format!("a plugin that needs a directory cannot serve {url}: use a file:// URL or a path")));
+    }
+    parsed.to_file_path().map_err(|()| invalid(format!("{url} does not name a local directory")))
+}
+
+/// Derive the hosts a replica URL implies: the URL's host and its
+/// subdomains, its parent domain (`bucket.region.provider.com` talks to
+/// `region.provider.com`), any `endpoint` given in the query or settings,
+/// and AWS for a bare bucket name.
+pub fn derive_allowlist(url: &str, settings: &[(String, String)]) -> Vec<String> {
+    let mut hosts = Vec::new();
+    let mut add = |host: &str| {
+        let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        if host.is_empty() {
+            return;
+        }
+        for h in [host.clone(), format!("*.{host}")] {
+            if !hosts.contains(&h) {
+                hosts.push(h);
+            }
+        }
+    };
+    let Ok(parsed) = url::Url::parse(url) else { return hosts };
+    if parsed.scheme() == "file" {
+        return hosts;
+    }
+    let endpoints = parsed
+        .query_pairs()
+        .filter(|(k, _)| k == "endpoint")
+        .map(|(_, v)| v.into_owned())
+        .chain(settings.iter().filter(|(k, _)| k == "endpoint").map(|(_, v)| v.clone()))
+        .collect::<Vec<_>>();
+    if let Some(host) = parsed.host_str() {
+        add(host);
+        let labels: Vec<&str> = host.split('.').collect();
+        if labels.len() >= 3 && host.parse::<std::net::IpAddr>().is_err() {
+            add(&labels[1..].join("."));
+        }
+        if labels.len() == 1 && endpoints.is_empty() {
+            add("amazonaws.com");
+        }
+    }
+    for endpoint in endpoints {
+        let with_scheme = if endpoint.contains("://") { endpoint } else { format!("http://{endpoint}") };
+        if let Some(h) = url::Url::parse(&with_scheme).ok().as_ref().and_then(|u| u.host_str()) {
+            add(h);
+        }
+    }
+    hosts
+}
+
+/// Whether `host` matches an allowlist entry (`exact` or `*.suffix`).
+pub fn host_allowed(allow: &[String], host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    allow.iter().any(|pattern| match pattern.strip_prefix("*.") {
+        Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix) && host[..host.len() - suffix.len()].ends_with('.'),
+        None => pattern.trim_start_matches('[').trim_end_matches(']') == host,
+    })
+}
+
+/// Caps linear memory and tables; records a violation so the error can
+/// say what happened instead of "unreachable executed".
+pub struct Limiter {
+    pub max_memory: usize,
+    pub memory_exceeded: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.memory_exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Everything one plugin instance can touch.
+pub struct HostState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    pub hooks: HttpHooks,
+    pub limiter: Limiter,
+    pub labels: Arc<Labels>,
+    pub stderr: MemoryOutputPipe,
+    /// Epoch ticks seen during the current call (CPU accounting).
+    pub ticks: u64,
+    pub tick_budget: u64,
+    pub cpu_exceeded: bool,
+}
+
+impl HostState {
+    pub fn new(sandbox: &Sandbox, labels: Arc<Labels>, client: reqwest::Client) -> anyhow::Result<Self> {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        if let Some(dir) = &sandbox.directory {
+            let guest = dir.to_str().ok_or_else(|| anyhow::anyhow!("directory {} is not UTF-8", dir.display()))?;
+            builder.preopened_dir(dir, guest, wasmtime_wasi::FsPerms::ReadWrite)?;
+        }
+        Ok(HostState {
+            wasi: builder.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: HttpHooks::new(client, sandbox.allow_hosts.clone(), labels.clone()),
+            limiter: Limiter { max_memory: usize::try_from(sandbox.memory_bytes).unwrap_or(usize::MAX), memory_exceeded: false },
+            labels,
+            stderr,
+            ticks: 0,
+            tick_budget: sandbox.cpu_ticks(),
+            cpu_exceeded: false,
+        })
+    }
+
+    /// The last lines the plugin wrote to stderr (a panic message, usually).
+    pub fn stderr_tail(&self) -> String {
+        let bytes = self.stderr.contents();
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.trim();
+        if text.is_empty() { String::new() } else { format!(": {text}") }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn emit(&mut self, level: log::Level, message: String) {
+        let l = &self.labels;
+        let (plugin, database, replica) = (l.plugin.as_str(), l.database.as_str(), l.replica.as_str());
+        match level {
+            log::Level::Trace => tracing::trace!(plugin, database, replica, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin, database, replica, "{message}"),
+            log::Level::Info => tracing::info!(plugin, database, replica, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin, database, replica, "{message}"),
+            log::Level::Error => tracing::error!(plugin, database, replica, "{message}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_from_spaces_url() {
+        let hosts = derive_allowlist("s3://mybucket.nyc3.digitaloceanspaces.com/db", &[]);
+        assert!(host_allowed(&hosts, "nyc3.digitaloceanspaces.com"));
+        assert!(host_allowed(&hosts, "mybucket.nyc3.digitaloceanspaces.com"));
+        assert!(!host_allowed(&hosts, "evil.com"));
+        assert!(!host_allowed(&hosts, "digitaloceanspaces.com.evil.com"));
+        assert!(!host_allowed(&hosts, "xnyc3.digitaloceanspaces.com"));
+    }
+
+    #[test]
+    fn allowlist_from_endpoint_and_bare_bucket() {
+        let hosts = derive_allowlist("s3://bucket/db?endpoint=127.0.0.1:9000", &[]);
+        assert!(host_allowed(&hosts, "127.0.0.1"));
+        assert!(!host_allowed(&hosts, "s3.amazonaws.com"));
+        let hosts = derive_allowlist("s3://bucket/db", &[]);
+        assert!(host_allowed(&hosts, "bucket.s3.us-east-1.amazonaws.com"));
+        let hosts = derive_allowlist("s3://b/db", &[("endpoint".into(), "https://minio.local:9000".into())]);
+        assert!(host_allowed(&hosts, "minio.local"));
+        assert!(derive_allowlist("file:///tmp/x", &[]).is_empty());
+    }
+}

@@ -1,0 +1,172 @@
+//! One replica's store, as the rest of sluice sees it: a plugin, a URL and
+//! settings, and a sandbox. Instances are created per batch of calls and
+//! dropped after, so an idle replica holds no plugin memory at all.
+
+use super::bindings::{ObjectMeta, PluginInfo, Precondition, PutOptions, StoreConfig, UploadedPart};
+use super::error::{Labels, PluginError};
+use super::instance::Instance;
+use super::runtime::LoadedPlugin;
+use super::sandbox::Sandbox;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Objects up to this size go up in one put; larger ones as multipart.
+/// 16 MiB keeps one call's copy in the plugin well under its memory limit
+/// while making a 1 GB snapshot about 64 calls.
+pub const SINGLE_PUT_LIMIT: u64 = 16 << 20;
+/// Preferred multipart part size, for the same reasons.
+pub const PART_SIZE: u64 = 16 << 20;
+
+/// A replica's store.
+pub struct PluginStore {
+    plugin: Arc<LoadedPlugin>,
+    config: StoreConfig,
+    sandbox: Sandbox,
+    labels: Arc<Labels>,
+}
+
+impl PluginStore {
+    /// `url` must already be normalised (see [`normalize_url`]).
+    pub fn new(plugin: Arc<LoadedPlugin>, url: String, settings: Vec<(String, String)>, sandbox: Sandbox, labels: Labels) -> Self {
+        let labels = Arc::new(Labels { plugin: plugin.info().name.clone(), ..labels });
+        PluginStore { plugin, config: StoreConfig { url, settings }, sandbox, labels }
+    }
+
+    pub fn info(&self) -> &PluginInfo {
+        self.plugin.info()
+    }
+
+    pub fn labels(&self) -> &Arc<Labels> {
+        &self.labels
+    }
+
+    pub fn url(&self) -> &str {
+        &self.config.url
+    }
+
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// A fresh instance with this store opened, for a batch of calls.
+    pub async fn session(&self) -> Result<Instance, PluginError> {
+        let mut instance = self.plugin.instantiate(&self.sandbox, self.labels.clone()).await?;
+        instance.open(&self.config).await?;
+        Ok(instance)
+    }
+
+    /// Upload everything `reader` yields as one object, in parts when it
+    /// is larger than a single put: memory stays at one part. The SHA-256
+    /// of each body is computed here, natively, and handed to the plugin.
+    pub async fn put_stream(
+        &self,
+        session: &mut Instance,
+        key: &str,
+        mut reader: impl AsyncRead + Unpin,
+        metadata: Vec<(String, String)>,
+        precondition: Precondition,
+    ) -> Result<ObjectMeta, PluginError> {
+        let caps = &self.info().capabilities;
+        let single_limit = SINGLE_PUT_LIMIT.min(caps.max_put_size).max(1);
+        let first = read_up_to(&mut reader, single_limit + 1, key, &self.labels).await?;
+        if first.len() as u64 <= single_limit || !caps.multipart_upload {
+            let mut body = first;
+            if !caps.multipart_upload {
+                // No multipart: the object must fit one put.
+                reader.read_to_end(&mut body).await.map_err(|e| io_error(&self.labels, key, e))?;
+            }
+            let options = PutOptions { precondition, metadata, content_sha256: Some(Sha256::digest(&body).to_vec()) };
+            return session.put(key, &body, &options).await;
+        }
+        let part_size = PART_SIZE.clamp(caps.min_part_size.max(1), caps.max_part_size.max(1));
+        let options = PutOptions { precondition, metadata, content_sha256: None };
+        let upload_id = session.create_upload(key, &options).await?;
+        let result = self.upload_parts(session, key, &upload_id, first, reader, part_size).await;
+        match result {
+            Ok(parts) => session.complete_upload(key, &upload_id, &parts).await,
+            Err(e) => {
+                // Free the parts; if the session died, use a new one.
+                let aborted = if session.is_poisoned() {
+                    match self.session().await {
+                        Ok(mut s) => s.abort_upload(key, &upload_id).await,
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    session.abort_upload(key, &upload_id).await
+                };
+                if let Err(abort) = aborted {
+                    tracing::warn!("could not abort upload {upload_id} of {key}: {abort}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn upload_parts(
+        &self,
+        session: &mut Instance,
+        key: &str,
+        upload_id: &str,
+        first: Vec<u8>,
+        mut reader: impl AsyncRead + Unpin,
+        part_size: u64,
+    ) -> Result<Vec<UploadedPart>, PluginError> {
+        let max_parts = self.info().capabilities.max_parts;
+        let mut pending = first;
+        let mut parts = Vec::new();
+        loop {
+            let more = read_up_to(&mut reader, part_size.saturating_sub(pending.len() as u64), key, &self.labels).await?;
+            pending.extend_from_slice(&more);
+            if pending.is_empty() {
+                break;
+            }
+            let take = pending.len().min(part_size as usize);
+            let body: Vec<u8> = pending.drain(..take).collect();
+            let number = parts.len() as u32 + 1;
+            if max_parts > 0 && number > max_parts {
+                return Err(PluginError {
+                    labels: self.labels.clone(),
+                    op: format!("upload {key}"),
+                    kind: super::error::StorageError::InvalidConfig(format!(
+                        "object needs more than the plugin's max-parts ({max_parts}) parts of {part_size} bytes"
+                    ))
+                    .into(),
+                });
+            }
+            let sha = Sha256::digest(&body);
+            parts.push(session.upload_part(key, upload_id, number, &body, Some(&sha)).await?);
+            if (body.len() as u64) < part_size {
+                break;
+            }
+        }
+        Ok(parts)
+    }
+}
+
+async fn read_up_to(reader: &mut (impl AsyncRead + Unpin), limit: u64, key: &str, labels: &Arc<Labels>) -> Result<Vec<u8>, PluginError> {
+    let mut buf = Vec::with_capacity(limit.min(PART_SIZE + 1) as usize);
+    reader.take(limit).read_to_end(&mut buf).await.map_err(|e| io_error(labels, key, e))?;
+    Ok(buf)
+}
+
+fn io_error(labels: &Arc<Labels>, key: &str, e: std::io::Error) -> PluginError {
+    PluginError {
+        labels: labels.clone(),
+        op: format!("read local data for {key}"),
+        kind: super::error::StorageError::Permanent(e.to_string()).into(),
+    }
+}
+
+/// Make a replica URL absolute: plain relative paths become absolute
+/// paths, since a plugin has no working directory.
+pub fn normalize_url(url: &str) -> std::io::Result<String> {
+    if url.contains("://") {
+        return Ok(url.to_string());
+    }
+    let expanded = match url.strip_prefix("~/") {
+        Some(rest) => dirs::home_dir().map(|h| h.join(rest)).unwrap_or_else(|| url.into()),
+        None => url.into(),
+    };
+    Ok(std::path::absolute(expanded)?.display().to_string())
+}
