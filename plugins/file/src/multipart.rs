@@ -93,14 +93,25 @@ pub fn complete(root: &Root, key: &str, upload_id: &str, parts: &[UploadedPart])
         .collect();
     let options = PutOptions { precondition, metadata, content_sha256: None };
     root.commit(&tmp, &target, &options)?;
-    let _ = fs::remove_dir_all(&dir);
+    remove_upload_dir(root, &dir);
     Ok(())
 }
 
 pub fn abort(root: &Root, key: &str, upload_id: &str) -> Result<(), Error> {
     match upload_dir(root, key, upload_id) {
-        Ok(dir) => Ok(fs::remove_dir_all(dir)?),
+        Ok(dir) => {
+            fs::remove_dir_all(&dir)?;
+            remove_upload_dir(root, &dir);
+            Ok(())
+        }
         Err(Error::NotFound(_)) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Remove a finished upload's directory, and the uploads directory once
+/// empty, so a replica holds only its objects between uploads.
+fn remove_upload_dir(root: &Root, dir: &std::path::Path) {
+    let _ = fs::remove_dir_all(dir);
+    let _ = fs::remove_dir(root.private_dir(UPLOADS));
 }
