@@ -7,3 +7,6 @@
 pub mod cli;
 pub mod logging;
 pub mod plugin;
+pub mod checksum;
+pub mod segment;
+pub mod wal;

@@ -1,0 +1,10 @@
+//! Segments: the unit sluice stores. The format is specified in
+//! FORMAT.md beside this file.
+
+pub mod format;
+pub mod reader;
+pub mod writer;
+
+pub use format::{FormatError, Header, SegmentName, SNAPSHOT_LEVEL};
+pub use reader::SegmentReader;
+pub use writer::SegmentWriter;

@@ -1,0 +1,178 @@
+//! Reading and verifying a segment from a local file, block by block.
+
+use super::format::{be32, be64, FormatError, Header, IndexEntry, END_MAGIC, HEADER_SIZE, INDEX_ENTRY_SIZE, TRAILER_SIZE};
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+use xxhash_rust::xxh3::Xxh3;
+
+/// Hashing buffer: sequential reads in big chunks.
+const VERIFY_CHUNK: usize = 1 << 20;
+
+/// An opened, fully verified segment file.
+pub struct SegmentReader {
+    file: File,
+    header: Header,
+    index: Vec<IndexEntry>,
+}
+
+impl SegmentReader {
+    /// Open `path`, check header, trailer, index and the content hash.
+    pub fn open(path: &Path) -> Result<SegmentReader, FormatError> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        if len < (HEADER_SIZE + TRAILER_SIZE + 4) as u64 {
+            return Err(FormatError::Corrupt(format!("only {len} bytes long")));
+        }
+        let mut head = [0u8; HEADER_SIZE];
+        file.read_exact(&mut head)?;
+        let header = Header::decode(&head)?;
+        let mut trailer = [0u8; TRAILER_SIZE];
+        file.seek(SeekFrom::Start(len - TRAILER_SIZE as u64))?;
+        file.read_exact(&mut trailer)?;
+        if trailer[8..] != END_MAGIC {
+            return Err(FormatError::Corrupt("missing end marker (truncated upload?)".into()));
+        }
+        // Hash everything between header and trailer.
+        file.seek(SeekFrom::Start(HEADER_SIZE as u64))?;
+        let mut remaining = len - (HEADER_SIZE + TRAILER_SIZE) as u64;
+        let mut hasher = Xxh3::new();
+        let mut buf = vec![0u8; VERIFY_CHUNK];
+        while remaining > 0 {
+            let n = remaining.min(VERIFY_CHUNK as u64) as usize;
+            file.read_exact(&mut buf[..n])?;
+            hasher.update(&buf[..n]);
+            remaining -= n as u64;
+        }
+        if hasher.digest() != be64(&trailer, 0) {
+            return Err(FormatError::FileChecksum);
+        }
+        let index_end = len - TRAILER_SIZE as u64;
+        if header.index_offset < HEADER_SIZE as u64 || header.index_offset + 4 > index_end {
+            return Err(FormatError::Corrupt(format!("index offset {}", header.index_offset)));
+        }
+        file.seek(SeekFrom::Start(header.index_offset))?;
+        let mut raw = vec![0u8; (index_end - header.index_offset) as usize];
+        file.read_exact(&mut raw)?;
+        let count = be32(&raw, 0) as usize;
+        if count != header.block_count as usize || raw.len() != 4 + count * INDEX_ENTRY_SIZE {
+            return Err(FormatError::Corrupt("index size does not match the block count".into()));
+        }
+        let index = (0..count)
+            .map(|i| {
+                let at = 4 + i * INDEX_ENTRY_SIZE;
+                IndexEntry { offset: be64(&raw, at), first_pgno: be32(&raw, at + 8), last_pgno: be32(&raw, at + 12), pages: be32(&raw, at + 16) }
+            })
+            .collect();
+        Ok(SegmentReader { file, header, index })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn index(&self) -> &[IndexEntry] {
+        &self.index
+    }
+
+    /// Visit every page in ascending order. Checks each block against the
+    /// header (order, bounds, counts) as it goes.
+    pub fn for_each_page(&mut self, mut f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), FormatError> {
+        let page_size = self.header.page_size as usize;
+        let mut reader = BufReader::with_capacity(VERIFY_CHUNK, &self.file);
+        reader.seek(SeekFrom::Start(HEADER_SIZE as u64))?;
+        let mut decompressor = zstd::bulk::Decompressor::new()?;
+        let mut last = 0u32;
+        let mut seen = 0u32;
+        let mut page_buf = Vec::new();
+        for (b, entry) in self.index.iter().enumerate() {
+            let mut head = [0u8; 8];
+            reader.read_exact(&mut head)?;
+            let n = be32(&head, 0) as usize;
+            let clen = be32(&head, 4) as usize;
+            if n as u32 != entry.pages || n == 0 {
+                return Err(FormatError::Corrupt(format!("block {b} page count disagrees with the index")));
+            }
+            let mut pgnos = vec![0u8; 4 * n];
+            reader.read_exact(&mut pgnos)?;
+            let mut compressed = vec![0u8; clen];
+            reader.read_exact(&mut compressed)?;
+            page_buf.clear();
+            page_buf.reserve(n * page_size);
+            let got = decompressor
+                .decompress_to_buffer(&compressed, &mut page_buf)
+                .map_err(|e| FormatError::Corrupt(format!("block {b}: {e}")))?;
+            if got != n * page_size {
+                return Err(FormatError::Corrupt(format!("block {b} holds {got} bytes, expected {}", n * page_size)));
+            }
+            for i in 0..n {
+                let pgno = be32(&pgnos, 4 * i);
+                if pgno <= last || pgno > self.header.db_pages {
+                    return Err(FormatError::Corrupt(format!("page {pgno} out of order or beyond the database size {}", self.header.db_pages)));
+                }
+                last = pgno;
+                f(pgno, &page_buf[i * page_size..(i + 1) * page_size])?;
+            }
+            seen += n as u32;
+        }
+        if seen != self.header.page_count {
+            return Err(FormatError::Corrupt(format!("{seen} pages found, header says {}", self.header.page_count)));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::writer::SegmentWriter;
+    use super::*;
+
+    fn page(pgno: u32, size: usize) -> Vec<u8> {
+        (0..size).map(|i| (i as u32 ^ pgno.wrapping_mul(2654435761)) as u8).collect()
+    }
+
+    fn build(path: &Path, pgnos: &[u32], size: u32) -> Header {
+        let file = File::create(path).unwrap();
+        let h = Header { page_size: size, min_txid: 1, max_txid: 4, timestamp_ms: 42, ..Header::default() };
+        let mut w = SegmentWriter::new(file, h).unwrap();
+        for &p in pgnos {
+            w.add_page(p, &page(p, size as usize)).unwrap();
+        }
+        w.finish(*pgnos.last().unwrap(), 77).unwrap().1
+    }
+
+    #[test]
+    fn roundtrip_many_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.seg");
+        let pgnos: Vec<u32> = (1..=600).filter(|p| p % 3 != 0).collect();
+        let written = build(&path, &pgnos, 4096);
+        let mut r = SegmentReader::open(&path).unwrap();
+        assert_eq!(*r.header(), written);
+        assert!(r.index().len() > 1);
+        let mut got = Vec::new();
+        r.for_each_page(|p, data| {
+            assert_eq!(data, &page(p, 4096)[..]);
+            got.push(p);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, pgnos);
+    }
+
+    #[test]
+    fn corruption_and_truncation_are_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.seg");
+        build(&path, &[1, 2, 3], 512);
+        let bytes = std::fs::read(&path).unwrap();
+        let mut flipped = bytes.clone();
+        flipped[HEADER_SIZE + 20] ^= 0x40;
+        std::fs::write(&path, &flipped).unwrap();
+        assert!(matches!(SegmentReader::open(&path), Err(FormatError::FileChecksum)));
+        std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+        assert!(matches!(SegmentReader::open(&path), Err(FormatError::Corrupt(_))));
+        let out_of_order = std::panic::catch_unwind(|| build(&dir.path().join("x"), &[2, 1], 512));
+        assert!(out_of_order.is_err());
+    }
+}
