@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Bundled plugins: (package, env var carrying the built component's path).
-const BUNDLED: &[(&str, &str)] = &[("sluice-plugin-file", "SLUICE_PLUGIN_FILE_WASM")];
+const BUNDLED: &[(&str, &str)] = &[
+    ("sluice-plugin-file", "SLUICE_PLUGIN_FILE_WASM"),
+    ("sluice-plugin-s3", "SLUICE_PLUGIN_S3_WASM"),
+];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 
