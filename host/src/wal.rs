@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const HEADER_SIZE: u64 = 32;
 pub const FRAME_HEADER_SIZE: u64 = 24;
@@ -209,6 +209,27 @@ impl WalHeader {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The salt-1 the next WAL epoch will carry, read from the wal-index
+/// (`-shm`) when the WAL itself is empty. SQLite increments salt-1 at
+/// every restart, which is how a skipped epoch is noticed. `None` when the
+/// wal-index is missing or not initialised.
+pub fn next_epoch_salt1(db_path: &Path) -> Option<u32> {
+    let mut shm = db_path.as_os_str().to_owned();
+    shm.push("-shm");
+    let mut b = [0u8; 96];
+    File::open(PathBuf::from(shm)).ok()?.read_exact(&mut b).ok()?;
+    // Two copies of the header; a writer mid-update leaves them different.
+    if b[..48] != b[48..96] || b[12] != 1 {
+        return None;
+    }
+    let mx_frame = u32::from_ne_bytes([b[16], b[17], b[18], b[19]]);
+    let salt1 = be32(&b, 32);
+    // After a RESTART/TRUNCATE checkpoint the wal-index already holds the
+    // next epoch's salts (mxFrame 0); after a plain full backfill the
+    // next writer increments them.
+    Some(if mx_frame == 0 { salt1 } else { salt1.wrapping_add(1) })
 }
 
 #[cfg(test)]

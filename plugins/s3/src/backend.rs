@@ -21,6 +21,9 @@ const MAX_PARTS: u32 = 10_000;
 const MAX_BATCH: u32 = 1000;
 /// S3's largest object: 5 TiB.
 const MAX_OBJECT_SIZE: u64 = 5 << 40;
+/// Marks a list cursor that is a key to resume after rather than a
+/// continuation token (no S3 token starts with it).
+const START_AFTER_CURSOR: &str = "sluice-after:";
 /// Prefix of user metadata headers.
 const META_PREFIX: &str = "x-amz-meta-";
 
@@ -38,7 +41,9 @@ impl S3Backend {
             // Header values are ASCII; anything else would be mangled by
             // the store and come back different.
             if !v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-                return Err(Error::invalid_config(format!("metadata {k} must be printable ASCII for S3")));
+                return Err(Error::invalid_config(format!(
+                    "metadata {k} must be printable ASCII for S3"
+                )));
             }
             headers.push((format!("{META_PREFIX}{k}"), v.clone()));
         }
@@ -71,7 +76,10 @@ impl S3Backend {
     }
 
     fn meta_from_headers(key: &str, response: &Response) -> ObjectMeta {
-        let size = response.header("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        let size = response
+            .header("content-length")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
         let mut meta = ObjectMeta::new(key, size, response.header("etag").map(bare_etag).unwrap_or_default());
         meta.modified_ms = response.header("last-modified").and_then(time::http_date_ms);
         meta.metadata = response
@@ -129,8 +137,18 @@ impl Backend for S3Backend {
             loc.region,
             if loc.path_style { "path" } else { "virtual-host" }
         );
-        let client = Client::new(resolved.location, key_id, secret, config.get("session-token"), resolved.sign_payload);
-        Ok(S3Backend { client, storage_class: resolved.storage_class, conditional_writes: resolved.conditional_writes })
+        let client = Client::new(
+            resolved.location,
+            key_id,
+            secret,
+            config.get("session-token"),
+            resolved.sign_payload,
+        );
+        Ok(S3Backend {
+            client,
+            storage_class: resolved.storage_class,
+            conditional_writes: resolved.conditional_writes,
+        })
     }
 
     fn put(&self, key: &str, data: Vec<u8>, options: PutOptions) -> Result<ObjectMeta, Error> {
@@ -196,9 +214,15 @@ impl Backend for S3Backend {
     fn list(&self, prefix: &str, cursor: Option<String>, max_keys: u32) -> Result<ListPage, Error> {
         let full_prefix = self.client.full_key(prefix);
         let max = max_keys.clamp(1, MAX_BATCH).to_string();
-        let mut query = vec![("list-type", "2"), ("max-keys", max.as_str()), ("prefix", full_prefix.as_str())];
-        if let Some(token) = cursor.as_deref() {
-            query.push(("continuation-token", token));
+        let mut query = vec![
+            ("list-type", "2"),
+            ("max-keys", max.as_str()),
+            ("prefix", full_prefix.as_str()),
+        ];
+        match cursor.as_deref().map(|c| c.strip_prefix(START_AFTER_CURSOR).ok_or(c)) {
+            Some(Ok(after)) => query.push(("start-after", after)),
+            Some(Err(token)) => query.push(("continuation-token", token)),
+            None => {}
         }
         let response = self.client.send(self.client.bucket(Method::Get, &query))?;
         if !ok(&response) {
@@ -206,6 +230,8 @@ impl Backend for S3Backend {
         }
         let page = xml::list(&response.body)
             .map_err(|e| Error::transient(format!("S3 list of {full_prefix:?}: unreadable answer: {e}")))?;
+        // Some stores page without tokens: resume after the last key instead.
+        let fallback = page.entries.last().map(|e| format!("{START_AFTER_CURSOR}{}", e.key));
         let root = &self.client.loc.prefix;
         let objects = page
             .entries
@@ -220,12 +246,11 @@ impl Backend for S3Backend {
                 Some(meta)
             })
             .collect();
-        let next_cursor = if page.truncated { page.next_token } else { None };
-        if page.truncated && next_cursor.is_none() {
-            return Err(Error::permanent(format!(
-                "S3 list of {full_prefix:?}: the store said there is more but gave no continuation token"
-            )));
-        }
+        let next_cursor = if page.truncated {
+            page.next_token.or(fallback)
+        } else {
+            None
+        };
         Ok(ListPage { objects, next_cursor })
     }
 
@@ -271,7 +296,10 @@ impl Backend for S3Backend {
         // Checked now so a refused precondition fails before any part is sent.
         self.condition_header(&options.precondition)?;
         let full = self.client.full_key(key);
-        let request = self.client.object(Method::Post, &full, &[("uploads", "")]).headers(self.object_headers(&options)?);
+        let request = self
+            .client
+            .object(Method::Post, &full, &[("uploads", "")])
+            .headers(self.object_headers(&options)?);
         let response = self.client.send(request)?;
         if !ok(&response) {
             return Err(self.client.error(&response, "create-upload", &full));
@@ -290,10 +318,15 @@ impl Backend for S3Backend {
         content_sha256: Option<Vec<u8>>,
     ) -> Result<UploadedPart, Error> {
         if part_number == 0 || part_number > MAX_PARTS {
-            return Err(Error::invalid_config(format!("part number {part_number} is outside 1..={MAX_PARTS}")));
+            return Err(Error::invalid_config(format!(
+                "part number {part_number} is outside 1..={MAX_PARTS}"
+            )));
         }
         if data.len() as u64 > MAX_PART_SIZE {
-            return Err(Error::invalid_config(format!("part of {} bytes exceeds {MAX_PART_SIZE}", data.len())));
+            return Err(Error::invalid_config(format!(
+                "part of {} bytes exceeds {MAX_PART_SIZE}",
+                data.len()
+            )));
         }
         let full = self.client.full_key(key);
         let (id, _) = handle::decode(upload_id);
@@ -330,10 +363,14 @@ impl Backend for S3Backend {
         // S3 may fail a completion after answering 200 (it streams
         // whitespace while assembling), with an error document as the body.
         if let Some(e) = xml::error(&response.body) {
-            return Err(match errors::from_code(&e.code, &e.message, &self.client.context("complete-upload", &full)) {
-                Error::NotFound(m) if matches!(precondition, Precondition::IfMatch(_)) => Error::precondition_failed(m),
-                other => other,
-            });
+            return Err(
+                match errors::from_code(&e.code, &e.message, &self.client.context("complete-upload", &full)) {
+                    Error::NotFound(m) if matches!(precondition, Precondition::IfMatch(_)) => {
+                        Error::precondition_failed(m)
+                    }
+                    other => other,
+                },
+            );
         }
         self.head(key)
     }
@@ -341,7 +378,9 @@ impl Backend for S3Backend {
     fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), Error> {
         let full = self.client.full_key(key);
         let (id, _) = handle::decode(upload_id);
-        let response = self.client.send(self.client.object(Method::Delete, &full, &[("uploadId", id)]))?;
+        let response = self
+            .client
+            .send(self.client.object(Method::Delete, &full, &[("uploadId", id)]))?;
         if ok(&response) {
             return Ok(());
         }

@@ -4,8 +4,8 @@ use crate::errors::{self, Context};
 use crate::sign::{Signer, UNSIGNED_PAYLOAD};
 use crate::url::Location;
 use sha2::{Digest, Sha256};
-use sluice_sdk::http::{Method, Request, Response};
 use sluice_sdk::Error;
+use sluice_sdk::http::{Method, Request, Response};
 
 /// SHA-256 of the empty body, precomputed: most S3 requests have no body.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -56,9 +56,20 @@ fn with_query(mut url: String, query: &[(&str, &str)]) -> String {
 }
 
 impl Client {
-    pub fn new(loc: Location, access_key_id: &str, secret: &str, session_token: Option<&str>, sign_payload: bool) -> Self {
+    pub fn new(
+        loc: Location,
+        access_key_id: &str,
+        secret: &str,
+        session_token: Option<&str>,
+        sign_payload: bool,
+    ) -> Self {
         let signer = Signer::new(access_key_id, secret, session_token, &loc.region);
-        Client { loc, access_key_id: access_key_id.to_string(), signer, sign_payload }
+        Client {
+            loc,
+            access_key_id: access_key_id.to_string(),
+            signer,
+            sign_payload,
+        }
     }
 
     /// The key as stored: the replica prefix plus the contract's key.
@@ -68,12 +79,24 @@ impl Client {
 
     /// A request on an object (`full_key` includes the prefix).
     pub fn object(&self, method: Method, full_key: &str, query: &[(&str, &str)]) -> Req<'static> {
-        Req { method, url: with_query(self.loc.object_url(full_key), query), headers: Vec::new(), body: &[], sha256: None }
+        Req {
+            method,
+            url: with_query(self.loc.object_url(full_key), query),
+            headers: Vec::new(),
+            body: &[],
+            sha256: None,
+        }
     }
 
     /// A request on the bucket (list, batch delete).
     pub fn bucket(&self, method: Method, query: &[(&str, &str)]) -> Req<'static> {
-        Req { method, url: with_query(self.loc.bucket_url(), query), headers: Vec::new(), body: &[], sha256: None }
+        Req {
+            method,
+            url: with_query(self.loc.bucket_url(), query),
+            headers: Vec::new(),
+            body: &[],
+            sha256: None,
+        }
     }
 
     /// Sign and send. Only transport failures are errors here; the caller
@@ -114,7 +137,12 @@ impl Client {
     }
 
     pub fn context<'a>(&'a self, op: &'a str, target: &'a str) -> Context<'a> {
-        Context { op, target, bucket: &self.loc.bucket, access_key_id: &self.access_key_id }
+        Context {
+            op,
+            target,
+            bucket: &self.loc.bucket,
+            access_key_id: &self.access_key_id,
+        }
     }
 }
 

@@ -23,12 +23,20 @@ const MAX_BODY_IN_MESSAGE: usize = 200;
 /// Map a non-2xx response.
 pub fn from_response(status: u16, headers: &[(String, String)], body: &[u8], ctx: &Context) -> Error {
     let header = |name: &str| {
-        headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     };
     let mut parsed = xml::error(body).unwrap_or_default();
     if parsed.message.is_empty() && parsed.code.is_empty() && !body.is_empty() {
         let text = String::from_utf8_lossy(body);
-        parsed.message = text.chars().take(MAX_BODY_IN_MESSAGE).collect::<String>().trim().to_string();
+        parsed.message = text
+            .chars()
+            .take(MAX_BODY_IN_MESSAGE)
+            .collect::<String>()
+            .trim()
+            .to_string();
     }
     if parsed.region.is_none() {
         parsed.region = header("x-amz-bucket-region").map(str::to_string);
@@ -41,7 +49,11 @@ pub fn from_response(status: u16, headers: &[(String, String)], body: &[u8], ctx
 
 /// Map a per-key error from DeleteObjects (reported inside a 200 answer).
 pub fn from_code(code: &str, message: &str, ctx: &Context) -> Error {
-    let parsed = xml::S3Error { code: code.to_string(), message: message.to_string(), region: None };
+    let parsed = xml::S3Error {
+        code: code.to_string(),
+        message: message.to_string(),
+        region: None,
+    };
     // The status such a code would come with, so one table serves both.
     let status = match code {
         "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => 403,
@@ -54,7 +66,12 @@ pub fn from_code(code: &str, message: &str, ctx: &Context) -> Error {
 }
 
 fn classify(status: u16, e: &xml::S3Error, retry_after_ms: Option<u64>, ctx: &Context) -> Error {
-    let Context { op, target, bucket, access_key_id } = ctx;
+    let Context {
+        op,
+        target,
+        bucket,
+        access_key_id,
+    } = ctx;
     let detail = describe(status, e);
     let what = format!("S3 {op} of {target:?} in bucket {bucket:?} failed: {detail}");
     match (status, e.code.as_str()) {
@@ -73,11 +90,12 @@ fn classify(status: u16, e: &xml::S3Error, retry_after_ms: Option<u64>, ctx: &Co
         (_, "RequestTimeTooSkewed") => Error::access_denied(format!(
             "{what}: this machine's clock is too far off for request signing; synchronise it"
         )),
-        (_, "AuthorizationHeaderMalformed" | "PermanentRedirect" | "IllegalLocationConstraintException")
-        | (301, _) => Error::invalid_config(match &e.region {
-            Some(r) => format!("{what}: the bucket is in region {r}; set region={r}"),
-            None => format!("{what}: check `region` and `endpoint`"),
-        }),
+        (_, "AuthorizationHeaderMalformed" | "PermanentRedirect" | "IllegalLocationConstraintException") | (301, _) => {
+            Error::invalid_config(match &e.region {
+                Some(r) => format!("{what}: the bucket is in region {r}; set region={r}"),
+                None => format!("{what}: check `region` and `endpoint`"),
+            })
+        }
         (403, _) | (_, "AccessDenied" | "AllAccessDisabled" | "AccountProblem") => Error::access_denied(format!(
             "{what}: access key id {access_key_id:?} is not allowed to {op} here; check its permissions"
         )),
@@ -108,7 +126,12 @@ fn describe(status: u16, e: &xml::S3Error) -> String {
 mod tests {
     use super::*;
 
-    const CTX: Context = Context { op: "put", target: "db/x", bucket: "b", access_key_id: "AKIDEXAMPLE" };
+    const CTX: Context = Context {
+        op: "put",
+        target: "db/x",
+        bucket: "b",
+        access_key_id: "AKIDEXAMPLE",
+    };
 
     fn body(code: &str) -> Vec<u8> {
         format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>m</Message></Error>").into_bytes()
@@ -120,7 +143,12 @@ mod tests {
 
     #[test]
     fn throttling() {
-        for (status, code) in [(503, "SlowDown"), (400, "Throttling"), (429, ""), (429, "TooManyRequests")] {
+        for (status, code) in [
+            (503, "SlowDown"),
+            (400, "Throttling"),
+            (429, ""),
+            (429, "TooManyRequests"),
+        ] {
             assert!(matches!(map(status, code), Error::Throttled(_)), "{status} {code}");
         }
         let headers = vec![("Retry-After".to_string(), "3".to_string())];
@@ -132,10 +160,19 @@ mod tests {
 
     #[test]
     fn transient() {
-        for (status, code) in [(500, "InternalError"), (503, "ServiceUnavailable"), (502, ""), (400, "RequestTimeout"), (504, "")] {
+        for (status, code) in [
+            (500, "InternalError"),
+            (503, "ServiceUnavailable"),
+            (502, ""),
+            (400, "RequestTimeout"),
+            (504, ""),
+        ] {
             assert!(matches!(map(status, code), Error::Transient(_)), "{status} {code}");
         }
-        assert!(matches!(from_response(502, &[], b"<html>bad gateway</html>", &CTX), Error::Transient(_)));
+        assert!(matches!(
+            from_response(502, &[], b"<html>bad gateway</html>", &CTX),
+            Error::Transient(_)
+        ));
     }
 
     #[test]
@@ -151,7 +188,10 @@ mod tests {
     #[test]
     fn config_errors() {
         match map(404, "NoSuchBucket") {
-            Error::InvalidConfig(m) => assert!(m.contains("create the bucket or fix the bucket name in the replica URL"), "{m}"),
+            Error::InvalidConfig(m) => assert!(
+                m.contains("create the bucket or fix the bucket name in the replica URL"),
+                "{m}"
+            ),
             other => panic!("{other:?}"),
         }
         let headers = vec![("x-amz-bucket-region".to_string(), "eu-west-1".to_string())];
@@ -164,10 +204,16 @@ mod tests {
     #[test]
     fn object_level_answers() {
         assert!(matches!(map(404, "NoSuchKey"), Error::NotFound(_)));
-        assert!(matches!(from_response(404, &[], b"", &CTX), Error::NotFound(_)), "HEAD 404 has no body");
+        assert!(
+            matches!(from_response(404, &[], b"", &CTX), Error::NotFound(_)),
+            "HEAD 404 has no body"
+        );
         assert!(matches!(map(404, "NoSuchUpload"), Error::NotFound(_)));
         assert!(matches!(map(412, "PreconditionFailed"), Error::PreconditionFailed(_)));
-        assert!(matches!(map(409, "ConditionalRequestConflict"), Error::PreconditionFailed(_)));
+        assert!(matches!(
+            map(409, "ConditionalRequestConflict"),
+            Error::PreconditionFailed(_)
+        ));
         assert!(matches!(map(501, "NotImplemented"), Error::Unsupported(_)));
         assert!(matches!(map(400, "EntityTooSmall"), Error::Permanent(_)));
     }

@@ -5,8 +5,8 @@
 
 use sluice_sdk::Precondition;
 
-/// Marks ids carrying a precondition; S3 upload ids never contain `:`
-/// in this position, so plain ids pass through unchanged.
+/// Mark ids carrying a precondition. No store's upload id starts with
+/// these, so plain ids pass through unchanged.
 const IF_ABSENT: &str = "sluice-if-absent:";
 const IF_MATCH: &str = "sluice-if-match:";
 
@@ -47,7 +47,11 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for p in [Precondition::None, Precondition::IfAbsent, Precondition::IfMatch("9b2c:f5-2".into())] {
+        for p in [
+            Precondition::None,
+            Precondition::IfAbsent,
+            Precondition::IfMatch("9b2c:f5-2".into()),
+        ] {
             let id = encode("VXBsb2FkIElE.x-y_z", &p);
             assert_eq!(decode(&id), ("VXBsb2FkIElE.x-y_z", p));
         }

@@ -48,21 +48,73 @@ struct Service {
 /// Litestream's providers, most specific first.
 const SERVICES: &[Service] = &[
     // AWS, virtual-host style: bucket.s3.REGION.amazonaws.com and the legacy s3-REGION.
-    Service { labels: &[Lit("s3"), Var, Lit("amazonaws"), Lit("com")], endpoint: None, region: Some("{}") },
-    Service { labels: &[Prefixed("s3-"), Lit("amazonaws"), Lit("com")], endpoint: None, region: Some("{}") },
-    Service { labels: &[Lit("s3"), Lit("amazonaws"), Lit("com")], endpoint: None, region: None },
-    Service { labels: &[Var, Lit("digitaloceanspaces"), Lit("com")], endpoint: Some("{}.digitaloceanspaces.com"), region: Some("{}") },
-    Service { labels: &[Lit("s3"), Var, Lit("backblazeb2"), Lit("com")], endpoint: Some("s3.{}.backblazeb2.com"), region: Some("{}") },
-    Service { labels: &[Var, Lit("linodeobjects"), Lit("com")], endpoint: Some("{}.linodeobjects.com"), region: Some("{}") },
-    Service { labels: &[Lit("s3"), Var, Lit("scw"), Lit("cloud")], endpoint: Some("s3.{}.scw.cloud"), region: Some("{}") },
-    Service { labels: &[Lit("s3"), Lit("filebase"), Lit("com")], endpoint: Some("s3.filebase.com"), region: Some("us-east-1") },
+    Service {
+        labels: &[Lit("s3"), Var, Lit("amazonaws"), Lit("com")],
+        endpoint: None,
+        region: Some("{}"),
+    },
+    Service {
+        labels: &[Prefixed("s3-"), Lit("amazonaws"), Lit("com")],
+        endpoint: None,
+        region: Some("{}"),
+    },
+    Service {
+        labels: &[Lit("s3"), Lit("amazonaws"), Lit("com")],
+        endpoint: None,
+        region: None,
+    },
+    Service {
+        labels: &[Var, Lit("digitaloceanspaces"), Lit("com")],
+        endpoint: Some("{}.digitaloceanspaces.com"),
+        region: Some("{}"),
+    },
+    Service {
+        labels: &[Lit("s3"), Var, Lit("backblazeb2"), Lit("com")],
+        endpoint: Some("s3.{}.backblazeb2.com"),
+        region: Some("{}"),
+    },
+    Service {
+        labels: &[Var, Lit("linodeobjects"), Lit("com")],
+        endpoint: Some("{}.linodeobjects.com"),
+        region: Some("{}"),
+    },
+    Service {
+        labels: &[Lit("s3"), Var, Lit("scw"), Lit("cloud")],
+        endpoint: Some("s3.{}.scw.cloud"),
+        region: Some("{}"),
+    },
+    Service {
+        labels: &[Lit("s3"), Lit("filebase"), Lit("com")],
+        endpoint: Some("s3.filebase.com"),
+        region: Some("us-east-1"),
+    },
     // R2 and Tigris sign with the pseudo-region `auto`.
-    Service { labels: &[Var, Lit("r2"), Lit("cloudflarestorage"), Lit("com")], endpoint: Some("{}.r2.cloudflarestorage.com"), region: Some("auto") },
-    Service { labels: &[Lit("fly"), Lit("storage"), Lit("tigris"), Lit("dev")], endpoint: Some("fly.storage.tigris.dev"), region: Some("auto") },
-    Service { labels: &[Lit("t3"), Lit("storage"), Lit("dev")], endpoint: Some("t3.storage.dev"), region: Some("auto") },
+    Service {
+        labels: &[Var, Lit("r2"), Lit("cloudflarestorage"), Lit("com")],
+        endpoint: Some("{}.r2.cloudflarestorage.com"),
+        region: Some("auto"),
+    },
+    Service {
+        labels: &[Lit("fly"), Lit("storage"), Lit("tigris"), Lit("dev")],
+        endpoint: Some("fly.storage.tigris.dev"),
+        region: Some("auto"),
+    },
+    Service {
+        labels: &[Lit("t3"), Lit("storage"), Lit("dev")],
+        endpoint: Some("t3.storage.dev"),
+        region: Some("auto"),
+    },
     // Hetzner: the location (fsn1, nbg1, hel1) is the region.
-    Service { labels: &[Var, Lit("your-objectstorage"), Lit("com")], endpoint: Some("{}.your-objectstorage.com"), region: Some("{}") },
-    Service { labels: &[Lit("localhost")], endpoint: Some("localhost"), region: Some("us-east-1") },
+    Service {
+        labels: &[Var, Lit("your-objectstorage"), Lit("com")],
+        endpoint: Some("{}.your-objectstorage.com"),
+        region: Some("{}"),
+    },
+    Service {
+        labels: &[Lit("localhost")],
+        endpoint: Some("localhost"),
+        region: Some("us-east-1"),
+    },
 ];
 
 /// Split the host part of an `s3://` URL into bucket and service.
@@ -72,7 +124,11 @@ pub fn detect(authority: &str) -> Detected {
     for service in SERVICES {
         if let Some((bucket, captured)) = match_labels(&labels, service.labels) {
             let fill = |t: &str| t.replace("{}", captured.as_deref().unwrap_or(""));
-            let scheme = if service.endpoint == Some("localhost") { "http" } else { "https" };
+            let scheme = if service.endpoint == Some("localhost") {
+                "http"
+            } else {
+                "https"
+            };
             let host = service.endpoint.map(|e| match port {
                 Some(p) => strip_default_port(scheme, &format!("{}:{p}", fill(e))),
                 None => fill(e),
@@ -80,7 +136,12 @@ pub fn detect(authority: &str) -> Detected {
             let aws = host.is_none();
             return Detected {
                 bucket,
-                provider: Provider { scheme, host, region: service.region.map(fill), path_style: !aws },
+                provider: Provider {
+                    scheme,
+                    host,
+                    region: service.region.map(fill),
+                    path_style: !aws,
+                },
             };
         }
     }
@@ -90,7 +151,11 @@ pub fn detect(authority: &str) -> Detected {
             Some((b, rest)) if !is_ip(hostname) => (Some(b.to_string()), rest),
             _ => (None, hostname),
         };
-        let host_port = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        let host_port = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
         return Detected {
             bucket,
             provider: Provider {
@@ -103,7 +168,12 @@ pub fn detect(authority: &str) -> Detected {
     }
     Detected {
         bucket: Some(hostname.to_string()).filter(|h| !h.is_empty()),
-        provider: Provider { scheme: "https", host: None, region: None, path_style: false },
+        provider: Provider {
+            scheme: "https",
+            host: None,
+            region: None,
+            path_style: false,
+        },
     }
 }
 

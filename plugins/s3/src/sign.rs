@@ -4,8 +4,8 @@
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode, sign,
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, UriPathNormalizationMode,
+    sign,
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
@@ -28,7 +28,9 @@ pub struct Signer {
 // Holds the secret: never print it.
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("region", &self.region).finish_non_exhaustive()
+        f.debug_struct("Signer")
+            .field("region", &self.region)
+            .finish_non_exhaustive()
     }
 }
 
@@ -41,7 +43,10 @@ impl Signer {
             None,
             PROVIDER_NAME,
         );
-        Signer { identity: credentials.into(), region: region.to_string() }
+        Signer {
+            identity: credentials.into(),
+            region: region.to_string(),
+        }
     }
 
     /// The headers to add to a request so the store accepts it: the
@@ -76,17 +81,15 @@ impl Signer {
         } else {
             SignableBody::Precomputed(payload_hash.to_string())
         };
-        let request = SignableRequest::new(
-            method,
-            url,
-            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            body,
-        )
-        .map_err(|e| Error::invalid_config(format!("cannot sign a request to {url}: {e}")))?;
+        let request = SignableRequest::new(method, url, headers.iter().map(|(k, v)| (k.as_str(), v.as_str())), body)
+            .map_err(|e| Error::invalid_config(format!("cannot sign a request to {url}: {e}")))?;
         let (instructions, _signature) = sign(request, &params)
             .map_err(|e| Error::invalid_config(format!("cannot sign a request to {url}: {e}")))?
             .into_parts();
         let (added, _query) = instructions.into_parts();
-        Ok(added.into_iter().map(|h| (h.name().to_string(), h.value().to_string())).collect())
+        Ok(added
+            .into_iter()
+            .map(|h| (h.name().to_string(), h.value().to_string()))
+            .collect())
     }
 }

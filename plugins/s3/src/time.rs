@@ -27,7 +27,9 @@ pub fn http_date_ms(s: &str) -> Option<u64> {
     to_ms(year, month, day, h, m, sec, 0)
 }
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 fn to_ms(year: i64, month: i64, day: i64, h: i64, m: i64, s: i64, ms: i64) -> Option<u64> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {

@@ -54,7 +54,12 @@ impl Location {
     pub fn object_url(&self, full_key: &str) -> String {
         let key = uri_encode(full_key, true);
         if self.path_style {
-            format!("{}://{}/{}/{key}", self.scheme, self.host, uri_encode(&self.bucket, false))
+            format!(
+                "{}://{}/{}/{key}",
+                self.scheme,
+                self.host,
+                uri_encode(&self.bucket, false)
+            )
         } else {
             format!("{}://{}.{}/{key}", self.scheme, self.bucket, self.host)
         }
@@ -69,11 +74,17 @@ struct ParsedUrl {
 }
 
 fn split_url(url: &str) -> Result<ParsedUrl, Error> {
-    let rest = url.strip_prefix("s3://").ok_or_else(|| {
-        Error::invalid_config(format!("replica URL must start with s3://, got {url}"))
-    })?;
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| Error::invalid_config(format!("replica URL must start with s3://, got {url}")))?;
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if host.contains('@') {
+        // Not echoed: the part before `@` would be credentials.
+        return Err(Error::invalid_config(
+            "credentials in the replica URL are not supported: set `access-key-id` and `secret-access-key`",
+        ));
+    }
     let query = query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -82,7 +93,11 @@ fn split_url(url: &str) -> Result<ParsedUrl, Error> {
             (percent_decode(k), percent_decode(v))
         })
         .collect();
-    Ok(ParsedUrl { host: host.to_string(), path: percent_decode(path), query })
+    Ok(ParsedUrl {
+        host: host.to_string(),
+        path: percent_decode(path),
+        query,
+    })
 }
 
 /// Looks a value up in the settings first, then in the URL's query under
@@ -109,7 +124,9 @@ impl Lookup<'_> {
             .map(|v| match v.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => Ok(true),
                 "false" | "0" | "no" | "off" => Ok(false),
-                _ => Err(Error::invalid_config(format!("`{setting}` must be true or false, got `{v}`"))),
+                _ => Err(Error::invalid_config(format!(
+                    "`{setting}` must be true or false, got `{v}`"
+                ))),
             })
             .transpose()
     }
@@ -118,7 +135,10 @@ impl Lookup<'_> {
 /// Resolve the URL and settings. Settings override what the URL implies.
 pub fn resolve(config: &Config) -> Result<S3Config, Error> {
     let url = split_url(&config.url)?;
-    let look = Lookup { config, query: &url.query };
+    let look = Lookup {
+        config,
+        query: &url.query,
+    };
 
     let detected = provider::detect(&url.host);
     let mut path = url.path.clone();
@@ -177,9 +197,8 @@ pub fn resolve(config: &Config) -> Result<S3Config, Error> {
     // to the plugin); accept Litestream's parameters but check they are numbers.
     for (setting, query) in [("part-size", "partSize"), ("concurrency", "concurrency")] {
         if let Some(v) = look.get(setting, query) {
-            v.parse::<u64>().map_err(|_| {
-                Error::invalid_config(format!("`{setting}` must be a whole number, got `{v}`"))
-            })?;
+            v.parse::<u64>()
+                .map_err(|_| Error::invalid_config(format!("`{setting}` must be a whole number, got `{v}`")))?;
         }
     }
 
@@ -218,7 +237,11 @@ fn endpoint_provider(endpoint: &str) -> Result<Provider, Error> {
         )));
     }
     let hostname = provider::split_port(authority).0;
-    let scheme = scheme.unwrap_or(if provider::is_private(hostname) { "http" } else { "https" });
+    let scheme = scheme.unwrap_or(if provider::is_private(hostname) {
+        "http"
+    } else {
+        "https"
+    });
     let by_host = provider::detect(authority).provider;
     Ok(Provider {
         scheme,

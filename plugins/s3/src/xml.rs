@@ -2,9 +2,9 @@
 //! small (a list page is at most 1000 entries), so they are read into a
 //! tiny tree and queried, rather than streamed.
 
+use quick_xml::Reader;
 use quick_xml::escape::{escape, resolve_predefined_entity};
 use quick_xml::events::Event;
-use quick_xml::Reader;
 
 /// An element: its local name (namespace prefix dropped), the text of a
 /// leaf, and its children.
@@ -39,9 +39,15 @@ pub fn parse(body: &[u8]) -> Result<Node, String> {
     loop {
         let event = reader.read_event().map_err(|e| format!("malformed XML: {e}"))?;
         match event {
-            Event::Start(e) => stack.push(Node { name: local(e.local_name().as_ref()), ..Node::default() }),
+            Event::Start(e) => stack.push(Node {
+                name: local(e.local_name().as_ref()),
+                ..Node::default()
+            }),
             Event::Empty(e) => {
-                let node = Node { name: local(e.local_name().as_ref()), ..Node::default() };
+                let node = Node {
+                    name: local(e.local_name().as_ref()),
+                    ..Node::default()
+                };
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(node),
                     None => return Ok(node),
@@ -56,7 +62,8 @@ pub fn parse(body: &[u8]) -> Result<Node, String> {
             }
             Event::Text(t) => {
                 if let Some(node) = stack.last_mut() {
-                    node.text.push_str(&t.decode().map_err(|e| format!("bad XML text: {e}"))?);
+                    node.text
+                        .push_str(&t.decode().map_err(|e| format!("bad XML text: {e}"))?);
                 }
             }
             Event::CData(t) => {
@@ -152,7 +159,10 @@ pub fn list(body: &[u8]) -> Result<ListResult, String> {
     Ok(ListResult {
         entries,
         truncated: root.text_of("IsTruncated").is_some_and(|t| t.trim() == "true"),
-        next_token: root.text_of("NextContinuationToken").map(str::to_string).filter(|t| !t.is_empty()),
+        next_token: root
+            .text_of("NextContinuationToken")
+            .map(str::to_string)
+            .filter(|t| !t.is_empty()),
     })
 }
 
@@ -182,7 +192,9 @@ pub fn delete_errors(body: &[u8]) -> Result<Vec<(String, String, String)>, Strin
 
 /// The DeleteObjects request body, in quiet mode (only failures come back).
 pub fn delete_body<'a>(keys: impl Iterator<Item = &'a str>) -> String {
-    let mut body = String::from(r#"<?xml version="1.0" encoding="UTF-8"?><Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Quiet>true</Quiet>"#);
+    let mut body = String::from(
+        r#"<?xml version="1.0" encoding="UTF-8"?><Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Quiet>true</Quiet>"#,
+    );
     for key in keys {
         body.push_str("<Object><Key>");
         body.push_str(&escape(key));
@@ -195,9 +207,14 @@ pub fn delete_body<'a>(keys: impl Iterator<Item = &'a str>) -> String {
 /// The CompleteMultipartUpload request body. ETags go back quoted, as S3
 /// gave them out.
 pub fn complete_body<'a>(parts: impl Iterator<Item = (u32, &'a str)>) -> String {
-    let mut body = String::from(r#"<?xml version="1.0" encoding="UTF-8"?><CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">"#);
+    let mut body = String::from(
+        r#"<?xml version="1.0" encoding="UTF-8"?><CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">"#,
+    );
     for (number, etag) in parts {
-        body.push_str(&format!("<Part><PartNumber>{number}</PartNumber><ETag>\"{}\"</ETag></Part>", escape(etag)));
+        body.push_str(&format!(
+            "<Part><PartNumber>{number}</PartNumber><ETag>\"{}\"</ETag></Part>",
+            escape(etag)
+        ));
     }
     body.push_str("</CompleteMultipartUpload>");
     body

@@ -1,0 +1,406 @@
+//! WAL → segment: each sync reads the newly committed frames of one
+//! database and writes them as a level-0 segment into the local spool, or
+//! writes a snapshot when continuity is lost or a replica asks for one.
+//!
+//! Continuity: within one WAL epoch the frame chain must continue from
+//! where the last capture stopped; a new epoch must carry the next salt-1
+//! (SQLite increments it at every restart) and may only follow an epoch we
+//! captured completely. Anything else — sluice was down while the WAL was
+//! reset, the file was replaced — is a gap, and a gap means a snapshot.
+
+use crate::checksum::{page_hash, PageHashes};
+use crate::db::{CheckpointMode, Db, DbError};
+use crate::segment::{Header, SegmentName, SegmentWriter, SNAPSHOT_LEVEL};
+use crate::state::{sync_dir, MetaDir, State, WalMark};
+use crate::wal::{next_epoch_salt1, Scan, WalHeader, WalPos};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Checkpoint thresholds (Litestream's names and defaults).
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    /// PASSIVE checkpoint once the WAL holds this many frames.
+    pub min_checkpoint_page_count: u32,
+    /// TRUNCATE checkpoint (blocking writers briefly) past this many.
+    pub truncate_page_n: u32,
+    /// PASSIVE checkpoint at least this often while the WAL has frames.
+    pub checkpoint_interval: Duration,
+    pub busy_timeout: Duration,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            min_checkpoint_page_count: 1000,
+            truncate_page_n: 121_359,
+            checkpoint_interval: Duration::from_secs(60),
+            busy_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaptureError + '_ {
+    move |source| CaptureError::Io { path: path.to_path_buf(), source }
+}
+
+/// A segment waiting in the spool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolEntry {
+    pub name: SegmentName,
+    pub path: PathBuf,
+    pub size: u64,
+    pub timestamp_ms: i64,
+}
+
+/// What one sync produced.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    pub segments: Vec<SpoolEntry>,
+    pub transactions: u64,
+    /// Continuity was lost and a snapshot restarted the chain.
+    pub gap: Option<String>,
+}
+
+/// Capture state of one database.
+pub struct Capturer {
+    db: Db,
+    meta: MetaDir,
+    state: State,
+    hashes: PageHashes,
+    config: CaptureConfig,
+    /// Why the next sync must snapshot, if it must.
+    gap: Option<String>,
+    inode: (u64, u64),
+    last_checkpoint: Instant,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn file_id(path: &Path) -> io::Result<(u64, u64)> {
+    let m = fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+impl Capturer {
+    /// Open the database and the local state; decide whether the chain
+    /// can continue or must restart with a snapshot.
+    pub fn open(db_path: &Path, meta_dir: PathBuf, config: CaptureConfig) -> Result<Capturer, CaptureError> {
+        let db = Db::open(db_path, config.busy_timeout)?;
+        let meta = MetaDir::open(meta_dir.clone()).map_err(io_err(&meta_dir))?;
+        let inode = file_id(db_path).map_err(io_err(db_path))?;
+        let (page_size, _) = db.page_info()?;
+        let (state, hashes, gap) = match meta.load() {
+            None => (State::new(page_size), PageHashes::new(page_size), Some("no local replication state (first run)".to_string())),
+            Some((state, hashes)) => {
+                let gap = startup_gap(&db, &state).map_err(io_err(db_path))?;
+                (state, hashes, gap)
+            }
+        };
+        let mut capturer = Capturer { db, meta, state, hashes, config, gap, inode, last_checkpoint: Instant::now() };
+        capturer.discard_unrecorded_spool()?;
+        Ok(capturer)
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn meta(&self) -> &MetaDir {
+        &self.meta
+    }
+
+    pub fn db_path(&self) -> &Path {
+        self.db.path()
+    }
+
+    /// Spool segments beyond the recorded TXID are leftovers of a crash
+    /// between writing a segment and recording it: drop them.
+    fn discard_unrecorded_spool(&mut self) -> Result<(), CaptureError> {
+        for entry in list_spool(&self.meta.spool()).map_err(io_err(&self.meta.spool()))? {
+            if entry.name.max_txid > self.state.txid {
+                fs::remove_file(&entry.path).map_err(io_err(&entry.path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Capture whatever was committed since the last sync. With
+    /// `snapshot` (or after a gap) also write a snapshot at the new TXID.
+    pub fn sync(&mut self, snapshot: bool) -> Result<SyncReport, CaptureError> {
+        let path = self.db.path().to_path_buf();
+        if file_id(&path).map_err(io_err(&path))? != self.inode {
+            // Replaced underneath us (a restore, a copy): start over.
+            self.db = Db::open(&path, self.config.busy_timeout)?;
+            self.inode = file_id(&path).map_err(io_err(&path))?;
+            self.gap = Some("the database file was replaced".into());
+        }
+        self.db.refresh_read_lock()?;
+        let wal_path = self.db.wal_path();
+        let header = WalHeader::read(&wal_path).map_err(io_err(&wal_path))?;
+        let mut report = SyncReport::default();
+
+        // Where to scan from, and whether the chain holds.
+        let from = match (&header, self.gap.is_some()) {
+            (Some(h), true) => Some(h.start()),
+            (Some(h), false) => match self.continuity(h)? {
+                Ok(pos) => Some(pos),
+                Err(why) => {
+                    self.gap = Some(why);
+                    Some(h.start())
+                }
+            },
+            (None, _) => {
+                if let Some(mark) = self.state.wal.take() {
+                    // The WAL was truncated after a complete capture.
+                    self.state.next_salt1 = Some(mark.pos.salt.0.wrapping_add(1));
+                }
+                None
+            }
+        };
+        let wal_file = match &header {
+            Some(_) => Some(File::open(&wal_path).map_err(io_err(&wal_path))?),
+            None => None,
+        };
+        let scan = match (&header, &wal_file, from) {
+            (Some(h), Some(f), Some(pos)) => h.scan(f, pos).map_err(io_err(&wal_path))?,
+            _ => Scan::default(),
+        };
+        report.transactions = scan.transactions;
+        let wal = header.zip(wal_file);
+
+        if let Some(why) = self.gap.take() {
+            tracing::warn!(database = %path.display(), "replication chain restarts with a snapshot: {why}");
+            report.gap = Some(why);
+            let entry = self.write_snapshot(&scan, wal.as_ref(), true)?;
+            report.segments.push(entry);
+        } else {
+            if scan.end.is_some() {
+                let (h, f) = wal.as_ref().ok_or_else(|| CaptureError::Io { path: wal_path.clone(), source: io::Error::other("frames without a WAL") })?;
+                report.segments.push(self.write_l0(&scan, h, f)?);
+            }
+            if snapshot && self.state.txid > 0 {
+                // Pages of this sync's frames are already in the state; the
+                // snapshot reads the rest at the read transaction's view.
+                let entry = self.write_snapshot(&scan, wal.as_ref(), false)?;
+                report.segments.push(entry);
+            }
+        }
+        if let Some((h, _)) = &wal {
+            let pos = scan.end.or(from).unwrap_or_else(|| h.start());
+            let min_end = self.state.wal.filter(|m| m.pos.salt == h.salt).map_or(0, |m| m.min_end);
+            self.state.wal = Some(WalMark { pos, min_end });
+        }
+        self.meta.save(&self.state, &self.hashes).map_err(io_err(self.meta.path()))?;
+        Ok(report)
+    }
+
+    /// `Ok(pos)` to continue from, or `Err(reason)` for a gap.
+    fn continuity(&self, h: &WalHeader) -> Result<Result<WalPos, String>, CaptureError> {
+        let wal_path = self.db.wal_path();
+        match self.state.wal {
+            Some(mark) if mark.pos.salt == h.salt => {
+                let file = File::open(&wal_path).map_err(io_err(&wal_path))?;
+                if h.continues(&file, mark.pos).map_err(io_err(&wal_path))? {
+                    Ok(Ok(mark.pos))
+                } else {
+                    Ok(Err("the WAL was rewritten since the last capture".into()))
+                }
+            }
+            Some(mark) => {
+                if mark.pos.frames < mark.min_end {
+                    return Ok(Err(format!("the WAL was reset before frames {}..{} were captured", mark.pos.frames, mark.min_end)));
+                }
+                if h.salt.0 == mark.pos.salt.0.wrapping_add(1) {
+                    Ok(Ok(h.start()))
+                } else {
+                    Ok(Err("the WAL was reset more than once since the last capture (sluice was not running?)".into()))
+                }
+            }
+            None => match self.state.next_salt1 {
+                Some(salt1) if salt1 == h.salt.0 => Ok(Ok(h.start())),
+                _ => Ok(Err("a new WAL appeared that cannot be tied to the last capture".into())),
+            },
+        }
+    }
+
+    fn spool_path(&self, name: &SegmentName) -> PathBuf {
+        self.meta.spool().join(format!("{:04x}-{:016x}-{:016x}.seg", name.level, name.min_txid, name.max_txid))
+    }
+
+    /// Move a finished temp segment into the spool durably.
+    fn commit_segment(&self, tmp: &Path, name: SegmentName, header: &Header) -> Result<SpoolEntry, CaptureError> {
+        let dest = self.spool_path(&name);
+        File::open(tmp).and_then(|f| f.sync_all()).map_err(io_err(tmp))?;
+        fs::rename(tmp, &dest).map_err(io_err(&dest))?;
+        sync_dir(&self.meta.spool()).map_err(io_err(&self.meta.spool()))?;
+        let size = fs::metadata(&dest).map_err(io_err(&dest))?.len();
+        Ok(SpoolEntry { name, path: dest, size, timestamp_ms: header.timestamp_ms })
+    }
+
+    fn write_l0(&mut self, scan: &Scan, h: &WalHeader, wal: &File) -> Result<SpoolEntry, CaptureError> {
+        let txid = self.state.txid + 1;
+        let db_pages = scan.db_pages.unwrap_or(self.state.db_pages);
+        let tmp = self.meta.temp_path("l0");
+        let header = Header { page_size: h.page_size, min_txid: txid, max_txid: txid, timestamp_ms: now_ms(), pre_checksum: self.state.checksum, ..Header::default() };
+        let out = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut writer = SegmentWriter::new(out, header).map_err(io_err(&tmp))?;
+        let mut hashes = self.hashes.clone();
+        hashes.resize(db_pages);
+        let mut buf = vec![0u8; h.page_size as usize];
+        for (&pgno, &frame) in &scan.pages {
+            h.read_page(wal, frame, &mut buf).map_err(io_err(&self.db.wal_path()))?;
+            hashes.set(pgno, page_hash(pgno, &buf));
+            writer.add_page(pgno, &buf).map_err(io_err(&tmp))?;
+        }
+        let (_, header) = writer.finish(db_pages, hashes.checksum()).map_err(io_err(&tmp))?;
+        let name = SegmentName { level: 0, min_txid: txid, max_txid: txid };
+        let entry = self.commit_segment(&tmp, name, &header)?;
+        self.hashes = hashes;
+        self.state.txid = txid;
+        self.state.db_pages = db_pages;
+        self.state.checksum = header.post_checksum;
+        self.state.timestamp_ms = header.timestamp_ms;
+        Ok(entry)
+    }
+
+    /// A snapshot at the current state: pages from this sync's frames where
+    /// they exist, the rest read through the read transaction (whose view
+    /// lies between the previous capture and the end of `scan`, so those
+    /// pages did not change in between). With `new_txid` the snapshot
+    /// starts a new chain at the next TXID (first run, after a gap).
+    fn write_snapshot(&mut self, scan: &Scan, wal: Option<&(WalHeader, File)>, new_txid: bool) -> Result<SpoolEntry, CaptureError> {
+        let (page_size, view_pages) = self.db.page_info()?;
+        let db_pages = scan.db_pages.unwrap_or(if new_txid { view_pages } else { self.state.db_pages });
+        let txid = if new_txid { self.state.txid + 1 } else { self.state.txid };
+        let tmp = self.meta.temp_path("snapshot");
+        let header = Header { page_size, min_txid: 1, max_txid: txid, timestamp_ms: now_ms(), pre_checksum: 0, ..Header::default() };
+        let out = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut writer = SegmentWriter::new(out, header).map_err(io_err(&tmp))?;
+        let mut hashes = PageHashes::new(page_size);
+        let from_wal: &BTreeMap<u32, u32> = &scan.pages;
+        let mut buf = vec![0u8; page_size as usize];
+        let mut add = |pgno: u32, view: Option<&[u8]>, writer: &mut SegmentWriter<File>| -> io::Result<()> {
+            let page: &[u8] = match (from_wal.get(&pgno), wal) {
+                (Some(&frame), Some((h, f))) => {
+                    h.read_page(f, frame, &mut buf)?;
+                    &buf
+                }
+                _ => view.ok_or_else(|| io::Error::other(format!("page {pgno} is in neither the WAL nor the database view")))?,
+            };
+            hashes.set(pgno, page_hash(pgno, page));
+            writer.add_page(pgno, page)
+        };
+        let dump_pages = view_pages.min(db_pages);
+        self.db.for_each_page(dump_pages, |pgno, data| add(pgno, Some(data), &mut writer))?;
+        for pgno in dump_pages + 1..=db_pages {
+            add(pgno, None, &mut writer).map_err(io_err(&tmp))?;
+        }
+        hashes.resize(db_pages);
+        if !new_txid && hashes.checksum() != self.state.checksum {
+            // The incremental state and the database disagree: trust the
+            // database and restart the chain rather than ship a lie.
+            let _ = fs::remove_file(&tmp);
+            self.gap = Some("the database does not match the captured state (changed while sluice was not watching?)".into());
+            return Err(CaptureError::Io { path: self.db.path().to_path_buf(), source: io::Error::other("state mismatch; the next sync takes a fresh snapshot") });
+        }
+        let (_, header) = writer.finish(db_pages, hashes.checksum()).map_err(io_err(&tmp))?;
+        let name = SegmentName { level: SNAPSHOT_LEVEL, min_txid: 1, max_txid: txid };
+        let entry = self.commit_segment(&tmp, name, &header)?;
+        self.hashes = hashes;
+        self.state.page_size = page_size;
+        self.state.txid = txid;
+        self.state.db_pages = db_pages;
+        self.state.checksum = header.post_checksum;
+        self.state.timestamp_ms = header.timestamp_ms;
+        if wal.is_none() {
+            self.state.next_salt1 = next_epoch_salt1(self.db.path());
+        }
+        Ok(entry)
+    }
+
+    /// Frames in the WAL now (after the last capture).
+    pub fn wal_frames(&self) -> u32 {
+        self.state.wal.map_or(0, |m| m.pos.frames)
+    }
+
+    /// Checkpoint if the WAL is past a threshold. Call right after a sync,
+    /// so every frame up to the WAL's end is captured.
+    pub fn maybe_checkpoint(&mut self) -> Result<Option<CheckpointMode>, CaptureError> {
+        let frames = self.wal_frames();
+        let mode = if frames >= self.config.truncate_page_n {
+            CheckpointMode::Truncate
+        } else if frames >= self.config.min_checkpoint_page_count
+            || (frames > 0 && self.last_checkpoint.elapsed() >= self.config.checkpoint_interval)
+        {
+            CheckpointMode::Passive
+        } else {
+            return Ok(None);
+        };
+        self.last_checkpoint = Instant::now();
+        let Some(mark) = self.state.wal else { return Ok(None) };
+        let result = self.db.checkpoint(mode)?;
+        let appended = result.log_frames > mark.pos.frames as i64;
+        if appended && mode == CheckpointMode::Truncate && !result.busy {
+            // Frames committed after our capture were truncated away.
+            self.gap = Some(format!("frames {}..{} were checkpointed and truncated before capture", mark.pos.frames, result.log_frames));
+        } else if let Some(m) = &mut self.state.wal {
+            // Until the frames SQLite reported are captured, a WAL restart
+            // would lose them: refuse to continue across one until then.
+            m.min_end = m.min_end.max(result.log_frames.max(0) as u32);
+        }
+        self.meta.save(&self.state, &self.hashes).map_err(io_err(self.meta.path()))?;
+        Ok(Some(mode))
+    }
+}
+
+/// On start, the chain continues only if the WAL still holds exactly what
+/// we last captured; anything could have happened while we were down.
+fn startup_gap(db: &Db, state: &State) -> io::Result<Option<String>> {
+    let wal_path = db.wal_path();
+    let header = WalHeader::read(&wal_path)?;
+    Ok(match (header, state.wal) {
+        (Some(h), Some(mark)) if h.salt == mark.pos.salt => {
+            if h.continues(&File::open(&wal_path)?, mark.pos)? {
+                None
+            } else {
+                Some("the WAL was rewritten while sluice was not running".into())
+            }
+        }
+        (None, None) if state.next_salt1.is_some() && next_epoch_salt1(db.path()) == state.next_salt1 => None,
+        _ => Some("the WAL changed in ways that cannot be followed while sluice was not running".into()),
+    })
+}
+
+/// Segments in a spool directory, oldest first.
+pub fn list_spool(dir: &Path) -> io::Result<Vec<SpoolEntry>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str().and_then(parse_spool_name) else { continue };
+        let meta = entry.metadata()?;
+        out.push(SpoolEntry { name, path: entry.path(), size: meta.len(), timestamp_ms: 0 });
+    }
+    out.sort_by_key(|e| (e.name.max_txid, e.name.level));
+    Ok(out)
+}
+
+fn parse_spool_name(file: &str) -> Option<SegmentName> {
+    let stem = file.strip_suffix(".seg")?;
+    let (level, rest) = stem.split_once('-')?;
+    SegmentName::parse(&format!("{level}/{rest}.seg"))
+}

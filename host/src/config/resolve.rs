@@ -1,0 +1,311 @@
+//! From the file's loose shape to what the engine runs: defaults filled
+//! in (Litestream's), URLs built from expanded forms, credentials found,
+//! durations parsed. Every error says which database or replica and what
+//! is expected.
+
+use super::file::{DbConfig, FileConfig, ReplicaConfig};
+use crate::capture::CaptureConfig;
+use crate::plugin::{normalize_url, SandboxConfig};
+use crate::replica::retention::RetentionConfig;
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_SNAPSHOT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_L0_RETENTION: Duration = Duration::from_secs(300);
+pub const DEFAULT_SHUTDOWN_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Litestream 0.5's compaction levels: L1 every 30s, L2 every 5m, L3 hourly.
+pub const DEFAULT_LEVELS: [Duration; 3] = [Duration::from_secs(30), Duration::from_secs(300), Duration::from_secs(3600)];
+/// Compaction levels sit below the snapshot level (9).
+const MAX_LEVELS: usize = 8;
+
+/// A replica ready to open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaSpec {
+    pub name: String,
+    pub url: String,
+    pub settings: Vec<(String, String)>,
+    pub plugin: Option<PathBuf>,
+    pub sandbox: SandboxConfig,
+    pub sync_interval: Duration,
+    pub snapshot_interval: Duration,
+    pub retention: RetentionConfig,
+}
+
+/// A database ready to replicate.
+#[derive(Debug, Clone)]
+pub struct DatabaseSpec {
+    pub path: PathBuf,
+    pub meta_path: Option<PathBuf>,
+    pub monitor_interval: Duration,
+    pub capture: CaptureConfig,
+    pub restore_if_db_not_exists: bool,
+    pub replicas: Vec<ReplicaSpec>,
+}
+
+/// Everything `replicate` needs.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub dbs: Vec<DatabaseSpec>,
+    pub addr: Option<String>,
+    pub exec: Option<String>,
+    pub log_level: Option<String>,
+    pub log_json: bool,
+    pub shutdown_sync_timeout: Duration,
+}
+
+/// Parse a Go-style duration (`1s`, `5m`, `1h30m`, `500ms`).
+pub fn duration(value: &str, what: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(value.trim()).with_context(|| format!("{what}: `{value}` is not a duration (expected e.g. 1s, 5m, 24h)"))
+}
+
+fn opt_duration(value: &Option<String>, what: &str, default: Duration) -> anyhow::Result<Duration> {
+    value.as_deref().map_or(Ok(default), |v| duration(v, what))
+}
+
+/// Expand `~` and strip Litestream's optional `sqlite://` prefix.
+pub fn db_path(raw: &str) -> PathBuf {
+    let raw = raw.strip_prefix("sqlite://").unwrap_or(raw);
+    match raw.strip_prefix("~/") {
+        Some(rest) => dirs::home_dir().map(|h| h.join(rest)).unwrap_or_else(|| PathBuf::from(raw)),
+        None => PathBuf::from(raw),
+    }
+}
+
+/// Credentials from the environment: Litestream's rule is explicit config
+/// first, then `AWS_*`, then `LITESTREAM_*` (and `SLUICE_*`).
+fn env_credentials() -> (Option<String>, Option<String>) {
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    for prefix in ["AWS", "LITESTREAM", "SLUICE"] {
+        let id = get(&format!("{prefix}_ACCESS_KEY_ID"));
+        if id.is_some() {
+            return (id, get(&format!("{prefix}_SECRET_ACCESS_KEY")));
+        }
+    }
+    (None, None)
+}
+
+/// Merge a replica over the global defaults (replica fields win).
+fn merged(r: &ReplicaConfig, d: &ReplicaConfig) -> ReplicaConfig {
+    macro_rules! pick {
+        ($($f:ident),*) => { ReplicaConfig { $($f: r.$f.clone().or_else(|| d.$f.clone()),)* extra: { let mut e = d.extra.clone(); e.extend(r.extra.clone()); e } } };
+    }
+    pick!(kind, url, path, name, sync_interval, access_key_id, secret_access_key, region, bucket, endpoint, force_path_style, skip_verify, storage_class, sign_payload, part_size, concurrency, sse_customer_key, sse_customer_algorithm, sse_kms_key_id, retention, snapshot_interval, plugin, sandbox)
+}
+
+/// Build one replica. `defaults` are the file's globals; `global` the rest.
+pub fn replica(r: &ReplicaConfig, defaults: &ReplicaConfig, global: &FileConfig, index: usize, db: &Path) -> anyhow::Result<ReplicaSpec> {
+    let r = merged(r, defaults);
+    let ctx = || format!("database {} replica #{}", db.display(), index + 1);
+    let kind = match (&r.kind, &r.url) {
+        (Some(k), _) => k.clone(),
+        (None, Some(url)) => url.split_once("://").map_or("file".to_string(), |(s, _)| s.to_string()),
+        (None, None) if r.path.is_some() => "file".into(),
+        (None, None) => bail!("{}: needs `url`, or `type` with its fields (e.g. `type: s3` and `bucket`)", ctx()),
+    };
+    let url = match (&r.url, kind.as_str()) {
+        (Some(u), _) => u.clone(),
+        (None, "file") => r.path.clone().with_context(|| format!("{}: a file replica needs `path`", ctx()))?,
+        (None, "s3") => {
+            let bucket = r.bucket.clone().with_context(|| format!("{}: an s3 replica needs `bucket` (or `url`)", ctx()))?;
+            format!("s3://{bucket}/{}", r.path.as_deref().unwrap_or("").trim_start_matches('/'))
+        }
+        (None, other) => bail!("{}: type `{other}` needs `url` (and a `plugin:` for that store)", ctx()),
+    };
+    let url = normalize_url(&url).with_context(|| format!("{}: bad replica path {url}", ctx()))?;
+    let mut settings: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: Option<String>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            settings.push((k.to_string(), v));
+        }
+    };
+    let (env_id, env_secret) = env_credentials();
+    let explicit = r.access_key_id.is_some();
+    set("access-key-id", r.access_key_id.clone().or(env_id.clone()));
+    set("secret-access-key", if explicit { r.secret_access_key.clone() } else { r.secret_access_key.clone().or(env_secret) });
+    set("region", r.region.clone());
+    set("endpoint", r.endpoint.clone());
+    if r.url.is_none() {
+        set("bucket", r.bucket.clone());
+    }
+    set("force-path-style", r.force_path_style.map(|b| b.to_string()));
+    set("skip-verify", r.skip_verify.map(|b| b.to_string()));
+    set("storage-class", r.storage_class.clone());
+    set("sign-payload", r.sign_payload.map(|b| b.to_string()));
+    set("part-size", r.part_size.as_ref().map(yaml_scalar));
+    set("concurrency", r.concurrency.map(|c| c.to_string()));
+    set("sse-customer-key", r.sse_customer_key.clone());
+    set("sse-customer-algorithm", r.sse_customer_algorithm.clone());
+    set("sse-kms-key-id", r.sse_kms_key_id.clone());
+    for (k, v) in &r.extra {
+        set(k, Some(yaml_scalar(v)));
+    }
+    let mut levels = Vec::new();
+    for (i, l) in global.levels.clone().unwrap_or_default().iter().enumerate() {
+        levels.push(duration(&l.interval, &format!("levels[{i}].interval"))?);
+    }
+    if global.levels.is_none() {
+        levels = DEFAULT_LEVELS.to_vec();
+    }
+    if levels.len() > MAX_LEVELS {
+        bail!("at most {MAX_LEVELS} compaction levels are supported (level 9 holds snapshots)");
+    }
+    let snapshot_retention = match &r.retention {
+        Some(v) => duration(v, &format!("{}: retention", ctx()))?,
+        None => opt_duration(&global.snapshot.retention, "snapshot.retention", DEFAULT_SNAPSHOT_RETENTION)?,
+    };
+    let snapshot_interval = match &r.snapshot_interval {
+        Some(v) => duration(v, &format!("{}: snapshot-interval", ctx()))?,
+        None => opt_duration(&global.snapshot.interval, "snapshot.interval", DEFAULT_SNAPSHOT_INTERVAL)?,
+    };
+    Ok(ReplicaSpec {
+        name: r.name.clone().unwrap_or_else(|| kind.clone()),
+        url,
+        settings,
+        plugin: r.plugin.clone(),
+        sandbox: r.sandbox.clone().unwrap_or_default(),
+        sync_interval: opt_duration(&r.sync_interval, &format!("{}: sync-interval", ctx()), DEFAULT_SYNC_INTERVAL)?,
+        snapshot_interval,
+        retention: RetentionConfig {
+            snapshot_retention,
+            l0_retention: opt_duration(&global.l0_retention, "l0-retention", DEFAULT_L0_RETENTION)?,
+            level_intervals: levels,
+        },
+    })
+}
+
+fn yaml_scalar(v: &serde_yaml::Value) -> String {
+    match v {
+        serde_yaml::Value::String(s) => s.clone(),
+        serde_yaml::Value::Bool(b) => b.to_string(),
+        serde_yaml::Value::Number(n) => n.to_string(),
+        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+    }
+}
+
+fn database(db: &DbConfig, path: PathBuf, global: &FileConfig) -> anyhow::Result<DatabaseSpec> {
+    let what = |f: &str| format!("database {}: {f}", path.display());
+    let defaults = CaptureConfig::default();
+    let capture = CaptureConfig {
+        min_checkpoint_page_count: db.min_checkpoint_page_count.unwrap_or(defaults.min_checkpoint_page_count),
+        truncate_page_n: db.truncate_page_n.unwrap_or(defaults.truncate_page_n),
+        checkpoint_interval: opt_duration(&db.checkpoint_interval, &what("checkpoint-interval"), defaults.checkpoint_interval)?,
+        busy_timeout: opt_duration(&db.busy_timeout, &what("busy-timeout"), defaults.busy_timeout)?,
+    };
+    let entries: Vec<&ReplicaConfig> = db.replica.iter().chain(db.replicas.iter()).collect();
+    if entries.is_empty() {
+        bail!("database {} has no replica: add `replica:` or `replicas:`", path.display());
+    }
+    let mut replicas: Vec<ReplicaSpec> = Vec::new();
+    for (i, r) in entries.iter().enumerate() {
+        let mut spec = replica(r, &global.defaults, global, i, &path)?;
+        if replicas.iter().any(|o| o.name == spec.name) {
+            spec.name = format!("{}{}", spec.name, i + 1);
+        }
+        replicas.push(spec);
+    }
+    Ok(DatabaseSpec {
+        meta_path: db.meta_path.as_deref().map(db_path),
+        monitor_interval: opt_duration(&db.monitor_interval, &what("monitor-interval"), DEFAULT_MONITOR_INTERVAL)?,
+        capture,
+        restore_if_db_not_exists: db.restore_if_db_not_exists.unwrap_or(false),
+        replicas,
+        path,
+    })
+}
+
+/// Databases named by `dir` + `pattern` (+ `recursive`), found now.
+fn expand_dir(db: &DbConfig) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = db_path(db.dir.as_deref().unwrap_or("."));
+    let pattern = glob::Pattern::new(db.pattern.as_deref().unwrap_or("*.db")).context("invalid `pattern`")?;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).with_context(|| format!("cannot read dir {}", d.display()))?;
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if db.recursive.unwrap_or(false) {
+                    stack.push(p);
+                }
+            } else if e.file_name().to_str().is_some_and(|n| pattern.matches(n)) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Resolve the whole file.
+pub fn resolve(cfg: &FileConfig) -> anyhow::Result<Resolved> {
+    let mut dbs = Vec::new();
+    for db in &cfg.dbs {
+        match (&db.path, &db.dir) {
+            (Some(p), _) => dbs.push(database(db, std::path::absolute(db_path(p))?, cfg)?),
+            (None, Some(_)) => {
+                for p in expand_dir(db)? {
+                    dbs.push(database(db, std::path::absolute(p)?, cfg)?);
+                }
+            }
+            (None, None) => bail!("a database entry needs `path` (or `dir` and `pattern`)"),
+        }
+    }
+    Ok(Resolved {
+        dbs,
+        addr: cfg.addr.clone().filter(|a| !a.is_empty()),
+        exec: cfg.exec.clone().filter(|e| !e.is_empty()),
+        log_level: cfg.logging.level.clone(),
+        log_json: cfg.logging.kind.as_deref() == Some("json"),
+        shutdown_sync_timeout: opt_duration(&cfg.shutdown_sync_timeout, "shutdown-sync-timeout", DEFAULT_SHUTDOWN_SYNC_TIMEOUT)?,
+    })
+}
+
+/// A database replicated to one URL from the command line, with the
+/// file's globals (if any) as defaults.
+pub fn from_url(db: &Path, url: &str, global: &FileConfig) -> anyhow::Result<DatabaseSpec> {
+    let entry = DbConfig { replica: Some(ReplicaConfig { url: Some(url.to_string()), ..Default::default() }), ..Default::default() };
+    database(&entry, std::path::absolute(db)?, global)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::file::parse;
+    use super::*;
+
+    #[test]
+    fn expanded_s3_form_means_the_same_as_the_url() {
+        let text = "dbs:\n  - path: /data/db\n    replicas:\n      - type: s3\n        bucket: SPACENAME\n        path: db\n        endpoint: nyc3.digitaloceanspaces.com\n        region: nyc3\n";
+        let cfg = parse(text, Path::new("c.yml"), false).unwrap().config;
+        let r = resolve(&cfg).unwrap();
+        let rep = &r.dbs[0].replicas[0];
+        assert_eq!(rep.url, "s3://SPACENAME/db");
+        assert!(rep.settings.contains(&("endpoint".into(), "nyc3.digitaloceanspaces.com".into())));
+        assert!(rep.settings.contains(&("region".into(), "nyc3".into())));
+        assert_eq!(rep.retention.level_intervals, DEFAULT_LEVELS.to_vec());
+        assert_eq!(r.dbs[0].capture.min_checkpoint_page_count, 1000);
+    }
+
+    #[test]
+    fn per_replica_credentials_win_over_global() {
+        let text = "access-key-id: GLOBAL\nsecret-access-key: gs\ndbs:\n  - path: /d\n    replicas:\n      - url: s3://b/db\n        access-key-id: MINE\n        secret-access-key: ms\n      - url: s3://b/other\n";
+        let cfg = parse(text, Path::new("c.yml"), false).unwrap().config;
+        let r = resolve(&cfg).unwrap();
+        assert!(r.dbs[0].replicas[0].settings.contains(&("access-key-id".into(), "MINE".into())));
+        assert!(r.dbs[0].replicas[0].settings.contains(&("secret-access-key".into(), "ms".into())));
+        assert!(r.dbs[0].replicas[1].settings.contains(&("access-key-id".into(), "GLOBAL".into())));
+        assert_ne!(r.dbs[0].replicas[0].name, r.dbs[0].replicas[1].name);
+    }
+
+    #[test]
+    fn bad_durations_and_missing_replicas_explain_themselves() {
+        let cfg = parse("dbs:\n  - path: /d\n    monitor-interval: often\n    replica: {url: /tmp/x}\n", Path::new("c"), false).unwrap().config;
+        let e = resolve(&cfg).unwrap_err().to_string();
+        assert!(e.contains("monitor-interval") && e.contains("expected"), "{e}");
+        let cfg = parse("dbs:\n  - path: /d\n", Path::new("c"), false).unwrap().config;
+        assert!(resolve(&cfg).unwrap_err().to_string().contains("no replica"));
+    }
+}

@@ -1,0 +1,176 @@
+//! The replicator's side of a live SQLite database: its own connections,
+//! the read lock that keeps the WAL from being reset under unshipped
+//! frames, checkpoints, and consistent page images for snapshots.
+//!
+//! The read lock alternates between two connections: each sync opens a
+//! read transaction on one and only then ends the other's, so some read
+//! transaction always exists (no writer can restart the WAL) while the
+//! oldest one is never older than one sync (the application's own PASSIVE
+//! checkpoints keep making progress up to it).
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("database {path}: {msg}")]
+    Other { path: PathBuf, msg: String },
+}
+
+/// Checkpoint modes sluice uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointMode {
+    Passive,
+    Truncate,
+}
+
+/// What a checkpoint reported: frames in the log, and frames copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointResult {
+    pub busy: bool,
+    pub log_frames: i64,
+    pub checkpointed: i64,
+}
+
+/// The replicator's handle on one database.
+pub struct Db {
+    path: PathBuf,
+    conns: [Connection; 2],
+    /// Which connection holds the current read transaction.
+    active: Option<usize>,
+}
+
+impl Db {
+    /// Open `path` (which must exist), switch it to WAL mode if needed, and
+    /// take the read lock.
+    pub fn open(path: &Path, busy_timeout: Duration) -> Result<Db, DbError> {
+        let err = |source| DbError::Sqlite { path: path.to_path_buf(), source };
+        if !path.exists() {
+            return Err(DbError::Other { path: path.to_path_buf(), msg: "does not exist (create it first, or use -restore-if-db-not-exists)".into() });
+        }
+        let open = || -> rusqlite::Result<Connection> {
+            let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+            c.busy_timeout(busy_timeout)?;
+            // Checkpoints are ours to schedule; never let our own
+            // connections auto-checkpoint at commit.
+            c.pragma_update(None, "wal_autocheckpoint", 0)?;
+            Ok(c)
+        };
+        let first = open().map_err(err)?;
+        let mode: String = first.query_row("PRAGMA journal_mode = wal", [], |r| r.get(0)).map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(DbError::Other { path: path.to_path_buf(), msg: format!("could not switch to WAL mode (journal mode is {mode}); is it in use by a process holding an exclusive lock?") });
+        }
+        let second = open().map_err(err)?;
+        let mut db = Db { path: path.to_path_buf(), conns: [first, second], active: None };
+        db.refresh_read_lock()?;
+        Ok(db)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn wal_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push("-wal");
+        PathBuf::from(p)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> DbError {
+        DbError::Sqlite { path: self.path.clone(), source }
+    }
+
+    /// Start a read transaction on the idle connection, then end the
+    /// older one. The new one sees every commit made before this call.
+    pub fn refresh_read_lock(&mut self) -> Result<(), DbError> {
+        let next = self.active.map_or(0, |a| 1 - a);
+        let conn = &self.conns[next];
+        conn.execute_batch("BEGIN").map_err(|e| self.err(e))?;
+        // A read transaction starts at its first read.
+        let started: rusqlite::Result<i64> = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0));
+        if let Err(e) = started {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(self.err(e));
+        }
+        if let Some(old) = self.active {
+            self.conns[old].execute_batch("COMMIT").map_err(|e| self.err(e))?;
+        }
+        self.active = Some(next);
+        Ok(())
+    }
+
+    /// End every read transaction (before a checkpoint needs them gone).
+    fn release_read_locks(&mut self) -> Result<(), DbError> {
+        if let Some(a) = self.active.take() {
+            self.conns[a].execute_batch("COMMIT").map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Run a checkpoint with our read locks released, then take the lock
+    /// again whatever happened.
+    pub fn checkpoint(&mut self, mode: CheckpointMode) -> Result<CheckpointResult, DbError> {
+        self.release_read_locks()?;
+        let sql = match mode {
+            CheckpointMode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+            CheckpointMode::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+        };
+        let result = self.conns[0].query_row(sql, [], |r| {
+            Ok(CheckpointResult { busy: r.get::<_, i64>(0)? != 0, log_frames: r.get(1)?, checkpointed: r.get(2)? })
+        });
+        let relock = self.refresh_read_lock();
+        let result = result.map_err(|e| self.err(e))?;
+        relock?;
+        Ok(result)
+    }
+
+    /// The page size and size in pages, as the current read transaction sees them.
+    pub fn page_info(&self) -> Result<(u32, u32), DbError> {
+        let conn = &self.conns[self.active.unwrap_or(0)];
+        let size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        let count: u32 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        Ok((size, count))
+    }
+
+    /// Visit pages `1..=pages` as the current read transaction sees them,
+    /// in order, one at a time (memory stays at one page). No write lock is
+    /// taken: the application keeps writing meanwhile.
+    pub fn for_each_page(&self, pages: u32, mut f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), DbError> {
+        let conn = &self.conns[self.active.unwrap_or(0)];
+        let mut stmt = conn
+            .prepare("SELECT pgno, data FROM sqlite_dbpage('main') WHERE pgno <= ?1 ORDER BY pgno")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([pages]).map_err(|e| self.err(e))?;
+        let mut expected = 1u32;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let pgno: u32 = row.get(0).map_err(|e| self.err(e))?;
+            let data = row.get_ref(1).map_err(|e| self.err(e))?;
+            let bytes = data.as_blob().map_err(|e| self.err(rusqlite::Error::from(e)))?;
+            if pgno != expected {
+                return Err(DbError::Other { path: self.path.clone(), msg: format!("page image sequence broke at page {pgno}, expected {expected}") });
+            }
+            expected += 1;
+            f(pgno, bytes).map_err(|e| DbError::Other { path: self.path.clone(), msg: format!("while reading page {pgno}: {e}") })?;
+        }
+        if expected != pages + 1 {
+            return Err(DbError::Other { path: self.path.clone(), msg: format!("read {} of {pages} pages; the database is smaller than expected", expected - 1) });
+        }
+        Ok(())
+    }
+
+    /// Whether the database is in WAL mode and readable (used by status).
+    pub fn journal_mode(&self) -> Result<Option<String>, DbError> {
+        self.conns[0].query_row("PRAGMA journal_mode", [], |r| r.get(0)).optional().map_err(|e| self.err(e))
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = self.release_read_locks();
+    }
+}

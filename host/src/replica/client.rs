@@ -1,0 +1,165 @@
+//! A replica's view of its store: segment listing, upload, download and
+//! delete through the plugin, with the conventions the engine relies on
+//! (only-if-absent writes, ranged downloads, batched deletes).
+
+use crate::capture::SpoolEntry;
+use crate::plugin::{ByteRange, PluginError, PluginStore, Precondition, StorageError};
+use crate::segment::SegmentName;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+use tokio::io::AsyncWriteExt;
+
+/// Ranged-read size for downloads: returning a list<u8> from wasm costs
+/// about 1 ms per MiB, so a few MiB per call keeps calls few and memory low.
+pub const DOWNLOAD_CHUNK: u64 = 8 << 20;
+/// Keys per listing page asked of the plugin.
+const LIST_PAGE: u32 = 1000;
+
+/// What the replica holds, keyed by segment name.
+pub type Listing = BTreeMap<SegmentName, RemoteSegment>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSegment {
+    pub size: u64,
+    /// Milliseconds since the epoch of the segment's last transaction,
+    /// from object metadata (0 if absent).
+    pub timestamp_ms: i64,
+    pub modified_ms: Option<u64>,
+}
+
+/// Errors of replica operations.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("replica {replica}: {key} already exists with different content: another sluice process is replicating to this replica (stop one of them)")]
+    Conflict { replica: String, key: String },
+    #[error("replica {replica}: {msg}")]
+    Other { replica: String, msg: String },
+}
+
+impl ReplicaError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ReplicaError::Plugin(e) => e.is_retryable(),
+            ReplicaError::Conflict { .. } => false,
+            ReplicaError::Other { .. } => true,
+        }
+    }
+}
+
+/// Format milliseconds since the epoch as RFC 3339 (UTC).
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let dt = time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let dt = dt + time::Duration::milliseconds(ms.rem_euclid(1000));
+    dt.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// Parse RFC 3339 into milliseconds since the epoch.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let dt = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((dt.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+/// List every segment in the replica.
+pub async fn list(store: &PluginStore) -> Result<Listing, ReplicaError> {
+    let mut session = store.session().await?;
+    let mut out = Listing::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = session.list("", cursor.as_deref(), LIST_PAGE).await?;
+        for o in page.objects {
+            let Some(name) = SegmentName::parse(&o.key) else { continue };
+            let timestamp_ms = o.metadata.iter().find(|(k, _)| k == "timestamp").and_then(|(_, v)| parse_rfc3339(v)).unwrap_or(0);
+            out.insert(name, RemoteSegment { size: o.size, timestamp_ms, modified_ms: o.modified_ms });
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Upload a spooled segment, only if absent. If it is already there with
+/// the same content (our own earlier attempt that looked failed), that is
+/// success; different content means a second writer.
+pub async fn upload(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: i64, writer_id: &str) -> Result<RemoteSegment, ReplicaError> {
+    let key = entry.name.key();
+    let file = tokio::fs::File::open(&entry.path).await.map_err(|e| other(store, format!("cannot read spooled {}: {e}", entry.path.display())))?;
+    let digest = sha256_file(&entry.path).await.map_err(|e| other(store, format!("cannot read {}: {e}", entry.path.display())))?;
+    let metadata = vec![
+        ("timestamp".to_string(), rfc3339(timestamp_ms)),
+        ("writer".to_string(), writer_id.to_string()),
+        ("sha256".to_string(), digest.clone()),
+    ];
+    let precondition = if store.info().capabilities.conditional_writes { Precondition::IfAbsent } else { Precondition::None };
+    let mut session = store.session().await?;
+    match store.put_stream(&mut session, &key, file, metadata, precondition).await {
+        Ok(meta) => Ok(RemoteSegment { size: meta.size, timestamp_ms, modified_ms: meta.modified_ms }),
+        Err(e) if matches!(e.storage(), Some(StorageError::PreconditionFailed(_))) => {
+            let existing = store.session().await?.head(&key).await?;
+            let same = existing.metadata.iter().any(|(k, v)| k == "sha256" && v == &digest);
+            if same {
+                Ok(RemoteSegment { size: existing.size, timestamp_ms, modified_ms: existing.modified_ms })
+            } else {
+                Err(ReplicaError::Conflict { replica: store.labels().replica.clone(), key })
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Download a segment into `dest` with ranged reads.
+pub async fn download(store: &PluginStore, name: &SegmentName, dest: &Path) -> Result<u64, ReplicaError> {
+    let key = name.key();
+    let mut session = store.session().await?;
+    let mut file = tokio::fs::File::create(dest).await.map_err(|e| other(store, format!("cannot create {}: {e}", dest.display())))?;
+    let ranged = store.info().capabilities.ranged_reads;
+    let mut offset = 0u64;
+    loop {
+        let range = ranged.then_some(ByteRange { offset, length: DOWNLOAD_CHUNK });
+        let chunk = session.get(&key, range).await?;
+        file.write_all(&chunk).await.map_err(|e| other(store, format!("cannot write {}: {e}", dest.display())))?;
+        offset += chunk.len() as u64;
+        if !ranged || (chunk.len() as u64) < DOWNLOAD_CHUNK {
+            break;
+        }
+    }
+    file.sync_all().await.map_err(|e| other(store, format!("cannot sync {}: {e}", dest.display())))?;
+    Ok(offset)
+}
+
+/// Delete segments in batches the plugin accepts.
+pub async fn delete(store: &PluginStore, names: &[SegmentName]) -> Result<(), ReplicaError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let batch = store.info().capabilities.max_delete_batch.max(1) as usize;
+    let mut session = store.session().await?;
+    for chunk in names.chunks(batch) {
+        let keys: Vec<String> = chunk.iter().map(|n| n.key()).collect();
+        let failures = session.delete(&keys).await?;
+        if let Some(f) = failures.first() {
+            return Err(other(store, format!("could not delete {} ({} failures): {:?}", f.key, failures.len(), f.error)));
+        }
+    }
+    Ok(())
+}
+
+fn other(store: &PluginStore, msg: String) -> ReplicaError {
+    ReplicaError::Other { replica: store.labels().replica.clone(), msg }
+}
+
+async fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        let mut file = std::fs::File::open(path)?;
+        std::io::copy(&mut file, &mut hasher)?;
+        Ok(hex::encode(hasher.finalize()))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}

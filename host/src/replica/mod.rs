@@ -1,0 +1,14 @@
+//! Replicas: the segments of one database in one store, reached through
+//! a plugin. `client` talks to the store, `plan` picks segments for a
+//! restore, `compact` and `retention` keep the replica small, and `task`
+//! is the loop that ships and maintains one replica.
+
+pub mod client;
+pub mod compact;
+pub mod plan;
+pub mod retention;
+pub mod task;
+
+pub use client::{Listing, RemoteSegment, ReplicaError};
+pub use plan::Target;
+pub use task::{ReplicaSettings, ReplicaShared, ReplicaTask};

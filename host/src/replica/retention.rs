@@ -1,0 +1,83 @@
+//! Which segments no allowed restore point needs any more.
+//!
+//! Allowed restore points are every segment end newer than
+//! `now - snapshot retention`. The oldest of them needs the newest snapshot
+//! at or before it; everything ending at or before that snapshot goes
+//! (older snapshots too). Lower levels also go once a higher level covers
+//! them and they are older than their level's window (`l0-retention` for
+//! level 0, the next level's interval above), which is Litestream 0.5's
+//! trade between restore granularity and object count.
+
+use super::client::Listing;
+use crate::segment::SegmentName;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionConfig {
+    pub snapshot_retention: Duration,
+    pub l0_retention: Duration,
+    /// Compaction intervals of levels 1..=n.
+    pub level_intervals: Vec<Duration>,
+}
+
+pub fn deletable(listing: &Listing, now_ms: i64, cfg: &RetentionConfig) -> Vec<SegmentName> {
+    let cutoff = now_ms - cfg.snapshot_retention.as_millis() as i64;
+    let mut out = Vec::new();
+    // The oldest restore point inside the window.
+    let oldest_needed = listing.iter().filter(|(_, s)| s.timestamp_ms >= cutoff).map(|(n, _)| n.max_txid).min();
+    let keep_snapshot = listing
+        .keys()
+        .filter(|n| n.is_snapshot() && oldest_needed.is_none_or(|t| n.max_txid <= t))
+        .max_by_key(|n| n.max_txid)
+        .copied();
+    if let Some(keep) = keep_snapshot {
+        out.extend(listing.keys().filter(|n| **n != keep && n.max_txid <= keep.max_txid).copied());
+    }
+    for (name, seg) in listing {
+        if name.is_snapshot() || out.contains(name) {
+            continue;
+        }
+        let window = if name.level == 0 {
+            cfg.l0_retention
+        } else {
+            cfg.level_intervals.get(name.level as usize).copied().unwrap_or(cfg.snapshot_retention)
+        };
+        let old = seg.timestamp_ms < now_ms - window.as_millis() as i64;
+        let covered = listing.keys().any(|c| !c.is_snapshot() && c.level > name.level && c.min_txid <= name.min_txid && c.max_txid >= name.max_txid);
+        if old && covered {
+            out.push(*name);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::client::RemoteSegment;
+    use super::*;
+
+    fn l(items: &[(u32, u64, u64, i64)]) -> Listing {
+        items.iter().map(|&(level, a, b, ts)| (SegmentName { level, min_txid: a, max_txid: b }, RemoteSegment { size: 1, timestamp_ms: ts, modified_ms: None })).collect()
+    }
+
+    #[test]
+    fn keeps_what_the_window_needs() {
+        let cfg = RetentionConfig { snapshot_retention: Duration::from_millis(100), l0_retention: Duration::from_millis(10), level_intervals: vec![Duration::ZERO, Duration::from_millis(30)] };
+        // Snapshots at t=0 (txid 2) and t=150 (txid 5); now = 200, window starts at 100.
+        let listing = l(&[(9, 1, 2, 0), (0, 3, 3, 50), (0, 4, 4, 120), (0, 5, 5, 150), (9, 1, 5, 150), (0, 6, 6, 195), (1, 3, 5, 150)]);
+        let del = deletable(&listing, 200, &cfg);
+        // Oldest needed point is TXID 4 (t=120): needs snapshot 1-2 and segments after it.
+        assert!(!del.contains(&SegmentName { level: 9, min_txid: 1, max_txid: 2 }));
+        // L0 3..5 are covered by L1 3-5 and old enough.
+        assert!(del.contains(&SegmentName { level: 0, min_txid: 3, max_txid: 3 }));
+        assert!(!del.contains(&SegmentName { level: 0, min_txid: 6, max_txid: 6 }));
+        // Now = 1000: only the newest snapshot and what follows remain.
+        let del = deletable(&listing, 1000, &cfg);
+        assert!(del.contains(&SegmentName { level: 9, min_txid: 1, max_txid: 2 }));
+        assert!(del.contains(&SegmentName { level: 1, min_txid: 3, max_txid: 5 }));
+        assert!(!del.contains(&SegmentName { level: 9, min_txid: 1, max_txid: 5 }));
+        assert!(!del.contains(&SegmentName { level: 0, min_txid: 6, max_txid: 6 }));
+    }
+}

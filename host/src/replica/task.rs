@@ -1,0 +1,236 @@
+//! One replica's life: ship spooled segments in TXID order, compact levels
+//! on their intervals, ask for snapshots, apply retention. Each replica
+//! runs on its own, so a slow or failing one delays no other and never the
+//! database: capture only ever writes to the local spool.
+
+use super::client::{self, Listing, ReplicaError};
+use super::compact;
+use super::retention::{self, RetentionConfig};
+use crate::capture::{list_spool, SpoolEntry};
+use crate::plugin::PluginStore;
+use crate::state::MetaDir;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// First retry delay after a failure; doubles up to `MAX_BACKOFF`.
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// Litestream's ceiling: a store down for long is retried every 5 minutes.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Per-replica settings.
+#[derive(Debug, Clone)]
+pub struct ReplicaSettings {
+    pub name: String,
+    pub sync_interval: Duration,
+    pub snapshot_interval: Duration,
+    pub retention: RetentionConfig,
+}
+
+/// What a replica shares with its database's capture loop.
+#[derive(Debug, Default)]
+pub struct ReplicaShared {
+    /// Highest TXID this replica holds contiguously.
+    pub shipped: AtomicU64,
+    /// The replica needs a snapshot (new replica, fell behind the spool,
+    /// snapshot interval).
+    pub wants_snapshot: AtomicBool,
+    /// Consecutive failures, for status and metrics.
+    pub failures: AtomicU64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Persisted {
+    shipped: u64,
+}
+
+pub struct ReplicaTask {
+    pub store: PluginStore,
+    pub settings: ReplicaSettings,
+    pub meta: MetaDir,
+    pub shared: Arc<ReplicaShared>,
+    pub writer_id: String,
+    listing: Option<Listing>,
+    last_compaction: Vec<Instant>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl ReplicaTask {
+    pub fn new(store: PluginStore, settings: ReplicaSettings, meta: MetaDir, writer_id: String) -> Self {
+        let shared = Arc::new(ReplicaShared::default());
+        let persisted: Persisted = meta.load_json(&state_name(&settings.name)).unwrap_or_default();
+        shared.shipped.store(persisted.shipped, Ordering::SeqCst);
+        let levels = settings.retention.level_intervals.len();
+        ReplicaTask { store, settings, meta, shared, writer_id, listing: None, last_compaction: vec![Instant::now(); levels] }
+    }
+
+    /// The replica's listing (fetched once, then kept current locally, so
+    /// an idle database costs no requests).
+    async fn listing(&mut self) -> Result<&mut Listing, ReplicaError> {
+        if self.listing.is_none() {
+            let listing = client::list(&self.store).await?;
+            // The replica may be behind our record (a replica wiped by
+            // hand) or ahead (another host): trust what it holds.
+            let held = listing.keys().map(|n| n.max_txid).max().unwrap_or(0);
+            let shipped = self.shared.shipped.load(Ordering::SeqCst);
+            if held < shipped || !listing.keys().any(|n| n.is_snapshot()) {
+                self.set_shipped(0)?;
+                self.shared.wants_snapshot.store(true, Ordering::SeqCst);
+            }
+            self.listing = Some(listing);
+        }
+        self.listing.as_mut().ok_or_else(|| ReplicaError::Other { replica: self.settings.name.clone(), msg: "listing unavailable".into() })
+    }
+
+    fn set_shipped(&self, txid: u64) -> Result<(), ReplicaError> {
+        self.shared.shipped.store(txid, Ordering::SeqCst);
+        self.meta
+            .save_json(&state_name(&self.settings.name), &Persisted { shipped: txid })
+            .map_err(|e| ReplicaError::Other { replica: self.settings.name.clone(), msg: format!("cannot record position: {e}") })
+    }
+
+    /// Upload what the spool holds beyond our position, in order.
+    pub async fn ship(&mut self) -> Result<u64, ReplicaError> {
+        self.listing().await?;
+        let spool = list_spool(&self.meta.spool()).map_err(|e| ReplicaError::Other { replica: self.settings.name.clone(), msg: format!("cannot read spool: {e}") })?;
+        let mut uploaded = 0;
+        loop {
+            let shipped = self.shared.shipped.load(Ordering::SeqCst);
+            let Some(next) = next_to_ship(&spool, shipped) else {
+                if spool.iter().any(|e| e.name.max_txid > shipped) {
+                    // The chain we need was dropped from the spool.
+                    self.shared.wants_snapshot.store(true, Ordering::SeqCst);
+                }
+                return Ok(uploaded);
+            };
+            let ts = crate::segment::SegmentReader::open(&next.path).map(|r| r.header().timestamp_ms).unwrap_or_else(|_| now_ms());
+            let remote = client::upload(&self.store, next, ts, &self.writer_id).await?;
+            if next.name.is_snapshot() {
+                self.shared.wants_snapshot.store(false, Ordering::SeqCst);
+            }
+            if let Some(l) = self.listing.as_mut() {
+                l.insert(next.name, remote);
+            }
+            self.set_shipped(next.name.max_txid)?;
+            uploaded += 1;
+        }
+    }
+
+    /// Compact levels whose interval has passed; request a snapshot when
+    /// the newest is older than the snapshot interval; apply retention.
+    pub async fn maintain(&mut self, scratch: &std::path::Path) -> Result<(), ReplicaError> {
+        for level in 0..self.settings.retention.level_intervals.len() {
+            let interval = self.settings.retention.level_intervals[level];
+            if interval.is_zero() || self.last_compaction[level].elapsed() < interval {
+                continue;
+            }
+            self.last_compaction[level] = Instant::now();
+            let inputs = compact::plan(self.listing().await?, level as u32);
+            if inputs.len() < 2 {
+                continue;
+            }
+            let (name, remote) = compact::compact(&self.store, &inputs, level as u32, scratch, &self.meta.spool(), &self.writer_id).await?;
+            tracing::debug!(replica = %self.settings.name, "compacted {} segments into {name}", inputs.len());
+            self.listing().await?.insert(name, remote);
+        }
+        let newest_snapshot = self.listing().await?.iter().filter(|(n, _)| n.is_snapshot()).map(|(_, s)| s.timestamp_ms).max();
+        if let Some(ts) = newest_snapshot {
+            if !self.settings.snapshot_interval.is_zero() && now_ms() - ts >= self.settings.snapshot_interval.as_millis() as i64 {
+                self.shared.wants_snapshot.store(true, Ordering::SeqCst);
+            }
+        }
+        let cfg = self.settings.retention.clone();
+        let doomed = retention::deletable(self.listing().await?, now_ms(), &cfg);
+        if !doomed.is_empty() {
+            client::delete(&self.store, &doomed).await?;
+            let listing = self.listing().await?;
+            for n in &doomed {
+                listing.remove(n);
+            }
+            tracing::debug!(replica = %self.settings.name, "retention removed {} segments", doomed.len());
+        }
+        Ok(())
+    }
+
+    /// Run until `shutdown` flips, waking on new TXIDs.
+    pub async fn run(mut self, mut txids: watch::Receiver<u64>, mut shutdown: watch::Receiver<bool>) {
+        let scratch = self.meta.path().join(format!("scratch-{}", sanitize(&self.settings.name)));
+        let mut backoff = MIN_BACKOFF;
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            let result = async {
+                self.ship().await?;
+                self.maintain(&scratch).await
+            }
+            .await;
+            let wait = match result {
+                Ok(()) => {
+                    if let Some(since) = failing_since.take() {
+                        tracing::info!(replica = %self.settings.name, database = %self.store.labels().database, "replica recovered after {:.0?} of failures", since.elapsed());
+                    }
+                    self.shared.failures.store(0, Ordering::SeqCst);
+                    backoff = MIN_BACKOFF;
+                    self.settings.sync_interval
+                }
+                Err(e) => {
+                    let n = self.shared.failures.fetch_add(1, Ordering::SeqCst) + 1;
+                    if failing_since.is_none() {
+                        failing_since = Some(Instant::now());
+                        tracing::warn!(replica = %self.settings.name, database = %self.store.labels().database, "replica sync failed (will retry with backoff; nothing is lost): {e}");
+                    } else {
+                        tracing::debug!(replica = %self.settings.name, "replica sync failed again (attempt {n}): {e}");
+                    }
+                    if !e.is_retryable() {
+                        tracing::error!(replica = %self.settings.name, "this error will not fix itself: {e}");
+                    }
+                    // Listing may be stale after errors: refetch next time.
+                    self.listing = None;
+                    let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
+                    let wait = backoff + jitter;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    wait
+                }
+            };
+            if *shutdown.borrow() {
+                return;
+            }
+            let deadline = tokio::time::Instant::now() + wait;
+            let mut woke_by_txid = false;
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                r = txids.changed() => { if r.is_err() { return; } woke_by_txid = true; }
+                _ = shutdown.changed() => {}
+            }
+            if woke_by_txid && failing_since.is_some() {
+                // Keep backing off while failing, even if writes keep coming.
+                tokio::time::sleep_until(deadline).await;
+            } else if woke_by_txid {
+                // Batch what arrives within one sync interval.
+                tokio::time::sleep(self.settings.sync_interval.min(wait)).await;
+            }
+        }
+    }
+}
+
+/// The next spool entry that continues the replica from `shipped`: the
+/// next level-0 segment, or a snapshot that gets further.
+pub fn next_to_ship(spool: &[SpoolEntry], shipped: u64) -> Option<&SpoolEntry> {
+    if shipped > 0 {
+        if let Some(e) = spool.iter().find(|e| e.name.level == 0 && e.name.min_txid == shipped + 1) {
+            return Some(e);
+        }
+    }
+    spool.iter().filter(|e| e.name.is_snapshot() && e.name.max_txid > shipped).max_by_key(|e| e.name.max_txid)
+}
+
+fn state_name(replica: &str) -> String {
+    format!("replica-{}", sanitize(replica))
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}

@@ -1,0 +1,126 @@
+//! Applying segments to a page store: the restore's output file, or a
+//! sparse scratch file when compacting. Memory stays at one block; the
+//! database checksum is verified after every segment when a base is known.
+
+use super::format::FormatError;
+use super::reader::SegmentReader;
+use crate::checksum::{page_hash, PageHashes};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+/// Where applied pages go.
+pub trait PageSink {
+    fn write_page(&mut self, pgno: u32, data: &[u8]) -> io::Result<()>;
+    /// The database is now `pages` long: drop anything beyond.
+    fn truncate(&mut self, pages: u32) -> io::Result<()>;
+}
+
+/// Pages written at their offsets in a database file.
+pub struct FileSink {
+    pub file: File,
+    pub page_size: u32,
+}
+
+impl PageSink for FileSink {
+    fn write_page(&mut self, pgno: u32, data: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(data, (pgno as u64 - 1) * self.page_size as u64)
+    }
+    fn truncate(&mut self, pages: u32) -> io::Result<()> {
+        self.file.set_len(pages as u64 * self.page_size as u64)
+    }
+}
+
+/// A sparse scratch file plus a bitmap of the pages present: the union of
+/// several segments without holding them in memory.
+pub struct SparseSink {
+    file: File,
+    page_size: u32,
+    present: Vec<u64>,
+    pages: u32,
+}
+
+impl SparseSink {
+    pub fn new(file: File, page_size: u32) -> Self {
+        SparseSink { file, page_size, present: Vec::new(), pages: 0 }
+    }
+
+    fn is_present(&self, pgno: u32) -> bool {
+        let i = pgno as usize;
+        self.present.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Visit present pages in ascending order.
+    pub fn for_each(&self, mut f: impl FnMut(u32, &[u8]) -> io::Result<()>) -> io::Result<()> {
+        let mut buf = vec![0u8; self.page_size as usize];
+        for pgno in 1..=self.pages {
+            if self.is_present(pgno) {
+                self.file.read_exact_at(&mut buf, (pgno as u64 - 1) * self.page_size as u64)?;
+                f(pgno, &buf)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PageSink for SparseSink {
+    fn write_page(&mut self, pgno: u32, data: &[u8]) -> io::Result<()> {
+        let i = pgno as usize;
+        if self.present.len() <= i / 64 {
+            self.present.resize(i / 64 + 1, 0);
+        }
+        self.present[i / 64] |= 1 << (i % 64);
+        self.pages = self.pages.max(pgno);
+        self.file.write_all_at(data, (pgno as u64 - 1) * self.page_size as u64)
+    }
+    fn truncate(&mut self, pages: u32) -> io::Result<()> {
+        for pgno in pages + 1..=self.pages {
+            let i = pgno as usize;
+            if let Some(w) = self.present.get_mut(i / 64) {
+                *w &= !(1 << (i % 64));
+            }
+        }
+        self.pages = pages;
+        Ok(())
+    }
+}
+
+/// Why applying a segment failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error("does not follow the database state before it (checksum {found:016x}, segment expects {expected:016x}): a segment before it is missing or corrupt")]
+    PreChecksum { expected: u64, found: u64 },
+    #[error("the database after applying it has checksum {found:016x}, the segment promises {expected:016x}: the segment is corrupt")]
+    PostChecksum { expected: u64, found: u64 },
+    #[error("page size {found} differs from the database's {expected}")]
+    PageSize { expected: u32, found: u32 },
+}
+
+/// Apply one segment. With `hashes`, verify the checksum before (unless
+/// it is a snapshot, which replaces everything) and after.
+pub fn apply(reader: &mut SegmentReader, sink: &mut dyn PageSink, mut hashes: Option<&mut PageHashes>) -> Result<(), ApplyError> {
+    let header = *reader.header();
+    if let Some(h) = hashes.as_deref_mut() {
+        if header.is_snapshot() {
+            *h = PageHashes::new(header.page_size);
+        } else if h.checksum() != header.pre_checksum {
+            return Err(ApplyError::PreChecksum { expected: header.pre_checksum, found: h.checksum() });
+        }
+        h.resize(header.db_pages);
+    }
+    sink.truncate(header.db_pages).map_err(FormatError::Io)?;
+    reader.for_each_page(|pgno, data| {
+        if let Some(h) = hashes.as_deref_mut() {
+            h.set(pgno, page_hash(pgno, data));
+        }
+        sink.write_page(pgno, data)
+    })?;
+    if let Some(h) = hashes {
+        if h.checksum() != header.post_checksum {
+            return Err(ApplyError::PostChecksum { expected: header.post_checksum, found: h.checksum() });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Local replication state of one database, kept in its meta directory
+//! (`.<name>-sluice` beside the database, like Litestream's meta path):
+//! where in the WAL capture stands, the TXID, the checksum, per-page
+//! hashes, and the spool of segments not yet shipped everywhere.
+//!
+//! Crash safety: a segment is durable in the spool before the state that
+//! counts it is written (atomically, by rename). Segments beyond the
+//! recorded TXID are leftovers of a crash and are discarded on start, then
+//! rebuilt from the WAL, so nothing is lost and nothing shipped twice.
+
+use crate::checksum::PageHashes;
+use crate::wal::WalPos;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+const STATE_FILE: &str = "state.json";
+const HASHES_FILE: &str = "pages.hash";
+const SPOOL_DIR: &str = "spool";
+/// Bumped when the state layout changes; an unknown version means a
+/// fresh snapshot rather than a misread.
+const STATE_VERSION: u32 = 1;
+
+/// Where capture stands in the current WAL epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalMark {
+    pub pos: WalPos,
+    /// A checkpoint of ours saw this many frames in the epoch: a restart
+    /// into the next epoch is only safe once capture has reached them.
+    pub min_end: u32,
+}
+
+/// The persisted state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub page_size: u32,
+    /// Last TXID produced (0: nothing yet).
+    pub txid: u64,
+    pub db_pages: u32,
+    pub checksum: u64,
+    /// Wall-clock time of the last captured transaction.
+    pub timestamp_ms: i64,
+    pub wal: Option<WalMark>,
+    /// With no WAL epoch in progress: the salt-1 the next epoch must have.
+    pub next_salt1: Option<u32>,
+}
+
+/// The meta directory of one database.
+#[derive(Debug, Clone)]
+pub struct MetaDir {
+    dir: PathBuf,
+}
+
+impl MetaDir {
+    /// Litestream's default: `.<file name>-sluice` beside the database.
+    pub fn default_for(db: &Path) -> PathBuf {
+        let name = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        db.with_file_name(format!(".{name}-sluice"))
+    }
+
+    pub fn open(dir: PathBuf) -> io::Result<MetaDir> {
+        fs::create_dir_all(dir.join(SPOOL_DIR))?;
+        Ok(MetaDir { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.dir.join(SPOOL_DIR)
+    }
+
+    /// A scratch file path in the meta directory (same filesystem as the
+    /// spool, so a rename into it is atomic).
+    pub fn temp_path(&self, what: &str) -> PathBuf {
+        self.dir.join(format!("{what}.{}.tmp", std::process::id()))
+    }
+
+    /// Load state and page hashes; `None` when absent, unreadable, or
+    /// inconsistent (the caller then starts over with a snapshot).
+    pub fn load(&self) -> Option<(State, PageHashes)> {
+        let text = fs::read_to_string(self.dir.join(STATE_FILE)).ok()?;
+        let state: State = match serde_json::from_str(&text) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("ignoring unreadable local state in {}: {e}", self.dir.display());
+                return None;
+            }
+        };
+        if state.version != STATE_VERSION {
+            return None;
+        }
+        let mut raw = Vec::new();
+        File::open(self.dir.join(HASHES_FILE)).ok()?.read_to_end(&mut raw).ok()?;
+        let hashes: Vec<u64> = raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+        let hashes = PageHashes::from_vec(state.page_size, hashes);
+        if hashes.checksum() != state.checksum || hashes.pages() != state.db_pages {
+            tracing::warn!("local page hashes in {} disagree with the recorded state (crash mid-write?); a new snapshot will be taken", self.dir.display());
+            return None;
+        }
+        Some((state, hashes))
+    }
+
+    /// Persist: page hashes first, then the state file by atomic rename.
+    pub fn save(&self, state: &State, hashes: &PageHashes) -> io::Result<()> {
+        let tmp = self.dir.join(format!("{HASHES_FILE}.tmp"));
+        let mut bytes = Vec::with_capacity(hashes.as_slice().len() * 8);
+        for h in hashes.as_slice() {
+            bytes.extend_from_slice(&h.to_le_bytes());
+        }
+        write_synced(&tmp, &bytes)?;
+        fs::rename(&tmp, self.dir.join(HASHES_FILE))?;
+        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
+        let json = serde_json::to_vec_pretty(&State { version: STATE_VERSION, ..state.clone() }).map_err(io::Error::other)?;
+        write_synced(&tmp, &json)?;
+        fs::rename(&tmp, self.dir.join(STATE_FILE))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Forget everything (`sluice reset`): the next sync snapshots.
+    pub fn reset(&self) -> io::Result<()> {
+        for f in [STATE_FILE, HASHES_FILE] {
+            match fs::remove_file(self.dir.join(f)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Write small per-replica state (`replica-<name>.json`).
+    pub fn save_json<T: Serialize>(&self, name: &str, value: &T) -> io::Result<()> {
+        let path = self.dir.join(format!("{name}.json"));
+        let tmp = self.dir.join(format!("{name}.json.tmp"));
+        write_synced(&tmp, &serde_json::to_vec_pretty(value).map_err(io::Error::other)?)?;
+        fs::rename(tmp, path)
+    }
+
+    pub fn load_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Option<T> {
+        let text = fs::read_to_string(self.dir.join(format!("{name}.json"))).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+impl State {
+    pub fn new(page_size: u32) -> State {
+        State { version: STATE_VERSION, page_size, txid: 0, db_pages: 0, checksum: 0, timestamp_ms: 0, wal: None, next_salt1: None }
+    }
+}
+
+pub fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checksum::page_hash;
+
+    #[test]
+    fn save_load_and_detect_inconsistency() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaDir::open(dir.path().join("m")).unwrap();
+        assert!(meta.load().is_none());
+        let mut hashes = PageHashes::new(4096);
+        hashes.set(1, page_hash(1, &[1; 4096]));
+        hashes.set(2, page_hash(2, &[2; 4096]));
+        let mut state = State::new(4096);
+        state.txid = 5;
+        state.db_pages = 2;
+        state.checksum = hashes.checksum();
+        meta.save(&state, &hashes).unwrap();
+        let (s, h) = meta.load().unwrap();
+        assert_eq!(s, state);
+        assert_eq!(h, hashes);
+        state.checksum ^= 1;
+        let json = serde_json::to_vec(&state).unwrap();
+        std::fs::write(meta.path().join(STATE_FILE), json).unwrap();
+        assert!(meta.load().is_none());
+    }
+}
