@@ -183,7 +183,11 @@ impl Capturer {
         let wal = header.zip(wal_file);
 
         if let Some(why) = self.gap.take() {
-            tracing::warn!(database = %path.display(), "replication chain restarts with a snapshot: {why}");
+            if self.state.txid == 0 {
+                tracing::info!(database = %path.display(), "first sync: taking the initial snapshot");
+            } else {
+                tracing::warn!(database = %path.display(), "replication chain restarts with a snapshot: {why}");
+            }
             report.gap = Some(why);
             let entry = self.write_snapshot(&scan, wal.as_ref(), true)?;
             report.segments.push(entry);

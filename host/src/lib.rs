@@ -16,3 +16,4 @@ pub mod state;
 pub mod replica;
 pub mod restore;
 pub mod config;
+pub mod replicate;

@@ -1,10 +1,14 @@
-//! The command line. Thin: parse, set up logging and the runtime, call
-//! the library, map the outcome to an exit status.
+//! The command line, Litestream-compatible. Thin: parse, set up logging
+//! and the runtime, call the library, map the outcome to an exit status.
 
 mod args;
+mod info_cmd;
 mod plugin_cmd;
+mod replicate_cmd;
+mod restore_cmd;
 
 use crate::plugin::{Runtime, SandboxConfig};
+use crate::restore::IntegrityCheck;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -13,15 +17,128 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about = "SQLite streaming replication with sandboxed WebAssembly storage plugins")]
 struct Cli {
-    /// Log level: trace, debug, info, warn, error.
-    #[arg(long, global = true, default_value = "info")]
-    log_level: String,
+    /// Log level: trace, debug, info, warn, error (default: the config's `logging.level`, else info).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(clap::Args, Debug, Clone)]
+struct ConfigArgs {
+    /// Config file (default: $SLUICE_CONFIG, $LITESTREAM_CONFIG, /etc/sluice.yml, /etc/litestream.yml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Do not expand $VAR / ${VAR} in the config file.
+    #[arg(long)]
+    no_expand_env: bool,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Replicate databases continuously (config file, or DB_PATH REPLICA_URL...).
+    Replicate {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Run this command as a child; replicate while it runs, exit with its status.
+        #[arg(long)]
+        exec: Option<String>,
+        /// Sync once, ship, and exit.
+        #[arg(long)]
+        once: bool,
+        /// Take a snapshot at start.
+        #[arg(long)]
+        force_snapshot: bool,
+        /// Accepted for Litestream compatibility; retention is always enforced.
+        #[arg(long)]
+        enforce_retention: bool,
+        /// Restore a missing database from its replica before replicating.
+        #[arg(long)]
+        restore_if_db_not_exists: bool,
+        /// Storage plugin (.wasm) for replicas that name none.
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        /// Database to replicate (instead of a config file).
+        db_path: Option<PathBuf>,
+        /// Replica URL(s) for DB_PATH.
+        replica_urls: Vec<String>,
+    },
+    /// Restore a database from a replica.
+    Restore {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Output path (required when restoring from a URL).
+        #[arg(short = 'o', long = "o")]
+        output: Option<PathBuf>,
+        /// Restore to this TXID (hex).
+        #[arg(long)]
+        txid: Option<String>,
+        /// Restore to the newest state at or before this time (RFC 3339).
+        #[arg(long)]
+        timestamp: Option<String>,
+        /// Do nothing (exit 0) if the output database exists.
+        #[arg(long)]
+        if_db_not_exists: bool,
+        /// Do nothing (exit 0) if the replica has no backup.
+        #[arg(long)]
+        if_replica_exists: bool,
+        /// Print the plan only.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replace an existing output.
+        #[arg(long)]
+        force: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// Check the result with SQLite: none, quick or full.
+        #[arg(long, value_enum, default_value = "none")]
+        integrity_check: IntegrityCheck,
+        /// Replica to restore from, by name (configured databases).
+        #[arg(long)]
+        replica: Option<String>,
+        /// Storage plugin (.wasm) to read the replica with.
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        /// Configured database path, or replica URL.
+        target: String,
+    },
+    /// List configured databases.
+    Databases {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a replica's segments (Litestream's `ltx`).
+    #[command(alias = "segments")]
+    Ltx {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Level to list, or `all`.
+        #[arg(long)]
+        level: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        /// Configured database path, or replica URL.
+        target: String,
+    },
+    /// Replication status of configured databases.
+    Status {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        json: bool,
+        db: Option<String>,
+    },
+    /// Forget a database's local state; the next sync snapshots.
+    Reset {
+        #[command(flatten)]
+        config: ConfigArgs,
+        db: String,
+    },
     /// Inspect, check and export storage plugins.
     Plugin {
         #[command(subcommand)]
@@ -54,6 +171,9 @@ enum PluginCommand {
         /// CPU budget per plugin call, milliseconds.
         #[arg(long)]
         cpu_ms: Option<u64>,
+        /// Outbound hosts the plugin may reach (default: derived from the URL).
+        #[arg(long = "allow-host")]
+        allow_hosts: Vec<String>,
         /// Replica URL or path to check against (objects go under a temporary prefix).
         url: String,
     },
@@ -70,7 +190,8 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse_from(args::normalize(std::env::args()));
-    crate::logging::init(&cli.log_level, crate::logging::Format::Text);
+    let (level, json) = logging_settings(&cli);
+    crate::logging::init(&level, if json { crate::logging::Format::Json } else { crate::logging::Format::Text });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -87,22 +208,61 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `-log-level` wins over the config file's `logging:` section.
+fn logging_settings(cli: &Cli) -> (String, bool) {
+    let config = match &cli.command {
+        Command::Replicate { config, .. } => Some(config),
+        _ => None,
+    };
+    let file = config.and_then(|c| replicate_cmd::load_config(c.config.as_ref(), !c.no_expand_env).ok()).map(|(_, f)| f);
+    let level = cli.log_level.clone().or_else(|| file.as_ref().and_then(|f| f.logging.level.clone())).unwrap_or_else(|| "info".into());
+    let json = file.is_some_and(|f| f.logging.kind.as_deref() == Some("json"));
+    (level.to_ascii_lowercase(), json)
+}
+
+fn runtime() -> anyhow::Result<std::sync::Arc<Runtime>> {
+    Runtime::with_default_cache().context("cannot start the plugin runtime")
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Version => {
-            println!("sluice {}", env!("CARGO_PKG_VERSION"));
+            println!("sluice v{}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replicate { config, exec, once, force_snapshot, enforce_retention: _, restore_if_db_not_exists, plugin, db_path, replica_urls } => {
+            let args = replicate_cmd::Args { config: config.config, no_expand_env: config.no_expand_env, exec, once, force_snapshot, restore_if_db_not_exists, plugin, db_path, replica_urls };
+            replicate_cmd::run(runtime()?, args).await
+        }
+        Command::Restore { config, output, txid, timestamp, if_db_not_exists, if_replica_exists, dry_run, force, json, integrity_check, replica, plugin, target } => {
+            let args = restore_cmd::Args { config: config.config, no_expand_env: config.no_expand_env, output, txid, timestamp, if_db_not_exists, if_replica_exists, dry_run, force, json, integrity: integrity_check, plugin, replica, target };
+            restore_cmd::run(runtime()?, args).await
+        }
+        Command::Databases { config, json } => {
+            info_cmd::databases(config.config.as_ref(), !config.no_expand_env, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ltx { config, level, json, plugin, target } => {
+            info_cmd::ltx(runtime()?, &target, config.config.as_ref(), !config.no_expand_env, level.as_deref(), json, plugin.as_deref()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { config, json, db } => {
+            info_cmd::status(config.config.as_ref(), !config.no_expand_env, db.as_deref(), json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reset { config, db } => {
+            info_cmd::reset(config.config.as_ref(), !config.no_expand_env, &db)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin { command } => match command {
             PluginCommand::Info { plugin, json } => {
-                let rt = Runtime::with_default_cache().context("cannot start the plugin runtime")?;
-                plugin_cmd::info(&rt, &plugin, json).await?;
+                plugin_cmd::info(&runtime()?, &plugin, json).await?;
                 Ok(ExitCode::SUCCESS)
             }
-            PluginCommand::Check { plugin, settings, memory_mib, cpu_ms, url } => {
-                let rt = Runtime::with_default_cache().context("cannot start the plugin runtime")?;
-                let sandbox = SandboxConfig { memory_mib, cpu_ms, allow_hosts: None };
-                let ok = plugin_cmd::check(&rt, plugin.as_deref(), &url, settings, &sandbox).await?;
+            PluginCommand::Check { plugin, settings, memory_mib, cpu_ms, allow_hosts, url } => {
+                let allow_hosts = (!allow_hosts.is_empty()).then_some(allow_hosts);
+                let sandbox = SandboxConfig { memory_mib, cpu_ms, allow_hosts };
+                let ok = plugin_cmd::check(&runtime()?, plugin.as_deref(), &url, settings, &sandbox).await?;
                 Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
             }
             PluginCommand::Export { dir } => {

@@ -1,0 +1,108 @@
+//! Listing commands: `databases`, `ltx` (alias `segments`), `status`, `reset`.
+
+use super::replicate_cmd::load_config;
+use super::restore_cmd::resolve_target;
+use crate::config;
+use crate::plugin::Runtime;
+use crate::replica::client::rfc3339;
+use crate::replicate::{open_store, Plugins};
+use crate::state::MetaDir;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub fn databases(config_path: Option<&PathBuf>, expand: bool, json: bool) -> anyhow::Result<()> {
+    let (_, file) = load_config(config_path, expand)?;
+    let resolved = config::resolve(&file)?;
+    if json {
+        let rows: Vec<_> = resolved
+            .dbs
+            .iter()
+            .map(|d| serde_json::json!({"path": d.path, "replicas": d.replicas.iter().map(|r| serde_json::json!({"name": r.name, "url": r.url})).collect::<Vec<_>>()}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("{:<40} {}", "path", "replicas");
+    for d in &resolved.dbs {
+        let names: Vec<String> = d.replicas.iter().map(|r| format!("{} ({})", r.name, r.url)).collect();
+        println!("{:<40} {}", d.path.display(), names.join(", "));
+    }
+    Ok(())
+}
+
+pub async fn ltx(runtime: Arc<Runtime>, target: &str, config_path: Option<&PathBuf>, expand: bool, level: Option<&str>, json: bool, plugin: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let (spec, _, label) = resolve_target(target, config_path, expand, None)?;
+    let store = open_store(&runtime, &Plugins::default(), &spec, plugin, &label).await?;
+    let listing = crate::replica::client::list(&store).await?;
+    let want: Option<u32> = match level {
+        None | Some("all") => None,
+        Some(l) => Some(l.parse().map_err(|_| anyhow::anyhow!("-level must be a number or `all`, got {l}"))?),
+    };
+    let rows: Vec<_> = listing.iter().filter(|(n, _)| want.is_none_or(|w| n.level == w)).collect();
+    if json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|(n, s)| serde_json::json!({"level": n.level, "min_txid": format!("{:016x}", n.min_txid), "max_txid": format!("{:016x}", n.max_txid), "size": s.size, "created": rfc3339(s.timestamp_ms)}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("{:<6} {:<17} {:<17} {:>12}  created", "level", "min_txid", "max_txid", "size");
+    for (n, s) in rows {
+        println!("{:<6} {:016x}  {:016x}  {:>12}  {}", n.level, n.min_txid, n.max_txid, s.size, rfc3339(s.timestamp_ms));
+    }
+    Ok(())
+}
+
+pub fn status(config_path: Option<&PathBuf>, expand: bool, db: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let (_, file) = load_config(config_path, expand)?;
+    let resolved = config::resolve(&file)?;
+    let mut rows = Vec::new();
+    for d in &resolved.dbs {
+        if let Some(want) = db {
+            if std::path::absolute(config::resolve::db_path(want))? != d.path {
+                continue;
+            }
+        }
+        let meta_dir = d.meta_path.clone().unwrap_or_else(|| MetaDir::default_for(&d.path));
+        let state = MetaDir::open(meta_dir.clone()).ok().and_then(|m| m.load());
+        let wal_size = std::fs::metadata(format!("{}-wal", d.path.display())).map(|m| m.len()).unwrap_or(0);
+        let replicas: Vec<_> = d
+            .replicas
+            .iter()
+            .map(|r| {
+                let name: String = r.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+                let shipped = std::fs::read_to_string(meta_dir.join(format!("replica-{name}.json"))).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).and_then(|v| v["shipped"].as_u64()).unwrap_or(0);
+                serde_json::json!({"name": r.name, "url": r.url, "txid": format!("{shipped:016x}")})
+            })
+            .collect();
+        rows.push(serde_json::json!({
+            "path": d.path,
+            "txid": state.as_ref().map(|(s, _)| format!("{:016x}", s.txid)),
+            "db_pages": state.as_ref().map(|(s, _)| s.db_pages),
+            "last_capture": state.as_ref().map(|(s, _)| rfc3339(s.timestamp_ms)),
+            "wal_size": wal_size,
+            "replicas": replicas,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for r in rows {
+            println!("{}  txid={} wal={}B last={}", r["path"].as_str().unwrap_or("?"), r["txid"].as_str().unwrap_or("none"), r["wal_size"], r["last_capture"].as_str().unwrap_or("never"));
+            for rep in r["replicas"].as_array().into_iter().flatten() {
+                println!("  {} {} shipped={}", rep["name"].as_str().unwrap_or("?"), rep["url"].as_str().unwrap_or("?"), rep["txid"].as_str().unwrap_or("?"));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn reset(config_path: Option<&PathBuf>, expand: bool, db: &str) -> anyhow::Result<()> {
+    let (_, file) = load_config(config_path, expand)?;
+    let path = std::path::absolute(config::resolve::db_path(db))?;
+    let meta = config::resolve(&file)?.dbs.into_iter().find(|d| d.path == path).and_then(|d| d.meta_path).unwrap_or_else(|| MetaDir::default_for(&path));
+    MetaDir::open(meta.clone())?.reset()?;
+    println!("reset local state of {} ({}); the next sync takes a snapshot", path.display(), meta.display());
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! `sluice replicate`: from a config file or `DB_PATH REPLICA_URL`, with
+//! Litestream's `-exec` (run the application as a child; final sync when
+//! it exits; exit with its status) and `-once`.
+
+use crate::config::{self, DatabaseSpec, FileConfig};
+use crate::plugin::Runtime;
+use crate::replicate::{self, Options};
+use crate::restore::{self, IntegrityCheck, RestoreOptions};
+use anyhow::{bail, Context};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub struct Args {
+    pub config: Option<PathBuf>,
+    pub no_expand_env: bool,
+    pub exec: Option<String>,
+    pub once: bool,
+    pub force_snapshot: bool,
+    pub restore_if_db_not_exists: bool,
+    pub plugin: Option<PathBuf>,
+    pub db_path: Option<PathBuf>,
+    pub replica_urls: Vec<String>,
+}
+
+/// Load the config file named by `-config`, the environment or the
+/// default locations. Without `-config`, a missing default is no error.
+pub fn load_config(explicit: Option<&PathBuf>, expand: bool) -> anyhow::Result<(Option<PathBuf>, FileConfig)> {
+    match explicit {
+        Some(p) => Ok((Some(p.clone()), config::load(p, expand)?)),
+        None => match config::default_path() {
+            Some(p) if p.exists() => Ok((Some(p.clone()), config::load(&p, expand)?)),
+            Some(p) if std::env::var_os("LITESTREAM_CONFIG").is_some() || std::env::var_os("SLUICE_CONFIG").is_some() => {
+                bail!("config file {} (from the environment) does not exist", p.display())
+            }
+            _ => Ok((None, FileConfig::default())),
+        },
+    }
+}
+
+pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> {
+    let (config_path, file) = load_config(args.config.as_ref(), !args.no_expand_env)?;
+    let (dbs, exec, timeout) = match (&args.db_path, args.replica_urls.is_empty()) {
+        (Some(db), false) => {
+            let mut spec = config::from_url(db, &args.replica_urls[0], &file)?;
+            for (i, url) in args.replica_urls.iter().enumerate().skip(1) {
+                let extra = config::from_url(db, url, &file)?;
+                spec.replicas.extend(extra.replicas.into_iter().map(|mut r| {
+                    r.name = format!("{}{}", r.name, i + 1);
+                    r
+                }));
+            }
+            (vec![spec], args.exec.clone(), config::resolve::DEFAULT_SHUTDOWN_SYNC_TIMEOUT)
+        }
+        (Some(_), true) => bail!("replicate DB_PATH needs a REPLICA_URL too (e.g. sluice replicate /data/app.db s3://bucket/app)"),
+        (None, _) => {
+            let resolved = config::resolve(&file)?;
+            if resolved.dbs.is_empty() {
+                match config_path {
+                    Some(p) => bail!("{} lists no databases under `dbs:`", p.display()),
+                    None => bail!("no config file found (pass -config PATH, set LITESTREAM_CONFIG, or create /etc/litestream.yml) and no DB_PATH REPLICA_URL given"),
+                }
+            }
+            (resolved.dbs, args.exec.clone().or(resolved.exec), resolved.shutdown_sync_timeout)
+        }
+    };
+    if args.restore_if_db_not_exists || dbs.iter().any(|d| d.restore_if_db_not_exists) {
+        restore_missing(&runtime, &dbs, args.plugin.as_deref()).await?;
+    }
+    let opts = Options { once: args.once, force_snapshot: args.force_snapshot, shutdown_sync_timeout: timeout, default_plugin: args.plugin.clone() };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let engine = tokio::spawn(replicate::run(runtime, dbs, opts, stop_rx));
+
+    let code = match exec {
+        Some(cmd) => run_child(&cmd, &stop_tx).await?,
+        None => {
+            if !args.once {
+                wait_for_signal().await;
+                tracing::info!("signal received, syncing before exit");
+                let _ = stop_tx.send(true);
+            }
+            ExitCode::SUCCESS
+        }
+    };
+    engine.await.context("replication task panicked")??;
+    Ok(code)
+}
+
+async fn restore_missing(runtime: &Arc<Runtime>, dbs: &[DatabaseSpec], plugin: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let plugins = replicate::Plugins::default();
+    for db in dbs.iter().filter(|d| !d.path.exists()) {
+        let Some(replica) = db.replicas.first() else { continue };
+        let store = replicate::open_store(runtime, &plugins, replica, plugin, &db.path.display().to_string()).await?;
+        let opts = RestoreOptions { output: db.path.clone(), target: crate::replica::Target::Latest, force: false, integrity: IntegrityCheck::None, dry_run: false, progress: false };
+        let listing = crate::replica::client::list(&store).await?;
+        if listing.is_empty() {
+            tracing::info!(database = %db.path.display(), "no database and no backup yet; starting fresh");
+            continue;
+        }
+        let outcome = restore::restore_from_listing(&store, &listing, &opts).await?;
+        tracing::info!(database = %db.path.display(), "restored missing database at TXID {:016x}", outcome.txid);
+    }
+    Ok(())
+}
+
+/// Run the application; forward SIGINT/SIGTERM; on its exit, stop
+/// replication (final sync) and exit with its status.
+async fn run_child(cmd: &str, stop: &watch::Sender<bool>) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .spawn()
+        .with_context(|| format!("cannot start -exec command `{cmd}`"))?;
+    let pid = child.id().map(|p| p as i32);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let status = loop {
+        tokio::select! {
+            s = child.wait() => break s?,
+            _ = term.recv() => forward(pid, libc::SIGTERM),
+            _ = int.recv() => forward(pid, libc::SIGINT),
+        }
+    };
+    let _ = stop.send(true);
+    Ok(match status.code() {
+        Some(c) => ExitCode::from(c.clamp(0, 255) as u8),
+        None => ExitCode::from(1),
+    })
+}
+
+fn forward(pid: Option<i32>, sig: i32) {
+    if let Some(pid) = pid {
+        // SAFETY: kill(2) on our own child's pid with a valid signal number.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! `sluice restore`: by replica URL (`-o` required) or by configured
+//! database path (output defaults to that path).
+
+use super::replicate_cmd::load_config;
+use crate::config::{self, ReplicaSpec};
+use crate::plugin::Runtime;
+use crate::replica::Target;
+use crate::replicate::{open_store, Plugins};
+use crate::restore::{self, IntegrityCheck, RestoreOptions};
+use anyhow::{bail, Context};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+pub struct Args {
+    pub config: Option<PathBuf>,
+    pub no_expand_env: bool,
+    pub output: Option<PathBuf>,
+    pub txid: Option<String>,
+    pub timestamp: Option<String>,
+    pub if_db_not_exists: bool,
+    pub if_replica_exists: bool,
+    pub dry_run: bool,
+    pub force: bool,
+    pub json: bool,
+    pub integrity: IntegrityCheck,
+    pub plugin: Option<PathBuf>,
+    pub replica: Option<String>,
+    pub target: String,
+}
+
+/// Find the replica a `DB_PATH|REPLICA_URL` argument means.
+pub fn resolve_target(target: &str, config: Option<&PathBuf>, expand: bool, replica: Option<&str>) -> anyhow::Result<(ReplicaSpec, Option<PathBuf>, String)> {
+    let (_, file) = load_config(config, expand)?;
+    if !target.contains("://") {
+        let path = std::path::absolute(config::resolve::db_path(target))?;
+        let resolved = config::resolve(&file)?;
+        if let Some(db) = resolved.dbs.into_iter().find(|d| d.path == path) {
+            let spec = match replica {
+                Some(name) => db.replicas.iter().find(|r| r.name == name).cloned().with_context(|| format!("database {} has no replica named {name}", path.display()))?,
+                None => db.replicas.first().cloned().context("database has no replica")?,
+            };
+            return Ok((spec, Some(path.clone()), path.display().to_string()));
+        }
+    }
+    let db = config::from_url(std::path::Path::new("-"), target, &file)?;
+    let spec = db.replicas.into_iter().next().context("no replica")?;
+    Ok((spec, None, "-".into()))
+}
+
+pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> {
+    let (spec, db_path, label) = resolve_target(&args.target, args.config.as_ref(), !args.no_expand_env, args.replica.as_deref())?;
+    let output = match (&args.output, &db_path) {
+        (Some(o), _) => o.clone(),
+        (None, Some(p)) => p.clone(),
+        (None, None) => bail!("restoring from a replica URL needs -o OUTPUT_PATH"),
+    };
+    if args.if_db_not_exists && output.exists() {
+        println!("database already exists at {}, skipping restore", output.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let target = match (&args.txid, &args.timestamp) {
+        (Some(_), Some(_)) => bail!("use either -txid or -timestamp, not both"),
+        (Some(t), None) => Target::Txid(u64::from_str_radix(t.trim_start_matches("0x"), 16).with_context(|| format!("-txid `{t}` is not a hexadecimal TXID (e.g. 000000000000002a)"))?),
+        (None, Some(ts)) => Target::Timestamp(crate::replica::client::parse_rfc3339(ts).with_context(|| format!("-timestamp `{ts}` is not RFC 3339 (e.g. 2026-11-25T17:45:29Z)"))?),
+        (None, None) => Target::Latest,
+    };
+    let plugins = Plugins::default();
+    let store = open_store(&runtime, &plugins, &spec, args.plugin.as_deref(), &label).await?;
+    restore::check_output(&output, args.force || args.dry_run)?;
+    let listing = crate::replica::client::list(&store).await.with_context(|| format!("cannot list replica {}", spec.url))?;
+    if listing.is_empty() {
+        if args.if_replica_exists {
+            println!("no backups found in {}, skipping restore", spec.url);
+            return Ok(ExitCode::SUCCESS);
+        }
+        bail!("replica {} holds no backup", spec.url);
+    }
+    let opts = RestoreOptions { output: output.clone(), target, force: args.force, integrity: args.integrity, dry_run: args.dry_run, progress: std::io::stderr().is_terminal() && !args.json };
+    let started = std::time::Instant::now();
+    let outcome = restore::restore_from_listing(&store, &listing, &opts).await?;
+    if args.json {
+        let plan: Vec<String> = outcome.plan.iter().map(|n| n.key()).collect();
+        println!("{}", serde_json::json!({"output": output, "txid": format!("{:016x}", outcome.txid), "segments": plan, "dry_run": args.dry_run, "bytes": outcome.bytes_downloaded}));
+    } else if args.dry_run {
+        println!("would restore TXID {:016x} to {} from {} segments:", outcome.txid, output.display(), outcome.plan.len());
+        for n in &outcome.plan {
+            println!("  {n}");
+        }
+    } else {
+        println!("restored {} at TXID {:016x} from {} segments ({} bytes) in {:.2?}", output.display(), outcome.txid, outcome.plan.len(), outcome.bytes_downloaded, started.elapsed());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,255 @@
+//! The replication loop: per database, watch the WAL, capture into the
+//! spool, checkpoint, and feed one task per replica. Capture never waits
+//! for a replica; the spool is bounded, and a replica that falls out of it
+//! gets a snapshot instead.
+
+use crate::capture::{list_spool, Capturer};
+use crate::config::{DatabaseSpec, ReplicaSpec};
+use crate::plugin::{bundled, Labels, LoadedPlugin, PluginStore, Runtime};
+use crate::replica::{ReplicaSettings, ReplicaShared, ReplicaTask};
+use crate::state::MetaDir;
+use anyhow::Context;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// Local spool ceiling per database. Past it the oldest level-0 segments
+/// go, and replicas that still needed them catch up with a snapshot:
+/// local disk stays bounded whatever the replicas do (#784, #927).
+pub const MAX_SPOOL_BYTES: u64 = 1 << 30;
+/// How often a finished replicator checks that replicas caught up.
+const CATCH_UP_POLL: Duration = Duration::from_millis(50);
+
+/// Options of a `replicate` run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// One sync, ship it, exit (cron use).
+    pub once: bool,
+    /// Snapshot every database at start.
+    pub force_snapshot: bool,
+    /// How long the final sync may take at shutdown.
+    pub shutdown_sync_timeout: Duration,
+    /// A plugin for every replica that names none (`--plugin`).
+    pub default_plugin: Option<PathBuf>,
+}
+
+/// Loaded plugins shared by all replicas of a run: one compile each.
+#[derive(Default)]
+pub struct Plugins {
+    loaded: tokio::sync::Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+}
+
+impl Plugins {
+    pub async fn for_replica(&self, runtime: &Arc<Runtime>, explicit: Option<&Path>, url: &str) -> anyhow::Result<Arc<LoadedPlugin>> {
+        let key = match explicit {
+            Some(p) => p.display().to_string(),
+            None => format!("bundled:{}", bundled::for_url(url).with_context(|| format!("no bundled plugin serves {url}; set `plugin:` to a .wasm for this store"))?),
+        };
+        let mut loaded = self.loaded.lock().await;
+        if let Some(p) = loaded.get(&key) {
+            return Ok(p.clone());
+        }
+        let plugin = match explicit {
+            Some(p) => runtime.load_file(p).await?,
+            None => runtime.load_bundled(key.trim_start_matches("bundled:")).await?,
+        };
+        loaded.insert(key, plugin.clone());
+        Ok(plugin)
+    }
+}
+
+/// Open a replica's store (plugin, sandbox, labels).
+pub async fn open_store(runtime: &Arc<Runtime>, plugins: &Plugins, spec: &ReplicaSpec, default_plugin: Option<&Path>, database: &str) -> anyhow::Result<PluginStore> {
+    let plugin = plugins.for_replica(runtime, spec.plugin.as_deref().or(default_plugin), &spec.url).await?;
+    let sandbox = spec
+        .sandbox
+        .resolve(plugin.info(), &spec.url, &spec.settings)
+        .with_context(|| format!("database {database} replica {}: cannot prepare the plugin sandbox", spec.name))?;
+    let labels = Labels { plugin: String::new(), database: database.to_string(), replica: spec.name.clone() };
+    Ok(PluginStore::new(plugin, spec.url.clone(), spec.settings.clone(), sandbox, labels))
+}
+
+/// An id for this process, recorded with every segment it writes.
+pub fn writer_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    format!("{host}-{}-{:08x}", std::process::id(), rand::random::<u32>())
+}
+
+/// Replicate every database until `shutdown` (or once).
+pub async fn run(runtime: Arc<Runtime>, dbs: Vec<DatabaseSpec>, opts: Options, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let plugins = Arc::new(Plugins::default());
+    let writer = writer_id();
+    let mut tasks = tokio::task::JoinSet::new();
+    for spec in dbs {
+        let (rt, pl, o, sd, w) = (runtime.clone(), plugins.clone(), opts.clone(), shutdown.clone(), writer.clone());
+        tasks.spawn(async move {
+            let path = spec.path.clone();
+            run_db(rt, pl, spec, o, sd, w).await.with_context(|| format!("database {}", path.display()))
+        });
+    }
+    let mut first_error = None;
+    while let Some(result) = tasks.join_next().await {
+        let outcome = result.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = outcome {
+            tracing::error!("{e:#}");
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+struct Replica {
+    name: String,
+    shared: Arc<ReplicaShared>,
+}
+
+fn wal_stamp(db: &Path) -> Option<(u64, SystemTime, u64, SystemTime)> {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let w = std::fs::metadata(PathBuf::from(wal)).ok();
+    let d = std::fs::metadata(db).ok()?;
+    Some((w.as_ref().map_or(0, |m| m.len()), w.and_then(|m| m.modified().ok()).unwrap_or(SystemTime::UNIX_EPOCH), d.len(), d.modified().ok()?))
+}
+
+async fn run_db(runtime: Arc<Runtime>, plugins: Arc<Plugins>, spec: DatabaseSpec, opts: Options, mut shutdown: watch::Receiver<bool>, writer: String) -> anyhow::Result<()> {
+    let database = spec.path.display().to_string();
+    let meta_dir = spec.meta_path.clone().unwrap_or_else(|| MetaDir::default_for(&spec.path));
+    let (path, capture_cfg) = (spec.path.clone(), spec.capture.clone());
+    let capturer = tokio::task::spawn_blocking(move || Capturer::open(&path, meta_dir, capture_cfg)).await??;
+    let meta = capturer.meta().clone();
+    let capturer = Arc::new(Mutex::new(capturer));
+
+    let (txid_tx, txid_rx) = watch::channel(0u64);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut replicas = Vec::new();
+    let mut handles = Vec::new();
+    for r in &spec.replicas {
+        let store = open_store(&runtime, &plugins, r, opts.default_plugin.as_deref(), &database).await?;
+        let settings = ReplicaSettings { name: r.name.clone(), sync_interval: r.sync_interval, snapshot_interval: r.snapshot_interval, retention: r.retention.clone() };
+        let task = ReplicaTask::new(store, settings, meta.clone(), writer.clone());
+        replicas.push(Replica { name: r.name.clone(), shared: task.shared.clone() });
+        handles.push(tokio::spawn(task.run(txid_rx.clone(), stop_rx.clone())));
+    }
+    tracing::info!(database = %database, replicas = replicas.len(), "replicating");
+
+    let mut last_stamp = None;
+    let mut force_snapshot = opts.force_snapshot;
+    loop {
+        let stamp = wal_stamp(&spec.path);
+        let wants = replica_wants_snapshot(&replicas, &meta);
+        if stamp != last_stamp || wants || force_snapshot {
+            match sync_once(&capturer, wants || force_snapshot).await {
+                Ok(txid) => {
+                    force_snapshot = false;
+                    last_stamp = stamp;
+                    txid_tx.send_replace(txid);
+                }
+                Err(e) => tracing::warn!(database = %database, "sync failed (will retry): {e:#}"),
+            }
+            collect_spool(&meta, &replicas);
+        }
+        if opts.once {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(spec.monitor_interval) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            // Final sync: capture what the application wrote last.
+            match sync_once(&capturer, false).await {
+                Ok(txid) => {
+                    txid_tx.send_replace(txid);
+                }
+                Err(e) => tracing::warn!(database = %database, "final sync failed: {e:#}"),
+            }
+            break;
+        }
+    }
+    let target = capturer.lock().map(|c| c.state().txid).unwrap_or(0);
+    let caught_up = wait_for_replicas(&replicas, target, opts.shutdown_sync_timeout).await;
+    let _ = stop_tx.send(true);
+    for h in handles {
+        let _ = h.await;
+    }
+    if !caught_up {
+        let behind: Vec<String> = replicas
+            .iter()
+            .filter(|r| r.shared.shipped.load(Ordering::SeqCst) < target)
+            .map(|r| format!("{} (at TXID {})", r.name, r.shared.shipped.load(Ordering::SeqCst)))
+            .collect();
+        anyhow::bail!("replicas did not receive TXID {target} in time: {}; the local spool keeps the rest for the next run", behind.join(", "));
+    }
+    Ok(())
+}
+
+/// Run one capture on a blocking thread; returns the TXID after it.
+async fn sync_once(capturer: &Arc<Mutex<Capturer>>, snapshot: bool) -> anyhow::Result<u64> {
+    let c = capturer.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = c.lock().map_err(|_| anyhow::anyhow!("capture state poisoned by an earlier panic"))?;
+        let report = c.sync(snapshot)?;
+        if report.transactions > 0 || !report.segments.is_empty() {
+            tracing::debug!(database = %c.db_path().display(), txid = c.state().txid, "captured {} transactions into {} segments", report.transactions, report.segments.len());
+        }
+        if let Some(mode) = c.maybe_checkpoint()? {
+            tracing::debug!(database = %c.db_path().display(), "checkpoint {mode:?}");
+        }
+        Ok(c.state().txid)
+    })
+    .await?
+}
+
+fn replica_wants_snapshot(replicas: &[Replica], meta: &MetaDir) -> bool {
+    let spool = list_spool(&meta.spool()).unwrap_or_default();
+    replicas.iter().any(|r| {
+        let shipped = r.shared.shipped.load(Ordering::SeqCst);
+        r.shared.wants_snapshot.load(Ordering::SeqCst) && !spool.iter().any(|e| e.name.is_snapshot() && e.name.max_txid > shipped)
+    })
+}
+
+/// Drop spooled segments every replica has, and keep the spool bounded.
+fn collect_spool(meta: &MetaDir, replicas: &[Replica]) {
+    let Ok(spool) = list_spool(&meta.spool()) else { return };
+    let low = replicas.iter().map(|r| r.shared.shipped.load(Ordering::SeqCst)).min().unwrap_or(0);
+    let newest_snapshot = spool.iter().filter(|e| e.name.is_snapshot()).map(|e| e.name.max_txid).max();
+    let mut total: u64 = 0;
+    let mut keep = Vec::new();
+    for e in &spool {
+        let superseded = e.name.is_snapshot() && newest_snapshot.is_some_and(|n| n > e.name.max_txid);
+        if e.name.max_txid <= low || superseded {
+            let _ = std::fs::remove_file(&e.path);
+        } else {
+            total += e.size;
+            keep.push(e);
+        }
+    }
+    for e in keep {
+        if total <= MAX_SPOOL_BYTES {
+            break;
+        }
+        if e.name.is_snapshot() {
+            continue;
+        }
+        tracing::warn!("spool of {} is over {} MiB: dropping {} (a lagging replica will get a snapshot)", meta.path().display(), MAX_SPOOL_BYTES >> 20, e.name);
+        if std::fs::remove_file(&e.path).is_ok() {
+            total -= e.size;
+        }
+    }
+}
+
+async fn wait_for_replicas(replicas: &[Replica], target: u64, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if replicas.iter().all(|r| r.shared.shipped.load(Ordering::SeqCst) >= target) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(CATCH_UP_POLL).await;
+    }
+}
