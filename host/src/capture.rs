@@ -11,7 +11,7 @@
 use crate::checksum::{page_hash, PageHashes};
 use crate::db::{CheckpointMode, Db, DbError};
 use crate::segment::{Header, SegmentName, SegmentWriter, SNAPSHOT_LEVEL};
-use crate::state::{sync_dir, MetaDir, State, WalMark};
+use crate::state::{file_stamp, sync_dir, MetaDir, State, WalMark};
 use crate::wal::{next_epoch_salt1, Scan, WalHeader, WalPos};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -167,6 +167,7 @@ impl Capturer {
                 if let Some(mark) = self.state.wal.take() {
                     // The WAL was truncated after a complete capture.
                     self.state.next_salt1 = Some(mark.pos.salt.0.wrapping_add(1));
+                    self.state.db_stamp = file_stamp(&path);
                 }
                 None
             }
@@ -234,10 +235,14 @@ impl Capturer {
                     Ok(Err("the WAL was reset more than once since the last capture (sluice was not running?)".into()))
                 }
             }
-            None => match self.state.next_salt1 {
-                Some(salt1) if salt1 == h.salt.0 => Ok(Ok(h.start())),
-                _ => Ok(Err("a new WAL appeared that cannot be tied to the last capture".into())),
-            },
+            None => {
+                let untouched = self.state.db_stamp.is_some() && self.state.db_stamp == file_stamp(self.db.path());
+                if self.state.next_salt1 == Some(h.salt.0) || untouched {
+                    Ok(Ok(h.start()))
+                } else {
+                    Ok(Err("a new WAL appeared that cannot be tied to the last capture".into()))
+                }
+            }
         }
     }
 
@@ -332,6 +337,7 @@ impl Capturer {
         self.state.timestamp_ms = header.timestamp_ms;
         if wal.is_none() {
             self.state.next_salt1 = next_epoch_salt1(self.db.path());
+            self.state.db_stamp = file_stamp(self.db.path());
         }
         Ok(entry)
     }
@@ -384,6 +390,9 @@ fn startup_gap(db: &Db, state: &State) -> io::Result<Option<String>> {
                 Some("the WAL was rewritten while sluice was not running".into())
             }
         }
+        // Untouched database file: no checkpoint ran, so any WAL holds
+        // every change since, from its first frame.
+        (_, None) if state.db_stamp.is_some() && state.db_stamp == file_stamp(db.path()) => None,
         (None, None) if state.next_salt1.is_some() && next_epoch_salt1(db.path()) == state.next_salt1 => None,
         _ => Some("the WAL changed in ways that cannot be followed while sluice was not running".into()),
     })

@@ -45,6 +45,12 @@ pub struct State {
     pub wal: Option<WalMark>,
     /// With no WAL epoch in progress: the salt-1 the next epoch must have.
     pub next_salt1: Option<u32>,
+    /// With no WAL epoch in progress: size and mtime (ns) of the database
+    /// file. A first epoch whose salts cannot be predicted (a fresh
+    /// wal-index picks random ones) still continues the chain if the file
+    /// was not touched, since only a checkpoint writes it.
+    #[serde(default)]
+    pub db_stamp: Option<(u64, i64)>,
 }
 
 /// The meta directory of one database.
@@ -147,7 +153,7 @@ impl MetaDir {
 
 impl State {
     pub fn new(page_size: u32) -> State {
-        State { version: STATE_VERSION, page_size, txid: 0, db_pages: 0, checksum: 0, timestamp_ms: 0, wal: None, next_salt1: None }
+        State { version: STATE_VERSION, page_size, txid: 0, db_pages: 0, checksum: 0, timestamp_ms: 0, wal: None, next_salt1: None, db_stamp: None }
     }
 }
 
@@ -187,4 +193,11 @@ mod tests {
         std::fs::write(meta.path().join(STATE_FILE), json).unwrap();
         assert!(meta.load().is_none());
     }
+}
+
+/// Size and modification time (ns) of a file, to notice it was written.
+pub fn file_stamp(path: &Path) -> Option<(u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    Some((m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()))
 }

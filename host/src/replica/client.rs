@@ -72,7 +72,15 @@ pub async fn list(store: &PluginStore) -> Result<Listing, ReplicaError> {
         let page = session.list("", cursor.as_deref(), LIST_PAGE).await?;
         for o in page.objects {
             let Some(name) = SegmentName::parse(&o.key) else { continue };
-            let timestamp_ms = o.metadata.iter().find(|(k, _)| k == "timestamp").and_then(|(_, v)| parse_rfc3339(v)).unwrap_or(0);
+            // Listings often omit user metadata (S3 does); the upload time
+            // is within a sync of the segment's own timestamp.
+            let timestamp_ms = o
+                .metadata
+                .iter()
+                .find(|(k, _)| k == "timestamp")
+                .and_then(|(_, v)| parse_rfc3339(v))
+                .or(o.modified_ms.map(|m| m as i64))
+                .unwrap_or(0);
             out.insert(name, RemoteSegment { size: o.size, timestamp_ms, modified_ms: o.modified_ms });
         }
         match page.next_cursor {

@@ -198,12 +198,12 @@ fn match_labels(labels: &[&str], pattern: &[Label]) -> Option<(Option<String>, O
     Some((bucket, captured))
 }
 
-/// `host:port` → (`host`, `port`); IPv6 literals keep their brackets off.
+/// `host:port` → (`host`, `port`); an IPv6 literal comes back without its brackets.
 pub fn split_port(authority: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = authority.strip_prefix('[') {
-        if let Some((host, after)) = rest.split_once(']') {
-            return (host, after.strip_prefix(':').filter(|p| !p.is_empty()));
-        }
+    if let Some(rest) = authority.strip_prefix('[')
+        && let Some((host, after)) = rest.split_once(']')
+    {
+        return (host, after.strip_prefix(':').filter(|p| !p.is_empty()));
     }
     match authority.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) && !port.is_empty() => {
