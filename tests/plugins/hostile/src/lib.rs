@@ -1,1 +1,183 @@
+//! A test plugin that misbehaves on request, to prove the sandbox holds.
+//!
+//! The behaviour is chosen by the store's settings and exercised by `put`.
+//! Any setting can be overridden for one call by a put metadata entry of
+//! the same name, so one store (one plugin, one sandbox, one set of
+//! labels) can make an obeyed call and a violating one.
+//!
+//! | `mode`   | parameters            | obeyed                  | violated                     |
+//! |----------|-----------------------|-------------------------|------------------------------|
+//! | `noop`   | —                     | returns at once         | —                            |
+//! | `memory` | `mib`                 | a few MiB               | more than the memory limit   |
+//! | `spin`   | `ms` (`forever`)      | shorter than the budget | longer, or an endless loop   |
+//! | `http`   | `url`                 | an allowed host         | a host not on the allowlist  |
+//! | `file`   | `path`                | inside the granted dir  | anywhere else                |
+//! | `panic`  | `panic`, `message`    | `panic=no`              | `panic=yes` (the default)    |
+//!
+//! `put` answers with metadata describing what happened (`allocated-mib`,
+//! `spun-ms`, `status`, `len`, `content`...). `get` in `file` mode returns
+//! the bytes of the file named by the `path` setting.
+#![cfg(target_arch = "wasm32")]
 
+use sluice_sdk::*;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+struct Hostile {
+    config: Config,
+}
+
+/// A setting, overridden by the put's metadata entry of the same name.
+fn param<'a>(config: &'a Config, options: &'a PutOptions, name: &str) -> Option<&'a str> {
+    options
+        .metadata
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .or_else(|| config.get(name))
+}
+
+fn number(config: &Config, options: &PutOptions, name: &str, default: u64) -> Result<u64, Error> {
+    match param(config, options, name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| Error::invalid_config(format!("`{name}` must be a whole number, got `{v}`"))),
+    }
+}
+
+fn meta(key: &str, size: u64, pairs: Vec<(&str, String)>) -> ObjectMeta {
+    let mut m = ObjectMeta::new(key, size, format!("hostile-{size}"));
+    m.metadata = pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    m
+}
+
+/// Allocate `mib` MiB one MiB at a time and write every page, so the
+/// memory is really used (not just reserved). Returns a checksum.
+fn allocate(mib: u64) -> u64 {
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut sum = 0u64;
+    for i in 0..mib {
+        let mut chunk = vec![0u8; 1 << 20];
+        for page in chunk.chunks_mut(4096) {
+            page[0] = i as u8 | 1;
+        }
+        sum = sum.wrapping_add(black_box(&chunk)[0] as u64);
+        chunks.push(chunk);
+    }
+    black_box(&chunks);
+    sum
+}
+
+/// Busy-loop. `None` loops forever, without any host call.
+fn spin(ms: Option<u64>) -> u64 {
+    let mut x = 1u64;
+    match ms {
+        None => loop {
+            x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407));
+        },
+        Some(ms) => {
+            let start = Instant::now();
+            let budget = Duration::from_millis(ms);
+            while start.elapsed() < budget {
+                for _ in 0..1000 {
+                    x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407));
+                }
+            }
+            start.elapsed().as_millis() as u64
+        }
+    }
+}
+
+impl Backend for Hostile {
+    fn info() -> PluginInfo {
+        let mut capabilities = Capabilities::minimal();
+        // The benchmark pushes 64 MiB through a single put.
+        capabilities.max_put_size = 1 << 30;
+        PluginInfo {
+            needs_directory: true,
+            capabilities,
+            ..PluginInfo::basic(
+                "hostile",
+                env!("CARGO_PKG_VERSION"),
+                "Test plugin that misbehaves on request (memory, cpu, network, files, panics)",
+                &["file"],
+            )
+        }
+    }
+
+    fn open(config: Config) -> Result<Self, Error> {
+        match config.get("mode").unwrap_or("noop") {
+            "noop" | "memory" | "spin" | "http" | "file" | "panic" => Ok(Hostile { config }),
+            other => Err(Error::invalid_config(format!(
+                "unknown mode `{other}` (noop, memory, spin, http, file, panic)"
+            ))),
+        }
+    }
+
+    fn put(&self, key: &str, data: Vec<u8>, options: PutOptions) -> Result<ObjectMeta, Error> {
+        let c = &self.config;
+        let size = data.len() as u64;
+        match param(c, &options, "mode").unwrap_or("noop") {
+            "noop" => Ok(ObjectMeta::new(key, size, String::from("noop"))),
+            "memory" => {
+                let mib = number(c, &options, "mib", 1)?;
+                let sum = allocate(mib);
+                Ok(meta(key, size, vec![("allocated-mib", mib.to_string()), ("sum", sum.to_string())]))
+            }
+            "spin" => {
+                let ms = match param(c, &options, "ms") {
+                    Some("forever") => None,
+                    _ => Some(number(c, &options, "ms", 10)?),
+                };
+                let spun = spin(ms);
+                Ok(meta(key, size, vec![("spun-ms", spun.to_string())]))
+            }
+            "http" => {
+                let url = param(c, &options, "url").ok_or_else(|| Error::invalid_config("http mode needs `url`"))?;
+                let response = http::Request::new(http::Method::Get, url).send()?;
+                Ok(meta(
+                    key,
+                    size,
+                    vec![("status", response.status.to_string()), ("body-len", response.body.len().to_string())],
+                ))
+            }
+            "file" => {
+                let path = param(c, &options, "path").ok_or_else(|| Error::invalid_config("file mode needs `path`"))?;
+                let bytes = std::fs::read(path)?;
+                let content: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
+                Ok(meta(key, bytes.len() as u64, vec![("len", bytes.len().to_string()), ("content", content)]))
+            }
+            "panic" => {
+                if param(c, &options, "panic") == Some("no") {
+                    return Ok(meta(key, size, vec![("panicked", "no".into())]));
+                }
+                let message = param(c, &options, "message").unwrap_or("no message");
+                panic!("hostile plugin panics on purpose: {message}");
+            }
+            other => Err(Error::invalid_config(format!("unknown mode `{other}`"))),
+        }
+    }
+
+    fn get(&self, key: &str, _range: Option<ByteRange>) -> Result<Vec<u8>, Error> {
+        match (self.config.get("mode"), self.config.get("path")) {
+            (Some("file"), Some(path)) => Ok(std::fs::read(path)?),
+            _ => Err(Error::not_found(key)),
+        }
+    }
+
+    fn head(&self, key: &str) -> Result<ObjectMeta, Error> {
+        Err(Error::not_found(key))
+    }
+
+    fn list(&self, _prefix: &str, _cursor: Option<String>, _max_keys: u32) -> Result<ListPage, Error> {
+        Ok(ListPage { objects: Vec::new(), next_cursor: None })
+    }
+
+    fn delete(&self, _keys: Vec<String>) -> Result<Vec<DeleteFailure>, Error> {
+        Ok(Vec::new())
+    }
+}
+
+export_backend!(Hostile);
