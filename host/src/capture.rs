@@ -110,6 +110,7 @@ impl Capturer {
                 (state, hashes, gap)
             }
         };
+        remove_stale_temps(meta.path());
         let mut capturer = Capturer { db, meta, state, hashes, config, gap, inode, last_checkpoint: Instant::now() };
         capturer.discard_unrecorded_spool()?;
         Ok(capturer)
@@ -416,4 +417,14 @@ fn parse_spool_name(file: &str) -> Option<SegmentName> {
     let stem = file.strip_suffix(".seg")?;
     let (level, rest) = stem.split_once('-')?;
     SegmentName::parse(&format!("{level}/{rest}.seg"))
+}
+
+/// Temp files of a process that died mid-write (named `*.PID.tmp`).
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if e.file_name().to_str().is_some_and(|n| n.ends_with(".tmp")) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }

@@ -163,7 +163,15 @@ impl<'a> Request<'a> {
         // it out as it arrives, so writing first would fill its buffer.
         let future = outgoing_handler::handle(request, Some(options))
             .map_err(|e| map_error_code(e, parts.authority))?;
-        write_body(body, self.body, parts.authority)?;
+        if let Err(write_error) = write_body(body, self.body, parts.authority) {
+            // A refused or failed request shows up first as a broken body
+            // stream; the response future carries the real reason.
+            future.subscribe().block();
+            return Err(match future.get() {
+                Some(Ok(Err(code))) => map_error_code(code, parts.authority),
+                _ => write_error,
+            });
+        }
 
         future.subscribe().block();
         let response = match future.get() {

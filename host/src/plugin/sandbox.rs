@@ -135,11 +135,20 @@ pub fn derive_allowlist(url: &str, settings: &[(String, String)]) -> Vec<String>
         .collect::<Vec<_>>();
     if let Some(host) = parsed.host_str() {
         add(host);
+        let is_ip = host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[');
         let labels: Vec<&str> = host.split('.').collect();
-        if labels.len() >= 3 && host.parse::<std::net::IpAddr>().is_err() {
-            add(&labels[1..].join("."));
+        if !is_ip && labels.len() >= 2 {
+            // `bucket.region.provider.com` talks to `region.provider.com`,
+            // `bucket.host:port` (MinIO style) to `host:port`.
+            let parent = labels[1..].join(".");
+            if labels.len() >= 3 || parsed.port().is_some() || parent == "localhost" {
+                add(&parent);
+            }
         }
-        if labels.len() == 1 && endpoints.is_empty() {
+        // Anything not naming a known provider is an AWS bucket, reached at
+        // `*.amazonaws.com` whatever its own name looks like.
+        let known = KNOWN_PROVIDER_DOMAINS.iter().any(|d| host == *d || host.ends_with(&format!(".{d}")));
+        if endpoints.is_empty() && !is_ip && parsed.port().is_none() && (!known || host.ends_with("amazonaws.com")) {
             add("amazonaws.com");
         }
     }
@@ -151,6 +160,19 @@ pub fn derive_allowlist(url: &str, settings: &[(String, String)]) -> Vec<String>
     }
     hosts
 }
+
+/// Provider domains a replica URL can name directly (Litestream's table).
+const KNOWN_PROVIDER_DOMAINS: &[&str] = &[
+    "amazonaws.com",
+    "digitaloceanspaces.com",
+    "backblazeb2.com",
+    "linodeobjects.com",
+    "scw.cloud",
+    "filebase.com",
+    "r2.cloudflarestorage.com",
+    "tigris.dev",
+    "your-objectstorage.com",
+];
 
 /// Whether `host` matches an allowlist entry (`exact` or `*.suffix`).
 pub fn host_allowed(allow: &[String], host: &str) -> bool {
@@ -287,5 +309,13 @@ mod tests {
         let hosts = derive_allowlist("s3://b/db", &[("endpoint".into(), "https://minio.local:9000".into())]);
         assert!(host_allowed(&hosts, "minio.local"));
         assert!(derive_allowlist("file:///tmp/x", &[]).is_empty());
+        let hosts = derive_allowlist("s3://bucket.localhost:9000/db", &[]);
+        assert!(host_allowed(&hosts, "localhost"));
+        let hosts = derive_allowlist("s3://my.bucket/db", &[]);
+        assert!(host_allowed(&hosts, "s3.us-west-2.amazonaws.com"));
+        let hosts = derive_allowlist("s3://bucket.s3.amazonaws.com/db", &[]);
+        assert!(host_allowed(&hosts, "bucket.s3.eu-west-1.amazonaws.com"));
+        let hosts = derive_allowlist("s3://space.nyc3.digitaloceanspaces.com/db", &[]);
+        assert!(!host_allowed(&hosts, "s3.amazonaws.com"));
     }
 }
