@@ -14,6 +14,9 @@
 //! | `file`   | `path`                | inside the granted dir  | anywhere else                |
 //! | `panic`  | `panic`, `message`    | `panic=no`              | `panic=yes` (the default)    |
 //!
+//! Every mode first busy-waits `delay-ms` (default 0), so a violation can
+//! be made to last while a test watches its neighbours keep working.
+//!
 //! `put` answers with metadata describing what happened (`allocated-mib`,
 //! `spun-ms`, `status`, `len`, `content`...). `get` in `file` mode returns
 //! the bytes of the file named by the `path` setting.
@@ -119,6 +122,10 @@ impl Backend for Hostile {
     fn put(&self, key: &str, data: Vec<u8>, options: PutOptions) -> Result<ObjectMeta, Error> {
         let c = &self.config;
         let size = data.len() as u64;
+        let delay = number(c, &options, "delay-ms", 0)?;
+        if delay > 0 {
+            spin(Some(delay));
+        }
         match param(c, &options, "mode").unwrap_or("noop") {
             "noop" => Ok(ObjectMeta::new(key, size, String::from("noop"))),
             "memory" => {
