@@ -69,6 +69,8 @@ pub struct SpoolEntry {
 pub struct SyncReport {
     pub segments: Vec<SpoolEntry>,
     pub transactions: u64,
+    /// WAL bytes (frames) captured.
+    pub wal_bytes: u64,
     /// Continuity was lost and a snapshot restarted the chain.
     pub gap: Option<String>,
 }
@@ -182,6 +184,9 @@ impl Capturer {
             _ => Scan::default(),
         };
         report.transactions = scan.transactions;
+        if let (Some(h), Some(end), Some(start)) = (&header, scan.end, from) {
+            report.wal_bytes = (end.frames - start.frames) as u64 * h.frame_size();
+        }
         let wal = header.zip(wal_file);
 
         if let Some(why) = self.gap.take() {

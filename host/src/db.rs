@@ -28,6 +28,15 @@ pub enum CheckpointMode {
     Truncate,
 }
 
+impl CheckpointMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckpointMode::Passive => "passive",
+            CheckpointMode::Truncate => "truncate",
+        }
+    }
+}
+
 /// What a checkpoint reported: frames in the log, and frames copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointResult {

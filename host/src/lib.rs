@@ -17,3 +17,4 @@ pub mod replica;
 pub mod restore;
 pub mod config;
 pub mod replicate;
+pub mod metrics;

@@ -7,6 +7,7 @@ use crate::capture::{list_spool, Capturer};
 use crate::config::{DatabaseSpec, ReplicaSpec};
 use crate::plugin::{bundled, Labels, LoadedPlugin, PluginStore, Runtime};
 use crate::replica::{ReplicaSettings, ReplicaShared, ReplicaTask};
+use crate::metrics;
 use crate::state::MetaDir;
 use anyhow::Context;
 use std::collections::HashMap;
@@ -103,6 +104,7 @@ pub async fn run(runtime: Arc<Runtime>, dbs: Vec<DatabaseSpec>, opts: Options, s
 
 struct Replica {
     name: String,
+    database: String,
     shared: Arc<ReplicaShared>,
 }
 
@@ -130,7 +132,7 @@ async fn run_db(runtime: Arc<Runtime>, plugins: Arc<Plugins>, spec: DatabaseSpec
         let store = open_store(&runtime, &plugins, r, opts.default_plugin.as_deref(), &database).await?;
         let settings = ReplicaSettings { name: r.name.clone(), sync_interval: r.sync_interval, snapshot_interval: r.snapshot_interval, retention: r.retention.clone() };
         let task = ReplicaTask::new(store, settings, meta.clone(), writer.clone());
-        replicas.push(Replica { name: r.name.clone(), shared: task.shared.clone() });
+        replicas.push(Replica { name: r.name.clone(), database: database.clone(), shared: task.shared.clone() });
         handles.push(tokio::spawn(task.run(txid_rx.clone(), stop_rx.clone())));
     }
     tracing::info!(database = %database, replicas = replicas.len(), "replicating");
@@ -191,12 +193,33 @@ async fn sync_once(capturer: &Arc<Mutex<Capturer>>, snapshot: bool) -> anyhow::R
     let c = capturer.clone();
     tokio::task::spawn_blocking(move || {
         let mut c = c.lock().map_err(|_| anyhow::anyhow!("capture state poisoned by an earlier panic"))?;
-        let report = c.sync(snapshot)?;
+        let db = c.db_path().display().to_string();
+        let started = std::time::Instant::now();
+        let report = c.sync(snapshot);
+        metrics::SYNC_COUNT.with_label_values(&[&db]).inc();
+        metrics::SYNC_SECONDS.with_label_values(&[&db]).inc_by(started.elapsed().as_secs_f64());
+        let report = report.inspect_err(|_| metrics::SYNC_ERROR_COUNT.with_label_values(&[&db]).inc())?;
+        let state = c.state();
+        metrics::TXID.with_label_values(&[&db]).set(state.txid as f64);
+        metrics::DB_SIZE.with_label_values(&[&db]).set(state.db_pages as f64 * state.page_size as f64);
+        metrics::TOTAL_WAL_BYTES.with_label_values(&[&db]).inc_by(report.wal_bytes as f64);
+        metrics::WAL_SIZE.with_label_values(&[&db]).set(std::fs::metadata(format!("{db}-wal")).map_or(0.0, |m| m.len() as f64));
         if report.transactions > 0 || !report.segments.is_empty() {
             tracing::debug!(database = %c.db_path().display(), txid = c.state().txid, "captured {} transactions into {} segments", report.transactions, report.segments.len());
         }
-        if let Some(mode) = c.maybe_checkpoint()? {
-            tracing::debug!(database = %c.db_path().display(), "checkpoint {mode:?}");
+        let started = std::time::Instant::now();
+        match c.maybe_checkpoint() {
+            Ok(Some(mode)) => {
+                let labels = [db.as_str(), mode.name()];
+                metrics::CHECKPOINT_COUNT.with_label_values(&labels).inc();
+                metrics::CHECKPOINT_SECONDS.with_label_values(&labels).inc_by(started.elapsed().as_secs_f64());
+                tracing::debug!(database = %db, "checkpoint {mode:?}");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                metrics::CHECKPOINT_ERROR_COUNT.with_label_values(&[db.as_str(), "passive"]).inc();
+                return Err(e.into());
+            }
         }
         Ok(c.state().txid)
     })
@@ -213,6 +236,9 @@ fn replica_wants_snapshot(replicas: &[Replica], meta: &MetaDir) -> bool {
 
 /// Drop spooled segments every replica has, and keep the spool bounded.
 fn collect_spool(meta: &MetaDir, replicas: &[Replica]) {
+    for r in replicas {
+        metrics::REPLICA_TXID.with_label_values(&[&r.database, &r.name]).set(r.shared.shipped.load(Ordering::SeqCst) as f64);
+    }
     let Ok(spool) = list_spool(&meta.spool()) else { return };
     let low = replicas.iter().map(|r| r.shared.shipped.load(Ordering::SeqCst)).min().unwrap_or(0);
     let newest_snapshot = spool.iter().filter(|e| e.name.is_snapshot()).map(|e| e.name.max_txid).max();

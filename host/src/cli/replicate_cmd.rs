@@ -41,6 +41,7 @@ pub fn load_config(explicit: Option<&PathBuf>, expand: bool) -> anyhow::Result<(
 
 pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> {
     let (config_path, file) = load_config(args.config.as_ref(), !args.no_expand_env)?;
+    let addr = config::resolve(&file).ok().and_then(|r| r.addr);
     let (dbs, exec, timeout) = match (&args.db_path, args.replica_urls.is_empty()) {
         (Some(db), false) => {
             let mut spec = config::from_url(db, &args.replica_urls[0], &file)?;
@@ -70,6 +71,14 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
     }
     let opts = Options { once: args.once, force_snapshot: args.force_snapshot, shutdown_sync_timeout: timeout, default_plugin: args.plugin.clone() };
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(addr) = addr {
+        let rx = stop_rx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(&addr, rx).await {
+                tracing::error!("{e:#}");
+            }
+        });
+    }
     let engine = tokio::spawn(replicate::run(runtime, dbs, opts, stop_rx));
 
     let code = match exec {

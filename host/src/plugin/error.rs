@@ -42,6 +42,20 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// The contract's name of this kind (for metrics and logs).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            StorageError::NotFound(_) => "not-found",
+            StorageError::PreconditionFailed(_) => "precondition-failed",
+            StorageError::AccessDenied(_) => "access-denied",
+            StorageError::InvalidConfig(_) => "invalid-config",
+            StorageError::Unsupported(_) => "unsupported",
+            StorageError::Transient(_) => "transient",
+            StorageError::Throttled { .. } => "throttled",
+            StorageError::Permanent(_) => "permanent",
+        }
+    }
+
     /// Whether retrying the call can help.
     pub fn is_retryable(&self) -> bool {
         matches!(self, StorageError::Transient(_) | StorageError::Throttled { .. })

@@ -9,7 +9,9 @@ use super::bindings::{
 use super::error::{ErrorKind, Labels, PluginError, StorageError};
 use super::runtime::Permit;
 use super::sandbox::{HostState, Sandbox};
+use crate::metrics;
 use std::sync::Arc;
+use std::time::Instant;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
@@ -40,17 +42,17 @@ pub(super) fn classify_trap(state: &HostState, e: wasmtime::Error, sandbox: &San
 }
 
 macro_rules! call {
-    ($self:ident, $op:expr, |$b:ident, $s:ident, $h:ident| $body:expr) => {{
+    ($self:ident, $kind:literal, $op:expr, |$b:ident, $s:ident, $h:ident| $body:expr) => {{
         let op = $op;
         if $self.poisoned {
             return Err($self.error(op, ErrorKind::Poisoned));
         }
         let $h = $self.handle.ok_or_else(|| $self.error(op.clone(), ErrorKind::Poisoned))?;
-        $self.arm();
+        let started = $self.arm();
         let $b = &$self.bindings;
         let $s = &mut $self.store;
         let result = $body.await;
-        $self.settle(op, result)
+        $self.settle($kind, started, op, result)
     }};
 }
 
@@ -65,14 +67,36 @@ impl Instance {
 
     /// Give the next call a full CPU budget: the deadline counts from when
     /// it is set, so it is re-armed before every call.
-    fn arm(&mut self) {
+    fn arm(&mut self) -> Instant {
         let state = self.store.data_mut();
         state.ticks = 0;
         state.cpu_exceeded = false;
         self.store.set_epoch_deadline(1);
+        Instant::now()
     }
 
-    fn settle<T>(&mut self, op: String, result: wasmtime::Result<Result<T, WitError>>) -> Result<T, PluginError> {
+    fn settle<T>(&mut self, kind: &str, started: Instant, op: String, result: wasmtime::Result<Result<T, WitError>>) -> Result<T, PluginError> {
+        let l = &self.labels;
+        let labels = [l.plugin.as_str(), l.database.as_str(), l.replica.as_str(), kind];
+        metrics::PLUGIN_CALLS_TOTAL.with_label_values(&labels).inc();
+        metrics::PLUGIN_CALL_DURATION.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
+        let outcome = self.classify(op, result);
+        if let Err(e) = &outcome {
+            let kind_label = match &e.kind {
+                ErrorKind::Storage(s) => s.kind_name(),
+                ErrorKind::MemoryLimit { .. } => "memory-limit",
+                ErrorKind::CpuLimit { .. } => "cpu-limit",
+                ErrorKind::Trap { .. } => "trap",
+                ErrorKind::Load(_) => "load",
+                ErrorKind::Poisoned => "poisoned",
+            };
+            let l = &self.labels;
+            metrics::PLUGIN_ERRORS_TOTAL.with_label_values(&[l.plugin.as_str(), l.database.as_str(), l.replica.as_str(), kind, kind_label]).inc();
+        }
+        outcome
+    }
+
+    fn classify<T>(&mut self, op: String, result: wasmtime::Result<Result<T, WitError>>) -> Result<T, PluginError> {
         match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
@@ -94,47 +118,47 @@ impl Instance {
 
     /// What the plugin declares.
     pub async fn info(&mut self) -> Result<PluginInfo, PluginError> {
-        self.arm();
+        let started = self.arm();
         let result = self.bindings.sluice_storage_backend().call_info(&mut self.store).await;
-        self.settle("info".into(), result.map(Ok))
+        self.settle("info", started, "info".into(), result.map(Ok))
     }
 
     /// Open the store this instance will serve.
     pub async fn open(&mut self, config: &StoreConfig) -> Result<(), PluginError> {
-        self.arm();
+        let started = self.arm();
         let result = self.bindings.sluice_storage_backend().store().call_open(&mut self.store, config).await;
-        self.handle = Some(self.settle("open".into(), result)?);
+        self.handle = Some(self.settle("open", started, "open".into(), result)?);
         Ok(())
     }
 
     pub async fn put(&mut self, key: &str, data: &[u8], options: &PutOptions) -> Result<ObjectMeta, PluginError> {
-        call!(self, format!("put {key}"), |b, s, h| b.sluice_storage_backend().store().call_put(s, h, key, data, options))
+        call!(self, "put", format!("put {key}"), |b, s, h| b.sluice_storage_backend().store().call_put(s, h, key, data, options))
     }
 
     pub async fn get(&mut self, key: &str, range: Option<ByteRange>) -> Result<Vec<u8>, PluginError> {
-        call!(self, format!("get {key}"), |b, s, h| b.sluice_storage_backend().store().call_get(s, h, key, range))
+        call!(self, "get", format!("get {key}"), |b, s, h| b.sluice_storage_backend().store().call_get(s, h, key, range))
     }
 
     pub async fn head(&mut self, key: &str) -> Result<ObjectMeta, PluginError> {
-        call!(self, format!("head {key}"), |b, s, h| b.sluice_storage_backend().store().call_head(s, h, key))
+        call!(self, "head", format!("head {key}"), |b, s, h| b.sluice_storage_backend().store().call_head(s, h, key))
     }
 
     pub async fn list(&mut self, prefix: &str, cursor: Option<&str>, max_keys: u32) -> Result<ListPage, PluginError> {
-        call!(self, format!("list {prefix}"), |b, s, h| b
+        call!(self, "list", format!("list {prefix}"), |b, s, h| b
             .sluice_storage_backend()
             .store()
             .call_list(s, h, prefix, cursor, max_keys))
     }
 
     pub async fn delete(&mut self, keys: &[String]) -> Result<Vec<DeleteFailure>, PluginError> {
-        call!(self, format!("delete {} keys", keys.len()), |b, s, h| b
+        call!(self, "delete", format!("delete {} keys", keys.len()), |b, s, h| b
             .sluice_storage_backend()
             .store()
             .call_delete(s, h, keys))
     }
 
     pub async fn create_upload(&mut self, key: &str, options: &PutOptions) -> Result<String, PluginError> {
-        call!(self, format!("create-upload {key}"), |b, s, h| b
+        call!(self, "create-upload", format!("create-upload {key}"), |b, s, h| b
             .sluice_storage_backend()
             .store()
             .call_create_upload(s, h, key, options))
@@ -148,21 +172,21 @@ impl Instance {
         data: &[u8],
         sha256: Option<&[u8]>,
     ) -> Result<UploadedPart, PluginError> {
-        call!(self, format!("upload-part {key} #{part_number}"), |b, s, h| b
+        call!(self, "upload-part", format!("upload-part {key} #{part_number}"), |b, s, h| b
             .sluice_storage_backend()
             .store()
             .call_upload_part(s, h, key, upload_id, part_number, data, sha256))
     }
 
     pub async fn complete_upload(&mut self, key: &str, upload_id: &str, parts: &[UploadedPart]) -> Result<ObjectMeta, PluginError> {
-        call!(self, format!("complete-upload {key}"), |b, s, h| b
+        call!(self, "complete-upload", format!("complete-upload {key}"), |b, s, h| b
             .sluice_storage_backend()
             .store()
             .call_complete_upload(s, h, key, upload_id, parts))
     }
 
     pub async fn abort_upload(&mut self, key: &str, upload_id: &str) -> Result<(), PluginError> {
-        call!(self, format!("abort-upload {key}"), |b, s, h| b
+        call!(self, "abort-upload", format!("abort-upload {key}"), |b, s, h| b
             .sluice_storage_backend()
             .store()
             .call_abort_upload(s, h, key, upload_id))

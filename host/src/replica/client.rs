@@ -65,6 +65,13 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 
 /// List every segment in the replica.
 pub async fn list(store: &PluginStore) -> Result<Listing, ReplicaError> {
+    let started = std::time::Instant::now();
+    let result = list_inner(store).await;
+    observe(store, "list", 0, started, result.is_ok());
+    result
+}
+
+async fn list_inner(store: &PluginStore) -> Result<Listing, ReplicaError> {
     let mut session = store.session().await?;
     let mut out = Listing::new();
     let mut cursor: Option<String> = None;
@@ -94,6 +101,13 @@ pub async fn list(store: &PluginStore) -> Result<Listing, ReplicaError> {
 /// the same content (our own earlier attempt that looked failed), that is
 /// success; different content means a second writer.
 pub async fn upload(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: i64, writer_id: &str) -> Result<RemoteSegment, ReplicaError> {
+    let started = std::time::Instant::now();
+    let result = upload_inner(store, entry, timestamp_ms, writer_id).await;
+    observe(store, "put", entry.size, started, result.is_ok());
+    result
+}
+
+async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: i64, writer_id: &str) -> Result<RemoteSegment, ReplicaError> {
     let key = entry.name.key();
     let file = tokio::fs::File::open(&entry.path).await.map_err(|e| other(store, format!("cannot read spooled {}: {e}", entry.path.display())))?;
     let digest = sha256_file(&entry.path).await.map_err(|e| other(store, format!("cannot read {}: {e}", entry.path.display())))?;
@@ -121,6 +135,13 @@ pub async fn upload(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: i64, 
 
 /// Download a segment into `dest` with ranged reads.
 pub async fn download(store: &PluginStore, name: &SegmentName, dest: &Path) -> Result<u64, ReplicaError> {
+    let started = std::time::Instant::now();
+    let result = download_inner(store, name, dest).await;
+    observe(store, "get", *result.as_ref().unwrap_or(&0), started, result.is_ok());
+    result
+}
+
+async fn download_inner(store: &PluginStore, name: &SegmentName, dest: &Path) -> Result<u64, ReplicaError> {
     let key = name.key();
     let mut session = store.session().await?;
     let mut file = tokio::fs::File::create(dest).await.map_err(|e| other(store, format!("cannot create {}: {e}", dest.display())))?;
@@ -141,6 +162,13 @@ pub async fn download(store: &PluginStore, name: &SegmentName, dest: &Path) -> R
 
 /// Delete segments in batches the plugin accepts.
 pub async fn delete(store: &PluginStore, names: &[SegmentName]) -> Result<(), ReplicaError> {
+    let started = std::time::Instant::now();
+    let result = delete_inner(store, names).await;
+    observe(store, "delete", 0, started, result.is_ok());
+    result
+}
+
+async fn delete_inner(store: &PluginStore, names: &[SegmentName]) -> Result<(), ReplicaError> {
     if names.is_empty() {
         return Ok(());
     }
@@ -154,6 +182,11 @@ pub async fn delete(store: &PluginStore, names: &[SegmentName]) -> Result<(), Re
         }
     }
     Ok(())
+}
+
+fn observe(store: &PluginStore, op: &str, bytes: u64, started: std::time::Instant, ok: bool) {
+    let l = store.labels();
+    crate::metrics::replica_op(&l.database, &l.replica, op, bytes, started.elapsed().as_secs_f64(), ok);
 }
 
 fn other(store: &PluginStore, msg: String) -> ReplicaError {

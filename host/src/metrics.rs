@@ -1,0 +1,83 @@
+//! Prometheus metrics (`addr:` in the config): Litestream's metric set with
+//! a `sluice_` prefix, per database and per replica, plus plugin calls.
+
+use prometheus::{
+    register_counter_vec, register_gauge_vec, register_histogram_vec, CounterVec, Encoder, GaugeVec, HistogramVec, TextEncoder,
+};
+use std::sync::LazyLock;
+
+/// Buckets for durations: from a fast local put to a slow remote snapshot.
+const DURATION_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
+
+macro_rules! metric {
+    ($name:ident: $kind:ty = $reg:ident!($($args:tt)*)) => {
+        pub static $name: LazyLock<$kind> = LazyLock::new(|| $reg!($($args)*).expect("metric names are static and unique"));
+    };
+}
+
+metric!(DB_SIZE: GaugeVec = register_gauge_vec!("sluice_db_size", "Size of the database in bytes", &["db"]));
+metric!(WAL_SIZE: GaugeVec = register_gauge_vec!("sluice_wal_size", "Size of the WAL file in bytes", &["db"]));
+metric!(TOTAL_WAL_BYTES: CounterVec = register_counter_vec!("sluice_total_wal_bytes", "WAL bytes captured", &["db"]));
+metric!(TXID: GaugeVec = register_gauge_vec!("sluice_txid", "Current TXID of the database", &["db"]));
+metric!(SYNC_COUNT: CounterVec = register_counter_vec!("sluice_sync_count", "Syncs performed", &["db"]));
+metric!(SYNC_ERROR_COUNT: CounterVec = register_counter_vec!("sluice_sync_error_count", "Syncs failed", &["db"]));
+metric!(SYNC_SECONDS: CounterVec = register_counter_vec!("sluice_sync_seconds", "Time spent syncing", &["db"]));
+metric!(CHECKPOINT_COUNT: CounterVec = register_counter_vec!("sluice_checkpoint_count", "Checkpoints performed", &["db", "mode"]));
+metric!(CHECKPOINT_ERROR_COUNT: CounterVec = register_counter_vec!("sluice_checkpoint_error_count", "Checkpoints failed", &["db", "mode"]));
+metric!(CHECKPOINT_SECONDS: CounterVec = register_counter_vec!("sluice_checkpoint_seconds", "Time spent checkpointing", &["db", "mode"]));
+metric!(REPLICA_TXID: GaugeVec = register_gauge_vec!("sluice_replica_txid", "Highest TXID a replica holds", &["db", "replica"]));
+metric!(REPLICA_OPERATION_TOTAL: CounterVec = register_counter_vec!("sluice_replica_operation_total", "Replica operations", &["db", "replica", "operation"]));
+metric!(REPLICA_OPERATION_BYTES: CounterVec = register_counter_vec!("sluice_replica_operation_bytes", "Bytes moved by replica operations", &["db", "replica", "operation"]));
+metric!(REPLICA_OPERATION_ERRORS_TOTAL: CounterVec = register_counter_vec!("sluice_replica_operation_errors_total", "Replica operations failed", &["db", "replica", "operation"]));
+metric!(REPLICA_OPERATION_DURATION: HistogramVec = register_histogram_vec!("sluice_replica_operation_duration_seconds", "Duration of replica operations", &["db", "replica", "operation"], DURATION_BUCKETS.to_vec()));
+metric!(PLUGIN_CALLS_TOTAL: CounterVec = register_counter_vec!("sluice_plugin_calls_total", "Calls into storage plugins", &["plugin", "db", "replica", "call"]));
+metric!(PLUGIN_ERRORS_TOTAL: CounterVec = register_counter_vec!("sluice_plugin_errors_total", "Plugin calls that failed, by kind", &["plugin", "db", "replica", "call", "kind"]));
+metric!(PLUGIN_CALL_DURATION: HistogramVec = register_histogram_vec!("sluice_plugin_call_duration_seconds", "Duration of plugin calls", &["plugin", "db", "replica", "call"], DURATION_BUCKETS.to_vec()));
+
+/// Record one replica operation.
+pub fn replica_op(db: &str, replica: &str, op: &str, bytes: u64, seconds: f64, ok: bool) {
+    let labels = [db, replica, op];
+    REPLICA_OPERATION_TOTAL.with_label_values(&labels).inc();
+    REPLICA_OPERATION_BYTES.with_label_values(&labels).inc_by(bytes as f64);
+    REPLICA_OPERATION_DURATION.with_label_values(&labels).observe(seconds);
+    if !ok {
+        REPLICA_OPERATION_ERRORS_TOTAL.with_label_values(&labels).inc();
+    }
+}
+
+/// The text exposition of every metric.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    if TextEncoder::new().encode(&prometheus::gather(), &mut buf).is_err() {
+        return String::new();
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Serve `GET /metrics` on `addr` (`:9090` means all interfaces, as in
+/// Litestream) until `shutdown` flips.
+pub async fn serve(addr: &str, mut shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+    use http_body_util::Full;
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let bind = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_string() };
+    let listener = tokio::net::TcpListener::bind(&bind).await.map_err(|e| anyhow::anyhow!("cannot serve metrics on {bind}: {e}"))?;
+    tracing::info!("serving metrics on http://{bind}/metrics");
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        tokio::spawn(async move {
+            let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                let (status, body) = if req.uri().path() == "/metrics" { (200, render()) } else { (404, "not found\n".to_string()) };
+                hyper::Response::builder()
+                    .status(status)
+                    .header("content-type", "text/plain; version=0.0.4")
+                    .body(Full::new(bytes::Bytes::from(body)))
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
