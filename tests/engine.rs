@@ -249,3 +249,42 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
         .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.exists()))
         .ok_or(())
 }
+
+/// `-exec` runs the application as a child, syncs after it exits, and
+/// exits with its status; `addr:` serves Prometheus metrics meanwhile.
+#[test]
+fn exec_child_final_sync_exit_status_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, 4096);
+    drop(conn);
+    let url = file_url(&dir.path().join("replica"));
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let config = dir.path().join("sluice.yml");
+    std::fs::write(&config, format!("addr: 127.0.0.1:{port}\ndbs:\n  - path: {}\n    monitor-interval: 50ms\n    replica:\n      url: {url}\n", db.display())).unwrap();
+    // The "application": waits, writes one row, and fails with status 3.
+    let app = format!(
+        "sleep 1; python3 -c \"import sqlite3; c=sqlite3.connect('{}'); c.execute(\\\"INSERT INTO t(a) VALUES ('from-child')\\\"); c.commit()\"; sleep 0.3; exit 3",
+        db.display()
+    );
+    let mut child = sluice().args(["replicate", "-config"]).arg(&config).args(["-exec", &app]).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let metrics = http_get(port, "/metrics");
+    assert!(metrics.contains("sluice_txid{db="), "metrics page lacks sluice_txid:\n{metrics}");
+    assert!(metrics.contains("sluice_plugin_calls_total"), "metrics page lacks plugin calls");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "sluice must exit with the child's status");
+    let out = dir.path().join("out.db");
+    restore_image(&url, &out, None, 4096);
+    let n: i64 = rusqlite::Connection::open(&out).unwrap().query_row("SELECT count(*) FROM t WHERE a = 'from-child'", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 1, "the child's last write was not synced before exit");
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port open");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
