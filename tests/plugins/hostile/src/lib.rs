@@ -8,14 +8,15 @@
 //! | `mode`   | parameters            | obeyed                  | violated                     |
 //! |----------|-----------------------|-------------------------|------------------------------|
 //! | `noop`   | —                     | returns at once         | —                            |
-//! | `memory` | `mib`                 | a few MiB               | more than the memory limit   |
+//! | `memory` | `mib`, `graceful`     | a few MiB               | more than the memory limit   |
 //! | `spin`   | `ms` (`forever`)      | shorter than the budget | longer, or an endless loop   |
 //! | `http`   | `url`                 | an allowed host         | a host not on the allowlist  |
 //! | `file`   | `path`                | inside the granted dir  | anywhere else                |
 //! | `panic`  | `panic`, `message`    | `panic=no`              | `panic=yes` (the default)    |
 //!
-//! Every mode first busy-waits `delay-ms` (default 0), so a violation can
-//! be made to last while a test watches its neighbours keep working.
+//! Every mode first writes `stderr-kib` KiB of chatter to stderr and
+//! busy-waits `delay-ms` (both default 0), so a violation can be made to
+//! last while a test watches its neighbours keep working.
 //!
 //! `put` answers with metadata describing what happened (`allocated-mib`,
 //! `spun-ms`, `status`, `len`, `content`...). `get` in `file` mode returns
@@ -122,6 +123,11 @@ impl Backend for Hostile {
     fn put(&self, key: &str, data: Vec<u8>, options: PutOptions) -> Result<ObjectMeta, Error> {
         let c = &self.config;
         let size = data.len() as u64;
+        let chatter = number(c, &options, "stderr-kib", 0)?;
+        for i in 0..chatter {
+            // 1 KiB lines of chatter on stderr.
+            eprintln!("{:<1023}", format!("hostile chatter line {i}"));
+        }
         let delay = number(c, &options, "delay-ms", 0)?;
         if delay > 0 {
             spin(Some(delay));
@@ -130,6 +136,14 @@ impl Backend for Hostile {
             "noop" => Ok(ObjectMeta::new(key, size, String::from("noop"))),
             "memory" => {
                 let mib = number(c, &options, "mib", 1)?;
+                if param(c, &options, "graceful") == Some("yes") {
+                    // Ask for it all at once and handle a refusal, as a
+                    // careful plugin would.
+                    let mut v: Vec<u8> = Vec::new();
+                    if v.try_reserve_exact((mib as usize) << 20).is_err() {
+                        return Err(Error::permanent(format!("could not allocate {mib} MiB")));
+                    }
+                }
                 let sum = allocate(mib);
                 Ok(meta(key, size, vec![("allocated-mib", mib.to_string()), ("sum", sum.to_string())]))
             }
