@@ -397,9 +397,9 @@ fn startup_gap(db: &Db, state: &State) -> io::Result<Option<String>> {
             }
         }
         // Untouched database file: no checkpoint ran, so any WAL holds
-        // every change since, from its first frame.
+        // every change since, from its first frame. A changed file with no
+        // WAL seen means changes were checkpointed while we were away.
         (_, None) if state.db_stamp.is_some() && state.db_stamp == file_stamp(db.path()) => None,
-        (None, None) if state.next_salt1.is_some() && next_epoch_salt1(db.path()) == state.next_salt1 => None,
         _ => Some("the WAL changed in ways that cannot be followed while sluice was not running".into()),
     })
 }

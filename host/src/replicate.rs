@@ -21,6 +21,8 @@ use tokio::sync::watch;
 /// go, and replicas that still needed them catch up with a snapshot:
 /// local disk stays bounded whatever the replicas do (#784, #927).
 pub const MAX_SPOOL_BYTES: u64 = 1 << 30;
+/// How long the first sync waits for replicas to learn what they hold.
+const READY_WAIT: Duration = Duration::from_secs(10);
 /// How often a finished replicator checks that replicas caught up.
 const CATCH_UP_POLL: Duration = Duration::from_millis(50);
 
@@ -119,8 +121,9 @@ fn wal_stamp(db: &Path) -> Option<(u64, SystemTime, u64, SystemTime)> {
 async fn run_db(runtime: Arc<Runtime>, plugins: Arc<Plugins>, spec: DatabaseSpec, opts: Options, mut shutdown: watch::Receiver<bool>, writer: String) -> anyhow::Result<()> {
     let database = spec.path.display().to_string();
     let meta_dir = spec.meta_path.clone().unwrap_or_else(|| MetaDir::default_for(&spec.path));
-    let (path, capture_cfg) = (spec.path.clone(), spec.capture.clone());
-    let capturer = tokio::task::spawn_blocking(move || Capturer::open(&path, meta_dir, capture_cfg)).await??;
+    let Some(capturer) = open_when_present(&spec, meta_dir, &mut shutdown, opts.once).await? else {
+        return Ok(());
+    };
     let meta = capturer.meta().clone();
     let capturer = Arc::new(Mutex::new(capturer));
 
@@ -137,6 +140,12 @@ async fn run_db(runtime: Arc<Runtime>, plugins: Arc<Plugins>, spec: DatabaseSpec
     }
     tracing::info!(database = %database, replicas = replicas.len(), "replicating");
 
+    // Know which replicas need a snapshot before the first sync (matters
+    // for -once, which syncs exactly once).
+    let ready_by = tokio::time::Instant::now() + READY_WAIT;
+    while replicas.iter().any(|r| !r.shared.ready.load(Ordering::SeqCst)) && tokio::time::Instant::now() < ready_by {
+        tokio::time::sleep(CATCH_UP_POLL).await;
+    }
     let mut last_stamp = None;
     let mut force_snapshot = opts.force_snapshot;
     loop {
@@ -173,6 +182,7 @@ async fn run_db(runtime: Arc<Runtime>, plugins: Arc<Plugins>, spec: DatabaseSpec
     }
     let target = capturer.lock().map(|c| c.state().txid).unwrap_or(0);
     let caught_up = wait_for_replicas(&replicas, target, opts.shutdown_sync_timeout).await;
+    collect_spool(&meta, &replicas);
     let _ = stop_tx.send(true);
     for h in handles {
         let _ = h.await;
@@ -186,6 +196,30 @@ async fn run_db(runtime: Arc<Runtime>, plugins: Arc<Plugins>, spec: DatabaseSpec
         anyhow::bail!("replicas did not receive TXID {target} in time: {}; the local spool keeps the rest for the next run", behind.join(", "));
     }
     Ok(())
+}
+
+/// Open the database for capture, waiting for it to appear if it does not
+/// exist yet (an application creating it on first start); `None` if
+/// shut down first.
+async fn open_when_present(spec: &DatabaseSpec, meta_dir: PathBuf, shutdown: &mut watch::Receiver<bool>, once: bool) -> anyhow::Result<Option<Capturer>> {
+    let mut logged = false;
+    loop {
+        if spec.path.exists() || once {
+            let (path, capture_cfg, meta) = (spec.path.clone(), spec.capture.clone(), meta_dir.clone());
+            return Ok(Some(tokio::task::spawn_blocking(move || Capturer::open(&path, meta, capture_cfg)).await??));
+        }
+        if !logged {
+            tracing::warn!(database = %spec.path.display(), "database does not exist yet; waiting for it to be created");
+            logged = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(spec.monitor_interval) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return Ok(None);
+        }
+    }
 }
 
 /// Run one capture on a blocking thread; returns the TXID after it.

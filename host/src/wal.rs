@@ -226,6 +226,11 @@ pub fn next_epoch_salt1(db_path: &Path) -> Option<u32> {
     }
     let mx_frame = u32::from_ne_bytes([b[16], b[17], b[18], b[19]]);
     let salt1 = be32(&b, 32);
+    // A fresh wal-index (no WAL written since it was created) has zero
+    // salts; the first epoch then gets random ones: nothing to predict.
+    if mx_frame == 0 && b[32..40].iter().all(|&x| x == 0) {
+        return None;
+    }
     // After a RESTART/TRUNCATE checkpoint the wal-index already holds the
     // next epoch's salts (mxFrame 0); after a plain full backfill the
     // next writer increments them.

@@ -38,6 +38,8 @@ pub struct ReplicaShared {
     pub wants_snapshot: AtomicBool,
     /// Consecutive failures, for status and metrics.
     pub failures: AtomicU64,
+    /// The first attempt to learn the replica's state finished (either way).
+    pub ready: AtomicBool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -162,7 +164,10 @@ impl ReplicaTask {
         let mut backoff = MIN_BACKOFF;
         let mut failing_since: Option<Instant> = None;
         loop {
+            let listed = self.listing().await.map(|_| ());
+            self.shared.ready.store(true, Ordering::SeqCst);
             let result = async {
+                listed?;
                 self.ship().await?;
                 self.maintain(&scratch).await
             }
