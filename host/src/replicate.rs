@@ -37,6 +37,8 @@ pub struct Options {
     pub shutdown_sync_timeout: Duration,
     /// A plugin for every replica that names none (`--plugin`).
     pub default_plugin: Option<PathBuf>,
+    /// `heartbeat-url` and interval.
+    pub heartbeat: Option<(String, Duration)>,
 }
 
 /// Loaded plugins shared by all replicas of a run: one compile each.
@@ -85,12 +87,16 @@ pub fn writer_id() -> String {
 pub async fn run(runtime: Arc<Runtime>, dbs: Vec<DatabaseSpec>, opts: Options, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let plugins = Arc::new(Plugins::default());
     let writer = writer_id();
+    let health = Health::default();
+    if let Some((url, every)) = opts.heartbeat.clone() {
+        tokio::spawn(heartbeat(url, every, health.clone(), shutdown.clone()));
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for spec in dbs {
-        let (rt, pl, o, sd, w) = (runtime.clone(), plugins.clone(), opts.clone(), shutdown.clone(), writer.clone());
+        let (rt, pl, o, sd, w, h) = (runtime.clone(), plugins.clone(), opts.clone(), shutdown.clone(), writer.clone(), health.clone());
         tasks.spawn(async move {
             let path = spec.path.clone();
-            run_db(rt, pl, spec, o, sd, w).await.with_context(|| format!("database {}", path.display()))
+            run_db(rt, pl, spec, o, sd, w, h).await.with_context(|| format!("database {}", path.display()))
         });
     }
     let mut first_error = None;
@@ -118,7 +124,34 @@ fn wal_stamp(db: &Path) -> Option<(u64, SystemTime, u64, SystemTime)> {
     Some((w.as_ref().map_or(0, |m| m.len()), w.and_then(|m| m.modified().ok()).unwrap_or(SystemTime::UNIX_EPOCH), d.len(), d.modified().ok()?))
 }
 
-async fn run_db(runtime: Arc<Runtime>, plugins: Arc<Plugins>, spec: DatabaseSpec, opts: Options, mut shutdown: watch::Receiver<bool>, writer: String) -> anyhow::Result<()> {
+/// Every replica of every database, for the heartbeat.
+#[derive(Clone, Default)]
+struct Health(Arc<Mutex<Vec<Arc<ReplicaShared>>>>);
+
+impl Health {
+    fn healthy(&self) -> bool {
+        self.0.lock().map(|r| r.iter().all(|s| s.failures.load(Ordering::SeqCst) == 0)).unwrap_or(false)
+    }
+}
+
+/// Ping `url` every `every` while all replicas are healthy, so a
+/// dead-man's-switch service notices when replication stops.
+async fn heartbeat(url: String, every: Duration, health: Health, mut shutdown: watch::Receiver<bool>) {
+    let client = reqwest::Client::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        if health.healthy() {
+            if let Err(e) = client.get(&url).timeout(Duration::from_secs(30)).send().await.and_then(|r| r.error_for_status()) {
+                tracing::warn!("heartbeat to {url} failed: {e}");
+            }
+        }
+    }
+}
+
+async fn run_db(runtime: Arc<Runtime>, plugins: Arc<Plugins>, spec: DatabaseSpec, opts: Options, mut shutdown: watch::Receiver<bool>, writer: String, health: Health) -> anyhow::Result<()> {
     let database = spec.path.display().to_string();
     let meta_dir = spec.meta_path.clone().unwrap_or_else(|| MetaDir::default_for(&spec.path));
     let Some(capturer) = open_when_present(&spec, meta_dir, &mut shutdown, opts.once).await? else {
@@ -136,6 +169,9 @@ async fn run_db(runtime: Arc<Runtime>, plugins: Arc<Plugins>, spec: DatabaseSpec
         let settings = ReplicaSettings { name: r.name.clone(), sync_interval: r.sync_interval, snapshot_interval: r.snapshot_interval, retention: r.retention.clone() };
         let task = ReplicaTask::new(store, settings, meta.clone(), writer.clone());
         replicas.push(Replica { name: r.name.clone(), database: database.clone(), shared: task.shared.clone() });
+        if let Ok(mut h) = health.0.lock() {
+            h.push(task.shared.clone());
+        }
         handles.push(tokio::spawn(task.run(txid_rx.clone(), stop_rx.clone())));
     }
     tracing::info!(database = %database, replicas = replicas.len(), "replicating");

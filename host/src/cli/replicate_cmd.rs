@@ -41,7 +41,9 @@ pub fn load_config(explicit: Option<&PathBuf>, expand: bool) -> anyhow::Result<(
 
 pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> {
     let (config_path, file) = load_config(args.config.as_ref(), !args.no_expand_env)?;
-    let addr = config::resolve(&file).ok().and_then(|r| r.addr);
+    let globals = config::resolve(&file).ok();
+    let addr = globals.as_ref().and_then(|r| r.addr.clone());
+    let heartbeat = globals.as_ref().and_then(|r| r.heartbeat.clone());
     let (dbs, exec, timeout) = match (&args.db_path, args.replica_urls.is_empty()) {
         (Some(db), false) => {
             let mut spec = config::from_url(db, &args.replica_urls[0], &file)?;
@@ -69,7 +71,7 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
     if args.restore_if_db_not_exists || dbs.iter().any(|d| d.restore_if_db_not_exists) {
         restore_missing(&runtime, &dbs, args.plugin.as_deref()).await?;
     }
-    let opts = Options { once: args.once, force_snapshot: args.force_snapshot, shutdown_sync_timeout: timeout, default_plugin: args.plugin.clone() };
+    let opts = Options { once: args.once, force_snapshot: args.force_snapshot, shutdown_sync_timeout: timeout, default_plugin: args.plugin.clone(), heartbeat };
     let (stop_tx, stop_rx) = watch::channel(false);
     if let Some(addr) = addr {
         let rx = stop_rx.clone();

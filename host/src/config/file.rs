@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// Keys Litestream 0.3/0.5 accept that sluice reads but does not act on;
 /// listed so they raise no "unknown key" warning.
-const ACCEPTED_ELSEWHERE: &[&str] = &["heartbeat-url", "heartbeat-interval", "socket", "mcp-addr", "watch", "validation-interval", "age", "retention-check-interval"];
+const ACCEPTED_ELSEWHERE: &[&str] = &["socket", "mcp-addr", "watch", "validation-interval", "age", "retention-check-interval"];
 
 /// `logging:`
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -106,6 +106,9 @@ pub struct FileConfig {
     pub levels: Option<Vec<LevelConfig>>,
     pub l0_retention: Option<String>,
     pub shutdown_sync_timeout: Option<String>,
+    /// Pinged while every replica is healthy (dead-man's switch services).
+    pub heartbeat_url: Option<String>,
+    pub heartbeat_interval: Option<String>,
     #[serde(default)]
     pub dbs: Vec<DbConfig>,
     /// Every replica key may also appear at the top level as a default.

@@ -17,6 +17,7 @@ pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_SNAPSHOT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_L0_RETENTION: Duration = Duration::from_secs(300);
 pub const DEFAULT_SHUTDOWN_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(300);
 /// Litestream 0.5's compaction levels: L1 every 30s, L2 every 5m, L3 hourly.
 pub const DEFAULT_LEVELS: [Duration; 3] = [Duration::from_secs(30), Duration::from_secs(300), Duration::from_secs(3600)];
 /// Compaction levels sit below the snapshot level (9).
@@ -55,6 +56,8 @@ pub struct Resolved {
     pub log_level: Option<String>,
     pub log_json: bool,
     pub shutdown_sync_timeout: Duration,
+    /// `heartbeat-url` and how often to ping it.
+    pub heartbeat: Option<(String, Duration)>,
 }
 
 /// Parse a Go-style duration (`1s`, `5m`, `1h30m`, `500ms`).
@@ -261,6 +264,10 @@ pub fn resolve(cfg: &FileConfig) -> anyhow::Result<Resolved> {
         log_level: cfg.logging.level.clone(),
         log_json: cfg.logging.kind.as_deref() == Some("json"),
         shutdown_sync_timeout: opt_duration(&cfg.shutdown_sync_timeout, "shutdown-sync-timeout", DEFAULT_SHUTDOWN_SYNC_TIMEOUT)?,
+        heartbeat: match cfg.heartbeat_url.clone().filter(|u| !u.is_empty()) {
+            Some(url) => Some((url, opt_duration(&cfg.heartbeat_interval, "heartbeat-interval", DEFAULT_HEARTBEAT_INTERVAL)?)),
+            None => None,
+        },
     })
 }
 
