@@ -76,17 +76,11 @@ impl Runtime {
             .instantiate_pre(&component)
             .and_then(PluginPre::new)
             .map_err(|e| load_error(source, format!("does not fit the sluice:storage@0.1.0 contract: {e:#}")))?;
-        let mut plugin = LoadedPlugin {
-            runtime: self.clone(),
-            pre,
-            source: source.to_string(),
-            info: None,
-        };
         let labels = Arc::new(Labels { plugin: source.to_string(), database: "-".into(), replica: "-".into() });
-        let mut instance = plugin.instantiate(&Sandbox::default(), labels).await?;
+        let mut instance = instantiate(self, &pre, &Sandbox::default(), labels).await?;
         let info = instance.info().await?;
-        plugin.info = Some(info);
-        Ok(Arc::new(plugin))
+        drop(instance);
+        Ok(Arc::new(LoadedPlugin { runtime: self.clone(), pre, source: source.to_string(), info }))
     }
 
     pub(super) fn client(&self) -> &reqwest::Client {
@@ -128,13 +122,13 @@ pub struct LoadedPlugin {
     runtime: Arc<Runtime>,
     pre: PluginPre<HostState>,
     source: String,
-    info: Option<PluginInfo>,
+    info: PluginInfo,
 }
 
 impl LoadedPlugin {
     /// What the plugin declared.
     pub fn info(&self) -> &PluginInfo {
-        self.info.as_ref().expect("info is set when loading")
+        &self.info
     }
 
     /// Where it came from (`bundled:file` or a path).
@@ -145,33 +139,38 @@ impl LoadedPlugin {
     /// A fresh instance in its own store, confined by `sandbox`. Waits for
     /// a slot if `MAX_LIVE_INSTANCES` are alive.
     pub async fn instantiate(&self, sandbox: &Sandbox, labels: Arc<Labels>) -> Result<Instance, PluginError> {
-        let permit = self.runtime.permits.clone().acquire_owned().await.map_err(|_| PluginError {
-            labels: labels.clone(),
-            op: "instantiate".into(),
-            kind: ErrorKind::Load("runtime is shutting down".into()),
-        })?;
-        let fail = |kind| PluginError { labels: labels.clone(), op: "instantiate".into(), kind };
-        let state = HostState::new(sandbox, labels.clone(), self.runtime.client().clone())
-            .map_err(|e| fail(ErrorKind::Load(format!("sandbox setup failed: {e:#}"))))?;
-        let mut store = Store::new(&self.runtime.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_callback(|mut ctx| {
-            let state = ctx.data_mut();
-            state.ticks += 1;
-            if state.ticks > state.tick_budget {
-                state.cpu_exceeded = true;
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            // Yield so one busy plugin cannot monopolise a runtime thread.
-            Ok(UpdateDeadline::Yield(1))
-        });
-        store.set_epoch_deadline(1);
-        let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| {
-            let kind = super::instance::classify_trap(store.data(), e, sandbox);
-            fail(kind)
-        })?;
-        Ok(Instance::new(store, bindings, sandbox.clone(), labels, permit))
+        instantiate(&self.runtime, &self.pre, sandbox, labels).await
     }
+}
+
+/// A fresh instance of `pre` in its own confined store.
+async fn instantiate(runtime: &Runtime, pre: &PluginPre<HostState>, sandbox: &Sandbox, labels: Arc<Labels>) -> Result<Instance, PluginError> {
+    let permit = runtime.permits.clone().acquire_owned().await.map_err(|_| PluginError {
+        labels: labels.clone(),
+        op: "instantiate".into(),
+        kind: ErrorKind::Load("runtime is shutting down".into()),
+    })?;
+    let fail = |kind| PluginError { labels: labels.clone(), op: "instantiate".into(), kind };
+    let state = HostState::new(sandbox, labels.clone(), runtime.client().clone())
+        .map_err(|e| fail(ErrorKind::Load(format!("sandbox setup failed: {e:#}"))))?;
+    let mut store = Store::new(&runtime.engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.epoch_deadline_callback(|mut ctx| {
+        let state = ctx.data_mut();
+        state.ticks += 1;
+        if state.ticks > state.tick_budget {
+            state.cpu_exceeded = true;
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        // Yield so one busy plugin cannot monopolise a runtime thread.
+        Ok(UpdateDeadline::Yield(1))
+    });
+    store.set_epoch_deadline(1);
+    let bindings = pre.instantiate_async(&mut store).await.map_err(|e| {
+        let kind = super::instance::classify_trap(store.data(), e, sandbox);
+        fail(kind)
+    })?;
+    Ok(Instance::new(store, bindings, sandbox.clone(), labels, permit))
 }
 
 pub use super::instance::Instance;
