@@ -632,12 +632,8 @@ async fn a_thousand_idle_stores_hold_no_instances() {
 }
 
 /// A plugin may write to stderr freely: only the tail is kept to explain a
-/// crash. Fails today: `HostState`'s stderr is a 16 KiB `MemoryOutputPipe`
-/// (host/src/plugin/sandbox.rs), which refuses writes once full, so the
-/// plugin's `eprintln!` panics after 16 KiB and the error shows the *first*
-/// 16 KiB rather than the panic message.
+/// crash (the panic message, which comes last).
 #[tokio::test]
-#[ignore = "host bug: stderr capture is a fixed 16 KiB MemoryOutputPipe that fails writes once full"]
 async fn chatty_plugin_keeps_working_and_panic_tail_is_kept() {
     let _x = exclusive();
     let fx = fixture().await;
@@ -652,12 +648,9 @@ async fn chatty_plugin_keeps_working_and_panic_tail_is_kept() {
 }
 
 /// A plugin that handles a refused allocation itself did not crash, so a
-/// later, unrelated panic in the same session must be reported as a trap.
-/// Fails today: `Limiter::memory_exceeded` (host/src/plugin/sandbox.rs) is
-/// set by the refused growth and never reset by `Instance::arm`, so
-/// `classify_trap` reports the panic as `MemoryLimit`.
+/// later, unrelated panic in the same session must be reported as a trap,
+/// not as the memory limit.
 #[tokio::test]
-#[ignore = "host bug: Limiter::memory_exceeded is not reset between calls"]
 async fn handled_allocation_failure_does_not_taint_later_traps() {
     let _x = exclusive();
     let fx = fixture().await;

@@ -181,6 +181,13 @@ pub mod __private {
         }
         fn put(&self, key: String, data: Vec<u8>, options: PutOptions) -> Result<ObjectMeta, Error> {
             validate_key(&key)?;
+            let max = B::info().capabilities.max_put_size;
+            if data.len() as u64 > max {
+                return Err(Error::invalid_config(format!(
+                    "put of {} bytes exceeds this plugin's max-put-size {max}; use multipart upload",
+                    data.len()
+                )));
+            }
             self.0.put(&key, data, options)
         }
         fn get(&self, key: String, range: Option<ByteRange>) -> Result<Vec<u8>, Error> {
@@ -211,6 +218,19 @@ pub mod __private {
             content_sha256: Option<Vec<u8>>,
         ) -> Result<UploadedPart, Error> {
             validate_key(&key)?;
+            // The limits the plugin declared are enforced here, once, for
+            // every plugin.
+            let caps = B::info().capabilities;
+            if part_number == 0 || (caps.max_parts > 0 && part_number > caps.max_parts) {
+                return Err(Error::invalid_config(format!("part number {part_number} is outside 1..={}", caps.max_parts)));
+            }
+            if data.len() as u64 > caps.max_part_size {
+                return Err(Error::invalid_config(format!(
+                    "part of {} bytes exceeds this plugin's max-part-size {}",
+                    data.len(),
+                    caps.max_part_size
+                )));
+            }
             self.0.upload_part(&key, &upload_id, part_number, data, content_sha256)
         }
         fn complete_upload(

@@ -49,9 +49,10 @@ pub fn load(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> wasmtime::Resul
 fn store(component: &Component, dir: &Path, path: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let bytes = component.serialize()?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)?;
+    // A unique temp file: two loads of one plugin may race to cache it.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &bytes)?;
+    tmp.persist(path)?;
     Ok(())
 }
 

@@ -68,9 +68,13 @@ impl Instance {
     /// Give the next call a full CPU budget: the deadline counts from when
     /// it is set, so it is re-armed before every call.
     fn arm(&mut self) -> Instant {
+        // Per-call verdicts start clean: a handled allocation failure or a
+        // refused request earlier must not colour a later error.
         let state = self.store.data_mut();
         state.ticks = 0;
         state.cpu_exceeded = false;
+        state.limiter.memory_exceeded = false;
+        state.hooks.refused.clear();
         self.store.set_epoch_deadline(1);
         Instant::now()
     }

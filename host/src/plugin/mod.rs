@@ -14,6 +14,7 @@ mod http;
 mod instance;
 mod runtime;
 pub mod sandbox;
+mod stderr;
 mod store;
 
 pub use bindings::{ByteRange, Capabilities, DeleteFailure, ListPage, ObjectMeta, PluginInfo, Precondition, PutOptions, UploadedPart};

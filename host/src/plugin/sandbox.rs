@@ -5,12 +5,12 @@ use super::bindings::PluginInfo;
 use super::bindings::sluice::storage::{log, types};
 use super::error::Labels;
 use super::http::HttpHooks;
+use super::stderr::TailPipe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -25,8 +25,9 @@ pub const DEFAULT_CPU_MS: u64 = 30_000;
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Tables (function pointers) a plugin may have; generous for Rust code.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
-/// How much of a plugin's stderr is kept to explain a crash.
-const STDERR_CAPTURE_BYTES: usize = 16 * 1024;
+/// How much of a plugin's stderr (its last bytes) is kept to explain a
+/// crash: a panic message and a little context.
+const STDERR_CAPTURE_BYTES: usize = 2 * 1024;
 
 /// What one replica's plugin may use.
 #[derive(Debug, Clone)]
@@ -213,7 +214,7 @@ pub struct HostState {
     pub hooks: HttpHooks,
     pub limiter: Limiter,
     pub labels: Arc<Labels>,
-    pub stderr: MemoryOutputPipe,
+    pub stderr: TailPipe,
     /// Epoch ticks seen during the current call (CPU accounting).
     pub ticks: u64,
     pub tick_budget: u64,
@@ -222,7 +223,7 @@ pub struct HostState {
 
 impl HostState {
     pub fn new(sandbox: &Sandbox, labels: Arc<Labels>, client: reqwest::Client) -> anyhow::Result<Self> {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
+        let stderr = TailPipe::new(STDERR_CAPTURE_BYTES);
         let mut builder = WasiCtxBuilder::new();
         builder
             .stderr(stderr.clone())
@@ -250,8 +251,7 @@ impl HostState {
 
     /// The last lines the plugin wrote to stderr (a panic message, usually).
     pub fn stderr_tail(&self) -> String {
-        let bytes = self.stderr.contents();
-        let text = String::from_utf8_lossy(&bytes);
+        let text = self.stderr.contents();
         let text = text.trim();
         if text.is_empty() { String::new() } else { format!(": {text}") }
     }

@@ -58,12 +58,6 @@ impl Backend for FileBackend {
     }
 
     fn put(&self, key: &str, data: Vec<u8>, options: PutOptions) -> Result<ObjectMeta, Error> {
-        if data.len() as u64 > MAX_PUT_SIZE {
-            return Err(Error::invalid_config(format!(
-                "put of {} bytes exceeds max-put-size {MAX_PUT_SIZE}; use multipart upload",
-                data.len()
-            )));
-        }
         let path = self.root.path(key)?;
         let tmp = self.root.write_temp(&path, |f| std::io::Write::write_all(f, &data))?;
         self.root.commit(&tmp, &path, &options)?;
@@ -142,12 +136,6 @@ impl Backend for FileBackend {
         data: Vec<u8>,
         _content_sha256: Option<Vec<u8>>,
     ) -> Result<UploadedPart, Error> {
-        if part_number == 0 || part_number > MAX_PARTS {
-            return Err(Error::invalid_config(format!("part number {part_number} is outside 1..={MAX_PARTS}")));
-        }
-        if data.len() as u64 > MAX_PART_SIZE {
-            return Err(Error::invalid_config(format!("part of {} bytes exceeds {MAX_PART_SIZE}", data.len())));
-        }
         multipart::upload_part(&self.root, key, upload_id, part_number, &data)
     }
 

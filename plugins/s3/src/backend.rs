@@ -152,12 +152,6 @@ impl Backend for S3Backend {
     }
 
     fn put(&self, key: &str, data: Vec<u8>, options: PutOptions) -> Result<ObjectMeta, Error> {
-        if data.len() as u64 > MAX_PUT_SIZE {
-            return Err(Error::invalid_config(format!(
-                "put of {} bytes exceeds max-put-size {MAX_PUT_SIZE}; use multipart upload",
-                data.len()
-            )));
-        }
         let full = self.client.full_key(key);
         let condition = self.condition_header(&options.precondition)?;
         let request = self
@@ -317,17 +311,6 @@ impl Backend for S3Backend {
         data: Vec<u8>,
         content_sha256: Option<Vec<u8>>,
     ) -> Result<UploadedPart, Error> {
-        if part_number == 0 || part_number > MAX_PARTS {
-            return Err(Error::invalid_config(format!(
-                "part number {part_number} is outside 1..={MAX_PARTS}"
-            )));
-        }
-        if data.len() as u64 > MAX_PART_SIZE {
-            return Err(Error::invalid_config(format!(
-                "part of {} bytes exceeds {MAX_PART_SIZE}",
-                data.len()
-            )));
-        }
         let full = self.client.full_key(key);
         let (id, _) = handle::decode(upload_id);
         let number = part_number.to_string();
