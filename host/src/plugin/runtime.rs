@@ -14,6 +14,9 @@ use wasmtime::{Config, Engine, Store, UpdateDeadline};
 /// Plugin instances alive at once, process-wide. Memory grows with this,
 /// not with the number of databases; beyond it, callers wait their turn.
 pub const MAX_LIVE_INSTANCES: usize = 256;
+/// How often a parked epoch clock looks for live instances on its own
+/// (it is also woken whenever one starts).
+const IDLE_CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The process's plugin machinery.
 pub struct Runtime {
@@ -22,6 +25,8 @@ pub struct Runtime {
     client: reqwest::Client,
     permits: Arc<Semaphore>,
     cache_dir: Option<PathBuf>,
+    /// The epoch clock's thread, woken when an instance starts.
+    clock: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl Runtime {
@@ -43,6 +48,7 @@ impl Runtime {
             client: super::http::shared_client()?,
             permits: Arc::new(Semaphore::new(MAX_LIVE_INSTANCES)),
             cache_dir,
+            clock: std::sync::OnceLock::new(),
         });
         start_epoch_clock(Arc::downgrade(&runtime));
         Ok(runtime)
@@ -100,20 +106,36 @@ fn load_error(source: &str, msg: String) -> PluginError {
     }
 }
 
-/// Advance the engine's epoch every tick for as long as the runtime lives.
+/// Advance the engine's epoch every tick while any instance is alive (an
+/// idle process, most of the time, then costs no wake-ups), for as long
+/// as the runtime lives.
 fn start_epoch_clock(runtime: Weak<Runtime>) {
+    let weak = runtime.clone();
     let spawned = std::thread::Builder::new().name("sluice-epoch".into()).spawn(move || {
         loop {
-            std::thread::sleep(EPOCH_TICK);
-            match runtime.upgrade() {
-                Some(rt) => rt.engine.increment_epoch(),
+            let idle = match weak.upgrade() {
+                Some(rt) => {
+                    let idle = rt.permits.available_permits() == MAX_LIVE_INSTANCES;
+                    if !idle {
+                        rt.engine.increment_epoch();
+                    }
+                    idle
+                }
                 None => return,
+            };
+            if idle {
+                std::thread::park_timeout(IDLE_CLOCK_CHECK);
+            } else {
+                std::thread::sleep(EPOCH_TICK);
             }
         }
     });
-    if let Err(e) = spawned {
-        // Without the clock no CPU budget is enforced; say so loudly.
-        tracing::error!("could not start the plugin CPU clock: {e}");
+    match (spawned, runtime.upgrade()) {
+        (Ok(handle), Some(rt)) => {
+            let _ = rt.clock.set(handle.thread().clone());
+        }
+        (Err(e), _) => tracing::error!("could not start the plugin CPU clock: {e}"),
+        _ => {}
     }
 }
 
@@ -150,6 +172,9 @@ async fn instantiate(runtime: &Runtime, pre: &PluginPre<HostState>, sandbox: &Sa
         op: "instantiate".into(),
         kind: ErrorKind::Load("runtime is shutting down".into()),
     })?;
+    if let Some(clock) = runtime.clock.get() {
+        clock.unpark();
+    }
     let fail = |kind| PluginError { labels: labels.clone(), op: "instantiate".into(), kind };
     let state = HostState::new(sandbox, labels.clone(), runtime.client().clone())
         .map_err(|e| fail(ErrorKind::Load(format!("sandbox setup failed: {e:#}"))))?;

@@ -5,7 +5,6 @@
 use crate::capture::SpoolEntry;
 use crate::plugin::{ByteRange, PluginError, PluginStore, Precondition, StorageError};
 use crate::segment::SegmentName;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
 use tokio::io::AsyncWriteExt;
@@ -110,11 +109,11 @@ pub async fn upload(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: i64, 
 async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: i64, writer_id: &str) -> Result<RemoteSegment, ReplicaError> {
     let key = entry.name.key();
     let file = tokio::fs::File::open(&entry.path).await.map_err(|e| other(store, format!("cannot read spooled {}: {e}", entry.path.display())))?;
-    let digest = sha256_file(&entry.path).await.map_err(|e| other(store, format!("cannot read {}: {e}", entry.path.display())))?;
+    let digest = segment_identity(&entry.path).map_err(|e| other(store, format!("cannot read {}: {e}", entry.path.display())))?;
     let metadata = vec![
         ("timestamp".to_string(), rfc3339(timestamp_ms)),
         ("writer".to_string(), writer_id.to_string()),
-        ("sha256".to_string(), digest.clone()),
+        ("content".to_string(), digest.clone()),
     ];
     let precondition = if store.info().capabilities.conditional_writes { Precondition::IfAbsent } else { Precondition::None };
     let mut session = store.session().await?;
@@ -122,7 +121,7 @@ async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: i64
         Ok(meta) => Ok(RemoteSegment { size: meta.size, timestamp_ms, modified_ms: meta.modified_ms }),
         Err(e) if matches!(e.storage(), Some(StorageError::PreconditionFailed(_))) => {
             let existing = store.session().await?.head(&key).await?;
-            let same = existing.metadata.iter().any(|(k, v)| k == "sha256" && v == &digest);
+            let same = existing.metadata.iter().any(|(k, v)| k == "content" && v == &digest);
             if same {
                 Ok(RemoteSegment { size: existing.size, timestamp_ms, modified_ms: existing.modified_ms })
             } else {
@@ -193,14 +192,14 @@ fn other(store: &PluginStore, msg: String) -> ReplicaError {
     ReplicaError::Other { replica: store.labels().replica.clone(), msg }
 }
 
-async fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut hasher = Sha256::new();
-        let mut file = std::fs::File::open(path)?;
-        std::io::copy(&mut file, &mut hasher)?;
-        Ok(hex::encode(hasher.finalize()))
-    })
-    .await
-    .map_err(std::io::Error::other)?
+/// A segment's identity without reading it all: its header (which carries
+/// its own hash) and trailer (the hash of everything else).
+fn segment_identity(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut ends = [0u8; 88 + 16];
+    file.read_exact_at(&mut ends[..88], 0)?;
+    file.read_exact_at(&mut ends[88..], len.saturating_sub(16))?;
+    Ok(format!("{:016x}", crate::checksum::bytes_hash(&ends)))
 }

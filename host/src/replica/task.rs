@@ -164,6 +164,7 @@ impl ReplicaTask {
         let mut backoff = MIN_BACKOFF;
         let mut failing_since: Option<Instant> = None;
         loop {
+            let attempt = tokio::time::Instant::now();
             let listed = self.listing().await.map(|_| ());
             self.shared.ready.store(true, Ordering::SeqCst);
             let result = async {
@@ -214,8 +215,9 @@ impl ReplicaTask {
                 // Keep backing off while failing, even if writes keep coming.
                 tokio::time::sleep_until(deadline).await;
             } else if woke_by_txid {
-                // Batch what arrives within one sync interval.
-                tokio::time::sleep(self.settings.sync_interval.min(wait)).await;
+                // Ship at once, but at most once per sync interval: what
+                // arrives meanwhile goes up together.
+                tokio::time::sleep_until(attempt + self.settings.sync_interval).await;
             }
         }
     }

@@ -58,13 +58,22 @@ impl Root {
     /// Write a temp file beside `target` (same filesystem, so the rename is
     /// atomic) and fsync it. Returns the temp path.
     pub fn write_temp(&self, target: &Path, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<PathBuf, Error> {
+        self.temp_file(target, true, fill)
+    }
+
+    /// Like `write_temp`, without the fsync (for scratch data).
+    pub fn write_temp_unsynced(&self, target: &Path, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<PathBuf, Error> {
+        self.temp_file(target, false, fill)
+    }
+
+    fn temp_file(&self, target: &Path, sync: bool, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<PathBuf, Error> {
         let dir = target.parent().unwrap_or(&self.dir);
         fs::create_dir_all(dir)?;
         let tmp = dir.join(format!("{RESERVED}tmp-{:016x}", random_u64()));
         let result = File::create(&tmp).and_then(|mut f| {
             fill(&mut f)?;
             f.flush()?;
-            f.sync_all()
+            if sync { f.sync_all() } else { Ok(()) }
         });
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp);
