@@ -27,7 +27,8 @@ const BUCKET: &str = "sluice-test";
 struct Seaweed {
     port: u16,
     pid: Option<i32>,
-    dir: tempfile::TempDir,
+    /// Removed after the server is stopped (fields drop after `drop`).
+    _dir: tempfile::TempDir,
 }
 
 /// Whether every port the script will use is free right now.
@@ -47,7 +48,7 @@ impl Seaweed {
             let dir = tempfile::tempdir().unwrap();
             let out = Command::new("bash").arg(&script).arg(port.to_string()).arg(dir.path().join("weed")).output().expect("run start-seaweedfs.sh");
             let pid = std::fs::read_to_string(dir.path().join("weed/weed.pid")).ok().and_then(|s| s.trim().parse().ok());
-            let server = Seaweed { port, pid, dir };
+            let server = Seaweed { port, pid, _dir: dir };
             if out.status.success() && pid.is_some() {
                 return server;
             }
@@ -82,7 +83,6 @@ impl Drop for Seaweed {
         unsafe {
             libc::kill(-pid, libc::SIGKILL);
         }
-        let _ = &self.dir;
     }
 }
 
