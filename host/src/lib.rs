@@ -18,3 +18,4 @@ pub mod restore;
 pub mod config;
 pub mod replicate;
 pub mod metrics;
+pub mod watch;

@@ -88,15 +88,17 @@ pub async fn run(runtime: Arc<Runtime>, dbs: Vec<DatabaseSpec>, opts: Options, s
     let plugins = Arc::new(Plugins::default());
     let writer = writer_id();
     let health = Health::default();
+    let files = if opts.once { None } else { crate::watch::FileWatch::new() };
     if let Some((url, every)) = opts.heartbeat.clone() {
         tokio::spawn(heartbeat(url, every, health.clone(), shutdown.clone()));
     }
     let mut tasks = tokio::task::JoinSet::new();
     for spec in dbs {
         let (rt, pl, o, sd, w, h) = (runtime.clone(), plugins.clone(), opts.clone(), shutdown.clone(), writer.clone(), health.clone());
+        let wake = files.as_ref().map(|f| f.subscribe(&spec.path));
         tasks.spawn(async move {
             let path = spec.path.clone();
-            run_db(rt, pl, spec, o, sd, w, h).await.with_context(|| format!("database {}", path.display()))
+            run_db(rt, pl, spec, o, sd, w, h, wake).await.with_context(|| format!("database {}", path.display()))
         });
     }
     let mut first_error = None;
@@ -151,7 +153,17 @@ async fn heartbeat(url: String, every: Duration, health: Health, mut shutdown: w
     }
 }
 
-async fn run_db(runtime: Arc<Runtime>, plugins: Arc<Plugins>, spec: DatabaseSpec, opts: Options, mut shutdown: watch::Receiver<bool>, writer: String, health: Health) -> anyhow::Result<()> {
+#[allow(clippy::too_many_arguments)]
+async fn run_db(
+    runtime: Arc<Runtime>,
+    plugins: Arc<Plugins>,
+    spec: DatabaseSpec,
+    opts: Options,
+    mut shutdown: watch::Receiver<bool>,
+    writer: String,
+    health: Health,
+    wake: Option<Arc<tokio::sync::Notify>>,
+) -> anyhow::Result<()> {
     let database = spec.path.display().to_string();
     let meta_dir = spec.meta_path.clone().unwrap_or_else(|| MetaDir::default_for(&spec.path));
     let Some(capturer) = open_when_present(&spec, meta_dir, &mut shutdown, opts.once).await? else {
@@ -172,7 +184,7 @@ async fn run_db(runtime: Arc<Runtime>, plugins: Arc<Plugins>, spec: DatabaseSpec
         if let Ok(mut h) = health.0.lock() {
             h.push(task.shared.clone());
         }
-        handles.push(tokio::spawn(task.run(txid_rx.clone(), stop_rx.clone())));
+        handles.push(tokio::spawn(task.run(txid_rx.clone(), shutdown.clone(), stop_rx.clone())));
     }
     tracing::info!(database = %database, replicas = replicas.len(), "replicating");
 
@@ -184,10 +196,14 @@ async fn run_db(runtime: Arc<Runtime>, plugins: Arc<Plugins>, spec: DatabaseSpec
     }
     let mut last_stamp = None;
     let mut force_snapshot = opts.force_snapshot;
+    // Writes arriving within this long of a sync wait for the next one.
+    let batch = spec.replicas.iter().map(|r| r.sync_interval).min().unwrap_or(spec.monitor_interval);
+    let mut last_sync = tokio::time::Instant::now() - batch;
     loop {
         let stamp = wal_stamp(&spec.path);
         let wants = replica_wants_snapshot(&replicas, &meta);
         if stamp != last_stamp || wants || force_snapshot {
+            last_sync = tokio::time::Instant::now();
             match sync_once(&capturer, wants || force_snapshot).await {
                 Ok(txid) => {
                     force_snapshot = false;
@@ -201,9 +217,25 @@ async fn run_db(runtime: Arc<Runtime>, plugins: Arc<Plugins>, spec: DatabaseSpec
         if opts.once {
             break;
         }
+        let notified = async {
+            match &wake {
+                Some(w) => w.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut woke = false;
         tokio::select! {
             _ = tokio::time::sleep(spec.monitor_interval) => {}
+            _ = notified => woke = true,
             _ = shutdown.changed() => {}
+        }
+        if woke && !*shutdown.borrow() {
+            // A write after a quiet spell syncs at once; a busy database
+            // syncs at most once per sync interval.
+            tokio::select! {
+                _ = tokio::time::sleep_until(last_sync + batch) => {}
+                _ = shutdown.changed() => {}
+            }
         }
         if *shutdown.borrow() {
             // Final sync: capture what the application wrote last.
@@ -217,19 +249,25 @@ async fn run_db(runtime: Arc<Runtime>, plugins: Arc<Plugins>, spec: DatabaseSpec
         }
     }
     let target = capturer.lock().map(|c| c.state().txid).unwrap_or(0);
-    let caught_up = wait_for_replicas(&replicas, target, opts.shutdown_sync_timeout).await;
+    wait_for_replicas(&replicas, target, opts.shutdown_sync_timeout).await;
     collect_spool(&meta, &replicas);
     let _ = stop_tx.send(true);
     for h in handles {
         let _ = h.await;
     }
-    if !caught_up {
-        let behind: Vec<String> = replicas
-            .iter()
-            .filter(|r| r.shared.shipped.load(Ordering::SeqCst) < target)
-            .map(|r| format!("{} (at TXID {})", r.name, r.shared.shipped.load(Ordering::SeqCst)))
-            .collect();
-        anyhow::bail!("replicas did not receive TXID {target} in time: {}; the local spool keeps the rest for the next run", behind.join(", "));
+    let behind: Vec<String> = replicas
+        .iter()
+        .filter(|r| r.shared.shipped.load(Ordering::SeqCst) < target)
+        .map(|r| {
+            let at = r.shared.shipped.load(Ordering::SeqCst);
+            match r.shared.failing() {
+                Some((why, _)) => format!("replica {} is at TXID {at:016x}: {why}", r.name),
+                None => format!("replica {} is at TXID {at:016x}", r.name),
+            }
+        })
+        .collect();
+    if !behind.is_empty() {
+        anyhow::bail!("not every replica received TXID {target:016x} before exit ({}); the local spool keeps the changes for the next run", behind.join("; "));
     }
     Ok(())
 }
@@ -337,14 +375,15 @@ fn collect_spool(meta: &MetaDir, replicas: &[Replica]) {
     }
 }
 
-async fn wait_for_replicas(replicas: &[Replica], target: u64, timeout: Duration) -> bool {
+/// Wait until every replica has `target`, or until the ones that lack it
+/// all fail in a way no retry fixes, or the timeout.
+async fn wait_for_replicas(replicas: &[Replica], target: u64, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if replicas.iter().all(|r| r.shared.shipped.load(Ordering::SeqCst) >= target) {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
+        let lagging: Vec<&Replica> = replicas.iter().filter(|r| r.shared.shipped.load(Ordering::SeqCst) < target).collect();
+        let hopeless = lagging.iter().all(|r| r.shared.failing().is_some_and(|(_, retryable)| !retryable));
+        if lagging.is_empty() || hopeless || tokio::time::Instant::now() >= deadline {
+            return;
         }
         tokio::time::sleep(CATCH_UP_POLL).await;
     }

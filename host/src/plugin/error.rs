@@ -109,8 +109,7 @@ pub struct PluginError {
     pub labels: Arc<Labels>,
     /// The operation, e.g. `put segments/0000/...`.
     pub op: String,
-    /// What went wrong.
-    #[source]
+    /// What went wrong (shown in the message, so not also a `source`).
     pub kind: ErrorKind,
 }
 

@@ -148,7 +148,7 @@ impl Instance {
     }
 
     pub async fn list(&mut self, prefix: &str, cursor: Option<&str>, max_keys: u32) -> Result<ListPage, PluginError> {
-        call!(self, "list", format!("list {prefix}"), |b, s, h| b
+        call!(self, "list", if prefix.is_empty() { "list".to_string() } else { format!("list {prefix}") }, |b, s, h| b
             .sluice_storage_backend()
             .store()
             .call_list(s, h, prefix, cursor, max_keys))

@@ -12,6 +12,7 @@ pub mod conformance;
 mod error;
 mod http;
 mod instance;
+pub mod retry;
 mod runtime;
 pub mod sandbox;
 mod stderr;

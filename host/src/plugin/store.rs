@@ -6,6 +6,7 @@ use super::bindings::{ObjectMeta, PluginInfo, Precondition, PutOptions, StoreCon
 use super::error::{Labels, PluginError};
 use super::instance::Instance;
 use super::runtime::LoadedPlugin;
+use super::retry::retry;
 use super::sandbox::Sandbox;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -78,14 +79,14 @@ impl PluginStore {
                 reader.read_to_end(&mut body).await.map_err(|e| io_error(&self.labels, key, e))?;
             }
             let options = PutOptions { precondition, metadata, content_sha256: Some(Sha256::digest(&body).to_vec()) };
-            return session.put(key, &body, &options).await;
+            return retry!(session.put(key, &body, &options));
         }
         let part_size = PART_SIZE.clamp(caps.min_part_size.max(1), caps.max_part_size.max(1));
         let options = PutOptions { precondition, metadata, content_sha256: None };
-        let upload_id = session.create_upload(key, &options).await?;
+        let upload_id = retry!(session.create_upload(key, &options))?;
         let result = self.upload_parts(session, key, &upload_id, first, reader, part_size).await;
         match result {
-            Ok(parts) => session.complete_upload(key, &upload_id, &parts).await,
+            Ok(parts) => retry!(session.complete_upload(key, &upload_id, &parts)),
             Err(e) => {
                 // Free the parts; if the session died, use a new one.
                 let aborted = if session.is_poisoned() {
@@ -139,7 +140,7 @@ impl PluginStore {
                 });
             }
             let sha = Sha256::digest(&buf);
-            parts.push(session.upload_part(key, upload_id, number, &buf, Some(&sha)).await?);
+            parts.push(retry!(session.upload_part(key, upload_id, number, &buf, Some(&sha)))?);
             let short = buf.len() < part_size;
             buf.clear();
             buf.extend_from_slice(&carry);
@@ -165,9 +166,18 @@ fn io_error(labels: &Arc<Labels>, key: &str, e: std::io::Error) -> PluginError {
     }
 }
 
-/// Make a replica URL absolute: plain relative paths become absolute
-/// paths, since a plugin has no working directory.
+/// Make a replica URL absolute and clean: plain and `file://` paths become
+/// absolute paths without `.`/`..` (a plugin has no working directory, and
+/// the host grants the directory under exactly this name).
 pub fn normalize_url(url: &str) -> std::io::Result<String> {
+    if let Some(rest) = url.strip_prefix("file://") {
+        let path = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.to_file_path().ok())
+            .unwrap_or_else(|| std::path::PathBuf::from(rest));
+        let clean = clean_path(&path)?;
+        return Ok(url::Url::from_file_path(&clean).map(|u| u.to_string()).unwrap_or_else(|()| format!("file://{}", clean.display())));
+    }
     if url.contains("://") {
         return Ok(url.to_string());
     }
@@ -175,5 +185,50 @@ pub fn normalize_url(url: &str) -> std::io::Result<String> {
         Some(rest) => dirs::home_dir().map(|h| h.join(rest)).unwrap_or_else(|| url.into()),
         None => url.into(),
     };
-    Ok(std::path::absolute(expanded)?.display().to_string())
+    Ok(clean_path(&expanded)?.display().to_string())
+}
+
+/// Absolute and without `.`/`..` (resolved lexically), then with the
+/// symlinks of its existing part resolved.
+fn clean_path(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    use std::path::Component;
+    let mut lexical = std::path::PathBuf::new();
+    for part in std::path::absolute(path)?.components() {
+        match part {
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            Component::CurDir => {}
+            other => lexical.push(other.as_os_str()),
+        }
+    }
+    let mut existing = lexical.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent().map(|p| p.to_path_buf())) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return Ok(lexical),
+        }
+    }
+    let mut out = existing.canonicalize().unwrap_or(existing);
+    out.extend(rest.iter().rev());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_url;
+
+    #[test]
+    fn file_urls_and_paths_become_clean_absolute_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        let messy = format!("{}/a/../b/./c", dir.path().display());
+        assert_eq!(normalize_url(&messy).unwrap(), format!("{}/b/c", real.display()));
+        assert_eq!(normalize_url(&format!("file://{messy}")).unwrap(), format!("file://{}/b/c", real.display()));
+        assert_eq!(normalize_url("s3://bucket/a/../b").unwrap(), "s3://bucket/a/../b");
+    }
 }

@@ -3,6 +3,7 @@
 //! (only-if-absent writes, ranged downloads, batched deletes).
 
 use crate::capture::SpoolEntry;
+use crate::plugin::retry::retry;
 use crate::plugin::{ByteRange, PluginError, PluginStore, Precondition, StorageError};
 use crate::segment::SegmentName;
 use std::collections::BTreeMap;
@@ -71,11 +72,11 @@ pub async fn list(store: &PluginStore) -> Result<Listing, ReplicaError> {
 }
 
 async fn list_inner(store: &PluginStore) -> Result<Listing, ReplicaError> {
-    let mut session = store.session().await?;
+    let mut session = retry!(store.session())?;
     let mut out = Listing::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = session.list("", cursor.as_deref(), LIST_PAGE).await?;
+        let page = retry!(session.list("", cursor.as_deref(), LIST_PAGE))?;
         for o in page.objects {
             let Some(name) = SegmentName::parse(&o.key) else { continue };
             // Listings often omit user metadata (S3 does); the upload time
@@ -116,11 +117,11 @@ async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: i64
         ("content".to_string(), digest.clone()),
     ];
     let precondition = if store.info().capabilities.conditional_writes { Precondition::IfAbsent } else { Precondition::None };
-    let mut session = store.session().await?;
+    let mut session = retry!(store.session())?;
     match store.put_stream(&mut session, &key, file, metadata, precondition).await {
         Ok(meta) => Ok(RemoteSegment { size: meta.size, timestamp_ms, modified_ms: meta.modified_ms }),
         Err(e) if matches!(e.storage(), Some(StorageError::PreconditionFailed(_))) => {
-            let existing = store.session().await?.head(&key).await?;
+            let existing = retry!(store.session().await?.head(&key))?;
             let same = existing.metadata.iter().any(|(k, v)| k == "content" && v == &digest);
             if same {
                 Ok(RemoteSegment { size: existing.size, timestamp_ms, modified_ms: existing.modified_ms })
@@ -142,13 +143,13 @@ pub async fn download(store: &PluginStore, name: &SegmentName, dest: &Path) -> R
 
 async fn download_inner(store: &PluginStore, name: &SegmentName, dest: &Path) -> Result<u64, ReplicaError> {
     let key = name.key();
-    let mut session = store.session().await?;
+    let mut session = retry!(store.session())?;
     let mut file = tokio::fs::File::create(dest).await.map_err(|e| other(store, format!("cannot create {}: {e}", dest.display())))?;
     let ranged = store.info().capabilities.ranged_reads;
     let mut offset = 0u64;
     loop {
         let range = ranged.then_some(ByteRange { offset, length: DOWNLOAD_CHUNK });
-        let chunk = session.get(&key, range).await?;
+        let chunk = retry!(session.get(&key, range))?;
         file.write_all(&chunk).await.map_err(|e| other(store, format!("cannot write {}: {e}", dest.display())))?;
         offset += chunk.len() as u64;
         if !ranged || (chunk.len() as u64) < DOWNLOAD_CHUNK {
@@ -172,10 +173,10 @@ async fn delete_inner(store: &PluginStore, names: &[SegmentName]) -> Result<(), 
         return Ok(());
     }
     let batch = store.info().capabilities.max_delete_batch.max(1) as usize;
-    let mut session = store.session().await?;
+    let mut session = retry!(store.session())?;
     for chunk in names.chunks(batch) {
         let keys: Vec<String> = chunk.iter().map(|n| n.key()).collect();
-        let failures = session.delete(&keys).await?;
+        let failures = retry!(session.delete(&keys))?;
         if let Some(f) = failures.first() {
             return Err(other(store, format!("could not delete {} ({} failures): {:?}", f.key, failures.len(), f.error)));
         }

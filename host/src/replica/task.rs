@@ -40,6 +40,29 @@ pub struct ReplicaShared {
     pub failures: AtomicU64,
     /// The first attempt to learn the replica's state finished (either way).
     pub ready: AtomicBool,
+    /// The last failure, and whether a retry could help it.
+    pub last_error: std::sync::Mutex<Option<(String, bool)>>,
+}
+
+impl ReplicaShared {
+    fn record_success(&self) {
+        self.failures.store(0, Ordering::SeqCst);
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = None;
+        }
+    }
+
+    fn record_failure(&self, e: &ReplicaError) -> u64 {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some((format!("{e}"), e.is_retryable()));
+        }
+        self.failures.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The last error, if the replica is failing.
+    pub fn failing(&self) -> Option<(String, bool)> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -159,12 +182,18 @@ impl ReplicaTask {
     }
 
     /// Run until `shutdown` flips, waking on new TXIDs.
-    pub async fn run(mut self, mut txids: watch::Receiver<u64>, mut shutdown: watch::Receiver<bool>) {
+    /// Run until `stop` flips, waking on new TXIDs. Once `hurry` flips
+    /// (the process is shutting down), failures are retried without the
+    /// long backoff so the final sync gets out.
+    pub async fn run(mut self, mut txids: watch::Receiver<u64>, mut hurry: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
         let scratch = self.meta.path().join(format!("scratch-{}", sanitize(&self.settings.name)));
         let mut backoff = MIN_BACKOFF;
         let mut failing_since: Option<Instant> = None;
+        // When something last went up: new TXIDs ship at once unless that
+        // was less than a sync interval ago.
+        let mut last_upload = tokio::time::Instant::now() - self.settings.sync_interval;
         loop {
-            let attempt = tokio::time::Instant::now();
+            let before = self.shared.shipped.load(Ordering::SeqCst);
             let listed = self.listing().await.map(|_| ());
             self.shared.ready.store(true, Ordering::SeqCst);
             let result = async {
@@ -173,35 +202,45 @@ impl ReplicaTask {
                 self.maintain(&scratch).await
             }
             .await;
+            let progressed = self.shared.shipped.load(Ordering::SeqCst) > before;
+            if progressed {
+                last_upload = tokio::time::Instant::now();
+            }
             let wait = match result {
                 Ok(()) => {
                     if let Some(since) = failing_since.take() {
                         tracing::info!(replica = %self.settings.name, database = %self.store.labels().database, "replica recovered after {:.0?} of failures", since.elapsed());
                     }
-                    self.shared.failures.store(0, Ordering::SeqCst);
+                    self.shared.record_success();
                     backoff = MIN_BACKOFF;
                     self.settings.sync_interval
                 }
                 Err(e) => {
-                    let n = self.shared.failures.fetch_add(1, Ordering::SeqCst) + 1;
-                    if failing_since.is_none() {
-                        failing_since = Some(Instant::now());
-                        tracing::warn!(replica = %self.settings.name, database = %self.store.labels().database, "replica sync failed (will retry with backoff; nothing is lost): {e}");
-                    } else {
-                        tracing::debug!(replica = %self.settings.name, "replica sync failed again (attempt {n}): {e}");
-                    }
+                    let (replica, database) = (&self.settings.name, &self.store.labels().database);
+                    let n = self.shared.record_failure(&e);
                     if !e.is_retryable() {
-                        tracing::error!(replica = %self.settings.name, "this error will not fix itself: {e}");
+                        if failing_since.is_none() {
+                            tracing::error!(replica = %replica, database = %database, "replica failed and will not recover by itself (fix the cause; sluice keeps retrying and the local spool keeps the changes): {e}");
+                        }
+                    } else if failing_since.is_none() {
+                        tracing::warn!(replica = %replica, database = %database, "replica sync failed; retrying with backoff (nothing is lost): {e}");
+                    } else {
+                        tracing::debug!(replica = %replica, "replica sync failed again (attempt {n}): {e}");
                     }
+                    failing_since.get_or_insert_with(Instant::now);
                     // Listing may be stale after errors: refetch next time.
                     self.listing = None;
+                    if progressed {
+                        // Segments did go up: the store works, just not always.
+                        backoff = MIN_BACKOFF;
+                    }
                     let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
-                    let wait = backoff + jitter;
+                    let wait = if *hurry.borrow() { MIN_BACKOFF } else { backoff + jitter };
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     wait
                 }
             };
-            if *shutdown.borrow() {
+            if *stop.borrow() {
                 return;
             }
             let deadline = tokio::time::Instant::now() + wait;
@@ -209,15 +248,20 @@ impl ReplicaTask {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {}
                 r = txids.changed() => { if r.is_err() { return; } woke_by_txid = true; }
-                _ = shutdown.changed() => {}
+                _ = hurry.changed() => {}
+                _ = stop.changed() => {}
             }
-            if woke_by_txid && failing_since.is_some() {
+            if woke_by_txid && failing_since.is_some() && !*hurry.borrow() {
                 // Keep backing off while failing, even if writes keep coming.
-                tokio::time::sleep_until(deadline).await;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = hurry.changed() => {}
+                    _ = stop.changed() => {}
+                }
             } else if woke_by_txid {
                 // Ship at once, but at most once per sync interval: what
                 // arrives meanwhile goes up together.
-                tokio::time::sleep_until(attempt + self.settings.sync_interval).await;
+                tokio::time::sleep_until(last_upload + self.settings.sync_interval).await;
             }
         }
     }

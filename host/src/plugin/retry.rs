@@ -1,0 +1,55 @@
+//! Quick retries of one plugin call on transient and throttled errors:
+//! connection resets on DigitalOcean Spaces and 503 SlowDown are routine,
+//! and are best absorbed where they happen rather than failing a whole
+//! sync or restore.
+
+use super::error::{PluginError, StorageError};
+use std::time::Duration;
+
+/// Attempts per call, the first included.
+pub const ATTEMPTS: u32 = 4;
+/// First delay; each next one is four times longer (0.2 s, 0.8 s, 3.2 s).
+const FIRST_DELAY: Duration = Duration::from_millis(200);
+/// A store's Retry-After is honoured up to this; longer waits are the
+/// replica loop's backoff, not a single call's.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// How long to wait before retrying after `e`, or `None` if retrying the
+/// same call cannot help.
+pub fn delay_for(e: &PluginError, attempt: u32) -> Option<Duration> {
+    if !e.is_retryable() {
+        return None;
+    }
+    let base = FIRST_DELAY * 4u32.saturating_pow(attempt.saturating_sub(1));
+    let asked = match e.storage() {
+        Some(StorageError::Throttled { retry_after_ms: Some(ms), .. }) => Duration::from_millis(*ms).min(MAX_RETRY_AFTER),
+        _ => Duration::ZERO,
+    };
+    // Jitter spreads the retries of many replicas hitting one store.
+    let jitter = Duration::from_millis(rand::random::<u64>() % (base.as_millis() as u64 / 2 + 1));
+    Some((base + jitter).max(asked))
+}
+
+/// `retry!(call)`: evaluate the future-producing expression `call` until
+/// it succeeds, fails permanently, or `ATTEMPTS` ran out. A macro rather
+/// than a function over async closures, whose futures the compiler cannot
+/// yet prove `Send` across lifetimes.
+macro_rules! retry {
+    ($call:expr) => {{
+        let mut attempt = 1;
+        loop {
+            match $call.await {
+                Ok(v) => break Ok(v),
+                Err(e) => match $crate::plugin::retry::delay_for(&e, attempt).filter(|_| attempt < $crate::plugin::retry::ATTEMPTS) {
+                    Some(wait) => {
+                        tracing::debug!("{e}; retrying in {wait:.1?} (attempt {attempt})");
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                    }
+                    None => break Err(e),
+                },
+            }
+        }
+    }};
+}
+pub(crate) use retry;
