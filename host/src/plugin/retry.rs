@@ -4,7 +4,9 @@
 //! sync or restore.
 
 use super::error::{PluginError, StorageError};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 /// Attempts per call, the first included.
 pub const ATTEMPTS: u32 = 4;
@@ -13,6 +15,41 @@ const FIRST_DELAY: Duration = Duration::from_millis(200);
 /// A store's Retry-After is honoured up to this; longer waits are the
 /// replica loop's backoff, not a single call's.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// Retry notices per replica: at most one a minute at WARN/INFO (the rest
+/// at DEBUG), so a flaky store is visible without flooding the log.
+const NOTICE_EVERY: Duration = Duration::from_secs(60);
+
+static NOTICED: LazyLock<Mutex<HashMap<(String, &'static str), Instant>>> = LazyLock::new(Default::default);
+
+/// Whether this (replica, kind of notice) may log loudly now.
+fn loud(e: &PluginError, kind: &'static str) -> bool {
+    let key = (format!("{}", e.labels), kind);
+    let Ok(mut seen) = NOTICED.lock() else { return false };
+    match seen.get(&key) {
+        Some(t) if t.elapsed() < NOTICE_EVERY => false,
+        _ => {
+            seen.insert(key, Instant::now());
+            true
+        }
+    }
+}
+
+/// Log a retry: the first of a spell at WARN.
+pub fn note_retry(e: &PluginError, wait: Duration, attempt: u32) {
+    if loud(e, "retry") {
+        tracing::warn!("{e}; retrying in {wait:.1?} (transient failures are retried quietly; nothing is lost)");
+    } else {
+        tracing::debug!("{e}; retrying in {wait:.1?} (attempt {attempt})");
+    }
+}
+
+/// Log that a call succeeded after retries.
+pub fn note_recovered(e: &PluginError, attempts: u32) {
+    if loud(e, "recovered") {
+        tracing::info!("{}: recovered after {attempts} attempts", e.labels);
+    }
+}
 
 /// How long to wait before retrying after `e`, or `None` if retrying the
 /// same call cannot help.
@@ -37,14 +74,21 @@ pub fn delay_for(e: &PluginError, attempt: u32) -> Option<Duration> {
 macro_rules! retry {
     ($call:expr) => {{
         let mut attempt = 1;
+        let mut last_error = None;
         loop {
             match $call.await {
-                Ok(v) => break Ok(v),
+                Ok(v) => {
+                    if let Some(e) = &last_error {
+                        $crate::plugin::retry::note_recovered(e, attempt);
+                    }
+                    break Ok(v);
+                }
                 Err(e) => match $crate::plugin::retry::delay_for(&e, attempt).filter(|_| attempt < $crate::plugin::retry::ATTEMPTS) {
                     Some(wait) => {
-                        tracing::debug!("{e}; retrying in {wait:.1?} (attempt {attempt})");
+                        $crate::plugin::retry::note_retry(&e, wait, attempt);
                         tokio::time::sleep(wait).await;
                         attempt += 1;
+                        last_error = Some(e);
                     }
                     None => break Err(e),
                 },
