@@ -288,3 +288,52 @@ fn http_get(port: u16, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+/// Compaction, periodic snapshots and retention on short intervals: the
+/// replica gains level-1 segments and new snapshots, loses what no allowed
+/// restore point needs, and still restores exactly.
+#[test]
+fn compaction_snapshots_and_retention_keep_restores_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, 4096);
+    let url = file_url(&dir.path().join("replica"));
+    let config = dir.path().join("sluice.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "snapshot:\n  interval: 3s\n  retention: 4s\nlevels:\n  - interval: 1s\nl0-retention: 1s\ndbs:\n  - path: {}\n    monitor-interval: 50ms\n    replicas:\n      - url: {url}\n        sync-interval: 100ms\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let child = start_replicator(&config);
+    let mut rng = seeded(11);
+    let deadline = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < deadline {
+        workload(&conn, &mut rng, 5);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let want = image(&conn);
+    std::thread::sleep(Duration::from_millis(1500));
+    stop(child);
+    let listing = run_ok(sluice().args(["ltx", "--json", &url]));
+    let rows: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    let level = |l: u64| rows.iter().filter(|r| r["level"].as_u64() == Some(l)).count();
+    let txid = |r: &serde_json::Value, k: &str| u64::from_str_radix(r[k].as_str().unwrap(), 16).unwrap();
+    assert!(level(1) >= 1, "no level-1 compaction: {rows:?}");
+    assert!(level(9) >= 1, "no snapshot left: {rows:?}");
+    let oldest_snapshot = rows.iter().filter(|r| r["level"] == 9).map(|r| txid(r, "max_txid")).min().unwrap();
+    assert!(oldest_snapshot > 1, "retention kept the first snapshot past its window: {rows:?}");
+    let newest = rows.iter().map(|r| txid(r, "max_txid")).max().unwrap();
+    let covered_l0 = rows.iter().filter(|r| r["level"] == 0 && txid(r, "max_txid") <= oldest_snapshot).count();
+    assert_eq!(covered_l0, 0, "level-0 segments older than every kept snapshot survived: {rows:?}");
+    assert_same_image(&want, &restore_image(&url, &dir.path().join("out.db"), None, 4096), "after compaction and retention");
+    // An older restore point inside the window still restores (and verifies).
+    let mut ends: Vec<u64> = rows.iter().map(|r| txid(r, "max_txid")).filter(|&t| t >= oldest_snapshot && t < newest).collect();
+    ends.sort();
+    if let Some(&mid) = ends.get(ends.len() / 2) {
+        restore_image(&url, &dir.path().join("mid.db"), Some(mid), 4096);
+    }
+}

@@ -348,6 +348,16 @@ impl Capturer {
         Ok(entry)
     }
 
+    /// Make the next TXID follow `txid` if a replica already holds it; the
+    /// chain then restarts with a snapshot (our state is not its base).
+    pub fn continue_after(&mut self, txid: u64) {
+        if txid > self.state.txid {
+            tracing::warn!(database = %self.db.path().display(), "a replica holds TXID {txid:016x}, past the local state's {:016x}; continuing after it with a snapshot", self.state.txid);
+            self.state.txid = txid;
+            self.gap = Some("a replica is ahead of the local state".into());
+        }
+    }
+
     /// Frames in the WAL now (after the last capture).
     pub fn wal_frames(&self) -> u32 {
         self.state.wal.map_or(0, |m| m.pos.frames)

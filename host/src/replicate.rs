@@ -172,7 +172,8 @@ async fn run_db(
     let meta = capturer.meta().clone();
     let capturer = Arc::new(Mutex::new(capturer));
 
-    let (txid_tx, txid_rx) = watch::channel(0u64);
+    let recorded = capturer.lock().map(|c| c.state().txid).unwrap_or(0);
+    let (txid_tx, txid_rx) = watch::channel(recorded);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut replicas = Vec::new();
     let mut handles = Vec::new();
@@ -193,6 +194,12 @@ async fn run_db(
     let ready_by = tokio::time::Instant::now() + READY_WAIT;
     while replicas.iter().any(|r| !r.shared.ready.load(Ordering::SeqCst)) && tokio::time::Instant::now() < ready_by {
         tokio::time::sleep(CATCH_UP_POLL).await;
+    }
+    // A replica ahead of the local state (state lost, or replicated from
+    // another host): continue after its TXIDs rather than reuse them.
+    let held = replicas.iter().map(|r| r.shared.held.load(Ordering::SeqCst)).max().unwrap_or(0);
+    if let Ok(mut c) = capturer.lock() {
+        c.continue_after(held);
     }
     let mut last_stamp = None;
     let mut force_snapshot = opts.force_snapshot;
@@ -338,7 +345,7 @@ fn replica_wants_snapshot(replicas: &[Replica], meta: &MetaDir) -> bool {
     let spool = list_spool(&meta.spool()).unwrap_or_default();
     replicas.iter().any(|r| {
         let shipped = r.shared.shipped.load(Ordering::SeqCst);
-        r.shared.wants_snapshot.load(Ordering::SeqCst) && !spool.iter().any(|e| e.name.is_snapshot() && e.name.max_txid > shipped)
+        r.shared.wants_snapshot.load(Ordering::SeqCst) && !spool.iter().any(|e| e.name.is_snapshot() && e.name.max_txid >= shipped)
     })
 }
 

@@ -40,6 +40,8 @@ pub struct ReplicaShared {
     pub failures: AtomicU64,
     /// The first attempt to learn the replica's state finished (either way).
     pub ready: AtomicBool,
+    /// The highest TXID the replica held when first listed.
+    pub held: AtomicU64,
     /// The last failure, and whether a retry could help it.
     pub last_error: std::sync::Mutex<Option<(String, bool)>>,
 }
@@ -101,6 +103,7 @@ impl ReplicaTask {
             // The replica may be behind our record (a replica wiped by
             // hand) or ahead (another host): trust what it holds.
             let held = listing.keys().map(|n| n.max_txid).max().unwrap_or(0);
+            self.shared.held.store(held, Ordering::SeqCst);
             let shipped = self.shared.shipped.load(Ordering::SeqCst);
             if held < shipped || !listing.keys().any(|n| n.is_snapshot()) {
                 self.set_shipped(0)?;
@@ -119,13 +122,18 @@ impl ReplicaTask {
     }
 
     /// Upload what the spool holds beyond our position, in order.
-    pub async fn ship(&mut self) -> Result<u64, ReplicaError> {
+    /// Only segments up to `durable` (the TXID the capture has recorded)
+    /// ship: a segment in the spool past it may be a crash's leftover that
+    /// the next run rebuilds differently.
+    pub async fn ship(&mut self, durable: u64) -> Result<u64, ReplicaError> {
         self.listing().await?;
-        let spool = list_spool(&self.meta.spool()).map_err(|e| ReplicaError::Other { replica: self.settings.name.clone(), msg: format!("cannot read spool: {e}") })?;
+        let mut spool = list_spool(&self.meta.spool()).map_err(|e| ReplicaError::Other { replica: self.settings.name.clone(), msg: format!("cannot read spool: {e}") })?;
+        spool.retain(|e| e.name.max_txid <= durable);
         let mut uploaded = 0;
         loop {
             let shipped = self.shared.shipped.load(Ordering::SeqCst);
-            let Some(next) = next_to_ship(&spool, shipped) else {
+            let wants = self.shared.wants_snapshot.load(Ordering::SeqCst);
+            let Some(next) = next_to_ship(&spool, shipped, wants) else {
                 if spool.iter().any(|e| e.name.max_txid > shipped) {
                     // The chain we need was dropped from the spool.
                     self.shared.wants_snapshot.store(true, Ordering::SeqCst);
@@ -140,7 +148,7 @@ impl ReplicaTask {
             if let Some(l) = self.listing.as_mut() {
                 l.insert(next.name, remote);
             }
-            self.set_shipped(next.name.max_txid)?;
+            self.set_shipped(next.name.max_txid.max(shipped))?;
             uploaded += 1;
         }
     }
@@ -198,7 +206,8 @@ impl ReplicaTask {
             self.shared.ready.store(true, Ordering::SeqCst);
             let result = async {
                 listed?;
-                self.ship().await?;
+                let durable = *txids.borrow();
+                self.ship(durable).await?;
                 self.maintain(&scratch).await
             }
             .await;
@@ -267,15 +276,22 @@ impl ReplicaTask {
     }
 }
 
-/// The next spool entry that continues the replica from `shipped`: the
-/// next level-0 segment, or a snapshot that gets further.
-pub fn next_to_ship(spool: &[SpoolEntry], shipped: u64) -> Option<&SpoolEntry> {
+/// The next spool entry that continues the replica from `shipped`: a
+/// snapshot if one is wanted (at or past our position), else the next
+/// level-0 segment, else a snapshot that gets further.
+pub fn next_to_ship(spool: &[SpoolEntry], shipped: u64, wants_snapshot: bool) -> Option<&SpoolEntry> {
+    let newest_snapshot = spool.iter().filter(|e| e.name.is_snapshot()).max_by_key(|e| e.name.max_txid);
+    if wants_snapshot {
+        if let Some(s) = newest_snapshot.filter(|s| s.name.max_txid >= shipped) {
+            return Some(s);
+        }
+    }
     if shipped > 0 {
         if let Some(e) = spool.iter().find(|e| e.name.level == 0 && e.name.min_txid == shipped + 1) {
             return Some(e);
         }
     }
-    spool.iter().filter(|e| e.name.is_snapshot() && e.name.max_txid > shipped).max_by_key(|e| e.name.max_txid)
+    newest_snapshot.filter(|s| s.name.max_txid > shipped)
 }
 
 fn state_name(replica: &str) -> String {
