@@ -244,7 +244,9 @@ fn write_sidecar(root: &Root, sidecar: &Path, metadata: &[(String, String)]) -> 
         }
         text.push_str(&format!("{k}={v}\n"));
     }
-    let tmp = root.write_temp(sidecar, |f| f.write_all(text.as_bytes()))?;
+    // Metadata is informational (the object itself is authoritative): the
+    // directory fsync after the commit is enough.
+    let tmp = root.write_temp_unsynced(sidecar, |f| f.write_all(text.as_bytes()))?;
     let renamed = fs::rename(&tmp, sidecar);
     let _ = fs::remove_file(&tmp);
     Ok(renamed?)
