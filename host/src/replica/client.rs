@@ -121,8 +121,14 @@ async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: i64
     match store.put_stream(&mut session, &key, file, metadata, precondition).await {
         Ok(meta) => Ok(RemoteSegment { size: meta.size, timestamp_ms, modified_ms: meta.modified_ms }),
         Err(e) if matches!(e.storage(), Some(StorageError::PreconditionFailed(_))) => {
-            let existing = retry!(store.session().await?.head(&key))?;
-            let same = existing.metadata.iter().any(|(k, v)| k == "content" && v == &digest);
+            // Ours from an earlier attempt, or another writer's? Compare the
+            // object's own header and trailer (metadata may be missing if
+            // the earlier attempt died half-way).
+            let mut s = retry!(store.session())?;
+            let existing = retry!(s.head(&key))?;
+            let head = retry!(s.get(&key, Some(ByteRange { offset: 0, length: 88 })))?;
+            let tail = retry!(s.get(&key, Some(ByteRange { offset: existing.size.saturating_sub(16), length: 16 })))?;
+            let same = existing.size == entry.size && identity_of(&head, &tail) == digest;
             if same {
                 Ok(RemoteSegment { size: existing.size, timestamp_ms, modified_ms: existing.modified_ms })
             } else {
@@ -199,8 +205,15 @@ fn segment_identity(path: &Path) -> std::io::Result<String> {
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(path)?;
     let len = file.metadata()?.len();
-    let mut ends = [0u8; 88 + 16];
-    file.read_exact_at(&mut ends[..88], 0)?;
-    file.read_exact_at(&mut ends[88..], len.saturating_sub(16))?;
-    Ok(format!("{:016x}", crate::checksum::bytes_hash(&ends)))
+    let (mut head, mut tail) = ([0u8; 88], [0u8; 16]);
+    file.read_exact_at(&mut head, 0)?;
+    file.read_exact_at(&mut tail, len.saturating_sub(16))?;
+    Ok(identity_of(&head, &tail))
+}
+
+fn identity_of(head: &[u8], tail: &[u8]) -> String {
+    let mut ends = Vec::with_capacity(head.len() + tail.len());
+    ends.extend_from_slice(head);
+    ends.extend_from_slice(tail);
+    format!("{:016x}", crate::checksum::bytes_hash(&ends))
 }
