@@ -1,6 +1,7 @@
 //! The contract's operations as S3 requests.
 
 use crate::client::{Client, ok};
+use crate::sse::Sse;
 use crate::xml::bare_etag;
 use crate::{errors, handle, time, url, xml};
 use md5::{Digest, Md5};
@@ -30,11 +31,13 @@ const META_PREFIX: &str = "x-amz-meta-";
 pub struct S3Backend {
     client: Client,
     storage_class: Option<String>,
+    sse: Sse,
     conditional_writes: bool,
 }
 
 impl S3Backend {
-    /// Headers shared by PutObject and CreateMultipartUpload.
+    /// Headers shared by PutObject and CreateMultipartUpload: metadata,
+    /// storage class and encryption.
     fn object_headers(&self, options: &PutOptions) -> Result<Vec<(String, String)>, Error> {
         let mut headers = Vec::new();
         for (k, v) in &options.metadata {
@@ -50,6 +53,7 @@ impl S3Backend {
         if let Some(class) = &self.storage_class {
             headers.push(("x-amz-storage-class".into(), class.clone()));
         }
+        headers.extend(self.sse.write_headers());
         Ok(headers)
     }
 
@@ -147,6 +151,7 @@ impl Backend for S3Backend {
         Ok(S3Backend {
             client,
             storage_class: resolved.storage_class,
+            sse: resolved.sse,
             conditional_writes: resolved.conditional_writes,
         })
     }
@@ -175,7 +180,11 @@ impl Backend for S3Backend {
 
     fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Vec<u8>, Error> {
         let full = self.client.full_key(key);
-        let mut request = self.client.object(Method::Get, &full, &[]);
+        // SSE-C objects are decrypted only for a request carrying the key.
+        let mut request = self
+            .client
+            .object(Method::Get, &full, &[])
+            .headers(self.sse.data_headers());
         if let Some(r) = range {
             if r.length == 0 {
                 // An empty range reads nothing, but a missing key must still be not-found.
@@ -198,7 +207,12 @@ impl Backend for S3Backend {
 
     fn head(&self, key: &str) -> Result<ObjectMeta, Error> {
         let full = self.client.full_key(key);
-        let response = self.client.send(self.client.object(Method::Head, &full, &[]))?;
+        // S3 refuses even the metadata of an SSE-C object without the key.
+        let request = self
+            .client
+            .object(Method::Head, &full, &[])
+            .headers(self.sse.data_headers());
+        let response = self.client.send(request)?;
         if !ok(&response) {
             return Err(self.client.error(&response, "head", &full));
         }
@@ -317,6 +331,8 @@ impl Backend for S3Backend {
         let request = self
             .client
             .object(Method::Put, &full, &[("partNumber", &number), ("uploadId", id)])
+            // Each part is encrypted as it arrives, with the upload's SSE-C key.
+            .headers(self.sse.data_headers())
             .body(&data, content_sha256.as_deref());
         let response = self.client.send(request)?;
         if !ok(&response) {

@@ -47,9 +47,16 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Standard Base64 with padding, for `Content-MD5`.
+/// The standard Base64 alphabet (RFC 4648 section 4).
+const BASE64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Base64's padding character.
+const BASE64_PAD: u8 = b'=';
+/// Base64 writes every 3 bytes as 4 characters.
+const BASE64_GROUP: usize = 4;
+
+/// Standard Base64 with padding, for `Content-MD5` and SSE-C keys.
 pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = BASE64_ALPHABET;
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
         let n = (chunk[0] as u32) << 16
@@ -64,6 +71,47 @@ pub fn base64(data: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Decode standard Base64 with padding; `None` for anything else, so a
+/// malformed SSE-C key is refused rather than half-decoded.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(BASE64_GROUP) {
+        return None;
+    }
+    let pad = bytes.iter().rev().take_while(|&&b| b == BASE64_PAD).count();
+    if pad > 2 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / BASE64_GROUP * 3);
+    let mut acc: u32 = 0;
+    for (i, &b) in bytes[..bytes.len() - pad].iter().enumerate() {
+        let value = BASE64_ALPHABET.iter().position(|&a| a == b)? as u32;
+        acc = acc << 6 | value;
+        if i % BASE64_GROUP == BASE64_GROUP - 1 {
+            out.extend_from_slice(&acc.to_be_bytes()[1..]);
+            acc = 0;
+        }
+    }
+    // The last group: 2 or 3 characters carry 1 or 2 bytes; the bits
+    // below them must be zero in canonical Base64.
+    match pad {
+        1 => {
+            if acc & 0b11 != 0 {
+                return None;
+            }
+            out.extend_from_slice(&((acc >> 2) as u16).to_be_bytes());
+        }
+        2 => {
+            if acc & 0b1111 != 0 {
+                return None;
+            }
+            out.push((acc >> 4) as u8);
+        }
+        _ => {}
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -93,5 +141,28 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn base64_decodes_what_it_encodes() {
+        for data in [
+            &b""[..],
+            b"f",
+            b"fo",
+            b"foo",
+            b"foob",
+            b"fooba",
+            b"foobar",
+            &[0, 255, 128, 7],
+        ] {
+            assert_eq!(base64_decode(&base64(data)).as_deref(), Some(data));
+        }
+    }
+
+    #[test]
+    fn base64_refuses_malformed_text() {
+        for bad in ["Zg", "Zg=", "Z===", "Zm9v!A==", "Zh==", "Zm9=", "=Zg=", "Zg==Zg=="] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
     }
 }

@@ -10,6 +10,7 @@ mod encode;
 mod errors;
 mod handle;
 mod provider;
+mod sse;
 mod time;
 mod url;
 mod xml;

@@ -5,6 +5,7 @@
 
 use crate::encode::{percent_decode, uri_encode};
 use crate::provider::{self, Provider};
+use crate::sse::{self, Sse};
 use sluice_sdk::{Config, Error};
 
 /// Region assumed when nothing names one: what AWS and most S3-compatible
@@ -34,6 +35,8 @@ pub struct S3Config {
     pub location: Location,
     /// `x-amz-storage-class` for new objects.
     pub storage_class: Option<String>,
+    /// Server-side encryption (SSE-C or SSE-KMS) asked for in the settings.
+    pub sse: Sse,
     /// Hash payloads into the signature; off sends `UNSIGNED-PAYLOAD`.
     pub sign_payload: bool,
     /// The store enforces `If-None-Match` / `If-Match` on writes.
@@ -212,6 +215,7 @@ pub fn resolve(config: &Config) -> Result<S3Config, Error> {
             path_style,
         },
         storage_class: look.get("storage-class", "storageClass"),
+        sse: sse::resolve(config)?,
         sign_payload,
         conditional_writes,
     })

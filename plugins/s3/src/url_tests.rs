@@ -307,3 +307,33 @@ fn credentials_in_the_url_are_refused_without_echo() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn encryption_settings_reach_the_config() {
+    let c = with("s3://b/db", &[]).unwrap();
+    assert_eq!(c.sse, Sse::None);
+    let c = with("s3://b/db", &[("sse-kms-key-id", "alias/db")]).unwrap();
+    assert_eq!(
+        c.sse,
+        Sse::Kms {
+            key_id: "alias/db".into()
+        }
+    );
+    let c = with("s3://b/db", &[("sse-customer-key", "0123456789abcdef0123456789abcdef")]).unwrap();
+    assert!(matches!(c.sse, Sse::Customer { .. }));
+    // A bad key fails `open`, before any request is made.
+    assert!(matches!(
+        with("s3://b/db", &[("sse-customer-key", "too short")]),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        with(
+            "s3://b/db",
+            &[
+                ("sse-customer-key", "0123456789abcdef0123456789abcdef"),
+                ("sse-kms-key-id", "alias/db")
+            ]
+        ),
+        Err(Error::InvalidConfig(_))
+    ));
+}
