@@ -12,54 +12,22 @@ use sluice::plugin::{
 };
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+#[path = "common/hostile.rs"]
+mod hostile;
+use hostile::{hostile_wasm, test_target};
 
 // ---------------------------------------------------------------------------
 // Building and loading plugins
 // ---------------------------------------------------------------------------
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is inside the workspace").to_path_buf()
-}
-
-/// Where the test builds the hostile plugin and caches compiled components.
-fn test_target() -> PathBuf {
-    workspace().join("target").join("test-plugins")
-}
-
 fn component_cache() -> PathBuf {
     test_target().join("component-cache")
-}
-
-/// Build the hostile plugin once per test process and return its path.
-fn hostile_wasm() -> &'static Path {
-    static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let cargo = std::env::var("CARGO").ok().or(option_env!("CARGO").map(String::from)).unwrap_or_else(|| "cargo".into());
-        let target_dir = test_target();
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace())
-            .args(["build", "-p", "sluice-plugin-hostile", "--target", "wasm32-wasip2", "--profile", "plugin"])
-            .arg("--target-dir")
-            .arg(&target_dir);
-        // Host flags (coverage, sanitizers, target-cpu) make no sense for wasm.
-        for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"] {
-            cmd.env_remove(var);
-        }
-        let output = cmd.output().expect("could not run cargo to build the hostile plugin");
-        assert!(
-            output.status.success(),
-            "building the hostile plugin failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let path = target_dir.join("wasm32-wasip2").join("plugin").join("sluice_plugin_hostile.wasm");
-        assert!(path.exists(), "cargo built the hostile plugin but {} is missing", path.display());
-        path
-    })
 }
 
 /// Tests that measure memory or time, or push the sandbox, run one at a

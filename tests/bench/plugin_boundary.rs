@@ -12,31 +12,15 @@
 
 use sluice::plugin::{Labels, PluginStore, Precondition, PutOptions, Runtime, SandboxConfig, bundled};
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is inside the workspace").to_path_buf()
-}
+#[path = "../common/hostile.rs"]
+mod hostile;
 
-/// Build the hostile test plugin (as tests/plugins.rs does) and return it.
 fn hostile_wasm() -> Vec<u8> {
-    let cargo = std::env::var("CARGO").ok().or(option_env!("CARGO").map(String::from)).unwrap_or_else(|| "cargo".into());
-    let target_dir = workspace().join("target").join("test-plugins");
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace())
-        .args(["build", "-p", "sluice-plugin-hostile", "--target", "wasm32-wasip2", "--profile", "plugin"])
-        .arg("--target-dir")
-        .arg(&target_dir);
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"] {
-        cmd.env_remove(var);
-    }
-    let output = cmd.output().expect("could not run cargo to build the hostile plugin");
-    assert!(output.status.success(), "building the hostile plugin failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    let path = target_dir.join("wasm32-wasip2").join("plugin").join("sluice_plugin_hostile.wasm");
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    let path = hostile::hostile_wasm();
+    std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
