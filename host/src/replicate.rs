@@ -97,8 +97,8 @@ pub async fn run(runtime: Arc<Runtime>, dbs: Vec<DatabaseSpec>, opts: Options, s
         let (rt, pl, o, sd, w, h) = (runtime.clone(), plugins.clone(), opts.clone(), shutdown.clone(), writer.clone(), health.clone());
         let wake = files.as_ref().map(|f| f.subscribe(&spec.path));
         tasks.spawn(async move {
-            let path = spec.path.clone();
-            run_db(rt, pl, spec, o, sd, w, h, wake).await.with_context(|| format!("database {}", path.display()))
+            // Errors from here on already name the database.
+            run_db(rt, pl, spec, o, sd, w, h, wake).await
         });
     }
     let mut first_error = None;

@@ -54,6 +54,10 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
     let output = match (&args.output, &db_path) {
         (Some(o), _) => o.clone(),
         (None, Some(p)) => p.clone(),
+        (None, None) if !args.target.contains("://") => bail!(
+            "`{}` is not a database in the config file; to restore from a replica path or URL, pass -o OUTPUT_PATH",
+            args.target
+        ),
         (None, None) => bail!("restoring from a replica URL needs -o OUTPUT_PATH"),
     };
     if args.if_db_not_exists && output.exists() {
