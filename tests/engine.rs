@@ -337,3 +337,42 @@ fn compaction_snapshots_and_retention_keep_restores_exact() {
         restore_image(&url, &dir.path().join("mid.db"), Some(mid), 4096);
     }
 }
+
+/// `restore -f` keeps applying new changes to its output.
+#[test]
+fn restore_follow_keeps_up_with_the_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, 4096);
+    let url = file_url(&dir.path().join("replica"));
+    let config = write_config(dir.path(), &db, std::slice::from_ref(&url));
+    let mut rng = seeded(21);
+    workload(&conn, &mut rng, 20);
+    let replicator = start_replicator(&config);
+    // Wait for the first snapshot, then follow.
+    let started = Instant::now();
+    while replica_txid(&url) == 0 && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = dir.path().join("follower.db");
+    let follower = sluice().args(["restore", "-f", "-follow-interval", "100ms", "-o"]).arg(&out).arg(&url).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        workload(&conn, &mut rng, 5);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let want = image(&conn);
+    stop(replicator);
+    // The follower catches up with the final state.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while Instant::now() < deadline {
+        got = file_image(&out, 4096);
+        if got == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = stop(follower);
+    assert_same_image(&want, &got, &format!("follower\n{log}"));
+}

@@ -44,6 +44,8 @@ pub struct RestoreOutcome {
     pub plan: Vec<SegmentName>,
     pub txid: u64,
     pub bytes_downloaded: u64,
+    /// Page hashes of the result (what `-f` continues from).
+    pub hashes: Option<PageHashes>,
 }
 
 fn sidecar(path: &Path, suffix: &str) -> PathBuf {
@@ -82,13 +84,13 @@ pub async fn restore_from_listing(store: &PluginStore, listing: &Listing, opts: 
     let plan = restore_plan(listing, opts.target).with_context(|| format!("cannot restore from {}", store.url()))?;
     let txid = plan.last().map_or(0, |n| n.max_txid);
     if opts.dry_run {
-        return Ok(RestoreOutcome { plan, txid, bytes_downloaded: 0 });
+        return Ok(RestoreOutcome { plan, txid, bytes_downloaded: 0, hashes: None });
     }
     let dir = opts.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = sidecar(&opts.output, ".tmp");
     let result = apply_plan(store, listing, &plan, &tmp, opts).await;
-    let bytes = match result {
+    let (bytes, hashes) = match result {
         Ok(b) => b,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
@@ -106,14 +108,30 @@ pub async fn restore_from_listing(store: &PluginStore, listing: &Listing, opts: 
     }
     std::fs::rename(&tmp, &opts.output).with_context(|| format!("cannot move the restored database into {}", opts.output.display()))?;
     sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))?;
-    Ok(RestoreOutcome { plan, txid, bytes_downloaded: bytes })
+    Ok(RestoreOutcome { plan, txid, bytes_downloaded: bytes, hashes })
 }
 
-async fn apply_plan(store: &PluginStore, listing: &Listing, plan: &[SegmentName], tmp: &Path, opts: &RestoreOptions) -> anyhow::Result<u64> {
+async fn apply_plan(store: &PluginStore, listing: &Listing, plan: &[SegmentName], tmp: &Path, opts: &RestoreOptions) -> anyhow::Result<(u64, Option<PageHashes>)> {
     let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(tmp)
         .with_context(|| format!("cannot create {}", tmp.display()))?;
+    apply_segments(store, listing, plan, file, None, tmp, opts.progress).await
+}
+
+/// Download `plan` (in parallel) and apply it in order onto `file`, whose
+/// page hashes are `hashes` (`None` for an empty file); returns the bytes
+/// downloaded and the hashes after. Temp files are named after `base`.
+async fn apply_segments(
+    store: &PluginStore,
+    listing: &Listing,
+    plan: &[SegmentName],
+    file: std::fs::File,
+    hashes: Option<PageHashes>,
+    base: &Path,
+    progress: bool,
+) -> anyhow::Result<(u64, Option<PageHashes>)> {
+    let tmp = base;
     let total: u64 = plan.iter().filter_map(|n| listing.get(n)).map(|s| s.size).sum();
-    let bar = opts.progress.then(|| {
+    let bar = progress.then(|| {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} restoring {msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")
@@ -122,7 +140,7 @@ async fn apply_plan(store: &PluginStore, listing: &Listing, plan: &[SegmentName]
         bar
     });
     let mut sink: Option<FileSink> = Some(FileSink { file, page_size: 0 });
-    let mut hashes: Option<PageHashes> = None;
+    let mut hashes = hashes;
     let mut downloaded = 0u64;
     let temp_for = |n: &SegmentName| sidecar(tmp, &format!(".{:04x}-{:016x}-{:016x}.seg", n.level, n.min_txid, n.max_txid));
     let mut downloads = futures::stream::iter(plan.iter().copied())
@@ -177,7 +195,44 @@ async fn apply_plan(store: &PluginStore, listing: &Listing, plan: &[SegmentName]
     }
     let sink = sink.context("internal: sink lost")?;
     sink.file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
-    Ok(downloaded)
+    Ok((downloaded, hashes))
+}
+
+/// `restore -f`: after restoring, keep applying new segments to the output
+/// every `interval` until `stop`. Each step is verified like a restore (the
+/// checksum before each segment must match the file), so a follower never
+/// drifts; if the replica's chain restarted with a new snapshot, the output
+/// is rebuilt from it.
+pub async fn follow(store: &PluginStore, opts: &RestoreOptions, first: RestoreOutcome, interval: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+    let (mut txid, mut hashes) = (first.txid, first.hashes);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return Ok(()),
+        }
+        let listing = match client::list(store).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("follow: cannot list {} (will retry): {e}", store.url());
+                continue;
+            }
+        };
+        let plan = crate::replica::plan::follow_plan(&listing, txid);
+        if plan.is_empty() {
+            let restarted = listing.keys().any(|n| n.is_snapshot() && n.max_txid > txid) && !listing.keys().any(|n| n.min_txid == txid + 1);
+            if restarted {
+                tracing::info!("follow: the replica restarted its chain with a snapshot; rebuilding {}", opts.output.display());
+                let again = restore_from_listing(store, &listing, &RestoreOptions { force: true, target: Target::Latest, ..opts.clone() }).await?;
+                (txid, hashes) = (again.txid, again.hashes);
+            }
+            continue;
+        }
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&opts.output).with_context(|| format!("cannot open {}", opts.output.display()))?;
+        let (_, after) = apply_segments(store, &listing, &plan, file, hashes.take(), &opts.output, false).await?;
+        hashes = after;
+        txid = plan.last().map_or(txid, |n| n.max_txid);
+        tracing::info!("follow: applied {} segments to {}, now at TXID {txid:016x}", plan.len(), opts.output.display());
+    }
 }
 
 fn integrity_check(path: &Path, mode: IntegrityCheck) -> anyhow::Result<()> {

@@ -97,6 +97,12 @@ enum Command {
         /// Replica to restore from, by name (configured databases).
         #[arg(long)]
         replica: Option<String>,
+        /// Follow: keep applying new changes to the output until interrupted.
+        #[arg(short = 'f', long = "follow")]
+        follow: bool,
+        /// How often `-f` checks the replica for new changes.
+        #[arg(long, default_value = "1s")]
+        follow_interval: String,
         /// Storage plugin (.wasm) to read the replica with.
         #[arg(long)]
         plugin: Option<PathBuf>,
@@ -234,8 +240,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let args = replicate_cmd::Args { config: config.config, no_expand_env: config.no_expand_env, exec, once, force_snapshot, restore_if_db_not_exists, plugin, db_path, replica_urls };
             replicate_cmd::run(runtime()?, args).await
         }
-        Command::Restore { config, output, txid, timestamp, if_db_not_exists, if_replica_exists, dry_run, force, json, integrity_check, replica, plugin, target } => {
-            let args = restore_cmd::Args { config: config.config, no_expand_env: config.no_expand_env, output, txid, timestamp, if_db_not_exists, if_replica_exists, dry_run, force, json, integrity: integrity_check, plugin, replica, target };
+        Command::Restore { config, output, txid, timestamp, if_db_not_exists, if_replica_exists, dry_run, force, json, integrity_check, replica, follow, follow_interval, plugin, target } => {
+            let follow = if follow { Some(crate::config::resolve::duration(&follow_interval, "-follow-interval")?) } else { None };
+            let args = restore_cmd::Args { config: config.config, no_expand_env: config.no_expand_env, output, txid, timestamp, if_db_not_exists, if_replica_exists, dry_run, force, json, integrity: integrity_check, plugin, replica, follow, target };
             restore_cmd::run(runtime()?, args).await
         }
         Command::Databases { config, json } => {

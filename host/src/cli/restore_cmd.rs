@@ -27,6 +27,8 @@ pub struct Args {
     pub integrity: IntegrityCheck,
     pub plugin: Option<PathBuf>,
     pub replica: Option<String>,
+    /// `-f`: keep applying new changes, checking this often.
+    pub follow: Option<std::time::Duration>,
     pub target: String,
 }
 
@@ -50,6 +52,9 @@ pub fn resolve_target(target: &str, config: Option<&PathBuf>, expand: bool, repl
 }
 
 pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> {
+    if args.follow.is_some() && (args.txid.is_some() || args.timestamp.is_some()) {
+        bail!("-f follows the newest state; it cannot be combined with -txid or -timestamp");
+    }
     let (spec, db_path, label) = resolve_target(&args.target, args.config.as_ref(), !args.no_expand_env, args.replica.as_deref())?;
     let output = match (&args.output, &db_path) {
         (Some(o), _) => o.clone(),
@@ -94,6 +99,14 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
         }
     } else {
         println!("restored {} at TXID {:016x} from {} segments ({} bytes) in {:.2?}", output.display(), outcome.txid, outcome.plan.len(), outcome.bytes_downloaded, started.elapsed());
+    }
+    if let (Some(interval), false) = (args.follow, args.dry_run) {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            super::replicate_cmd::wait_for_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        restore::follow(&store, &opts, outcome, interval, stop_rx).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -48,22 +48,7 @@ pub fn restore_plan(listing: &Listing, target: Target) -> Result<Vec<SegmentName
         let why = if listing.is_empty() { String::new() } else { format!(" at or before TXID {limit:016x}") };
         return Err(PlanError::NoSnapshot(why));
     };
-    // Breadth-first over TXID ends: the first time an end is reached is
-    // with the fewest segments.
-    let mut by_start: BTreeMap<u64, Vec<&SegmentName>> = BTreeMap::new();
-    for n in listing.keys().filter(|n| !n.is_snapshot() && n.max_txid <= limit && n.min_txid > start.max_txid) {
-        by_start.entry(n.min_txid).or_default().push(n);
-    }
-    let mut came_from: BTreeMap<u64, Option<&SegmentName>> = BTreeMap::from([(start.max_txid, None)]);
-    let mut queue = VecDeque::from([start.max_txid]);
-    while let Some(end) = queue.pop_front() {
-        for n in by_start.get(&(end + 1)).into_iter().flatten() {
-            if !came_from.contains_key(&n.max_txid) {
-                came_from.insert(n.max_txid, Some(n));
-                queue.push_back(n.max_txid);
-            }
-        }
-    }
+    let came_from = chains(listing, start.max_txid, limit);
     let reached_max = *came_from.keys().next_back().unwrap_or(&start.max_txid);
     // Latest means the newest TXID the replica holds at all: stopping
     // short of it because a segment is missing would be a silent loss.
@@ -80,15 +65,50 @@ pub fn restore_plan(listing: &Listing, target: Target) -> Result<Vec<SegmentName
         };
         return Err(PlanError::Unreachable { target: goal, reached: reached_max.min(goal), available });
     }
+    let mut plan = path_to(&came_from, goal);
+    plan.insert(0, **start);
+    Ok(plan)
+}
+
+/// Breadth-first over TXID ends reachable from `from` through non-snapshot
+/// segments ending at or before `limit`: for each end, the segment that
+/// first reached it (the first time is with the fewest segments).
+fn chains(listing: &Listing, from: u64, limit: u64) -> BTreeMap<u64, Option<&SegmentName>> {
+    let mut by_start: BTreeMap<u64, Vec<&SegmentName>> = BTreeMap::new();
+    for n in listing.keys().filter(|n| !n.is_snapshot() && n.max_txid <= limit && n.min_txid > from) {
+        by_start.entry(n.min_txid).or_default().push(n);
+    }
+    let mut came_from: BTreeMap<u64, Option<&SegmentName>> = BTreeMap::from([(from, None)]);
+    let mut queue = VecDeque::from([from]);
+    while let Some(end) = queue.pop_front() {
+        for n in by_start.get(&(end + 1)).into_iter().flatten() {
+            if !came_from.contains_key(&n.max_txid) {
+                came_from.insert(n.max_txid, Some(n));
+                queue.push_back(n.max_txid);
+            }
+        }
+    }
+    came_from
+}
+
+/// The segments, in order, that lead to `goal` in a `chains` result.
+fn path_to(came_from: &BTreeMap<u64, Option<&SegmentName>>, goal: u64) -> Vec<SegmentName> {
     let mut plan = Vec::new();
     let mut end = goal;
     while let Some(Some(n)) = came_from.get(&end) {
         plan.push(**n);
         end = n.min_txid - 1;
     }
-    plan.push(**start);
     plan.reverse();
-    Ok(plan)
+    plan
+}
+
+/// For `restore -f`: the segments that carry a database at `txid` to the
+/// newest TXID reachable from it (empty if nothing new).
+pub fn follow_plan(listing: &Listing, txid: u64) -> Vec<SegmentName> {
+    let came_from = chains(listing, txid, u64::MAX);
+    let newest = came_from.keys().next_back().copied().unwrap_or(txid);
+    path_to(&came_from, newest)
 }
 
 #[cfg(test)]
@@ -114,6 +134,14 @@ mod tests {
         assert_eq!(restore_plan(&l, Target::Txid(4)).unwrap(), vec![seg(9, 1, 3), seg(0, 4, 4)]);
         assert_eq!(restore_plan(&l, Target::Txid(5)).unwrap(), vec![seg(9, 1, 5)]);
         assert_eq!(restore_plan(&l, Target::Timestamp(6)).unwrap(), vec![seg(9, 1, 5), seg(0, 6, 6)]);
+    }
+
+    #[test]
+    fn follow_continues_from_a_txid() {
+        let l = listing(&[(9, 1, 3, 3), (0, 4, 4, 4), (0, 5, 5, 5), (1, 4, 5, 5), (0, 6, 6, 6)]);
+        assert_eq!(follow_plan(&l, 3), vec![seg(1, 4, 5), seg(0, 6, 6)]);
+        assert_eq!(follow_plan(&l, 5), vec![seg(0, 6, 6)]);
+        assert!(follow_plan(&l, 6).is_empty());
     }
 
     #[test]
