@@ -61,7 +61,10 @@ impl Backend for FileBackend {
         let path = self.root.path(key)?;
         let tmp = self.root.write_temp(&path, |f| std::io::Write::write_all(f, &data))?;
         self.root.commit(&tmp, &path, &options)?;
-        self.head(key)
+        // The metadata just written need not be read back from its sidecar.
+        let mut meta = self.root.stat(key, &path)?;
+        meta.metadata = options.metadata;
+        Ok(meta)
     }
 
     fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Vec<u8>, Error> {
