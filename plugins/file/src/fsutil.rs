@@ -182,14 +182,25 @@ impl Root {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e.into()),
         };
+        // Writers and deletes run while we list: an entry that vanishes
+        // between readdir and stat is simply not listed.
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
         for entry in entries {
-            let entry = entry?;
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
             let Ok(name) = entry.file_name().into_string() else { continue };
             if name.starts_with(RESERVED) {
                 continue;
             }
             let key = format!("{rel}{name}");
-            let kind = entry.file_type()?;
+            let kind = match entry.file_type() {
+                Ok(k) => k,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
             if kind.is_dir() {
                 let sub = format!("{key}/");
                 if sub.starts_with(prefix) || prefix.starts_with(&sub) {
