@@ -8,7 +8,7 @@
 //! oldest one is never older than one sync (the application's own PASSIVE
 //! checkpoints keep making progress up to it).
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -170,11 +170,6 @@ impl Db {
             return Err(DbError::Other { path: self.path.clone(), msg: format!("read {} of {pages} pages; the database is smaller than expected", expected - 1) });
         }
         Ok(())
-    }
-
-    /// Whether the database is in WAL mode and readable (used by status).
-    pub fn journal_mode(&self) -> Result<Option<String>, DbError> {
-        self.conns[0].query_row("PRAGMA journal_mode", [], |r| r.get(0)).optional().map_err(|e| self.err(e))
     }
 }
 

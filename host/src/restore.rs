@@ -73,13 +73,8 @@ pub fn check_output(output: &Path, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Restore from `store` according to `opts`.
-pub async fn restore(store: &PluginStore, opts: &RestoreOptions) -> anyhow::Result<RestoreOutcome> {
-    check_output(&opts.output, opts.force)?;
-    let listing = client::list(store).await.with_context(|| format!("cannot list replica {}", store.url()))?;
-    restore_from_listing(store, &listing, opts).await
-}
-
+/// Restore from an already fetched listing according to `opts` (the
+/// caller has checked the output with [`check_output`]).
 pub async fn restore_from_listing(store: &PluginStore, listing: &Listing, opts: &RestoreOptions) -> anyhow::Result<RestoreOutcome> {
     let plan = restore_plan(listing, opts.target).with_context(|| format!("cannot restore from {}", store.url()))?;
     let txid = plan.last().map_or(0, |n| n.max_txid);
