@@ -86,7 +86,24 @@ pub struct Capturer {
     gap: Option<String>,
     inode: (u64, u64),
     last_checkpoint: Instant,
+    /// No TRUNCATE attempt before this (see `TRUNCATE_RETRY`).
+    truncate_retry_at: Instant,
+    /// The last sync in this process captured everything up to our read
+    /// transaction's view, and that transaction has been held since. Then
+    /// no checkpoint can have copied an uncaptured frame (SQLite never
+    /// copies past a reader's view), so any WAL restart follows a wholly
+    /// captured epoch.
+    live: bool,
 }
+
+/// How long a PASSIVE checkpoint waits for the write lock. Briefly: without
+/// the lock the checkpoint is still safe (our read transaction stops it at
+/// captured frames), it only cannot guarantee the WAL restarts.
+const PASSIVE_LOCK_WAIT: Duration = Duration::from_millis(20);
+/// After a TRUNCATE could not get the write lock within the busy timeout,
+/// the pause before the next attempt, so a never-idle writer does not cost
+/// every sync a whole busy timeout.
+const TRUNCATE_RETRY: Duration = Duration::from_secs(10);
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -113,7 +130,7 @@ impl Capturer {
             }
         };
         remove_stale_temps(meta.path());
-        let mut capturer = Capturer { db, meta, state, hashes, config, gap, inode, last_checkpoint: Instant::now() };
+        let mut capturer = Capturer { db, meta, state, hashes, config, gap, inode, last_checkpoint: Instant::now(), truncate_retry_at: Instant::now(), live: false };
         capturer.discard_unrecorded_spool()?;
         Ok(capturer)
     }
@@ -144,6 +161,13 @@ impl Capturer {
     /// Capture whatever was committed since the last sync. With
     /// `snapshot` (or after a gap) also write a snapshot at the new TXID.
     pub fn sync(&mut self, snapshot: bool) -> Result<SyncReport, CaptureError> {
+        self.capture(snapshot, false)
+    }
+
+    /// `sync`, but with `defer_gap` a loss of continuity is only recorded:
+    /// the snapshot it needs is written by the next plain sync, never
+    /// under the write lock.
+    fn capture(&mut self, snapshot: bool, defer_gap: bool) -> Result<SyncReport, CaptureError> {
         let path = self.db.path().to_path_buf();
         if file_id(&path).map_err(io_err(&path))? != self.inode {
             // Replaced underneath us (a restore, a copy): start over.
@@ -152,6 +176,9 @@ impl Capturer {
             self.gap = Some("the database file was replaced".into());
         }
         self.db.refresh_read_lock()?;
+        // Our read view moved: until this capture completes, a checkpoint
+        // may copy frames we have not captured yet.
+        let was_live = std::mem::replace(&mut self.live, false);
         let wal_path = self.db.wal_path();
         let header = WalHeader::read(&wal_path).map_err(io_err(&wal_path))?;
         let mut report = SyncReport::default();
@@ -159,7 +186,7 @@ impl Capturer {
         // Where to scan from, and whether the chain holds.
         let from = match (&header, self.gap.is_some()) {
             (Some(h), true) => Some(h.start()),
-            (Some(h), false) => match self.continuity(h)? {
+            (Some(h), false) => match self.continuity(h, was_live)? {
                 Ok(pos) => Some(pos),
                 Err(why) => {
                     self.gap = Some(why);
@@ -189,6 +216,9 @@ impl Capturer {
         }
         let wal = header.zip(wal_file);
 
+        if defer_gap && self.gap.is_some() {
+            return Ok(report);
+        }
         if let Some(why) = self.gap.take() {
             if self.state.txid == 0 {
                 tracing::info!(database = %path.display(), "first sync: taking the initial snapshot");
@@ -212,15 +242,15 @@ impl Capturer {
         }
         if let Some((h, _)) = &wal {
             let pos = scan.end.or(from).unwrap_or_else(|| h.start());
-            let min_end = self.state.wal.filter(|m| m.pos.salt == h.salt).map_or(0, |m| m.min_end);
-            self.state.wal = Some(WalMark { pos, min_end });
+            self.state.wal = Some(WalMark { pos });
         }
         self.meta.save(&self.state, &self.hashes).map_err(io_err(self.meta.path()))?;
+        self.live = true;
         Ok(report)
     }
 
     /// `Ok(pos)` to continue from, or `Err(reason)` for a gap.
-    fn continuity(&self, h: &WalHeader) -> Result<Result<WalPos, String>, CaptureError> {
+    fn continuity(&self, h: &WalHeader, live: bool) -> Result<Result<WalPos, String>, CaptureError> {
         let wal_path = self.db.wal_path();
         match self.state.wal {
             Some(mark) if mark.pos.salt == h.salt => {
@@ -231,19 +261,15 @@ impl Capturer {
                     Ok(Err("the WAL was rewritten since the last capture".into()))
                 }
             }
-            Some(mark) => {
-                if mark.pos.frames < mark.min_end {
-                    return Ok(Err(format!("the WAL was reset before frames {}..{} were captured", mark.pos.frames, mark.min_end)));
-                }
-                if h.salt.0 == mark.pos.salt.0.wrapping_add(1) {
-                    Ok(Ok(h.start()))
-                } else {
-                    Ok(Err("the WAL was reset more than once since the last capture (sluice was not running?)".into()))
-                }
-            }
+            // A new epoch. Only a sync that completed since we took our
+            // read lock proves the previous one was wholly captured (its
+            // salts say nothing: SQLite picks random ones after some
+            // TRUNCATEs).
+            Some(_) if live => Ok(Ok(h.start())),
+            Some(_) => Ok(Err("the WAL was reset before sluice had captured all of it (sluice was starting, or the previous sync failed)".into())),
             None => {
                 let untouched = self.state.db_stamp.is_some() && self.state.db_stamp == file_stamp(self.db.path());
-                if self.state.next_salt1 == Some(h.salt.0) || untouched {
+                if live || self.state.next_salt1 == Some(h.salt.0) || untouched {
                     Ok(Ok(h.start()))
                 } else {
                     Ok(Err("a new WAL appeared that cannot be tied to the last capture".into()))
@@ -363,8 +389,17 @@ impl Capturer {
         self.state.wal.map_or(0, |m| m.pos.frames)
     }
 
-    /// Checkpoint if the WAL is past a threshold. Call right after a sync,
-    /// so every frame up to the WAL's end is captured.
+    /// Checkpoint if the WAL is past a threshold. Call right after a sync;
+    /// returns the checkpoint that ran.
+    ///
+    /// Our read transaction stays open throughout, so no checkpoint copies
+    /// a frame we have not captured. With SQLite's write lock (held for one
+    /// small capture and one checkpoint, never a snapshot) the WAL cannot
+    /// grow meanwhile, so the checkpoint copies all of it; our read lock is
+    /// then refreshed to read the database file alone, which lets the
+    /// application's next write restart the WAL (or our TRUNCATE empty it)
+    /// with nothing left unshipped. Without the lock (writers kept it busy)
+    /// the checkpoint still copies what it safely can.
     pub fn maybe_checkpoint(&mut self) -> Result<Option<CheckpointMode>, CaptureError> {
         let frames = self.wal_frames();
         let mode = if frames >= self.config.truncate_page_n {
@@ -376,20 +411,59 @@ impl Capturer {
         } else {
             return Ok(None);
         };
+        // A pending gap means the next sync writes a snapshot, which must
+        // never happen under the write lock.
+        if self.gap.is_some() || self.state.wal.is_none() {
+            return Ok(None);
+        }
         self.last_checkpoint = Instant::now();
-        let Some(mark) = self.state.wal else { return Ok(None) };
-        let result = self.db.checkpoint(mode)?;
-        let appended = result.log_frames > mark.pos.frames as i64;
-        if appended && mode == CheckpointMode::Truncate && !result.busy {
-            // Frames committed after our capture were truncated away.
-            self.gap = Some(format!("frames {}..{} were checkpointed and truncated before capture", mark.pos.frames, result.log_frames));
-        } else if let Some(m) = &mut self.state.wal {
-            // Until the frames SQLite reported are captured, a WAL restart
-            // would lose them: refuse to continue across one until then.
-            m.min_end = m.min_end.max(result.log_frames.max(0) as u32);
+        let truncate = mode == CheckpointMode::Truncate && Instant::now() >= self.truncate_retry_at;
+        let wait = if truncate { self.config.busy_timeout } else { PASSIVE_LOCK_WAIT };
+        if !self.db.hold_write_lock(wait)? {
+            if truncate {
+                tracing::info!(database = %self.db.path().display(), frames = self.wal_frames(), "the WAL is past truncate-page-n but writers kept the write lock busy; checkpointing passively, TRUNCATE retried in {TRUNCATE_RETRY:?}");
+                self.truncate_retry_at = Instant::now() + TRUNCATE_RETRY;
+            }
+            self.db.checkpoint(CheckpointMode::Passive)?;
+            return Ok(Some(CheckpointMode::Passive));
+        }
+        let result = self.checkpoint_locked();
+        let released = self.db.release_write_lock();
+        let copied_all = result?;
+        released?;
+        if copied_all && truncate {
+            // Outside the write lock, which TRUNCATE itself needs. Our view
+            // is the database file now, so SQLite refuses to copy anything
+            // the application commits meanwhile: this can only empty a WAL
+            // whose frames are all shipped (the next sync notices).
+            if !self.db.checkpoint(CheckpointMode::Truncate)?.busy {
+                return Ok(Some(CheckpointMode::Truncate));
+            }
+        }
+        Ok(Some(CheckpointMode::Passive))
+    }
+
+    /// Capture the WAL's tail and copy it into the database; true if all of
+    /// it was copied (our read lock then reads the database file alone).
+    fn checkpoint_locked(&mut self) -> Result<bool, CaptureError> {
+        self.capture(false, true)?;
+        if self.gap.is_some() {
+            return Ok(false);
+        }
+        let Some(mark) = self.state.wal else { return Ok(false) };
+        let passive = self.db.checkpoint(CheckpointMode::Passive)?;
+        if passive.log_frames > mark.pos.frames as i64 {
+            // Cannot happen while we hold the write lock; never checkpoint
+            // frames we have not captured.
+            self.gap = Some(format!("the WAL grew to {} frames past the capture at {} while sluice held the write lock", passive.log_frames, mark.pos.frames));
+            return Ok(false);
+        }
+        let copied_all = !passive.busy && passive.checkpointed == passive.log_frames;
+        if copied_all {
+            self.db.refresh_read_lock()?;
         }
         self.meta.save(&self.state, &self.hashes).map_err(io_err(self.meta.path()))?;
-        Ok(Some(mode))
+        Ok(copied_all)
     }
 }
 
@@ -443,3 +517,6 @@ fn remove_stale_temps(dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,14 @@
 //! transaction always exists (no writer can restart the WAL) while the
 //! oldest one is never older than one sync (the application's own PASSIVE
 //! checkpoints keep making progress up to it).
+//!
+//! Our checkpoints never release that lock. They run on the idle
+//! connection while a third one briefly holds the write lock (see
+//! `capture::Capturer::maybe_checkpoint`), so they can only copy frames
+//! sluice has captured, and the WAL restarts only once everything in it
+//! is shipped. Releasing the lock instead lets a checkpoint copy frames
+//! committed after the capture, and the application's next write then
+//! restarts the WAL over them before sluice reads them.
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
@@ -51,6 +59,10 @@ pub struct Db {
     conns: [Connection; 2],
     /// Which connection holds the current read transaction.
     active: Option<usize>,
+    /// Takes SQLite's write lock around our checkpoints.
+    writer: Connection,
+    writing: bool,
+    busy_timeout: Duration,
 }
 
 impl Db {
@@ -75,7 +87,8 @@ impl Db {
             return Err(DbError::Other { path: path.to_path_buf(), msg: format!("could not switch to WAL mode (journal mode is {mode}); is it in use by a process holding an exclusive lock?") });
         }
         let second = open().map_err(err)?;
-        let mut db = Db { path: path.to_path_buf(), conns: [first, second], active: None };
+        let writer = open().map_err(err)?;
+        let mut db = Db { path: path.to_path_buf(), conns: [first, second], active: None, writer, writing: false, busy_timeout };
         db.refresh_read_lock()?;
         Ok(db)
     }
@@ -113,7 +126,7 @@ impl Db {
         Ok(())
     }
 
-    /// End every read transaction (before a checkpoint needs them gone).
+    /// End our read transaction (when closing).
     fn release_read_locks(&mut self) -> Result<(), DbError> {
         if let Some(a) = self.active.take() {
             self.conns[a].execute_batch("COMMIT").map_err(|e| self.err(e))?;
@@ -121,20 +134,51 @@ impl Db {
         Ok(())
     }
 
-    /// Run a checkpoint with our read locks released, then take the lock
-    /// again whatever happened.
+    /// Take SQLite's write lock, waiting up to `wait`: until
+    /// `release_write_lock`, no transaction can commit. `false` if the
+    /// application kept it busy; try again later.
+    pub fn hold_write_lock(&mut self, wait: Duration) -> Result<bool, DbError> {
+        if self.writing {
+            return Ok(true);
+        }
+        self.writer.busy_timeout(wait).map_err(|e| self.err(e))?;
+        match self.writer.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {
+                self.writing = true;
+                Ok(true)
+            }
+            Err(rusqlite::Error::SqliteFailure(e, _)) if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    pub fn release_write_lock(&mut self) -> Result<(), DbError> {
+        if std::mem::take(&mut self.writing) {
+            self.writer.execute_batch("ROLLBACK").map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Run a checkpoint on the idle connection, keeping our read
+    /// transaction: it copies no frame newer than that transaction's view.
+    /// A TRUNCATE only completes when that view reads the database file
+    /// alone (the WAL was wholly copied when it began). It never waits: it
+    /// needs the write lock and every reader gone, and waiting for them
+    /// would stall the application's writers behind it; a busy TRUNCATE
+    /// is simply tried again at a later checkpoint.
     pub fn checkpoint(&mut self, mode: CheckpointMode) -> Result<CheckpointResult, DbError> {
-        self.release_read_locks()?;
-        let sql = match mode {
-            CheckpointMode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
-            CheckpointMode::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+        let idle = self.active.map_or(0, |a| 1 - a);
+        let (sql, wait) = match mode {
+            CheckpointMode::Passive => ("PRAGMA wal_checkpoint(PASSIVE)", self.busy_timeout),
+            CheckpointMode::Truncate => ("PRAGMA wal_checkpoint(TRUNCATE)", Duration::ZERO),
         };
-        let result = self.conns[0].query_row(sql, [], |r| {
-            Ok(CheckpointResult { busy: r.get::<_, i64>(0)? != 0, log_frames: r.get(1)?, checkpointed: r.get(2)? })
+        let conn = &self.conns[idle];
+        let result = conn.busy_timeout(wait).and_then(|()| {
+            conn.query_row(sql, [], |r| Ok(CheckpointResult { busy: r.get::<_, i64>(0)? != 0, log_frames: r.get(1)?, checkpointed: r.get(2)? }))
         });
-        let relock = self.refresh_read_lock();
+        let restored = conn.busy_timeout(self.busy_timeout);
         let result = result.map_err(|e| self.err(e))?;
-        relock?;
+        restored.map_err(|e| self.err(e))?;
         Ok(result)
     }
 
@@ -175,6 +219,7 @@ impl Db {
 
 impl Drop for Db {
     fn drop(&mut self) {
+        let _ = self.release_write_lock();
         let _ = self.release_read_locks();
     }
 }

@@ -200,6 +200,9 @@ async fn apply_segments(
 /// is rebuilt from it.
 pub async fn follow(store: &PluginStore, opts: &RestoreOptions, first: RestoreOutcome, interval: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
     let (mut txid, mut hashes) = (first.txid, first.hashes);
+    // Set when the output can no longer be extended in place (the chain
+    // restarted, or applying failed part-way); cleared by a successful rebuild.
+    let mut rebuild = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -213,20 +216,42 @@ pub async fn follow(store: &PluginStore, opts: &RestoreOptions, first: RestoreOu
             }
         };
         let plan = crate::replica::plan::follow_plan(&listing, txid);
-        if plan.is_empty() {
-            let restarted = listing.keys().any(|n| n.is_snapshot() && n.max_txid > txid) && !listing.keys().any(|n| n.min_txid == txid + 1);
-            if restarted {
+        if plan.is_empty() && !rebuild {
+            rebuild = listing.keys().any(|n| n.is_snapshot() && n.max_txid > txid) && !listing.keys().any(|n| n.min_txid == txid + 1);
+            if rebuild {
                 tracing::info!("follow: the replica restarted its chain with a snapshot; rebuilding {}", opts.output.display());
-                let again = restore_from_listing(store, &listing, &RestoreOptions { force: true, target: Target::Latest, ..opts.clone() }).await?;
-                (txid, hashes) = (again.txid, again.hashes);
+            }
+        }
+        if rebuild {
+            // A live replica's listing can briefly show a new chain whose
+            // later segments are still being uploaded; a failed rebuild keeps
+            // the previous output (restore writes OUT.tmp) and tries again.
+            match restore_from_listing(store, &listing, &RestoreOptions { force: true, target: Target::Latest, ..opts.clone() }).await {
+                Ok(again) => {
+                    (txid, hashes, rebuild) = (again.txid, again.hashes, false);
+                    tracing::info!("follow: rebuilt {} at TXID {txid:016x}", opts.output.display());
+                }
+                Err(e) => tracing::warn!("follow: cannot rebuild {} yet (will retry): {e:#}", opts.output.display()),
             }
             continue;
         }
+        if plan.is_empty() {
+            continue;
+        }
         let file = std::fs::OpenOptions::new().read(true).write(true).open(&opts.output).with_context(|| format!("cannot open {}", opts.output.display()))?;
-        let (_, after) = apply_segments(store, &listing, &plan, file, hashes.take(), &opts.output, false).await?;
-        hashes = after;
-        txid = plan.last().map_or(txid, |n| n.max_txid);
-        tracing::info!("follow: applied {} segments to {}, now at TXID {txid:016x}", plan.len(), opts.output.display());
+        match apply_segments(store, &listing, &plan, file, hashes.take(), &opts.output, false).await {
+            Ok((_, after)) => {
+                hashes = after;
+                txid = plan.last().map_or(txid, |n| n.max_txid);
+                tracing::info!("follow: applied {} segments to {}, now at TXID {txid:016x}", plan.len(), opts.output.display());
+            }
+            Err(e) => {
+                // The output may hold part of the failed step: only a rebuild
+                // makes it a verified state again.
+                tracing::warn!("follow: cannot apply new segments to {} (will rebuild): {e:#}", opts.output.display());
+                rebuild = true;
+            }
+        }
     }
 }
 

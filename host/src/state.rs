@@ -26,9 +26,6 @@ const STATE_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalMark {
     pub pos: WalPos,
-    /// A checkpoint of ours saw this many frames in the epoch: a restart
-    /// into the next epoch is only safe once capture has reached them.
-    pub min_end: u32,
 }
 
 /// The persisted state.

@@ -1,0 +1,96 @@
+//! Capture and our checkpoints against a live writer: every frame is
+//! captured before SQLite may reuse the WAL, so the chain never breaks.
+
+use super::*;
+use crate::checksum::page_hash;
+use rusqlite::Connection;
+
+fn app(path: &Path) -> Connection {
+    let c = Connection::open(path).unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c.pragma_update(None, "journal_mode", "wal").unwrap();
+    // Only sluice checkpoints, so each checkpoint below is ours.
+    c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    c.execute_batch("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)").unwrap();
+    c
+}
+
+fn small_thresholds() -> CaptureConfig {
+    CaptureConfig { min_checkpoint_page_count: 8, truncate_page_n: 40, checkpoint_interval: Duration::from_secs(3600), busy_timeout: Duration::from_secs(1) }
+}
+
+/// The checksum of the database as a fresh reader sees it now.
+fn checksum_now(path: &Path) -> u64 {
+    let db = Db::open(path, Duration::from_secs(5)).unwrap();
+    let (page_size, pages) = db.page_info().unwrap();
+    let mut hashes = PageHashes::new(page_size);
+    db.for_each_page(pages, |pgno, page| {
+        hashes.set(pgno, page_hash(pgno, page));
+        Ok(())
+    })
+    .unwrap();
+    hashes.checksum()
+}
+
+#[test]
+fn truncate_checkpoint_empties_the_wal_and_the_chain_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let conn = app(&path);
+    let config = CaptureConfig { min_checkpoint_page_count: 1000, ..small_thresholds() };
+    let mut cap = Capturer::open(&path, dir.path().join("meta"), config).unwrap();
+    assert!(cap.sync(false).unwrap().gap.is_some(), "the first sync snapshots");
+    let mut truncated = 0;
+    for i in 0..30 {
+        conn.execute("INSERT INTO t(v) VALUES (randomblob(9000))", []).unwrap();
+        let report = cap.sync(false).unwrap();
+        assert_eq!(report.gap, None, "sync {i}");
+        if cap.maybe_checkpoint().unwrap() == Some(CheckpointMode::Truncate) {
+            assert_eq!(fs::metadata(cap.db.wal_path()).unwrap().len(), 0, "nothing else writes, so TRUNCATE completes");
+            truncated += 1;
+        }
+    }
+    assert!(truncated > 0, "the WAL crossed truncate-page-n");
+    assert_eq!(cap.state().checksum, checksum_now(&path));
+}
+
+/// The regression behind a flaky follow test: a checkpoint that copied
+/// frames committed after the capture let the next write restart the WAL
+/// over them, and the chain restarted with a snapshot.
+#[test]
+fn checkpoints_under_a_busy_writer_never_break_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    drop(app(&path));
+    let mut cap = Capturer::open(&path, dir.path().join("meta"), small_thresholds()).unwrap();
+    cap.sync(false).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (path, stop) = (path.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let conn = app(&path);
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                conn.execute("INSERT INTO t(v) VALUES (randomblob(3000))", []).unwrap();
+                if n % 7 == 0 {
+                    conn.execute("DELETE FROM t WHERE id % 5 = 0", []).unwrap();
+                }
+                n += 1;
+            }
+            n
+        })
+    };
+    let (mut checkpoints, mut epochs) = (0, std::collections::HashSet::new());
+    for i in 0..200 {
+        let report = cap.sync(false).unwrap();
+        assert_eq!(report.gap, None, "sync {i}");
+        epochs.extend(cap.state().wal.map(|m| m.pos.salt));
+        checkpoints += cap.maybe_checkpoint().unwrap().is_some() as u32;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let commits = writer.join().unwrap();
+    assert_eq!(cap.sync(false).unwrap().gap, None);
+    assert!(commits > 50 && checkpoints > 5 && epochs.len() > 2, "{commits} commits, {checkpoints} checkpoints, {} WAL epochs", epochs.len());
+    assert_eq!(cap.state().checksum, checksum_now(&path));
+}
