@@ -193,8 +193,21 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))
 }
 
+/// glibc malloc arenas. By default glibc gives each thread that allocates
+/// its own arena (up to 8 per core), each keeping freed memory resident;
+/// sluice's threads mostly hand buffers to one another, so two arenas keep
+/// contention low at a fraction of the idle memory.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_ARENAS: libc::c_int = 2;
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // SAFETY: mallopt only adjusts allocator tuning; called before any
+    // other thread exists.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+    }
     let cli = Cli::parse_from(args::normalize(std::env::args()));
     let (level, json) = logging_settings(&cli);
     crate::logging::init(&level, if json { crate::logging::Format::Json } else { crate::logging::Format::Text });

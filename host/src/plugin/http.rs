@@ -24,8 +24,19 @@ const POOL_IDLE_PER_HOST: usize = 32;
 /// (DigitalOcean resets idle sockets, the guide's "connection reset").
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The one HTTP client of the process.
-pub fn shared_client() -> anyhow::Result<reqwest::Client> {
+/// The process's one HTTP client, built on first use: a process whose
+/// plugins never reach the network (the file backend) pays nothing for
+/// TLS and connection-pool set-up.
+#[derive(Clone, Default)]
+pub struct LazyClient(Arc<std::sync::OnceLock<Result<reqwest::Client, String>>>);
+
+impl LazyClient {
+    fn get(&self) -> Result<reqwest::Client, String> {
+        self.0.get_or_init(|| shared_client().map_err(|e| format!("{e:#}"))).clone()
+    }
+}
+
+fn shared_client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
@@ -39,7 +50,7 @@ pub fn shared_client() -> anyhow::Result<reqwest::Client> {
 
 /// Per-instance hooks: the allowlist and the client.
 pub struct HttpHooks {
-    client: reqwest::Client,
+    client: LazyClient,
     allow: Vec<String>,
     labels: Arc<Labels>,
     /// Hosts refused during this instance's life, for the error message.
@@ -47,7 +58,7 @@ pub struct HttpHooks {
 }
 
 impl HttpHooks {
-    pub fn new(client: reqwest::Client, allow: Vec<String>, labels: Arc<Labels>) -> Self {
+    pub fn new(client: LazyClient, allow: Vec<String>, labels: Arc<Labels>) -> Self {
         HttpHooks { client, allow, labels, refused: Vec::new() }
     }
 }
@@ -73,8 +84,10 @@ impl WasiHttpHooks for HttpHooks {
             self.refused.push(host);
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
-        let client = self.client.clone();
-        Box::new(async move { send(client, request, options).await })
+        match self.client.get() {
+            Ok(client) => Box::new(async move { send(client, request, options).await }),
+            Err(e) => Box::new(async move { Err(wasmtime_wasi_http::Error::InternalError(Some(format!("cannot set up the host's HTTP client: {e}")))) }),
+        }
     }
 }
 

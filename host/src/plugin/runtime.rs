@@ -22,7 +22,7 @@ const IDLE_CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
-    client: reqwest::Client,
+    client: super::http::LazyClient,
     permits: Arc<Semaphore>,
     cache_dir: Option<PathBuf>,
     /// The epoch clock's thread, woken when an instance starts.
@@ -45,7 +45,7 @@ impl Runtime {
         let runtime = Arc::new(Runtime {
             engine,
             linker,
-            client: super::http::shared_client()?,
+            client: super::http::LazyClient::default(),
             permits: Arc::new(Semaphore::new(MAX_LIVE_INSTANCES)),
             cache_dir,
             clock: std::sync::OnceLock::new(),
@@ -89,7 +89,7 @@ impl Runtime {
         Ok(Arc::new(LoadedPlugin { runtime: self.clone(), pre, source: source.to_string(), info }))
     }
 
-    pub(super) fn client(&self) -> &reqwest::Client {
+    pub(super) fn client(&self) -> &super::http::LazyClient {
         &self.client
     }
 

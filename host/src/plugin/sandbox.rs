@@ -222,7 +222,7 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(sandbox: &Sandbox, labels: Arc<Labels>, client: reqwest::Client) -> anyhow::Result<Self> {
+    pub fn new(sandbox: &Sandbox, labels: Arc<Labels>, client: super::http::LazyClient) -> anyhow::Result<Self> {
         let stderr = TailPipe::new(STDERR_CAPTURE_BYTES);
         let mut builder = WasiCtxBuilder::new();
         builder
