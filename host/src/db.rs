@@ -53,6 +53,12 @@ pub struct CheckpointResult {
     pub checkpointed: i64,
 }
 
+/// Page cache per connection of ours, in KiB. We read pages once, in
+/// order (snapshots) or not at all through SQLite (the WAL is read as a
+/// file), so SQLite's 2 MiB default per connection would only hold memory,
+/// three connections per database, in a process that may serve thousands.
+const DB_CACHE_KIB: i64 = 256;
+
 /// The replicator's handle on one database.
 pub struct Db {
     path: PathBuf,
@@ -79,6 +85,7 @@ impl Db {
             // Checkpoints are ours to schedule; never let our own
             // connections auto-checkpoint at commit.
             c.pragma_update(None, "wal_autocheckpoint", 0)?;
+            c.pragma_update(None, "cache_size", -DB_CACHE_KIB)?;
             Ok(c)
         };
         let first = open().map_err(err)?;

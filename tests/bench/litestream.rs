@@ -112,7 +112,8 @@ fn stored(dir: &Path) -> (u64, u64) {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                let meta = e.metadata().unwrap();
+                // A temp file can be renamed away between listing and stat.
+                let Ok(meta) = e.metadata() else { continue };
                 bytes += meta.len();
                 if !e.file_name().to_string_lossy().starts_with(".sluice-") {
                     objects += 1;

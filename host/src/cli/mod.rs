@@ -199,6 +199,12 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
 /// contention low at a fraction of the idle memory.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MALLOC_ARENAS: libc::c_int = 2;
+/// Allocations from this size up get their own mapping, returned to the
+/// system when freed. glibc otherwise raises the threshold after the first
+/// such free, and the 1 MiB segment blocks then stay resident in the heap
+/// between syncs (measured: 2.5 MB more peak RSS, for no speed gain).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_MMAP_THRESHOLD: libc::c_int = 256 * 1024;
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
@@ -207,6 +213,7 @@ pub fn main() -> ExitCode {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
     }
     let cli = Cli::parse_from(args::normalize(std::env::args()));
     let (level, json) = logging_settings(&cli);

@@ -37,7 +37,7 @@ impl SegmentReader {
         file.seek(SeekFrom::Start(HEADER_SIZE as u64))?;
         let mut remaining = len - (HEADER_SIZE + TRAILER_SIZE) as u64;
         let mut hasher = Xxh3::new();
-        let mut buf = vec![0u8; VERIFY_CHUNK];
+        let mut buf = vec![0u8; remaining.min(VERIFY_CHUNK as u64) as usize];
         while remaining > 0 {
             let n = remaining.min(VERIFY_CHUNK as u64) as usize;
             file.read_exact(&mut buf[..n])?;
