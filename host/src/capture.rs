@@ -3,10 +3,12 @@
 //! writes a snapshot when continuity is lost or a replica asks for one.
 //!
 //! Continuity: within one WAL epoch the frame chain must continue from
-//! where the last capture stopped; a new epoch must carry the next salt-1
-//! (SQLite increments it at every restart) and may only follow an epoch we
-//! captured completely. Anything else — sluice was down while the WAL was
-//! reset, the file was replaced — is a gap, and a gap means a snapshot.
+//! where the last capture stopped; a new epoch may only follow an epoch we
+//! captured completely, which our read transaction guarantees while this
+//! process holds it (SQLite never checkpoints past a reader's view, and a
+//! restart needs everything checkpointed). Anything else — sluice was down
+//! while the WAL was reset, the file was replaced — is a gap, and a gap
+//! means a snapshot.
 
 use crate::checksum::{page_hash, PageHashes};
 use crate::db::{CheckpointMode, Db, DbError};
