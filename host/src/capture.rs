@@ -464,7 +464,6 @@ impl Capturer {
         if copied_all {
             self.db.refresh_read_lock()?;
         }
-        self.meta.save(&self.state, &self.hashes).map_err(io_err(self.meta.path()))?;
         Ok(copied_all)
     }
 }
