@@ -455,8 +455,9 @@ impl Capturer {
         let Some(mark) = self.state.wal else { return Ok(false) };
         let passive = self.db.checkpoint(CheckpointMode::Passive)?;
         if passive.log_frames > mark.pos.frames as i64 {
-            // Cannot happen while we hold the write lock; never checkpoint
-            // frames we have not captured.
+            // Cannot happen while we hold the write lock. Our read view kept
+            // the checkpoint off the uncaptured frames, but their capture is
+            // no longer certain: restart the chain rather than guess.
             self.gap = Some(format!("the WAL grew to {} frames past the capture at {} while sluice held the write lock", passive.log_frames, mark.pos.frames));
             return Ok(false);
         }

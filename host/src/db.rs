@@ -8,11 +8,11 @@
 //! oldest one is never older than one sync (the application's own PASSIVE
 //! checkpoints keep making progress up to it).
 //!
-//! Our checkpoints never release that lock. They run on the idle
-//! connection while a third one briefly holds the write lock (see
-//! `capture::Capturer::maybe_checkpoint`), so they can only copy frames
-//! sluice has captured, and the WAL restarts only once everything in it
-//! is shipped. Releasing the lock instead lets a checkpoint copy frames
+//! Our checkpoints never release that lock: they run on the idle
+//! connection, so they can only copy frames sluice has captured, and the
+//! WAL restarts only once everything in it is shipped. A third connection
+//! briefly holds the write lock around them when it can get it, so the WAL
+//! can be copied whole (see `capture::Capturer::maybe_checkpoint`). Releasing the lock instead lets a checkpoint copy frames
 //! committed after the capture, and the application's next write then
 //! restarts the WAL over them before sluice reads them.
 
@@ -174,19 +174,17 @@ impl Db {
     /// would stall the application's writers behind it; a busy TRUNCATE
     /// is simply tried again at a later checkpoint.
     pub fn checkpoint(&mut self, mode: CheckpointMode) -> Result<CheckpointResult, DbError> {
-        let idle = self.active.map_or(0, |a| 1 - a);
-        let (sql, wait) = match mode {
-            CheckpointMode::Passive => ("PRAGMA wal_checkpoint(PASSIVE)", self.busy_timeout),
-            CheckpointMode::Truncate => ("PRAGMA wal_checkpoint(TRUNCATE)", Duration::ZERO),
+        let conn = &self.conns[self.active.map_or(0, |a| 1 - a)];
+        let run = |sql| conn.query_row(sql, [], |r| Ok(CheckpointResult { busy: r.get::<_, i64>(0)? != 0, log_frames: r.get(1)?, checkpointed: r.get(2)? }));
+        let result = match mode {
+            CheckpointMode::Passive => run("PRAGMA wal_checkpoint(PASSIVE)"),
+            CheckpointMode::Truncate => {
+                let result = conn.busy_timeout(Duration::ZERO).and_then(|()| run("PRAGMA wal_checkpoint(TRUNCATE)"));
+                let restored = conn.busy_timeout(self.busy_timeout);
+                result.and_then(|r| restored.map(|()| r))
+            }
         };
-        let conn = &self.conns[idle];
-        let result = conn.busy_timeout(wait).and_then(|()| {
-            conn.query_row(sql, [], |r| Ok(CheckpointResult { busy: r.get::<_, i64>(0)? != 0, log_frames: r.get(1)?, checkpointed: r.get(2)? }))
-        });
-        let restored = conn.busy_timeout(self.busy_timeout);
-        let result = result.map_err(|e| self.err(e))?;
-        restored.map_err(|e| self.err(e))?;
-        Ok(result)
+        result.map_err(|e| self.err(e))
     }
 
     /// The page size and size in pages, as the current read transaction sees them.
