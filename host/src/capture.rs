@@ -301,6 +301,7 @@ impl Capturer {
         let header = Header { page_size: h.page_size, min_txid: txid, max_txid: txid, timestamp_ms: now_ms(), pre_checksum: self.state.checksum, ..Header::default() };
         let out = File::create(&tmp).map_err(io_err(&tmp))?;
         let mut writer = SegmentWriter::new(out, header).map_err(io_err(&tmp))?;
+        writer.expect_pages(scan.pages.len());
         let mut hashes = self.hashes.clone();
         hashes.resize(db_pages);
         let mut buf = vec![0u8; h.page_size as usize];

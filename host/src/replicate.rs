@@ -162,7 +162,7 @@ async fn run_db(
     mut shutdown: watch::Receiver<bool>,
     writer: String,
     health: Health,
-    wake: Option<Arc<tokio::sync::Notify>>,
+    mut wake: Option<crate::watch::Subscription>,
 ) -> anyhow::Result<()> {
     let database = spec.path.display().to_string();
     let meta_dir = spec.meta_path.clone().unwrap_or_else(|| MetaDir::default_for(&spec.path));
@@ -209,7 +209,8 @@ async fn run_db(
     loop {
         let stamp = wal_stamp(&spec.path);
         let wants = replica_wants_snapshot(&replicas, &meta);
-        if stamp != last_stamp || wants || force_snapshot {
+        let busy = stamp != last_stamp || wants || force_snapshot;
+        if busy {
             last_sync = tokio::time::Instant::now();
             match sync_once(&capturer, wants || force_snapshot).await {
                 Ok(txid) => {
@@ -224,15 +225,23 @@ async fn run_db(
         if opts.once {
             break;
         }
+        // While writes keep coming the next look is at the end of the
+        // batch anyway: notifications would only wake us to wait. Once
+        // quiet, arm them, and look once more for a write that slipped in
+        // before the watch was in place.
+        if wake.as_mut().is_some_and(|w| w.arm(!busy)) {
+            continue;
+        }
+        let next_look = if busy { last_sync + batch } else { tokio::time::Instant::now() + spec.monitor_interval };
         let notified = async {
             match &wake {
-                Some(w) => w.notified().await,
+                Some(w) => w.changed().await,
                 None => std::future::pending().await,
             }
         };
         let mut woke = false;
         tokio::select! {
-            _ = tokio::time::sleep(spec.monitor_interval) => {}
+            _ = tokio::time::sleep_until(next_look) => {}
             _ = notified => woke = true,
             _ = shutdown.changed() => {}
         }
@@ -342,6 +351,10 @@ async fn sync_once(capturer: &Arc<Mutex<Capturer>>, snapshot: bool) -> anyhow::R
 }
 
 fn replica_wants_snapshot(replicas: &[Replica], meta: &MetaDir) -> bool {
+    // Asked every loop: list the spool only when a replica does want one.
+    if !replicas.iter().any(|r| r.shared.wants_snapshot.load(Ordering::SeqCst)) {
+        return false;
+    }
     let spool = list_spool(&meta.spool()).unwrap_or_default();
     replicas.iter().any(|r| {
         let shipped = r.shared.shipped.load(Ordering::SeqCst);

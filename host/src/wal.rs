@@ -18,8 +18,10 @@ pub const FRAME_HEADER_SIZE: u64 = 24;
 const MAGIC_LE: u32 = 0x377f_0682;
 const MAGIC_BE: u32 = 0x377f_0683;
 const VERSION: u32 = 3_007_000;
-/// Read buffer for scanning: large sequential reads, bounded memory.
-const SCAN_BUFFER: usize = 1 << 20;
+/// Read buffer for scanning: sequential reads of several frames, and small
+/// enough to be reused from the heap: a fresh 1 MiB mapping per sync cost
+/// a page fault per 4 KiB read, and a larger heap buffer stays resident.
+const SCAN_BUFFER: usize = 32 << 10;
 
 /// The WAL header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

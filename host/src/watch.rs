@@ -2,6 +2,12 @@
 //! the whole process (not a thread per database, #1469), watching each
 //! database's directory and waking that database's loop when its file or
 //! WAL changes. Polling at `monitor-interval` stays as the fallback.
+//!
+//! Notifications only matter to an idle database: a busy one checks its
+//! WAL again at the end of the sync interval anyway, and every commit's
+//! event would only wake a thread to wait. So a database arms its watch
+//! when it goes quiet and disarms it while writes keep coming; a
+//! directory is watched while any of its databases is armed.
 
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::collections::HashMap;
@@ -9,19 +15,27 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
-type Subscribers = Arc<Mutex<HashMap<PathBuf, Vec<(PathBuf, Arc<Notify>)>>>>;
+/// A watched directory: its databases (path and wake-up) and how many of
+/// them are armed.
+#[derive(Default)]
+struct Dir {
+    dbs: Vec<(PathBuf, Arc<Notify>)>,
+    armed: usize,
+}
+
+type Dirs = Arc<Mutex<HashMap<PathBuf, Dir>>>;
 
 /// The process's watcher.
 pub struct FileWatch {
     watcher: Mutex<notify::RecommendedWatcher>,
-    subs: Subscribers,
+    dirs: Dirs,
 }
 
 impl FileWatch {
     /// `None` where notifications are unavailable (polling still works).
     pub fn new() -> Option<Arc<FileWatch>> {
-        let subs: Subscribers = Arc::default();
-        let routes = subs.clone();
+        let dirs: Dirs = Arc::default();
+        let routes = dirs.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             if matches!(event.kind, EventKind::Access(_)) {
@@ -29,8 +43,8 @@ impl FileWatch {
             }
             let Ok(routes) = routes.lock() else { return };
             for path in &event.paths {
-                let Some(dir) = path.parent() else { continue };
-                for (db, wake) in routes.get(dir).into_iter().flatten() {
+                let Some(dir) = path.parent().and_then(|d| routes.get(d)) else { continue };
+                for (db, wake) in &dir.dbs {
                     if path.as_os_str().as_encoded_bytes().starts_with(db.as_os_str().as_encoded_bytes()) {
                         wake.notify_one();
                     }
@@ -38,7 +52,7 @@ impl FileWatch {
             }
         });
         match watcher {
-            Ok(w) => Some(Arc::new(FileWatch { watcher: Mutex::new(w), subs })),
+            Ok(w) => Some(Arc::new(FileWatch { watcher: Mutex::new(w), dirs })),
             Err(e) => {
                 tracing::info!("file notifications unavailable ({e}); polling at monitor-interval");
                 None
@@ -46,19 +60,102 @@ impl FileWatch {
         }
     }
 
-    /// Wake the returned `Notify` when `db` or its `-wal` changes.
-    pub fn subscribe(&self, db: &Path) -> Arc<Notify> {
+    /// Register `db`; its `Subscription` starts disarmed.
+    pub fn subscribe(self: &Arc<Self>, db: &Path) -> Subscription {
         let wake = Arc::new(Notify::new());
-        let Some(dir) = db.parent().map(Path::to_path_buf) else { return wake };
-        let Ok(mut subs) = self.subs.lock() else { return wake };
-        let entry = subs.entry(dir.clone()).or_default();
-        if entry.is_empty() {
-            let watched = self.watcher.lock().map(|mut w| w.watch(&dir, RecursiveMode::NonRecursive));
-            if let Ok(Err(e)) = watched {
-                tracing::debug!("cannot watch {}: {e}; polling only", dir.display());
-            }
+        let dir = db.parent().map(Path::to_path_buf);
+        if let (Some(dir), Ok(mut dirs)) = (&dir, self.dirs.lock()) {
+            dirs.entry(dir.clone()).or_default().dbs.push((db.to_path_buf(), wake.clone()));
         }
-        entry.push((db.to_path_buf(), wake.clone()));
-        wake
+        Subscription { watch: self.clone(), dir, wake, armed: false }
+    }
+
+    /// Count one more (`up`) or one fewer armed database in `dir`, and
+    /// start or stop watching it on the first or last.
+    fn set_armed(&self, dir: &Path, up: bool) {
+        let Ok(mut dirs) = self.dirs.lock() else { return };
+        let Some(entry) = dirs.get_mut(dir) else { return };
+        let before = entry.armed;
+        entry.armed = if up { before + 1 } else { before.saturating_sub(1) };
+        let Ok(mut watcher) = self.watcher.lock() else { return };
+        let result = match (before, entry.armed) {
+            (0, 1) => watcher.watch(dir, RecursiveMode::NonRecursive),
+            (1, 0) => watcher.unwatch(dir),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::debug!("cannot change the watch on {}: {e}; polling covers it", dir.display());
+        }
+    }
+}
+
+/// One database's interest in its directory's events.
+pub struct Subscription {
+    watch: Arc<FileWatch>,
+    dir: Option<PathBuf>,
+    wake: Arc<Notify>,
+    armed: bool,
+}
+
+impl Subscription {
+    /// Start (`true`) or stop being woken by changes. Returns whether the
+    /// watch was just armed: writes between the caller's last look and now
+    /// raised no event, so the caller must look once more before waiting.
+    pub fn arm(&mut self, on: bool) -> bool {
+        if self.armed == on {
+            return false;
+        }
+        self.armed = on;
+        if let Some(dir) = &self.dir {
+            self.watch.set_armed(dir, on);
+        }
+        on
+    }
+
+    /// Resolves on the next change while armed; never while disarmed.
+    pub async fn changed(&self) {
+        if self.armed {
+            self.wake.notified().await
+        } else {
+            std::future::pending().await
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.arm(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    async fn woke(sub: &Subscription) -> bool {
+        tokio::time::timeout(Duration::from_millis(500), sub.changed()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn wakes_only_while_armed() {
+        let Some(watch) = FileWatch::new() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut sub = watch.subscribe(&db);
+        std::fs::write(&db, b"x").unwrap();
+        assert!(!woke(&sub).await, "a disarmed subscription must not wake");
+        assert!(sub.arm(true), "arming reports that it armed");
+        assert!(!sub.arm(true), "arming twice is a no-op");
+        std::fs::write(db.with_file_name("app.db-wal"), b"y").unwrap();
+        assert!(woke(&sub).await, "a write to the WAL wakes an armed subscription");
+        // One write raises several events; let the rest land and drain them.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        woke(&sub).await;
+        std::fs::write(dir.path().join("other.db"), b"z").unwrap();
+        assert!(!woke(&sub).await, "another database's file does not wake it");
+        sub.arm(false);
+        std::fs::write(&db, b"xx").unwrap();
+        assert!(!woke(&sub).await, "disarmed again: no wake-up");
     }
 }

@@ -10,21 +10,34 @@ use super::error::{ErrorKind, Labels, PluginError, StorageError};
 use super::runtime::Permit;
 use super::sandbox::{HostState, Sandbox};
 use crate::metrics;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
+use std::pin::Pin;
+use tokio::runtime::Handle;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
 /// A plugin instance. Dropping it frees its memory and its slot.
 pub struct Instance {
-    store: Store<HostState>,
-    bindings: Bindings,
+    /// `None` only if a call's thread died with it (then it is poisoned).
+    core: Option<Core>,
     sandbox: Sandbox,
     labels: Arc<Labels>,
     handle: Option<ResourceAny>,
     poisoned: bool,
     _permit: Permit,
 }
+
+/// The wasmtime half of an instance: what a call needs, and what moves to
+/// a blocking thread for the call's duration (see `Instance::run_blocking`).
+pub(super) struct Core {
+    store: Store<HostState>,
+    bindings: Bindings,
+}
+
+/// A call in progress, borrowing the instance's core.
+type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
 
 /// Turn a wasmtime error from a call into what actually happened.
 pub(super) fn classify_trap(state: &HostState, e: wasmtime::Error, sandbox: &Sandbox) -> ErrorKind {
@@ -41,50 +54,121 @@ pub(super) fn classify_trap(state: &HostState, e: wasmtime::Error, sandbox: &San
     ErrorKind::Trap { trap, stderr: state.stderr_tail() }
 }
 
+/// Run a call body against the core, on this task or (for
+/// `Instance::on_own_thread`) on a blocking thread. The body is written
+/// once against borrowed arguments; for the blocking thread each
+/// `arg = owned` is copied first and borrowed again there.
+macro_rules! invoke {
+    ($self:ident, [$($arg:ident = $owned:expr),*], |$b:ident, $s:ident| $body:expr) => {
+        if $self.on_own_thread() {
+            $(let $arg = $owned;)*
+            $self
+                .run_blocking(move |core: &mut Core| -> CallFuture<'_, _> {
+                    Box::pin(async move {
+                        $(let $arg = &$arg;)*
+                        let ($b, $s) = (&core.bindings, &mut core.store);
+                        $body.await
+                    })
+                })
+                .await
+        } else {
+            match $self.core.as_mut() {
+                Some(core) => {
+                    let ($b, $s) = (&core.bindings, &mut core.store);
+                    Ok($body.await)
+                }
+                None => Err(ErrorKind::Poisoned),
+            }
+        }
+    };
+}
+
+/// One typed call on the opened store, with metrics and error naming.
 macro_rules! call {
-    ($self:ident, $kind:literal, $op:expr, |$b:ident, $s:ident, $h:ident| $body:expr) => {{
+    ($self:ident, $kind:literal, $op:expr, [$($arg:ident = $owned:expr),*], |$b:ident, $s:ident, $h:ident| $body:expr) => {{
         let op = $op;
         if $self.poisoned {
             return Err($self.error(op, ErrorKind::Poisoned));
         }
         let $h = $self.handle.ok_or_else(|| $self.error(op.clone(), ErrorKind::Poisoned))?;
         let started = $self.arm();
-        let $b = &$self.bindings;
-        let $s = &mut $self.store;
-        let result = $body.await;
+        let result = invoke!($self, [$($arg = $owned),*], |$b, $s| $body);
         $self.settle($kind, started, op, result)
     }};
 }
 
 impl Instance {
     pub(super) fn new(store: Store<HostState>, bindings: Bindings, sandbox: Sandbox, labels: Arc<Labels>, permit: Permit) -> Self {
-        Instance { store, bindings, sandbox, labels, handle: None, poisoned: false, _permit: permit }
+        Instance { core: Some(Core { store, bindings }), sandbox, labels, handle: None, poisoned: false, _permit: permit }
     }
 
     fn error(&self, op: impl Into<String>, kind: ErrorKind) -> PluginError {
         PluginError { labels: self.labels.clone(), op: op.into(), kind }
     }
 
+    /// Whether calls run on a thread of their own. A plugin with a
+    /// directory spends its calls in small file operations, which
+    /// wasmtime-wasi would each send to the blocking pool and back (two
+    /// thread wake-ups per operation: most of the replicator's steady CPU
+    /// time). Instead the whole call goes to a blocking thread once and its
+    /// file operations run inline there (`allow_blocking_current_thread`
+    /// in the sandbox): a slow disk still holds up only this call, and the
+    /// caller's task stays free to poll its other futures meanwhile.
+    /// Plugins without a directory (network stores) stay plain async.
+    fn on_own_thread(&self) -> bool {
+        self.sandbox.directory.is_some()
+    }
+
+    /// Run `call` on a blocking thread, the core moved there and back.
+    async fn run_blocking<R: Send + 'static>(
+        &mut self,
+        call: impl for<'a> FnOnce(&'a mut Core) -> CallFuture<'a, R> + Send + 'static,
+    ) -> Result<wasmtime::Result<R>, ErrorKind> {
+        let mut core = self.core.take().ok_or(ErrorKind::Poisoned)?;
+        let handle = Handle::current();
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = handle.block_on(call(&mut core));
+            (core, result)
+        })
+        .await;
+        match joined {
+            Ok((core, result)) => {
+                self.core = Some(core);
+                Ok(result)
+            }
+            Err(e) => Err(ErrorKind::Trap { trap: format!("the thread running the call failed: {e}"), stderr: String::new() }),
+        }
+    }
+
     /// Give the next call a full CPU budget: the deadline counts from when
     /// it is set, so it is re-armed before every call.
     fn arm(&mut self) -> Instant {
-        // Per-call verdicts start clean: a handled allocation failure or a
-        // refused request earlier must not colour a later error.
-        let state = self.store.data_mut();
-        state.ticks = 0;
-        state.cpu_exceeded = false;
-        state.limiter.memory_exceeded = false;
-        state.hooks.refused.clear();
-        self.store.set_epoch_deadline(1);
+        if let Some(core) = self.core.as_mut() {
+            // Per-call verdicts start clean: a handled allocation failure or
+            // a refused request earlier must not colour a later error.
+            let state = core.store.data_mut();
+            state.ticks = 0;
+            state.cpu_exceeded = false;
+            state.limiter.memory_exceeded = false;
+            state.hooks.refused.clear();
+            core.store.set_epoch_deadline(1);
+        }
         Instant::now()
     }
 
-    fn settle<T>(&mut self, kind: &str, started: Instant, op: String, result: wasmtime::Result<Result<T, WitError>>) -> Result<T, PluginError> {
+    fn settle<T>(&mut self, kind: &str, started: Instant, op: String, result: Result<wasmtime::Result<Result<T, WitError>>, ErrorKind>) -> Result<T, PluginError> {
         let l = &self.labels;
         let labels = [l.plugin.as_str(), l.database.as_str(), l.replica.as_str(), kind];
         metrics::PLUGIN_CALLS_TOTAL.with_label_values(&labels).inc();
         metrics::PLUGIN_CALL_DURATION.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
-        let outcome = self.classify(op, result);
+        let outcome = match result {
+            Ok(result) => self.classify(op, result),
+            Err(kind) => {
+                // The call's thread died, and the instance with it.
+                self.poisoned = true;
+                Err(self.error(op, kind))
+            }
+        };
         if let Err(e) = &outcome {
             let kind_label = match &e.kind {
                 ErrorKind::Storage(s) => s.kind_name(),
@@ -105,8 +189,8 @@ impl Instance {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 let mut storage = StorageError::from(e);
-                let refused = &self.store.data().hooks.refused;
-                if let (StorageError::AccessDenied(msg), Some(host)) = (&mut storage, refused.last()) {
+                let refused = self.core.as_ref().and_then(|c| c.store.data().hooks.refused.last());
+                if let (StorageError::AccessDenied(msg), Some(host)) = (&mut storage, refused) {
                     msg.push_str(&format!(" [host refused {host}; allowed: {:?}]", self.sandbox.allow_hosts));
                 }
                 Err(self.error(op, ErrorKind::Storage(storage)))
@@ -114,7 +198,10 @@ impl Instance {
             Err(e) => {
                 // After a trap the instance's state is undefined.
                 self.poisoned = true;
-                let kind = classify_trap(self.store.data(), e, &self.sandbox);
+                let kind = match self.core.as_ref() {
+                    Some(core) => classify_trap(core.store.data(), e, &self.sandbox),
+                    None => ErrorKind::Poisoned,
+                };
                 Err(self.error(op, kind))
             }
         }
@@ -123,46 +210,46 @@ impl Instance {
     /// What the plugin declares.
     pub async fn info(&mut self) -> Result<PluginInfo, PluginError> {
         let started = self.arm();
-        let result = self.bindings.sluice_storage_backend().call_info(&mut self.store).await;
-        self.settle("info", started, "info".into(), result.map(Ok))
+        let result = invoke!(self, [], |b, s| b.sluice_storage_backend().call_info(s));
+        self.settle("info", started, "info".into(), result.map(|r| r.map(Ok)))
     }
 
     /// Open the store this instance will serve.
     pub async fn open(&mut self, config: &StoreConfig) -> Result<(), PluginError> {
         let started = self.arm();
-        let result = self.bindings.sluice_storage_backend().store().call_open(&mut self.store, config).await;
+        let result = invoke!(self, [config = config.clone()], |b, s| b.sluice_storage_backend().store().call_open(s, config));
         self.handle = Some(self.settle("open", started, "open".into(), result)?);
         Ok(())
     }
 
     pub async fn put(&mut self, key: &str, data: &[u8], options: &PutOptions) -> Result<ObjectMeta, PluginError> {
-        call!(self, "put", format!("put {key}"), |b, s, h| b.sluice_storage_backend().store().call_put(s, h, key, data, options))
+        call!(self, "put", format!("put {key}"), [key = key.to_string(), data = data.to_vec(), options = options.clone()], |b, s, h| b.sluice_storage_backend().store().call_put(s, h, key, data, options))
     }
 
     pub async fn get(&mut self, key: &str, range: Option<ByteRange>) -> Result<Vec<u8>, PluginError> {
-        call!(self, "get", format!("get {key}"), |b, s, h| b.sluice_storage_backend().store().call_get(s, h, key, range))
+        call!(self, "get", format!("get {key}"), [key = key.to_string()], |b, s, h| b.sluice_storage_backend().store().call_get(s, h, key, range))
     }
 
     pub async fn head(&mut self, key: &str) -> Result<ObjectMeta, PluginError> {
-        call!(self, "head", format!("head {key}"), |b, s, h| b.sluice_storage_backend().store().call_head(s, h, key))
+        call!(self, "head", format!("head {key}"), [key = key.to_string()], |b, s, h| b.sluice_storage_backend().store().call_head(s, h, key))
     }
 
     pub async fn list(&mut self, prefix: &str, cursor: Option<&str>, max_keys: u32) -> Result<ListPage, PluginError> {
-        call!(self, "list", if prefix.is_empty() { "list".to_string() } else { format!("list {prefix}") }, |b, s, h| b
+        call!(self, "list", if prefix.is_empty() { "list".to_string() } else { format!("list {prefix}") }, [prefix = prefix.to_string(), cursor = cursor.map(str::to_string)], |b, s, h| b
             .sluice_storage_backend()
             .store()
-            .call_list(s, h, prefix, cursor, max_keys))
+            .call_list(s, h, prefix, cursor.as_deref(), max_keys))
     }
 
     pub async fn delete(&mut self, keys: &[String]) -> Result<Vec<DeleteFailure>, PluginError> {
-        call!(self, "delete", format!("delete {} keys", keys.len()), |b, s, h| b
+        call!(self, "delete", format!("delete {} keys", keys.len()), [keys = keys.to_vec()], |b, s, h| b
             .sluice_storage_backend()
             .store()
             .call_delete(s, h, keys))
     }
 
     pub async fn create_upload(&mut self, key: &str, options: &PutOptions) -> Result<String, PluginError> {
-        call!(self, "create-upload", format!("create-upload {key}"), |b, s, h| b
+        call!(self, "create-upload", format!("create-upload {key}"), [key = key.to_string(), options = options.clone()], |b, s, h| b
             .sluice_storage_backend()
             .store()
             .call_create_upload(s, h, key, options))
@@ -176,21 +263,21 @@ impl Instance {
         data: &[u8],
         sha256: Option<&[u8]>,
     ) -> Result<UploadedPart, PluginError> {
-        call!(self, "upload-part", format!("upload-part {key} #{part_number}"), |b, s, h| b
+        call!(self, "upload-part", format!("upload-part {key} #{part_number}"), [key = key.to_string(), upload_id = upload_id.to_string(), data = data.to_vec(), sha256 = sha256.map(<[u8]>::to_vec)], |b, s, h| b
             .sluice_storage_backend()
             .store()
-            .call_upload_part(s, h, key, upload_id, part_number, data, sha256))
+            .call_upload_part(s, h, key, upload_id, part_number, data, sha256.as_deref()))
     }
 
     pub async fn complete_upload(&mut self, key: &str, upload_id: &str, parts: &[UploadedPart]) -> Result<ObjectMeta, PluginError> {
-        call!(self, "complete-upload", format!("complete-upload {key}"), |b, s, h| b
+        call!(self, "complete-upload", format!("complete-upload {key}"), [key = key.to_string(), upload_id = upload_id.to_string(), parts = parts.to_vec()], |b, s, h| b
             .sluice_storage_backend()
             .store()
             .call_complete_upload(s, h, key, upload_id, parts))
     }
 
     pub async fn abort_upload(&mut self, key: &str, upload_id: &str) -> Result<(), PluginError> {
-        call!(self, "abort-upload", format!("abort-upload {key}"), |b, s, h| b
+        call!(self, "abort-upload", format!("abort-upload {key}"), [key = key.to_string(), upload_id = upload_id.to_string()], |b, s, h| b
             .sluice_storage_backend()
             .store()
             .call_abort_upload(s, h, key, upload_id))

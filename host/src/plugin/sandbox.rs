@@ -232,6 +232,11 @@ impl HostState {
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }));
         if let Some(dir) = &sandbox.directory {
+            // File operations run inline on the calling thread: every call
+            // of a plugin with a directory runs on a blocking thread of its
+            // own (`Instance::on_own_thread`), so a slow disk stalls only
+            // this plugin's call.
+            builder.allow_blocking_current_thread(true);
             let guest = dir.to_str().ok_or_else(|| anyhow::anyhow!("directory {} is not UTF-8", dir.display()))?;
             builder.preopened_dir(dir, guest, wasmtime_wasi::FsPerms::ReadWrite)?;
         }

@@ -153,7 +153,9 @@ impl PluginStore {
 }
 
 async fn read_up_to(reader: &mut (impl AsyncRead + Unpin), limit: u64, key: &str, labels: &Arc<Labels>) -> Result<Vec<u8>, PluginError> {
-    let mut buf = Vec::with_capacity(limit.min(PART_SIZE + 1) as usize);
+    // Grown as data arrives: reserving a whole part up front mapped 8 MiB
+    // for every few-KiB segment.
+    let mut buf = Vec::new();
     reader.take(limit).read_to_end(&mut buf).await.map_err(|e| io_error(labels, key, e))?;
     Ok(buf)
 }

@@ -8,7 +8,10 @@ use crate::plugin::{ByteRange, PluginError, PluginStore, Precondition, StorageEr
 use crate::segment::SegmentName;
 use std::collections::BTreeMap;
 use std::path::Path;
-use tokio::io::AsyncWriteExt;
+use crate::plugin::SINGLE_PUT_LIMIT;
+use crate::segment::format::HEADER_SIZE;
+use crate::segment::Header;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Ranged-read size for downloads: returning a list<u8> from wasm costs
 /// about 1 ms per MiB, so a few MiB per call keeps calls few and memory low.
@@ -99,26 +102,69 @@ async fn list_inner(store: &PluginStore) -> Result<Listing, ReplicaError> {
 
 /// Upload a spooled segment, only if absent. If it is already there with
 /// the same content (our own earlier attempt that looked failed), that is
-/// success; different content means a second writer.
-pub async fn upload(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: i64, writer_id: &str) -> Result<RemoteSegment, ReplicaError> {
+/// success; different content means a second writer. `timestamp_ms`
+/// defaults to the segment header's.
+pub async fn upload(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Option<i64>, writer_id: &str) -> Result<RemoteSegment, ReplicaError> {
     let started = std::time::Instant::now();
     let result = upload_inner(store, entry, timestamp_ms, writer_id).await;
     observe(store, "put", entry.size, started, result.is_ok());
     result
 }
 
-async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: i64, writer_id: &str) -> Result<RemoteSegment, ReplicaError> {
+/// Bytes of a spooled segment read ahead in one go: a level-0 segment is
+/// usually far smaller, so open, header, identity and body cost a single
+/// trip to the blocking pool (each trip is two thread wake-ups). The same
+/// as the single-put limit, so what goes up in one put is read in one.
+const PREFETCH: u64 = SINGLE_PUT_LIMIT;
+
+/// A spooled segment opened for upload.
+struct Spooled {
+    /// Positioned after `prefix`.
+    file: std::fs::File,
+    prefix: Vec<u8>,
+    len: u64,
+    identity: String,
+    timestamp_ms: Option<i64>,
+}
+
+fn open_spooled(path: &Path) -> std::io::Result<Spooled> {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut prefix = Vec::with_capacity(len.min(PREFETCH) as usize);
+    (&mut file).take(PREFETCH).read_to_end(&mut prefix)?;
+    let head = prefix.get(..HEADER_SIZE).ok_or_else(|| std::io::Error::other(format!("{} is truncated ({len} bytes)", path.display())))?;
+    let mut tail = [0u8; 16];
+    match prefix.len() as u64 == len {
+        true => tail.copy_from_slice(&prefix[prefix.len() - 16..]),
+        false => file.read_exact_at(&mut tail, len - 16)?,
+    }
+    let identity = identity_of(head, &tail);
+    let timestamp_ms = Header::decode(head).ok().map(|h| h.timestamp_ms);
+    Ok(Spooled { file, prefix, len, identity, timestamp_ms })
+}
+
+async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Option<i64>, writer_id: &str) -> Result<RemoteSegment, ReplicaError> {
     let key = entry.name.key();
-    let file = tokio::fs::File::open(&entry.path).await.map_err(|e| other(store, format!("cannot read spooled {}: {e}", entry.path.display())))?;
-    let digest = segment_identity(&entry.path).map_err(|e| other(store, format!("cannot read {}: {e}", entry.path.display())))?;
+    let path = entry.path.clone();
+    let spooled = tokio::task::spawn_blocking(move || open_spooled(&path))
+        .await
+        .map_err(|e| other(store, format!("reading {} was cancelled: {e}", entry.path.display())))?
+        .map_err(|e| other(store, format!("cannot read spooled {}: {e}", entry.path.display())))?;
+    let Spooled { file, prefix, len, identity: digest, timestamp_ms: in_header } = spooled;
+    let timestamp_ms = timestamp_ms.or(in_header).unwrap_or_else(now_ms);
     let metadata = vec![
         ("timestamp".to_string(), rfc3339(timestamp_ms)),
         ("writer".to_string(), writer_id.to_string()),
         ("content".to_string(), digest.clone()),
     ];
     let precondition = if store.info().capabilities.conditional_writes { Precondition::IfAbsent } else { Precondition::None };
+    // What was read ahead, then the rest of the file (if any), cut at the
+    // length we saw so the end needs no further read.
+    let body = std::io::Cursor::new(prefix).chain(tokio::fs::File::from_std(file)).take(len);
     let mut session = retry!(store.session())?;
-    match store.put_stream(&mut session, &key, file, metadata, precondition).await {
+    match store.put_stream(&mut session, &key, body, metadata, precondition).await {
         Ok(meta) => Ok(RemoteSegment { size: meta.size, timestamp_ms, modified_ms: meta.modified_ms }),
         Err(e) if matches!(e.storage(), Some(StorageError::PreconditionFailed(_))) => {
             // Ours from an earlier attempt, or another writer's? Compare the
@@ -126,9 +172,9 @@ async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: i64
             // the earlier attempt died half-way).
             let mut s = retry!(store.session())?;
             let existing = retry!(s.head(&key))?;
-            let head = retry!(s.get(&key, Some(ByteRange { offset: 0, length: 88 })))?;
+            let head = retry!(s.get(&key, Some(ByteRange { offset: 0, length: HEADER_SIZE as u64 })))?;
             let tail = retry!(s.get(&key, Some(ByteRange { offset: existing.size.saturating_sub(16), length: 16 })))?;
-            let same = existing.size == entry.size && identity_of(&head, &tail) == digest;
+            let same = existing.size == len && identity_of(&head, &tail) == digest;
             if same {
                 Ok(RemoteSegment { size: existing.size, timestamp_ms, modified_ms: existing.modified_ms })
             } else {
@@ -201,14 +247,8 @@ fn other(store: &PluginStore, msg: String) -> ReplicaError {
 
 /// A segment's identity without reading it all: its header (which carries
 /// its own hash) and trailer (the hash of everything else).
-fn segment_identity(path: &Path) -> std::io::Result<String> {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    let (mut head, mut tail) = ([0u8; 88], [0u8; 16]);
-    file.read_exact_at(&mut head, 0)?;
-    file.read_exact_at(&mut tail, len.saturating_sub(16))?;
-    Ok(identity_of(&head, &tail))
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn identity_of(head: &[u8], tail: &[u8]) -> String {

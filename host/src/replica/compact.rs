@@ -58,7 +58,7 @@ pub async fn compact(store: &PluginStore, inputs: &[SegmentName], level: u32, sc
     let header = merged.map_err(|e| other(format!("compacting {first}..{last}: {e}")))?;
     let size = std::fs::metadata(&out_path).map(|m| m.len()).unwrap_or(0);
     let entry = SpoolEntry { name: output, path: out_path.clone(), size, timestamp_ms: header.timestamp_ms };
-    let uploaded = client::upload(store, &entry, header.timestamp_ms, writer_id).await;
+    let uploaded = client::upload(store, &entry, Some(header.timestamp_ms), writer_id).await;
     let _ = std::fs::remove_file(&out_path);
     Ok((output, uploaded?))
 }

@@ -140,8 +140,7 @@ impl ReplicaTask {
                 }
                 return Ok(uploaded);
             };
-            let ts = crate::segment::Header::read(&next.path).map(|h| h.timestamp_ms).unwrap_or_else(|_| now_ms());
-            let remote = client::upload(&self.store, next, ts, &self.writer_id).await?;
+            let remote = client::upload(&self.store, next, None, &self.writer_id).await?;
             if next.name.is_snapshot() {
                 self.shared.wants_snapshot.store(false, Ordering::SeqCst);
             }

@@ -39,7 +39,10 @@ impl<W: Write + Seek> SegmentWriter<W> {
             out,
             header,
             compressor,
-            block: Vec::with_capacity(pages_per_block * header.page_size as usize),
+            // Grown on demand or sized by `expect_pages`: most level-0
+            // segments are a few pages, and a small buffer comes from the
+            // reused heap where a full block was a fresh mapping per sync.
+            block: Vec::new(),
             block_pgnos: Vec::with_capacity(pages_per_block),
             pages_per_block,
             index: Vec::new(),
@@ -47,6 +50,13 @@ impl<W: Write + Seek> SegmentWriter<W> {
             hasher: Xxh3::new(),
             last_pgno: 0,
         })
+    }
+
+    /// Size the block buffer for a segment of `pages` pages (up to one
+    /// block), so it is allocated once at the right size.
+    pub fn expect_pages(&mut self, pages: usize) {
+        let want = pages.min(self.pages_per_block) * self.header.page_size as usize;
+        self.block.reserve_exact(want.saturating_sub(self.block.len()));
     }
 
     fn emit(&mut self, bytes: &[u8]) -> io::Result<()> {
