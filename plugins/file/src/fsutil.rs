@@ -68,9 +68,17 @@ impl Root {
 
     fn temp_file(&self, target: &Path, sync: bool, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<PathBuf, Error> {
         let dir = target.parent().unwrap_or(&self.dir);
-        fs::create_dir_all(dir)?;
+        // Most keys land in a directory that exists (one per level): try
+        // the file first and create directories only when it is missing.
         let tmp = dir.join(format!("{RESERVED}tmp-{:016x}", random_u64()));
-        let result = File::create(&tmp).and_then(|mut f| {
+        let result = match File::create(&tmp) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir)?;
+                File::create(&tmp)
+            }
+            other => other,
+        }
+        .and_then(|mut f| {
             fill(&mut f)?;
             f.flush()?;
             if sync { f.sync_all() } else { Ok(()) }
@@ -86,7 +94,10 @@ impl Root {
     /// then write the metadata sidecar and fsync the directory.
     pub fn commit(&self, tmp: &Path, target: &Path, options: &PutOptions) -> Result<(), Error> {
         let result = self.commit_inner(tmp, target, options);
-        let _ = fs::remove_file(tmp);
+        // A rename consumed the temp file; a hard link or a failure left it.
+        if result.is_err() || matches!(options.precondition, Precondition::IfAbsent) {
+            let _ = fs::remove_file(tmp);
+        }
         result
     }
 
@@ -258,9 +269,10 @@ fn write_sidecar(root: &Root, sidecar: &Path, metadata: &[(String, String)]) -> 
     // Metadata is informational (the object itself is authoritative): the
     // directory fsync after the commit is enough.
     let tmp = root.write_temp_unsynced(sidecar, |f| f.write_all(text.as_bytes()))?;
-    let renamed = fs::rename(&tmp, sidecar);
-    let _ = fs::remove_file(&tmp);
-    Ok(renamed?)
+    fs::rename(&tmp, sidecar).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })?;
+    Ok(())
 }
 
 pub fn read_sidecar(path: &Path) -> Result<Vec<(String, String)>, Error> {
