@@ -107,16 +107,17 @@ impl Instance {
     }
 
     /// Whether calls run on a thread of their own. A plugin with a
-    /// directory spends its calls in small file operations, which
-    /// wasmtime-wasi would each send to the blocking pool and back (two
-    /// thread wake-ups per operation: most of the replicator's steady CPU
-    /// time). Instead the whole call goes to a blocking thread once and its
-    /// file operations run inline there (`allow_blocking_current_thread`
-    /// in the sandbox): a slow disk still holds up only this call, and the
-    /// caller's task stays free to poll its other futures meanwhile.
-    /// Plugins without a directory (network stores) stay plain async.
+    /// directory spends a small call (a level-0 segment's put) in a dozen
+    /// small file operations, which wasmtime-wasi would each send to the
+    /// blocking pool and back (two thread wake-ups per operation: most of
+    /// the replicator's steady CPU time). For a session opened with
+    /// `Sandbox::inline_io` the whole call goes to a blocking thread once
+    /// and its file operations run inline there: a slow disk still holds
+    /// up only this call, and the caller's task stays free to poll its
+    /// other futures meanwhile. Network plugins and bulk transfers stay
+    /// plain async.
     fn on_own_thread(&self) -> bool {
-        self.sandbox.directory.is_some()
+        self.sandbox.inline_io && self.sandbox.directory.is_some()
     }
 
     /// Run `call` on a blocking thread, the core moved there and back.

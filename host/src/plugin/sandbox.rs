@@ -40,6 +40,12 @@ pub struct Sandbox {
     pub allow_hosts: Vec<String>,
     /// The one directory the plugin may use, mounted at the same path.
     pub directory: Option<PathBuf>,
+    /// Run the directory's file operations inline on the call's own
+    /// thread (see `Instance::on_own_thread`). Only for calls that move
+    /// little data: inline, wasi streams write a file 4 KiB per system
+    /// call, where the default path hands whole buffers to the blocking
+    /// pool (measured on a 1 GB snapshot: 25% more CPU inline).
+    pub inline_io: bool,
 }
 
 impl Default for Sandbox {
@@ -49,6 +55,7 @@ impl Default for Sandbox {
             cpu_budget: Duration::from_millis(DEFAULT_CPU_MS),
             allow_hosts: Vec::new(),
             directory: None,
+            inline_io: false,
         }
     }
 }
@@ -90,6 +97,7 @@ impl SandboxConfig {
             cpu_budget: Duration::from_millis(self.cpu_ms.unwrap_or(DEFAULT_CPU_MS)),
             allow_hosts: self.allow_hosts.clone().unwrap_or_else(|| derive_allowlist(url, settings)),
             directory,
+            inline_io: false,
         })
     }
 }
@@ -232,11 +240,10 @@ impl HostState {
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }));
         if let Some(dir) = &sandbox.directory {
-            // File operations run inline on the calling thread: every call
-            // of a plugin with a directory runs on a blocking thread of its
-            // own (`Instance::on_own_thread`), so a slow disk stalls only
-            // this plugin's call.
-            builder.allow_blocking_current_thread(true);
+            // Inline file operations: every call of such an instance runs
+            // on a blocking thread of its own (`Instance::on_own_thread`),
+            // so a slow disk stalls only this plugin's call.
+            builder.allow_blocking_current_thread(sandbox.inline_io);
             let guest = dir.to_str().ok_or_else(|| anyhow::anyhow!("directory {} is not UTF-8", dir.display()))?;
             builder.preopened_dir(dir, guest, wasmtime_wasi::FsPerms::ReadWrite)?;
         }

@@ -19,6 +19,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 pub const SINGLE_PUT_LIMIT: u64 = 8 << 20;
 /// Preferred multipart part size, for the same reasons.
 pub const PART_SIZE: u64 = 8 << 20;
+/// Objects up to this size go up through a `small_io_session`: a steady
+/// level-0 segment is tens of KiB, a snapshot part is megabytes.
+pub const SMALL_IO_BYTES: u64 = 1 << 20;
 
 /// A replica's store.
 pub struct PluginStore {
@@ -53,7 +56,17 @@ impl PluginStore {
 
     /// A fresh instance with this store opened, for a batch of calls.
     pub async fn session(&self) -> Result<Instance, PluginError> {
-        let mut instance = self.plugin.instantiate(&self.sandbox, self.labels.clone()).await?;
+        self.open_session(&self.sandbox).await
+    }
+
+    /// A session for calls that each move at most `SMALL_IO_BYTES`: its
+    /// file operations run inline (see `Sandbox::inline_io`).
+    pub async fn small_io_session(&self) -> Result<Instance, PluginError> {
+        self.open_session(&Sandbox { inline_io: true, ..self.sandbox.clone() }).await
+    }
+
+    async fn open_session(&self, sandbox: &Sandbox) -> Result<Instance, PluginError> {
+        let mut instance = self.plugin.instantiate(sandbox, self.labels.clone()).await?;
         instance.open(&self.config).await?;
         Ok(instance)
     }

@@ -8,7 +8,7 @@ use crate::plugin::{ByteRange, PluginError, PluginStore, Precondition, StorageEr
 use crate::segment::SegmentName;
 use std::collections::BTreeMap;
 use std::path::Path;
-use crate::plugin::SINGLE_PUT_LIMIT;
+use crate::plugin::SMALL_IO_BYTES;
 use crate::segment::format::HEADER_SIZE;
 use crate::segment::Header;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -112,10 +112,10 @@ pub async fn upload(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Optio
 }
 
 /// Bytes of a spooled segment read ahead in one go: a level-0 segment is
-/// usually far smaller, so open, header, identity and body cost a single
-/// trip to the blocking pool (each trip is two thread wake-ups). The same
-/// as the single-put limit, so what goes up in one put is read in one.
-const PREFETCH: u64 = SINGLE_PUT_LIMIT;
+/// usually smaller, so open, header, identity and body cost a single trip
+/// to the blocking pool (each trip is two thread wake-ups). Larger ones
+/// stream the rest, keeping a snapshot upload's memory at one part.
+const PREFETCH: u64 = SMALL_IO_BYTES;
 
 /// A spooled segment opened for upload.
 struct Spooled {
@@ -163,7 +163,7 @@ async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Opt
     // What was read ahead, then the rest of the file (if any), cut at the
     // length we saw so the end needs no further read.
     let body = std::io::Cursor::new(prefix).chain(tokio::fs::File::from_std(file)).take(len);
-    let mut session = retry!(store.session())?;
+    let mut session = if len <= SMALL_IO_BYTES { retry!(store.small_io_session())? } else { retry!(store.session())? };
     match store.put_stream(&mut session, &key, body, metadata, precondition).await {
         Ok(meta) => Ok(RemoteSegment { size: meta.size, timestamp_ms, modified_ms: meta.modified_ms }),
         Err(e) if matches!(e.storage(), Some(StorageError::PreconditionFailed(_))) => {
