@@ -4,13 +4,11 @@
 
 use crate::capture::SpoolEntry;
 use crate::plugin::retry::retry;
-use crate::plugin::{ByteRange, PluginError, PluginStore, Precondition, StorageError};
-use crate::segment::SegmentName;
+use crate::plugin::{ByteRange, PluginError, PluginStore, Precondition, SMALL_IO_BYTES, StorageError};
+use crate::segment::format::HEADER_SIZE;
+use crate::segment::{Header, SegmentName};
 use std::collections::BTreeMap;
 use std::path::Path;
-use crate::plugin::SMALL_IO_BYTES;
-use crate::segment::format::HEADER_SIZE;
-use crate::segment::Header;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Ranged-read size for downloads: returning a list<u8> from wasm costs
@@ -150,7 +148,7 @@ async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Opt
     let path = entry.path.clone();
     let spooled = tokio::task::spawn_blocking(move || open_spooled(&path))
         .await
-        .map_err(|e| other(store, format!("reading {} was cancelled: {e}", entry.path.display())))?
+        .map_err(|e| other(store, format!("reading {} failed: {e}", entry.path.display())))?
         .map_err(|e| other(store, format!("cannot read spooled {}: {e}", entry.path.display())))?;
     let Spooled { file, prefix, len, identity: digest, timestamp_ms: in_header } = spooled;
     let timestamp_ms = timestamp_ms.or(in_header).unwrap_or_else(now_ms);
@@ -245,12 +243,12 @@ fn other(store: &PluginStore, msg: String) -> ReplicaError {
     ReplicaError::Other { replica: store.labels().replica.clone(), msg }
 }
 
-/// A segment's identity without reading it all: its header (which carries
-/// its own hash) and trailer (the hash of everything else).
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A segment's identity without reading it all: its header (which carries
+/// its own hash) and trailer (the hash of everything else).
 fn identity_of(head: &[u8], tail: &[u8]) -> String {
     let mut ends = Vec::with_capacity(head.len() + tail.len());
     ends.extend_from_slice(head);
