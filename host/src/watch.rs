@@ -72,13 +72,21 @@ impl FileWatch {
 
     /// Count one more (`up`) or one fewer armed database in `dir`, and
     /// start or stop watching it on the first or last.
+    ///
+    /// Lock order: the watcher lock serialises arming; the routing lock is
+    /// held only to update the count, never while calling into the
+    /// watcher, whose event thread takes the routing lock to deliver an
+    /// event while `watch`/`unwatch` wait for that thread.
     fn set_armed(&self, dir: &Path, up: bool) {
-        let Ok(mut dirs) = self.dirs.lock() else { return };
-        let Some(entry) = dirs.get_mut(dir) else { return };
-        let before = entry.armed;
-        entry.armed = if up { before + 1 } else { before.saturating_sub(1) };
         let Ok(mut watcher) = self.watcher.lock() else { return };
-        let result = match (before, entry.armed) {
+        let counts = self.dirs.lock().ok().and_then(|mut dirs| {
+            let entry = dirs.get_mut(dir)?;
+            let before = entry.armed;
+            entry.armed = if up { before + 1 } else { before.saturating_sub(1) };
+            Some((before, entry.armed))
+        });
+        let Some(counts) = counts else { return };
+        let result = match counts {
             (0, 1) => watcher.watch(dir, RecursiveMode::NonRecursive),
             (1, 0) => watcher.unwatch(dir),
             _ => Ok(()),
@@ -157,5 +165,38 @@ mod tests {
         sub.arm(false);
         std::fs::write(&db, b"xx").unwrap();
         assert!(!woke(&sub).await, "disarmed again: no wake-up");
+    }
+
+    /// Arming waits for the watcher's event thread, which delivers events
+    /// through the routing table: arming while events pour in must not
+    /// deadlock (it did when the routing lock was held across `watch`).
+    #[test]
+    fn arming_while_events_arrive_does_not_deadlock() {
+        let Some(watch) = FileWatch::new() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (db, stop) = (db.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::fs::write(db.with_file_name("app.db-wal"), b"frames").unwrap();
+                }
+            })
+        };
+        // A thread of its own: a deadlocked one is abandoned, not awaited.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Every step starts or stops the directory's watch.
+            let mut sub = watch.subscribe(&db);
+            for i in 0..2000 {
+                sub.arm(i % 2 == 0);
+            }
+            let _ = done.send(());
+        });
+        let finished = finished.recv_timeout(Duration::from_secs(30));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        writer.join().unwrap();
+        assert!(finished.is_ok(), "arming and disarming deadlocked against event delivery");
     }
 }
