@@ -73,15 +73,6 @@ impl Header {
         b
     }
 
-    /// Read and check just the header of a segment file (no content
-    /// verification: that is the reader's job when the pages are used).
-    pub fn read(path: &std::path::Path) -> Result<Header, FormatError> {
-        use std::io::Read;
-        let mut b = [0u8; HEADER_SIZE];
-        std::fs::File::open(path)?.read_exact(&mut b)?;
-        Header::decode(&b)
-    }
-
     pub fn decode(b: &[u8]) -> Result<Header, FormatError> {
         if b.len() < HEADER_SIZE {
             return Err(FormatError::Corrupt(format!("header is {} bytes, expected {HEADER_SIZE}", b.len())));
