@@ -12,6 +12,7 @@
 
 use crate::checksum::{page_hash, PageHashes};
 use crate::db::{CheckpointMode, Db, DbError};
+use crate::segment::writer::{new_compressor, Compressor};
 use crate::segment::{Header, SegmentName, SegmentWriter, SNAPSHOT_LEVEL};
 use crate::state::{file_stamp, sync_dir, MetaDir, State, WalMark};
 use crate::wal::{next_epoch_salt1, Scan, WalHeader, WalPos};
@@ -96,6 +97,8 @@ pub struct Capturer {
     /// copies past a reader's view), so any WAL restart follows a wholly
     /// captured epoch.
     live: bool,
+    /// The level-0 segments' compressor, kept between syncs.
+    compressor: Option<Compressor>,
 }
 
 /// How long a PASSIVE checkpoint waits for the write lock. Briefly: without
@@ -106,6 +109,23 @@ const PASSIVE_LOCK_WAIT: Duration = Duration::from_millis(20);
 /// the pause before the next attempt, so a never-idle writer does not cost
 /// every sync a whole busy timeout.
 const TRUNCATE_RETRY: Duration = Duration::from_secs(10);
+/// Write buffer of a segment being built: holds a typical level-0
+/// segment whole; a snapshot's compressed blocks (hundreds of KiB) are
+/// larger and go straight through.
+const SEGMENT_WRITE_BUFFER: usize = 64 << 10;
+
+/// Spool segments up to this size are not fsynced. Syncing a file and its
+/// directory was the largest single cost of a steady sync, and the spool
+/// does not need it: against a crash of the process the page cache keeps
+/// the file, and after a power failure a segment that came back truncated
+/// or garbled fails the check every upload of one this small makes
+/// (`replica::client`), is dropped, and the replica catches up with a
+/// snapshot. Larger segments (snapshots, mostly) are streamed up without
+/// such a check, so they are synced.
+pub const UNSYNCED_SPOOL_BYTES: u64 = 1 << 20;
+
+/// A segment being written to the meta directory.
+type SpoolFile = io::BufWriter<File>;
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -132,7 +152,7 @@ impl Capturer {
             }
         };
         remove_stale_temps(meta.path());
-        let mut capturer = Capturer { db, meta, state, hashes, config, gap, inode, last_checkpoint: Instant::now(), truncate_retry_at: Instant::now(), live: false };
+        let mut capturer = Capturer { db, meta, state, hashes, config, gap, inode, last_checkpoint: Instant::now(), truncate_retry_at: Instant::now(), live: false, compressor: None };
         capturer.discard_unrecorded_spool()?;
         Ok(capturer)
     }
@@ -182,13 +202,13 @@ impl Capturer {
         // may copy frames we have not captured yet.
         let was_live = std::mem::replace(&mut self.live, false);
         let wal_path = self.db.wal_path();
-        let header = WalHeader::read(&wal_path).map_err(io_err(&wal_path))?;
+        let wal = WalHeader::open(&wal_path).map_err(io_err(&wal_path))?;
         let mut report = SyncReport::default();
 
         // Where to scan from, and whether the chain holds.
-        let from = match (&header, self.gap.is_some()) {
-            (Some(h), true) => Some(h.start()),
-            (Some(h), false) => match self.continuity(h, was_live)? {
+        let from = match (&wal, self.gap.is_some()) {
+            (Some((h, _)), true) => Some(h.start()),
+            (Some((h, f)), false) => match self.continuity(h, f, was_live)? {
                 Ok(pos) => Some(pos),
                 Err(why) => {
                     self.gap = Some(why);
@@ -204,19 +224,14 @@ impl Capturer {
                 None
             }
         };
-        let wal_file = match &header {
-            Some(_) => Some(File::open(&wal_path).map_err(io_err(&wal_path))?),
-            None => None,
-        };
-        let scan = match (&header, &wal_file, from) {
-            (Some(h), Some(f), Some(pos)) => h.scan(f, pos).map_err(io_err(&wal_path))?,
+        let scan = match (&wal, from) {
+            (Some((h, f)), Some(pos)) => h.scan(f, pos).map_err(io_err(&wal_path))?,
             _ => Scan::default(),
         };
         report.transactions = scan.transactions;
-        if let (Some(h), Some(end), Some(start)) = (&header, scan.end, from) {
+        if let (Some((h, _)), Some(end), Some(start)) = (&wal, scan.end, from) {
             report.wal_bytes = (end.frames - start.frames) as u64 * h.frame_size();
         }
-        let wal = header.zip(wal_file);
 
         if defer_gap && self.gap.is_some() {
             return Ok(report);
@@ -252,12 +267,11 @@ impl Capturer {
     }
 
     /// `Ok(pos)` to continue from, or `Err(reason)` for a gap.
-    fn continuity(&self, h: &WalHeader, live: bool) -> Result<Result<WalPos, String>, CaptureError> {
-        let wal_path = self.db.wal_path();
+    fn continuity(&self, h: &WalHeader, file: &File, live: bool) -> Result<Result<WalPos, String>, CaptureError> {
         match self.state.wal {
             Some(mark) if mark.pos.salt == h.salt => {
-                let file = File::open(&wal_path).map_err(io_err(&wal_path))?;
-                if h.continues(&file, mark.pos).map_err(io_err(&wal_path))? {
+                let wal_path = self.db.wal_path();
+                if h.continues(file, mark.pos).map_err(io_err(&wal_path))? {
                     Ok(Ok(mark.pos))
                 } else {
                     Ok(Err("the WAL was rewritten since the last capture".into()))
@@ -281,26 +295,45 @@ impl Capturer {
     }
 
     fn spool_path(&self, name: &SegmentName) -> PathBuf {
-        self.meta.spool().join(format!("{:04x}-{:016x}-{:016x}.seg", name.level, name.min_txid, name.max_txid))
+        spool_path(&self.meta.spool(), name)
     }
 
-    /// Move a finished temp segment into the spool durably.
-    fn commit_segment(&self, tmp: &Path, name: SegmentName, header: &Header) -> Result<SpoolEntry, CaptureError> {
+    /// A temp file for a segment, buffered: a level-0 segment then costs
+    /// two writes (body, then the patched header) instead of one per part.
+    fn create_temp(&self, what: &str) -> Result<(PathBuf, SpoolFile), CaptureError> {
+        let tmp = self.meta.temp_path(what);
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        Ok((tmp, io::BufWriter::with_capacity(SEGMENT_WRITE_BUFFER, file)))
+    }
+
+    /// Move a finished temp segment into the spool: durably if it is
+    /// larger than `UNSYNCED_SPOOL_BYTES`.
+    fn commit_segment(&self, tmp: &Path, out: SpoolFile, name: SegmentName, header: &Header) -> Result<SpoolEntry, CaptureError> {
         let dest = self.spool_path(&name);
-        File::open(tmp).and_then(|f| f.sync_all()).map_err(io_err(tmp))?;
+        let file = out.into_inner().map_err(|e| io_err(tmp)(e.into_error()))?;
+        let size = file.metadata().map_err(io_err(tmp))?.len();
+        let sync = size > UNSYNCED_SPOOL_BYTES;
+        if sync {
+            file.sync_all().map_err(io_err(tmp))?;
+        }
+        drop(file);
         fs::rename(tmp, &dest).map_err(io_err(&dest))?;
-        sync_dir(&self.meta.spool()).map_err(io_err(&self.meta.spool()))?;
-        let size = fs::metadata(&dest).map_err(io_err(&dest))?.len();
+        if sync {
+            sync_dir(&self.meta.spool()).map_err(io_err(&self.meta.spool()))?;
+        }
         Ok(SpoolEntry { name, path: dest, size, timestamp_ms: header.timestamp_ms })
     }
 
     fn write_l0(&mut self, scan: &Scan, h: &WalHeader, wal: &File) -> Result<SpoolEntry, CaptureError> {
         let txid = self.state.txid + 1;
         let db_pages = scan.db_pages.unwrap_or(self.state.db_pages);
-        let tmp = self.meta.temp_path("l0");
+        let (tmp, out) = self.create_temp("l0")?;
         let header = Header { page_size: h.page_size, min_txid: txid, max_txid: txid, timestamp_ms: now_ms(), pre_checksum: self.state.checksum, ..Header::default() };
-        let out = File::create(&tmp).map_err(io_err(&tmp))?;
-        let mut writer = SegmentWriter::new(out, header).map_err(io_err(&tmp))?;
+        let compressor = match self.compressor.take() {
+            Some(c) => c,
+            None => new_compressor().map_err(io_err(&tmp))?,
+        };
+        let mut writer = SegmentWriter::reusing(out, header, compressor).map_err(io_err(&tmp))?;
         writer.expect_pages(scan.pages.len());
         let mut hashes = self.hashes.clone();
         hashes.resize(db_pages);
@@ -310,9 +343,10 @@ impl Capturer {
             hashes.set(pgno, page_hash(pgno, &buf));
             writer.add_page(pgno, &buf).map_err(io_err(&tmp))?;
         }
-        let (_, header) = writer.finish(db_pages, hashes.checksum()).map_err(io_err(&tmp))?;
+        let (out, header, compressor) = writer.finish_keep(db_pages, hashes.checksum()).map_err(io_err(&tmp))?;
+        self.compressor = Some(compressor);
         let name = SegmentName { level: 0, min_txid: txid, max_txid: txid };
-        let entry = self.commit_segment(&tmp, name, &header)?;
+        let entry = self.commit_segment(&tmp, out, name, &header)?;
         self.hashes = hashes;
         self.state.txid = txid;
         self.state.db_pages = db_pages;
@@ -330,14 +364,13 @@ impl Capturer {
         let (page_size, view_pages) = self.db.page_info()?;
         let db_pages = scan.db_pages.unwrap_or(if new_txid { view_pages } else { self.state.db_pages });
         let txid = if new_txid { self.state.txid + 1 } else { self.state.txid };
-        let tmp = self.meta.temp_path("snapshot");
+        let (tmp, out) = self.create_temp("snapshot")?;
         let header = Header { page_size, min_txid: 1, max_txid: txid, timestamp_ms: now_ms(), pre_checksum: 0, ..Header::default() };
-        let out = File::create(&tmp).map_err(io_err(&tmp))?;
         let mut writer = SegmentWriter::new(out, header).map_err(io_err(&tmp))?;
         let mut hashes = PageHashes::new(page_size);
         let from_wal: &BTreeMap<u32, u32> = &scan.pages;
         let mut buf = vec![0u8; page_size as usize];
-        let mut add = |pgno: u32, view: Option<&[u8]>, writer: &mut SegmentWriter<File>| -> io::Result<()> {
+        let mut add = |pgno: u32, view: Option<&[u8]>, writer: &mut SegmentWriter<SpoolFile>| -> io::Result<()> {
             let page: &[u8] = match (from_wal.get(&pgno), wal) {
                 (Some(&frame), Some((h, f))) => {
                     h.read_page(f, frame, &mut buf)?;
@@ -361,9 +394,9 @@ impl Capturer {
             self.gap = Some("the database does not match the captured state (changed while sluice was not watching?)".into());
             return Err(CaptureError::Io { path: self.db.path().to_path_buf(), source: io::Error::other("state mismatch; the next sync takes a fresh snapshot") });
         }
-        let (_, header) = writer.finish(db_pages, hashes.checksum()).map_err(io_err(&tmp))?;
+        let (out, header) = writer.finish(db_pages, hashes.checksum()).map_err(io_err(&tmp))?;
         let name = SegmentName { level: SNAPSHOT_LEVEL, min_txid: 1, max_txid: txid };
-        let entry = self.commit_segment(&tmp, name, &header)?;
+        let entry = self.commit_segment(&tmp, out, name, &header)?;
         self.hashes = hashes;
         self.state.page_size = page_size;
         self.state.txid = txid;
@@ -474,10 +507,9 @@ impl Capturer {
 /// we last captured; anything could have happened while we were down.
 fn startup_gap(db: &Db, state: &State) -> io::Result<Option<String>> {
     let wal_path = db.wal_path();
-    let header = WalHeader::read(&wal_path)?;
-    Ok(match (header, state.wal) {
-        (Some(h), Some(mark)) if h.salt == mark.pos.salt => {
-            if h.continues(&File::open(&wal_path)?, mark.pos)? {
+    Ok(match (WalHeader::open(&wal_path)?, state.wal) {
+        (Some((h, file)), Some(mark)) if h.salt == mark.pos.salt => {
+            if h.continues(&file, mark.pos)? {
                 None
             } else {
                 Some("the WAL was rewritten while sluice was not running".into())
@@ -489,6 +521,11 @@ fn startup_gap(db: &Db, state: &State) -> io::Result<Option<String>> {
         (_, None) if state.db_stamp.is_some() && state.db_stamp == file_stamp(db.path()) => None,
         _ => Some("the WAL changed in ways that cannot be followed while sluice was not running".into()),
     })
+}
+
+/// Where segment `name` is spooled in the spool directory `dir`.
+pub fn spool_path(dir: &Path, name: &SegmentName) -> PathBuf {
+    dir.join(format!("{:04x}-{:016x}-{:016x}.seg", name.level, name.min_txid, name.max_txid))
 }
 
 /// Segments in a spool directory, oldest first.

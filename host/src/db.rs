@@ -119,15 +119,18 @@ impl Db {
     pub fn refresh_read_lock(&mut self) -> Result<(), DbError> {
         let next = self.active.map_or(0, |a| 1 - a);
         let conn = &self.conns[next];
-        conn.execute_batch("BEGIN").map_err(|e| self.err(e))?;
+        // Cached statements: this runs every sync, and parsing the SQL
+        // each time showed up in profiles.
+        conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])).map_err(|e| self.err(e))?;
         // A read transaction starts at its first read.
-        let started: rusqlite::Result<i64> = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0));
+        let started: rusqlite::Result<i64> =
+            conn.prepare_cached("SELECT count(*) FROM sqlite_master").and_then(|mut s| s.query_row([], |r| r.get(0)));
         if let Err(e) = started {
             let _ = conn.execute_batch("ROLLBACK");
             return Err(self.err(e));
         }
         if let Some(old) = self.active {
-            self.conns[old].execute_batch("COMMIT").map_err(|e| self.err(e))?;
+            self.conns[old].prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map_err(|e| self.err(e))?;
         }
         self.active = Some(next);
         Ok(())

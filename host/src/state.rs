@@ -3,10 +3,12 @@
 //! where in the WAL capture stands, the TXID, the checksum, per-page
 //! hashes, and the spool of segments not yet shipped everywhere.
 //!
-//! Crash safety: a segment is durable in the spool before the state that
-//! counts it is written (atomically, by rename). Segments beyond the
-//! recorded TXID are leftovers of a crash and are discarded on start, then
-//! rebuilt from the WAL, so nothing is lost and nothing shipped twice.
+//! Crash safety: a segment is in the spool before the state that counts
+//! it is written (atomically, by rename). Segments beyond the recorded
+//! TXID are leftovers of a crash and are discarded on start, then rebuilt
+//! from the WAL, so nothing is lost and nothing shipped twice. Small
+//! segments are not fsynced: one a power failure damaged is caught when
+//! it is uploaded (see `capture::UNSYNCED_SPOOL_BYTES`).
 
 use crate::checksum::PageHashes;
 use crate::wal::WalPos;
@@ -15,8 +17,12 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-const STATE_FILE: &str = "state.json";
-const HASHES_FILE: &str = "pages.hash";
+/// The state: one line of JSON, then the page hashes (little-endian u64s).
+/// One file, so one rename replaces both atomically.
+const STATE_FILE: &str = "state";
+/// Earlier builds kept the JSON and the hashes in two files; still read.
+const LEGACY_STATE_FILE: &str = "state.json";
+const LEGACY_HASHES_FILE: &str = "pages.hash";
 const SPOOL_DIR: &str = "spool";
 /// Bumped when the state layout changes; an unknown version means a
 /// fresh snapshot rather than a misread.
@@ -85,7 +91,18 @@ impl MetaDir {
     /// Load state and page hashes; `None` when absent, unreadable, or
     /// inconsistent (the caller then starts over with a snapshot).
     pub fn load(&self) -> Option<(State, PageHashes)> {
-        let text = fs::read_to_string(self.dir.join(STATE_FILE)).ok()?;
+        let (text, raw) = match fs::read(self.dir.join(STATE_FILE)) {
+            Ok(mut bytes) => {
+                let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
+                    tracing::warn!("ignoring truncated local state in {}", self.dir.display());
+                    return None;
+                };
+                let raw = bytes.split_off(end + 1);
+                (String::from_utf8(bytes).ok()?, raw)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.load_legacy()?,
+            Err(_) => return None,
+        };
         let state: State = match serde_json::from_str(&text) {
             Ok(s) => s,
             Err(e) => {
@@ -96,8 +113,6 @@ impl MetaDir {
         if state.version != STATE_VERSION {
             return None;
         }
-        let mut raw = Vec::new();
-        File::open(self.dir.join(HASHES_FILE)).ok()?.read_to_end(&mut raw).ok()?;
         let hashes: Vec<u64> = raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
         let hashes = PageHashes::from_vec(state.page_size, hashes);
         if hashes.checksum() != state.checksum || hashes.pages() != state.db_pages {
@@ -107,31 +122,37 @@ impl MetaDir {
         Some((state, hashes))
     }
 
-    /// Persist: page hashes first, then the state file by atomic rename.
+    fn load_legacy(&self) -> Option<(String, Vec<u8>)> {
+        let text = fs::read_to_string(self.dir.join(LEGACY_STATE_FILE)).ok()?;
+        let mut raw = Vec::new();
+        File::open(self.dir.join(LEGACY_HASHES_FILE)).ok()?.read_to_end(&mut raw).ok()?;
+        Some((text, raw))
+    }
+
+    /// Persist state and page hashes together, by atomic rename.
     ///
-    /// Renames make this safe against a crash of the process; no fsync,
-    /// because losing the newest state to a power failure is safe too: the
-    /// next run either continues from the older state (its spool segments
-    /// past it are discarded and rebuilt) or, if a replica already holds
-    /// more, continues after the replica with a snapshot. Syncing three
-    /// files per sync was most of the replicator's CPU time.
+    /// The rename makes this safe against a crash of the process; no
+    /// fsync, because losing the newest state to a power failure is safe
+    /// too: the next run either continues from the older state (its spool
+    /// segments past it are discarded and rebuilt) or, if a replica already
+    /// holds more, continues after the replica with a snapshot. Syncing
+    /// three files per sync was most of the replicator's CPU time.
     pub fn save(&self, state: &State, hashes: &PageHashes) -> io::Result<()> {
-        let tmp = self.dir.join(format!("{HASHES_FILE}.tmp"));
-        let mut bytes = Vec::with_capacity(hashes.as_slice().len() * 8);
+        // Compact JSON has no newline of its own: the first one ends it.
+        let mut bytes = serde_json::to_vec(&State { version: STATE_VERSION, ..state.clone() }).map_err(io::Error::other)?;
+        bytes.reserve_exact(1 + hashes.as_slice().len() * 8);
+        bytes.push(b'\n');
         for h in hashes.as_slice() {
             bytes.extend_from_slice(&h.to_le_bytes());
         }
-        fs::write(&tmp, &bytes)?;
-        fs::rename(&tmp, self.dir.join(HASHES_FILE))?;
         let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
-        let json = serde_json::to_vec_pretty(&State { version: STATE_VERSION, ..state.clone() }).map_err(io::Error::other)?;
-        fs::write(&tmp, &json)?;
+        fs::write(&tmp, &bytes)?;
         fs::rename(&tmp, self.dir.join(STATE_FILE))
     }
 
     /// Forget everything (`sluice reset`): the next sync snapshots.
     pub fn reset(&self) -> io::Result<()> {
-        for f in [STATE_FILE, HASHES_FILE] {
+        for f in [STATE_FILE, LEGACY_STATE_FILE, LEGACY_HASHES_FILE] {
             match fs::remove_file(self.dir.join(f)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
@@ -140,19 +161,51 @@ impl MetaDir {
         Ok(())
     }
 
-    /// Write small per-replica state (`replica-<name>.json`). Not synced:
-    /// a lost position only means re-uploading segments the replica
-    /// recognises as its own.
-    pub fn save_json<T: Serialize>(&self, name: &str, value: &T) -> io::Result<()> {
-        let path = self.dir.join(format!("{name}.json"));
-        let tmp = self.dir.join(format!("{name}.json.tmp"));
-        fs::write(&tmp, serde_json::to_vec_pretty(value).map_err(io::Error::other)?)?;
-        fs::rename(tmp, path)
+    /// Small per-replica state (`<name>.json`), see [`Record`].
+    pub fn record(&self, name: &str) -> Record {
+        Record { path: self.dir.join(format!("{name}.json")), file: None }
+    }
+}
+
+/// Bytes of a [`Record`]: one sector, so a write of it is never torn.
+const RECORD_BYTES: usize = 64;
+
+/// A small JSON record rewritten in place, padded to a fixed length with
+/// spaces: an update is one write to a file kept open, where a temp file
+/// and a rename cost four system calls and a directory update on every
+/// sync. A crash of the process cannot tear a write of one sector, and
+/// the record is not synced: a lost or garbled position only means
+/// re-uploading segments the replica recognises as its own (or, if
+/// unreadable, a snapshot).
+pub struct Record {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl Record {
+    pub fn load<T: for<'de> Deserialize<'de>>(&self) -> Option<T> {
+        let text = fs::read_to_string(&self.path).ok()?;
+        serde_json::from_str(text.trim_end_matches('\0')).ok()
     }
 
-    pub fn load_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Option<T> {
-        let text = fs::read_to_string(self.dir.join(format!("{name}.json"))).ok()?;
-        serde_json::from_str(&text).ok()
+    pub fn save<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
+        if bytes.len() >= RECORD_BYTES {
+            return Err(io::Error::other(format!("record {} is over {RECORD_BYTES} bytes", self.path.display())));
+        }
+        bytes.resize(RECORD_BYTES - 1, b' ');
+        bytes.push(b'\n');
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => {
+                let f = fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&self.path)?;
+                // An older, longer layout must not leave a tail behind.
+                f.set_len(RECORD_BYTES as u64)?;
+                self.file.insert(f)
+            }
+        };
+        file.write_all_at(&bytes, 0)
     }
 }
 
@@ -172,6 +225,22 @@ mod tests {
     use crate::checksum::page_hash;
 
     #[test]
+    fn records_are_rewritten_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaDir::open(dir.path().join("m")).unwrap();
+        let mut record = meta.record("replica-a");
+        assert_eq!(record.load::<u64>(), None);
+        // The layout before records: pretty JSON, shorter than a record.
+        std::fs::write(meta.path().join("replica-a.json"), "{\n  \"shipped\": 7\n}").unwrap();
+        assert_eq!(record.load::<serde_json::Value>().unwrap()["shipped"], 7);
+        record.save(&serde_json::json!({"shipped": 123456789})).unwrap();
+        record.save(&serde_json::json!({"shipped": 8})).unwrap();
+        assert_eq!(std::fs::metadata(meta.path().join("replica-a.json")).unwrap().len(), RECORD_BYTES as u64);
+        assert_eq!(meta.record("replica-a").load::<serde_json::Value>().unwrap()["shipped"], 8);
+        assert!(record.save(&"x".repeat(RECORD_BYTES)).is_err());
+    }
+
+    #[test]
     fn save_load_and_detect_inconsistency() {
         let dir = tempfile::tempdir().unwrap();
         let meta = MetaDir::open(dir.path().join("m")).unwrap();
@@ -187,10 +256,21 @@ mod tests {
         let (s, h) = meta.load().unwrap();
         assert_eq!(s, state);
         assert_eq!(h, hashes);
-        state.checksum ^= 1;
-        let json = serde_json::to_vec(&state).unwrap();
-        std::fs::write(meta.path().join(STATE_FILE), json).unwrap();
+        // A state whose checksum disagrees with its hashes is not trusted.
+        let mut bytes = std::fs::read(meta.path().join(STATE_FILE)).unwrap();
+        let end = bytes.iter().position(|&b| b == b'\n').unwrap();
+        let mut bad = state.clone();
+        bad.checksum ^= 1;
+        let mut json = serde_json::to_vec(&bad).unwrap();
+        json.extend_from_slice(&bytes.split_off(end));
+        std::fs::write(meta.path().join(STATE_FILE), &json).unwrap();
         assert!(meta.load().is_none());
+        // The two-file layout of 0.1.0 still loads.
+        std::fs::remove_file(meta.path().join(STATE_FILE)).unwrap();
+        std::fs::write(meta.path().join(LEGACY_STATE_FILE), serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+        let raw: Vec<u8> = hashes.as_slice().iter().flat_map(|h| h.to_le_bytes()).collect();
+        std::fs::write(meta.path().join(LEGACY_HASHES_FILE), raw).unwrap();
+        assert_eq!(meta.load().unwrap(), (state, hashes));
     }
 }
 

@@ -106,14 +106,21 @@ impl WalHeader {
 
     /// Read the header of a WAL file; `Ok(None)` if missing, short or invalid.
     pub fn read(path: &Path) -> io::Result<Option<WalHeader>> {
-        let mut file = match File::open(path) {
+        Ok(WalHeader::open(path)?.map(|(h, _)| h))
+    }
+
+    /// Open a WAL file and read its header: `Ok(None)` if missing, short
+    /// or invalid. One open serves the header, the continuity check and
+    /// the scan of a sync.
+    pub fn open(path: &Path) -> io::Result<Option<(WalHeader, File)>> {
+        let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
         let mut b = [0u8; HEADER_SIZE as usize];
-        match file.read_exact(&mut b) {
-            Ok(()) => Ok(WalHeader::parse(&b)),
+        match file.read_exact_at(&mut b, 0) {
+            Ok(()) => Ok(WalHeader::parse(&b).map(|h| (h, file))),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
             Err(e) => Err(e),
         }

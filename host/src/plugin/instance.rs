@@ -26,7 +26,8 @@ pub struct Instance {
     labels: Arc<Labels>,
     handle: Option<ResourceAny>,
     poisoned: bool,
-    _permit: Permit,
+    /// A live slot while in use, a warm one while parked for reuse.
+    slot: Permit,
 }
 
 /// The wasmtime half of an instance: what a call needs, and what moves to
@@ -99,7 +100,16 @@ macro_rules! call {
 
 impl Instance {
     pub(super) fn new(store: Store<HostState>, bindings: Bindings, sandbox: Sandbox, labels: Arc<Labels>, permit: Permit) -> Self {
-        Instance { core: Some(Core { store, bindings }), sandbox, labels, handle: None, poisoned: false, _permit: permit }
+        Instance { core: Some(Core { store, bindings }), sandbox, labels, handle: None, poisoned: false, slot: permit }
+    }
+
+    /// Trade the instance's slot (live for warm, or back).
+    pub(super) fn set_slot(&mut self, slot: Permit) {
+        self.slot = slot;
+    }
+
+    pub(super) fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
     }
 
     fn error(&self, op: impl Into<String>, kind: ErrorKind) -> PluginError {

@@ -14,6 +14,11 @@ use wasmtime::{Config, Engine, Store, UpdateDeadline};
 /// Plugin instances alive at once, process-wide. Memory grows with this,
 /// not with the number of databases; beyond it, callers wait their turn.
 pub const MAX_LIVE_INSTANCES: usize = 256;
+/// Idle instances kept for reuse (see `PluginStore::recycle`),
+/// process-wide. They hold no live slot, and the epoch clock does not tick
+/// for them; each keeps its memory (one to two MiB for the bundled
+/// plugins), so this caps what idle reuse can cost.
+pub const MAX_WARM_INSTANCES: usize = 64;
 /// How often a parked epoch clock looks for live instances on its own
 /// (it is also woken whenever one starts).
 const IDLE_CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -24,6 +29,7 @@ pub struct Runtime {
     linker: Linker<HostState>,
     client: super::http::LazyClient,
     permits: Arc<Semaphore>,
+    warm: Arc<Semaphore>,
     cache_dir: Option<PathBuf>,
     /// The epoch clock's thread, woken when an instance starts.
     clock: std::sync::OnceLock<std::thread::Thread>,
@@ -47,6 +53,7 @@ impl Runtime {
             linker,
             client: super::http::LazyClient::default(),
             permits: Arc::new(Semaphore::new(MAX_LIVE_INSTANCES)),
+            warm: Arc::new(Semaphore::new(MAX_WARM_INSTANCES)),
             cache_dir,
             clock: std::sync::OnceLock::new(),
         });
@@ -162,6 +169,22 @@ impl LoadedPlugin {
     /// a slot if `MAX_LIVE_INSTANCES` are alive.
     pub async fn instantiate(&self, sandbox: &Sandbox, labels: Arc<Labels>) -> Result<Instance, PluginError> {
         instantiate(&self.runtime, &self.pre, sandbox, labels).await
+    }
+
+    /// A live slot for a warm instance going back to work, if one is free
+    /// now (a warm instance never waits for one: a fresh instance could
+    /// not start any sooner).
+    pub(super) fn try_live_slot(&self) -> Option<Permit> {
+        let permit = self.runtime.permits.clone().try_acquire_owned().ok()?;
+        if let Some(clock) = self.runtime.clock.get() {
+            clock.unpark();
+        }
+        Some(permit)
+    }
+
+    /// A slot to keep an idle instance warm in, if one is free.
+    pub(super) fn try_warm_slot(&self) -> Option<Permit> {
+        self.runtime.warm.clone().try_acquire_owned().ok()
     }
 }
 

@@ -1,6 +1,8 @@
 //! One replica's store, as the rest of sluice sees it: a plugin, a URL and
 //! settings, and a sandbox. Instances are created per batch of calls and
-//! dropped after, so an idle replica holds no plugin memory at all.
+//! dropped after; the one serving a busy replica's small uploads is kept
+//! warm between them, and freed once the replica is idle, so an idle
+//! replica holds no plugin memory.
 
 use super::bindings::{ObjectMeta, PluginInfo, Precondition, PutOptions, StoreConfig, UploadedPart};
 use super::error::{Labels, PluginError};
@@ -22,6 +24,12 @@ pub const PART_SIZE: u64 = 8 << 20;
 /// Objects up to this size go up through a `small_io_session`: a steady
 /// level-0 segment is tens of KiB, a snapshot part is megabytes.
 pub const SMALL_IO_BYTES: u64 = 1 << 20;
+/// How long a small-io session stays warm after its last use. A database
+/// written to steadily uploads every sync interval (1 s by default) and
+/// so reuses one instance, saving the instantiation, the `open` call and
+/// the page faults of fresh memory on every sync; a quiet one frees it
+/// within seconds.
+pub const WARM_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A replica's store.
 pub struct PluginStore {
@@ -29,13 +37,15 @@ pub struct PluginStore {
     config: StoreConfig,
     sandbox: Sandbox,
     labels: Arc<Labels>,
+    /// A small-io session parked for reuse, and when it was parked.
+    warm: std::sync::Mutex<Option<(Instance, std::time::Instant)>>,
 }
 
 impl PluginStore {
     /// `url` must already be normalised (see [`normalize_url`]).
     pub fn new(plugin: Arc<LoadedPlugin>, url: String, settings: Vec<(String, String)>, sandbox: Sandbox, labels: Labels) -> Self {
         let labels = Arc::new(Labels { plugin: plugin.info().name.clone(), ..labels });
-        PluginStore { plugin, config: StoreConfig { url, settings }, sandbox, labels }
+        PluginStore { plugin, config: StoreConfig { url, settings }, sandbox, labels, warm: Default::default() }
     }
 
     pub fn info(&self) -> &PluginInfo {
@@ -61,8 +71,46 @@ impl PluginStore {
 
     /// A session for calls that each move at most `SMALL_IO_BYTES`: its
     /// file operations run inline (see `Sandbox::inline_io`).
+    /// The session parked by `recycle` is reused while warm.
     pub async fn small_io_session(&self) -> Result<Instance, PluginError> {
+        if let Some(instance) = self.take_warm() {
+            return Ok(instance);
+        }
         self.open_session(&Sandbox { inline_io: true, ..self.sandbox.clone() }).await
+    }
+
+    fn take_warm(&self) -> Option<Instance> {
+        let (mut instance, parked) = self.warm.lock().ok()?.take()?;
+        if parked.elapsed() > WARM_IDLE {
+            return None;
+        }
+        // Without a live slot free now the warm instance is dropped,
+        // freeing its memory and warm slot, and the caller waits for a
+        // slot like any new session.
+        instance.set_slot(self.plugin.try_live_slot()?);
+        Some(instance)
+    }
+
+    /// Park a small-io session for the next one, if it is healthy and a
+    /// warm slot is free; otherwise it is simply dropped.
+    pub fn recycle(&self, mut instance: Instance) {
+        if instance.is_poisoned() || !instance.sandbox().inline_io {
+            return;
+        }
+        let Some(slot) = self.plugin.try_warm_slot() else { return };
+        instance.set_slot(slot);
+        if let Ok(mut warm) = self.warm.lock() {
+            *warm = Some((instance, std::time::Instant::now()));
+        }
+    }
+
+    /// Free the parked session once it has been idle for `WARM_IDLE`.
+    pub fn expire_warm(&self) {
+        let expired = self.warm.lock().ok().and_then(|mut w| match &*w {
+            Some((_, parked)) if parked.elapsed() > WARM_IDLE => w.take(),
+            _ => None,
+        });
+        drop(expired);
     }
 
     async fn open_session(&self, sandbox: &Sandbox) -> Result<Instance, PluginError> {

@@ -6,6 +6,7 @@ use crate::capture::SpoolEntry;
 use crate::plugin::retry::retry;
 use crate::plugin::{ByteRange, PluginError, PluginStore, Precondition, SMALL_IO_BYTES, StorageError};
 use crate::segment::format::HEADER_SIZE;
+use crate::segment::reader::verify_bytes;
 use crate::segment::{Header, SegmentName};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,6 +37,8 @@ pub enum ReplicaError {
     Plugin(#[from] PluginError),
     #[error("replica {replica}: {key} already exists with different content: another sluice process is replicating to this replica (stop one of them)")]
     Conflict { replica: String, key: String },
+    #[error("replica {replica}: spooled segment {path} is damaged ({msg}); it is dropped and the replica continues from a snapshot")]
+    DamagedSpool { replica: String, path: String, msg: String },
     #[error("replica {replica}: {msg}")]
     Other { replica: String, msg: String },
 }
@@ -44,7 +47,7 @@ impl ReplicaError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ReplicaError::Plugin(e) => e.is_retryable(),
-            ReplicaError::Conflict { .. } => false,
+            ReplicaError::Conflict { .. } | ReplicaError::DamagedSpool { .. } => false,
             ReplicaError::Other { .. } => true,
         }
     }
@@ -114,6 +117,9 @@ pub async fn upload(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Optio
 /// to the blocking pool (each trip is two thread wake-ups). Larger ones
 /// stream the rest, keeping a snapshot upload's memory at one part.
 const PREFETCH: u64 = SMALL_IO_BYTES;
+// A segment read whole is verified before it goes up, which is what lets
+// capture skip syncing small ones.
+const _: () = assert!(PREFETCH >= crate::capture::UNSYNCED_SPOOL_BYTES);
 
 /// A spooled segment opened for upload.
 struct Spooled {
@@ -123,6 +129,8 @@ struct Spooled {
     len: u64,
     identity: String,
     timestamp_ms: Option<i64>,
+    /// Why a segment read whole failed its check.
+    damaged: Option<String>,
 }
 
 fn open_spooled(path: &Path) -> std::io::Result<Spooled> {
@@ -139,8 +147,14 @@ fn open_spooled(path: &Path) -> std::io::Result<Spooled> {
         false => file.read_exact_at(&mut tail, len - 16)?,
     }
     let identity = identity_of(head, &tail);
-    let timestamp_ms = Header::decode(head).ok().map(|h| h.timestamp_ms);
-    Ok(Spooled { file, prefix, len, identity, timestamp_ms })
+    let (timestamp_ms, damaged) = match prefix.len() as u64 == len {
+        true => match verify_bytes(&prefix) {
+            Ok(h) => (Some(h.timestamp_ms), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+        false => (Header::decode(head).ok().map(|h| h.timestamp_ms), None),
+    };
+    Ok(Spooled { file, prefix, len, identity, timestamp_ms, damaged })
 }
 
 async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Option<i64>, writer_id: &str) -> Result<RemoteSegment, ReplicaError> {
@@ -150,7 +164,10 @@ async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Opt
         .await
         .map_err(|e| other(store, format!("reading {} failed: {e}", entry.path.display())))?
         .map_err(|e| other(store, format!("cannot read spooled {}: {e}", entry.path.display())))?;
-    let Spooled { file, prefix, len, identity: digest, timestamp_ms: in_header } = spooled;
+    let Spooled { file, prefix, len, identity: digest, timestamp_ms: in_header, damaged } = spooled;
+    if let Some(msg) = damaged {
+        return Err(ReplicaError::DamagedSpool { replica: store.labels().replica.clone(), path: entry.path.display().to_string(), msg });
+    }
     let timestamp_ms = timestamp_ms.or(in_header).unwrap_or_else(now_ms);
     let metadata = vec![
         ("timestamp".to_string(), rfc3339(timestamp_ms)),
@@ -163,7 +180,10 @@ async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Opt
     let body = std::io::Cursor::new(prefix).chain(tokio::fs::File::from_std(file)).take(len);
     let mut session = if len <= SMALL_IO_BYTES { retry!(store.small_io_session())? } else { retry!(store.session())? };
     match store.put_stream(&mut session, &key, body, metadata, precondition).await {
-        Ok(meta) => Ok(RemoteSegment { size: meta.size, timestamp_ms, modified_ms: meta.modified_ms }),
+        Ok(meta) => {
+            store.recycle(session);
+            Ok(RemoteSegment { size: meta.size, timestamp_ms, modified_ms: meta.modified_ms })
+        }
         Err(e) if matches!(e.storage(), Some(StorageError::PreconditionFailed(_))) => {
             // Ours from an earlier attempt, or another writer's? Compare the
             // object's own header and trailer (metadata may be missing if

@@ -6,9 +6,10 @@
 use super::client::{self, Listing, ReplicaError};
 use super::compact;
 use super::retention::{self, RetentionConfig};
-use crate::capture::{list_spool, SpoolEntry};
+use crate::capture::{list_spool, spool_path, SpoolEntry};
+use crate::segment::SegmentName;
 use crate::plugin::PluginStore;
-use crate::state::MetaDir;
+use crate::state::{MetaDir, Record};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -77,6 +78,8 @@ pub struct ReplicaTask {
     pub settings: ReplicaSettings,
     pub meta: MetaDir,
     pub shared: Arc<ReplicaShared>,
+    /// Where `shipped` persists (`replica-<name>.json`).
+    position: Record,
     pub writer_id: String,
     listing: Option<Listing>,
     last_compaction: Vec<Instant>,
@@ -89,10 +92,11 @@ fn now_ms() -> i64 {
 impl ReplicaTask {
     pub fn new(store: PluginStore, settings: ReplicaSettings, meta: MetaDir, writer_id: String) -> Self {
         let shared = Arc::new(ReplicaShared::default());
-        let persisted: Persisted = meta.load_json(&state_name(&settings.name)).unwrap_or_default();
+        let position = meta.record(&state_name(&settings.name));
+        let persisted: Persisted = position.load().unwrap_or_default();
         shared.shipped.store(persisted.shipped, Ordering::SeqCst);
         let levels = settings.retention.level_intervals.len();
-        ReplicaTask { store, settings, meta, shared, writer_id, listing: None, last_compaction: vec![Instant::now(); levels] }
+        ReplicaTask { store, settings, meta, shared, position, writer_id, listing: None, last_compaction: vec![Instant::now(); levels] }
     }
 
     /// The replica's listing (fetched once, then kept current locally, so
@@ -114,10 +118,10 @@ impl ReplicaTask {
         self.listing.as_mut().ok_or_else(|| ReplicaError::Other { replica: self.settings.name.clone(), msg: "listing unavailable".into() })
     }
 
-    fn set_shipped(&self, txid: u64) -> Result<(), ReplicaError> {
+    fn set_shipped(&mut self, txid: u64) -> Result<(), ReplicaError> {
         self.shared.shipped.store(txid, Ordering::SeqCst);
-        self.meta
-            .save_json(&state_name(&self.settings.name), &Persisted { shipped: txid })
+        self.position
+            .save(&Persisted { shipped: txid })
             .map_err(|e| ReplicaError::Other { replica: self.settings.name.clone(), msg: format!("cannot record position: {e}") })
     }
 
@@ -127,9 +131,31 @@ impl ReplicaTask {
     /// the next run rebuilds differently.
     pub async fn ship(&mut self, durable: u64) -> Result<u64, ReplicaError> {
         self.listing().await?;
+        let mut uploaded = 0;
+        if !self.shared.wants_snapshot.load(Ordering::SeqCst) {
+            let shipped = self.shared.shipped.load(Ordering::SeqCst);
+            if shipped >= durable {
+                return Ok(0);
+            }
+            // A sync usually adds one level-0 segment: try its name before
+            // listing the spool.
+            let name = SegmentName { level: 0, min_txid: shipped + 1, max_txid: durable };
+            let path = spool_path(&self.meta.spool(), &name);
+            if shipped > 0 {
+                if let Ok(m) = std::fs::metadata(&path) {
+                    let entry = SpoolEntry { name, path, size: m.len(), timestamp_ms: 0 };
+                    if !self.upload(&entry).await? {
+                        return Ok(uploaded);
+                    }
+                    uploaded += 1;
+                    if durable <= self.shared.shipped.load(Ordering::SeqCst) {
+                        return Ok(uploaded);
+                    }
+                }
+            }
+        }
         let mut spool = list_spool(&self.meta.spool()).map_err(|e| ReplicaError::Other { replica: self.settings.name.clone(), msg: format!("cannot read spool: {e}") })?;
         spool.retain(|e| e.name.max_txid <= durable);
-        let mut uploaded = 0;
         loop {
             let shipped = self.shared.shipped.load(Ordering::SeqCst);
             let wants = self.shared.wants_snapshot.load(Ordering::SeqCst);
@@ -140,16 +166,38 @@ impl ReplicaTask {
                 }
                 return Ok(uploaded);
             };
-            let remote = client::upload(&self.store, next, None, &self.writer_id).await?;
-            if next.name.is_snapshot() {
-                self.shared.wants_snapshot.store(false, Ordering::SeqCst);
+            if !self.upload(next).await? {
+                return Ok(uploaded);
             }
-            if let Some(l) = self.listing.as_mut() {
-                l.insert(next.name, remote);
-            }
-            self.set_shipped(next.name.max_txid.max(shipped))?;
             uploaded += 1;
         }
+    }
+
+    /// Upload one spooled segment and move our position past it. `false`
+    /// if the segment was damaged (a power failure before it reached the
+    /// disk): it is dropped, and the replica asks for a snapshot.
+    async fn upload(&mut self, entry: &SpoolEntry) -> Result<bool, ReplicaError> {
+        let shipped = self.shared.shipped.load(Ordering::SeqCst);
+        let remote = match client::upload(&self.store, entry, None, &self.writer_id).await {
+            Ok(remote) => remote,
+            Err(e @ ReplicaError::DamagedSpool { .. }) => {
+                tracing::warn!(database = %self.store.labels().database, "{e}");
+                if let Err(rm) = std::fs::remove_file(&entry.path) {
+                    tracing::warn!("could not remove {}: {rm}", entry.path.display());
+                }
+                self.shared.wants_snapshot.store(true, Ordering::SeqCst);
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        if entry.name.is_snapshot() {
+            self.shared.wants_snapshot.store(false, Ordering::SeqCst);
+        }
+        if let Some(l) = self.listing.as_mut() {
+            l.insert(entry.name, remote);
+        }
+        self.set_shipped(entry.name.max_txid.max(shipped))?;
+        Ok(true)
     }
 
     /// Compact levels whose interval has passed; request a snapshot when
@@ -251,6 +299,7 @@ impl ReplicaTask {
             if *stop.borrow() {
                 return;
             }
+            self.store.expire_warm();
             let deadline = tokio::time::Instant::now() + wait;
             let mut woke_by_txid = false;
             tokio::select! {

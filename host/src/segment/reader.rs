@@ -16,6 +16,24 @@ pub struct SegmentReader {
     index: Vec<IndexEntry>,
 }
 
+/// Check a whole segment held in memory: header, end marker and content
+/// hash (what `SegmentReader::open` checks before reading the index).
+pub fn verify_bytes(bytes: &[u8]) -> Result<Header, FormatError> {
+    let len = bytes.len();
+    if len < HEADER_SIZE + TRAILER_SIZE + 4 {
+        return Err(FormatError::Corrupt(format!("only {len} bytes long")));
+    }
+    let header = Header::decode(&bytes[..HEADER_SIZE])?;
+    let trailer = &bytes[len - TRAILER_SIZE..];
+    if trailer[8..] != END_MAGIC {
+        return Err(FormatError::Corrupt("missing end marker (truncated?)".into()));
+    }
+    if xxhash_rust::xxh3::xxh3_64(&bytes[HEADER_SIZE..len - TRAILER_SIZE]) != be64(trailer, 0) {
+        return Err(FormatError::FileChecksum);
+    }
+    Ok(header)
+}
+
 impl SegmentReader {
     /// Open `path`, check header, trailer, index and the content hash.
     pub fn open(path: &Path) -> Result<SegmentReader, FormatError> {
@@ -172,6 +190,13 @@ mod tests {
         assert!(matches!(SegmentReader::open(&path), Err(FormatError::FileChecksum)));
         std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
         assert!(matches!(SegmentReader::open(&path), Err(FormatError::Corrupt(_))));
+        // The same verdicts on a segment held in memory; a power failure
+        // can also leave a file of the right length full of zeros.
+        assert!(verify_bytes(&bytes).is_ok());
+        assert!(matches!(verify_bytes(&flipped), Err(FormatError::FileChecksum)));
+        assert!(matches!(verify_bytes(&bytes[..bytes.len() - 5]), Err(FormatError::Corrupt(_))));
+        assert!(verify_bytes(&vec![0u8; bytes.len()]).is_err());
+        assert!(verify_bytes(&[]).is_err());
         let out_of_order = std::panic::catch_unwind(|| build(&dir.path().join("x"), &[2, 1], 512));
         assert!(out_of_order.is_err());
     }

@@ -12,11 +12,21 @@ pub const BLOCK_BYTES: usize = 1 << 20;
 /// level 3 at twice the speed (the snapshot CPU budget is what binds).
 pub const ZSTD_LEVEL: i32 = 1;
 
+/// The block compressor a segment is written with.
+pub type Compressor = zstd::bulk::Compressor<'static>;
+
+/// A compressor set up the way every segment is written.
+pub fn new_compressor() -> io::Result<Compressor> {
+    let mut compressor = Compressor::new(ZSTD_LEVEL)?;
+    compressor.include_checksum(true)?;
+    Ok(compressor)
+}
+
 /// Writes one segment.
 pub struct SegmentWriter<W: Write + Seek> {
     out: W,
     header: Header,
-    compressor: zstd::bulk::Compressor<'static>,
+    compressor: Compressor,
     block: Vec<u8>,
     block_pgnos: Vec<u32>,
     pages_per_block: usize,
@@ -27,13 +37,18 @@ pub struct SegmentWriter<W: Write + Seek> {
 }
 
 impl<W: Write + Seek> SegmentWriter<W> {
-    /// Start a segment. `header` carries page size, TXIDs, timestamp and
-    /// the checksum before; counts and the checksum after come at `finish`.
-    pub fn new(mut out: W, header: Header) -> io::Result<Self> {
-        out.seek(SeekFrom::Start(0))?;
+    /// Start a segment in `out`, which must be positioned at its start (a
+    /// new file). `header` carries page size, TXIDs, timestamp and the
+    /// checksum before; counts and the checksum after come at `finish`.
+    pub fn new(out: W, header: Header) -> io::Result<Self> {
+        SegmentWriter::reusing(out, header, new_compressor()?)
+    }
+
+    /// `new`, with a compressor from an earlier segment (see `finish_keep`):
+    /// a fresh zstd context maps and zeroes its tables, which costs a small
+    /// segment more than compressing it.
+    pub fn reusing(mut out: W, header: Header, compressor: Compressor) -> io::Result<Self> {
         out.write_all(&[0u8; HEADER_SIZE])?;
-        let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
-        compressor.include_checksum(true)?;
         let pages_per_block = (BLOCK_BYTES / header.page_size as usize).max(1);
         Ok(SegmentWriter {
             out,
@@ -110,7 +125,12 @@ impl<W: Write + Seek> SegmentWriter<W> {
     }
 
     /// Write the index and trailer, patch the header, and return it.
-    pub fn finish(mut self, db_pages: u32, post_checksum: u64) -> io::Result<(W, Header)> {
+    pub fn finish(self, db_pages: u32, post_checksum: u64) -> io::Result<(W, Header)> {
+        self.finish_keep(db_pages, post_checksum).map(|(out, header, _)| (out, header))
+    }
+
+    /// `finish`, handing back the compressor for the next segment.
+    pub fn finish_keep(mut self, db_pages: u32, post_checksum: u64) -> io::Result<(W, Header, Compressor)> {
         self.flush_block()?;
         self.header.db_pages = db_pages;
         self.header.post_checksum = post_checksum;
@@ -132,6 +152,6 @@ impl<W: Write + Seek> SegmentWriter<W> {
         self.out.write_all(&self.header.encode())?;
         self.out.seek(SeekFrom::End(0))?;
         self.out.flush()?;
-        Ok((self.out, self.header))
+        Ok((self.out, self.header, self.compressor))
     }
 }

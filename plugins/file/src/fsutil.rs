@@ -56,17 +56,18 @@ impl Root {
     }
 
     /// Write a temp file beside `target` (same filesystem, so the rename is
-    /// atomic) and fsync it. Returns the temp path.
-    pub fn write_temp(&self, target: &Path, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<PathBuf, Error> {
+    /// atomic) and fsync it. Returns the temp path and the file's metadata,
+    /// which a rename or hard link into place leaves as it is.
+    pub fn write_temp(&self, target: &Path, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<(PathBuf, fs::Metadata), Error> {
         self.temp_file(target, true, fill)
     }
 
     /// Like `write_temp`, without the fsync (for scratch data).
     pub fn write_temp_unsynced(&self, target: &Path, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<PathBuf, Error> {
-        self.temp_file(target, false, fill)
+        Ok(self.temp_file(target, false, fill)?.0)
     }
 
-    fn temp_file(&self, target: &Path, sync: bool, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<PathBuf, Error> {
+    fn temp_file(&self, target: &Path, sync: bool, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<(PathBuf, fs::Metadata), Error> {
         let dir = target.parent().unwrap_or(&self.dir);
         // Most keys land in a directory that exists (one per level): try
         // the file first and create directories only when it is missing.
@@ -81,13 +82,18 @@ impl Root {
         .and_then(|mut f| {
             fill(&mut f)?;
             f.flush()?;
-            if sync { f.sync_all() } else { Ok(()) }
+            if sync {
+                f.sync_all()?;
+            }
+            f.metadata()
         });
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(e.into());
+        match result {
+            Ok(meta) => Ok((tmp, meta)),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e.into())
+            }
         }
-        Ok(tmp)
     }
 
     /// Move a synced temp file into place under the put's precondition,
@@ -150,13 +156,7 @@ impl Root {
         if !meta.is_file() {
             return Err(Error::not_found(format!("no object {key:?}")));
         }
-        let mut object = ObjectMeta::new(key, meta.len(), etag_of(&meta));
-        object.modified_ms = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as u64);
-        Ok(object)
+        Ok(object_meta(key, &meta))
     }
 
     /// Read an object or a range of it.
@@ -234,6 +234,17 @@ impl Root {
             dir = d.parent();
         }
     }
+}
+
+/// What a listing or head reports of the file behind `key`.
+pub fn object_meta(key: &str, meta: &fs::Metadata) -> ObjectMeta {
+    let mut object = ObjectMeta::new(key, meta.len(), etag_of(meta));
+    object.modified_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64);
+    object
 }
 
 /// Size and modification time identify a version: every write goes

@@ -59,10 +59,11 @@ impl Backend for FileBackend {
 
     fn put(&self, key: &str, data: Vec<u8>, options: PutOptions) -> Result<ObjectMeta, Error> {
         let path = self.root.path(key)?;
-        let tmp = self.root.write_temp(&path, |f| std::io::Write::write_all(f, &data))?;
+        let (tmp, written) = self.root.write_temp(&path, |f| std::io::Write::write_all(f, &data))?;
         self.root.commit(&tmp, &path, &options)?;
-        // The metadata just written need not be read back from its sidecar.
-        let mut meta = self.root.stat(key, &path)?;
+        // Neither the file (linked or renamed into place) nor the metadata
+        // just written need be read back.
+        let mut meta = fsutil::object_meta(key, &written);
         meta.metadata = options.metadata;
         Ok(meta)
     }

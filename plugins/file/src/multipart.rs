@@ -80,7 +80,7 @@ pub fn complete(root: &Root, key: &str, upload_id: &str, parts: &[UploadedPart])
         files.push(path);
     }
     let target = root.path(key)?;
-    let tmp = root.write_temp(&target, |out| {
+    let (tmp, _) = root.write_temp(&target, |out| {
         // Big reads and writes: each is a host call from inside wasm.
         let mut buf = vec![0u8; COPY_BUFFER];
         for path in &files {
