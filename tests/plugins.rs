@@ -8,7 +8,7 @@
 use sluice::plugin::conformance::{self, Outcome};
 use sluice::plugin::{
     ErrorKind, Labels, LoadedPlugin, MAX_LIVE_INSTANCES, ObjectMeta, PluginError, PluginStore, Precondition,
-    PutOptions, Runtime, SandboxConfig, StorageError,
+    PutOptions, Runtime, SandboxConfig, StorageError, WARM_IDLE,
 };
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -597,6 +597,49 @@ async fn a_thousand_idle_stores_hold_no_instances() {
     for store in stores.iter().step_by(97) {
         hostile_put(store, &[]).await.unwrap();
     }
+}
+
+/// A busy store's small-io session is parked warm between uses, holding
+/// memory but no live slot, and freed once idle for `WARM_IDLE`.
+#[tokio::test]
+async fn warm_sessions_hold_no_live_slot_and_expire() {
+    let _x = exclusive();
+    let fx = fixture().await;
+    let busy = fx.hostile("warm-busy", &[("mode", "noop")], SandboxConfig::default());
+    let mut session = busy.small_io_session().await.unwrap();
+    session.put("warm/a", b"x", &params(&[])).await.unwrap();
+    busy.recycle(session);
+    assert!(busy.holds_warm_instance(), "a healthy small-io session is kept");
+    // Every live slot can still be taken by other stores.
+    let others: Vec<PluginStore> = (0..MAX_LIVE_INSTANCES).map(|i| fx.hostile(&format!("warm-other-{i}"), &[("mode", "noop")], SandboxConfig::default())).collect();
+    let mut live = Vec::new();
+    for store in &others {
+        live.push(tokio::time::timeout(Duration::from_secs(30), store.session()).await.expect("the warm instance holds a live slot").unwrap());
+    }
+    // With no live slot free, the warm instance gives way and its store
+    // waits like any other.
+    assert!(tokio::time::timeout(Duration::from_millis(300), busy.small_io_session()).await.is_err());
+    assert!(!busy.holds_warm_instance(), "the warm instance was not given up");
+    drop(live);
+    // Reused while warm: the next session is the parked one.
+    let mut session = busy.small_io_session().await.unwrap();
+    session.put("warm/b", b"y", &params(&[])).await.unwrap();
+    busy.recycle(session);
+    let session = busy.small_io_session().await.unwrap();
+    assert!(!busy.holds_warm_instance(), "the parked instance was taken");
+    busy.recycle(session);
+    // Idle past WARM_IDLE: freed.
+    busy.expire_warm();
+    assert!(busy.holds_warm_instance(), "expired too early");
+    tokio::time::sleep(WARM_IDLE + Duration::from_millis(100)).await;
+    busy.expire_warm();
+    assert!(!busy.holds_warm_instance(), "an idle store kept its warm instance");
+    // A poisoned instance is never parked.
+    let bomb = fx.hostile("warm-bomb", &[("mode", "panic")], SandboxConfig::default());
+    let mut session = bomb.small_io_session().await.unwrap();
+    assert!(session.put("warm/c", b"z", &params(&[])).await.is_err());
+    bomb.recycle(session);
+    assert!(!bomb.holds_warm_instance(), "a trapped instance was parked");
 }
 
 /// A plugin may write to stderr freely: only the tail is kept to explain a

@@ -104,6 +104,11 @@ impl PluginStore {
         }
     }
 
+    /// Whether a session is parked warm (for tests and status).
+    pub fn holds_warm_instance(&self) -> bool {
+        self.warm.lock().is_ok_and(|w| w.is_some())
+    }
+
     /// Free the parked session once it has been idle for `WARM_IDLE`.
     pub fn expire_warm(&self) {
         let expired = self.warm.lock().ok().and_then(|mut w| match &*w {
