@@ -236,6 +236,32 @@ impl Root {
     }
 }
 
+/// Write all of `data` to a new file at its start. A positioned write is
+/// one `descriptor.write` host call, which the host runs inline for a
+/// small call; `File::write` goes through a WASI output stream, which the
+/// host hands to another thread and back for every write.
+pub fn write_new(file: &File, data: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut done = 0;
+    while done < data.len() {
+        let rest = &data[done..];
+        // SAFETY: `rest` is a live slice of `rest.len()` bytes and the
+        // descriptor belongs to `file`, which outlives the call.
+        let n = unsafe { libc::pwrite(file.as_raw_fd(), rest.as_ptr().cast(), rest.len(), done as libc::off_t) };
+        match n {
+            n if n > 0 => done += n as usize,
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a listing or head reports of the file behind `key`.
 pub fn object_meta(key: &str, meta: &fs::Metadata) -> ObjectMeta {
     let mut object = ObjectMeta::new(key, meta.len(), etag_of(meta));
@@ -279,7 +305,7 @@ fn write_sidecar(root: &Root, sidecar: &Path, metadata: &[(String, String)]) -> 
     }
     // Metadata is informational (the object itself is authoritative): the
     // directory fsync after the commit is enough.
-    let tmp = root.write_temp_unsynced(sidecar, |f| f.write_all(text.as_bytes()))?;
+    let tmp = root.write_temp_unsynced(sidecar, |f| write_new(f, text.as_bytes()))?;
     fs::rename(&tmp, sidecar).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })?;

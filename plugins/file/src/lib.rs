@@ -59,7 +59,7 @@ impl Backend for FileBackend {
 
     fn put(&self, key: &str, data: Vec<u8>, options: PutOptions) -> Result<ObjectMeta, Error> {
         let path = self.root.path(key)?;
-        let (tmp, written) = self.root.write_temp(&path, |f| std::io::Write::write_all(f, &data))?;
+        let (tmp, written) = self.root.write_temp(&path, |f| fsutil::write_new(f, &data))?;
         self.root.commit(&tmp, &path, &options)?;
         // Neither the file (linked or renamed into place) nor the metadata
         // just written need be read back.

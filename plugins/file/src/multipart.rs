@@ -52,7 +52,7 @@ pub fn upload_part(root: &Root, key: &str, upload_id: &str, number: u32, data: &
     let path = dir.join(format!("{number:05}.part"));
     // Parts are not fsynced: only the assembled object must survive a
     // crash, and it is synced before it is renamed into place.
-    let tmp = root.write_temp_unsynced(&path, |f| f.write_all(data))?;
+    let tmp = root.write_temp_unsynced(&path, |f| fsutil::write_new(f, data))?;
     let renamed = fs::rename(&tmp, &path);
     let _ = fs::remove_file(&tmp);
     renamed?;
