@@ -236,6 +236,13 @@ impl Root {
     }
 }
 
+/// Bytes per positioned write: the host copies each write's buffer out of
+/// the plugin's memory before writing it, so a multipart part of several
+/// MiB goes in pieces rather than as one host-side copy of the whole part.
+/// At 256 KiB the copy comes from the host's reused heap (its allocator
+/// maps anything larger afresh); a level-0 segment is one write.
+const WRITE_CHUNK: usize = 256 << 10;
+
 /// Write all of `data` to a new file at its start. A positioned write is
 /// one `descriptor.write` host call, which the host runs inline for a
 /// small call; `File::write` goes through a WASI output stream, which the
@@ -244,7 +251,7 @@ pub fn write_new(file: &File, data: &[u8]) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let mut done = 0;
     while done < data.len() {
-        let rest = &data[done..];
+        let rest = &data[done..(done + WRITE_CHUNK).min(data.len())];
         // SAFETY: `rest` is a live slice of `rest.len()` bytes and the
         // descriptor belongs to `file`, which outlives the call.
         let n = unsafe { libc::pwrite(file.as_raw_fd(), rest.as_ptr().cast(), rest.len(), done as libc::off_t) };
