@@ -264,8 +264,21 @@ async fn run_db(
             break;
         }
     }
-    let target = capturer.lock().map(|c| c.state().txid).unwrap_or(0);
-    wait_for_replicas(&replicas, target, opts.shutdown_sync_timeout).await;
+    let mut target = capturer.lock().map(|c| c.state().txid).unwrap_or(0);
+    wait_for_replicas(&replicas, &meta, target, opts.shutdown_sync_timeout).await;
+    if opts.once && replica_wants_snapshot(&replicas, &meta) {
+        // A replica found its chain broken only while shipping (a spooled
+        // segment dropped or damaged): give it its snapshot now, or this run
+        // and every run after it would end the same way.
+        match sync_once(&capturer, true).await {
+            Ok(txid) => {
+                txid_tx.send_replace(txid);
+                target = txid;
+            }
+            Err(e) => tracing::warn!(database = %database, "snapshot for a replica that needs one failed: {e:#}"),
+        }
+        wait_for_replicas(&replicas, &meta, target, opts.shutdown_sync_timeout).await;
+    }
     collect_spool(&meta, &replicas);
     let _ = stop_tx.send(true);
     for h in handles {
@@ -396,13 +409,15 @@ fn collect_spool(meta: &MetaDir, replicas: &[Replica]) {
 }
 
 /// Wait until every replica has `target`, or until the ones that lack it
-/// all fail in a way no retry fixes, or the timeout.
-async fn wait_for_replicas(replicas: &[Replica], target: u64, timeout: Duration) {
+/// all fail in a way no retry fixes, or one waits for a snapshot no sync
+/// has taken yet, or the timeout.
+async fn wait_for_replicas(replicas: &[Replica], meta: &MetaDir, target: u64, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let lagging: Vec<&Replica> = replicas.iter().filter(|r| r.shared.shipped.load(Ordering::SeqCst) < target).collect();
         let hopeless = lagging.iter().all(|r| r.shared.failing().is_some_and(|(_, retryable)| !retryable));
-        if lagging.is_empty() || hopeless || tokio::time::Instant::now() >= deadline {
+        let stalled = replica_wants_snapshot(replicas, meta);
+        if lagging.is_empty() || hopeless || stalled || tokio::time::Instant::now() >= deadline {
             return;
         }
         tokio::time::sleep(CATCH_UP_POLL).await;
