@@ -13,6 +13,7 @@
 use crate::checksum::{page_hash, PageHashes};
 use crate::db::{CheckpointMode, Db, DbError};
 use crate::segment::writer::{new_compressor, Compressor};
+use crate::segment::format::now_ms;
 use crate::segment::{Header, SegmentName, SegmentWriter, SNAPSHOT_LEVEL};
 use crate::state::{file_stamp, sync_dir, MetaDir, State, WalMark};
 use crate::wal::{next_epoch_salt1, Scan, WalHeader, WalPos};
@@ -21,7 +22,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Checkpoint thresholds (Litestream's names and defaults).
 #[derive(Debug, Clone)]
@@ -126,10 +127,6 @@ pub const UNSYNCED_SPOOL_BYTES: u64 = 1 << 20;
 
 /// A segment being written to the meta directory.
 type SpoolFile = io::BufWriter<File>;
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 fn file_id(path: &Path) -> io::Result<(u64, u64)> {
     let m = fs::metadata(path)?;

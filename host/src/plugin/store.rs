@@ -70,8 +70,8 @@ impl PluginStore {
     }
 
     /// A session for calls that each move at most `SMALL_IO_BYTES`: its
-    /// file operations run inline (see `Sandbox::inline_io`).
-    /// The session parked by `recycle` is reused while warm.
+    /// file operations run inline (see `Sandbox::inline_io`). The session
+    /// parked by `recycle` is reused while warm.
     pub async fn small_io_session(&self) -> Result<Instance, PluginError> {
         if let Some(instance) = self.take_warm() {
             return Ok(instance);

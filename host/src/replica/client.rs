@@ -5,7 +5,7 @@
 use crate::capture::SpoolEntry;
 use crate::plugin::retry::retry;
 use crate::plugin::{ByteRange, PluginError, PluginStore, Precondition, SMALL_IO_BYTES, StorageError};
-use crate::segment::format::HEADER_SIZE;
+use crate::segment::format::{now_ms, HEADER_SIZE};
 use crate::segment::reader::verify_bytes;
 use crate::segment::{Header, SegmentName};
 use std::collections::BTreeMap;
@@ -142,18 +142,17 @@ fn open_spooled(path: &Path) -> std::io::Result<Spooled> {
     (&mut file).take(PREFETCH).read_to_end(&mut prefix)?;
     let head = prefix.get(..HEADER_SIZE).ok_or_else(|| std::io::Error::other(format!("{} is truncated ({len} bytes)", path.display())))?;
     let mut tail = [0u8; 16];
-    match prefix.len() as u64 == len {
-        true => tail.copy_from_slice(&prefix[prefix.len() - 16..]),
-        false => file.read_exact_at(&mut tail, len - 16)?,
-    }
-    let identity = identity_of(head, &tail);
-    let (timestamp_ms, damaged) = match prefix.len() as u64 == len {
-        true => match verify_bytes(&prefix) {
+    let (timestamp_ms, damaged) = if prefix.len() as u64 == len {
+        tail.copy_from_slice(&prefix[prefix.len() - 16..]);
+        match verify_bytes(&prefix) {
             Ok(h) => (Some(h.timestamp_ms), None),
             Err(e) => (None, Some(e.to_string())),
-        },
-        false => (Header::decode(head).ok().map(|h| h.timestamp_ms), None),
+        }
+    } else {
+        file.read_exact_at(&mut tail, len - 16)?;
+        (Header::decode(head).ok().map(|h| h.timestamp_ms), None)
     };
+    let identity = identity_of(head, &tail);
     Ok(Spooled { file, prefix, len, identity, timestamp_ms, damaged })
 }
 
@@ -261,10 +260,6 @@ fn observe(store: &PluginStore, op: &str, bytes: u64, started: std::time::Instan
 
 fn other(store: &PluginStore, msg: String) -> ReplicaError {
     ReplicaError::Other { replica: store.labels().replica.clone(), msg }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A segment's identity without reading it all: its header (which carries

@@ -7,12 +7,13 @@ use super::client::{self, Listing, ReplicaError};
 use super::compact;
 use super::retention::{self, RetentionConfig};
 use crate::capture::{list_spool, spool_path, SpoolEntry};
+use crate::segment::format::now_ms;
 use crate::segment::SegmentName;
 use crate::plugin::PluginStore;
 use crate::state::{MetaDir, Record};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// First retry delay after a failure; doubles up to `MAX_BACKOFF`.
@@ -83,10 +84,6 @@ pub struct ReplicaTask {
     pub writer_id: String,
     listing: Option<Listing>,
     last_compaction: Vec<Instant>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl ReplicaTask {

@@ -3,6 +3,12 @@
 
 use crate::checksum::bytes_hash;
 
+/// Wall-clock milliseconds since the epoch: the unit of every timestamp a
+/// segment carries (0 if the clock is before the epoch).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 pub const MAGIC: [u8; 8] = *b"SLCSEG\x00\x01";
 pub const END_MAGIC: [u8; 8] = *b"SLCEND\x00\x01";
 pub const HEADER_SIZE: usize = 88;

@@ -20,18 +20,30 @@ pub struct SegmentReader {
 /// hash (what `SegmentReader::open` checks before reading the index).
 pub fn verify_bytes(bytes: &[u8]) -> Result<Header, FormatError> {
     let len = bytes.len();
-    if len < HEADER_SIZE + TRAILER_SIZE + 4 {
-        return Err(FormatError::Corrupt(format!("only {len} bytes long")));
-    }
-    let header = Header::decode(&bytes[..HEADER_SIZE])?;
-    let trailer = &bytes[len - TRAILER_SIZE..];
-    if trailer[8..] != END_MAGIC {
-        return Err(FormatError::Corrupt("missing end marker (truncated?)".into()));
-    }
-    if xxhash_rust::xxh3::xxh3_64(&bytes[HEADER_SIZE..len - TRAILER_SIZE]) != be64(trailer, 0) {
+    check_length(len as u64)?;
+    let (header, content_hash) = check_ends(&bytes[..HEADER_SIZE], &bytes[len - TRAILER_SIZE..])?;
+    if xxhash_rust::xxh3::xxh3_64(&bytes[HEADER_SIZE..len - TRAILER_SIZE]) != content_hash {
         return Err(FormatError::FileChecksum);
     }
     Ok(header)
+}
+
+/// A segment shorter than header, index count and trailer is truncated.
+fn check_length(len: u64) -> Result<(), FormatError> {
+    match len < (HEADER_SIZE + TRAILER_SIZE + 4) as u64 {
+        true => Err(FormatError::Corrupt(format!("only {len} bytes long"))),
+        false => Ok(()),
+    }
+}
+
+/// Check a segment's header and trailer; the header, and the content hash
+/// the trailer records.
+fn check_ends(head: &[u8], trailer: &[u8]) -> Result<(Header, u64), FormatError> {
+    let header = Header::decode(head)?;
+    if trailer[8..] != END_MAGIC {
+        return Err(FormatError::Corrupt("missing end marker (truncated?)".into()));
+    }
+    Ok((header, be64(trailer, 0)))
 }
 
 impl SegmentReader {
@@ -39,18 +51,13 @@ impl SegmentReader {
     pub fn open(path: &Path) -> Result<SegmentReader, FormatError> {
         let mut file = File::open(path)?;
         let len = file.metadata()?.len();
-        if len < (HEADER_SIZE + TRAILER_SIZE + 4) as u64 {
-            return Err(FormatError::Corrupt(format!("only {len} bytes long")));
-        }
+        check_length(len)?;
         let mut head = [0u8; HEADER_SIZE];
         file.read_exact(&mut head)?;
-        let header = Header::decode(&head)?;
         let mut trailer = [0u8; TRAILER_SIZE];
         file.seek(SeekFrom::Start(len - TRAILER_SIZE as u64))?;
         file.read_exact(&mut trailer)?;
-        if trailer[8..] != END_MAGIC {
-            return Err(FormatError::Corrupt("missing end marker (truncated upload?)".into()));
-        }
+        let (header, content_hash) = check_ends(&head, &trailer)?;
         // Hash everything between header and trailer.
         file.seek(SeekFrom::Start(HEADER_SIZE as u64))?;
         let mut remaining = len - (HEADER_SIZE + TRAILER_SIZE) as u64;
@@ -62,7 +69,7 @@ impl SegmentReader {
             hasher.update(&buf[..n]);
             remaining -= n as u64;
         }
-        if hasher.digest() != be64(&trailer, 0) {
+        if hasher.digest() != content_hash {
             return Err(FormatError::FileChecksum);
         }
         let index_end = len - TRAILER_SIZE as u64;
