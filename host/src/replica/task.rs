@@ -128,7 +128,6 @@ impl ReplicaTask {
     /// the next run rebuilds differently.
     pub async fn ship(&mut self, durable: u64) -> Result<u64, ReplicaError> {
         self.listing().await?;
-        let mut uploaded = 0;
         if !self.shared.wants_snapshot.load(Ordering::SeqCst) {
             let shipped = self.shared.shipped.load(Ordering::SeqCst);
             if shipped >= durable {
@@ -138,21 +137,16 @@ impl ReplicaTask {
             // listing the spool.
             let name = SegmentName { level: 0, min_txid: shipped + 1, max_txid: durable };
             let path = spool_path(&self.meta.spool(), &name);
-            if shipped > 0 {
-                if let Ok(m) = std::fs::metadata(&path) {
-                    let entry = SpoolEntry { name, path, size: m.len(), timestamp_ms: 0 };
-                    if !self.upload(&entry).await? {
-                        return Ok(uploaded);
-                    }
-                    uploaded += 1;
-                    if durable <= self.shared.shipped.load(Ordering::SeqCst) {
-                        return Ok(uploaded);
-                    }
-                }
+            if shipped > 0 && let Ok(m) = std::fs::metadata(&path) {
+                // Once up, our position is `durable`; if it was damaged, a
+                // snapshot is wanted. Either way nothing else ships now.
+                let entry = SpoolEntry { name, path, size: m.len(), timestamp_ms: 0 };
+                return Ok(u64::from(self.upload(&entry).await?));
             }
         }
         let mut spool = list_spool(&self.meta.spool()).map_err(|e| ReplicaError::Other { replica: self.settings.name.clone(), msg: format!("cannot read spool: {e}") })?;
         spool.retain(|e| e.name.max_txid <= durable);
+        let mut uploaded = 0;
         loop {
             let shipped = self.shared.shipped.load(Ordering::SeqCst);
             let wants = self.shared.wants_snapshot.load(Ordering::SeqCst);
