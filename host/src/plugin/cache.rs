@@ -24,12 +24,17 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 }
 
 /// Load `wasm` as a component, from the cache when a compatible compiled
-/// copy exists. The key covers the wasm bytes and the engine's
-/// compatibility hash (wasmtime version and settings), so a stale entry
-/// is never used. Cache trouble is logged and ignored: it only costs time.
-pub fn load(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> wasmtime::Result<Component> {
+/// copy exists. The key covers the wasm bytes (`wasm_sha256`, hex, when the
+/// caller already knows it) and the engine's compatibility hash (wasmtime
+/// version and settings), so a stale entry is never used. Cache trouble is
+/// logged and ignored: it only costs time.
+pub fn load(engine: &Engine, wasm: &[u8], wasm_sha256: Option<&str>, dir: Option<&Path>) -> wasmtime::Result<Component> {
     let Some(dir) = dir else { return Component::new(engine, wasm) };
-    let path = dir.join(format!("{}.cwasm", cache_key(engine, wasm)));
+    let digest = match wasm_sha256 {
+        Some(hex) => hex.to_string(),
+        None => hex::encode(Sha256::digest(wasm)),
+    };
+    let path = dir.join(format!("{}.cwasm", cache_key(engine, &digest)));
     if path.exists() {
         // SAFETY: the file was written by `Component::serialize` of this
         // engine configuration (the key says so) into a directory owned by
@@ -56,9 +61,9 @@ fn store(component: &Component, dir: &Path, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
+fn cache_key(engine: &Engine, wasm_sha256: &str) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    let digest = Sha256::new().chain_update(wasm).chain_update(hasher.finish().to_le_bytes()).finalize();
+    let digest = Sha256::new().chain_update(wasm_sha256.as_bytes()).chain_update(hasher.finish().to_le_bytes()).finalize();
     hex::encode(&digest[..16])
 }

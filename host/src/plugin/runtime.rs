@@ -77,12 +77,17 @@ impl Runtime {
         let bytes = bundled::bytes(name).ok_or_else(|| {
             load_error(name, format!("no bundled plugin named `{name}` (bundled: {})", bundled::NAMES.join(", ")))
         })?;
-        self.load(bytes, &format!("bundled:{name}")).await
+        self.load_known(bytes, bundled::sha256(name), &format!("bundled:{name}")).await
     }
 
     /// Compile (or fetch from cache), link, and ask the plugin what it is.
     pub async fn load(self: &Arc<Self>, wasm: &[u8], source: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let component = cache::load(&self.engine, wasm, self.cache_dir.as_deref())
+        self.load_known(wasm, None, source).await
+    }
+
+    /// `load`, given the bytes' SHA-256 (hex) when it is already known.
+    async fn load_known(self: &Arc<Self>, wasm: &[u8], sha256: Option<&str>, source: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let component = cache::load(&self.engine, wasm, sha256, self.cache_dir.as_deref())
             .map_err(|e| load_error(source, format!("not a valid WebAssembly component: {e:#}")))?;
         let pre = self
             .linker
