@@ -31,7 +31,7 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 pub fn load(engine: &Engine, wasm: &[u8], wasm_sha256: Option<&str>, dir: Option<&Path>) -> wasmtime::Result<Component> {
     let Some(dir) = dir else { return Component::new(engine, wasm) };
     let digest = match wasm_sha256 {
-        Some(hex) => hex.to_string(),
+        Some(known) => known.to_string(),
         None => hex::encode(Sha256::digest(wasm)),
     };
     let path = dir.join(format!("{}.cwasm", cache_key(engine, &digest)));
