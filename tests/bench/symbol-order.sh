@@ -10,7 +10,9 @@
 # the C parts (SQLite, zstd) alike, with no instrumented build.
 #
 # Needs root (uprobes), tracefs at /sys/kernel/tracing, nm and python3.
-# Takes about 20 minutes, most of it the kernel removing 27k probes.
+# Takes about 45 minutes, most of it the kernel disabling and removing
+# 27k probes (each waits for an RCU grace period); the list is written
+# after the first 5.
 # Rerun it after dependency bumps or large changes: names it lists that
 # no longer exist are ignored by the linker, so a stale list only costs
 # resident memory, and the run prints how much of the old list still
@@ -95,13 +97,14 @@ SLUICE_BENCH_ONLY=sluice SLUICE_BENCH_SECONDS=40 SLUICE_BENCH_BIG_MB=64 \
 # Counts are read before the probes are disabled: disabling 27k of them
 # takes the kernel minutes, and the cleanup does it.
 python3 - "$tracefs" "$work/names" "$out" "$bin" <<'PY'
-import subprocess, sys
+import sys
 tracefs, names, out, binp = sys.argv[1:]
 name = dict(l.rstrip("\n").split(" ", 1) for l in open(names))
 hits = []
 for line in open(f"{tracefs}/uprobe_profile"):
     f = line.split()
-    if len(f) == 3 and f[1] in name and int(f[2]) > 0:
+    # Only this binary's probes: another group may use the same event names.
+    if len(f) == 3 and f[0] == binp and f[1] in name and int(f[2]) > 0:
         hits.append((int(f[2]), name[f[1]]))
 hits.sort(key=lambda h: -h[0])
 try:
