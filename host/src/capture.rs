@@ -22,6 +22,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Checkpoint thresholds (Litestream's names and defaults).
@@ -68,10 +69,35 @@ pub struct SpoolEntry {
     pub timestamp_ms: i64,
 }
 
+/// A level-0 segment small enough to be built in memory, with its bytes:
+/// a replica that is caught up uploads it from here instead of reading the
+/// spool back (a trip to the blocking pool and four system calls a sync).
+#[derive(Clone)]
+pub struct Fresh {
+    pub entry: SpoolEntry,
+    pub bytes: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for Fresh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fresh({}, {} bytes)", self.entry.name, self.bytes.len())
+    }
+}
+
+/// What capture has recorded, as the replicas see it: segments up to
+/// `txid` may ship, and the newest level-0 one may be in memory.
+#[derive(Debug, Clone, Default)]
+pub struct Durable {
+    pub txid: u64,
+    pub fresh: Option<Fresh>,
+}
+
 /// What one sync produced.
 #[derive(Debug, Default)]
 pub struct SyncReport {
     pub segments: Vec<SpoolEntry>,
+    /// This sync's level-0 segment, if it was built in memory.
+    pub fresh: Option<Fresh>,
     pub transactions: u64,
     /// WAL bytes (frames) captured.
     pub wal_bytes: u64,
@@ -124,6 +150,13 @@ const SEGMENT_WRITE_BUFFER: usize = 64 << 10;
 /// snapshot. Larger segments (snapshots, mostly) are streamed up without
 /// such a check, so they are synced.
 pub const UNSYNCED_SPOOL_BYTES: u64 = 1 << 20;
+
+/// Level-0 segments of up to this many bytes of pages are built in
+/// memory, written with one system call and handed to the replicas as they
+/// are (see `Fresh`). A steady sync's is tens of KiB; the bound keeps the
+/// copy the replicas may hold to one MiB per database.
+const IN_MEMORY_L0_BYTES: usize = 1 << 20;
+const _: () = assert!(IN_MEMORY_L0_BYTES as u64 <= UNSYNCED_SPOOL_BYTES);
 
 /// A segment being written to the meta directory.
 type SpoolFile = io::BufWriter<File>;
@@ -245,7 +278,9 @@ impl Capturer {
         } else {
             if scan.end.is_some() {
                 let (h, f) = wal.as_ref().ok_or_else(|| CaptureError::Io { path: wal_path.clone(), source: io::Error::other("frames without a WAL") })?;
-                report.segments.push(self.write_l0(&scan, h, f)?);
+                let (entry, bytes) = self.write_l0(&scan, h, f)?;
+                report.fresh = bytes.map(|bytes| Fresh { entry: entry.clone(), bytes });
+                report.segments.push(entry);
             }
             if snapshot && self.state.txid > 0 {
                 // Pages of this sync's frames are already in the state; the
@@ -297,10 +332,10 @@ impl Capturer {
 
     /// A temp file for a segment, buffered: a level-0 segment then costs
     /// two writes (body, then the patched header) instead of one per part.
-    fn create_temp(&self, what: &str) -> Result<(PathBuf, SpoolFile), CaptureError> {
+    fn create_temp(&self, what: &str, buffer: usize) -> Result<(PathBuf, SpoolFile), CaptureError> {
         let tmp = self.meta.temp_path(what);
         let file = File::create(&tmp).map_err(io_err(&tmp))?;
-        Ok((tmp, io::BufWriter::with_capacity(SEGMENT_WRITE_BUFFER, file)))
+        Ok((tmp, io::BufWriter::with_capacity(buffer, file)))
     }
 
     /// Move a finished temp segment into the spool: durably if it is
@@ -321,27 +356,25 @@ impl Capturer {
         Ok(SpoolEntry { name, path: dest, size, timestamp_ms: header.timestamp_ms })
     }
 
-    fn write_l0(&mut self, scan: &Scan, h: &WalHeader, wal: &File) -> Result<SpoolEntry, CaptureError> {
+    /// The next level-0 segment, from this scan's pages. Returns the bytes
+    /// too when it was built in memory.
+    fn write_l0(&mut self, scan: &Scan, h: &WalHeader, wal: &File) -> Result<(SpoolEntry, Option<Arc<[u8]>>), CaptureError> {
         let txid = self.state.txid + 1;
         let db_pages = scan.db_pages.unwrap_or(self.state.db_pages);
-        let (tmp, out) = self.create_temp("l0")?;
         let header = Header { page_size: h.page_size, min_txid: txid, max_txid: txid, timestamp_ms: now_ms(), pre_checksum: self.state.checksum, ..Header::default() };
-        let compressor = match self.compressor.take() {
-            Some(c) => c,
-            None => new_compressor().map_err(io_err(&tmp))?,
+        let in_memory = scan.pages.len().saturating_mul(h.page_size as usize) <= IN_MEMORY_L0_BYTES;
+        let (tmp, out, hashes, header, bytes) = if in_memory {
+            let (built, header, hashes) = self.build_l0(io::Cursor::new(Vec::new()), header, scan, db_pages, h, wal)?;
+            let bytes: Arc<[u8]> = built.into_inner().into();
+            // Unbuffered: the one write below is the whole segment.
+            let (tmp, mut out) = self.create_temp("l0", 0)?;
+            io::Write::write_all(&mut out, &bytes).map_err(io_err(&tmp))?;
+            (tmp, out, hashes, header, Some(bytes))
+        } else {
+            let (tmp, out) = self.create_temp("l0", SEGMENT_WRITE_BUFFER)?;
+            let (out, header, hashes) = self.build_l0(out, header, scan, db_pages, h, wal)?;
+            (tmp, out, hashes, header, None)
         };
-        let mut writer = SegmentWriter::reusing(out, header, compressor).map_err(io_err(&tmp))?;
-        writer.expect_pages(scan.pages.len());
-        let mut hashes = self.hashes.clone();
-        hashes.resize(db_pages);
-        let mut buf = vec![0u8; h.page_size as usize];
-        for (&pgno, &frame) in &scan.pages {
-            h.read_page(wal, frame, &mut buf).map_err(io_err(&self.db.wal_path()))?;
-            hashes.set(pgno, page_hash(pgno, &buf));
-            writer.add_page(pgno, &buf).map_err(io_err(&tmp))?;
-        }
-        let (out, header, compressor) = writer.finish_keep(db_pages, hashes.checksum()).map_err(io_err(&tmp))?;
-        self.compressor = Some(compressor);
         let name = SegmentName { level: 0, min_txid: txid, max_txid: txid };
         let entry = self.commit_segment(&tmp, out, name, &header)?;
         self.hashes = hashes;
@@ -349,7 +382,29 @@ impl Capturer {
         self.state.db_pages = db_pages;
         self.state.checksum = header.post_checksum;
         self.state.timestamp_ms = header.timestamp_ms;
-        Ok(entry)
+        Ok((entry, bytes))
+    }
+
+    /// Write a level-0 segment's pages into `out`; the hashes after it.
+    fn build_l0<W: io::Write + io::Seek>(&mut self, out: W, header: Header, scan: &Scan, db_pages: u32, h: &WalHeader, wal: &File) -> Result<(W, Header, PageHashes), CaptureError> {
+        let wal_path = self.db.wal_path();
+        let compressor = match self.compressor.take() {
+            Some(c) => c,
+            None => new_compressor().map_err(io_err(&wal_path))?,
+        };
+        let mut writer = SegmentWriter::reusing(out, header, compressor).map_err(io_err(&wal_path))?;
+        writer.expect_pages(scan.pages.len());
+        let mut hashes = self.hashes.clone();
+        hashes.resize(db_pages);
+        let mut buf = vec![0u8; h.page_size as usize];
+        for (&pgno, &frame) in &scan.pages {
+            h.read_page(wal, frame, &mut buf).map_err(io_err(&wal_path))?;
+            hashes.set(pgno, page_hash(pgno, &buf));
+            writer.add_page(pgno, &buf).map_err(io_err(self.meta.path()))?;
+        }
+        let (out, header, compressor) = writer.finish_keep(db_pages, hashes.checksum()).map_err(io_err(self.meta.path()))?;
+        self.compressor = Some(compressor);
+        Ok((out, header, hashes))
     }
 
     /// A snapshot at the current state: pages from this sync's frames where
@@ -361,7 +416,7 @@ impl Capturer {
         let (page_size, view_pages) = self.db.page_info()?;
         let db_pages = scan.db_pages.unwrap_or(if new_txid { view_pages } else { self.state.db_pages });
         let txid = if new_txid { self.state.txid + 1 } else { self.state.txid };
-        let (tmp, out) = self.create_temp("snapshot")?;
+        let (tmp, out) = self.create_temp("snapshot", SEGMENT_WRITE_BUFFER)?;
         let header = Header { page_size, min_txid: 1, max_txid: txid, timestamp_ms: now_ms(), pre_checksum: 0, ..Header::default() };
         let mut writer = SegmentWriter::new(out, header).map_err(io_err(&tmp))?;
         let mut hashes = PageHashes::new(page_size);

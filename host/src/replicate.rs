@@ -3,7 +3,7 @@
 //! for a replica; the spool is bounded, and a replica that falls out of it
 //! gets a snapshot instead.
 
-use crate::capture::{list_spool, Capturer};
+use crate::capture::{list_spool, Capturer, Durable};
 use crate::config::{DatabaseSpec, ReplicaSpec};
 use crate::plugin::{bundled, Labels, LoadedPlugin, PluginStore, Runtime};
 use crate::replica::{ReplicaSettings, ReplicaShared, ReplicaTask};
@@ -77,16 +77,9 @@ pub async fn open_store(runtime: &Arc<Runtime>, plugins: &Plugins, spec: &Replic
     Ok(PluginStore::new(plugin, spec.url.clone(), spec.settings.clone(), sandbox, labels))
 }
 
-/// An id for this process, recorded with every segment it writes.
-pub fn writer_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-    format!("{host}-{}-{:08x}", std::process::id(), rand::random::<u32>())
-}
-
 /// Replicate every database until `shutdown` (or once).
 pub async fn run(runtime: Arc<Runtime>, dbs: Vec<DatabaseSpec>, opts: Options, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let plugins = Arc::new(Plugins::default());
-    let writer = writer_id();
     let health = Health::default();
     let files = if opts.once { None } else { crate::watch::FileWatch::new() };
     if let Some((url, every)) = opts.heartbeat.clone() {
@@ -94,11 +87,11 @@ pub async fn run(runtime: Arc<Runtime>, dbs: Vec<DatabaseSpec>, opts: Options, s
     }
     let mut tasks = tokio::task::JoinSet::new();
     for spec in dbs {
-        let (rt, pl, o, sd, w, h) = (runtime.clone(), plugins.clone(), opts.clone(), shutdown.clone(), writer.clone(), health.clone());
+        let (rt, pl, o, sd, h) = (runtime.clone(), plugins.clone(), opts.clone(), shutdown.clone(), health.clone());
         let wake = files.as_ref().map(|f| f.subscribe(&spec.path));
         tasks.spawn(async move {
             // Errors from here on already name the database.
-            run_db(rt, pl, spec, o, sd, w, h, wake).await
+            run_db(rt, pl, spec, o, sd, h, wake).await
         });
     }
     let mut first_error = None;
@@ -160,7 +153,6 @@ async fn run_db(
     spec: DatabaseSpec,
     opts: Options,
     mut shutdown: watch::Receiver<bool>,
-    writer: String,
     health: Health,
     mut wake: Option<crate::watch::Subscription>,
 ) -> anyhow::Result<()> {
@@ -173,14 +165,14 @@ async fn run_db(
     let capturer = Arc::new(Mutex::new(capturer));
 
     let recorded = capturer.lock().map(|c| c.state().txid).unwrap_or(0);
-    let (txid_tx, txid_rx) = watch::channel(recorded);
+    let (txid_tx, txid_rx) = watch::channel(Durable { txid: recorded, fresh: None });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut replicas = Vec::new();
     let mut handles = Vec::new();
     for r in &spec.replicas {
         let store = open_store(&runtime, &plugins, r, opts.default_plugin.as_deref(), &database).await?;
         let settings = ReplicaSettings { name: r.name.clone(), sync_interval: r.sync_interval, snapshot_interval: r.snapshot_interval, retention: r.retention.clone() };
-        let task = ReplicaTask::new(store, settings, meta.clone(), writer.clone());
+        let task = ReplicaTask::new(store, settings, meta.clone());
         replicas.push(Replica { name: r.name.clone(), database: database.clone(), shared: task.shared.clone() });
         if let Ok(mut h) = health.0.lock() {
             h.push(task.shared.clone());
@@ -213,10 +205,10 @@ async fn run_db(
         if busy {
             last_sync = tokio::time::Instant::now();
             match sync_once(&capturer, wants || force_snapshot).await {
-                Ok(txid) => {
+                Ok(durable) => {
                     force_snapshot = false;
                     last_stamp = stamp;
-                    txid_tx.send_replace(txid);
+                    txid_tx.send_replace(durable);
                 }
                 Err(e) => tracing::warn!(database = %database, "sync failed (will retry): {e:#}"),
             }
@@ -256,8 +248,8 @@ async fn run_db(
         if *shutdown.borrow() {
             // Final sync: capture what the application wrote last.
             match sync_once(&capturer, false).await {
-                Ok(txid) => {
-                    txid_tx.send_replace(txid);
+                Ok(durable) => {
+                    txid_tx.send_replace(durable);
                 }
                 Err(e) => tracing::warn!(database = %database, "final sync failed: {e:#}"),
             }
@@ -271,9 +263,9 @@ async fn run_db(
         // segment dropped or damaged): give it its snapshot now, or this run
         // and every run after it would end the same way.
         match sync_once(&capturer, true).await {
-            Ok(txid) => {
-                txid_tx.send_replace(txid);
-                target = txid;
+            Ok(durable) => {
+                target = durable.txid;
+                txid_tx.send_replace(durable);
             }
             Err(e) => tracing::warn!(database = %database, "snapshot for a replica that needs one failed: {e:#}"),
         }
@@ -325,8 +317,8 @@ async fn open_when_present(spec: &DatabaseSpec, meta_dir: PathBuf, shutdown: &mu
     }
 }
 
-/// Run one capture on a blocking thread; returns the TXID after it.
-async fn sync_once(capturer: &Arc<Mutex<Capturer>>, snapshot: bool) -> anyhow::Result<u64> {
+/// Run one capture on a blocking thread; returns what it made durable.
+async fn sync_once(capturer: &Arc<Mutex<Capturer>>, snapshot: bool) -> anyhow::Result<Durable> {
     let c = capturer.clone();
     tokio::task::spawn_blocking(move || {
         let mut c = c.lock().map_err(|_| anyhow::anyhow!("capture state poisoned by an earlier panic"))?;
@@ -358,7 +350,7 @@ async fn sync_once(capturer: &Arc<Mutex<Capturer>>, snapshot: bool) -> anyhow::R
                 return Err(e.into());
             }
         }
-        Ok(c.state().txid)
+        Ok(Durable { txid: c.state().txid, fresh: report.fresh })
     })
     .await?
 }

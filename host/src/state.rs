@@ -4,21 +4,37 @@
 //! hashes, and the spool of segments not yet shipped everywhere.
 //!
 //! Crash safety: a segment is in the spool before the state that counts
-//! it is written (atomically, by rename). Segments beyond the recorded
-//! TXID are leftovers of a crash and are discarded on start, then rebuilt
-//! from the WAL, so nothing is lost and nothing shipped twice. Small
-//! segments are not fsynced: one a power failure damaged is caught when
-//! it is uploaded (see `capture::UNSYNCED_SPOOL_BYTES`).
+//! it is written. The state is written in place into the older of two
+//! slot files, each with a sequence number and a checksum, so a crash
+//! mid-write leaves the other slot, the previous state, intact. Segments
+//! beyond the recorded TXID are leftovers of a crash and are discarded on
+//! start, then rebuilt from the WAL, so nothing is lost and nothing
+//! shipped twice. Small segments are not fsynced: one a power failure
+//! damaged is caught when it is uploaded (see
+//! `capture::UNSYNCED_SPOOL_BYTES`).
 
 use crate::checksum::PageHashes;
 use crate::wal::WalPos;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use xxhash_rust::xxh3::xxh3_64;
 
-/// The state: one line of JSON, then the page hashes (little-endian u64s).
-/// One file, so one rename replaces both atomically.
+/// The two slots the state alternates between. Rewriting a file in place
+/// costs a write; a temp file renamed over the old one cost a new inode
+/// and freeing the old one on every sync, which on ext4 without a journal
+/// also slows every later file creation (it skips inodes freed in the
+/// last 30 s, reading each one's deletion time).
+const SLOT_FILES: [&str; 2] = ["state.0", "state.1"];
+/// Opens a slot: magic, sequence number, payload length, xxh3 of the
+/// payload (all little-endian u64 after the magic).
+const SLOT_MAGIC: &[u8; 8] = b"SLCSTAT1";
+const SLOT_HEADER: usize = 32;
+/// A slot's payload (and the whole of the older single-file layout): one
+/// line of JSON, then the page hashes (little-endian u64s).
 const STATE_FILE: &str = "state";
 /// Earlier builds kept the JSON and the hashes in two files; still read.
 const LEGACY_STATE_FILE: &str = "state.json";
@@ -60,6 +76,19 @@ pub struct State {
 #[derive(Debug, Clone)]
 pub struct MetaDir {
     dir: PathBuf,
+    slots: Arc<Mutex<Slots>>,
+}
+
+/// What saving needs to know about the slot files, learned on first use.
+#[derive(Debug, Default)]
+struct Slots {
+    /// Highest sequence number in an intact slot (`None`: not read yet).
+    seq: Option<u64>,
+    /// Kept open: a save is then one write.
+    files: [Option<File>; 2],
+    lens: [u64; 2],
+    /// The single-file and two-file layouts of earlier builds are gone.
+    legacy_removed: bool,
 }
 
 impl MetaDir {
@@ -71,7 +100,7 @@ impl MetaDir {
 
     pub fn open(dir: PathBuf) -> io::Result<MetaDir> {
         fs::create_dir_all(dir.join(SPOOL_DIR))?;
-        Ok(MetaDir { dir })
+        Ok(MetaDir { dir, slots: Arc::default() })
     }
 
     pub fn path(&self) -> &Path {
@@ -91,18 +120,64 @@ impl MetaDir {
     /// Load state and page hashes; `None` when absent, unreadable, or
     /// inconsistent (the caller then starts over with a snapshot).
     pub fn load(&self) -> Option<(State, PageHashes)> {
-        let (text, raw) = match fs::read(self.dir.join(STATE_FILE)) {
-            Ok(mut bytes) => {
-                let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
-                    tracing::warn!("ignoring truncated local state in {}", self.dir.display());
-                    return None;
-                };
-                let raw = bytes.split_off(end + 1);
-                (String::from_utf8(bytes).ok()?, raw)
+        let (newest, any_slot) = self.read_slots();
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.seq = Some(newest.as_ref().map_or(0, |(seq, _)| *seq));
+        }
+        let bytes = match newest {
+            Some((_, payload)) => payload,
+            None if any_slot => {
+                tracing::warn!("no intact local state in {} (crash mid-write?); a new snapshot will be taken", self.dir.display());
+                return None;
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => self.load_legacy()?,
-            Err(_) => return None,
+            None => match fs::read(self.dir.join(STATE_FILE)) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let (text, raw) = self.load_legacy()?;
+                    return self.decode(text, raw);
+                }
+                Err(_) => return None,
+            },
         };
+        let (text, raw) = self.split_payload(bytes)?;
+        self.decode(text, raw)
+    }
+
+    /// The intact slot with the highest sequence number, and whether any
+    /// slot file exists at all.
+    fn read_slots(&self) -> (Option<(u64, Vec<u8>)>, bool) {
+        let mut newest: Option<(u64, Vec<u8>)> = None;
+        let mut any = false;
+        for name in SLOT_FILES {
+            let bytes = match fs::read(self.dir.join(name)) {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(_) => {
+                    any = true;
+                    continue;
+                }
+            };
+            any = true;
+            if let Some((seq, payload)) = parse_slot(&bytes) {
+                if newest.as_ref().is_none_or(|(s, _)| seq > *s) {
+                    newest = Some((seq, payload.to_vec()));
+                }
+            }
+        }
+        (newest, any)
+    }
+
+    /// The JSON line and the hashes after it.
+    fn split_payload(&self, mut bytes: Vec<u8>) -> Option<(String, Vec<u8>)> {
+        let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
+            tracing::warn!("ignoring truncated local state in {}", self.dir.display());
+            return None;
+        };
+        let raw = bytes.split_off(end + 1);
+        Some((String::from_utf8(bytes).ok()?, raw))
+    }
+
+    fn decode(&self, text: String, raw: Vec<u8>) -> Option<(State, PageHashes)> {
         let state: State = match serde_json::from_str(&text) {
             Ok(s) => s,
             Err(e) => {
@@ -129,34 +204,76 @@ impl MetaDir {
         Some((text, raw))
     }
 
-    /// Persist state and page hashes together, by atomic rename.
+    /// Persist state and page hashes together, into the older slot.
     ///
-    /// The rename makes this safe against a crash of the process; no
-    /// fsync, because losing the newest state to a power failure is safe
-    /// too: the next run either continues from the older state (its spool
-    /// segments past it are discarded and rebuilt) or, if a replica already
-    /// holds more, continues after the replica with a snapshot. Syncing
-    /// three files per sync was most of the replicator's CPU time.
+    /// No fsync: losing the newest state to a power failure is safe. The
+    /// next run either continues from an older state (its spool segments
+    /// past it are discarded and rebuilt) or, if a replica already holds
+    /// more, continues after the replica with a snapshot. Syncing three
+    /// files per sync was most of the replicator's CPU time.
     pub fn save(&self, state: &State, hashes: &PageHashes) -> io::Result<()> {
-        // Compact JSON has no newline of its own: the first one ends it.
-        let mut bytes = serde_json::to_vec(&State { version: STATE_VERSION, ..state.clone() }).map_err(io::Error::other)?;
+        // The slot header goes in front once the payload is known. Compact
+        // JSON has no newline of its own: the first one ends it.
+        let mut bytes = vec![0u8; SLOT_HEADER];
+        serde_json::to_writer(&mut bytes, &State { version: STATE_VERSION, ..state.clone() }).map_err(io::Error::other)?;
         bytes.reserve_exact(1 + hashes.as_slice().len() * 8);
         bytes.push(b'\n');
         for h in hashes.as_slice() {
             bytes.extend_from_slice(&h.to_le_bytes());
         }
-        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
-        fs::write(&tmp, &bytes)?;
-        fs::rename(&tmp, self.dir.join(STATE_FILE))
+        let mut slots = self.slots.lock().map_err(|_| io::Error::other("local state lock poisoned by an earlier panic"))?;
+        let seq = match slots.seq {
+            Some(seq) => seq,
+            None => self.read_slots().0.map_or(0, |(seq, _)| seq),
+        } + 1;
+        let payload_len = (bytes.len() - SLOT_HEADER) as u64;
+        let digest = xxh3_64(&bytes[SLOT_HEADER..]);
+        bytes[..8].copy_from_slice(SLOT_MAGIC);
+        bytes[8..16].copy_from_slice(&seq.to_le_bytes());
+        bytes[16..24].copy_from_slice(&payload_len.to_le_bytes());
+        bytes[24..32].copy_from_slice(&digest.to_le_bytes());
+        // The newest intact slot has the sequence number below ours, so
+        // the slot of opposite parity is the one to overwrite.
+        let i = (seq % 2) as usize;
+        let file = match slots.files[i].take() {
+            Some(f) => f,
+            None => {
+                let path = self.dir.join(SLOT_FILES[i]);
+                let f = fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+                slots.lens[i] = f.metadata()?.len();
+                f
+            }
+        };
+        file.write_all_at(&bytes, 0)?;
+        // The header bounds the payload, so a longer file's tail is
+        // ignored: it is cut only once it is mostly waste (the database
+        // shrank), not on every sync.
+        let len = bytes.len() as u64;
+        if slots.lens[i] < len || slots.lens[i] > 2 * len {
+            if slots.lens[i] > len {
+                file.set_len(len)?;
+            }
+            slots.lens[i] = len;
+        }
+        slots.files[i] = Some(file);
+        slots.seq = Some(seq);
+        if !slots.legacy_removed {
+            // Read only while no slot exists; now one does.
+            for f in [STATE_FILE, LEGACY_STATE_FILE, LEGACY_HASHES_FILE] {
+                remove_if_exists(&self.dir.join(f))?;
+            }
+            slots.legacy_removed = true;
+        }
+        Ok(())
     }
 
     /// Forget everything (`sluice reset`): the next sync snapshots.
     pub fn reset(&self) -> io::Result<()> {
-        for f in [STATE_FILE, LEGACY_STATE_FILE, LEGACY_HASHES_FILE] {
-            match fs::remove_file(self.dir.join(f)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+        if let Ok(mut slots) = self.slots.lock() {
+            *slots = Slots::default();
+        }
+        for f in SLOT_FILES.into_iter().chain([STATE_FILE, LEGACY_STATE_FILE, LEGACY_HASHES_FILE]) {
+            remove_if_exists(&self.dir.join(f))?;
         }
         Ok(())
     }
@@ -189,7 +306,6 @@ impl Record {
     }
 
     pub fn save<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
         let mut bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
         if bytes.len() >= RECORD_BYTES {
             return Err(io::Error::other(format!("record {} is over {RECORD_BYTES} bytes", self.path.display())));
@@ -212,6 +328,25 @@ impl Record {
 impl State {
     pub fn new(page_size: u32) -> State {
         State { version: STATE_VERSION, page_size, txid: 0, db_pages: 0, checksum: 0, timestamp_ms: 0, wal: None, next_salt1: None, db_stamp: None }
+    }
+}
+
+/// The payload of an intact slot, with its sequence number.
+fn parse_slot(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let header = bytes.get(..SLOT_HEADER)?;
+    let word = |i: usize| header.get(i..i + 8).and_then(|w| w.try_into().ok()).map(u64::from_le_bytes);
+    if &header[..8] != SLOT_MAGIC {
+        return None;
+    }
+    let (seq, len, digest) = (word(8)?, word(16)?, word(24)?);
+    let payload = bytes.get(SLOT_HEADER..SLOT_HEADER.checked_add(usize::try_from(len).ok()?)?)?;
+    (xxh3_64(payload) == digest).then_some((seq, payload))
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -240,37 +375,87 @@ mod tests {
         assert!(record.save(&"x".repeat(RECORD_BYTES)).is_err());
     }
 
+    fn sample(txid: u64) -> (State, PageHashes) {
+        let mut hashes = PageHashes::new(4096);
+        hashes.set(1, page_hash(1, &[1; 4096]));
+        hashes.set(2, page_hash(2, &[txid as u8; 4096]));
+        let mut state = State::new(4096);
+        state.txid = txid;
+        state.db_pages = 2;
+        state.checksum = hashes.checksum();
+        (state, hashes)
+    }
+
     #[test]
     fn save_load_and_detect_inconsistency() {
         let dir = tempfile::tempdir().unwrap();
         let meta = MetaDir::open(dir.path().join("m")).unwrap();
         assert!(meta.load().is_none());
-        let mut hashes = PageHashes::new(4096);
-        hashes.set(1, page_hash(1, &[1; 4096]));
-        hashes.set(2, page_hash(2, &[2; 4096]));
-        let mut state = State::new(4096);
-        state.txid = 5;
-        state.db_pages = 2;
-        state.checksum = hashes.checksum();
+        let (state, hashes) = sample(5);
         meta.save(&state, &hashes).unwrap();
-        let (s, h) = meta.load().unwrap();
-        assert_eq!(s, state);
-        assert_eq!(h, hashes);
+        assert_eq!(meta.load().unwrap(), (state.clone(), hashes.clone()));
         // A state whose checksum disagrees with its hashes is not trusted.
-        let mut bytes = std::fs::read(meta.path().join(STATE_FILE)).unwrap();
-        let end = bytes.iter().position(|&b| b == b'\n').unwrap();
         let mut bad = state.clone();
         bad.checksum ^= 1;
-        let mut json = serde_json::to_vec(&bad).unwrap();
-        json.extend_from_slice(&bytes.split_off(end));
-        std::fs::write(meta.path().join(STATE_FILE), &json).unwrap();
+        meta.save(&bad, &hashes).unwrap();
         assert!(meta.load().is_none());
-        // The two-file layout of 0.1.0 still loads.
-        std::fs::remove_file(meta.path().join(STATE_FILE)).unwrap();
-        std::fs::write(meta.path().join(LEGACY_STATE_FILE), serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+        // Nor is it resurrected by the next save landing in the other slot.
+        let (state, hashes) = sample(6);
+        meta.save(&state, &hashes).unwrap();
+        assert_eq!(MetaDir::open(meta.path().to_path_buf()).unwrap().load().unwrap(), (state, hashes));
+    }
+
+    #[test]
+    fn a_torn_save_leaves_the_previous_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaDir::open(dir.path().join("m")).unwrap();
+        for txid in 1..=4 {
+            let (state, hashes) = sample(txid);
+            meta.save(&state, &hashes).unwrap();
+        }
+        // Saves alternate, so the two slots hold the last two states.
+        let newest = (0..2).map(|i| std::fs::read(meta.path().join(SLOT_FILES[i])).unwrap()).max_by_key(|b| parse_slot(b).unwrap().0).unwrap();
+        for cut in [SLOT_HEADER / 2, SLOT_HEADER + 10, newest.len() - 1] {
+            // A crash mid-write: the newest slot holds a prefix of itself
+            // over the tail of what it held before.
+            let i = (0..2).find(|&i| std::fs::read(meta.path().join(SLOT_FILES[i])).unwrap() == newest).unwrap();
+            let mut torn = newest.clone();
+            torn[cut..].iter_mut().for_each(|b| *b ^= 0x5a);
+            std::fs::write(meta.path().join(SLOT_FILES[i]), &torn).unwrap();
+            let reopened = MetaDir::open(meta.path().to_path_buf()).unwrap();
+            assert_eq!(reopened.load().unwrap(), sample(3), "cut at {cut}");
+            std::fs::write(meta.path().join(SLOT_FILES[i]), &newest).unwrap();
+        }
+        // After a restart, saving goes on past the newest intact slot.
+        let reopened = MetaDir::open(meta.path().to_path_buf()).unwrap();
+        let (state, hashes) = sample(5);
+        reopened.save(&state, &hashes).unwrap();
+        assert_eq!(MetaDir::open(meta.path().to_path_buf()).unwrap().load().unwrap(), (state, hashes));
+    }
+
+    #[test]
+    fn earlier_layouts_load_and_are_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaDir::open(dir.path().join("m")).unwrap();
+        let (state, hashes) = sample(7);
         let raw: Vec<u8> = hashes.as_slice().iter().flat_map(|h| h.to_le_bytes()).collect();
-        std::fs::write(meta.path().join(LEGACY_HASHES_FILE), raw).unwrap();
-        assert_eq!(meta.load().unwrap(), (state, hashes));
+        // The single file of earlier builds: a JSON line, then the hashes.
+        let mut single = serde_json::to_vec(&state).unwrap();
+        single.push(b'\n');
+        single.extend_from_slice(&raw);
+        std::fs::write(meta.path().join(STATE_FILE), &single).unwrap();
+        assert_eq!(meta.load().unwrap(), (state.clone(), hashes.clone()));
+        std::fs::remove_file(meta.path().join(STATE_FILE)).unwrap();
+        // The two files before that.
+        std::fs::write(meta.path().join(LEGACY_STATE_FILE), serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+        std::fs::write(meta.path().join(LEGACY_HASHES_FILE), &raw).unwrap();
+        assert_eq!(meta.load().unwrap(), (state.clone(), hashes.clone()));
+        let (newer, newer_hashes) = sample(8);
+        meta.save(&newer, &newer_hashes).unwrap();
+        assert!(!meta.path().join(LEGACY_STATE_FILE).exists() && !meta.path().join(LEGACY_HASHES_FILE).exists());
+        assert_eq!(meta.load().unwrap(), (newer, newer_hashes));
+        meta.reset().unwrap();
+        assert!(meta.load().is_none());
     }
 }
 

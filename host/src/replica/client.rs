@@ -10,6 +10,7 @@ use crate::segment::reader::verify_bytes;
 use crate::segment::{Header, SegmentName};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Ranged-read size for downloads: returning a list<u8> from wasm costs
@@ -83,7 +84,8 @@ async fn list_inner(store: &PluginStore) -> Result<Listing, ReplicaError> {
         let page = retry!(session.list("", cursor.as_deref(), LIST_PAGE))?;
         for o in page.objects {
             let Some(name) = SegmentName::parse(&o.key) else { continue };
-            // Listings often omit user metadata (S3 does); the upload time
+            // Segments carry no metadata now, but earlier builds set
+            // `timestamp` and a store may list it. Otherwise the upload time
             // is within a sync of the segment's own timestamp.
             let timestamp_ms = o
                 .metadata
@@ -105,9 +107,17 @@ async fn list_inner(store: &PluginStore) -> Result<Listing, ReplicaError> {
 /// the same content (our own earlier attempt that looked failed), that is
 /// success; different content means a second writer. `timestamp_ms`
 /// defaults to the segment header's.
-pub async fn upload(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Option<i64>, writer_id: &str) -> Result<RemoteSegment, ReplicaError> {
+///
+/// Segments go up without object metadata: the header holds the
+/// timestamp and the name the TXIDs, and on the file backend metadata is
+/// a second file per segment (its creation cost a steady sync more than
+/// the segment's own upload).
+///
+/// `bytes`, if given, is the segment itself (see `capture::Fresh`), saving
+/// the read of its spooled copy.
+pub async fn upload(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Option<i64>, bytes: Option<Arc<[u8]>>) -> Result<RemoteSegment, ReplicaError> {
     let started = std::time::Instant::now();
-    let result = upload_inner(store, entry, timestamp_ms, writer_id).await;
+    let result = upload_inner(store, entry, timestamp_ms, bytes).await;
     observe(store, "put", entry.size, started, result.is_ok());
     result
 }
@@ -123,8 +133,8 @@ const _: () = assert!(PREFETCH >= crate::capture::UNSYNCED_SPOOL_BYTES);
 
 /// A spooled segment opened for upload.
 struct Spooled {
-    /// Positioned after `prefix`.
-    file: std::fs::File,
+    /// Positioned after `prefix`; `None` when `prefix` is all of it.
+    file: Option<std::fs::File>,
     prefix: Vec<u8>,
     len: u64,
     identity: String,
@@ -140,45 +150,54 @@ fn open_spooled(path: &Path) -> std::io::Result<Spooled> {
     let len = file.metadata()?.len();
     let mut prefix = Vec::with_capacity(len.min(PREFETCH) as usize);
     (&mut file).take(PREFETCH).read_to_end(&mut prefix)?;
+    if prefix.len() as u64 == len {
+        return Ok(whole(prefix));
+    }
     let head = prefix.get(..HEADER_SIZE).ok_or_else(|| std::io::Error::other(format!("{} is truncated ({len} bytes)", path.display())))?;
     let mut tail = [0u8; 16];
-    let (timestamp_ms, damaged) = if prefix.len() as u64 == len {
-        tail.copy_from_slice(&prefix[prefix.len() - 16..]);
-        match verify_bytes(&prefix) {
-            Ok(h) => (Some(h.timestamp_ms), None),
-            Err(e) => (None, Some(e.to_string())),
-        }
-    } else {
-        file.read_exact_at(&mut tail, len - 16)?;
-        (Header::decode(head).ok().map(|h| h.timestamp_ms), None)
-    };
+    file.read_exact_at(&mut tail, len - 16)?;
+    let timestamp_ms = Header::decode(head).ok().map(|h| h.timestamp_ms);
     let identity = identity_of(head, &tail);
-    Ok(Spooled { file, prefix, len, identity, timestamp_ms, damaged })
+    Ok(Spooled { file: Some(file), prefix, len, identity, timestamp_ms, damaged: None })
 }
 
-async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Option<i64>, writer_id: &str) -> Result<RemoteSegment, ReplicaError> {
+/// A segment read whole, checked (a spooled one may have been damaged by
+/// a power failure, being unsynced).
+fn whole(bytes: Vec<u8>) -> Spooled {
+    let (timestamp_ms, damaged) = match verify_bytes(&bytes) {
+        Ok(h) => (Some(h.timestamp_ms), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let (head, tail) = (bytes.get(..HEADER_SIZE).unwrap_or_default(), bytes.get(bytes.len().saturating_sub(16)..).unwrap_or_default());
+    let identity = identity_of(head, tail);
+    Spooled { file: None, len: bytes.len() as u64, prefix: bytes, identity, timestamp_ms, damaged }
+}
+
+async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Option<i64>, bytes: Option<Arc<[u8]>>) -> Result<RemoteSegment, ReplicaError> {
     let key = entry.name.key();
     let path = entry.path.clone();
-    let spooled = tokio::task::spawn_blocking(move || open_spooled(&path))
-        .await
-        .map_err(|e| other(store, format!("reading {} failed: {e}", entry.path.display())))?
-        .map_err(|e| other(store, format!("cannot read spooled {}: {e}", entry.path.display())))?;
+    let spooled = match bytes {
+        Some(bytes) => whole(bytes.to_vec()),
+        None => tokio::task::spawn_blocking(move || open_spooled(&path))
+            .await
+            .map_err(|e| other(store, format!("reading {} failed: {e}", entry.path.display())))?
+            .map_err(|e| other(store, format!("cannot read spooled {}: {e}", entry.path.display())))?,
+    };
     let Spooled { file, prefix, len, identity: digest, timestamp_ms: in_header, damaged } = spooled;
     if let Some(msg) = damaged {
         return Err(ReplicaError::DamagedSpool { replica: store.labels().replica.clone(), path: entry.path.display().to_string(), msg });
     }
     let timestamp_ms = timestamp_ms.or(in_header).unwrap_or_else(now_ms);
-    let metadata = vec![
-        ("timestamp".to_string(), rfc3339(timestamp_ms)),
-        ("writer".to_string(), writer_id.to_string()),
-        ("content".to_string(), digest.clone()),
-    ];
     let precondition = if store.info().capabilities.conditional_writes { Precondition::IfAbsent } else { Precondition::None };
     // What was read ahead, then the rest of the file (if any), cut at the
     // length we saw so the end needs no further read.
-    let body = std::io::Cursor::new(prefix).chain(tokio::fs::File::from_std(file)).take(len);
+    let rest: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> = match file {
+        Some(file) => Box::pin(tokio::fs::File::from_std(file)),
+        None => Box::pin(tokio::io::empty()),
+    };
+    let body = std::io::Cursor::new(prefix).chain(rest).take(len);
     let mut session = if len <= SMALL_IO_BYTES { retry!(store.small_io_session())? } else { retry!(store.session())? };
-    match store.put_stream(&mut session, &key, body, metadata, precondition).await {
+    match store.put_stream(&mut session, &key, body, Vec::new(), precondition).await {
         Ok(meta) => {
             store.recycle(session);
             Ok(RemoteSegment { size: meta.size, timestamp_ms, modified_ms: meta.modified_ms })

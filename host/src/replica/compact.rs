@@ -25,7 +25,7 @@ pub fn plan(listing: &Listing, level: u32) -> Vec<SegmentName> {
 }
 
 /// Build and upload the compacted segment; returns its name and listing entry.
-pub async fn compact(store: &PluginStore, inputs: &[SegmentName], level: u32, scratch: &Path, spool: &Path, writer_id: &str) -> Result<(SegmentName, RemoteSegment), ReplicaError> {
+pub async fn compact(store: &PluginStore, inputs: &[SegmentName], level: u32, scratch: &Path, spool: &Path) -> Result<(SegmentName, RemoteSegment), ReplicaError> {
     let other = |msg: String| ReplicaError::Other { replica: store.labels().replica.clone(), msg };
     let (first, last) = match (inputs.first(), inputs.last()) {
         (Some(f), Some(l)) => (*f, *l),
@@ -58,7 +58,7 @@ pub async fn compact(store: &PluginStore, inputs: &[SegmentName], level: u32, sc
     let header = merged.map_err(|e| other(format!("compacting {first}..{last}: {e}")))?;
     let size = std::fs::metadata(&out_path).map(|m| m.len()).unwrap_or(0);
     let entry = SpoolEntry { name: output, path: out_path.clone(), size, timestamp_ms: header.timestamp_ms };
-    let uploaded = client::upload(store, &entry, Some(header.timestamp_ms), writer_id).await;
+    let uploaded = client::upload(store, &entry, Some(header.timestamp_ms), None).await;
     let _ = std::fs::remove_file(&out_path);
     Ok((output, uploaded?))
 }

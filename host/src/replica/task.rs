@@ -6,7 +6,7 @@
 use super::client::{self, Listing, ReplicaError};
 use super::compact;
 use super::retention::{self, RetentionConfig};
-use crate::capture::{list_spool, spool_path, SpoolEntry};
+use crate::capture::{list_spool, spool_path, Durable, SpoolEntry};
 use crate::segment::format::now_ms;
 use crate::segment::SegmentName;
 use crate::plugin::PluginStore;
@@ -81,19 +81,18 @@ pub struct ReplicaTask {
     pub shared: Arc<ReplicaShared>,
     /// Where `shipped` persists (`replica-<name>.json`).
     position: Record,
-    pub writer_id: String,
     listing: Option<Listing>,
     last_compaction: Vec<Instant>,
 }
 
 impl ReplicaTask {
-    pub fn new(store: PluginStore, settings: ReplicaSettings, meta: MetaDir, writer_id: String) -> Self {
+    pub fn new(store: PluginStore, settings: ReplicaSettings, meta: MetaDir) -> Self {
         let shared = Arc::new(ReplicaShared::default());
         let position = meta.record(&state_name(&settings.name));
         let persisted: Persisted = position.load().unwrap_or_default();
         shared.shipped.store(persisted.shipped, Ordering::SeqCst);
         let levels = settings.retention.level_intervals.len();
-        ReplicaTask { store, settings, meta, shared, position, writer_id, listing: None, last_compaction: vec![Instant::now(); levels] }
+        ReplicaTask { store, settings, meta, shared, position, listing: None, last_compaction: vec![Instant::now(); levels] }
     }
 
     /// The replica's listing (fetched once, then kept current locally, so
@@ -123,25 +122,31 @@ impl ReplicaTask {
     }
 
     /// Upload what the spool holds beyond our position, in order.
-    /// Only segments up to `durable` (the TXID the capture has recorded)
+    /// Only segments up to `durable.txid` (what the capture has recorded)
     /// ship: a segment in the spool past it may be a crash's leftover that
     /// the next run rebuilds differently.
-    pub async fn ship(&mut self, durable: u64) -> Result<u64, ReplicaError> {
+    pub async fn ship(&mut self, durable: &Durable) -> Result<u64, ReplicaError> {
         self.listing().await?;
+        let (fresh, durable) = (durable.fresh.as_ref(), durable.txid);
         if !self.shared.wants_snapshot.load(Ordering::SeqCst) {
             let shipped = self.shared.shipped.load(Ordering::SeqCst);
             if shipped >= durable {
                 return Ok(0);
             }
-            // A sync usually adds one level-0 segment: try its name before
-            // listing the spool.
+            // A sync usually adds one level-0 segment, often still in
+            // memory: try it before listing the spool. Once up, our position
+            // is `durable`; if it was damaged, a snapshot is wanted. Either
+            // way nothing else ships now.
             let name = SegmentName { level: 0, min_txid: shipped + 1, max_txid: durable };
-            let path = spool_path(&self.meta.spool(), &name);
-            if shipped > 0 && let Ok(m) = std::fs::metadata(&path) {
-                // Once up, our position is `durable`; if it was damaged, a
-                // snapshot is wanted. Either way nothing else ships now.
-                let entry = SpoolEntry { name, path, size: m.len(), timestamp_ms: 0 };
-                return Ok(u64::from(self.upload(&entry).await?));
+            if shipped > 0 {
+                if let Some(f) = fresh.filter(|f| f.entry.name == name) {
+                    return Ok(u64::from(self.upload(&f.entry, Some(f.bytes.clone())).await?));
+                }
+                let path = spool_path(&self.meta.spool(), &name);
+                if let Ok(m) = std::fs::metadata(&path) {
+                    let entry = SpoolEntry { name, path, size: m.len(), timestamp_ms: 0 };
+                    return Ok(u64::from(self.upload(&entry, None).await?));
+                }
             }
         }
         let mut spool = list_spool(&self.meta.spool()).map_err(|e| ReplicaError::Other { replica: self.settings.name.clone(), msg: format!("cannot read spool: {e}") })?;
@@ -157,19 +162,20 @@ impl ReplicaTask {
                 }
                 return Ok(uploaded);
             };
-            if !self.upload(next).await? {
+            if !self.upload(next, None).await? {
                 return Ok(uploaded);
             }
             uploaded += 1;
         }
     }
 
-    /// Upload one spooled segment and move our position past it. `false`
-    /// if the segment was damaged (a power failure before it reached the
-    /// disk): it is dropped, and the replica asks for a snapshot.
-    async fn upload(&mut self, entry: &SpoolEntry) -> Result<bool, ReplicaError> {
+    /// Upload one spooled segment (from `bytes` if given, else from the
+    /// spool) and move our position past it. `false` if the segment was
+    /// damaged (a power failure before it reached the disk): it is dropped,
+    /// and the replica asks for a snapshot.
+    async fn upload(&mut self, entry: &SpoolEntry, bytes: Option<std::sync::Arc<[u8]>>) -> Result<bool, ReplicaError> {
         let shipped = self.shared.shipped.load(Ordering::SeqCst);
-        let remote = match client::upload(&self.store, entry, None, &self.writer_id).await {
+        let remote = match client::upload(&self.store, entry, None, bytes).await {
             Ok(remote) => remote,
             Err(e @ ReplicaError::DamagedSpool { .. }) => {
                 tracing::warn!(database = %self.store.labels().database, "{e}");
@@ -204,7 +210,7 @@ impl ReplicaTask {
             if inputs.len() < 2 {
                 continue;
             }
-            let (name, remote) = compact::compact(&self.store, &inputs, level as u32, scratch, &self.meta.spool(), &self.writer_id).await?;
+            let (name, remote) = compact::compact(&self.store, &inputs, level as u32, scratch, &self.meta.spool()).await?;
             tracing::debug!(replica = %self.settings.name, "compacted {} segments into {name}", inputs.len());
             self.listing().await?.insert(name, remote);
         }
@@ -227,11 +233,10 @@ impl ReplicaTask {
         Ok(())
     }
 
-    /// Run until `shutdown` flips, waking on new TXIDs.
     /// Run until `stop` flips, waking on new TXIDs. Once `hurry` flips
     /// (the process is shutting down), failures are retried without the
     /// long backoff so the final sync gets out.
-    pub async fn run(mut self, mut txids: watch::Receiver<u64>, mut hurry: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut txids: watch::Receiver<Durable>, mut hurry: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
         let scratch = self.meta.path().join(format!("scratch-{}", sanitize(&self.settings.name)));
         let mut backoff = MIN_BACKOFF;
         let mut failing_since: Option<Instant> = None;
@@ -244,8 +249,8 @@ impl ReplicaTask {
             self.shared.ready.store(true, Ordering::SeqCst);
             let result = async {
                 listed?;
-                let durable = *txids.borrow();
-                self.ship(durable).await?;
+                let durable = txids.borrow().clone();
+                self.ship(&durable).await?;
                 self.maintain(&scratch).await
             }
             .await;

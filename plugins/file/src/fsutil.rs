@@ -140,7 +140,11 @@ impl Root {
             }
         }
         if options.metadata.is_empty() {
-            remove_if_exists(&sidecar)?;
+            // A new object has no sidecar (delete removes it first), so only
+            // an overwrite can leave one behind.
+            if !matches!(options.precondition, Precondition::IfAbsent) {
+                remove_if_exists(&sidecar)?;
+            }
         } else {
             write_sidecar(self, &sidecar, &options.metadata)?;
         }
