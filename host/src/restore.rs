@@ -134,7 +134,7 @@ async fn apply_segments(
         );
         bar
     });
-    let mut sink: Option<FileSink> = Some(FileSink { file, page_size: 0 });
+    let mut sink: Option<FileSink> = Some(FileSink::new(file, 0));
     let mut hashes = hashes;
     let mut downloaded = 0u64;
     let temp_for = |n: &SegmentName| sidecar(tmp, &format!(".{:04x}-{:016x}-{:016x}.seg", n.level, n.min_txid, n.max_txid));
@@ -142,7 +142,7 @@ async fn apply_segments(
         .map(|name| {
             let path = temp_for(&name);
             async move {
-                let size = client::download(store, &name, &path).await;
+                let size = client::download(store, &name, listing.get(&name).map_or(u64::MAX, |s| s.size), &path).await;
                 (name, path, size)
             }
         })
@@ -188,8 +188,8 @@ async fn apply_segments(
     if let Some(e) = failure {
         return Err(e);
     }
-    let sink = sink.context("internal: sink lost")?;
-    sink.file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
+    let file = sink.context("internal: sink lost")?.into_file().with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
     Ok((downloaded, hashes))
 }
 

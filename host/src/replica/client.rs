@@ -221,30 +221,38 @@ async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Opt
     }
 }
 
-/// Download a segment into `dest` with ranged reads.
-pub async fn download(store: &PluginStore, name: &SegmentName, dest: &Path) -> Result<u64, ReplicaError> {
+/// Download a segment into `dest` with ranged reads. `size`, the size
+/// the listing gave, picks the session: a small segment is fetched through
+/// the warm small-io instance, so a compaction of many level-0 segments
+/// (or a restore of them) does not instantiate the plugin for each.
+pub async fn download(store: &PluginStore, name: &SegmentName, size: u64, dest: &Path) -> Result<u64, ReplicaError> {
     let started = std::time::Instant::now();
-    let result = download_inner(store, name, dest).await;
+    let result = download_inner(store, name, size, dest).await;
     observe(store, "get", *result.as_ref().unwrap_or(&0), started, result.is_ok());
     result
 }
 
-async fn download_inner(store: &PluginStore, name: &SegmentName, dest: &Path) -> Result<u64, ReplicaError> {
+async fn download_inner(store: &PluginStore, name: &SegmentName, size: u64, dest: &Path) -> Result<u64, ReplicaError> {
     let key = name.key();
-    let mut session = retry!(store.session())?;
+    let small = size <= SMALL_IO_BYTES;
+    let mut session = if small { retry!(store.small_io_session())? } else { retry!(store.session())? };
     let mut file = tokio::fs::File::create(dest).await.map_err(|e| other(store, format!("cannot create {}: {e}", dest.display())))?;
     let ranged = store.info().capabilities.ranged_reads;
     let mut offset = 0u64;
     loop {
-        let range = ranged.then_some(ByteRange { offset, length: DOWNLOAD_CHUNK });
+        let length = if small { SMALL_IO_BYTES } else { DOWNLOAD_CHUNK };
+        let range = ranged.then_some(ByteRange { offset, length });
         let chunk = retry!(session.get(&key, range))?;
         file.write_all(&chunk).await.map_err(|e| other(store, format!("cannot write {}: {e}", dest.display())))?;
         offset += chunk.len() as u64;
-        if !ranged || (chunk.len() as u64) < DOWNLOAD_CHUNK {
+        if !ranged || (chunk.len() as u64) < length {
             break;
         }
     }
-    file.sync_all().await.map_err(|e| other(store, format!("cannot sync {}: {e}", dest.display())))?;
+    // Not synced: `dest` is scratch (a restore's or a compaction's), read
+    // back at once and deleted; after a crash the work is redone anyway.
+    file.flush().await.map_err(|e| other(store, format!("cannot write {}: {e}", dest.display())))?;
+    store.recycle(session);
     Ok(offset)
 }
 

@@ -25,7 +25,7 @@ pub fn plan(listing: &Listing, level: u32) -> Vec<SegmentName> {
 }
 
 /// Build and upload the compacted segment; returns its name and listing entry.
-pub async fn compact(store: &PluginStore, inputs: &[SegmentName], level: u32, scratch: &Path, spool: &Path) -> Result<(SegmentName, RemoteSegment), ReplicaError> {
+pub async fn compact(store: &PluginStore, listing: &Listing, inputs: &[SegmentName], level: u32, scratch: &Path, spool: &Path) -> Result<(SegmentName, RemoteSegment), ReplicaError> {
     let other = |msg: String| ReplicaError::Other { replica: store.labels().replica.clone(), msg };
     let (first, last) = match (inputs.first(), inputs.last()) {
         (Some(f), Some(l)) => (*f, *l),
@@ -39,7 +39,8 @@ pub async fn compact(store: &PluginStore, inputs: &[SegmentName], level: u32, sc
             files.push((local, false));
         } else {
             let path = scratch.join(format!("in-{:016x}-{:016x}.seg", name.min_txid, name.max_txid));
-            client::download(store, name, &path).await?;
+            let size = listing.get(name).map_or(u64::MAX, |s| s.size);
+            client::download(store, name, size, &path).await?;
             files.push((path, true));
         }
     }
