@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 const ROWS_PER_TXN: usize = 20;
 const TXN_EVERY: Duration = Duration::from_millis(100);
 const LAG_SAMPLES: usize = 5;
+/// Restores of the steady replica, the median reported: one takes tens of
+/// milliseconds, where a single sample moved by a third between runs.
+const RESTORE_RUNS: usize = 5;
 const WORDS: &[&str] = &["sqlite", "replica", "segment", "stream", "backup", "restore", "page", "frame", "wal", "commit", "snapshot", "object", "bucket", "region", "lambda", "river", "sluice", "gate", "water", "flow", "tenant", "plugin", "sandbox", "memory"];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -252,11 +255,17 @@ fn steady(tool: Tool, seconds: u64) -> Steady {
     let (bytes, objects) = stored(&replica);
     let want: i64 = conn.query_row("SELECT count(*) FROM notes", [], |r| r.get(0)).unwrap();
     let out = dir.path().join("restored.db");
-    let mut cmd = tool.command();
-    cmd.args(["restore", "-o"]).arg(&out).arg(tool.url(&replica));
-    let restore = run_measured(cmd, &dir.path().join("restore.log"));
-    let got: i64 = Connection::open(&out).unwrap().query_row("SELECT count(*) FROM notes", [], |r| r.get(0)).unwrap_or(-1);
-    assert_eq!(got, want, "{}: restored copy has {got} rows, expected {want}", tool.name());
+    let mut restores = Vec::new();
+    for _ in 0..RESTORE_RUNS {
+        let _ = std::fs::remove_file(&out);
+        let mut cmd = tool.command();
+        cmd.args(["restore", "-o"]).arg(&out).arg(tool.url(&replica));
+        restores.push(run_measured(cmd, &dir.path().join("restore.log")));
+        let got: i64 = Connection::open(&out).unwrap().query_row("SELECT count(*) FROM notes", [], |r| r.get(0)).unwrap_or(-1);
+        assert_eq!(got, want, "{}: restored copy has {got} rows, expected {want}", tool.name());
+    }
+    restores.sort_by(|a, b| a.wall_s.total_cmp(&b.wall_s));
+    let restore = restores.swap_remove(RESTORE_RUNS / 2);
     lags.sort_by(|a, b| a.total_cmp(b));
     Steady { usage, bytes, objects, lag_ms: lags[lags.len() / 2], restore }
 }
@@ -316,7 +325,7 @@ fn report_steady(seconds: u64, s: &Steady, l: &Steady) {
     println!("| bytes stored | {} | {} | {} |", s.bytes, l.bytes, ratio(s.bytes as f64, l.bytes as f64));
     println!("| objects written (still stored) | {} | {} | {} |", s.objects, l.objects, ratio(s.objects as f64, l.objects as f64));
     println!("| commit-to-durable lag, median (ms) | {:.0} | {:.0} | {} |", s.lag_ms, l.lag_ms, ratio(s.lag_ms, l.lag_ms));
-    println!("| restore wall time (s) | {:.3} | {:.3} | {} |", s.restore.wall_s, l.restore.wall_s, ratio(s.restore.wall_s, l.restore.wall_s));
+    println!("| restore wall time (s), median of {RESTORE_RUNS} | {:.3} | {:.3} | {} |", s.restore.wall_s, l.restore.wall_s, ratio(s.restore.wall_s, l.restore.wall_s));
 }
 
 fn ratio(a: f64, b: f64) -> String {
