@@ -161,6 +161,9 @@ const _: () = assert!(IN_MEMORY_L0_BYTES as u64 <= UNSYNCED_SPOOL_BYTES);
 /// A segment being written to the meta directory.
 type SpoolFile = io::BufWriter<File>;
 
+/// A level-0 segment in the spool and, if it was built in memory, its bytes.
+type SpooledL0 = (SpoolEntry, Option<Arc<[u8]>>);
+
 fn file_id(path: &Path) -> io::Result<(u64, u64)> {
     let m = fs::metadata(path)?;
     Ok((m.dev(), m.ino()))
@@ -358,7 +361,7 @@ impl Capturer {
 
     /// The next level-0 segment, from this scan's pages. Returns the bytes
     /// too when it was built in memory.
-    fn write_l0(&mut self, scan: &Scan, h: &WalHeader, wal: &File) -> Result<(SpoolEntry, Option<Arc<[u8]>>), CaptureError> {
+    fn write_l0(&mut self, scan: &Scan, h: &WalHeader, wal: &File) -> Result<SpooledL0, CaptureError> {
         let txid = self.state.txid + 1;
         let db_pages = scan.db_pages.unwrap_or(self.state.db_pages);
         let header = Header { page_size: h.page_size, min_txid: txid, max_txid: txid, timestamp_ms: now_ms(), pre_checksum: self.state.checksum, ..Header::default() };
@@ -390,9 +393,9 @@ impl Capturer {
         let wal_path = self.db.wal_path();
         let compressor = match self.compressor.take() {
             Some(c) => c,
-            None => new_compressor().map_err(io_err(&wal_path))?,
+            None => new_compressor().map_err(io_err(self.meta.path()))?,
         };
-        let mut writer = SegmentWriter::reusing(out, header, compressor).map_err(io_err(&wal_path))?;
+        let mut writer = SegmentWriter::reusing(out, header, compressor).map_err(io_err(self.meta.path()))?;
         writer.expect_pages(scan.pages.len());
         let mut hashes = self.hashes.clone();
         hashes.resize(db_pages);

@@ -158,10 +158,10 @@ impl MetaDir {
                 }
             };
             any = true;
-            if let Some((seq, payload)) = parse_slot(&bytes) {
-                if newest.as_ref().is_none_or(|(s, _)| seq > *s) {
-                    newest = Some((seq, payload.to_vec()));
-                }
+            if let Some((seq, payload)) = parse_slot(&bytes)
+                && newest.as_ref().is_none_or(|(s, _)| seq > *s)
+            {
+                newest = Some((seq, payload.to_vec()));
             }
         }
         (newest, any)
