@@ -9,38 +9,37 @@ use crate::segment::apply::{apply, SparseSink};
 use crate::segment::{Header, SegmentName, SegmentReader, SegmentWriter};
 use std::path::{Path, PathBuf};
 
-/// The run of `level` segments to compact into `level + 1`: contiguous,
-/// starting after the newest segment already at `level + 1`.
-pub fn plan(listing: &Listing, level: u32) -> Vec<SegmentName> {
+/// The run of `level` segments to compact into `level + 1`, with their
+/// listing entries: contiguous, starting after the newest segment already
+/// at `level + 1`.
+pub fn plan(listing: &Listing, level: u32) -> Listing {
     let done = listing.keys().filter(|n| n.level == level + 1).map(|n| n.max_txid).max().unwrap_or(0);
-    let mut run: Vec<SegmentName> = Vec::new();
-    for n in listing.keys().filter(|n| n.level == level && n.min_txid > done) {
-        match run.last() {
-            Some(last) if n.min_txid == last.max_txid + 1 => run.push(*n),
-            Some(_) => break,
-            None => run.push(*n),
-        }
+    let mut run = Listing::new();
+    for (n, remote) in listing.iter().filter(|(n, _)| n.level == level && n.min_txid > done) {
+        match run.last_key_value() {
+            Some((last, _)) if n.min_txid != last.max_txid + 1 => break,
+            _ => run.insert(*n, remote.clone()),
+        };
     }
     run
 }
 
 /// Build and upload the compacted segment; returns its name and listing entry.
-pub async fn compact(store: &PluginStore, listing: &Listing, inputs: &[SegmentName], level: u32, scratch: &Path, spool: &Path) -> Result<(SegmentName, RemoteSegment), ReplicaError> {
+pub async fn compact(store: &PluginStore, inputs: &Listing, level: u32, scratch: &Path, spool: &Path) -> Result<(SegmentName, RemoteSegment), ReplicaError> {
     let other = |msg: String| ReplicaError::Other { replica: store.labels().replica.clone(), msg };
-    let (first, last) = match (inputs.first(), inputs.last()) {
-        (Some(f), Some(l)) => (*f, *l),
+    let (first, last) = match (inputs.first_key_value(), inputs.last_key_value()) {
+        (Some((f, _)), Some((l, _))) => (*f, *l),
         _ => return Err(other("nothing to compact".into())),
     };
     std::fs::create_dir_all(scratch).map_err(|e| other(format!("cannot create {}: {e}", scratch.display())))?;
     let mut files = Vec::new();
-    for name in inputs {
+    for (name, remote) in inputs {
         let local = spool.join(format!("{:04x}-{:016x}-{:016x}.seg", name.level, name.min_txid, name.max_txid));
         if local.exists() {
             files.push((local, false));
         } else {
             let path = scratch.join(format!("in-{:016x}-{:016x}.seg", name.min_txid, name.max_txid));
-            let size = listing.get(name).map_or(u64::MAX, |s| s.size);
-            client::download(store, name, size, &path).await?;
+            client::download(store, name, remote.size, &path).await?;
             files.push((path, true));
         }
     }

@@ -206,13 +206,11 @@ impl ReplicaTask {
                 continue;
             }
             self.last_compaction[level] = Instant::now();
-            let listing = self.listing().await?;
-            let inputs = compact::plan(listing, level as u32);
+            let inputs = compact::plan(self.listing().await?, level as u32);
             if inputs.len() < 2 {
                 continue;
             }
-            let listed: Listing = inputs.iter().filter_map(|n| Some((*n, listing.get(n)?.clone()))).collect();
-            let (name, remote) = compact::compact(&self.store, &listed, &inputs, level as u32, scratch, &self.meta.spool()).await?;
+            let (name, remote) = compact::compact(&self.store, &inputs, level as u32, scratch, &self.meta.spool()).await?;
             tracing::debug!(replica = %self.settings.name, "compacted {} segments into {name}", inputs.len());
             self.listing().await?.insert(name, remote);
         }
