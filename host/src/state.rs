@@ -249,11 +249,11 @@ impl MetaDir {
         // ignored: it is cut only once it is mostly waste (the database
         // shrank), not on every sync.
         let len = bytes.len() as u64;
-        if slots.lens[i] < len || slots.lens[i] > 2 * len {
-            if slots.lens[i] > len {
-                file.set_len(len)?;
-            }
+        if slots.lens[i] > 2 * len {
+            file.set_len(len)?;
             slots.lens[i] = len;
+        } else {
+            slots.lens[i] = slots.lens[i].max(len);
         }
         slots.files[i] = Some(file);
         slots.seq = Some(seq);
