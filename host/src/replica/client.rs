@@ -256,6 +256,33 @@ async fn download_inner(store: &PluginStore, name: &SegmentName, size: u64, dest
     Ok(offset)
 }
 
+/// Fetch a small segment (at most `SMALL_IO_BYTES`, as the listing
+/// gave its `size`) whole into memory through the warm small-io instance:
+/// one plugin call, no scratch file. A length other than the listing's
+/// means the object changed under us, which is refused.
+pub async fn fetch(store: &PluginStore, name: &SegmentName, size: u64) -> Result<Vec<u8>, ReplicaError> {
+    let started = std::time::Instant::now();
+    let result = fetch_inner(store, name, size).await;
+    observe(store, "get", result.as_ref().map_or(0, |b| b.len() as u64), started, result.is_ok());
+    result
+}
+
+async fn fetch_inner(store: &PluginStore, name: &SegmentName, size: u64) -> Result<Vec<u8>, ReplicaError> {
+    if size > SMALL_IO_BYTES {
+        return Err(other(store, format!("{name} is {size} bytes, too large to fetch into memory")));
+    }
+    let key = name.key();
+    let mut session = retry!(store.small_io_session())?;
+    // One byte more than expected, so a grown object shows as such.
+    let range = store.info().capabilities.ranged_reads.then_some(ByteRange { offset: 0, length: size + 1 });
+    let bytes = retry!(session.get(&key, range))?;
+    store.recycle(session);
+    if bytes.len() as u64 != size {
+        return Err(other(store, format!("{key} is {} bytes, the listing said {size} (changed by someone else?)", bytes.len())));
+    }
+    Ok(bytes)
+}
+
 /// Delete segments in batches the plugin accepts.
 pub async fn delete(store: &PluginStore, names: &[SegmentName]) -> Result<(), ReplicaError> {
     let started = std::time::Instant::now();
@@ -269,7 +296,9 @@ async fn delete_inner(store: &PluginStore, names: &[SegmentName]) -> Result<(), 
         return Ok(());
     }
     let batch = store.info().capabilities.max_delete_batch.max(1) as usize;
-    let mut session = retry!(store.session())?;
+    // Deletes move no data: the warm small-io instance takes them, which
+    // spares retention an instantiation after every compaction.
+    let mut session = retry!(store.small_io_session())?;
     for chunk in names.chunks(batch) {
         let keys: Vec<String> = chunk.iter().map(|n| n.key()).collect();
         let failures = retry!(session.delete(&keys))?;
@@ -277,6 +306,7 @@ async fn delete_inner(store: &PluginStore, names: &[SegmentName]) -> Result<(), 
             return Err(other(store, format!("could not delete {} ({} failures): {:?}", f.key, failures.len(), f.error)));
         }
     }
+    store.recycle(session);
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! Reading and verifying a segment from a local file, block by block.
+//! Reading and verifying a segment, from a local file or from memory,
+//! block by block.
 
 use super::format::{be32, be64, FormatError, Header, IndexEntry, END_MAGIC, HEADER_SIZE, INDEX_ENTRY_SIZE, TRAILER_SIZE};
 use std::fs::File;
@@ -9,11 +10,19 @@ use xxhash_rust::xxh3::Xxh3;
 /// Hashing buffer: sequential reads in big chunks.
 const VERIFY_CHUNK: usize = 1 << 20;
 
-/// An opened, fully verified segment file.
+/// An opened, fully verified segment, from a file or from memory.
 pub struct SegmentReader {
-    file: File,
+    source: Source,
     header: Header,
     index: Vec<IndexEntry>,
+}
+
+/// Where a segment's bytes are read from. A small segment fetched from a
+/// replica (a compaction's input) stays in memory: a scratch file per
+/// input cost a create, a write, an open and a delete each.
+enum Source {
+    File(File),
+    Bytes(Vec<u8>),
 }
 
 /// Check a whole segment held in memory: header, end marker and content
@@ -72,24 +81,20 @@ impl SegmentReader {
         if hasher.digest() != content_hash {
             return Err(FormatError::FileChecksum);
         }
-        let index_end = len - TRAILER_SIZE as u64;
-        if header.index_offset < HEADER_SIZE as u64 || header.index_offset + 4 > index_end {
-            return Err(FormatError::Corrupt(format!("index offset {}", header.index_offset)));
-        }
+        let index_end = index_bounds(&header, len)?;
         file.seek(SeekFrom::Start(header.index_offset))?;
         let mut raw = vec![0u8; (index_end - header.index_offset) as usize];
         file.read_exact(&mut raw)?;
-        let count = be32(&raw, 0) as usize;
-        if count != header.block_count as usize || raw.len() != 4 + count * INDEX_ENTRY_SIZE {
-            return Err(FormatError::Corrupt("index size does not match the block count".into()));
-        }
-        let index = (0..count)
-            .map(|i| {
-                let at = 4 + i * INDEX_ENTRY_SIZE;
-                IndexEntry { offset: be64(&raw, at), first_pgno: be32(&raw, at + 8), last_pgno: be32(&raw, at + 12), pages: be32(&raw, at + 16) }
-            })
-            .collect();
-        Ok(SegmentReader { file, header, index })
+        let index = parse_index(&header, &raw)?;
+        Ok(SegmentReader { source: Source::File(file), header, index })
+    }
+
+    /// A whole segment held in memory, checked like `open` checks a file.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<SegmentReader, FormatError> {
+        let header = verify_bytes(&bytes)?;
+        let index_end = index_bounds(&header, bytes.len() as u64)?;
+        let index = parse_index(&header, &bytes[header.index_offset as usize..index_end as usize])?;
+        Ok(SegmentReader { source: Source::Bytes(bytes), header, index })
     }
 
     pub fn header(&self) -> &Header {
@@ -102,49 +107,82 @@ impl SegmentReader {
 
     /// Visit every page in ascending order. Checks each block against the
     /// header (order, bounds, counts) as it goes.
-    pub fn for_each_page(&mut self, mut f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), FormatError> {
-        let page_size = self.header.page_size as usize;
-        let mut reader = BufReader::with_capacity(VERIFY_CHUNK, &self.file);
-        reader.seek(SeekFrom::Start(HEADER_SIZE as u64))?;
-        let mut decompressor = zstd::bulk::Decompressor::new()?;
-        let mut last = 0u32;
-        let mut seen = 0u32;
-        let mut page_buf = Vec::new();
-        for (b, entry) in self.index.iter().enumerate() {
-            let mut head = [0u8; 8];
-            reader.read_exact(&mut head)?;
-            let n = be32(&head, 0) as usize;
-            let clen = be32(&head, 4) as usize;
-            if n as u32 != entry.pages || n == 0 {
-                return Err(FormatError::Corrupt(format!("block {b} page count disagrees with the index")));
+    pub fn for_each_page(&mut self, f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), FormatError> {
+        match &self.source {
+            Source::File(file) => {
+                let mut reader = BufReader::with_capacity(VERIFY_CHUNK, file);
+                reader.seek(SeekFrom::Start(HEADER_SIZE as u64))?;
+                walk(&self.header, &self.index, reader, f)
             }
-            let mut pgnos = vec![0u8; 4 * n];
-            reader.read_exact(&mut pgnos)?;
-            let mut compressed = vec![0u8; clen];
-            reader.read_exact(&mut compressed)?;
-            page_buf.clear();
-            page_buf.reserve(n * page_size);
-            let got = decompressor
-                .decompress_to_buffer(&compressed, &mut page_buf)
-                .map_err(|e| FormatError::Corrupt(format!("block {b}: {e}")))?;
-            if got != n * page_size {
-                return Err(FormatError::Corrupt(format!("block {b} holds {got} bytes, expected {}", n * page_size)));
-            }
-            for i in 0..n {
-                let pgno = be32(&pgnos, 4 * i);
-                if pgno <= last || pgno > self.header.db_pages {
-                    return Err(FormatError::Corrupt(format!("page {pgno} out of order or beyond the database size {}", self.header.db_pages)));
-                }
-                last = pgno;
-                f(pgno, &page_buf[i * page_size..(i + 1) * page_size])?;
-            }
-            seen += n as u32;
+            Source::Bytes(bytes) => walk(&self.header, &self.index, bytes.get(HEADER_SIZE..).unwrap_or_default(), f),
         }
-        if seen != self.header.page_count {
-            return Err(FormatError::Corrupt(format!("{seen} pages found, header says {}", self.header.page_count)));
-        }
-        Ok(())
     }
+}
+
+/// Where the index ends (the trailer's start), after checking that the
+/// header's index offset lies inside the segment.
+fn index_bounds(header: &Header, len: u64) -> Result<u64, FormatError> {
+    let index_end = len - TRAILER_SIZE as u64;
+    if header.index_offset < HEADER_SIZE as u64 || header.index_offset + 4 > index_end {
+        return Err(FormatError::Corrupt(format!("index offset {}", header.index_offset)));
+    }
+    Ok(index_end)
+}
+
+fn parse_index(header: &Header, raw: &[u8]) -> Result<Vec<IndexEntry>, FormatError> {
+    let count = be32(raw, 0) as usize;
+    if count != header.block_count as usize || raw.len() != 4 + count * INDEX_ENTRY_SIZE {
+        return Err(FormatError::Corrupt("index size does not match the block count".into()));
+    }
+    Ok((0..count)
+        .map(|i| {
+            let at = 4 + i * INDEX_ENTRY_SIZE;
+            IndexEntry { offset: be64(raw, at), first_pgno: be32(raw, at + 8), last_pgno: be32(raw, at + 12), pages: be32(raw, at + 16) }
+        })
+        .collect())
+}
+
+/// Visit the pages of the blocks `reader` yields from the first block on.
+fn walk(header: &Header, index: &[IndexEntry], mut reader: impl Read, mut f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), FormatError> {
+    let page_size = header.page_size as usize;
+    let mut decompressor = zstd::bulk::Decompressor::new()?;
+    let mut last = 0u32;
+    let mut seen = 0u32;
+    let mut page_buf = Vec::new();
+    for (b, entry) in index.iter().enumerate() {
+        let mut head = [0u8; 8];
+        reader.read_exact(&mut head)?;
+        let n = be32(&head, 0) as usize;
+        let clen = be32(&head, 4) as usize;
+        if n as u32 != entry.pages || n == 0 {
+            return Err(FormatError::Corrupt(format!("block {b} page count disagrees with the index")));
+        }
+        let mut pgnos = vec![0u8; 4 * n];
+        reader.read_exact(&mut pgnos)?;
+        let mut compressed = vec![0u8; clen];
+        reader.read_exact(&mut compressed)?;
+        page_buf.clear();
+        page_buf.reserve(n * page_size);
+        let got = decompressor
+            .decompress_to_buffer(&compressed, &mut page_buf)
+            .map_err(|e| FormatError::Corrupt(format!("block {b}: {e}")))?;
+        if got != n * page_size {
+            return Err(FormatError::Corrupt(format!("block {b} holds {got} bytes, expected {}", n * page_size)));
+        }
+        for i in 0..n {
+            let pgno = be32(&pgnos, 4 * i);
+            if pgno <= last || pgno > header.db_pages {
+                return Err(FormatError::Corrupt(format!("page {pgno} out of order or beyond the database size {}", header.db_pages)));
+            }
+            last = pgno;
+            f(pgno, &page_buf[i * page_size..(i + 1) * page_size])?;
+        }
+        seen += n as u32;
+    }
+    if seen != header.page_count {
+        return Err(FormatError::Corrupt(format!("{seen} pages found, header says {}", header.page_count)));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -183,6 +221,17 @@ mod tests {
         })
         .unwrap();
         assert_eq!(got, pgnos);
+        // The same segment held in memory reads the same.
+        let mut m = SegmentReader::from_bytes(std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(*m.header(), written);
+        let mut again = Vec::new();
+        m.for_each_page(|p, data| {
+            assert_eq!(data, &page(p, 4096)[..]);
+            again.push(p);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(again, pgnos);
     }
 
     #[test]
@@ -203,6 +252,8 @@ mod tests {
         assert!(matches!(verify_bytes(&flipped), Err(FormatError::FileChecksum)));
         assert!(matches!(verify_bytes(&bytes[..bytes.len() - 5]), Err(FormatError::Corrupt(_))));
         assert!(verify_bytes(&vec![0u8; bytes.len()]).is_err());
+        assert!(matches!(SegmentReader::from_bytes(flipped), Err(FormatError::FileChecksum)));
+        assert!(matches!(SegmentReader::from_bytes(bytes[..bytes.len() - 5].to_vec()), Err(FormatError::Corrupt(_))));
         assert!(verify_bytes(&[]).is_err());
         let out_of_order = std::panic::catch_unwind(|| build(&dir.path().join("x"), &[2, 1], 512));
         assert!(out_of_order.is_err());
