@@ -156,6 +156,9 @@ fn start_epoch_clock(runtime: Weak<Runtime>) {
     match (spawned, runtime.upgrade()) {
         (Ok(handle), Some(rt)) => {
             let _ = rt.clock.set(handle.thread().clone());
+            // An instance that started before the clock was known here
+            // woke nobody; the clock may have parked seeing none.
+            handle.thread().unpark();
         }
         (Err(e), _) => tracing::error!("could not start the plugin CPU clock: {e}"),
         _ => {}

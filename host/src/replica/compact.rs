@@ -27,11 +27,11 @@ pub fn plan(listing: &Listing, level: u32) -> Listing {
 
 /// A run whose segments add up to at most this many bytes is compacted in
 /// memory: each input is fetched in one plugin call instead of through a
-/// scratch file (a create, a write, an open and a delete per input, most
-/// of what a compaction of thirty level-0 segments cost), and the output,
-/// no larger than its inputs together, goes up from memory. A level-0 run
-/// of a busy minute is usually this small; larger runs take the file path,
-/// memory staying flat whatever the sizes.
+/// scratch file (a create, a write, an open and a delete per input: about
+/// a third of the CPU of compacting thirty small level-0 segments), and
+/// the output, about the size of its inputs together, goes up from memory.
+/// A level-0 run of a busy half-minute is usually this small; larger runs
+/// take the file path, memory staying flat whatever the sizes.
 const IN_MEMORY_BYTES: u64 = 4 << 20;
 
 /// One input of a merge.

@@ -210,28 +210,19 @@ mod tests {
         let path = dir.path().join("s.seg");
         let pgnos: Vec<u32> = (1..=600).filter(|p| p % 3 != 0).collect();
         let written = build(&path, &pgnos, 4096);
-        let mut r = SegmentReader::open(&path).unwrap();
-        assert_eq!(*r.header(), written);
-        assert!(r.index().len() > 1);
-        let mut got = Vec::new();
-        r.for_each_page(|p, data| {
-            assert_eq!(data, &page(p, 4096)[..]);
-            got.push(p);
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(got, pgnos);
-        // The same segment held in memory reads the same.
-        let mut m = SegmentReader::from_bytes(std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(*m.header(), written);
-        let mut again = Vec::new();
-        m.for_each_page(|p, data| {
-            assert_eq!(data, &page(p, 4096)[..]);
-            again.push(p);
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(again, pgnos);
+        // From the file, and the same segment held in memory.
+        for mut r in [SegmentReader::open(&path).unwrap(), SegmentReader::from_bytes(std::fs::read(&path).unwrap()).unwrap()] {
+            assert_eq!(*r.header(), written);
+            assert!(r.index().len() > 1);
+            let mut got = Vec::new();
+            r.for_each_page(|p, data| {
+                assert_eq!(data, &page(p, 4096)[..]);
+                got.push(p);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, pgnos);
+        }
     }
 
     #[test]
