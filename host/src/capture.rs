@@ -156,10 +156,6 @@ pub const UNSYNCED_SPOOL_BYTES: u64 = 1 << 20;
 /// are (see `Fresh`). A steady sync's is tens of KiB; the bound keeps the
 /// copy the replicas may hold to one MiB per database.
 const IN_MEMORY_L0_BYTES: usize = 1 << 20;
-/// The temp file each level-0 segment is written to before its rename into
-/// the spool (`MetaDir::temp_path`). A shipped one is renamed back to this
-/// name (see `replicate::collect_spool`) and overwritten by the next.
-pub const L0_TEMP: &str = "l0";
 const _: () = assert!(IN_MEMORY_L0_BYTES as u64 <= UNSYNCED_SPOOL_BYTES);
 
 /// A segment being written to the meta directory.
@@ -374,11 +370,11 @@ impl Capturer {
             let (built, header, hashes) = self.build_l0(io::Cursor::new(Vec::new()), header, scan, db_pages, h, wal)?;
             let bytes: Arc<[u8]> = built.into_inner().into();
             // Unbuffered: the one write below is the whole segment.
-            let (tmp, mut out) = self.create_temp(L0_TEMP, 0)?;
+            let (tmp, mut out) = self.create_temp("l0", 0)?;
             io::Write::write_all(&mut out, &bytes).map_err(io_err(&tmp))?;
             (tmp, out, hashes, header, Some(bytes))
         } else {
-            let (tmp, out) = self.create_temp(L0_TEMP, SEGMENT_WRITE_BUFFER)?;
+            let (tmp, out) = self.create_temp("l0", SEGMENT_WRITE_BUFFER)?;
             let (out, header, hashes) = self.build_l0(out, header, scan, db_pages, h, wal)?;
             (tmp, out, hashes, header, None)
         };

@@ -3,7 +3,7 @@
 //! for a replica; the spool is bounded, and a replica that falls out of it
 //! gets a snapshot instead.
 
-use crate::capture::{list_spool, Capturer, Durable, L0_TEMP, UNSYNCED_SPOOL_BYTES};
+use crate::capture::{list_spool, Capturer, Durable};
 use crate::config::{DatabaseSpec, ReplicaSpec};
 use crate::plugin::{bundled, Labels, LoadedPlugin, PluginStore, Runtime};
 use crate::replica::{ReplicaSettings, ReplicaShared, ReplicaTask};
@@ -377,21 +377,9 @@ fn collect_spool(meta: &MetaDir, replicas: &[Replica]) {
     let newest_snapshot = spool.iter().filter(|e| e.name.is_snapshot()).map(|e| e.name.max_txid).max();
     let mut total: u64 = 0;
     let mut keep = Vec::new();
-    // One shipped small level-0 segment becomes the next one's temp file:
-    // a rename allocates no inode, where deleting it and creating the next
-    // made every creation on ext4 without a journal scan the inodes freed
-    // in the last 30 s. (Only this loop and capture, which it never runs
-    // beside, touch that temp file.)
-    let mut recycle = Some(meta.temp_path(L0_TEMP));
     for e in &spool {
         let superseded = e.name.is_snapshot() && newest_snapshot.is_some_and(|n| n > e.name.max_txid);
         if e.name.max_txid <= low || superseded {
-            let reusable = e.name.level == 0 && e.size <= UNSYNCED_SPOOL_BYTES;
-            if let Some(tmp) = recycle.take_if(|_| reusable) {
-                if std::fs::rename(&e.path, &tmp).is_ok() {
-                    continue;
-                }
-            }
             let _ = std::fs::remove_file(&e.path);
         } else {
             total += e.size;
