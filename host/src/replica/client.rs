@@ -135,12 +135,28 @@ const _: () = assert!(PREFETCH >= crate::capture::UNSYNCED_SPOOL_BYTES);
 struct Spooled {
     /// Positioned after `prefix`; `None` when `prefix` is all of it.
     file: Option<std::fs::File>,
-    prefix: Vec<u8>,
+    prefix: Prefix,
     len: u64,
     identity: String,
     timestamp_ms: Option<i64>,
     /// Why a segment read whole failed its check.
     damaged: Option<String>,
+}
+
+/// The start of a segment to upload: read from the spool, or handed over
+/// by capture or compaction (`Fresh`), which is uploaded without a copy.
+enum Prefix {
+    Read(Vec<u8>),
+    Given(Arc<[u8]>),
+}
+
+impl AsRef<[u8]> for Prefix {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Prefix::Read(v) => v,
+            Prefix::Given(a) => a,
+        }
+    }
 }
 
 fn open_spooled(path: &Path) -> std::io::Result<Spooled> {
@@ -151,33 +167,34 @@ fn open_spooled(path: &Path) -> std::io::Result<Spooled> {
     let mut prefix = Vec::with_capacity(len.min(PREFETCH) as usize);
     (&mut file).take(PREFETCH).read_to_end(&mut prefix)?;
     if prefix.len() as u64 == len {
-        return Ok(whole(prefix));
+        return Ok(whole(Prefix::Read(prefix)));
     }
     let head = prefix.get(..HEADER_SIZE).ok_or_else(|| std::io::Error::other(format!("{} is truncated ({len} bytes)", path.display())))?;
     let mut tail = [0u8; 16];
     file.read_exact_at(&mut tail, len - 16)?;
     let timestamp_ms = Header::decode(head).ok().map(|h| h.timestamp_ms);
     let identity = identity_of(head, &tail);
-    Ok(Spooled { file: Some(file), prefix, len, identity, timestamp_ms, damaged: None })
+    Ok(Spooled { file: Some(file), prefix: Prefix::Read(prefix), len, identity, timestamp_ms, damaged: None })
 }
 
 /// A segment read whole, checked (a spooled one may have been damaged by
 /// a power failure, being unsynced).
-fn whole(bytes: Vec<u8>) -> Spooled {
-    let (timestamp_ms, damaged) = match verify_bytes(&bytes) {
+fn whole(bytes: Prefix) -> Spooled {
+    let (timestamp_ms, damaged) = match verify_bytes(bytes.as_ref()) {
         Ok(h) => (Some(h.timestamp_ms), None),
         Err(e) => (None, Some(e.to_string())),
     };
-    let (head, tail) = (bytes.get(..HEADER_SIZE).unwrap_or_default(), bytes.get(bytes.len().saturating_sub(16)..).unwrap_or_default());
+    let b = bytes.as_ref();
+    let (head, tail) = (b.get(..HEADER_SIZE).unwrap_or_default(), b.get(b.len().saturating_sub(16)..).unwrap_or_default());
     let identity = identity_of(head, tail);
-    Spooled { file: None, len: bytes.len() as u64, prefix: bytes, identity, timestamp_ms, damaged }
+    Spooled { file: None, len: b.len() as u64, prefix: bytes, identity, timestamp_ms, damaged }
 }
 
 async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Option<i64>, bytes: Option<Arc<[u8]>>) -> Result<RemoteSegment, ReplicaError> {
     let key = entry.name.key();
     let path = entry.path.clone();
     let spooled = match bytes {
-        Some(bytes) => whole(bytes.to_vec()),
+        Some(bytes) => whole(Prefix::Given(bytes)),
         None => tokio::task::spawn_blocking(move || open_spooled(&path))
             .await
             .map_err(|e| other(store, format!("reading {} failed: {e}", entry.path.display())))?
