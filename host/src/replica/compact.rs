@@ -3,9 +3,10 @@
 //! scratch file so memory stays flat whatever the sizes.
 
 use super::client::{self, Listing, RemoteSegment, ReplicaError};
+use super::recent::Recent;
 use crate::capture::SpoolEntry;
 use crate::plugin::PluginStore;
-use crate::segment::apply::{apply, SparseSink};
+use crate::segment::apply::{apply, MemorySink, SparseSink};
 use crate::segment::{Header, SegmentName, SegmentReader, SegmentWriter};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,6 +35,12 @@ pub fn plan(listing: &Listing, level: u32) -> Listing {
 /// take the file path, memory staying flat whatever the sizes.
 const IN_MEMORY_BYTES: u64 = 4 << 20;
 
+/// Inputs whose pages, counted with every superseded copy, add up to at
+/// most this many bytes are merged in memory rather than through a sparse
+/// scratch file (a create, the pages written and read back, a delete).
+/// The union is never larger than this, whatever the compressed sizes.
+const MEMORY_UNION_BYTES: u64 = 16 << 20;
+
 /// One input of a merge.
 enum Input {
     /// A copy still in the local spool.
@@ -41,10 +48,12 @@ enum Input {
     /// Downloaded into the scratch directory; deleted afterwards.
     Scratch(PathBuf),
     Fetched(SegmentName, Vec<u8>),
+    /// As this process uploaded it moments ago.
+    Recent(SegmentName, Arc<[u8]>),
 }
 
 /// Build and upload the compacted segment; returns its name and listing entry.
-pub async fn compact(store: &PluginStore, inputs: &Listing, level: u32, scratch: &Path, spool: &Path) -> Result<(SegmentName, RemoteSegment), ReplicaError> {
+pub async fn compact(store: &PluginStore, inputs: &Listing, level: u32, scratch: &Path, spool: &Path, recent: &Recent) -> Result<(SegmentName, RemoteSegment), ReplicaError> {
     let other = |msg: String| ReplicaError::Other { replica: store.labels().replica.clone(), msg };
     let (first, last) = match (inputs.first_key_value(), inputs.last_key_value()) {
         (Some((f, _)), Some((l, _))) => (*f, *l),
@@ -56,7 +65,9 @@ pub async fn compact(store: &PluginStore, inputs: &Listing, level: u32, scratch:
     let fetched = async {
         for (name, remote) in inputs {
             let local = spool.join(format!("{:04x}-{:016x}-{:016x}.seg", name.level, name.min_txid, name.max_txid));
-            if local.exists() {
+            if let Some(bytes) = recent.get(name, remote.size) {
+                files.push(Input::Recent(*name, bytes));
+            } else if local.exists() {
                 files.push(Input::Spooled(local));
             } else if in_memory {
                 files.push(Input::Fetched(*name, client::fetch(store, name, remote.size).await?));
@@ -119,39 +130,62 @@ fn remove_scratch(temps: &[PathBuf], sparse: &Path) {
     }
 }
 
-/// Merge `inputs` (oldest first) through the sparse scratch file into
-/// `out`, or into memory when `out` is `None`. The output is not synced:
-/// it is uploaded at once and deleted, and a crash redoes the compaction.
+/// Merge `inputs` (oldest first) into `out`, or into memory when `out` is
+/// `None`. Their union is gathered in memory when their pages add up to at
+/// most `MEMORY_UNION_BYTES`, else in the sparse scratch file. The output
+/// is not synced: it is uploaded at once and deleted, and a crash redoes
+/// the compaction.
 fn merge(inputs: Vec<Input>, sparse: &Path, out: Option<&Path>) -> anyhow::Result<(Header, Option<Vec<u8>>)> {
+    merge_within(inputs, sparse, out, MEMORY_UNION_BYTES)
+}
+
+/// `merge`, gathering the union in memory up to `memory_bytes`.
+fn merge_within(inputs: Vec<Input>, sparse: &Path, out: Option<&Path>, memory_bytes: u64) -> anyhow::Result<(Header, Option<Vec<u8>>)> {
     let mut readers = inputs
         .into_iter()
         .map(|input| match input {
             Input::Spooled(p) | Input::Scratch(p) => SegmentReader::open(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display())),
             Input::Fetched(name, bytes) => SegmentReader::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{name} as fetched: {e}")),
+            Input::Recent(name, bytes) => SegmentReader::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{name} as uploaded: {e}")),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (first, last) = match (readers.first(), readers.last()) {
         (Some(f), Some(l)) => (*f.header(), *l.header()),
         _ => anyhow::bail!("no inputs"),
     };
-    let mut sink = SparseSink::new(std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(sparse)?, first.page_size);
-    for (i, r) in readers.iter_mut().enumerate() {
-        if r.header().page_size != first.page_size {
-            anyhow::bail!("input {} of the run has page size {}, expected {}", i + 1, r.header().page_size, first.page_size);
+    if let Some((i, r)) = readers.iter().enumerate().find(|(_, r)| r.header().page_size != first.page_size) {
+        anyhow::bail!("input {} of the run ({}..{}) has page size {}, expected {}", i + 1, r.header().min_txid, r.header().max_txid, r.header().page_size, first.page_size);
+    }
+    let header = Header { page_size: first.page_size, min_txid: first.min_txid, max_txid: last.max_txid, timestamp_ms: last.timestamp_ms, pre_checksum: first.pre_checksum, ..Header::default() };
+    let union_bytes: u64 = readers.iter().map(|r| r.header().page_count as u64 * first.page_size as u64).sum();
+    if union_bytes <= memory_bytes {
+        let mut sink = MemorySink::default();
+        for r in readers.iter_mut() {
+            apply(r, &mut sink, None)?;
         }
+        drop(readers);
+        return write_out(header, &last, out, |add| sink.for_each(add));
+    }
+    let mut sink = SparseSink::new(std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(sparse)?, first.page_size);
+    for r in readers.iter_mut() {
         apply(r, &mut sink, None)?;
     }
     drop(readers);
-    let header = Header { page_size: first.page_size, min_txid: first.min_txid, max_txid: last.max_txid, timestamp_ms: last.timestamp_ms, pre_checksum: first.pre_checksum, ..Header::default() };
+    write_out(header, &last, out, |add| sink.for_each(add))
+}
+
+/// Write the merged pages `visit` yields as the segment `header` (closed
+/// with the newest input's size and checksum) to `out`, or into memory.
+fn write_out(header: Header, last: &Header, out: Option<&Path>, visit: impl FnOnce(&mut dyn FnMut(u32, &[u8]) -> std::io::Result<()>) -> std::io::Result<()>) -> anyhow::Result<(Header, Option<Vec<u8>>)> {
     match out {
         Some(path) => {
             let mut writer = SegmentWriter::new(std::fs::File::create(path)?, header)?;
-            sink.for_each(|pgno, data| writer.add_page(pgno, data))?;
+            visit(&mut |pgno, data| writer.add_page(pgno, data))?;
             Ok((writer.finish(last.db_pages, last.post_checksum)?.1, None))
         }
         None => {
             let mut writer = SegmentWriter::new(std::io::Cursor::new(Vec::new()), header)?;
-            sink.for_each(|pgno, data| writer.add_page(pgno, data))?;
+            visit(&mut |pgno, data| writer.add_page(pgno, data))?;
             let (bytes, header) = writer.finish(last.db_pages, last.post_checksum)?;
             Ok((header, Some(bytes.into_inner())))
         }
@@ -171,13 +205,15 @@ mod tests {
         w.finish(db_pages, 1000 + max).unwrap().0.into_inner()
     }
 
-    /// Inputs fetched into memory and inputs on disk, merged into memory
-    /// or into a file, give the same segment: newest page wins, the last
-    /// input's size and checksum, the first's TXID.
+    /// Inputs fetched into memory and inputs on disk, their union gathered
+    /// in memory or in a sparse file, merged into memory or into a file,
+    /// give the same segment: newest page wins, a shrink drops pages (and
+    /// a later write brings one back), the last input's size and checksum,
+    /// the first's TXID.
     #[test]
     fn in_memory_and_file_merges_agree() {
         let dir = tempfile::tempdir().unwrap();
-        let inputs = [segment(1, 1, &[(1, 1), (2, 1), (3, 1)], 3), segment(2, 2, &[(2, 2), (4, 2)], 4), segment(3, 3, &[(1, 3)], 4)];
+        let inputs = [segment(1, 1, &[(1, 1), (2, 1), (3, 1)], 3), segment(2, 2, &[(2, 2), (4, 2), (5, 2)], 5), segment(3, 3, &[(1, 3)], 2), segment(4, 4, &[(4, 4)], 4)];
         let fetched: Vec<Input> = inputs.iter().enumerate().map(|(i, b)| Input::Fetched(SegmentName { level: 0, min_txid: i as u64 + 1, max_txid: i as u64 + 1 }, b.clone())).collect();
         let (header, bytes) = merge(fetched, &dir.path().join("a.sparse"), None).unwrap();
         let bytes = bytes.unwrap();
@@ -191,14 +227,16 @@ mod tests {
             })
             .collect();
         let out = dir.path().join("out.seg");
-        let (file_header, none) = merge(on_disk, &dir.path().join("b.sparse"), Some(&out)).unwrap();
+        let sparse = dir.path().join("b.sparse");
+        let (file_header, none) = merge_within(on_disk, &sparse, Some(&out), 0).unwrap();
+        assert!(sparse.exists(), "the union went through the sparse file");
         assert!(none.is_none());
         assert_eq!(header, file_header);
         assert_eq!(bytes, std::fs::read(&out).unwrap());
-        assert_eq!((header.min_txid, header.max_txid, header.db_pages, header.post_checksum), (1, 3, 4, 1003));
+        assert_eq!((header.min_txid, header.max_txid, header.db_pages, header.post_checksum), (1, 4, 4, 1004));
         let mut pages = Vec::new();
         SegmentReader::from_bytes(bytes).unwrap().for_each_page(|p, d| Ok(pages.push((p, d[0])))).unwrap();
-        assert_eq!(pages, vec![(1, 3), (2, 2), (3, 1), (4, 2)]);
+        assert_eq!(pages, vec![(1, 3), (2, 2), (4, 4)]);
     }
 
     /// A damaged fetched input fails the merge, naming the segment.

@@ -1,11 +1,13 @@
 //! Replicas: the segments of one database in one store, reached through
 //! a plugin. `client` talks to the store, `plan` picks segments for a
-//! restore, `compact` and `retention` keep the replica small, and `task`
+//! restore, `compact` and `retention` keep the replica small (`recent`
+//! spares a compaction fetching back what was just uploaded), and `task`
 //! is the loop that ships and maintains one replica.
 
 pub mod client;
 pub mod compact;
 pub mod plan;
+mod recent;
 pub mod retention;
 pub mod task;
 

@@ -5,6 +5,7 @@
 
 use super::client::{self, Listing, ReplicaError};
 use super::compact;
+use super::recent::Recent;
 use super::retention::{self, RetentionConfig};
 use crate::capture::{list_spool, spool_path, Durable, SpoolEntry};
 use crate::segment::format::now_ms;
@@ -83,6 +84,9 @@ pub struct ReplicaTask {
     position: Record,
     listing: Option<Listing>,
     last_compaction: Vec<Instant>,
+    /// Level-0 segments uploaded from memory, for the next compaction;
+    /// kept only while level 0 is compacted at all.
+    recent: Recent,
 }
 
 impl ReplicaTask {
@@ -92,7 +96,7 @@ impl ReplicaTask {
         let persisted: Persisted = position.load().unwrap_or_default();
         shared.shipped.store(persisted.shipped, Ordering::SeqCst);
         let levels = settings.retention.level_intervals.len();
-        ReplicaTask { store, settings, meta, shared, position, listing: None, last_compaction: vec![Instant::now(); levels] }
+        ReplicaTask { store, settings, meta, shared, position, listing: None, last_compaction: vec![Instant::now(); levels], recent: Recent::default() }
     }
 
     /// The replica's listing (fetched once, then kept current locally, so
@@ -175,6 +179,7 @@ impl ReplicaTask {
     /// and the replica asks for a snapshot.
     async fn upload(&mut self, entry: &SpoolEntry, bytes: Option<std::sync::Arc<[u8]>>) -> Result<bool, ReplicaError> {
         let shipped = self.shared.shipped.load(Ordering::SeqCst);
+        let kept = bytes.clone();
         let remote = match client::upload(&self.store, entry, None, bytes).await {
             Ok(remote) => remote,
             Err(e @ ReplicaError::DamagedSpool { .. }) => {
@@ -193,6 +198,9 @@ impl ReplicaTask {
         if let Some(l) = self.listing.as_mut() {
             l.insert(entry.name, remote);
         }
+        if let Some(b) = kept.filter(|_| self.settings.retention.level_intervals.first().is_some_and(|i| !i.is_zero())) {
+            self.recent.insert(entry.name, b);
+        }
         self.set_shipped(entry.name.max_txid.max(shipped))?;
         Ok(true)
     }
@@ -210,7 +218,10 @@ impl ReplicaTask {
             if inputs.len() < 2 {
                 continue;
             }
-            let (name, remote) = compact::compact(&self.store, &inputs, level as u32, scratch, &self.meta.spool()).await?;
+            let (name, remote) = compact::compact(&self.store, &inputs, level as u32, scratch, &self.meta.spool(), &self.recent).await?;
+            if level == 0 {
+                self.recent.forget(name.max_txid, &[]);
+            }
             tracing::debug!(replica = %self.settings.name, "compacted {} segments into {name}", inputs.len());
             self.listing().await?.insert(name, remote);
         }
@@ -228,6 +239,7 @@ impl ReplicaTask {
             for n in &doomed {
                 listing.remove(n);
             }
+            self.recent.forget(0, &doomed);
             tracing::debug!(replica = %self.settings.name, "retention removed {} segments", doomed.len());
         }
         Ok(())
@@ -282,6 +294,7 @@ impl ReplicaTask {
                     failing_since.get_or_insert_with(Instant::now);
                     // Listing may be stale after errors: refetch next time.
                     self.listing = None;
+                    self.recent.clear();
                     if progressed {
                         // Segments did go up: the store works, just not always.
                         backoff = MIN_BACKOFF;

@@ -22,7 +22,8 @@ pub struct SegmentReader {
 /// input cost a create, a write, an open and a delete each.
 enum Source {
     File(File),
-    Bytes(Vec<u8>),
+    /// Owned (fetched) or shared (a segment this process uploaded).
+    Bytes(Box<dyn AsRef<[u8]> + Send>),
 }
 
 /// Check a whole segment held in memory: header, end marker and content
@@ -90,11 +91,12 @@ impl SegmentReader {
     }
 
     /// A whole segment held in memory, checked like `open` checks a file.
-    pub fn from_bytes(bytes: Vec<u8>) -> Result<SegmentReader, FormatError> {
-        let header = verify_bytes(&bytes)?;
-        let index_end = index_bounds(&header, bytes.len() as u64)?;
-        let index = parse_index(&header, &bytes[header.index_offset as usize..index_end as usize])?;
-        Ok(SegmentReader { source: Source::Bytes(bytes), header, index })
+    pub fn from_bytes(bytes: impl AsRef<[u8]> + Send + 'static) -> Result<SegmentReader, FormatError> {
+        let raw = bytes.as_ref();
+        let header = verify_bytes(raw)?;
+        let index_end = index_bounds(&header, raw.len() as u64)?;
+        let index = parse_index(&header, &raw[header.index_offset as usize..index_end as usize])?;
+        Ok(SegmentReader { source: Source::Bytes(Box::new(bytes)), header, index })
     }
 
     pub fn header(&self) -> &Header {
@@ -114,7 +116,7 @@ impl SegmentReader {
                 reader.seek(SeekFrom::Start(HEADER_SIZE as u64))?;
                 walk(&self.header, &self.index, reader, f)
             }
-            Source::Bytes(bytes) => walk(&self.header, &self.index, bytes.get(HEADER_SIZE..).unwrap_or_default(), f),
+            Source::Bytes(bytes) => walk(&self.header, &self.index, (**bytes).as_ref().get(HEADER_SIZE..).unwrap_or_default(), f),
         }
     }
 }
@@ -142,10 +144,28 @@ fn parse_index(header: &Header, raw: &[u8]) -> Result<Vec<IndexEntry>, FormatErr
         .collect())
 }
 
+thread_local! {
+    /// The decompression context the last `walk` on this thread used: a
+    /// new one allocates and faults in its tables, a cost paid per segment
+    /// that a compaction of thirty small level-0 inputs felt. A `walk`
+    /// nested in another's callback would find the slot empty and make its
+    /// own.
+    static DECOMPRESSOR: std::cell::Cell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::Cell::new(None) };
+}
+
 /// Visit the pages of the blocks `reader` yields from the first block on.
-fn walk(header: &Header, index: &[IndexEntry], mut reader: impl Read, mut f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), FormatError> {
+fn walk(header: &Header, index: &[IndexEntry], reader: impl Read, f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), FormatError> {
+    let mut decompressor = match DECOMPRESSOR.with(|slot| slot.take()) {
+        Some(d) => d,
+        None => zstd::bulk::Decompressor::new()?,
+    };
+    let walked = walk_with(&mut decompressor, header, index, reader, f);
+    DECOMPRESSOR.with(|slot| slot.set(Some(decompressor)));
+    walked
+}
+
+fn walk_with(decompressor: &mut zstd::bulk::Decompressor<'static>, header: &Header, index: &[IndexEntry], mut reader: impl Read, mut f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), FormatError> {
     let page_size = header.page_size as usize;
-    let mut decompressor = zstd::bulk::Decompressor::new()?;
     let mut last = 0u32;
     let mut seen = 0u32;
     let mut page_buf = Vec::new();
