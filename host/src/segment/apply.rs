@@ -156,39 +156,6 @@ impl PageSink for SparseSink {
     }
 }
 
-/// The union of several segments held in memory, for a merge small
-/// enough: no scratch file to create, fill, read back and delete.
-#[derive(Default)]
-pub struct MemorySink {
-    pages: std::collections::BTreeMap<u32, Box<[u8]>>,
-}
-
-impl MemorySink {
-    /// Visit the pages in ascending order.
-    pub fn for_each(&self, mut f: impl FnMut(u32, &[u8]) -> io::Result<()>) -> io::Result<()> {
-        self.pages.iter().try_for_each(|(pgno, data)| f(*pgno, data))
-    }
-}
-
-impl PageSink for MemorySink {
-    fn write_page(&mut self, pgno: u32, data: &[u8]) -> io::Result<()> {
-        match self.pages.get_mut(&pgno) {
-            Some(old) if old.len() == data.len() => old.copy_from_slice(data),
-            _ => {
-                self.pages.insert(pgno, data.into());
-            }
-        }
-        Ok(())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-    fn truncate(&mut self, pages: u32) -> io::Result<()> {
-        drop(self.pages.split_off(&(pages.saturating_add(1))));
-        Ok(())
-    }
-}
-
 /// Why applying a segment failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
