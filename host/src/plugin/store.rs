@@ -109,6 +109,12 @@ impl PluginStore {
         self.warm.lock().is_ok_and(|w| w.is_some())
     }
 
+    /// How long until the parked session, if any, is due to be freed.
+    pub fn warm_expires_in(&self) -> Option<std::time::Duration> {
+        let warm = self.warm.lock().ok()?;
+        warm.as_ref().map(|(_, parked)| WARM_IDLE.saturating_sub(parked.elapsed()))
+    }
+
     /// Free the parked session once it has been idle for `WARM_IDLE`.
     pub fn expire_warm(&self) {
         let expired = self.warm.lock().ok().and_then(|mut w| match &*w {

@@ -22,6 +22,11 @@ const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// Litestream's ceiling: a store down for long is retried every 5 minutes.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// The longest an idle replica sleeps between passes: retention is
+/// checked on these passes and need not be timelier than this (Litestream
+/// checks it hourly).
+const MAX_IDLE_WAIT: Duration = Duration::from_secs(10);
+
 /// Per-replica settings.
 #[derive(Debug, Clone)]
 pub struct ReplicaSettings {
@@ -277,7 +282,7 @@ impl ReplicaTask {
                     }
                     self.shared.record_success();
                     backoff = MIN_BACKOFF;
-                    self.settings.sync_interval
+                    self.idle_wait(&txids.borrow())
                 }
                 Err(e) => {
                     let (replica, database) = (&self.settings.name, &self.store.labels().database);
@@ -330,6 +335,35 @@ impl ReplicaTask {
                 tokio::time::sleep_until(last_upload + self.settings.sync_interval).await;
             }
         }
+    }
+}
+
+impl ReplicaTask {
+    /// How long to sleep after a good pass when no new TXID comes: a sync
+    /// interval while anything is left to ship, else until the next
+    /// compaction, snapshot or the warm session's expiry is due, at most
+    /// `MAX_IDLE_WAIT`. New TXIDs wake the loop anyway; waking every sync
+    /// interval to find nothing to do was most of an idle replica's CPU.
+    fn idle_wait(&self, durable: &Durable) -> Duration {
+        let interval = self.settings.sync_interval;
+        if self.shared.wants_snapshot.load(Ordering::SeqCst) || self.shared.shipped.load(Ordering::SeqCst) < durable.txid {
+            return interval;
+        }
+        let compaction = self
+            .settings
+            .retention
+            .level_intervals
+            .iter()
+            .zip(&self.last_compaction)
+            .filter(|(every, _)| !every.is_zero())
+            .map(|(every, last)| every.saturating_sub(last.elapsed()))
+            .min();
+        let every = self.settings.snapshot_interval;
+        let newest_snapshot = self.listing.as_ref().and_then(|l| l.iter().filter(|(n, _)| n.is_snapshot()).map(|(_, s)| s.timestamp_ms).max());
+        let snapshot = newest_snapshot.filter(|_| !every.is_zero()).map(|ts| Duration::from_millis((ts + every.as_millis() as i64 - now_ms()).max(0) as u64));
+        // The warm session is freed on the first wake after its expiry.
+        let warm = self.store.warm_expires_in().map(|d| d + Duration::from_millis(1));
+        [compaction, snapshot, warm].into_iter().flatten().fold(MAX_IDLE_WAIT, Duration::min).max(interval)
     }
 }
 
