@@ -187,10 +187,9 @@ mod tests {
     }
 
     /// Inputs fetched into memory and inputs on disk, merged into memory
-    /// or into a file,
-    /// give the same segment: newest page wins, a shrink drops pages (and
-    /// a later write brings one back), the last input's size and checksum,
-    /// the first's TXID.
+    /// or into a file, give the same segment: newest page wins, a shrink
+    /// drops pages (and a later write brings one back), the last input's
+    /// size and checksum, the first's TXID.
     #[test]
     fn in_memory_and_file_merges_agree() {
         let dir = tempfile::tempdir().unwrap();

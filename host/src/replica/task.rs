@@ -230,8 +230,7 @@ impl ReplicaTask {
             tracing::debug!(replica = %self.settings.name, "compacted {} segments into {name}", inputs.len());
             self.listing().await?.insert(name, remote);
         }
-        let newest_snapshot = self.listing().await?.iter().filter(|(n, _)| n.is_snapshot()).map(|(_, s)| s.timestamp_ms).max();
-        if let Some(ts) = newest_snapshot {
+        if let Some(ts) = newest_snapshot_ms(self.listing().await?) {
             if !self.settings.snapshot_interval.is_zero() && now_ms() - ts >= self.settings.snapshot_interval.as_millis() as i64 {
                 self.shared.wants_snapshot.store(true, Ordering::SeqCst);
             }
@@ -342,8 +341,9 @@ impl ReplicaTask {
     /// How long to sleep after a good pass when no new TXID comes: a sync
     /// interval while anything is left to ship, else until the next
     /// compaction, snapshot or the warm session's expiry is due, at most
-    /// `MAX_IDLE_WAIT`. New TXIDs wake the loop anyway; waking every sync
-    /// interval to find nothing to do was most of an idle replica's CPU.
+    /// `MAX_IDLE_WAIT`. New TXIDs wake the loop anyway; an idle process
+    /// pays for every wake-up from sleep, and one per sync interval found
+    /// nothing to do.
     fn idle_wait(&self, durable: &Durable) -> Duration {
         let interval = self.settings.sync_interval;
         if self.shared.wants_snapshot.load(Ordering::SeqCst) || self.shared.shipped.load(Ordering::SeqCst) < durable.txid {
@@ -359,8 +359,7 @@ impl ReplicaTask {
             .map(|(every, last)| every.saturating_sub(last.elapsed()))
             .min();
         let every = self.settings.snapshot_interval;
-        let newest_snapshot = self.listing.as_ref().and_then(|l| l.iter().filter(|(n, _)| n.is_snapshot()).map(|(_, s)| s.timestamp_ms).max());
-        let snapshot = newest_snapshot.filter(|_| !every.is_zero()).map(|ts| Duration::from_millis((ts + every.as_millis() as i64 - now_ms()).max(0) as u64));
+        let snapshot = self.listing.as_ref().and_then(newest_snapshot_ms).filter(|_| !every.is_zero()).map(|ts| Duration::from_millis((ts + every.as_millis() as i64 - now_ms()).max(0) as u64));
         // The warm session is freed on the first wake after its expiry.
         let warm = self.store.warm_expires_in().map(|d| d + Duration::from_millis(1));
         [compaction, snapshot, warm].into_iter().flatten().fold(MAX_IDLE_WAIT, Duration::min).max(interval)
@@ -383,6 +382,11 @@ pub fn next_to_ship(spool: &[SpoolEntry], shipped: u64, wants_snapshot: bool) ->
         }
     }
     newest_snapshot.filter(|s| s.name.max_txid > shipped)
+}
+
+/// When the newest snapshot in `listing` was taken.
+fn newest_snapshot_ms(listing: &Listing) -> Option<i64> {
+    listing.iter().filter(|(n, _)| n.is_snapshot()).map(|(_, s)| s.timestamp_ms).max()
 }
 
 fn state_name(replica: &str) -> String {
