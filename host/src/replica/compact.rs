@@ -152,21 +152,15 @@ fn merge(inputs: Vec<Input>, sparse: &Path, out: Option<&Path>) -> anyhow::Resul
         apply(r, &mut sink, None)?;
     }
     drop(readers);
-    write_out(header, &last, out, |add| sink.for_each(add))
-}
-
-/// Write the merged pages `visit` yields as the segment `header` (closed
-/// with the newest input's size and checksum) to `out`, or into memory.
-fn write_out(header: Header, last: &Header, out: Option<&Path>, visit: impl FnOnce(&mut dyn FnMut(u32, &[u8]) -> std::io::Result<()>) -> std::io::Result<()>) -> anyhow::Result<(Header, Option<Vec<u8>>)> {
     match out {
         Some(path) => {
             let mut writer = SegmentWriter::new(std::fs::File::create(path)?, header)?;
-            visit(&mut |pgno, data| writer.add_page(pgno, data))?;
+            sink.for_each(|pgno, data| writer.add_page(pgno, data))?;
             Ok((writer.finish(last.db_pages, last.post_checksum)?.1, None))
         }
         None => {
             let mut writer = SegmentWriter::new(std::io::Cursor::new(Vec::new()), header)?;
-            visit(&mut |pgno, data| writer.add_page(pgno, data))?;
+            sink.for_each(|pgno, data| writer.add_page(pgno, data))?;
             let (bytes, header) = writer.finish(last.db_pages, last.post_checksum)?;
             Ok((header, Some(bytes.into_inner())))
         }
