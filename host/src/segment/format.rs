@@ -9,8 +9,16 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-pub const MAGIC: [u8; 8] = *b"SLCSEG\x00\x01";
-pub const END_MAGIC: [u8; 8] = *b"SLCEND\x00\x01";
+/// The first six bytes of a segment's header and trailer magic; the last
+/// two are the format version.
+pub const MAGIC: [u8; 6] = *b"SLCSEG";
+pub const END_MAGIC: [u8; 6] = *b"SLCEND";
+/// Version 1: pages ascend across the whole segment, each stored once.
+pub const VERSION_ASCENDING: u16 = 1;
+/// Version 2: pages ascend within a block only, and a later block's copy
+/// of a page replaces an earlier one. A compaction writes it when it
+/// copies input blocks as they are instead of recompressing their pages.
+pub const VERSION_BLOCKS: u16 = 2;
 pub const HEADER_SIZE: usize = 88;
 pub const TRAILER_SIZE: usize = 16;
 pub const INDEX_ENTRY_SIZE: usize = 20;
@@ -25,7 +33,7 @@ pub const SNAPSHOT_LEVEL: u32 = 9;
 pub enum FormatError {
     #[error("not a sluice segment (bad magic)")]
     BadMagic,
-    #[error("segment format version {0} is not supported by this sluice (it reads version 1)")]
+    #[error("segment format version {0} is not supported by this sluice (it reads versions 1 and 2): upgrade sluice")]
     Version(u16),
     #[error("segment uses flags {0:#x} this sluice does not support (encrypted?)")]
     Flags(u32),
@@ -40,8 +48,11 @@ pub enum FormatError {
 }
 
 /// The header fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// `VERSION_ASCENDING` or `VERSION_BLOCKS`; the writer decides at
+    /// `finish`.
+    pub version: u16,
     pub flags: u32,
     pub page_size: u32,
     pub min_txid: u64,
@@ -55,6 +66,12 @@ pub struct Header {
     pub index_offset: u64,
 }
 
+impl Default for Header {
+    fn default() -> Self {
+        Header { version: VERSION_ASCENDING, flags: 0, page_size: 0, min_txid: 0, max_txid: 0, db_pages: 0, page_count: 0, block_count: 0, timestamp_ms: 0, pre_checksum: 0, post_checksum: 0, index_offset: 0 }
+    }
+}
+
 impl Header {
     pub fn is_snapshot(&self) -> bool {
         self.min_txid == 1
@@ -62,7 +79,8 @@ impl Header {
 
     pub fn encode(&self) -> [u8; HEADER_SIZE] {
         let mut b = [0u8; HEADER_SIZE];
-        b[0..8].copy_from_slice(&MAGIC);
+        b[0..6].copy_from_slice(&MAGIC);
+        b[6..8].copy_from_slice(&self.version.to_be_bytes());
         b[8..12].copy_from_slice(&self.flags.to_be_bytes());
         b[12..16].copy_from_slice(&self.page_size.to_be_bytes());
         b[16..24].copy_from_slice(&self.min_txid.to_be_bytes());
@@ -79,21 +97,30 @@ impl Header {
         b
     }
 
+    /// The trailer's magic for this header's version.
+    pub fn end_magic(&self) -> [u8; 8] {
+        let mut m = [0u8; 8];
+        m[..6].copy_from_slice(&END_MAGIC);
+        m[6..].copy_from_slice(&self.version.to_be_bytes());
+        m
+    }
+
     pub fn decode(b: &[u8]) -> Result<Header, FormatError> {
         if b.len() < HEADER_SIZE {
             return Err(FormatError::Corrupt(format!("header is {} bytes, expected {HEADER_SIZE}", b.len())));
         }
-        if b[0..6] != MAGIC[0..6] {
+        if b[0..6] != MAGIC {
             return Err(FormatError::BadMagic);
         }
         let version = u16::from_be_bytes([b[6], b[7]]);
-        if version != 1 {
+        if version != VERSION_ASCENDING && version != VERSION_BLOCKS {
             return Err(FormatError::Version(version));
         }
         if bytes_hash(&b[..80]) != be64(b, 80) {
             return Err(FormatError::HeaderChecksum);
         }
         let h = Header {
+            version,
             flags: be32(b, 8),
             page_size: be32(b, 12),
             min_txid: be64(b, 16),
@@ -185,14 +212,16 @@ mod tests {
 
     #[test]
     fn header_roundtrip_and_corruption() {
-        let h = Header { page_size: 4096, min_txid: 3, max_txid: 9, db_pages: 10, page_count: 2, block_count: 1, timestamp_ms: 1_700_000_000_000, pre_checksum: 5, post_checksum: 6, index_offset: 200, flags: 0 };
+        let h = Header { version: 1, page_size: 4096, min_txid: 3, max_txid: 9, db_pages: 10, page_count: 2, block_count: 1, timestamp_ms: 1_700_000_000_000, pre_checksum: 5, post_checksum: 6, index_offset: 200, flags: 0 };
         let mut b = h.encode();
         assert_eq!(Header::decode(&b).unwrap(), h);
         b[20] ^= 1;
         assert!(matches!(Header::decode(&b), Err(FormatError::HeaderChecksum)));
-        let mut v2 = h.encode();
-        v2[7] = 2;
-        assert!(matches!(Header::decode(&v2), Err(FormatError::Version(2))));
+        let v2 = Header { version: VERSION_BLOCKS, ..h };
+        assert_eq!(Header::decode(&v2.encode()).unwrap(), v2);
+        let mut v3 = h.encode();
+        v3[7] = 3;
+        assert!(matches!(Header::decode(&v3), Err(FormatError::Version(3))));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Reading and verifying a segment, from a local file or from memory,
 //! block by block.
 
-use super::format::{be32, be64, FormatError, Header, IndexEntry, END_MAGIC, HEADER_SIZE, INDEX_ENTRY_SIZE, TRAILER_SIZE};
+use super::format::{be32, be64, FormatError, Header, IndexEntry, HEADER_SIZE, INDEX_ENTRY_SIZE, TRAILER_SIZE, VERSION_ASCENDING};
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -15,6 +17,17 @@ pub struct SegmentReader {
     source: Source,
     header: Header,
     index: Vec<IndexEntry>,
+}
+
+/// One block as its head describes it, read without decompressing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// Its page numbers, ascending.
+    pub pgnos: Vec<u32>,
+    /// Where the block (its head first) starts in the segment.
+    pub offset: u64,
+    /// Its stored length: head, page numbers and zstd frame.
+    pub len: u64,
 }
 
 /// Where a segment's bytes are read from. A small segment fetched from a
@@ -50,7 +63,7 @@ fn check_length(len: u64) -> Result<(), FormatError> {
 /// the trailer records.
 fn check_ends(head: &[u8], trailer: &[u8]) -> Result<(Header, u64), FormatError> {
     let header = Header::decode(head)?;
-    if trailer[8..] != END_MAGIC {
+    if trailer[8..] != header.end_magic() {
         return Err(FormatError::Corrupt("missing end marker (truncated?)".into()));
     }
     Ok((header, be64(trailer, 0)))
@@ -107,8 +120,78 @@ impl SegmentReader {
         &self.index
     }
 
-    /// Visit every page in ascending order. Checks each block against the
-    /// header (order, bounds, counts) as it goes.
+    /// Every block's page numbers and extent, from the block heads alone:
+    /// checked as `for_each_page` checks them (order, bounds, counts), and
+    /// the blocks must tile the space between header and index.
+    pub fn blocks(&self) -> Result<Vec<Block>, FormatError> {
+        let mut blocks = Vec::with_capacity(self.index.len());
+        let mut at = HEADER_SIZE as u64;
+        let mut last = 0;
+        for (b, entry) in self.index.iter().enumerate() {
+            let head = self.read_at(at, 8)?;
+            let (n, clen) = (be32(&head, 0), be32(&head, 4));
+            if n != entry.pages || n == 0 || entry.offset != at {
+                return Err(FormatError::Corrupt(format!("block {b} disagrees with the index")));
+            }
+            let pgnos = parse_pgnos(&self.read_at(at + 8, 4 * n as usize)?);
+            check_pages(&self.header, b, &pgnos, &mut last)?;
+            let len = 8 + 4 * n as u64 + clen as u64;
+            blocks.push(Block { pgnos, offset: at, len });
+            at += len;
+        }
+        if at != self.header.index_offset {
+            return Err(FormatError::Corrupt(format!("blocks end at {at}, the index starts at {}", self.header.index_offset)));
+        }
+        if blocks.iter().map(|b| b.pgnos.len() as u64).sum::<u64>() != self.header.page_count as u64 {
+            return Err(FormatError::Corrupt(format!("the blocks hold other than the {} pages the header says", self.header.page_count)));
+        }
+        Ok(blocks)
+    }
+
+    /// A block's stored bytes (head, page numbers, zstd frame), for copying
+    /// into another segment as they are.
+    pub fn raw_block(&self, block: &Block) -> Result<Cow<'_, [u8]>, FormatError> {
+        self.read_at(block.offset, block.len as usize)
+    }
+
+    /// Decompress one block of `blocks()` and visit its pages.
+    pub fn for_each_page_of(&self, block: &Block, mut f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), FormatError> {
+        let raw = self.raw_block(block)?;
+        let frame = &raw[8 + 4 * block.pgnos.len()..];
+        with_decompressor(|d| {
+            let mut page_buf = Vec::new();
+            decompress_block(d, &self.header, 0, block.pgnos.len(), frame, &mut page_buf)?;
+            let page_size = self.header.page_size as usize;
+            for (pgno, page) in block.pgnos.iter().zip(page_buf.chunks_exact(page_size)) {
+                f(*pgno, page)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `len` bytes at `offset`, borrowed from memory or read from the file.
+    fn read_at(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>, FormatError> {
+        let short = || FormatError::Corrupt(format!("{len} bytes at {offset} lie past the end"));
+        match &self.source {
+            Source::File(file) => {
+                let mut buf = vec![0u8; len];
+                file.read_exact_at(&mut buf, offset).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => short(),
+                    _ => FormatError::Io(e),
+                })?;
+                Ok(Cow::Owned(buf))
+            }
+            Source::Bytes(bytes) => {
+                let start = usize::try_from(offset).map_err(|_| short())?;
+                (**bytes).as_ref().get(start..start.saturating_add(len)).map(Cow::Borrowed).ok_or_else(short)
+            }
+        }
+    }
+
+    /// Visit every page in stored order: ascending in a version 1 segment;
+    /// in a version 2 segment, ascending within each block, and a page may
+    /// come again in a later block (the later copy wins). Checks each block
+    /// against the header (order, bounds, counts) as it goes.
     pub fn for_each_page(&mut self, f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), FormatError> {
         match &self.source {
             Source::File(file) => {
@@ -153,15 +236,52 @@ thread_local! {
     static DECOMPRESSOR: std::cell::Cell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::Cell::new(None) };
 }
 
-/// Visit the pages of the blocks `reader` yields from the first block on.
-fn walk(header: &Header, index: &[IndexEntry], reader: impl Read, f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), FormatError> {
+/// Run `f` with this thread's decompression context.
+fn with_decompressor<T>(f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> Result<T, FormatError>) -> Result<T, FormatError> {
     let mut decompressor = match DECOMPRESSOR.with(|slot| slot.take()) {
         Some(d) => d,
         None => zstd::bulk::Decompressor::new()?,
     };
-    let walked = walk_with(&mut decompressor, header, index, reader, f);
+    let result = f(&mut decompressor);
     DECOMPRESSOR.with(|slot| slot.set(Some(decompressor)));
-    walked
+    result
+}
+
+/// Visit the pages of the blocks `reader` yields from the first block on.
+fn walk(header: &Header, index: &[IndexEntry], reader: impl Read, f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), FormatError> {
+    with_decompressor(|d| walk_with(d, header, index, reader, f))
+}
+
+fn parse_pgnos(raw: &[u8]) -> Vec<u32> {
+    raw.chunks_exact(4).map(|c| be32(c, 0)).collect()
+}
+
+/// Check block `b`'s page numbers: each within the database, ascending
+/// within the block, and in version 1 ascending across blocks (`last` is
+/// the previous block's last page).
+fn check_pages(header: &Header, b: usize, pgnos: &[u32], last: &mut u32) -> Result<(), FormatError> {
+    if header.version != VERSION_ASCENDING {
+        *last = 0;
+    }
+    for &pgno in pgnos {
+        if pgno <= *last || pgno > header.db_pages {
+            return Err(FormatError::Corrupt(format!("block {b}: page {pgno} out of order or beyond the database size {}", header.db_pages)));
+        }
+        *last = pgno;
+    }
+    Ok(())
+}
+
+/// Decompress block `b`'s frame, which must hold exactly `n` pages.
+fn decompress_block(decompressor: &mut zstd::bulk::Decompressor<'static>, header: &Header, b: usize, n: usize, frame: &[u8], page_buf: &mut Vec<u8>) -> Result<(), FormatError> {
+    let want = n * header.page_size as usize;
+    page_buf.clear();
+    page_buf.reserve(want);
+    let got = decompressor.decompress_to_buffer(frame, page_buf).map_err(|e| FormatError::Corrupt(format!("block {b}: {e}")))?;
+    if got != want {
+        return Err(FormatError::Corrupt(format!("block {b} holds {got} bytes, expected {want}")));
+    }
+    Ok(())
 }
 
 fn walk_with(decompressor: &mut zstd::bulk::Decompressor<'static>, header: &Header, index: &[IndexEntry], mut reader: impl Read, mut f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), FormatError> {
@@ -177,25 +297,15 @@ fn walk_with(decompressor: &mut zstd::bulk::Decompressor<'static>, header: &Head
         if n as u32 != entry.pages || n == 0 {
             return Err(FormatError::Corrupt(format!("block {b} page count disagrees with the index")));
         }
-        let mut pgnos = vec![0u8; 4 * n];
-        reader.read_exact(&mut pgnos)?;
+        let mut raw_pgnos = vec![0u8; 4 * n];
+        reader.read_exact(&mut raw_pgnos)?;
+        let pgnos = parse_pgnos(&raw_pgnos);
+        check_pages(header, b, &pgnos, &mut last)?;
         let mut compressed = vec![0u8; clen];
         reader.read_exact(&mut compressed)?;
-        page_buf.clear();
-        page_buf.reserve(n * page_size);
-        let got = decompressor
-            .decompress_to_buffer(&compressed, &mut page_buf)
-            .map_err(|e| FormatError::Corrupt(format!("block {b}: {e}")))?;
-        if got != n * page_size {
-            return Err(FormatError::Corrupt(format!("block {b} holds {got} bytes, expected {}", n * page_size)));
-        }
-        for i in 0..n {
-            let pgno = be32(&pgnos, 4 * i);
-            if pgno <= last || pgno > header.db_pages {
-                return Err(FormatError::Corrupt(format!("page {pgno} out of order or beyond the database size {}", header.db_pages)));
-            }
-            last = pgno;
-            f(pgno, &page_buf[i * page_size..(i + 1) * page_size])?;
+        decompress_block(decompressor, header, b, n, &compressed, &mut page_buf)?;
+        for (pgno, page) in pgnos.iter().zip(page_buf.chunks_exact(page_size)) {
+            f(*pgno, page)?;
         }
         seen += n as u32;
     }
@@ -268,5 +378,42 @@ mod tests {
         assert!(verify_bytes(&[]).is_err());
         let out_of_order = std::panic::catch_unwind(|| build(&dir.path().join("x"), &[2, 1], 512));
         assert!(out_of_order.is_err());
+    }
+
+    /// Version 2: a later block may go back to lower pages and repeat one;
+    /// the same bytes labelled version 1 are refused as out of order.
+    #[test]
+    fn version_2_orders_pages_within_blocks_only() {
+        let h = Header { page_size: 512, min_txid: 1, max_txid: 2, ..Header::default() };
+        let mut w = SegmentWriter::new(std::io::Cursor::new(Vec::new()), h).unwrap();
+        w.allow_blocks_in_any_order();
+        for p in [5, 6, 1, 2, 5] {
+            w.add_page(p, &page(p, 512)).unwrap();
+        }
+        let (out, header) = w.finish(6, 0).unwrap();
+        let bytes = out.into_inner();
+        assert_eq!(header.version, super::super::format::VERSION_BLOCKS);
+        let r = SegmentReader::from_bytes(bytes.clone()).unwrap();
+        let blocks = r.blocks().unwrap();
+        assert_eq!(blocks.iter().map(|b| b.pgnos.clone()).collect::<Vec<_>>(), vec![vec![5, 6], vec![1, 2, 5]]);
+        let mut got = Vec::new();
+        r.for_each_page_of(&blocks[1], |p, d| Ok(got.push((p, d == &page(p, 512)[..])))).unwrap();
+        assert_eq!(got, vec![(1, true), (2, true), (5, true)]);
+        let mut order = Vec::new();
+        SegmentReader::from_bytes(bytes.clone()).unwrap().for_each_page(|p, _| Ok(order.push(p))).unwrap();
+        assert_eq!(order, vec![5, 6, 1, 2, 5]);
+        // Relabel as version 1, with valid header hash and end marker.
+        let mut v1 = bytes;
+        let relabelled = Header { version: super::super::format::VERSION_ASCENDING, ..header };
+        v1[..HEADER_SIZE].copy_from_slice(&relabelled.encode());
+        let end = v1.len() - 8;
+        v1[end..].copy_from_slice(&relabelled.end_magic());
+        let mut r = SegmentReader::from_bytes(v1).unwrap();
+        assert!(matches!(r.blocks(), Err(FormatError::Corrupt(m)) if m.contains("out of order")));
+        assert!(matches!(r.for_each_page(|_, _| Ok(())), Err(FormatError::Corrupt(m)) if m.contains("out of order")));
+        // A writer not told otherwise refuses to go back.
+        let mut strict = SegmentWriter::new(std::io::Cursor::new(Vec::new()), h).unwrap();
+        strict.add_page(5, &page(5, 512)).unwrap();
+        assert!(strict.add_page(1, &page(1, 512)).is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! Building a segment, page by page in ascending order, into a seekable
 //! file. Memory: one block of pages plus the index.
 
-use super::format::{Header, IndexEntry, END_MAGIC, HEADER_SIZE, INDEX_ENTRY_SIZE};
+use super::format::{Header, IndexEntry, HEADER_SIZE, INDEX_ENTRY_SIZE, VERSION_ASCENDING, VERSION_BLOCKS};
+use super::reader::Block;
 use std::io::{self, Seek, SeekFrom, Write};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -34,6 +35,11 @@ pub struct SegmentWriter<W: Write + Seek> {
     offset: u64,
     hasher: Xxh3,
     last_pgno: u32,
+    /// Whether pages may go back to a lower number in a new block (a
+    /// version 2 segment; see `allow_blocks_in_any_order`).
+    any_order: bool,
+    /// Whether they did.
+    reordered: bool,
 }
 
 impl<W: Write + Seek> SegmentWriter<W> {
@@ -64,6 +70,8 @@ impl<W: Write + Seek> SegmentWriter<W> {
             offset: HEADER_SIZE as u64,
             hasher: Xxh3::new(),
             last_pgno: 0,
+            any_order: false,
+            reordered: false,
         })
     }
 
@@ -74,6 +82,32 @@ impl<W: Write + Seek> SegmentWriter<W> {
         self.block.reserve_exact(want.saturating_sub(self.block.len()));
     }
 
+    /// Let pages and copied blocks come in any order block by block: a
+    /// page lower than the last one starts a new block, and the segment is
+    /// written as version 2 if that happens. Only a compaction does this;
+    /// anywhere else a page out of order is a bug and an error.
+    pub fn allow_blocks_in_any_order(&mut self) {
+        self.any_order = true;
+    }
+
+    /// Copy a block of another segment as it is stored (`raw`, as
+    /// `SegmentReader::raw_block` gives it), without recompressing it.
+    pub fn add_raw_block(&mut self, block: &Block, raw: &[u8]) -> io::Result<()> {
+        let (Some(&first), Some(&last)) = (block.pgnos.first(), block.pgnos.last()) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "an empty block"));
+        };
+        if !self.any_order && first <= self.last_pgno {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("copied block starts at page {first}, out of order")));
+        }
+        self.flush_block()?;
+        self.reordered |= first <= self.last_pgno;
+        self.last_pgno = last;
+        self.index.push(IndexEntry { offset: self.offset, first_pgno: first, last_pgno: last, pages: block.pgnos.len() as u32 });
+        self.emit(raw)?;
+        self.header.page_count += block.pgnos.len() as u32;
+        Ok(())
+    }
+
     fn emit(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.out.write_all(bytes)?;
         self.hasher.update(bytes);
@@ -81,13 +115,19 @@ impl<W: Write + Seek> SegmentWriter<W> {
         Ok(())
     }
 
-    /// Add page `pgno`; page numbers must strictly ascend.
+    /// Add page `pgno`; page numbers must strictly ascend (within a block,
+    /// after `allow_blocks_in_any_order`).
     pub fn add_page(&mut self, pgno: u32, page: &[u8]) -> io::Result<()> {
-        if pgno <= self.last_pgno || page.len() != self.header.page_size as usize {
+        let in_order = pgno > self.last_pgno;
+        if (!in_order && !self.any_order) || page.len() != self.header.page_size as usize {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("segment page {pgno} out of order or of wrong size {}", page.len()),
             ));
+        }
+        if !in_order {
+            self.flush_block()?;
+            self.reordered = true;
         }
         self.last_pgno = pgno;
         self.block.extend_from_slice(page);
@@ -132,6 +172,7 @@ impl<W: Write + Seek> SegmentWriter<W> {
     /// `finish`, handing back the compressor for the next segment.
     pub fn finish_keep(mut self, db_pages: u32, post_checksum: u64) -> io::Result<(W, Header, Compressor)> {
         self.flush_block()?;
+        self.header.version = if self.reordered { VERSION_BLOCKS } else { VERSION_ASCENDING };
         self.header.db_pages = db_pages;
         self.header.post_checksum = post_checksum;
         self.header.block_count = self.index.len() as u32;
@@ -147,7 +188,7 @@ impl<W: Write + Seek> SegmentWriter<W> {
         self.emit(&index)?;
         let file_hash = self.hasher.digest();
         self.out.write_all(&file_hash.to_be_bytes())?;
-        self.out.write_all(&END_MAGIC)?;
+        self.out.write_all(&self.header.end_magic())?;
         self.out.seek(SeekFrom::Start(0))?;
         self.out.write_all(&self.header.encode())?;
         self.out.seek(SeekFrom::End(0))?;
