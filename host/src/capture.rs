@@ -400,7 +400,18 @@ impl Capturer {
         let mut hashes = self.hashes.clone();
         hashes.resize(db_pages);
         let mut buf = vec![0u8; h.page_size as usize];
+        // Pages the database already had go in their own block, ahead of
+        // the pages this sync appended: the former (page 1, interior pages,
+        // the last leaf) are what the next syncs rewrite, so a compaction
+        // recompresses just their newest copies and copies the appended
+        // block, mostly still current, as it is (see `replica/compact.rs`).
+        let grew_from = self.state.db_pages;
+        let mut existing = false;
         for (&pgno, &frame) in &scan.pages {
+            if existing && pgno > grew_from {
+                writer.end_block().map_err(io_err(self.meta.path()))?;
+            }
+            existing = pgno <= grew_from;
             h.read_page(wal, frame, &mut buf).map_err(io_err(&wal_path))?;
             hashes.set(pgno, page_hash(pgno, &buf));
             writer.add_page(pgno, &buf).map_err(io_err(self.meta.path()))?;

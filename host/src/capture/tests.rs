@@ -94,3 +94,25 @@ fn checkpoints_under_a_busy_writer_never_break_the_chain() {
     assert!(commits > 50 && checkpoints > 5 && epochs.len() > 2, "{commits} commits, {checkpoints} checkpoints, {} WAL epochs", epochs.len());
     assert_eq!(cap.state().checksum, checksum_now(&path));
 }
+
+/// A sync that rewrites existing pages and appends new ones writes them as
+/// two blocks split at the old size (what lets a compaction copy the
+/// appended block as it is); one that only rewrites keeps one block.
+#[test]
+fn appended_pages_get_their_own_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let conn = app(&path);
+    let mut cap = Capturer::open(&path, dir.path().join("meta"), small_thresholds()).unwrap();
+    cap.sync(false).unwrap();
+    let before = cap.state().db_pages;
+    conn.execute("INSERT INTO t(v) VALUES (randomblob(20000))", []).unwrap();
+    let report = cap.sync(false).unwrap();
+    let blocks = crate::segment::SegmentReader::open(&report.segments[0].path).unwrap().blocks().unwrap();
+    assert_eq!(blocks.len(), 2, "{blocks:?}");
+    assert!(blocks[0].pgnos.iter().all(|&p| p <= before) && blocks[1].pgnos.iter().all(|&p| p > before), "split at page {before}: {blocks:?}");
+    conn.execute("UPDATE t SET v = zeroblob(10)", []).unwrap();
+    let report = cap.sync(false).unwrap();
+    let blocks = crate::segment::SegmentReader::open(&report.segments[0].path).unwrap().blocks().unwrap();
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+}

@@ -138,6 +138,11 @@ impl<W: Write + Seek> SegmentWriter<W> {
         Ok(())
     }
 
+    /// End the current block here: the next page starts a new one.
+    pub fn end_block(&mut self) -> io::Result<()> {
+        self.flush_block()
+    }
+
     fn flush_block(&mut self) -> io::Result<()> {
         if self.block_pgnos.is_empty() {
             return Ok(());
