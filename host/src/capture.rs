@@ -103,6 +103,8 @@ pub struct SyncReport {
     pub wal_bytes: u64,
     /// Continuity was lost and a snapshot restarted the chain.
     pub gap: Option<String>,
+    /// The WAL ends in frames of a transaction not committed yet.
+    pub in_flight: bool,
 }
 
 /// Capture state of one database.
@@ -262,6 +264,7 @@ impl Capturer {
             _ => Scan::default(),
         };
         report.transactions = scan.transactions;
+        report.in_flight = scan.uncommitted > 0;
         if let (Some((h, _)), Some(end), Some(start)) = (&wal, scan.end, from) {
             report.wal_bytes = (end.frames - start.frames) as u64 * h.frame_size();
         }

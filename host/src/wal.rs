@@ -54,6 +54,8 @@ pub struct Scan {
     pub transactions: u64,
     /// Position after the last commit frame.
     pub end: Option<WalPos>,
+    /// Valid frames after the last commit: a transaction being written.
+    pub uncommitted: u32,
 }
 
 fn checksum(big_endian: bool, data: &[u8], mut s: (u32, u32)) -> (u32, u32) {
@@ -189,6 +191,7 @@ impl WalHeader {
                 scan.end = Some(WalPos { salt: self.salt, frames: index, checksum: sum });
             }
         }
+        scan.uncommitted = pending.len() as u32;
         // Pages past the final size were truncated away by the last commit.
         if let Some(size) = scan.db_pages {
             scan.pages.retain(|&p, _| p <= size);
@@ -310,5 +313,25 @@ mod tests {
         let scan = header.scan(&f, header.start()).unwrap();
         assert_eq!(scan.end, Some(end));
         assert_eq!(scan.transactions, good.transactions);
+        assert_eq!(good.uncommitted, 0);
+    }
+
+    /// A transaction of several frames cut before its commit frame (as
+    /// while it is being written): its frames are counted, not kept.
+    #[test]
+    fn a_transaction_being_written_is_seen_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = wal_db(dir.path(), 4096);
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+        let wal = dir.path().join("t.db-wal");
+        let header = WalHeader::read(&wal).unwrap().unwrap();
+        let good = header.scan(&File::open(&wal).unwrap(), header.start()).unwrap();
+        assert_eq!(good.uncommitted, 0);
+        conn.execute("INSERT INTO t VALUES (randomblob(20000))", []).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).read(true).open(&wal).unwrap();
+        f.set_len(std::fs::metadata(&wal).unwrap().len() - header.frame_size()).unwrap();
+        let scan = header.scan(&f, header.start()).unwrap();
+        assert!(scan.uncommitted >= 4, "{} frames of the cut transaction", scan.uncommitted);
+        assert_eq!((scan.transactions, scan.end), (good.transactions, good.end));
     }
 }

@@ -9,6 +9,7 @@
 //! when it goes quiet and disarms it while writes keep coming; a
 //! directory is watched while any of its databases is armed.
 
+use futures::FutureExt;
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -117,6 +118,12 @@ impl Subscription {
         if let Some(dir) = &self.dir {
             self.watch.set_armed(dir, on);
         }
+        if on {
+            // Forget a wake-up left from before (events of the writes the
+            // caller has synced, or of its own checkpoint): every wake-up
+            // makes the caller sync, and it looks once more after arming.
+            let _ = self.wake.notified().now_or_never();
+        }
         on
     }
 
@@ -165,6 +172,13 @@ mod tests {
         sub.arm(false);
         std::fs::write(&db, b"xx").unwrap();
         assert!(!woke(&sub).await, "disarmed again: no wake-up");
+        // A wake-up left over from before re-arming is dropped.
+        sub.arm(true);
+        std::fs::write(&db, b"xxx").unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sub.arm(false);
+        sub.arm(true);
+        assert!(!woke(&sub).await, "a wake-up from before arming is forgotten");
     }
 
     /// Arming waits for the watcher's event thread, which delivers events
