@@ -204,7 +204,7 @@ async fn run_db(
     let mut force_snapshot = opts.force_snapshot;
     // Writes arriving within this long of a sync wait for the next one.
     let batch = spec.replicas.iter().map(|r| r.sync_interval).min().unwrap_or(spec.monitor_interval);
-    // When the last sync that captured something began.
+    // When the last sync that captured something (or failed) began.
     let mut last_sync = tokio::time::Instant::now() - batch;
     // Sync at the next look whatever the files' stamps say: a notification
     // arrived, or a transaction was being written at the last look.
@@ -213,7 +213,10 @@ async fn run_db(
     loop {
         let stamp = wal_stamp(&spec.path);
         let wants = replica_wants_snapshot(&replicas, &meta);
-        let mut captured = false;
+        // Whether this look synced something (or failed to: retried after a
+        // batch, not at every write), and whether it found a transaction
+        // half-written.
+        let mut busy = false;
         let mut in_flight = false;
         if std::mem::take(&mut look_anyway) || stamp != last_stamp || wants || force_snapshot {
             let started = tokio::time::Instant::now();
@@ -221,12 +224,15 @@ async fn run_db(
                 Ok(synced) => {
                     force_snapshot = false;
                     last_stamp = stamp;
-                    (captured, in_flight) = (synced.captured, synced.in_flight);
+                    (busy, in_flight) = (synced.captured, synced.in_flight);
                     txid_tx.send_replace(synced.durable);
                 }
-                Err(e) => tracing::warn!(database = %database, "sync failed (will retry): {e:#}"),
+                Err(e) => {
+                    busy = true;
+                    tracing::warn!(database = %database, "sync failed (will retry): {e:#}");
+                }
             }
-            if captured {
+            if busy {
                 last_sync = started;
             }
             collect_spool(&meta, &replicas);
@@ -240,11 +246,11 @@ async fn run_db(
         // before the watch was in place. A look that found the files
         // changed but nothing committed is quiet too: disarming there made
         // the commit being written wait a whole batch.
-        if wake.as_mut().is_some_and(|w| w.arm(!captured)) {
-            look_anyway = in_flight && !captured;
+        if wake.as_mut().is_some_and(|w| w.arm(!busy)) {
+            look_anyway = in_flight && !busy;
             continue;
         }
-        let next_look = if in_flight && !captured {
+        let next_look = if in_flight && !busy {
             // Its commit frame is moments away, or it is a long transaction:
             // look again soon, backing off so a long one's frames are not
             // rescanned more than a few times a second.
@@ -254,7 +260,7 @@ async fn run_db(
             at
         } else {
             recheck = IN_FLIGHT_RECHECK;
-            if captured { last_sync + batch } else { tokio::time::Instant::now() + spec.monitor_interval }
+            if busy { last_sync + batch } else { tokio::time::Instant::now() + spec.monitor_interval }
         };
         let notified = async {
             match &wake {
@@ -351,7 +357,6 @@ async fn open_when_present(spec: &DatabaseSpec, meta_dir: PathBuf, shutdown: &mu
     }
 }
 
-/// Run one capture on a blocking thread; returns what it made durable.
 /// What a sync did, for the capture loop's pacing.
 struct Synced {
     durable: Durable,
@@ -361,6 +366,7 @@ struct Synced {
     in_flight: bool,
 }
 
+/// Run one capture on a blocking thread; returns what it made durable.
 async fn sync_once(capturer: &Arc<Mutex<Capturer>>, snapshot: bool) -> anyhow::Result<Synced> {
     let c = capturer.clone();
     tokio::task::spawn_blocking(move || {
