@@ -4,7 +4,7 @@
 //! with its name; the output is never left half-written under its name.
 
 use crate::checksum::PageHashes;
-use crate::plugin::PluginStore;
+use crate::plugin::{PluginStore, SMALL_IO_BYTES};
 use crate::replica::client::{self, Listing};
 use crate::replica::plan::{restore_plan, Target};
 use crate::segment::apply::{apply, FileSink};
@@ -52,6 +52,22 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
+}
+
+/// A downloaded segment: small ones in memory, others in a temp file
+/// (with its size).
+enum Fetched {
+    Bytes(Vec<u8>),
+    File(PathBuf, u64),
+}
+
+impl Fetched {
+    fn len(&self) -> u64 {
+        match self {
+            Fetched::Bytes(b) => b.len() as u64,
+            Fetched::File(_, size) => *size,
+        }
+    }
 }
 
 /// Refuse to overwrite a database with content (or leftover WAL/journal
@@ -141,26 +157,39 @@ async fn apply_segments(
     let mut downloads = futures::stream::iter(plan.iter().copied())
         .map(|name| {
             let path = temp_for(&name);
+            let listed = listing.get(&name).map_or(u64::MAX, |s| s.size);
             async move {
-                let size = client::download(store, &name, listing.get(&name).map_or(u64::MAX, |s| s.size), &path).await;
-                (name, path, size)
+                // A small segment comes into memory in one call: no temp file
+                // to create, write, read back and delete.
+                let got = match listed <= SMALL_IO_BYTES {
+                    true => client::fetch(store, &name, listed).await.map(Fetched::Bytes),
+                    false => client::download(store, &name, listed, &path).await.map(|size| Fetched::File(path, size)),
+                };
+                (name, got)
             }
         })
         .buffered(PARALLEL_DOWNLOADS);
     let mut failure = None;
-    while let Some((name, path, size)) = downloads.next().await {
+    while let Some((name, got)) = downloads.next().await {
         let step = async {
-            let size = size.with_context(|| format!("cannot download segment {name}"))?;
+            let got = got.with_context(|| format!("cannot download segment {name}"))?;
+            let size = got.len();
             downloaded += size;
             let mut s = sink.take().context("internal: sink lost")?;
             let mut h = hashes.take();
             let applied = tokio::task::spawn_blocking(move || {
-                let r = SegmentReader::open(&path).map_err(anyhow::Error::from).and_then(|mut reader| {
+                let (opened, temp) = match got {
+                    Fetched::Bytes(bytes) => (SegmentReader::from_bytes(bytes), None),
+                    Fetched::File(path, _) => (SegmentReader::open(&path), Some(path)),
+                };
+                let r = opened.map_err(anyhow::Error::from).and_then(|mut reader| {
                     s.page_size = reader.header().page_size;
                     let hs = h.get_or_insert_with(|| PageHashes::new(reader.header().page_size));
                     apply(&mut reader, &mut s, Some(hs)).map_err(anyhow::Error::from)
                 });
-                let _ = std::fs::remove_file(&path);
+                if let Some(path) = temp {
+                    let _ = std::fs::remove_file(path);
+                }
                 r.map(|()| (s, h))
             })
             .await?;

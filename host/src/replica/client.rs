@@ -77,7 +77,10 @@ pub async fn list(store: &PluginStore) -> Result<Listing, ReplicaError> {
 }
 
 async fn list_inner(store: &PluginStore) -> Result<Listing, ReplicaError> {
-    let mut session = retry!(store.session())?;
+    // A listing moves names, not data: the warm small-io instance runs its
+    // directory reads inline. On a new session each entry's read and stat
+    // was a trip to the blocking pool, most of a small restore's time.
+    let mut session = retry!(store.small_io_session())?;
     let mut out = Listing::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -98,7 +101,10 @@ async fn list_inner(store: &PluginStore) -> Result<Listing, ReplicaError> {
         }
         match page.next_cursor {
             Some(c) => cursor = Some(c),
-            None => return Ok(out),
+            None => {
+                store.recycle(session);
+                return Ok(out);
+            }
         }
     }
 }
