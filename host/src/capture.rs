@@ -12,7 +12,7 @@
 
 use crate::checksum::{page_hash, PageHashes};
 use crate::db::{CheckpointMode, Db, DbError};
-use crate::segment::writer::{new_compressor, Compressor};
+use crate::segment::writer::{new_compressor, Compressor, LEVEL0_ZSTD_LEVEL};
 use crate::segment::format::now_ms;
 use crate::segment::{Header, SegmentName, SegmentWriter, SNAPSHOT_LEVEL};
 use crate::state::{file_stamp, sync_dir, MetaDir, State, WalMark};
@@ -396,7 +396,7 @@ impl Capturer {
         let wal_path = self.db.wal_path();
         let compressor = match self.compressor.take() {
             Some(c) => c,
-            None => new_compressor().map_err(io_err(self.meta.path()))?,
+            None => new_compressor(LEVEL0_ZSTD_LEVEL).map_err(io_err(self.meta.path()))?,
         };
         let mut writer = SegmentWriter::reusing(out, header, compressor).map_err(io_err(self.meta.path()))?;
         writer.expect_pages(scan.pages.len());
