@@ -294,14 +294,22 @@ mod tests {
         }
     }
 
+    /// A WAL database with one committed transaction: the connection, the
+    /// WAL's path and header, and the scan of that transaction.
+    fn one_commit(dir: &Path) -> (Connection, std::path::PathBuf, WalHeader, Scan) {
+        let conn = wal_db(dir, 4096);
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+        let wal = dir.join("t.db-wal");
+        let header = WalHeader::read(&wal).unwrap().unwrap();
+        let good = header.scan(&File::open(&wal).unwrap(), header.start()).unwrap();
+        assert_eq!(good.uncommitted, 0);
+        (conn, wal, header, good)
+    }
+
     #[test]
     fn torn_tail_and_uncommitted_frames_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = wal_db(dir.path(), 4096);
-        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
-        let wal = dir.path().join("t.db-wal");
-        let header = WalHeader::read(&wal).unwrap().unwrap();
-        let good = header.scan(&File::open(&wal).unwrap(), header.start()).unwrap();
+        let (conn, wal, header, good) = one_commit(dir.path());
         let end = good.end.unwrap();
         conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
         // Corrupt one byte of the last frame's page: that transaction is gone.
@@ -313,7 +321,6 @@ mod tests {
         let scan = header.scan(&f, header.start()).unwrap();
         assert_eq!(scan.end, Some(end));
         assert_eq!(scan.transactions, good.transactions);
-        assert_eq!(good.uncommitted, 0);
     }
 
     /// A transaction of several frames cut before its commit frame (as
@@ -321,12 +328,7 @@ mod tests {
     #[test]
     fn a_transaction_being_written_is_seen_in_flight() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = wal_db(dir.path(), 4096);
-        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
-        let wal = dir.path().join("t.db-wal");
-        let header = WalHeader::read(&wal).unwrap().unwrap();
-        let good = header.scan(&File::open(&wal).unwrap(), header.start()).unwrap();
-        assert_eq!(good.uncommitted, 0);
+        let (conn, wal, header, good) = one_commit(dir.path());
         conn.execute("INSERT INTO t VALUES (randomblob(20000))", []).unwrap();
         let f = std::fs::OpenOptions::new().write(true).read(true).open(&wal).unwrap();
         f.set_len(std::fs::metadata(&wal).unwrap().len() - header.frame_size()).unwrap();
