@@ -153,15 +153,15 @@ struct BlockPlan {
 /// when the run must be merged page by page: a run whose database shrinks
 /// (a page dropped by the shrink could ride along in a copied block and
 /// come back), or one too large to plan in memory.
-fn copy_plan(readers: &[(SegmentReader, String, bool)]) -> anyhow::Result<Option<Vec<Vec<BlockPlan>>>> {
-    let shrinks = readers.windows(2).any(|w| w[1].0.header().db_pages < w[0].0.header().db_pages);
-    let copies: u64 = readers.iter().map(|(r, _, _)| r.header().page_count as u64).sum();
+fn copy_plan(inputs: &[Opened]) -> anyhow::Result<Option<Vec<Vec<BlockPlan>>>> {
+    let shrinks = inputs.windows(2).any(|w| w[1].reader.header().db_pages < w[0].reader.header().db_pages);
+    let copies: u64 = inputs.iter().map(|i| i.reader.header().page_count as u64).sum();
     if shrinks || copies > COPY_PLAN_MAX_PAGES {
         return Ok(None);
     }
-    let mut blocks = Vec::with_capacity(readers.len());
-    for (reader, label, _) in readers {
-        blocks.push(reader.blocks().map_err(|e| anyhow::anyhow!("{label}: {e}"))?);
+    let mut blocks = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        blocks.push(input.reader.blocks().map_err(|e| anyhow::anyhow!("{}: {e}", input.label))?);
     }
     // The newest copy of each page: the last block (in run order) holding it.
     let mut newest: std::collections::HashMap<u32, usize> = std::collections::HashMap::with_capacity(copies as usize);
@@ -198,23 +198,13 @@ fn copy_plan(readers: &[(SegmentReader, String, bool)]) -> anyhow::Result<Option
 /// ~0.4 ms of a ~10 ms compaction but raised the steady peak RSS by 2 MB:
 /// not kept.)
 fn merge(inputs: Vec<Input>, sparse: &Path, out: Option<&Path>) -> anyhow::Result<(Header, Option<Vec<u8>>)> {
-    // Each reader with the name errors give it, and whether its bytes are
-    // this process's own (copied blocks of any other input are decompressed
-    // once to check them, as merging them page by page would).
-    let mut readers = inputs
-        .into_iter()
-        .map(|input| match input {
-            Input::Spooled(p) | Input::Scratch(p) => SegmentReader::open(&p).map(|r| (r, p.display().to_string(), false)).map_err(|e| anyhow::anyhow!("{}: {e}", p.display())),
-            Input::Fetched(name, bytes) => SegmentReader::from_bytes(bytes).map(|r| (r, format!("{name} as fetched"), false)).map_err(|e| anyhow::anyhow!("{name} as fetched: {e}")),
-            Input::Recent(name, bytes) => SegmentReader::from_bytes(bytes).map(|r| (r, format!("{name} as uploaded"), true)).map_err(|e| anyhow::anyhow!("{name} as uploaded: {e}")),
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut readers = inputs.into_iter().map(Opened::new).collect::<anyhow::Result<Vec<_>>>()?;
     let (first, last) = match (readers.first(), readers.last()) {
-        (Some(f), Some(l)) => (*f.0.header(), *l.0.header()),
+        (Some(f), Some(l)) => (*f.reader.header(), *l.reader.header()),
         _ => anyhow::bail!("no inputs"),
     };
-    if let Some((i, (r, _, _))) = readers.iter().enumerate().find(|(_, (r, _, _))| r.header().page_size != first.page_size) {
-        anyhow::bail!("input {} of the run ({}..{}) has page size {}, expected {}", i + 1, r.header().min_txid, r.header().max_txid, r.header().page_size, first.page_size);
+    if let Some((i, r)) = readers.iter().enumerate().map(|(i, o)| (i, o.reader.header())).find(|(_, h)| h.page_size != first.page_size) {
+        anyhow::bail!("input {} of the run ({}..{}) has page size {}, expected {}", i + 1, r.min_txid, r.max_txid, r.page_size, first.page_size);
     }
     let header = Header { page_size: first.page_size, min_txid: first.min_txid, max_txid: last.max_txid, timestamp_ms: last.timestamp_ms, pre_checksum: first.pre_checksum, ..Header::default() };
     let mut sink = SparseSink::new(std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(sparse)?, first.page_size);
@@ -225,13 +215,13 @@ fn merge(inputs: Vec<Input>, sparse: &Path, out: Option<&Path>) -> anyhow::Resul
     let mut writer = SegmentWriter::new(output, header)?;
     match copy_plan(&readers)? {
         None => {
-            for (r, label, _) in readers.iter_mut() {
-                apply(r, &mut sink, None).map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+            for input in readers.iter_mut() {
+                apply(&mut input.reader, &mut sink, None).map_err(|e| anyhow::anyhow!("{}: {e}", input.label))?;
             }
         }
         Some(plan) => {
             writer.allow_blocks_in_any_order();
-            for ((r, label, own), blocks) in readers.iter().zip(plan) {
+            for (Opened { reader: r, label, own }, blocks) in readers.iter().zip(plan) {
                 let named = |e: FormatError| anyhow::anyhow!("{label}: {e}");
                 for BlockPlan { block, live, copy } in blocks {
                     if copy {
@@ -257,6 +247,28 @@ fn merge(inputs: Vec<Input>, sparse: &Path, out: Option<&Path>) -> anyhow::Resul
     match writer.finish(last.db_pages, last.post_checksum)? {
         (Output::File(_), header) => Ok((header, None)),
         (Output::Memory(bytes), header) => Ok((header, Some(bytes.into_inner()))),
+    }
+}
+
+/// An input opened for the merge, with the name its errors give it and
+/// whether its bytes are this process's own: copied blocks of any other
+/// input are decompressed once to check them, as merging them page by page
+/// would.
+struct Opened {
+    reader: SegmentReader,
+    label: String,
+    own: bool,
+}
+
+impl Opened {
+    fn new(input: Input) -> anyhow::Result<Opened> {
+        let (reader, label, own) = match input {
+            Input::Spooled(p) | Input::Scratch(p) => (SegmentReader::open(&p), p.display().to_string(), false),
+            Input::Fetched(name, bytes) => (SegmentReader::from_bytes(bytes), format!("{name} as fetched"), false),
+            Input::Recent(name, bytes) => (SegmentReader::from_bytes(bytes), format!("{name} as uploaded"), true),
+        };
+        let reader = reader.map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+        Ok(Opened { reader, label, own })
     }
 }
 
