@@ -16,7 +16,7 @@ use crate::segment::writer::{new_compressor, Compressor, LEVEL0_ZSTD_LEVEL};
 use crate::segment::format::now_ms;
 use crate::segment::{Header, SegmentName, SegmentWriter, SNAPSHOT_LEVEL};
 use crate::state::{file_stamp, sync_dir, MetaDir, State, WalMark};
-use crate::wal::{next_epoch_salt1, Scan, WalHeader, WalPos};
+use crate::wal::{Scan, WalHeader, WalPos};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
@@ -128,6 +128,9 @@ pub struct Capturer {
     live: bool,
     /// The level-0 segments' compressor, kept between syncs.
     compressor: Option<Compressor>,
+    /// The last sync found nothing new, so the read transaction sees the
+    /// captured state exactly (what `validate` needs).
+    view_is_state: bool,
 }
 
 /// How long a PASSIVE checkpoint waits for the write lock. Briefly: without
@@ -187,7 +190,7 @@ impl Capturer {
             }
         };
         remove_stale_temps(meta.path());
-        let mut capturer = Capturer { db, meta, state, hashes, config, gap, inode, last_checkpoint: Instant::now(), truncate_retry_at: Instant::now(), live: false, compressor: None };
+        let mut capturer = Capturer { db, meta, state, hashes, config, gap, inode, last_checkpoint: Instant::now(), truncate_retry_at: Instant::now(), live: false, compressor: None, view_is_state: false };
         capturer.discard_unrecorded_spool()?;
         Ok(capturer)
     }
@@ -227,8 +230,11 @@ impl Capturer {
     fn capture(&mut self, snapshot: bool, defer_gap: bool) -> Result<SyncReport, CaptureError> {
         let path = self.db.path().to_path_buf();
         if file_id(&path).map_err(io_err(&path))? != self.inode {
-            // Replaced underneath us (a restore, a copy): start over.
-            self.db = Db::open(&path, self.config.busy_timeout)?;
+            // Replaced underneath us (a restore, a copy): start over. Until
+            // the reopen succeeds no inode matches, so a failed one is
+            // retried by the next sync.
+            self.inode = (0, 0);
+            self.db.reopen()?;
             self.inode = file_id(&path).map_err(io_err(&path))?;
             self.gap = Some("the database file was replaced".into());
         }
@@ -236,8 +242,9 @@ impl Capturer {
         // Our read view moved: until this capture completes, a checkpoint
         // may copy frames we have not captured yet.
         let was_live = std::mem::replace(&mut self.live, false);
+        self.view_is_state = false;
         let wal_path = self.db.wal_path();
-        let wal = WalHeader::open(&wal_path).map_err(io_err(&wal_path))?;
+        let wal = self.db.open_wal().map_err(io_err(&wal_path))?;
         let mut report = SyncReport::default();
 
         // Where to scan from, and whether the chain holds.
@@ -301,6 +308,7 @@ impl Capturer {
         }
         self.meta.save(&self.state, &self.hashes).map_err(io_err(self.meta.path()))?;
         self.live = true;
+        self.view_is_state = report.transactions == 0 && report.segments.is_empty();
         Ok(report)
     }
 
@@ -473,7 +481,9 @@ impl Capturer {
         self.state.checksum = header.post_checksum;
         self.state.timestamp_ms = header.timestamp_ms;
         if wal.is_none() {
-            self.state.next_salt1 = next_epoch_salt1(self.db.path());
+            // The next epoch's salt-1 stays what the last WAL we saw
+            // implies (set when it went away), or unknown. It is never read
+            // from the `-shm`: see `crate::db` for why nothing here opens it.
             self.state.db_stamp = file_stamp(self.db.path());
         }
         Ok(entry)
@@ -575,8 +585,7 @@ impl Capturer {
 /// On start, the chain continues only if the WAL still holds exactly what
 /// we last captured; anything could have happened while we were down.
 fn startup_gap(db: &Db, state: &State) -> io::Result<Option<String>> {
-    let wal_path = db.wal_path();
-    Ok(match (WalHeader::open(&wal_path)?, state.wal) {
+    Ok(match (db.open_wal()?, state.wal) {
         (Some((h, file)), Some(mark)) if h.salt == mark.pos.salt => {
             if h.continues(&file, mark.pos)? {
                 None
@@ -626,6 +635,9 @@ fn remove_stale_temps(dir: &Path) {
         }
     }
 }
+
+mod validate;
+pub use validate::Validation;
 
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,21 @@
 //! the read lock that keeps the WAL from being reset under unshipped
 //! frames, checkpoints, and consistent page images for snapshots.
 //!
+//! This module owns every file of a database being replicated. SQLite's
+//! locks are POSIX advisory locks, which belong to the process, and closing
+//! *any* descriptor of a file drops *all* of the process's locks on it: a
+//! `File::open` of the database or its `-shm` anywhere else in this
+//! process, once closed, would silently release the locks our connections
+//! hold (the `-shm` dead-man-switch and read marks, the database's shared
+//! lock). The application could then re-initialise the wal-index under
+//! our mapping (SIGBUS), or checkpoint and restart the WAL over frames not
+//! yet captured (a corrupt replica). So: the database and `-shm` are opened
+//! only by SQLite, and the `-wal` (which SQLite never locks) only by
+//! `Db::open_wal`. Everything else gets paths from here and may `stat`
+//! them, never open them; a test (`only_this_module_opens_the_database_files`)
+//! scans the sources for the sidecar names, and `tests/locks.rs` checks
+//! from outside that the locks stay held through every kind of sync.
+//!
 //! The read lock alternates between two connections: each sync opens a
 //! read transaction on one and only then ends the other's, so some read
 //! transaction always exists (no writer can restart the WAL) while the
@@ -16,9 +31,18 @@
 //! committed after the capture, and the application's next write then
 //! restarts the WAL over them before sluice reads them.
 
+use crate::wal::WalHeader;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The `-wal` file of database `db`, for `stat`ing (see the module
+/// comment before opening it).
+pub fn wal_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
+}
 
 /// Errors talking to the database.
 #[derive(Debug, thiserror::Error)]
@@ -105,9 +129,34 @@ impl Db {
     }
 
     pub fn wal_path(&self) -> PathBuf {
-        let mut p = self.path.clone().into_os_string();
-        p.push("-wal");
-        PathBuf::from(p)
+        wal_path(&self.path)
+    }
+
+    /// Open the WAL and read its header: `Ok(None)` if it is missing,
+    /// short or invalid. Safe to close: SQLite takes no locks on the WAL.
+    pub fn open_wal(&self) -> std::io::Result<Option<(WalHeader, std::fs::File)>> {
+        match std::fs::File::open(self.wal_path()) {
+            Ok(file) => WalHeader::from_file(file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Close our connections, then open new ones on whatever file is at
+    /// our path now (the database was replaced). The old connections go
+    /// first: the old and the new database share the `-shm` path, and
+    /// SQLite closing the old one's `-shm` descriptor after the new one had
+    /// taken its locks would release those.
+    pub fn reopen(&mut self) -> Result<(), DbError> {
+        let _ = self.release_write_lock();
+        let _ = self.release_read_locks();
+        let path = self.path.clone();
+        let placeholder = || Connection::open_in_memory().map_err(|source| DbError::Sqlite { path: path.clone(), source });
+        let old = std::mem::replace(&mut self.conns, [placeholder()?, placeholder()?]);
+        let old_writer = std::mem::replace(&mut self.writer, placeholder()?);
+        drop((old, old_writer));
+        *self = Db::open(&self.path, self.busy_timeout)?;
+        Ok(())
     }
 
     fn err(&self, source: rusqlite::Error) -> DbError {
@@ -229,5 +278,42 @@ impl Drop for Db {
     fn drop(&mut self) {
         let _ = self.release_write_lock();
         let _ = self.release_read_locks();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The names of a database's sidecar files appear in this module only
+    /// (and in the restore, whose output no connection of ours has open):
+    /// code elsewhere that wants the WAL asks `Db`, so nobody opens the
+    /// `-shm` or the database behind SQLite's back (see the module comment).
+    #[test]
+    fn only_this_module_opens_the_database_files() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let allowed = ["db.rs", "restore.rs"];
+        let mut offenders = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let name = path.file_name().unwrap().to_str().unwrap();
+                if !name.ends_with(".rs") || allowed.contains(&name) || name == "tests.rs" {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                // Test modules at the end of a file may build WALs of their own.
+                let code = text.split("#[cfg(test)]").next().unwrap();
+                for needle in ["-shm", "-wal\"", "-journal"] {
+                    if code.contains(needle) {
+                        offenders.push(format!("{} mentions {needle}", path.strip_prefix(&root).unwrap().display()));
+                    }
+                }
+            }
+        }
+        assert!(offenders.is_empty(), "only db.rs may reach a database's files: {offenders:?}");
     }
 }

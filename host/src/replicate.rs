@@ -3,7 +3,7 @@
 //! for a replica; the spool is bounded, and a replica that falls out of it
 //! gets a snapshot instead.
 
-use crate::capture::{list_spool, Capturer, Durable};
+use crate::capture::{list_spool, Capturer, Durable, Validation};
 use crate::config::{DatabaseSpec, ReplicaSpec};
 use crate::plugin::{bundled, Labels, LoadedPlugin, PluginStore, Runtime};
 use crate::replica::{ReplicaSettings, ReplicaShared, ReplicaTask};
@@ -119,9 +119,7 @@ struct Replica {
 }
 
 fn wal_stamp(db: &Path) -> Option<(u64, SystemTime, u64, SystemTime)> {
-    let mut wal = db.as_os_str().to_owned();
-    wal.push("-wal");
-    let w = std::fs::metadata(PathBuf::from(wal)).ok();
+    let w = std::fs::metadata(crate::db::wal_path(db)).ok();
     let d = std::fs::metadata(db).ok()?;
     Some((w.as_ref().map_or(0, |m| m.len()), w.and_then(|m| m.modified().ok()).unwrap_or(SystemTime::UNIX_EPOCH), d.len(), d.modified().ok()?))
 }
@@ -210,8 +208,11 @@ async fn run_db(
     // arrived, or a transaction was being written at the last look.
     let mut look_anyway = false;
     let mut recheck = IN_FLIGHT_RECHECK;
+    let mut validation = ValidationClock::new(spec.validation_interval);
     loop {
         let stamp = wal_stamp(&spec.path);
+        let validate = validation.due(capturer.lock().map(|c| c.state().txid).unwrap_or(0));
+        look_anyway |= validate;
         let wants = replica_wants_snapshot(&replicas, &meta);
         // Whether this look synced something (or failed to: retried after a
         // batch, not at every write), and whether it found a transaction
@@ -220,11 +221,13 @@ async fn run_db(
         let mut in_flight = false;
         if std::mem::take(&mut look_anyway) || stamp != last_stamp || wants || force_snapshot {
             let started = tokio::time::Instant::now();
-            match sync_once(&capturer, wants || force_snapshot).await {
+            match sync_once(&capturer, wants || force_snapshot, validate).await {
                 Ok(synced) => {
                     force_snapshot = false;
                     last_stamp = stamp;
                     (busy, in_flight) = (synced.captured, synced.in_flight);
+                    // A mismatch needs its healing snapshot at once.
+                    look_anyway |= validation.record(synced.validation, &database, &replicas);
                     txid_tx.send_replace(synced.durable);
                 }
                 Err(e) => {
@@ -287,7 +290,7 @@ async fn run_db(
         }
         if *shutdown.borrow() {
             // Final sync: capture what the application wrote last.
-            match sync_once(&capturer, false).await {
+            match sync_once(&capturer, false, false).await {
                 Ok(synced) => {
                     txid_tx.send_replace(synced.durable);
                 }
@@ -302,7 +305,7 @@ async fn run_db(
         // A replica found its chain broken only while shipping (a spooled
         // segment dropped or damaged): give it its snapshot now, or this run
         // and every run after it would end the same way.
-        match sync_once(&capturer, true).await {
+        match sync_once(&capturer, true, false).await {
             Ok(synced) => {
                 target = synced.durable.txid;
                 txid_tx.send_replace(synced.durable);
@@ -364,10 +367,56 @@ struct Synced {
     captured: bool,
     /// The WAL ends in a transaction still being written.
     in_flight: bool,
+    /// What validating the capture found, if it was asked for.
+    validation: Option<Validation>,
+}
+
+/// When to validate the capture next (`validation-interval`): when due,
+/// at the first sync that finds nothing new, and only if something was
+/// captured since the last validation (an idle database costs nothing).
+struct ValidationClock {
+    every: Option<Duration>,
+    next: tokio::time::Instant,
+    validated_txid: u64,
+}
+
+impl ValidationClock {
+    fn new(every: Option<Duration>) -> ValidationClock {
+        let next = tokio::time::Instant::now() + every.unwrap_or_default();
+        ValidationClock { every, next, validated_txid: 0 }
+    }
+
+    fn due(&self, txid: u64) -> bool {
+        self.every.is_some() && txid != self.validated_txid && tokio::time::Instant::now() >= self.next
+    }
+
+    /// Note what a validation found; true if it found a mismatch.
+    fn record(&mut self, found: Option<Validation>, database: &str, replicas: &[Replica]) -> bool {
+        let (Some(every), Some(found)) = (self.every, found) else { return false };
+        let mismatch = matches!(found, Validation::Mismatch { .. });
+        match found {
+            Validation::NotNow => return false,
+            Validation::Matched { txid, pages } => {
+                metrics::VALIDATION_COUNT.with_label_values(&[database]).inc();
+                tracing::debug!(database = %database, "validation: the live database matches the capture at TXID {txid:016x} ({pages} pages)");
+                self.validated_txid = txid;
+            }
+            Validation::Mismatch { txid, detail } => {
+                metrics::VALIDATION_COUNT.with_label_values(&[database]).inc();
+                metrics::VALIDATION_ERROR_COUNT.with_label_values(&[database]).inc();
+                let names: Vec<&str> = replicas.iter().map(|r| r.name.as_str()).collect();
+                tracing::error!(database = %database, replicas = %names.join(","), "validation failed at TXID {txid:016x}: {detail}; replicas {} hold a capture that is not the database there, healing them with a fresh snapshot", names.join(", "));
+            }
+        }
+        self.next = tokio::time::Instant::now() + every;
+        mismatch
+    }
 }
 
 /// Run one capture on a blocking thread; returns what it made durable.
-async fn sync_once(capturer: &Arc<Mutex<Capturer>>, snapshot: bool) -> anyhow::Result<Synced> {
+/// With `validate`, checks the capture against the live database if this
+/// sync leaves the view at the captured state.
+async fn sync_once(capturer: &Arc<Mutex<Capturer>>, snapshot: bool, validate: bool) -> anyhow::Result<Synced> {
     let c = capturer.clone();
     tokio::task::spawn_blocking(move || {
         let mut c = c.lock().map_err(|_| anyhow::anyhow!("capture state poisoned by an earlier panic"))?;
@@ -377,11 +426,12 @@ async fn sync_once(capturer: &Arc<Mutex<Capturer>>, snapshot: bool) -> anyhow::R
         metrics::SYNC_COUNT.with_label_values(&[&db]).inc();
         metrics::SYNC_SECONDS.with_label_values(&[&db]).inc_by(started.elapsed().as_secs_f64());
         let report = report.inspect_err(|_| metrics::SYNC_ERROR_COUNT.with_label_values(&[&db]).inc())?;
+        let validation = if validate { Some(c.validate()?) } else { None };
         let state = c.state();
         metrics::TXID.with_label_values(&[&db]).set(state.txid as f64);
         metrics::DB_SIZE.with_label_values(&[&db]).set(state.db_pages as f64 * state.page_size as f64);
         metrics::TOTAL_WAL_BYTES.with_label_values(&[&db]).inc_by(report.wal_bytes as f64);
-        metrics::WAL_SIZE.with_label_values(&[&db]).set(std::fs::metadata(format!("{db}-wal")).map_or(0.0, |m| m.len() as f64));
+        metrics::WAL_SIZE.with_label_values(&[&db]).set(std::fs::metadata(crate::db::wal_path(c.db_path())).map_or(0.0, |m| m.len() as f64));
         if report.transactions > 0 || !report.segments.is_empty() {
             tracing::debug!(database = %c.db_path().display(), txid = c.state().txid, "captured {} transactions into {} segments", report.transactions, report.segments.len());
         }
@@ -400,7 +450,7 @@ async fn sync_once(capturer: &Arc<Mutex<Capturer>>, snapshot: bool) -> anyhow::R
             }
         }
         let captured = !report.segments.is_empty();
-        Ok(Synced { durable: Durable { txid: c.state().txid, fresh: report.fresh }, captured, in_flight: report.in_flight })
+        Ok(Synced { durable: Durable { txid: c.state().txid, fresh: report.fresh }, captured, in_flight: report.in_flight, validation })
     })
     .await?
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const HEADER_SIZE: u64 = 32;
 pub const FRAME_HEADER_SIZE: u64 = 24;
@@ -106,20 +106,22 @@ impl WalHeader {
         })
     }
 
-    /// Read the header of a WAL file; `Ok(None)` if missing, short or invalid.
+    /// Read the header of a WAL file; `Ok(None)` if missing, short or
+    /// invalid. For files that are not a live database's `-wal` (tests,
+    /// tools): the replicator opens a live WAL only through `crate::db`,
+    /// which owns every file of a database it replicates.
     pub fn read(path: &Path) -> io::Result<Option<WalHeader>> {
-        Ok(WalHeader::open(path)?.map(|(h, _)| h))
+        match File::open(path) {
+            Ok(file) => Ok(WalHeader::from_file(file)?.map(|(h, _)| h)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Open a WAL file and read its header: `Ok(None)` if missing, short
-    /// or invalid. One open serves the header, the continuity check and
-    /// the scan of a sync.
-    pub fn open(path: &Path) -> io::Result<Option<(WalHeader, File)>> {
-        let file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
+    /// Read the header of an open WAL file: `Ok(None)` if short or
+    /// invalid. One open serves the header, the continuity check and the
+    /// scan of a sync.
+    pub fn from_file(file: File) -> io::Result<Option<(WalHeader, File)>> {
         let mut b = [0u8; HEADER_SIZE as usize];
         match file.read_exact_at(&mut b, 0) {
             Ok(()) => Ok(WalHeader::parse(&b).map(|h| (h, file))),
@@ -221,32 +223,6 @@ impl WalHeader {
             Err(e) => Err(e),
         }
     }
-}
-
-/// The salt-1 the next WAL epoch will carry, read from the wal-index
-/// (`-shm`) when the WAL itself is empty. SQLite increments salt-1 at
-/// every restart, which is how a skipped epoch is noticed. `None` when the
-/// wal-index is missing or not initialised.
-pub fn next_epoch_salt1(db_path: &Path) -> Option<u32> {
-    let mut shm = db_path.as_os_str().to_owned();
-    shm.push("-shm");
-    let mut b = [0u8; 96];
-    File::open(PathBuf::from(shm)).ok()?.read_exact(&mut b).ok()?;
-    // Two copies of the header; a writer mid-update leaves them different.
-    if b[..48] != b[48..96] || b[12] != 1 {
-        return None;
-    }
-    let mx_frame = u32::from_ne_bytes([b[16], b[17], b[18], b[19]]);
-    let salt1 = be32(&b, 32);
-    // A fresh wal-index (no WAL written since it was created) has zero
-    // salts; the first epoch then gets random ones: nothing to predict.
-    if mx_frame == 0 && b[32..40].iter().all(|&x| x == 0) {
-        return None;
-    }
-    // After a RESTART/TRUNCATE checkpoint the wal-index already holds the
-    // next epoch's salts (mxFrame 0); after a plain full backfill the
-    // next writer increments them.
-    Some(if mx_frame == 0 { salt1 } else { salt1.wrapping_add(1) })
 }
 
 #[cfg(test)]

@@ -10,8 +10,11 @@ use std::process::{Command, Output};
 
 /// The `sluice` binary under test, with a shared compiled-plugin cache so
 /// each invocation does not recompile the bundled plugins.
+/// `SLUICE_TEST_BIN` runs the tests against another build (e.g. an older
+/// release, to show a test fails on it).
 pub fn sluice() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    let bin = std::env::var_os("SLUICE_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_sluice").into());
+    let mut cmd = Command::new(bin);
     let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-compile-cache");
     cmd.env("SLUICE_CACHE_DIR", cache).env("SLUICE_LOG", "sluice=debug,warn");
     for var in ["LITESTREAM_CONFIG", "SLUICE_CONFIG", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "LITESTREAM_ACCESS_KEY_ID", "LITESTREAM_SECRET_ACCESS_KEY"] {

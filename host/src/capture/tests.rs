@@ -116,3 +116,38 @@ fn appended_pages_get_their_own_block() {
     let blocks = crate::segment::SegmentReader::open(&report.segments[0].path).unwrap().blocks().unwrap();
     assert_eq!(blocks.len(), 1, "{blocks:?}");
 }
+
+/// Validation matches the live database after an idle sync, refuses to
+/// judge after a sync that captured something, and a capture that went
+/// wrong (here: a recorded page hash damaged, as a bug would) is found,
+/// named, and healed by the next sync's snapshot.
+#[test]
+fn validation_finds_a_wrong_capture_and_heals_it_with_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let conn = app(&path);
+    let mut cap = Capturer::open(&path, dir.path().join("meta"), small_thresholds()).unwrap();
+    cap.sync(false).unwrap();
+    conn.execute("INSERT INTO t(v) VALUES (randomblob(9000))", []).unwrap();
+    cap.sync(false).unwrap();
+    assert_eq!(cap.validate().unwrap(), Validation::NotNow, "that sync captured a commit");
+    cap.sync(false).unwrap();
+    let txid = cap.state().txid;
+    assert!(matches!(cap.validate().unwrap(), Validation::Matched { txid: t, .. } if t == txid));
+    // A page of the capture differs from the database.
+    let mut hashes = cap.hashes.as_slice().to_vec();
+    hashes[1] ^= 1;
+    cap.hashes = PageHashes::from_vec(cap.state.page_size, hashes);
+    cap.state.checksum = cap.hashes.checksum();
+    cap.sync(false).unwrap();
+    match cap.validate().unwrap() {
+        Validation::Mismatch { txid: t, detail } => assert!(t == txid && detail.contains("first differing page 2"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    let report = cap.sync(false).unwrap();
+    assert!(report.gap.as_deref().is_some_and(|g| g.contains("validation")), "{:?}", report.gap);
+    assert!(report.segments.iter().any(|s| s.name.is_snapshot()));
+    cap.sync(false).unwrap();
+    assert!(matches!(cap.validate().unwrap(), Validation::Matched { .. }));
+    assert_eq!(cap.state().checksum, checksum_now(&path));
+}

@@ -66,7 +66,7 @@ pub fn status(config_path: Option<&PathBuf>, expand: bool, db: Option<&str>, jso
         }
         let meta_dir = d.meta_path.clone().unwrap_or_else(|| MetaDir::default_for(&d.path));
         let state = MetaDir::open(meta_dir.clone()).ok().and_then(|m| m.load());
-        let wal_size = std::fs::metadata(format!("{}-wal", d.path.display())).map(|m| m.len()).unwrap_or(0);
+        let wal_size = std::fs::metadata(crate::db::wal_path(&d.path)).map(|m| m.len()).unwrap_or(0);
         let replicas: Vec<_> = d
             .replicas
             .iter()

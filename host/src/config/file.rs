@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// Keys Litestream 0.3/0.5 accept that sluice reads but does not act on;
 /// listed so they raise no "unknown key" warning.
-const ACCEPTED_ELSEWHERE: &[&str] = &["socket", "mcp-addr", "watch", "validation-interval", "age", "retention-check-interval"];
+const ACCEPTED_ELSEWHERE: &[&str] = &["socket", "mcp-addr", "watch", "age", "retention-check-interval"];
 
 /// `logging:`
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -64,6 +64,9 @@ pub struct ReplicaConfig {
     /// Litestream 0.3 per-replica retention and snapshot interval.
     pub retention: Option<String>,
     pub snapshot_interval: Option<String>,
+    /// How often to check the capture against the live database
+    /// (Litestream 0.3's key, which Litestream parses and never uses).
+    pub validation_interval: Option<String>,
     /// A custom storage plugin (`.wasm`) for this replica.
     pub plugin: Option<PathBuf>,
     /// Confinement of this replica's plugin.
@@ -87,6 +90,7 @@ pub struct DbConfig {
     pub busy_timeout: Option<String>,
     pub min_checkpoint_page_count: Option<u32>,
     pub truncate_page_n: Option<u32>,
+    pub validation_interval: Option<String>,
     pub restore_if_db_not_exists: Option<bool>,
     pub replica: Option<ReplicaConfig>,
     #[serde(default)]

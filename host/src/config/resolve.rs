@@ -44,6 +44,10 @@ pub struct DatabaseSpec {
     pub monitor_interval: Duration,
     pub capture: CaptureConfig,
     pub restore_if_db_not_exists: bool,
+    /// How often to validate the capture against the live database; the
+    /// database's `validation-interval`, else the shortest of its
+    /// replicas'. Off when none is set (see `capture::validate`).
+    pub validation_interval: Option<Duration>,
     pub replicas: Vec<ReplicaSpec>,
 }
 
@@ -96,7 +100,7 @@ fn merged(r: &ReplicaConfig, d: &ReplicaConfig) -> ReplicaConfig {
     macro_rules! pick {
         ($($f:ident),*) => { ReplicaConfig { $($f: r.$f.clone().or_else(|| d.$f.clone()),)* extra: { let mut e = d.extra.clone(); e.extend(r.extra.clone()); e } } };
     }
-    pick!(kind, url, path, name, sync_interval, access_key_id, secret_access_key, region, bucket, endpoint, force_path_style, skip_verify, storage_class, sign_payload, part_size, concurrency, sse_customer_key, sse_customer_algorithm, sse_kms_key_id, retention, snapshot_interval, plugin, sandbox)
+    pick!(kind, url, path, name, sync_interval, access_key_id, secret_access_key, region, bucket, endpoint, force_path_style, skip_verify, storage_class, sign_payload, part_size, concurrency, sse_customer_key, sse_customer_algorithm, sse_kms_key_id, retention, snapshot_interval, validation_interval, plugin, sandbox)
 }
 
 /// Build one replica. `defaults` are the file's globals; `global` the rest.
@@ -210,7 +214,17 @@ fn database(db: &DbConfig, path: PathBuf, global: &FileConfig) -> anyhow::Result
         }
         replicas.push(spec);
     }
+    let mut validation = Vec::new();
+    for (i, v) in std::iter::once(&db.validation_interval).chain(entries.iter().map(|r| &r.validation_interval)).enumerate() {
+        let what = if i == 0 { what("validation-interval") } else { what(&format!("replica #{i}: validation-interval")) };
+        if let Some(v) = v {
+            validation.push((i == 0, duration(v, &what)?));
+        }
+    }
+    // The database's own key wins over its replicas'.
+    let validation_interval = validation.iter().find(|(own, _)| *own).or_else(|| validation.iter().min_by_key(|(_, d)| *d)).map(|(_, d)| *d).filter(|d| !d.is_zero());
     Ok(DatabaseSpec {
+        validation_interval,
         meta_path: db.meta_path.as_deref().map(db_path),
         monitor_interval: opt_duration(&db.monitor_interval, &what("monitor-interval"), DEFAULT_MONITOR_INTERVAL)?,
         capture,
