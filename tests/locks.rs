@@ -180,3 +180,61 @@ fn sqlite_locks_are_held_through_every_kind_of_sync() {
     let got = restore_image(&url, &out, None, 4096);
     assert_same_image(&image(&conn), &got, "latest restore vs the live database");
 }
+
+/// The SIGBUS: the WAL grows past one wal-index region (4,096
+/// frames), then the application opens a new connection and shrinks the
+/// database. Had sluice lost its dead-man-switch lock, that connection
+/// would find itself alone, truncate and re-initialise the `-shm`, and
+/// sluice's next look at the second region (its checkpoint) would fault.
+#[test]
+fn a_new_connection_after_a_large_wal_does_not_kill_sluice() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    drop(create_db(&db, 4096));
+    let config = dir.path().join("sluice.yml");
+    std::fs::write(&config, format!("dbs:\n  - path: {}\n    monitor-interval: 20ms\n    replicas:\n      - url: {url}\n        sync-interval: 50ms\n", db.display())).unwrap();
+    let mut child = sluice().args(["replicate", "-config"]).arg(&config).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let started = Instant::now();
+    while replica_txid(&url) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no first snapshot");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let conn = create_db(&db, 4096);
+    conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    // One transaction of ~6,000 pages: the wal-index needs two regions.
+    conn.execute("INSERT INTO t(a, b) SELECT 'bulk', randomblob(3500) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 6000) SELECT x FROM c)", []).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(conn);
+    let conn = create_db(&db, 4096);
+    conn.execute("DELETE FROM t WHERE id % 3 = 0", []).unwrap();
+    conn.busy_timeout(Duration::from_millis(100)).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute("INSERT INTO t(a) VALUES ('after')", []).unwrap();
+    // Long enough for sluice's checkpoints to walk the whole wal-index.
+    std::thread::sleep(Duration::from_secs(3));
+    if let Some(status) = child.try_wait().unwrap() {
+        let mut log = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+        panic!("sluice died with {status}:\n{log}");
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "sluice ended with {}:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    let got = restore_image(&url, &dir.path().join("restored.db"), None, 4096);
+    assert_same_image(&image(&conn), &got, "latest restore vs the live database");
+}
+
+/// A replica directory that holds the database would let its plugin (code
+/// running in sluice's process) reach the database's files: refused.
+#[test]
+fn a_replica_directory_holding_the_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    drop(create_db(&db, 4096));
+    let out = sluice().args(["replicate", "-once"]).arg(&db).arg(format!("file://{}", dir.path().display())).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("holds the database"), "{}\n{stderr}", out.status);
+}

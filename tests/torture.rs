@@ -65,7 +65,8 @@ fn torture_short_suite() {
 fn torture_long_mode() {
     if let Ok(seed) = std::env::var("SLUICE_TORTURE_SEED") {
         let seed = parse_seed(&seed);
-        run_scenario(&Scenario::random(seed));
+        let short = Scenario::short_suite().into_iter().find(|s| s.seed == seed);
+        run_scenario(&short.unwrap_or_else(|| Scenario::random(seed)));
         return;
     }
     let minutes: f64 = std::env::var("SLUICE_TORTURE_MINUTES").unwrap().parse().expect("SLUICE_TORTURE_MINUTES: a number");
@@ -178,10 +179,18 @@ impl Run<'_> {
         while self.writers_running() {
             // The first life of a large database is cut short, to land in
             // its first snapshot.
-            let life = if self.lives == 1 && self.s.bulk_mb > 0 { self.rng.random_range(50..1_500) } else { self.rng.random_range(150..1_500) };
+            let life = match (self.s.bulk_mb > 0, self.lives) {
+                (true, 1) => self.rng.random_range(50..1_500),
+                // Later lives long enough for the snapshot to finish.
+                (true, _) => self.rng.random_range(1_500..4_000),
+                _ => self.rng.random_range(150..1_500),
+            };
             std::thread::sleep(Duration::from_millis(life));
             if !self.writers_running() {
                 break;
+            }
+            if !self.s.restarts {
+                continue;
             }
             let kill = self.s.kill_replicator && self.rng.random_bool(0.5);
             self.stop_replicator(kill);

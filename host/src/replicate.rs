@@ -84,6 +84,26 @@ pub async fn open_store(runtime: &Arc<Runtime>, plugins: &Plugins, spec: &Replic
     Ok(PluginStore::new(plugin, spec.url.clone(), spec.settings.clone(), sandbox, labels))
 }
 
+/// Refuse a replica whose plugin would get a directory that holds the
+/// database: a plugin runs in this process, and its closing any descriptor
+/// of the database or its `-shm` (by mistake, or as a hostile tenant's
+/// plugin on purpose) would release the SQLite locks capture depends on
+/// (see `crate::db`).
+fn refuse_directory_holding(db: &Path, store: &PluginStore, replica: &str) -> anyhow::Result<()> {
+    let Some(dir) = &store.sandbox().directory else { return Ok(()) };
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let db_dir = db.parent().map(canonical).unwrap_or_default();
+    if db_dir.starts_with(canonical(dir)) {
+        anyhow::bail!(
+            "database {} replica {replica}: the replica directory {} holds the database, and its plugin could reach the database's files; put the replica in a directory outside {}",
+            db.display(),
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Replicate every database until `shutdown` (or once).
 pub async fn run(runtime: Arc<Runtime>, dbs: Vec<DatabaseSpec>, opts: Options, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let plugins = Arc::new(Plugins::default());
@@ -176,6 +196,7 @@ async fn run_db(
     let mut handles = Vec::new();
     for r in &spec.replicas {
         let store = open_store(&runtime, &plugins, r, opts.default_plugin.as_deref(), &database).await?;
+        refuse_directory_holding(&spec.path, &store, &r.name)?;
         let settings = ReplicaSettings { name: r.name.clone(), sync_interval: r.sync_interval, snapshot_interval: r.snapshot_interval, retention: r.retention.clone() };
         let task = ReplicaTask::new(store, settings, meta.clone());
         replicas.push(Replica { name: r.name.clone(), database: database.clone(), shared: task.shared.clone() });

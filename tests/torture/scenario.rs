@@ -38,6 +38,9 @@ pub struct Scenario {
     pub bulk_mb: u32,
     /// How long the writers write.
     pub write_millis: u64,
+    /// The replicator is stopped and started again while the writers run
+    /// (else it runs throughout, stopped once at the end).
+    pub restarts: bool,
     /// Some lives of the replicator end in SIGKILL instead of SIGTERM.
     pub kill_replicator: bool,
     /// Writers are sometimes killed (SIGKILL) and restarted.
@@ -67,6 +70,7 @@ impl Scenario {
             auto_vacuum: rng.random_bool(0.3),
             bulk_mb: if big { rng.random_range(100..=140) } else { rng.random_range(0..3) },
             write_millis: rng.random_range(2_000..8_000),
+            restarts: rng.random_bool(0.85),
             kill_replicator: rng.random_bool(0.7),
             kill_writers: rng.random_bool(0.3),
             extras: rng.random_bool(0.8),
@@ -96,12 +100,18 @@ impl Scenario {
             out.push(s);
         }
         // The first failure as reported: a closed database (no
-        // -wal), replicator and a 200 txn/s writer started together.
+        // -wal), the replicator with Litestream's default intervals, and
+        // moments later a 200 txn/s writer for 6 s, nothing else.
         let first = &mut out[0];
-        (first.start, first.wal_at_start, first.rate, first.autocheckpoint, first.writers) = (Start::Together, false, 200, 1000, 1);
+        (first.start, first.wal_at_start, first.rate, first.autocheckpoint, first.writers, first.extras, first.restarts) = (Start::ReplicatorFirst, false, 200, 1000, 1, false, false);
+        (first.sync_ms, first.write_millis, first.min_checkpoint, first.truncate_after) = (1000, 6_000, 1000, 121_359);
+        // The same with the application checkpointing ten times as often.
+        let second = &mut out[2];
+        (second.start, second.wal_at_start, second.rate, second.autocheckpoint, second.writers) = (Start::ReplicatorFirst, false, 200, 100, 1);
+        (second.sync_ms, second.write_millis) = (1000, 6_000);
         // The first snapshot of a large database, killed part-way.
         let big = &mut out[3];
-        (big.bulk_mb, big.sync_ms, big.kill_replicator, big.min_checkpoint) = (100, 1000, true, 100);
+        (big.bulk_mb, big.sync_ms, big.kill_replicator, big.min_checkpoint, big.write_millis, big.restarts) = (100, 1000, true, 100, 6_000, true);
         out
     }
 
