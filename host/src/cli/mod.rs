@@ -265,7 +265,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replicate { config, exec, once, force_snapshot, enforce_retention: _, restore_if_db_not_exists, plugin, db_path, replica_urls } => {
             let args = replicate_cmd::Args { config: config.config, no_expand_env: config.no_expand_env, exec, once, force_snapshot, restore_if_db_not_exists, plugin, db_path, replica_urls };
-            replicate_cmd::run(runtime()?, args).await
+            replicate_cmd::run(runtime, args).await
         }
         Command::Restore { config, output, txid, timestamp, if_db_not_exists, if_replica_exists, dry_run, force, json, integrity_check, replica, follow, follow_interval, plugin, target } => {
             let follow = if follow { Some(crate::config::resolve::duration(&follow_interval, "-follow-interval")?) } else { None };

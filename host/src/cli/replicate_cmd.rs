@@ -39,7 +39,13 @@ pub fn load_config(explicit: Option<&PathBuf>, expand: bool) -> anyhow::Result<(
     }
 }
 
-pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(make_runtime: impl FnOnce() -> anyhow::Result<Arc<Runtime>>, args: Args) -> anyhow::Result<ExitCode> {
+    // SIGTERM and SIGINT are ours before anything else: one that arrives
+    // while the config loads or plugins compile ends in a clean exit, not
+    // in the default death by signal. (`-once` keeps the default: it has
+    // no shutdown to run.)
+    let signals = if args.once { None } else { Some(Signals::new().context("cannot handle SIGTERM/SIGINT")?) };
+    let runtime = make_runtime()?;
     let (config_path, file) = load_config(args.config.as_ref(), !args.no_expand_env)?;
     let globals = config::resolve(&file).ok();
     let addr = globals.as_ref().and_then(|r| r.addr.clone());
@@ -68,6 +74,9 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
             (resolved.dbs, args.exec.clone().or(resolved.exec), resolved.shutdown_sync_timeout)
         }
     };
+    if args.once && exec.is_some() {
+        bail!("-exec cannot be combined with -once");
+    }
     if args.restore_if_db_not_exists || dbs.iter().any(|d| d.restore_if_db_not_exists) {
         restore_missing(&runtime, &dbs, args.plugin.as_deref()).await?;
     }
@@ -83,16 +92,16 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
     }
     let engine = tokio::spawn(replicate::run(runtime, dbs, opts, stop_rx));
 
-    let code = match exec {
-        Some(cmd) => run_child(&cmd, &stop_tx).await?,
-        None => {
-            if !args.once {
-                wait_for_signal().await;
-                tracing::info!("signal received, syncing before exit");
-                let _ = stop_tx.send(true);
-            }
+    let code = match (exec, signals) {
+        (Some(cmd), Some(signals)) => run_child(&cmd, &stop_tx, signals).await?,
+        (None, Some(mut signals)) => {
+            signals.recv().await;
+            tracing::info!("signal received, syncing before exit");
+            let _ = stop_tx.send(true);
             ExitCode::SUCCESS
         }
+        (Some(_), None) => bail!("-exec cannot be combined with -once"),
+        (None, None) => ExitCode::SUCCESS,
     };
     engine.await.context("replication task panicked")??;
     Ok(code)
@@ -117,21 +126,17 @@ async fn restore_missing(runtime: &Arc<Runtime>, dbs: &[DatabaseSpec], plugin: O
 
 /// Run the application; forward SIGINT/SIGTERM; on its exit, stop
 /// replication (final sync) and exit with its status.
-async fn run_child(cmd: &str, stop: &watch::Sender<bool>) -> anyhow::Result<ExitCode> {
-    use tokio::signal::unix::{signal, SignalKind};
+async fn run_child(cmd: &str, stop: &watch::Sender<bool>, mut signals: Signals) -> anyhow::Result<ExitCode> {
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
         .spawn()
         .with_context(|| format!("cannot start -exec command `{cmd}`"))?;
     let pid = child.id().map(|p| p as i32);
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let status = loop {
         tokio::select! {
             s = child.wait() => break s?,
-            _ = term.recv() => forward(pid, libc::SIGTERM),
-            _ = int.recv() => forward(pid, libc::SIGINT),
+            sig = signals.recv() => forward(pid, sig),
         }
     };
     let _ = stop.send(true);
@@ -146,6 +151,28 @@ fn forward(pid: Option<i32>, sig: i32) {
         // SAFETY: kill(2) on our own child's pid with a valid signal number.
         unsafe {
             libc::kill(pid, sig);
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, handled from the moment this is built on.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    /// The next signal (`libc::SIGTERM` or `libc::SIGINT`), including one
+    /// that arrived before this call.
+    pub async fn recv(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.int.recv() => libc::SIGINT,
         }
     }
 }
