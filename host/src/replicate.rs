@@ -388,8 +388,9 @@ struct Synced {
     captured: bool,
     /// The WAL ends in a transaction still being written.
     in_flight: bool,
-    /// What validating the capture found, if it was asked for.
-    validation: Option<Validation>,
+    /// What validating the capture found, if it was asked for, and how
+    /// long it took.
+    validation: Option<(Validation, Duration)>,
 }
 
 /// When to validate the capture next (`validation-interval`): when due,
@@ -412,14 +413,14 @@ impl ValidationClock {
     }
 
     /// Note what a validation found; true if it found a mismatch.
-    fn record(&mut self, found: Option<Validation>, database: &str, replicas: &[Replica]) -> bool {
-        let (Some(every), Some(found)) = (self.every, found) else { return false };
+    fn record(&mut self, found: Option<(Validation, Duration)>, database: &str, replicas: &[Replica]) -> bool {
+        let (Some(every), Some((found, took))) = (self.every, found) else { return false };
         let mismatch = matches!(found, Validation::Mismatch { .. });
         match found {
             Validation::NotNow => return false,
             Validation::Matched { txid, pages } => {
                 metrics::VALIDATION_COUNT.with_label_values(&[database]).inc();
-                tracing::debug!(database = %database, "validation: the live database matches the capture at TXID {txid:016x} ({pages} pages)");
+                tracing::debug!(database = %database, "validation: the live database matches the capture at TXID {txid:016x} ({pages} pages, {took:?})");
                 self.validated_txid = txid;
             }
             Validation::Mismatch { txid, detail } => {
@@ -447,7 +448,12 @@ async fn sync_once(capturer: &Arc<Mutex<Capturer>>, snapshot: bool, validate: bo
         metrics::SYNC_COUNT.with_label_values(&[&db]).inc();
         metrics::SYNC_SECONDS.with_label_values(&[&db]).inc_by(started.elapsed().as_secs_f64());
         let report = report.inspect_err(|_| metrics::SYNC_ERROR_COUNT.with_label_values(&[&db]).inc())?;
-        let validation = if validate { Some(c.validate()?) } else { None };
+        let validation = if validate {
+            let started = std::time::Instant::now();
+            Some((c.validate()?, started.elapsed()))
+        } else {
+            None
+        };
         let state = c.state();
         metrics::TXID.with_label_values(&[&db]).set(state.txid as f64);
         metrics::DB_SIZE.with_label_values(&[&db]).set(state.db_pages as f64 * state.page_size as f64);

