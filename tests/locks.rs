@@ -95,27 +95,37 @@ fn watch_locks(pid: u32, db: std::path::PathBuf, step: Arc<Mutex<&'static str>>,
     })
 }
 
-#[test]
-fn sqlite_locks_are_held_through_every_kind_of_sync() {
+/// A database written and closed (so it has no `-wal`), in a fresh
+/// directory, and the URL of a replica beside it.
+fn closed_db() -> (tempfile::TempDir, std::path::PathBuf, String) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("replica").display());
-    // A closed database: no -wal when sluice starts.
     drop(create_db(&db, 4096));
     assert!(!dir.path().join("app.db-wal").exists());
-    let config = dir.path().join("sluice.yml");
-    std::fs::write(
-        &config,
-        format!("dbs:\n  - path: {}\n    monitor-interval: 20ms\n    checkpoint-interval: 1s\n    min-checkpoint-page-count: 30\n    truncate-page-n: 120\n    replicas:\n      - url: {url}\n        sync-interval: 50ms\n        snapshot-interval: 1s\n", db.display()),
-    )
-    .unwrap();
-    let sluice_proc = sluice().args(["replicate", "-config"]).arg(&config).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let pid = sluice_proc.id();
+    let url = format!("file://{}", dir.path().join("replica").display());
+    (dir, db, url)
+}
+
+/// Start `sluice replicate` on `db` (quick intervals, plus the given
+/// database and replica config lines) and wait for its first snapshot.
+fn start_and_wait_for_snapshot(db: &Path, url: &str, db_lines: &str, replica_lines: &str) -> std::process::Child {
+    let config = db.with_file_name("sluice.yml");
+    let text = format!("dbs:\n  - path: {}\n    monitor-interval: 20ms\n{db_lines}    replicas:\n      - url: {url}\n        sync-interval: 50ms\n{replica_lines}", db.display());
+    std::fs::write(&config, text).unwrap();
+    let child = sluice().args(["replicate", "-config"]).arg(&config).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let started = Instant::now();
-    while replica_txid(&url) == 0 {
+    while replica_txid(url) == 0 {
         assert!(started.elapsed() < Duration::from_secs(60), "no first snapshot");
         std::thread::sleep(Duration::from_millis(20));
     }
+    child
+}
+
+#[test]
+fn sqlite_locks_are_held_through_every_kind_of_sync() {
+    let (dir, db, url) = closed_db();
+    let sluice_proc = start_and_wait_for_snapshot(&db, &url, "    checkpoint-interval: 1s\n    min-checkpoint-page-count: 30\n    truncate-page-n: 120\n", "        snapshot-interval: 1s\n");
+    let pid = sluice_proc.id();
     let step = Arc::new(Mutex::new("the first snapshot (no -wal)"));
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch_locks(pid, db.clone(), step.clone(), stop.clone());
@@ -188,18 +198,8 @@ fn sqlite_locks_are_held_through_every_kind_of_sync() {
 /// sluice's next look at the second region (its checkpoint) would fault.
 #[test]
 fn a_new_connection_after_a_large_wal_does_not_kill_sluice() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("replica").display());
-    drop(create_db(&db, 4096));
-    let config = dir.path().join("sluice.yml");
-    std::fs::write(&config, format!("dbs:\n  - path: {}\n    monitor-interval: 20ms\n    replicas:\n      - url: {url}\n        sync-interval: 50ms\n", db.display())).unwrap();
-    let mut child = sluice().args(["replicate", "-config"]).arg(&config).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let started = Instant::now();
-    while replica_txid(&url) == 0 {
-        assert!(started.elapsed() < Duration::from_secs(60), "no first snapshot");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (dir, db, url) = closed_db();
+    let mut child = start_and_wait_for_snapshot(&db, &url, "", "");
     let conn = create_db(&db, 4096);
     conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
     // One transaction of ~6,000 pages: the wal-index needs two regions.
