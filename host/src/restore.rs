@@ -8,6 +8,7 @@ use crate::plugin::{PluginStore, SMALL_IO_BYTES};
 use crate::replica::client::{self, Listing};
 use crate::replica::plan::{restore_plan, Target};
 use crate::segment::apply::{apply, FileSink};
+use crate::segment::format::misnamed_in;
 use crate::segment::{SegmentName, SegmentReader};
 use crate::state::sync_dir;
 use anyhow::{bail, Context};
@@ -190,7 +191,10 @@ async fn apply_segments(
                     Fetched::Bytes(bytes) => (SegmentReader::from_bytes(bytes), None),
                     Fetched::File(path, _) => (SegmentReader::open(&path), Some(path)),
                 };
-                let r = opened.map_err(anyhow::Error::from).and_then(|mut reader| {
+                // The name, not the header, is what the plan chose: bytes of
+                // another segment under it would restore another state.
+                let checked = opened.and_then(|reader| name.check_header(reader.header()).map(|()| reader));
+                let r = checked.map_err(anyhow::Error::from).and_then(|mut reader| {
                     s.page_size = reader.header().page_size;
                     let hs = h.get_or_insert_with(|| PageHashes::new(reader.header().page_size));
                     apply(&mut reader, &mut s, Some(hs)).map_err(anyhow::Error::from)
@@ -268,6 +272,7 @@ pub async fn follow(store: &PluginStore, opts: &RestoreOptions, first: RestoreOu
                     (txid, hashes, rebuild) = (again.txid, again.hashes, false);
                     tracing::info!("follow: rebuilt {} at TXID {txid:016x}", opts.output.display());
                 }
+                Err(e) if misnamed_in(&e) => return Err(e.context(format!("follow: cannot rebuild {}", opts.output.display()))),
                 Err(e) => tracing::warn!("follow: cannot rebuild {} yet (will retry): {e:#}", opts.output.display()),
             }
             continue;
@@ -282,6 +287,11 @@ pub async fn follow(store: &PluginStore, opts: &RestoreOptions, first: RestoreOu
                 txid = plan.last().map_or(txid, |n| n.max_txid);
                 tracing::info!("follow: applied {} segments to {}, now at TXID {txid:016x}", plan.len(), opts.output.display());
             }
+            // A segment holding another's bytes stays so (segments are
+            // immutable): stop, naming it, rather than retry forever. The
+            // check comes before its pages are applied, so the output is
+            // the verified state after the segment before it.
+            Err(e) if misnamed_in(&e) => return Err(e.context(format!("follow: cannot apply new segments to {}", opts.output.display()))),
             Err(e) => {
                 // The output may hold part of the failed step: only a rebuild
                 // makes it a verified state again.
