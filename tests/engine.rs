@@ -308,6 +308,58 @@ fn misnamed_segments_are_refused_by_name() {
     }
 }
 
+/// A replica whose segments are sound (every checksum holds) but whose
+/// pages make a malformed database (damaged at the source, say) fails the
+/// default restore with SQLite's findings and writes no output; with
+/// `-integrity-check none` it restores as asked. No temp file or SQLite
+/// file is left either way.
+#[test]
+fn a_malformed_database_fails_the_default_restore() {
+    use sluice::segment::{Header, SegmentWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.db");
+    let conn = create_db(&source, 4096);
+    for i in 0..2000 {
+        conn.execute("INSERT INTO t(a, b) VALUES (?1, randomblob(40))", [format!("row {i} {}", "x".repeat(50))]).unwrap();
+    }
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    drop(conn);
+    // Scramble the cells of the last page, keeping its b-tree header.
+    let mut bytes = std::fs::read(&source).unwrap();
+    let pages = (bytes.len() / 4096) as u32;
+    let last = bytes.len() - 4096;
+    for (i, b) in bytes[last + 2048..].iter_mut().enumerate() {
+        *b = (i * 37) as u8;
+    }
+    // A snapshot of exactly those pages, with correct checksums.
+    let header = Header { page_size: 4096, min_txid: 1, max_txid: 1, timestamp_ms: 1, ..Header::default() };
+    let mut w = SegmentWriter::new(std::io::Cursor::new(Vec::new()), header).unwrap();
+    let mut checksum = 0;
+    for (i, page) in bytes.chunks(4096).enumerate() {
+        let pgno = i as u32 + 1;
+        w.add_page(pgno, page).unwrap();
+        checksum ^= sluice::checksum::page_hash(pgno, page);
+    }
+    let segment = w.finish(pages, checksum).unwrap().0.into_inner();
+    let replica = dir.path().join("replica");
+    std::fs::create_dir_all(replica.join("0009")).unwrap();
+    std::fs::write(replica.join("0009/0000000000000001-0000000000000001.seg"), segment).unwrap();
+    let url = file_url(&replica);
+    let out = dir.path().join("out.db");
+    let res = sluice().args(["restore", "-o"]).arg(&out).arg(&url).output().unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "a malformed database restored with exit 0: {}", String::from_utf8_lossy(&res.stdout));
+    assert!(err.contains("quick_check") && err.contains("-integrity-check none"), "unclear error: {err}");
+    assert!(!out.exists(), "output written");
+    assert!(restore_leftovers(&out).is_empty(), "files left beside the output: {:?}", restore_leftovers(&out));
+    let res = sluice().args(["restore", "-integrity-check", "full", "-o"]).arg(&out).arg(&url).output().unwrap();
+    assert!(!res.status.success() && String::from_utf8_lossy(&res.stderr).contains("integrity_check"), "full check: {}", String::from_utf8_lossy(&res.stderr));
+    assert!(!out.exists() && restore_leftovers(&out).is_empty(), "full check left {:?}", restore_leftovers(&out));
+    run_ok(sluice().args(["restore", "-integrity-check", "none", "-o"]).arg(&out).arg(&url));
+    assert_eq!(std::fs::read(&out).unwrap(), bytes, "restored as stored");
+    assert!(restore_leftovers(&out).is_empty(), "files left beside the output: {:?}", restore_leftovers(&out));
+}
+
 /// Small spool segments are not fsynced: one that a power failure left
 /// damaged (zeros, here) while its replica was unreachable is caught at
 /// upload, dropped, and the replica continues from a snapshot. Nothing

@@ -20,12 +20,23 @@ use std::path::{Path, PathBuf};
 /// few enough that temp space stays a handful of segments.
 pub const PARALLEL_DOWNLOADS: usize = 4;
 
-/// How thoroughly to check the result with SQLite itself.
+/// How thoroughly to check the result with SQLite itself before it takes
+/// the output's name. The checksums prove the file is what the replica
+/// holds, not that what it holds is a sound database (a source damaged on
+/// disk, a bug); a restore that exits 0 must give one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum IntegrityCheck {
-    #[default]
     None,
+    // The default, as it is cheap. Restoring a 1.06 GB database of 2 M
+    // text rows (release build, local replica, warm page cache, a busy
+    // 2-core machine) took 7.4-8.5 s unchecked, 8.0-9.5 s with quick,
+    // 14.6-16.9 s with full: quick costs about a tenth more and is paid
+    // always; full, twice the time, is there on request. (Variant doc
+    // comments would be clap's help text.)
+    /// PRAGMA quick_check: pages, free list, records; not index contents.
+    #[default]
     Quick,
+    /// PRAGMA integrity_check: also that indexes match their tables.
     Full,
 }
 
