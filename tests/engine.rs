@@ -203,6 +203,163 @@ fn damaged_replicas_are_refused_by_name() {
     run_ok(sluice().args(["restore", "-force", "-integrity-check", "full", "-o"]).arg(&out).arg(&url));
 }
 
+/// The replica's segments as `sluice ltx --json` lists them: (level, min
+/// TXID, max TXID, key).
+fn segments(url: &str) -> Vec<(u64, u64, u64, String)> {
+    let out = run_ok(sluice().args(["ltx", "--json", url]));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let txid = |r: &serde_json::Value, k: &str| u64::from_str_radix(r[k].as_str().unwrap(), 16).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let (level, min, max) = (r["level"].as_u64().unwrap(), txid(r, "min_txid"), txid(r, "max_txid"));
+            (level, min, max, format!("{level:04x}/{min:016x}-{max:016x}.seg"))
+        })
+        .collect()
+}
+
+/// What a level-1 compaction of `inputs` (consecutive segments, oldest
+/// first) holds: the newest copy of every page, the first's TXID and
+/// checksum before, the last's after.
+fn merged(inputs: &[Vec<u8>]) -> Vec<u8> {
+    use sluice::segment::{Header, SegmentReader, SegmentWriter};
+    let mut pages = BTreeMap::new();
+    let mut headers = Vec::new();
+    for bytes in inputs {
+        let mut r = SegmentReader::from_bytes(bytes.clone()).unwrap();
+        r.for_each_page(|p, d| Ok(drop(pages.insert(p, d.to_vec())))).unwrap();
+        pages.retain(|&p, _| p <= r.header().db_pages);
+        headers.push(*r.header());
+    }
+    let (first, last) = (headers[0], headers[headers.len() - 1]);
+    let header = Header { page_size: first.page_size, min_txid: first.min_txid, max_txid: last.max_txid, timestamp_ms: last.timestamp_ms, pre_checksum: first.pre_checksum, ..Header::default() };
+    let mut w = SegmentWriter::new(std::io::Cursor::new(Vec::new()), header).unwrap();
+    for (p, d) in &pages {
+        w.add_page(*p, d).unwrap();
+    }
+    w.finish(last.db_pages, last.post_checksum).unwrap().0.into_inner()
+}
+
+/// Files beside `out` that a restore left: its temp file or SQLite's.
+fn restore_leftovers(out: &Path) -> Vec<String> {
+    let name = out.file_name().unwrap().to_str().unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(name) && n != name)
+        .collect();
+    left.sort();
+    left
+}
+
+/// A valid segment stored under another segment's name is refused by
+/// that name: a longer snapshot's bytes over a shorter snapshot used to
+/// restore "at TXID a" with TXID b's data, and a level-1 segment's over a
+/// level-0 one the later state, both silently (the checksums before
+/// matched, and each segment's own checksums hold).
+#[test]
+fn misnamed_segments_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = file_url(&replica);
+    let conn = create_db(&db, 4096);
+    // Snapshot 1-1, level-0 segments, and two later snapshots: a checkpoint
+    // while sluice is not running restarts the chain with one.
+    for (i, snapshot) in [false, false, false, false, true, false, false, true].into_iter().enumerate() {
+        conn.execute("INSERT INTO t(a, b) VALUES (?1, randomblob(3000))", [i as i64]).unwrap();
+        if snapshot {
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+        }
+        run_ok(sluice().args(["replicate", "-once"]).arg(&db).arg(&url));
+    }
+    let listed = segments(&url);
+    let snapshots: Vec<&(u64, u64, u64, String)> = listed.iter().filter(|s| s.0 == 9 && s.2 > 1).collect();
+    assert!(snapshots.len() >= 2, "expected two later snapshots: {listed:?}");
+    let (short, long) = (snapshots[0], snapshots[snapshots.len() - 1]);
+    let level0: Vec<&(u64, u64, u64, String)> = listed.iter().filter(|s| s.0 == 0 && s.2 < short.2).collect();
+    assert!(level0.len() >= 3, "expected level-0 segments before TXID {:x}: {listed:?}", short.2);
+    let out = dir.path().join("out.db");
+    let refused = |txid: u64, key: &str, what: &str| {
+        let res = sluice().args(["restore", "-txid", &format!("{txid:016x}"), "-o"]).arg(&out).arg(&url).output().unwrap();
+        let (stdout, err) = (String::from_utf8_lossy(&res.stdout), String::from_utf8_lossy(&res.stderr));
+        assert!(!res.status.success(), "{what}: restored silently: {stdout}");
+        assert!(err.contains(key) && err.contains(&url), "{what}: the error does not name {key} of {url}: {err}");
+        assert!(!out.exists() && restore_leftovers(&out).is_empty(), "{what}: output or temp files left: {:?}", restore_leftovers(&out));
+    };
+    // A longer snapshot copied over a shorter one.
+    let short_path = replica.join(&short.3);
+    let short_bytes = std::fs::read(&short_path).unwrap();
+    std::fs::copy(replica.join(&long.3), &short_path).unwrap();
+    refused(short.2, &short.3, "a longer snapshot under a shorter one's name");
+    std::fs::write(&short_path, &short_bytes).unwrap();
+    // A level-0 segment replaced by a level-1 segment of it and the next two.
+    let run: Vec<Vec<u8>> = level0[..3].iter().map(|s| std::fs::read(replica.join(&s.3)).unwrap()).collect();
+    let first = replica.join(&level0[0].3);
+    std::fs::write(&first, merged(&run)).unwrap();
+    refused(level0[0].2, &level0[0].3, "a level-1 segment under a level-0 name");
+    std::fs::write(&first, &run[0]).unwrap();
+    // Put back, both restore, checked, and the check leaves nothing behind.
+    for txid in [level0[0].2, short.2] {
+        let _ = std::fs::remove_file(&out);
+        run_ok(sluice().args(["restore", "-integrity-check", "full", "-txid", &format!("{txid:016x}"), "-o"]).arg(&out).arg(&url));
+        assert!(restore_leftovers(&out).is_empty(), "files left beside the output: {:?}", restore_leftovers(&out));
+    }
+}
+
+/// A replica whose segments are sound (every checksum holds) but whose
+/// pages make a malformed database (damaged at the source, say) fails the
+/// default restore with SQLite's findings and writes no output; with
+/// `-integrity-check none` it restores as asked. No temp file or SQLite
+/// file is left either way.
+#[test]
+fn a_malformed_database_fails_the_default_restore() {
+    use sluice::segment::{Header, SegmentWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.db");
+    let conn = create_db(&source, 4096);
+    for i in 0..2000 {
+        conn.execute("INSERT INTO t(a, b) VALUES (?1, randomblob(40))", [format!("row {i} {}", "x".repeat(50))]).unwrap();
+    }
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    drop(conn);
+    // Scramble the cells of the last page, keeping its b-tree header.
+    let mut bytes = std::fs::read(&source).unwrap();
+    let pages = (bytes.len() / 4096) as u32;
+    let last = bytes.len() - 4096;
+    for (i, b) in bytes[last + 2048..].iter_mut().enumerate() {
+        *b = (i * 37) as u8;
+    }
+    // A snapshot of exactly those pages, with correct checksums.
+    let header = Header { page_size: 4096, min_txid: 1, max_txid: 1, timestamp_ms: 1, ..Header::default() };
+    let mut w = SegmentWriter::new(std::io::Cursor::new(Vec::new()), header).unwrap();
+    let mut checksum = 0;
+    for (i, page) in bytes.chunks(4096).enumerate() {
+        let pgno = i as u32 + 1;
+        w.add_page(pgno, page).unwrap();
+        checksum ^= sluice::checksum::page_hash(pgno, page);
+    }
+    let segment = w.finish(pages, checksum).unwrap().0.into_inner();
+    let replica = dir.path().join("replica");
+    std::fs::create_dir_all(replica.join("0009")).unwrap();
+    std::fs::write(replica.join("0009/0000000000000001-0000000000000001.seg"), segment).unwrap();
+    let url = file_url(&replica);
+    let out = dir.path().join("out.db");
+    let res = sluice().args(["restore", "-o"]).arg(&out).arg(&url).output().unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "a malformed database restored with exit 0: {}", String::from_utf8_lossy(&res.stdout));
+    assert!(err.contains("quick_check") && err.contains("-integrity-check none"), "unclear error: {err}");
+    assert!(!out.exists(), "output written");
+    assert!(restore_leftovers(&out).is_empty(), "files left beside the output: {:?}", restore_leftovers(&out));
+    let res = sluice().args(["restore", "-integrity-check", "full", "-o"]).arg(&out).arg(&url).output().unwrap();
+    assert!(!res.status.success() && String::from_utf8_lossy(&res.stderr).contains("integrity_check"), "full check: {}", String::from_utf8_lossy(&res.stderr));
+    assert!(!out.exists() && restore_leftovers(&out).is_empty(), "full check left {:?}", restore_leftovers(&out));
+    run_ok(sluice().args(["restore", "-integrity-check", "none", "-o"]).arg(&out).arg(&url));
+    assert_eq!(std::fs::read(&out).unwrap(), bytes, "restored as stored");
+    assert!(restore_leftovers(&out).is_empty(), "files left beside the output: {:?}", restore_leftovers(&out));
+}
+
 /// Small spool segments are not fsynced: one that a power failure left
 /// damaged (zeros, here) while its replica was unreachable is caught at
 /// upload, dropped, and the replica continues from a snapshot. Nothing

@@ -91,8 +91,9 @@ enum Command {
         /// JSON output.
         #[arg(long)]
         json: bool,
-        /// Check the result with SQLite: none, quick or full.
-        #[arg(long, value_enum, default_value = "none")]
+        /// Check the result with SQLite before writing it: none, quick
+        /// (PRAGMA quick_check) or full (PRAGMA integrity_check).
+        #[arg(long, value_enum, default_value_t)]
         integrity_check: IntegrityCheck,
         /// Replica to restore from, by name (configured databases).
         #[arg(long)]

@@ -112,7 +112,7 @@ async fn restore_missing(runtime: &Arc<Runtime>, dbs: &[DatabaseSpec], plugin: O
     for db in dbs.iter().filter(|d| !d.path.exists()) {
         let Some(replica) = db.replicas.first() else { continue };
         let store = replicate::open_store(runtime, &plugins, replica, plugin, &db.path.display().to_string()).await?;
-        let opts = RestoreOptions { output: db.path.clone(), target: crate::replica::Target::Latest, force: false, integrity: IntegrityCheck::None, dry_run: false, progress: false };
+        let opts = RestoreOptions { output: db.path.clone(), target: crate::replica::Target::Latest, force: false, integrity: IntegrityCheck::default(), dry_run: false, progress: false };
         let listing = crate::replica::client::list(&store).await?;
         if listing.is_empty() {
             tracing::info!(database = %db.path.display(), "no database and no backup yet; starting fresh");

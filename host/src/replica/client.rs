@@ -40,6 +40,10 @@ pub enum ReplicaError {
     Conflict { replica: String, key: String },
     #[error("replica {replica}: spooled segment {path} is damaged ({msg}); it is dropped and the replica continues from a snapshot")]
     DamagedSpool { replica: String, path: String, msg: String },
+    /// Data in the replica that retrying cannot fix (a segment holding
+    /// another's bytes).
+    #[error("replica {replica} holds corrupt data: {msg}")]
+    Corrupt { replica: String, msg: String },
     #[error("replica {replica}: {msg}")]
     Other { replica: String, msg: String },
 }
@@ -48,7 +52,7 @@ impl ReplicaError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ReplicaError::Plugin(e) => e.is_retryable(),
-            ReplicaError::Conflict { .. } | ReplicaError::DamagedSpool { .. } => false,
+            ReplicaError::Conflict { .. } | ReplicaError::DamagedSpool { .. } | ReplicaError::Corrupt { .. } => false,
             ReplicaError::Other { .. } => true,
         }
     }

@@ -7,6 +7,7 @@ use super::recent::Recent;
 use crate::capture::SpoolEntry;
 use crate::plugin::PluginStore;
 use crate::segment::apply::{apply, PageSink, SparseSink};
+use crate::segment::format::misnamed_in;
 use crate::segment::reader::Block;
 use crate::segment::{FormatError, Header, SegmentName, SegmentReader, SegmentWriter};
 use std::path::{Path, PathBuf};
@@ -39,9 +40,9 @@ const IN_MEMORY_BYTES: u64 = 4 << 20;
 /// One input of a merge.
 enum Input {
     /// A copy still in the local spool.
-    Spooled(PathBuf),
+    Spooled(SegmentName, PathBuf),
     /// Downloaded into the scratch directory; deleted afterwards.
-    Scratch(PathBuf),
+    Scratch(SegmentName, PathBuf),
     Fetched(SegmentName, Vec<u8>),
     /// As this process uploaded it moments ago.
     Recent(SegmentName, Arc<[u8]>),
@@ -63,13 +64,13 @@ pub async fn compact(store: &PluginStore, inputs: &Listing, level: u32, scratch:
             if let Some(bytes) = recent.get(name, remote.size) {
                 files.push(Input::Recent(*name, bytes));
             } else if local.exists() {
-                files.push(Input::Spooled(local));
+                files.push(Input::Spooled(*name, local));
             } else if in_memory {
                 files.push(Input::Fetched(*name, client::fetch(store, name, remote.size).await?));
             } else {
                 let path = scratch.join(format!("in-{:016x}-{:016x}.seg", name.min_txid, name.max_txid));
                 // Pushed first, so a failed download's partial file is removed too.
-                files.push(Input::Scratch(path.clone()));
+                files.push(Input::Scratch(*name, path.clone()));
                 client::download(store, name, remote.size, &path).await?;
             }
         }
@@ -90,7 +91,11 @@ pub async fn compact(store: &PluginStore, inputs: &Listing, level: u32, scratch:
             })
             .await
             .map_err(|e| other(e.to_string()))?
-            .map_err(|e| other(format!("compacting {first}..{last}: {e}")))
+            .map_err(|e| match misnamed_in(&e) {
+                // Waiting does not fix it: not retried as a store error is.
+                true => ReplicaError::Corrupt { replica: store.labels().replica.clone(), msg: format!("compacting {first}..{last}: {e:#}") },
+                false => other(format!("compacting {first}..{last}: {e:#}")),
+            })
         }
         Err(e) => {
             remove_scratch(&scratch_files(&files), &sparse);
@@ -112,7 +117,7 @@ fn scratch_files(inputs: &[Input]) -> Vec<PathBuf> {
     inputs
         .iter()
         .filter_map(|input| match input {
-            Input::Scratch(path) => Some(path.clone()),
+            Input::Scratch(_, path) => Some(path.clone()),
             _ => None,
         })
         .collect()
@@ -261,13 +266,17 @@ struct Opened {
 }
 
 impl Opened {
+    /// Open and verify `input`, and check it is the segment it is named
+    /// (a merged segment takes its inputs' names as its range).
     fn new(input: Input) -> anyhow::Result<Opened> {
-        let (reader, label, own) = match input {
-            Input::Spooled(p) | Input::Scratch(p) => (SegmentReader::open(&p), p.display().to_string(), false),
-            Input::Fetched(name, bytes) => (SegmentReader::from_bytes(bytes), format!("{name} as fetched"), false),
-            Input::Recent(name, bytes) => (SegmentReader::from_bytes(bytes), format!("{name} as uploaded"), true),
+        let (reader, name, label, own) = match input {
+            Input::Spooled(name, p) | Input::Scratch(name, p) => (SegmentReader::open(&p), name, format!("{name} at {}", p.display()), false),
+            Input::Fetched(name, bytes) => (SegmentReader::from_bytes(bytes), name, format!("{name} as fetched"), false),
+            Input::Recent(name, bytes) => (SegmentReader::from_bytes(bytes), name, format!("{name} as uploaded"), true),
         };
-        let reader = reader.map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+        let reader = reader.and_then(|r| name.check_header(r.header()).map(|()| r));
+        // Kept as the cause, so the caller can tell a misnamed input.
+        let reader = reader.map_err(|e| anyhow::Error::from(e).context(label.clone()))?;
         Ok(Opened { reader, label, own })
     }
 }
@@ -332,7 +341,7 @@ mod tests {
             .map(|(i, b)| {
                 let p = dir.path().join(format!("in-{i}.seg"));
                 std::fs::write(&p, b).unwrap();
-                Input::Scratch(p)
+                Input::Scratch(SegmentName { level: 0, min_txid: i as u64 + 1, max_txid: i as u64 + 1 }, p)
             })
             .collect();
         let out = dir.path().join("out.seg");
@@ -357,6 +366,25 @@ mod tests {
         let inputs = vec![Input::Fetched(SegmentName { level: 0, min_txid: 1, max_txid: 1 }, segment(1, 1, &[(1, 1)], 1)), Input::Fetched(name, bad)];
         let err = merge(inputs, &dir.path().join("s"), None).err().expect("merge of a damaged input must fail");
         assert!(err.to_string().contains(&name.to_string()), "{err}");
+    }
+
+    /// An input whose header is not what its name says (a level-1
+    /// segment's bytes under a level-0 name, fetched or on disk) fails the
+    /// merge as misnamed, naming the object.
+    #[test]
+    fn a_misnamed_input_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = SegmentName { level: 0, min_txid: 2, max_txid: 2 };
+        let first = Input::Fetched(SegmentName { level: 0, min_txid: 1, max_txid: 1 }, segment(1, 1, &[(1, 1)], 1));
+        let longer = segment(2, 4, &[(1, 4)], 1);
+        let err = merge(vec![first, Input::Fetched(name, longer.clone())], &dir.path().join("s"), None).err().expect("a misnamed input must fail the merge");
+        assert!(misnamed_in(&err), "{err:#}");
+        assert!(format!("{err:#}").contains(&name.to_string()), "{err:#}");
+        let path = dir.path().join("in.seg");
+        std::fs::write(&path, &longer).unwrap();
+        let first = Input::Fetched(SegmentName { level: 0, min_txid: 1, max_txid: 1 }, segment(1, 1, &[(1, 1)], 1));
+        let err = merge(vec![first, Input::Scratch(name, path)], &dir.path().join("s"), None).err().expect("a misnamed input on disk must fail the merge");
+        assert!(misnamed_in(&err) && format!("{err:#}").contains(&name.to_string()), "{err:#}");
     }
 
     /// A page of input `fill` that says which page it is.

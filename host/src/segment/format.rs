@@ -43,6 +43,10 @@ pub enum FormatError {
     Corrupt(String),
     #[error("segment content checksum mismatch: the object is corrupt")]
     FileChecksum,
+    /// The header describes another segment than the object's name: its
+    /// bytes were copied or renamed. Waiting does not fix it.
+    #[error("the object holds another segment (copied or renamed?): {0}")]
+    Misnamed(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -198,6 +202,28 @@ impl SegmentName {
     pub fn is_snapshot(&self) -> bool {
         self.level == SNAPSHOT_LEVEL
     }
+
+    /// Check that `header`, read from the object named `self`, is the
+    /// segment the name says: same TXID range and, for a snapshot, one
+    /// that starts from an empty database. The level is not in the header;
+    /// two valid segments with the same range describe the same change (the
+    /// checksums before and after, checked on apply, agree), so only what
+    /// the range implies is checked.
+    pub fn check_header(&self, header: &Header) -> Result<(), FormatError> {
+        if (header.min_txid, header.max_txid) != (self.min_txid, self.max_txid) {
+            return Err(FormatError::Misnamed(format!("its header says TXIDs {:016x}-{:016x}, its name {:016x}-{:016x}", header.min_txid, header.max_txid, self.min_txid, self.max_txid)));
+        }
+        if self.is_snapshot() && (header.min_txid != 1 || header.pre_checksum != 0) {
+            return Err(FormatError::Misnamed(format!("named a snapshot, but its header starts at TXID {:016x} from database checksum {:016x}", header.min_txid, header.pre_checksum)));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `e` was caused by a segment refused by [`SegmentName::check_header`]:
+/// corrupt data, which retrying does not fix.
+pub fn misnamed_in(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| matches!(c.downcast_ref::<FormatError>(), Some(FormatError::Misnamed(_))))
 }
 
 impl std::fmt::Display for SegmentName {
@@ -233,5 +259,31 @@ mod tests {
         assert_eq!(SegmentName::parse("sluice-check-1/x"), None);
         let b = SegmentName { level: 0, min_txid: 0x100, max_txid: 0x100 };
         assert!(a.key() < b.key());
+    }
+
+    fn header(min_txid: u64, max_txid: u64, pre_checksum: u64) -> Header {
+        Header { page_size: 4096, min_txid, max_txid, pre_checksum, post_checksum: 7, ..Header::default() }
+    }
+
+    /// A header must be what its object's name says: a longer snapshot
+    /// copied over a shorter one, a level-1 segment over a level-0 one, a
+    /// non-snapshot under a snapshot's name are refused; the same range
+    /// under another level is the same change and passes.
+    #[test]
+    fn headers_are_checked_against_names() {
+        let snap = |max| SegmentName { level: SNAPSHOT_LEVEL, min_txid: 1, max_txid: max };
+        let l0 = SegmentName { level: 0, min_txid: 0x10, max_txid: 0x10 };
+        assert!(snap(0x9).check_header(&header(1, 0x9, 0)).is_ok());
+        assert!(l0.check_header(&header(0x10, 0x10, 5)).is_ok());
+        assert!(matches!(snap(0x9).check_header(&header(1, 0x12, 0)), Err(FormatError::Misnamed(_))));
+        assert!(matches!(l0.check_header(&header(0x10, 0x18, 5)), Err(FormatError::Misnamed(_))));
+        assert!(matches!(l0.check_header(&header(0xf, 0x10, 5)), Err(FormatError::Misnamed(_))));
+        assert!(matches!(snap(0x9).check_header(&header(1, 0x9, 5)), Err(FormatError::Misnamed(_))));
+        let odd = SegmentName { level: SNAPSHOT_LEVEL, min_txid: 2, max_txid: 9 };
+        assert!(matches!(odd.check_header(&header(2, 9, 0)), Err(FormatError::Misnamed(_))));
+        assert!(SegmentName { level: 1, ..l0 }.check_header(&header(0x10, 0x10, 5)).is_ok());
+        let err = anyhow::Error::from(snap(0x9).check_header(&header(1, 0x12, 0)).unwrap_err()).context("segment x");
+        assert!(misnamed_in(&err));
+        assert!(!misnamed_in(&anyhow::Error::from(FormatError::FileChecksum)));
     }
 }
