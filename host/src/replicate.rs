@@ -232,7 +232,7 @@ async fn run_db(
     let mut validation = ValidationClock::new(spec.validation_interval);
     loop {
         let stamp = wal_stamp(&spec.path);
-        let validate = validation.due(capturer.lock().map(|c| c.state().txid).unwrap_or(0));
+        let validate = validation.due(|| capturer.lock().map(|c| c.state().txid).unwrap_or(0));
         look_anyway |= validate;
         let wants = replica_wants_snapshot(&replicas, &meta);
         // Whether this look synced something (or failed to: retried after a
@@ -408,8 +408,8 @@ impl ValidationClock {
         ValidationClock { every, next, validated_txid: 0 }
     }
 
-    fn due(&self, txid: u64) -> bool {
-        self.every.is_some() && txid != self.validated_txid && tokio::time::Instant::now() >= self.next
+    fn due(&self, txid: impl FnOnce() -> u64) -> bool {
+        self.every.is_some() && tokio::time::Instant::now() >= self.next && txid() != self.validated_txid
     }
 
     /// Note what a validation found; true if it found a mismatch.
