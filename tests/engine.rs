@@ -228,7 +228,11 @@ fn merged(inputs: &[Vec<u8>]) -> Vec<u8> {
     let mut headers = Vec::new();
     for bytes in inputs {
         let mut r = SegmentReader::from_bytes(bytes.clone()).unwrap();
-        r.for_each_page(|p, d| Ok(drop(pages.insert(p, d.to_vec())))).unwrap();
+        r.for_each_page(|p, d| {
+            pages.insert(p, d.to_vec());
+            Ok(())
+        })
+        .unwrap();
         pages.retain(|&p, _| p <= r.header().db_pages);
         headers.push(*r.header());
     }

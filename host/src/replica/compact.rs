@@ -377,13 +377,13 @@ mod tests {
         let name = SegmentName { level: 0, min_txid: 2, max_txid: 2 };
         let first = Input::Fetched(SegmentName { level: 0, min_txid: 1, max_txid: 1 }, segment(1, 1, &[(1, 1)], 1));
         let longer = segment(2, 4, &[(1, 4)], 1);
-        let err = merge(vec![first, Input::Fetched(name, longer.clone())], &dir.path().join("s"), None).err().expect("a misnamed input must fail the merge");
+        let err = merge(vec![first, Input::Fetched(name, longer.clone())], &dir.path().join("s"), None).expect_err("a misnamed input must fail the merge");
         assert!(misnamed_in(&err), "{err:#}");
         assert!(format!("{err:#}").contains(&name.to_string()), "{err:#}");
         let path = dir.path().join("in.seg");
         std::fs::write(&path, &longer).unwrap();
         let first = Input::Fetched(SegmentName { level: 0, min_txid: 1, max_txid: 1 }, segment(1, 1, &[(1, 1)], 1));
-        let err = merge(vec![first, Input::Scratch(name, path)], &dir.path().join("s"), None).err().expect("a misnamed input on disk must fail the merge");
+        let err = merge(vec![first, Input::Scratch(name, path)], &dir.path().join("s"), None).expect_err("a misnamed input on disk must fail the merge");
         assert!(misnamed_in(&err) && format!("{err:#}").contains(&name.to_string()), "{err:#}");
     }
 
