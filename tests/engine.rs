@@ -433,7 +433,7 @@ fn wal_reader_agrees_with_showwal() {
         })
         .collect();
     let header = sluice::wal::WalHeader::read(&wal).unwrap().unwrap();
-    let scan = header.scan(&std::fs::File::open(&wal).unwrap(), header.start()).unwrap();
+    let scan = header.scan(&std::fs::File::open(&wal).unwrap(), header.start(), None).unwrap();
     assert!(!frames.is_empty(), "could not parse showwal output:\n{text}");
     let last_commit = frames.iter().rposition(|(_, commit)| *commit != 0).unwrap();
     let frames = &frames[..=last_commit];

@@ -259,15 +259,22 @@ impl Capturer {
             },
             (None, _) => {
                 if let Some(mark) = self.state.wal.take() {
-                    // The WAL was truncated after a complete capture.
-                    self.state.next_salt1 = Some(mark.pos.salt.0.wrapping_add(1));
-                    self.state.db_stamp = file_stamp(&path);
+                    if was_live {
+                        // Truncated after a complete capture (decision 4).
+                        self.state.next_salt1 = Some(mark.pos.salt.0.wrapping_add(1));
+                        self.state.db_stamp = file_stamp(&path);
+                    } else if self.gap.is_none() {
+                        // A failed sync had moved our read view past what it
+                        // captured; the frames in between may have been
+                        // checkpointed and the WAL emptied since.
+                        self.gap = Some("the WAL was emptied before sluice had captured all of it (the previous sync failed)".into());
+                    }
                 }
                 None
             }
         };
         let scan = match (&wal, from) {
-            (Some((h, f)), Some(pos)) => h.scan(f, pos).map_err(io_err(&wal_path))?,
+            (Some((h, f)), Some(pos)) => h.scan(f, pos, self.published_limit(h)).map_err(io_err(&wal_path))?,
             _ => Scan::default(),
         };
         report.transactions = scan.transactions;
@@ -310,6 +317,19 @@ impl Capturer {
         self.live = true;
         self.view_is_state = report.transactions == 0 && report.segments.is_empty();
         Ok(report)
+    }
+
+    /// How many frames of the WAL with header `h` SQLite has published as
+    /// committed: capture takes nothing past them (see `db::Published`).
+    /// Read after the WAL was opened, so every published frame is in the
+    /// file. Salts that differ mean the WAL is between epochs: nothing of
+    /// it is taken until SQLite publishes it.
+    fn published_limit(&self, h: &WalHeader) -> Option<u32> {
+        match self.db.published() {
+            Some(p) if p.salt == h.salt => Some(p.max_frame),
+            Some(_) => Some(0),
+            None => None,
+        }
     }
 
     /// `Ok(pos)` to continue from, or `Err(reason)` for a gap.

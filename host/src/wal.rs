@@ -54,7 +54,8 @@ pub struct Scan {
     pub transactions: u64,
     /// Position after the last commit frame.
     pub end: Option<WalPos>,
-    /// Valid frames after the last commit: a transaction being written.
+    /// Valid frames after the last commit: a transaction being written,
+    /// or committed frames SQLite has not published yet (see `scan`).
     pub uncommitted: u32,
 }
 
@@ -150,9 +151,10 @@ impl WalHeader {
     }
 
     /// Scan frames from `from` (which must belong to this header's salts)
-    /// to the first invalid frame, keeping only whole committed
-    /// transactions.
-    pub fn scan(&self, file: &File, from: WalPos) -> io::Result<Scan> {
+    /// to the first invalid frame, or to frame `limit` (how many frames
+    /// SQLite has published as committed), keeping only whole committed
+    /// transactions. Valid frames past the limit count as uncommitted.
+    pub fn scan(&self, file: &File, from: WalPos, limit: Option<u32>) -> io::Result<Scan> {
         let mut scan = Scan::default();
         if from.salt != self.salt {
             return Ok(scan);
@@ -179,6 +181,11 @@ impl WalHeader {
             }
             let pgno = be32(&frame, 0);
             if pgno == 0 {
+                break;
+            }
+            if limit.is_some_and(|l| index >= l) {
+                // Written but not published: in flight, or a dead writer's.
+                pending.push((pgno, index));
                 break;
             }
             pending.push((pgno, index));
@@ -225,6 +232,23 @@ impl WalHeader {
     }
 }
 
+/// A valid commit frame (for page `pgno`, database size `db_pages`)
+/// continuing the chain at `after`, as a writer would append it: for tests
+/// of frames SQLite has not published.
+#[cfg(test)]
+pub(crate) fn forge_commit_frame(h: &WalHeader, after: WalPos, pgno: u32, db_pages: u32, page: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(h.frame_size() as usize);
+    for v in [pgno, db_pages, h.salt.0, h.salt.1] {
+        frame.extend_from_slice(&v.to_be_bytes());
+    }
+    let sum = checksum(h.big_endian, &frame[..8], after.checksum);
+    let sum = checksum(h.big_endian, page, sum);
+    frame.extend_from_slice(&sum.0.to_be_bytes());
+    frame.extend_from_slice(&sum.1.to_be_bytes());
+    frame.extend_from_slice(page);
+    frame
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,7 +275,7 @@ mod tests {
             let header = WalHeader::read(&wal).unwrap().expect("valid header");
             assert_eq!(header.page_size, page_size);
             let file = File::open(&wal).unwrap();
-            let scan = header.scan(&file, header.start()).unwrap();
+            let scan = header.scan(&file, header.start(), None).unwrap();
             // SQLite's own count of frames, via a no-op passive checkpoint report.
             let (_, log, _): (i64, i64, i64) = conn
                 .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -264,7 +288,7 @@ mod tests {
             // Every page of the database was written in this log.
             assert_eq!(scan.pages.len() as u32, pages);
             // Continuing from the end finds nothing new.
-            let again = header.scan(&file, end).unwrap();
+            let again = header.scan(&file, end, None).unwrap();
             assert!(again.end.is_none());
             assert!(header.continues(&file, end).unwrap());
         }
@@ -277,7 +301,7 @@ mod tests {
         conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
         let wal = dir.join("t.db-wal");
         let header = WalHeader::read(&wal).unwrap().unwrap();
-        let good = header.scan(&File::open(&wal).unwrap(), header.start()).unwrap();
+        let good = header.scan(&File::open(&wal).unwrap(), header.start(), None).unwrap();
         assert_eq!(good.uncommitted, 0);
         (conn, wal, header, good)
     }
@@ -294,7 +318,7 @@ mod tests {
         let mut b = [0u8; 1];
         f.read_exact_at(&mut b, len - 10).unwrap();
         f.write_all_at(&[b[0] ^ 0xff], len - 10).unwrap();
-        let scan = header.scan(&f, header.start()).unwrap();
+        let scan = header.scan(&f, header.start(), None).unwrap();
         assert_eq!(scan.end, Some(end));
         assert_eq!(scan.transactions, good.transactions);
     }
@@ -308,7 +332,7 @@ mod tests {
         conn.execute("INSERT INTO t VALUES (randomblob(20000))", []).unwrap();
         let f = std::fs::OpenOptions::new().write(true).read(true).open(&wal).unwrap();
         f.set_len(std::fs::metadata(&wal).unwrap().len() - header.frame_size()).unwrap();
-        let scan = header.scan(&f, header.start()).unwrap();
+        let scan = header.scan(&f, header.start(), None).unwrap();
         assert!(scan.uncommitted >= 4, "{} frames of the cut transaction", scan.uncommitted);
         assert_eq!((scan.transactions, scan.end), (good.transactions, good.end));
     }

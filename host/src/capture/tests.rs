@@ -151,3 +151,41 @@ fn validation_finds_a_wrong_capture_and_heals_it_with_a_snapshot() {
     assert!(matches!(cap.validate().unwrap(), Validation::Matched { .. }));
     assert_eq!(cap.state().checksum, checksum_now(&path));
 }
+
+/// A commit frame written to the WAL but never published in the
+/// wal-index (its writer was killed in between) is a transaction SQLite
+/// treats as never committed: capture must not take it, and the chain
+/// continues when the next writer overwrites it. (Found by the torture
+/// suite's validation: a writer killed at that moment left a capture that
+/// differed from the database on page 1.)
+#[test]
+fn a_commit_frame_sqlite_never_published_is_not_captured() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let conn = app(&path);
+    conn.execute("INSERT INTO t(v) VALUES (randomblob(3000))", []).unwrap();
+    let mut cap = Capturer::open(&path, dir.path().join("meta"), small_thresholds()).unwrap();
+    cap.sync(false).unwrap();
+    let txid = cap.state().txid;
+    let mark = cap.state().wal.unwrap().pos;
+    let (h, file) = cap.db.open_wal().unwrap().unwrap();
+    let mut page = vec![0u8; h.page_size as usize];
+    h.read_page(&file, mark.frames - 1, &mut page).unwrap();
+    page[200] ^= 0xff;
+    let forged = crate::wal::forge_commit_frame(&h, mark, 1, cap.state().db_pages, &page);
+    file_write_at(&cap.db.wal_path(), &forged, h.frame_offset(mark.frames));
+    let report = cap.sync(false).unwrap();
+    assert_eq!((report.transactions, cap.state().txid), (0, txid), "the unpublished commit was captured");
+    assert!(report.in_flight, "it is reported as in flight, to be looked at again");
+    conn.execute("INSERT INTO t(v) VALUES (randomblob(100))", []).unwrap();
+    let report = cap.sync(false).unwrap();
+    assert_eq!((report.gap, report.transactions), (None, 1));
+    assert_eq!(cap.state().checksum, checksum_now(&path));
+}
+
+/// Write `bytes` at `offset` of a WAL (SQLite takes no locks on it, so
+/// this descriptor's close releases nothing).
+fn file_write_at(path: &Path, bytes: &[u8], offset: u64) {
+    use std::os::unix::fs::FileExt;
+    fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(bytes, offset).unwrap();
+}
