@@ -88,8 +88,11 @@ fn parse_seed(s: &str) -> u64 {
 
 /// Run one scenario; returns how many TXIDs were restored and checked.
 fn run_scenario(s: &Scenario) -> usize {
-    eprintln!("torture scenario seed {:#x} (rerun: SLUICE_TORTURE_SEED={:#x}): {s:?}", s.seed, s.seed);
-    let dir = tempfile::tempdir().unwrap();
+    // Kept on failure (removed at the end of a passing scenario): its logs
+    // and replica are what explains the failure.
+    let dir = tempfile::Builder::new().prefix("sluice-torture-").tempdir().unwrap();
+    let dir = KeptOnPanic(Some(dir));
+    eprintln!("torture scenario seed {:#x} (rerun: SLUICE_TORTURE_SEED={:#x}) in {}: {s:?}", s.seed, s.seed, dir.path().display());
     let db = dir.path().join("app.db");
     let url = format!("file://{}", dir.path().join("replica").display());
     let holder = setup(s, &db);
@@ -109,6 +112,24 @@ fn run_scenario(s: &Scenario) -> usize {
     let checked = verify(s, &db, &url, &dir.path().join("restored.db"));
     eprintln!("torture seed {:#x}: {} replicator lives, {checked} TXIDs checked", s.seed, run.lives);
     checked
+}
+
+/// A scenario's directory: deleted when the scenario passes, kept (and
+/// named) when it panics.
+struct KeptOnPanic(Option<tempfile::TempDir>);
+
+impl KeptOnPanic {
+    fn path(&self) -> &Path {
+        self.0.as_ref().expect("the directory lives until dropped").path()
+    }
+}
+
+impl Drop for KeptOnPanic {
+    fn drop(&mut self) {
+        if let (true, Some(dir)) = (std::thread::panicking(), self.0.take()) {
+            eprintln!("torture: the failed scenario's files are kept in {}", dir.keep().display());
+        }
+    }
 }
 
 /// Create the database as the scenario starts from; with `wal_at_start`,

@@ -92,7 +92,9 @@ pub async fn open_store(runtime: &Arc<Runtime>, plugins: &Plugins, spec: &Replic
 fn refuse_directory_holding(db: &Path, store: &PluginStore, replica: &str) -> anyhow::Result<()> {
     let Some(dir) = &store.sandbox().directory else { return Ok(()) };
     let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let db_dir = db.parent().map(canonical).unwrap_or_default();
+    // SQLite follows a symlinked database to its real file, beside which
+    // the -wal and -shm live.
+    let db_dir = canonical(db).parent().map(Path::to_path_buf).unwrap_or_default();
     if db_dir.starts_with(canonical(dir)) {
         anyhow::bail!(
             "database {} replica {replica}: the replica directory {} holds the database, and its plugin could reach the database's files; put the replica in a directory outside {}",
@@ -183,6 +185,13 @@ async fn run_db(
 ) -> anyhow::Result<()> {
     let database = spec.path.display().to_string();
     let meta_dir = spec.meta_path.clone().unwrap_or_else(|| MetaDir::default_for(&spec.path));
+    // Every store is opened and checked before the database is touched.
+    let mut stores = Vec::new();
+    for r in &spec.replicas {
+        let store = open_store(&runtime, &plugins, r, opts.default_plugin.as_deref(), &database).await?;
+        refuse_directory_holding(&spec.path, &store, &r.name)?;
+        stores.push(store);
+    }
     let Some(capturer) = open_when_present(&spec, meta_dir, &mut shutdown, opts.once).await? else {
         return Ok(());
     };
@@ -194,9 +203,7 @@ async fn run_db(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut replicas = Vec::new();
     let mut handles = Vec::new();
-    for r in &spec.replicas {
-        let store = open_store(&runtime, &plugins, r, opts.default_plugin.as_deref(), &database).await?;
-        refuse_directory_holding(&spec.path, &store, &r.name)?;
+    for (r, store) in spec.replicas.iter().zip(stores) {
         let settings = ReplicaSettings { name: r.name.clone(), sync_interval: r.sync_interval, snapshot_interval: r.snapshot_interval, retention: r.retention.clone() };
         let task = ReplicaTask::new(store, settings, meta.clone());
         replicas.push(Replica { name: r.name.clone(), database: database.clone(), shared: task.shared.clone() });
@@ -418,6 +425,7 @@ impl ValidationClock {
         let mismatch = matches!(found, Validation::Mismatch { .. });
         match found {
             Validation::NotNow => return false,
+            Validation::Failed(why) => tracing::warn!(database = %database, "validation could not run (retried in {every:?}): {why}"),
             Validation::Matched { txid, pages } => {
                 metrics::VALIDATION_COUNT.with_label_values(&[database]).inc();
                 tracing::debug!(database = %database, "validation: the live database matches the capture at TXID {txid:016x} ({pages} pages, {took:?})");
@@ -448,12 +456,14 @@ async fn sync_once(capturer: &Arc<Mutex<Capturer>>, snapshot: bool, validate: bo
         metrics::SYNC_COUNT.with_label_values(&[&db]).inc();
         metrics::SYNC_SECONDS.with_label_values(&[&db]).inc_by(started.elapsed().as_secs_f64());
         let report = report.inspect_err(|_| metrics::SYNC_ERROR_COUNT.with_label_values(&[&db]).inc())?;
-        let validation = if validate {
+        // A validation that cannot run (an I/O error reading the database)
+        // is reported by the clock and retried at the next interval; it
+        // never fails the sync, which would also stop checkpoints.
+        let validation = validate.then(|| {
             let started = std::time::Instant::now();
-            Some((c.validate()?, started.elapsed()))
-        } else {
-            None
-        };
+            let found = c.validate().unwrap_or_else(|e| Validation::Failed(format!("{e}")));
+            (found, started.elapsed())
+        });
         let state = c.state();
         metrics::TXID.with_label_values(&[&db]).set(state.txid as f64);
         metrics::DB_SIZE.with_label_values(&[&db]).set(state.db_pages as f64 * state.page_size as f64);

@@ -25,6 +25,8 @@ pub enum Validation {
     /// The live database at `txid` is not what was captured; the next
     /// sync takes a snapshot.
     Mismatch { txid: u64, detail: String },
+    /// The database could not be read to validate it.
+    Failed(String),
 }
 
 impl Capturer {
@@ -32,6 +34,9 @@ impl Capturer {
     /// left the read view at the captured state (see the module comment).
     /// Call right after `sync`, before anything else moves the view.
     pub fn validate(&mut self) -> Result<Validation, CaptureError> {
+        if !self.view_is_state && self.gap.is_none() && self.state.txid > 0 {
+            self.settle_view()?;
+        }
         if !self.view_is_state || self.gap.is_some() || self.state.txid == 0 {
             return Ok(Validation::NotNow);
         }
@@ -52,6 +57,23 @@ impl Capturer {
         let first = live.as_slice().iter().zip(self.hashes.as_slice()).position(|(a, b)| a != b).map_or(0, |i| i + 1);
         let detail = format!("checksum {:016x} live against {:016x} captured; first differing page {first}", live.checksum(), self.state.checksum);
         Ok(self.mismatch(txid, detail))
+    }
+
+    /// On a database that never stops writing no sync finds nothing new.
+    /// Hold the write lock (briefly, as a checkpoint does) for one capture
+    /// of the tail: nothing commits between its refresh of the read view
+    /// and its scan, so the view is then the captured state, and the pages
+    /// are read after the lock is released. Busy: validation waits.
+    fn settle_view(&mut self) -> Result<(), CaptureError> {
+        if !self.db.hold_write_lock(super::PASSIVE_LOCK_WAIT)? {
+            return Ok(());
+        }
+        let captured = self.capture(false, true);
+        let released = self.db.release_write_lock();
+        captured?;
+        released?;
+        self.view_is_state = self.gap.is_none();
+        Ok(())
     }
 
     fn mismatch(&mut self, txid: u64, detail: String) -> Validation {
