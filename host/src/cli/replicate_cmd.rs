@@ -44,7 +44,7 @@ pub async fn run(make_runtime: impl FnOnce() -> anyhow::Result<Arc<Runtime>>, ar
     // while the config loads or plugins compile ends in a clean exit, not
     // in the default death by signal. (`-once` keeps the default: it has
     // no shutdown to run.)
-    let signals = if args.once { None } else { Some(Signals::new().context("cannot handle SIGTERM/SIGINT")?) };
+    let mut signals = if args.once { None } else { Some(Signals::new().context("cannot handle SIGTERM/SIGINT")?) };
     let runtime = make_runtime()?;
     let (config_path, file) = load_config(args.config.as_ref(), !args.no_expand_env)?;
     let globals = config::resolve(&file).ok();
@@ -78,7 +78,16 @@ pub async fn run(make_runtime: impl FnOnce() -> anyhow::Result<Arc<Runtime>>, ar
         bail!("-exec cannot be combined with -once");
     }
     if args.restore_if_db_not_exists || dbs.iter().any(|d| d.restore_if_db_not_exists) {
-        restore_missing(&runtime, &dbs, args.plugin.as_deref()).await?;
+        let restore = restore_missing(&runtime, &dbs, args.plugin.as_deref());
+        match signals.as_mut() {
+            // A restore can take minutes: a signal stops it (its temp file is
+            // removed by the next restore) rather than waiting for it.
+            Some(signals) => tokio::select! {
+                restored = restore => restored?,
+                _ = signals.recv() => bail!("interrupted by a signal while restoring missing databases; nothing was replicated"),
+            },
+            None => restore.await?,
+        }
     }
     let opts = Options { once: args.once, force_snapshot: args.force_snapshot, shutdown_sync_timeout: timeout, default_plugin: args.plugin.clone(), heartbeat };
     let (stop_tx, stop_rx) = watch::channel(false);
