@@ -19,6 +19,39 @@ fn small_thresholds() -> CaptureConfig {
     CaptureConfig { min_checkpoint_page_count: 8, truncate_page_n: 40, checkpoint_interval: Duration::from_secs(3600), busy_timeout: Duration::from_secs(1) }
 }
 
+/// An application thread committing as fast as it can until stopped:
+/// `blob`-byte rows, and with `deletes` a DELETE every seventh commit.
+struct BusyWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl BusyWriter {
+    fn start(path: &Path, blob: i64, deletes: bool) -> BusyWriter {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (path, flag) = (path.to_path_buf(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let conn = app(&path);
+            let mut n = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                conn.execute("INSERT INTO t(v) VALUES (randomblob(?1))", [blob]).unwrap();
+                if deletes && n.is_multiple_of(7) {
+                    conn.execute("DELETE FROM t WHERE id % 5 = 0", []).unwrap();
+                }
+                n += 1;
+            }
+            n
+        });
+        BusyWriter { stop, thread }
+    }
+
+    /// Stop it; how many commits it made.
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 /// The checksum of the database as a fresh reader sees it now.
 fn checksum_now(path: &Path) -> u64 {
     let db = Db::open(path, Duration::from_secs(5)).unwrap();
@@ -64,22 +97,7 @@ fn checkpoints_under_a_busy_writer_never_break_the_chain() {
     drop(app(&path));
     let mut cap = Capturer::open(&path, dir.path().join("meta"), small_thresholds()).unwrap();
     cap.sync(false).unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (path, stop) = (path.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let conn = app(&path);
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                conn.execute("INSERT INTO t(v) VALUES (randomblob(3000))", []).unwrap();
-                if n % 7 == 0 {
-                    conn.execute("DELETE FROM t WHERE id % 5 = 0", []).unwrap();
-                }
-                n += 1;
-            }
-            n
-        })
-    };
+    let writer = BusyWriter::start(&path, 3000, true);
     let (mut checkpoints, mut epochs) = (0, std::collections::HashSet::new());
     for i in 0..200 {
         let report = cap.sync(false).unwrap();
@@ -88,8 +106,7 @@ fn checkpoints_under_a_busy_writer_never_break_the_chain() {
         checkpoints += cap.maybe_checkpoint().unwrap().is_some() as u32;
         std::thread::sleep(Duration::from_millis(2));
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let commits = writer.join().unwrap();
+    let commits = writer.stop();
     assert_eq!(cap.sync(false).unwrap().gap, None);
     assert!(commits > 50 && checkpoints > 5 && epochs.len() > 2, "{commits} commits, {checkpoints} checkpoints, {} WAL epochs", epochs.len());
     assert_eq!(cap.state().checksum, checksum_now(&path));
@@ -200,16 +217,7 @@ fn validation_runs_under_a_writer_that_never_pauses() {
     drop(app(&path));
     let mut cap = Capturer::open(&path, dir.path().join("meta"), small_thresholds()).unwrap();
     cap.sync(false).unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (path, stop) = (path.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let conn = app(&path);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                conn.execute("INSERT INTO t(v) VALUES (randomblob(300))", []).unwrap();
-            }
-        })
-    };
+    let writer = BusyWriter::start(&path, 300, false);
     let mut matched = 0;
     for _ in 0..20 {
         cap.sync(false).unwrap();
@@ -219,8 +227,7 @@ fn validation_runs_under_a_writer_that_never_pauses() {
             other => panic!("{other:?}"),
         }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.join().unwrap();
+    writer.stop();
     // Without the write lock none would run: every sync captures something.
     assert!(matched >= 3, "{matched} of 20 validations ran");
 }
