@@ -121,6 +121,22 @@ fn start_and_wait_for_snapshot(db: &Path, url: &str, db_lines: &str, replica_lin
     child
 }
 
+/// The application's own checkpoint in `mode`. RESTART and TRUNCATE wait
+/// for readers (sluice is one) only briefly, then report busy, as they
+/// would with any other reader.
+fn app_checkpoint(conn: &rusqlite::Connection, mode: &str) {
+    conn.busy_timeout(Duration::from_millis(100)).unwrap();
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+}
+
+/// The recipe: delete a third of the rows, TRUNCATE, one more row.
+fn shrink_truncate_insert(conn: &rusqlite::Connection) {
+    conn.execute("DELETE FROM t WHERE id % 3 = 0", []).unwrap();
+    app_checkpoint(conn, "TRUNCATE");
+    conn.execute("INSERT INTO t(a) VALUES ('after')", []).unwrap();
+}
+
 #[test]
 fn sqlite_locks_are_held_through_every_kind_of_sync() {
     let (dir, db, url) = closed_db();
@@ -153,9 +169,7 @@ fn sqlite_locks_are_held_through_every_kind_of_sync() {
             _ => "the application's TRUNCATE checkpoint",
         });
         conn.execute("INSERT INTO t(a) VALUES ('before checkpoint')", []).unwrap();
-        conn.busy_timeout(Duration::from_millis(100)).unwrap();
-        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())).unwrap();
-        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        app_checkpoint(&conn, mode);
         pause();
     }
     set("a snapshot while the WAL is empty");
@@ -170,11 +184,7 @@ fn sqlite_locks_are_held_through_every_kind_of_sync() {
     conn.execute("INSERT INTO t(a) VALUES ('reconnected')", []).unwrap();
     pause();
     set("a DELETE of a third, TRUNCATE, one more row");
-    conn.execute("DELETE FROM t WHERE id % 3 = 0", []).unwrap();
-    conn.busy_timeout(Duration::from_millis(100)).unwrap();
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
-    conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    conn.execute("INSERT INTO t(a) VALUES ('after')", []).unwrap();
+    shrink_truncate_insert(&conn);
     std::thread::sleep(Duration::from_millis(1500));
 
     stop.store(true, Ordering::SeqCst);
@@ -207,11 +217,7 @@ fn a_new_connection_after_a_large_wal_does_not_kill_sluice() {
     std::thread::sleep(Duration::from_millis(500));
     drop(conn);
     let conn = create_db(&db, 4096);
-    conn.execute("DELETE FROM t WHERE id % 3 = 0", []).unwrap();
-    conn.busy_timeout(Duration::from_millis(100)).unwrap();
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
-    conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    conn.execute("INSERT INTO t(a) VALUES ('after')", []).unwrap();
+    shrink_truncate_insert(&conn);
     // Long enough for sluice's checkpoints to walk the whole wal-index.
     std::thread::sleep(Duration::from_secs(3));
     if let Some(status) = child.try_wait().unwrap() {
