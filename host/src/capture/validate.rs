@@ -9,7 +9,9 @@
 //! capture does gives the checksum of the live database at the current
 //! TXID, which must equal the checksum capture recorded for that TXID
 //! (the `post_checksum` of its segment in every replica). A mismatch
-//! restarts the chain with a snapshot, which heals every replica.
+//! restarts the chain with a snapshot, which heals every replica. When
+//! the last sync did capture something, one more capture under a briefly
+//! held write lock puts the view on the captured state (`settle_view`).
 
 use super::{CaptureError, Capturer};
 use crate::checksum::{page_hash, PageHashes};

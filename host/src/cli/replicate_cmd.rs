@@ -186,16 +186,13 @@ impl Signals {
     }
 }
 
+/// Wait for SIGTERM or SIGINT (Ctrl-C alone if they cannot be handled).
 pub async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
+    match Signals::new() {
+        Ok(mut signals) => {
+            signals.recv().await;
         }
-        _ => {
+        Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
