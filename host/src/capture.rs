@@ -54,6 +54,11 @@ pub enum CaptureError {
     Db(#[from] DbError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// The WAL was reset or truncated while a capture read frames from it,
+    /// so what was read may mix two logs. Nothing was recorded; `sync`
+    /// redoes the capture (see DESIGN.md, decision 9).
+    #[error("{path}: the WAL was reset while sluice was reading it")]
+    WalMoved { path: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaptureError + '_ {
@@ -131,6 +136,10 @@ pub struct Capturer {
     /// The last sync found nothing new, so the read transaction sees the
     /// captured state exactly (what `validate` needs).
     view_is_state: bool,
+    /// Run once between a capture's scan and its reading of the frames:
+    /// where tests act as a concurrent writer.
+    #[cfg(test)]
+    after_scan: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// How long a PASSIVE checkpoint waits for the write lock. Briefly: without
@@ -141,6 +150,12 @@ const PASSIVE_LOCK_WAIT: Duration = Duration::from_millis(20);
 /// the pause before the next attempt, so a never-idle writer does not cost
 /// every sync a whole busy timeout.
 const TRUNCATE_RETRY: Duration = Duration::from_secs(10);
+/// Captures `sync` makes when the WAL is reset under each one. A reset
+/// needs the previous log wholly checkpointed, and our read transaction,
+/// renewed by each attempt, holds the next log back from that unless it
+/// too was wholly copied before the attempt began: one retry nearly always
+/// suffices, and a sync that still fails is retried by the next look.
+const WAL_MOVED_ATTEMPTS: u32 = 3;
 /// Write buffer of a segment being built: holds a typical level-0
 /// segment whole; a snapshot's compressed blocks (hundreds of KiB) are
 /// larger and go straight through.
@@ -190,7 +205,7 @@ impl Capturer {
             }
         };
         remove_stale_temps(meta.path());
-        let mut capturer = Capturer { db, meta, state, hashes, config, gap, inode, last_checkpoint: Instant::now(), truncate_retry_at: Instant::now(), live: false, compressor: None, view_is_state: false };
+        let mut capturer = Capturer { db, meta, state, hashes, config, gap, inode, last_checkpoint: Instant::now(), truncate_retry_at: Instant::now(), live: false, compressor: None, view_is_state: false, #[cfg(test)] after_scan: None };
         capturer.discard_unrecorded_spool()?;
         Ok(capturer)
     }
@@ -221,7 +236,24 @@ impl Capturer {
     /// Capture whatever was committed since the last sync. With
     /// `snapshot` (or after a gap) also write a snapshot at the new TXID.
     pub fn sync(&mut self, snapshot: bool) -> Result<SyncReport, CaptureError> {
-        self.capture(snapshot, false)
+        let mut attempt = 1;
+        loop {
+            match self.capture(snapshot, false) {
+                Err(CaptureError::WalMoved { .. }) if attempt < WAL_MOVED_ATTEMPTS => attempt += 1,
+                done => return done,
+            }
+        }
+    }
+
+    /// `Err(WalMoved)` unless the WAL `wal` was opened as still begins with
+    /// the same header: checked after the last frame a segment takes from
+    /// it is read, before the segment is recorded.
+    fn wal_unmoved(&self, h: &WalHeader, wal: &File) -> Result<(), CaptureError> {
+        let path = self.db.wal_path();
+        match h.still_heads(wal).map_err(io_err(&path))? {
+            true => Ok(()),
+            false => Err(CaptureError::WalMoved { path }),
+        }
     }
 
     /// `sync`, but with `defer_gap` a loss of continuity is only recorded:
@@ -277,6 +309,10 @@ impl Capturer {
             (Some((h, f)), Some(pos)) => h.scan(f, pos, self.published_limit(h)).map_err(io_err(&wal_path))?,
             _ => Scan::default(),
         };
+        #[cfg(test)]
+        if let Some(hook) = self.after_scan.take() {
+            hook();
+        }
         report.transactions = scan.transactions;
         report.in_flight = scan.uncommitted > 0;
         if let (Some((h, _)), Some(end), Some(start)) = (&wal, scan.end, from) {
@@ -286,14 +322,17 @@ impl Capturer {
         if defer_gap && self.gap.is_some() {
             return Ok(report);
         }
-        if let Some(why) = self.gap.take() {
+        // The gap stays recorded until its snapshot is: a snapshot that
+        // fails leaves the next sync a gap to fill, never a chain to extend.
+        if let Some(why) = self.gap.clone() {
             if self.state.txid == 0 {
                 tracing::info!(database = %path.display(), "first sync: taking the initial snapshot");
             } else {
                 tracing::warn!(database = %path.display(), "replication chain restarts with a snapshot: {why}");
             }
-            report.gap = Some(why);
             let entry = self.write_snapshot(&scan, wal.as_ref(), true)?;
+            self.gap = None;
+            report.gap = Some(why);
             report.segments.push(entry);
         } else {
             if scan.end.is_some() {
@@ -409,6 +448,10 @@ impl Capturer {
             let (out, header, hashes) = self.build_l0(out, header, scan, db_pages, h, wal)?;
             (tmp, out, hashes, header, None)
         };
+        if let Err(e) = self.wal_unmoved(h, wal) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         let name = SegmentName { level: 0, min_txid: txid, max_txid: txid };
         let entry = self.commit_segment(&tmp, out, name, &header)?;
         self.hashes = hashes;
@@ -484,6 +527,10 @@ impl Capturer {
             add(pgno, None, &mut writer).map_err(io_err(&tmp))?;
         }
         hashes.resize(db_pages);
+        if let Some(Err(e)) = wal.map(|(h, f)| self.wal_unmoved(h, f)) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         if !new_txid && hashes.checksum() != self.state.checksum {
             // The incremental state and the database disagree: trust the
             // database and restart the chain rather than ship a lie.

@@ -213,6 +213,21 @@ impl WalHeader {
         file.read_exact_at(buf, self.page_offset(index))
     }
 
+    /// Whether `file` still begins with this header. SQLite writes a new
+    /// epoch's header before its first frame, so frames read before a
+    /// check that passes belong to this header's log; a reset (new salts)
+    /// or a truncation since means they may not. A reader whose view reads
+    /// the database file alone does not stop a writer from resetting the
+    /// log (it holds read-mark 0, which a WAL restart ignores).
+    pub fn still_heads(&self, file: &File) -> io::Result<bool> {
+        let mut b = [0u8; HEADER_SIZE as usize];
+        match file.read_exact_at(&mut b, 0) {
+            Ok(()) => Ok(WalHeader::parse(&b) == Some(*self)),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether the frame at `pos` continues the chain of this header: the
     /// check that nobody reset or rewrote the log since `pos` was taken.
     pub fn continues(&self, file: &File, pos: WalPos) -> io::Result<bool> {

@@ -231,3 +231,32 @@ fn validation_runs_under_a_writer_that_never_pauses() {
     // Without the write lock none would run: every sync captures something.
     assert!(matched >= 3, "{matched} of 20 validations ran");
 }
+
+/// A writer may reset the WAL while a capture reads it when our read
+/// transaction reads the database file alone (the log was wholly
+/// checkpointed): the frames read after the reset are the new log's.
+/// Such a capture is discarded and redone, never recorded.
+#[test]
+fn a_wal_reset_while_capture_reads_it_is_not_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let conn = app(&path);
+    // One transaction writes many pages once each, so the first frames of
+    // the log are the only copies of their pages; then it is checkpointed
+    // whole, so our read transactions read the database file alone.
+    conn.execute_batch("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) INSERT INTO t(v) SELECT randomblob(1500) FROM n").unwrap();
+    let (_, log, copied): (i64, i64, i64) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+    assert_eq!(log, copied, "the log was not wholly checkpointed");
+    let mut cap = Capturer::open(&path, dir.path().join("meta"), small_thresholds()).unwrap();
+    let before = cap.db.open_wal().unwrap().unwrap().0;
+    // Between the first sync's scan and its page reads, the application
+    // commits: SQLite restarts the log over the frames being read.
+    cap.after_scan = Some(Box::new(move || conn.execute("INSERT INTO t(v) VALUES (randomblob(2000))", []).map(drop).unwrap()));
+    let report = cap.sync(false).unwrap();
+    let after = cap.db.open_wal().unwrap().unwrap().0;
+    assert_ne!(before.salt, after.salt, "the WAL was not reset under the capture: the test proves nothing");
+    assert!(report.gap.is_some(), "the first sync is a snapshot");
+    assert_eq!(cap.state().checksum, checksum_now(&path), "the capture does not match the database");
+    let report = cap.sync(false).unwrap();
+    assert_eq!((report.gap, report.transactions), (None, 0), "the retried snapshot already holds the new commit");
+}
