@@ -5,7 +5,7 @@
 use super::bindings::{ByteRange, Precondition, PutOptions};
 use super::error::StorageError;
 use super::instance::Instance;
-use super::store::{PART_SIZE, PluginStore};
+use super::store::{PluginStore, part_size};
 use sha2::{Digest, Sha256};
 
 /// Keys for the pagination case: more than two pages of `PAGE`.
@@ -282,7 +282,7 @@ async fn large_object(store: &PluginStore, s: &mut Instance, p: &str) -> CaseRes
         return Ok(Outcome::Skip("plugin declares no multipart upload".into()));
     }
     // Two and a half parts, so the last part is short.
-    let part = PART_SIZE.clamp(caps.min_part_size.max(1), caps.max_part_size.max(1));
+    let part = part_size(caps);
     let data = pattern((part * 5 / 2) as usize, 11);
     let key = format!("{p}large/snapshot.bin");
     let meta = store

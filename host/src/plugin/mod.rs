@@ -24,4 +24,4 @@ pub use error::{ErrorKind, Labels, PluginError, StorageError};
 pub use instance::Instance;
 pub use runtime::{LoadedPlugin, MAX_LIVE_INSTANCES, Runtime};
 pub use sandbox::{Sandbox, SandboxConfig};
-pub use store::{PART_SIZE, PluginStore, SINGLE_PUT_LIMIT, SMALL_IO_BYTES, WARM_IDLE, normalize_url};
+pub use store::{PART_SIZE, PluginStore, SMALL_IO_BYTES, WARM_IDLE, normalize_url, part_size};

@@ -14,7 +14,7 @@ const MAX_PUT_SIZE: u64 = 64 << 20;
 /// S3's floor for every part but the last.
 const MIN_PART_SIZE: u64 = 5 << 20;
 /// S3 allows 5 GiB parts; declared lower for the same memory reason as
-/// `MAX_PUT_SIZE` (the host uses 16 MiB parts).
+/// `MAX_PUT_SIZE` (the host sends parts of a few MiB).
 const MAX_PART_SIZE: u64 = 64 << 20;
 /// S3's limit on parts per upload.
 const MAX_PARTS: u32 = 10_000;
