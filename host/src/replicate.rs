@@ -17,6 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
+mod pace;
+use pace::{Pacer, SyncOutcome};
+
 /// Local spool ceiling per database. Past it the oldest level-0 segments
 /// go, and replicas that still needed them catch up with a snapshot:
 /// local disk stays bounded whatever the replicas do (#784, #927).
@@ -25,14 +28,6 @@ pub const MAX_SPOOL_BYTES: u64 = 1 << 30;
 const READY_WAIT: Duration = Duration::from_secs(10);
 /// How often a finished replicator checks that replicas caught up.
 const CATCH_UP_POLL: Duration = Duration::from_millis(50);
-/// First wait before looking again at a transaction caught half-written
-/// (its commit frame usually lands well within this), doubled on each
-/// look that finds it still in flight, up to the sync interval. Before,
-/// such a look counted as busy and the commit waited a whole sync
-/// interval: a 200-row transaction on an idle database took ~1 s to be
-/// durable in half of 30 tries.
-const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(5);
-
 /// Options of a `replicate` run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -116,12 +111,10 @@ pub async fn run(runtime: Arc<Runtime>, dbs: Vec<DatabaseSpec>, opts: Options, s
     }
     let mut tasks = tokio::task::JoinSet::new();
     for spec in dbs {
-        let (rt, pl, o, sd, h) = (runtime.clone(), plugins.clone(), opts.clone(), shutdown.clone(), health.clone());
+        let (common, shutdown) = (Common { runtime: runtime.clone(), plugins: plugins.clone(), health: health.clone(), opts: opts.clone() }, shutdown.clone());
         let wake = files.as_ref().map(|f| f.subscribe(&spec.path));
-        tasks.spawn(async move {
-            // Errors from here on already name the database.
-            run_db(rt, pl, spec, o, sd, h, wake).await
-        });
+        // Errors from here on already name the database.
+        tasks.spawn(run_db(common, spec, shutdown, wake));
     }
     let mut first_error = None;
     while let Some(result) = tasks.join_next().await {
@@ -140,7 +133,35 @@ struct Replica {
     shared: Arc<ReplicaShared>,
 }
 
-fn wal_stamp(db: &Path) -> Option<(u64, SystemTime, u64, SystemTime)> {
+/// Sleep until the pacer's next look, a file-watch notification it
+/// listens for (then until its batch allows the sync), or shutdown.
+async fn wait_for_next_look(pacer: &mut Pacer<Stamp>, wake: Option<&crate::watch::Subscription>, shutdown: &mut watch::Receiver<bool>) {
+    let next = pacer.next_look(tokio::time::Instant::now());
+    let notified = async {
+        match wake {
+            Some(w) if next.listen => w.changed().await,
+            _ => std::future::pending().await,
+        }
+    };
+    let mut woke = false;
+    tokio::select! {
+        _ = tokio::time::sleep_until(next.at) => {}
+        _ = notified => woke = true,
+        _ = shutdown.changed() => {}
+    }
+    if woke && !*shutdown.borrow() {
+        tokio::select! {
+            _ = tokio::time::sleep_until(pacer.woke()) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// The database's and its WAL's sizes and modification times: a look
+/// syncs when they changed since the last sync.
+type Stamp = Option<(u64, SystemTime, u64, SystemTime)>;
+
+fn wal_stamp(db: &Path) -> Stamp {
     let w = std::fs::metadata(crate::db::wal_path(db)).ok();
     let d = std::fs::metadata(db).ok()?;
     Some((w.as_ref().map_or(0, |m| m.len()), w.and_then(|m| m.modified().ok()).unwrap_or(SystemTime::UNIX_EPOCH), d.len(), d.modified().ok()?))
@@ -173,27 +194,52 @@ async fn heartbeat(url: String, every: Duration, health: Health, mut shutdown: w
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_db(
+/// What the loops of every database share.
+#[derive(Clone)]
+struct Common {
     runtime: Arc<Runtime>,
     plugins: Arc<Plugins>,
-    spec: DatabaseSpec,
-    opts: Options,
-    mut shutdown: watch::Receiver<bool>,
     health: Health,
-    mut wake: Option<crate::watch::Subscription>,
-) -> anyhow::Result<()> {
+    opts: Options,
+}
+
+/// One database being replicated: its capture and its replicas' tasks.
+struct Running {
+    database: String,
+    capturer: Arc<Mutex<Capturer>>,
+    meta: MetaDir,
+    replicas: Vec<Replica>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+    /// What capture has made durable, as the replica tasks see it.
+    txid_tx: watch::Sender<Durable>,
+    /// Tells the replica tasks to stop once they have shipped.
+    stop_tx: watch::Sender<bool>,
+}
+
+/// Replicate one database until `shutdown` (or once): start, the loop of
+/// looks and syncs, then the final shipping.
+async fn run_db(common: Common, spec: DatabaseSpec, mut shutdown: watch::Receiver<bool>, wake: Option<crate::watch::Subscription>) -> anyhow::Result<()> {
+    let Some(running) = start_db(&common, &spec, &mut shutdown).await? else {
+        return Ok(());
+    };
+    running.pace(&spec, &common.opts, &mut shutdown, wake).await;
+    running.finish(&common.opts).await
+}
+
+/// Open the stores and the database and start the replica tasks; `None`
+/// if shut down while waiting for the database to exist.
+async fn start_db(common: &Common, spec: &DatabaseSpec, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<Option<Running>> {
     let database = spec.path.display().to_string();
     let meta_dir = spec.meta_path.clone().unwrap_or_else(|| MetaDir::default_for(&spec.path));
     // Every store is opened and checked before the database is touched.
     let mut stores = Vec::new();
     for r in &spec.replicas {
-        let store = open_store(&runtime, &plugins, r, opts.default_plugin.as_deref(), &database).await?;
+        let store = open_store(&common.runtime, &common.plugins, r, common.opts.default_plugin.as_deref(), &database).await?;
         refuse_directory_holding(&spec.path, &store, &r.name)?;
         stores.push(store);
     }
-    let Some(capturer) = open_when_present(&spec, meta_dir, &mut shutdown, opts.once).await? else {
-        return Ok(());
+    let Some(capturer) = open_when_present(spec, meta_dir, shutdown, common.opts.once).await? else {
+        return Ok(None);
     };
     let meta = capturer.meta().clone();
     let capturer = Arc::new(Mutex::new(capturer));
@@ -207,7 +253,7 @@ async fn run_db(
         let settings = ReplicaSettings { name: r.name.clone(), sync_interval: r.sync_interval, snapshot_interval: r.snapshot_interval, retention: r.retention.clone() };
         let task = ReplicaTask::new(store, settings, meta.clone());
         replicas.push(Replica { name: r.name.clone(), database: database.clone(), shared: task.shared.clone() });
-        if let Ok(mut h) = health.0.lock() {
+        if let Ok(mut h) = common.health.0.lock() {
             h.push(task.shared.clone());
         }
         handles.push(tokio::spawn(task.run(txid_rx.clone(), shutdown.clone(), stop_rx.clone())));
@@ -226,142 +272,108 @@ async fn run_db(
     if let Ok(mut c) = capturer.lock() {
         c.continue_after(held);
     }
-    let mut last_stamp = None;
-    let mut force_snapshot = opts.force_snapshot;
-    // Writes arriving within this long of a sync wait for the next one.
-    let batch = spec.replicas.iter().map(|r| r.sync_interval).min().unwrap_or(spec.monitor_interval);
-    // When the last sync that captured something (or failed) began.
-    let mut last_sync = tokio::time::Instant::now() - batch;
-    // Sync at the next look whatever the files' stamps say: a notification
-    // arrived, or a transaction was being written at the last look.
-    let mut look_anyway = false;
-    let mut recheck = IN_FLIGHT_RECHECK;
-    let mut validation = ValidationClock::new(spec.validation_interval);
-    loop {
-        let stamp = wal_stamp(&spec.path);
-        let validate = validation.due(|| capturer.lock().map(|c| c.state().txid).unwrap_or(0));
-        look_anyway |= validate;
-        let wants = replica_wants_snapshot(&replicas, &meta);
-        // Whether this look synced something (or failed to: retried after a
-        // batch, not at every write), and whether it found a transaction
-        // half-written.
-        let mut busy = false;
-        let mut in_flight = false;
-        if std::mem::take(&mut look_anyway) || stamp != last_stamp || wants || force_snapshot {
-            let started = tokio::time::Instant::now();
-            match sync_once(&capturer, wants || force_snapshot, validate).await {
-                Ok(synced) => {
-                    force_snapshot = false;
-                    last_stamp = stamp;
-                    (busy, in_flight) = (synced.captured, synced.in_flight);
-                    // A mismatch needs its healing snapshot at once.
-                    look_anyway |= validation.record(synced.validation, &database, &replicas);
-                    txid_tx.send_replace(synced.durable);
+    Ok(Some(Running { database, capturer, meta, replicas, handles, txid_tx, stop_tx }))
+}
+
+impl Running {
+    /// Look, sync and sleep until `shutdown` (or once); the decisions are
+    /// `Pacer`'s, this is the I/O around them. Ends with a final sync.
+    async fn pace(&self, spec: &DatabaseSpec, opts: &Options, shutdown: &mut watch::Receiver<bool>, mut wake: Option<crate::watch::Subscription>) {
+        let Running { database, capturer, meta, replicas, txid_tx, .. } = self;
+        // Writes arriving within this long of a sync wait for the next one.
+        let batch = spec.replicas.iter().map(|r| r.sync_interval).min().unwrap_or(spec.monitor_interval);
+        let mut pacer = Pacer::new(batch, spec.monitor_interval, opts.force_snapshot, tokio::time::Instant::now());
+        let mut validation = ValidationClock::new(spec.validation_interval);
+        loop {
+            let stamp = wal_stamp(&spec.path);
+            let validate = validation.due(|| capturer.lock().map(|c| c.state().txid).unwrap_or(0));
+            if validate {
+                pacer.look_anyway();
+            }
+            if let Some(snapshot) = pacer.should_sync(&stamp, replica_wants_snapshot(replicas, meta)) {
+                let started = tokio::time::Instant::now();
+                let outcome = match sync_once(capturer, snapshot, validate).await {
+                    Ok(synced) => {
+                        // A mismatch needs its healing snapshot at once.
+                        let again = validation.record(synced.validation, database, replicas);
+                        txid_tx.send_replace(synced.durable);
+                        SyncOutcome::Ran { captured: synced.captured, in_flight: synced.in_flight, again }
+                    }
+                    Err(e) => {
+                        tracing::warn!(database = %database, "sync failed (will retry): {e:#}");
+                        SyncOutcome::Failed
+                    }
+                };
+                pacer.synced(started, stamp, outcome);
+                collect_spool(meta, replicas);
+            }
+            if opts.once {
+                break;
+            }
+            // While writes keep coming the next look is at the end of the
+            // batch anyway: notifications would only wake us to wait. Once
+            // quiet, arm them, and look once more for a write that slipped in
+            // before the watch was in place. A look that found the files
+            // changed but nothing committed is quiet too: disarming there made
+            // the commit being written wait a whole batch.
+            if wake.as_mut().is_some_and(|w| w.arm(pacer.quiet())) {
+                pacer.armed();
+                continue;
+            }
+            wait_for_next_look(&mut pacer, wake.as_ref(), shutdown).await;
+            if *shutdown.borrow() {
+                // Final sync: capture what the application wrote last.
+                match sync_once(capturer, false, false).await {
+                    Ok(synced) => {
+                        txid_tx.send_replace(synced.durable);
+                    }
+                    Err(e) => tracing::warn!(database = %database, "final sync failed: {e:#}"),
                 }
-                Err(e) => {
-                    busy = true;
-                    tracing::warn!(database = %database, "sync failed (will retry): {e:#}");
-                }
+                break;
             }
-            if busy {
-                last_sync = started;
-            }
-            collect_spool(&meta, &replicas);
-        }
-        if opts.once {
-            break;
-        }
-        // While writes keep coming the next look is at the end of the
-        // batch anyway: notifications would only wake us to wait. Once
-        // quiet, arm them, and look once more for a write that slipped in
-        // before the watch was in place. A look that found the files
-        // changed but nothing committed is quiet too: disarming there made
-        // the commit being written wait a whole batch.
-        if wake.as_mut().is_some_and(|w| w.arm(!busy)) {
-            look_anyway = in_flight && !busy;
-            continue;
-        }
-        let next_look = if in_flight && !busy {
-            // Its commit frame is moments away, or it is a long transaction:
-            // look again soon, backing off so a long one's frames are not
-            // rescanned more than a few times a second.
-            look_anyway = true;
-            let at = tokio::time::Instant::now() + recheck;
-            recheck = (recheck * 2).min(batch);
-            at
-        } else {
-            recheck = IN_FLIGHT_RECHECK;
-            if busy { last_sync + batch } else { tokio::time::Instant::now() + spec.monitor_interval }
-        };
-        let notified = async {
-            match &wake {
-                // Waiting on a transaction in flight, its writes' events
-                // would only cut the back-off short.
-                Some(w) if !look_anyway => w.changed().await,
-                _ => std::future::pending().await,
-            }
-        };
-        let mut woke = false;
-        tokio::select! {
-            _ = tokio::time::sleep_until(next_look) => {}
-            _ = notified => woke = true,
-            _ = shutdown.changed() => {}
-        }
-        if woke && !*shutdown.borrow() {
-            look_anyway = true;
-            // A write after a quiet spell syncs at once; a busy database
-            // syncs at most once per sync interval.
-            tokio::select! {
-                _ = tokio::time::sleep_until(last_sync + batch) => {}
-                _ = shutdown.changed() => {}
-            }
-        }
-        if *shutdown.borrow() {
-            // Final sync: capture what the application wrote last.
-            match sync_once(&capturer, false, false).await {
-                Ok(synced) => {
-                    txid_tx.send_replace(synced.durable);
-                }
-                Err(e) => tracing::warn!(database = %database, "final sync failed: {e:#}"),
-            }
-            break;
         }
     }
-    let mut target = capturer.lock().map(|c| c.state().txid).unwrap_or(0);
-    wait_for_replicas(&replicas, &meta, target, opts.shutdown_sync_timeout).await;
-    if opts.once && replica_wants_snapshot(&replicas, &meta) {
-        // A replica found its chain broken only while shipping (a spooled
-        // segment dropped or damaged): give it its snapshot now, or this run
-        // and every run after it would end the same way.
-        match sync_once(&capturer, true, false).await {
-            Ok(synced) => {
-                target = synced.durable.txid;
-                txid_tx.send_replace(synced.durable);
-            }
-            Err(e) => tracing::warn!(database = %database, "snapshot for a replica that needs one failed: {e:#}"),
-        }
+
+    /// Wait for the replicas to ship what was captured, stop them, and
+    /// fail if one is still behind.
+    async fn finish(self, opts: &Options) -> anyhow::Result<()> {
+        let Running { database, capturer, meta, replicas, handles, txid_tx, stop_tx } = self;
+        let mut target = capturer.lock().map(|c| c.state().txid).unwrap_or(0);
         wait_for_replicas(&replicas, &meta, target, opts.shutdown_sync_timeout).await;
-    }
-    collect_spool(&meta, &replicas);
-    let _ = stop_tx.send(true);
-    for h in handles {
-        let _ = h.await;
-    }
-    let behind: Vec<String> = replicas
-        .iter()
-        .filter(|r| r.shared.shipped.load(Ordering::SeqCst) < target)
-        .map(|r| {
-            let at = r.shared.shipped.load(Ordering::SeqCst);
-            match r.shared.failing() {
-                Some((why, _)) => format!("replica {} is at TXID {at:016x}: {why}", r.name),
-                None => format!("replica {} is at TXID {at:016x}", r.name),
+        if opts.once && replica_wants_snapshot(&replicas, &meta) {
+            // A replica found its chain broken only while shipping (a spooled
+            // segment dropped or damaged): give it its snapshot now, or this run
+            // and every run after it would end the same way.
+            match sync_once(&capturer, true, false).await {
+                Ok(synced) => {
+                    target = synced.durable.txid;
+                    txid_tx.send_replace(synced.durable);
+                }
+                Err(e) => tracing::warn!(database = %database, "snapshot for a replica that needs one failed: {e:#}"),
             }
-        })
-        .collect();
-    if !behind.is_empty() {
-        anyhow::bail!("not every replica received TXID {target:016x} before exit ({}); the local spool keeps the changes for the next run", behind.join("; "));
+            wait_for_replicas(&replicas, &meta, target, opts.shutdown_sync_timeout).await;
+        }
+        collect_spool(&meta, &replicas);
+        let _ = stop_tx.send(true);
+        for h in handles {
+            let _ = h.await;
+        }
+        let behind: Vec<String> = replicas
+            .iter()
+            .filter(|r| r.shared.shipped.load(Ordering::SeqCst) < target)
+            .map(|r| {
+                let at = r.shared.shipped.load(Ordering::SeqCst);
+                match r.shared.failing() {
+                    Some((why, _)) => format!("replica {} is at TXID {at:016x}: {why}", r.name),
+                    None => format!("replica {} is at TXID {at:016x}", r.name),
+                }
+            })
+            .collect();
+        if !behind.is_empty() {
+            anyhow::bail!("not every replica received TXID {target:016x} before exit ({}); the local spool keeps the changes for the next run", behind.join("; "));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Open the database for capture, waiting for it to appear if it does not

@@ -218,8 +218,11 @@ fn validation_runs_under_a_writer_that_never_pauses() {
     let mut cap = Capturer::open(&path, dir.path().join("meta"), small_thresholds()).unwrap();
     cap.sync(false).unwrap();
     let writer = BusyWriter::start(&path, 300, false);
-    let mut matched = 0;
-    for _ in 0..20 {
+    // Each try may lose the lock to the writer (more often on a loaded
+    // machine); without the lock none would ever run.
+    let (mut matched, mut tries) = (0, 0);
+    while matched < 3 && tries < 400 {
+        tries += 1;
         cap.sync(false).unwrap();
         match cap.validate().unwrap() {
             Validation::Matched { .. } => matched += 1,
@@ -229,7 +232,7 @@ fn validation_runs_under_a_writer_that_never_pauses() {
     }
     writer.stop();
     // Without the write lock none would run: every sync captures something.
-    assert!(matched >= 3, "{matched} of 20 validations ran");
+    assert!(matched >= 3, "{matched} of {tries} validations ran");
 }
 
 /// A writer may reset the WAL while a capture reads it when our read
