@@ -162,7 +162,8 @@ impl PluginStore {
                 reader.read_to_end(&mut body).await.map_err(|e| io_error(&self.labels, key, e))?;
             }
             let options = PutOptions { precondition, metadata, content_sha256: Some(Sha256::digest(&body).to_vec()) };
-            return retry!(session.put(key, &body, &options));
+            let body = bytes::Bytes::from(body);
+            return retry!(session.put_shared(key, body.clone(), &options));
         }
         let options = PutOptions { precondition, metadata, content_sha256: None };
         let upload_id = retry!(session.create_upload(key, &options))?;
@@ -235,12 +236,29 @@ impl PluginStore {
 }
 
 async fn read_up_to(reader: &mut (impl AsyncRead + Unpin), limit: u64, key: &str, labels: &Arc<Labels>) -> Result<Vec<u8>, PluginError> {
-    // Grown as data arrives: reserving a whole part up front mapped 8 MiB
-    // for every few-KiB segment.
+    let io = |e| io_error(labels, key, e);
+    // Grown as data arrives up to a first chunk: reserving a whole part up
+    // front mapped it for every few-KiB segment. Past that, room for the
+    // rest at once: grown by doubling, a part's buffer ended up twice the
+    // part's size.
     let mut buf = Vec::new();
-    reader.take(limit).read_to_end(&mut buf).await.map_err(|e| io_error(labels, key, e))?;
+    let first = limit.min(READ_FIRST_CHUNK);
+    (&mut *reader).take(first).read_to_end(&mut buf).await.map_err(io)?;
+    if (buf.len() as u64) < first {
+        return Ok(buf);
+    }
+    let rest = limit - first;
+    // The slack keeps the reader's end-of-data probe from growing it.
+    buf.reserve_exact(rest as usize + READ_SLACK);
+    reader.take(rest).read_to_end(&mut buf).await.map_err(io)?;
     Ok(buf)
 }
+
+/// `read_up_to` grows its buffer as data arrives up to this many bytes.
+const READ_FIRST_CHUNK: u64 = 64 << 10;
+/// Spare room `read_up_to` reserves past its limit: tokio's `read_to_end`
+/// asks for 32 bytes more whenever the buffer is full.
+const READ_SLACK: usize = 64;
 
 fn io_error(labels: &Arc<Labels>, key: &str, e: std::io::Error) -> PluginError {
     PluginError {
