@@ -173,7 +173,7 @@ async fn apply_segments(
     let mut sink: Option<FileSink> = Some(FileSink::new(file, 0));
     let mut hashes = hashes;
     let mut downloaded = 0u64;
-    let temp_for = |n: &SegmentName| sidecar(tmp, &format!(".{:04x}-{:016x}-{:016x}.seg", n.level, n.min_txid, n.max_txid));
+    let temp_for = |n: &SegmentName| sidecar(tmp, &format!(".{}", n.file_name()));
     let mut downloads = futures::stream::iter(plan.iter().copied())
         .map(|name| {
             let path = temp_for(&name);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Where segment `name` is spooled in the spool directory `dir`.
 pub fn spool_path(dir: &Path, name: &SegmentName) -> PathBuf {
-    dir.join(format!("{:04x}-{:016x}-{:016x}.seg", name.level, name.min_txid, name.max_txid))
+    dir.join(name.file_name())
 }
 
 /// Segments in a spool directory, oldest first.
@@ -17,18 +17,12 @@ pub fn list_spool(dir: &Path) -> io::Result<Vec<SpoolEntry>> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let file_name = entry.file_name();
-        let Some(name) = file_name.to_str().and_then(parse_spool_name) else { continue };
+        let Some(name) = file_name.to_str().and_then(SegmentName::parse_file_name) else { continue };
         let meta = entry.metadata()?;
         out.push(SpoolEntry { name, path: entry.path(), size: meta.len(), timestamp_ms: 0 });
     }
     out.sort_by_key(|e| (e.name.max_txid, e.name.level));
     Ok(out)
-}
-
-fn parse_spool_name(file: &str) -> Option<SegmentName> {
-    let stem = file.strip_suffix(".seg")?;
-    let (level, rest) = stem.split_once('-')?;
-    SegmentName::parse(&format!("{level}/{rest}.seg"))
 }
 
 /// Temp files of a process that died mid-write (named `*.PID.tmp`).

@@ -183,6 +183,18 @@ impl SegmentName {
         format!("{:04x}/{:016x}-{:016x}.seg", self.level, self.min_txid, self.max_txid)
     }
 
+    /// The key flattened into one file name, `<level>-<min>-<max>.seg`:
+    /// how local copies (the spool, restore's downloads) are named.
+    pub fn file_name(&self) -> String {
+        self.key().replacen('/', "-", 1)
+    }
+
+    /// Parse a `file_name`; `None` for other files.
+    pub fn parse_file_name(file: &str) -> Option<SegmentName> {
+        let (level, rest) = file.split_once('-')?;
+        SegmentName::parse(&format!("{level}/{rest}"))
+    }
+
     /// Parse a key relative to the replica root; `None` for other objects.
     pub fn parse(key: &str) -> Option<SegmentName> {
         let (level, rest) = key.split_once('/')?;
@@ -235,6 +247,15 @@ impl std::fmt::Display for SegmentName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_name_is_the_key_flattened_and_parses_back() {
+        let name = SegmentName { level: 9, min_txid: 1, max_txid: 0x2a };
+        assert_eq!(name.file_name(), "0009-0000000000000001-000000000000002a.seg");
+        assert_eq!(SegmentName::parse_file_name(&name.file_name()), Some(name));
+        assert_eq!(SegmentName::parse_file_name("0009-0000000000000001-000000000000002a.seg.123.tmp"), None);
+        assert_eq!(SegmentName::parse_file_name("state.0"), None);
+    }
 
     #[test]
     fn header_roundtrip_and_corruption() {
