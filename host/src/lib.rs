@@ -27,7 +27,7 @@
 //!   what the engine runs.
 //! - `replicate`: the per-database loop: watch, capture, checkpoint, feed
 //!   one task per replica, keep the spool bounded.
-//! - `watch`: one inotify watcher for the process, waking a database's
+//! - `file_watch`: one inotify watcher for the process, waking a database's
 //!   loop when its files change.
 //! - `metrics`: Prometheus metrics, Litestream's set with a `sluice_`
 //!   prefix.
@@ -50,4 +50,4 @@ pub mod restore;
 pub mod config;
 pub mod replicate;
 pub mod metrics;
-pub mod watch;
+pub mod file_watch;

@@ -105,7 +105,7 @@ fn refuse_directory_holding(db: &Path, store: &PluginStore, replica: &str) -> an
 pub async fn run(runtime: Arc<Runtime>, dbs: Vec<DatabaseSpec>, opts: Options, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let plugins = Arc::new(Plugins::default());
     let health = Health::default();
-    let files = if opts.once { None } else { crate::watch::FileWatch::new() };
+    let files = if opts.once { None } else { crate::file_watch::FileWatch::new() };
     if let Some((url, every)) = opts.heartbeat.clone() {
         tokio::spawn(heartbeat(url, every, health.clone(), shutdown.clone()));
     }
@@ -135,7 +135,7 @@ struct Replica {
 
 /// Sleep until the pacer's next look, a file-watch notification it
 /// listens for (then until its batch allows the sync), or shutdown.
-async fn wait_for_next_look(pacer: &mut Pacer<Stamp>, wake: Option<&crate::watch::Subscription>, shutdown: &mut watch::Receiver<bool>) {
+async fn wait_for_next_look(pacer: &mut Pacer<Stamp>, wake: Option<&crate::file_watch::Subscription>, shutdown: &mut watch::Receiver<bool>) {
     let next = pacer.next_look(tokio::time::Instant::now());
     let notified = async {
         match wake {
@@ -218,7 +218,7 @@ struct Running {
 
 /// Replicate one database until `shutdown` (or once): start, the loop of
 /// looks and syncs, then the final shipping.
-async fn run_db(common: Common, spec: DatabaseSpec, mut shutdown: watch::Receiver<bool>, wake: Option<crate::watch::Subscription>) -> anyhow::Result<()> {
+async fn run_db(common: Common, spec: DatabaseSpec, mut shutdown: watch::Receiver<bool>, wake: Option<crate::file_watch::Subscription>) -> anyhow::Result<()> {
     let Some(running) = start_db(&common, &spec, &mut shutdown).await? else {
         return Ok(());
     };
@@ -278,7 +278,7 @@ async fn start_db(common: &Common, spec: &DatabaseSpec, shutdown: &mut watch::Re
 impl Running {
     /// Look, sync and sleep until `shutdown` (or once); the decisions are
     /// `Pacer`'s, this is the I/O around them. Ends with a final sync.
-    async fn pace(&self, spec: &DatabaseSpec, opts: &Options, shutdown: &mut watch::Receiver<bool>, mut wake: Option<crate::watch::Subscription>) {
+    async fn pace(&self, spec: &DatabaseSpec, opts: &Options, shutdown: &mut watch::Receiver<bool>, mut wake: Option<crate::file_watch::Subscription>) {
         let Running { database, capturer, meta, replicas, txid_tx, .. } = self;
         // Writes arriving within this long of a sync wait for the next one.
         let batch = spec.replicas.iter().map(|r| r.sync_interval).min().unwrap_or(spec.monitor_interval);
