@@ -101,10 +101,6 @@ impl Runtime {
     pub(super) fn client(&self) -> &super::http::LazyClient {
         &self.client
     }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
 }
 
 fn load_error(source: &str, msg: String) -> PluginError {
