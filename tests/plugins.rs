@@ -15,7 +15,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[path = "common/hostile.rs"]
@@ -32,9 +32,10 @@ fn component_cache() -> PathBuf {
 
 /// Tests that measure memory or time, or push the sandbox, run one at a
 /// time so they do not disturb each other's figures on a small machine.
-fn exclusive() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// An async lock: the guard is held across the test's awaits.
+async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// A runtime, both plugins, and a scratch directory.
@@ -319,7 +320,7 @@ fn plugin_info_reads_a_third_party_plugin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_bomb_is_stopped_at_the_limit() {
-    let _x = exclusive();
+    let _x = exclusive().await;
     let fx = fixture().await;
     let sandbox = SandboxConfig { memory_mib: Some(64), ..Default::default() };
     let store = fx.hostile("memory", &[("mode", "memory"), ("mib", "16")], sandbox);
@@ -345,7 +346,7 @@ async fn memory_bomb_is_stopped_at_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_is_stopped_by_the_cpu_budget() {
-    let _x = exclusive();
+    let _x = exclusive().await;
     let fx = fixture().await;
     let sandbox = SandboxConfig { cpu_ms: Some(300), ..Default::default() };
     let store = fx.hostile("spin", &[("mode", "spin"), ("ms", "20")], sandbox);
@@ -417,7 +418,7 @@ impl TinyServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_outside_the_allowlist_are_refused() {
-    let _x = exclusive();
+    let _x = exclusive().await;
     let server = TinyServer::start();
     let port = server.port;
     let fx = fixture().await;
@@ -460,7 +461,7 @@ async fn requests_outside_the_allowlist_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_outside_the_granted_directory_are_unreachable() {
-    let _x = exclusive();
+    let _x = exclusive().await;
     let fx = fixture().await;
     let granted = fx.replica_dir("file");
     std::fs::create_dir_all(&granted).unwrap();
@@ -514,7 +515,7 @@ async fn files_outside_the_granted_directory_are_unreachable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panic_becomes_a_trap_with_the_message() {
-    let _x = exclusive();
+    let _x = exclusive().await;
     let fx = fixture().await;
     let marker = "HOSTILE-PANIC-MARKER-3141";
     let store = fx.hostile("panic", &[("mode", "panic"), ("message", marker)], SandboxConfig::default());
@@ -556,7 +557,7 @@ fn vm_rss_kib() -> u64 {
 
 #[tokio::test]
 async fn a_thousand_idle_stores_hold_no_instances() {
-    let _x = exclusive();
+    let _x = exclusive().await;
     let fx = fixture().await;
     // Warm up: one session, so lazily initialised machinery is counted before.
     let warm = fx.hostile("idle-warmup", &[("mode", "noop")], SandboxConfig::default());
@@ -603,7 +604,7 @@ async fn a_thousand_idle_stores_hold_no_instances() {
 /// memory but no live slot, and freed once idle for `WARM_IDLE`.
 #[tokio::test]
 async fn warm_sessions_hold_no_live_slot_and_expire() {
-    let _x = exclusive();
+    let _x = exclusive().await;
     let fx = fixture().await;
     let busy = fx.hostile("warm-busy", &[("mode", "noop")], SandboxConfig::default());
     let mut session = busy.small_io_session().await.unwrap();
@@ -646,7 +647,7 @@ async fn warm_sessions_hold_no_live_slot_and_expire() {
 /// crash (the panic message, which comes last).
 #[tokio::test]
 async fn chatty_plugin_keeps_working_and_panic_tail_is_kept() {
-    let _x = exclusive();
+    let _x = exclusive().await;
     let fx = fixture().await;
     let marker = "HOSTILE-PANIC-AFTER-CHATTER";
     let store = fx.hostile("chatty", &[("mode", "panic"), ("message", marker), ("stderr-kib", "40")], SandboxConfig::default());
@@ -663,7 +664,7 @@ async fn chatty_plugin_keeps_working_and_panic_tail_is_kept() {
 /// not as the memory limit.
 #[tokio::test]
 async fn handled_allocation_failure_does_not_taint_later_traps() {
-    let _x = exclusive();
+    let _x = exclusive().await;
     let fx = fixture().await;
     let sandbox = SandboxConfig { memory_mib: Some(64), ..Default::default() };
     let store = fx.hostile("graceful", &[("mode", "memory"), ("mib", "1"), ("message", "LATER-PANIC")], sandbox);

@@ -17,7 +17,7 @@ use crate::checksum::PageHashes;
 use crate::wal::WalPos;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,15 +30,15 @@ use xxhash_rust::xxh3::xxh3_64;
 /// last 30 s, reading each one's deletion time).
 const SLOT_FILES: [&str; 2] = ["state.0", "state.1"];
 /// Opens a slot: magic, sequence number, payload length, xxh3 of the
-/// payload (all little-endian u64 after the magic).
+/// payload (all little-endian u64 after the magic). The payload is one
+/// line of JSON, then the page hashes (little-endian u64s).
 const SLOT_MAGIC: &[u8; 8] = b"SLCSTAT1";
 const SLOT_HEADER: usize = 32;
-/// A slot's payload (and the whole of the older single-file layout): one
-/// line of JSON, then the page hashes (little-endian u64s).
-const STATE_FILE: &str = "state";
-/// Earlier builds kept the JSON and the hashes in two files; still read.
-const LEGACY_STATE_FILE: &str = "state.json";
-const LEGACY_HASHES_FILE: &str = "pages.hash";
+/// Files of the state layouts of earlier development builds: a single
+/// file holding one payload, and before it the JSON and the hashes in two.
+/// They are not read: with no slot beside them their presence is reported,
+/// and `reset` removes them.
+const EARLIER_LAYOUT_FILES: [&str; 3] = ["state", "state.json", "pages.hash"];
 const SPOOL_DIR: &str = "spool";
 /// Bumped when the state layout changes; an unknown version means a
 /// fresh snapshot rather than a misread.
@@ -72,6 +72,17 @@ pub struct State {
     pub db_stamp: Option<(u64, i64)>,
 }
 
+/// What `MetaDir::read_slots` found.
+#[derive(Debug, Default)]
+struct SlotScan {
+    /// The intact slot with the highest sequence number, and its payload.
+    newest: Option<(u64, Vec<u8>)>,
+    /// Whether any slot file exists at all.
+    any: bool,
+    /// A slot file that opens with another layout's magic.
+    foreign: Option<&'static str>,
+}
+
 /// The meta directory of one database.
 #[derive(Debug, Clone)]
 pub struct MetaDir {
@@ -87,8 +98,6 @@ struct Slots {
     /// Kept open: a save is then one write.
     files: [Option<File>; 2],
     lens: [u64; 2],
-    /// The single-file and two-file layouts of earlier builds are gone.
-    legacy_removed: bool,
 }
 
 impl MetaDir {
@@ -117,54 +126,54 @@ impl MetaDir {
         self.dir.join(format!("{what}.{}.tmp", std::process::id()))
     }
 
-    /// Load state and page hashes; `None` when absent, unreadable, or
-    /// inconsistent (the caller then starts over with a snapshot).
+    /// Load state and page hashes; `None` when absent, unreadable,
+    /// inconsistent, or of another layout (the caller then starts over
+    /// with a snapshot). All but a first run's absence are logged.
     pub fn load(&self) -> Option<(State, PageHashes)> {
-        let (newest, any_slot) = self.read_slots();
+        let scan = self.read_slots();
         if let Ok(mut slots) = self.slots.lock() {
-            slots.seq = Some(newest.as_ref().map_or(0, |(seq, _)| *seq));
+            slots.seq = Some(scan.newest.as_ref().map_or(0, |(seq, _)| *seq));
         }
-        let bytes = match newest {
+        let bytes = match scan.newest {
             Some((_, payload)) => payload,
-            None if any_slot => {
-                tracing::warn!("no intact local state in {} (crash mid-write?); a new snapshot will be taken", self.dir.display());
+            None => {
+                if let Some(name) = scan.foreign {
+                    tracing::warn!("local state {} is not in this build's layout; it is not read, and a new snapshot will be taken", self.dir.join(name).display());
+                } else if scan.any {
+                    tracing::warn!("no intact local state in {} (crash mid-write?); a new snapshot will be taken", self.dir.display());
+                } else if let Some(name) = EARLIER_LAYOUT_FILES.into_iter().find(|f| self.dir.join(f).exists()) {
+                    tracing::warn!("local state {} is in the layout of an earlier build, which this one does not read; a new snapshot will be taken", self.dir.join(name).display());
+                }
                 return None;
             }
-            None => match fs::read(self.dir.join(STATE_FILE)) {
-                Ok(bytes) => bytes,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let (text, raw) = self.load_legacy()?;
-                    return self.decode(text, raw);
-                }
-                Err(_) => return None,
-            },
         };
         let (text, raw) = self.split_payload(bytes)?;
         self.decode(text, raw)
     }
 
-    /// The intact slot with the highest sequence number, and whether any
-    /// slot file exists at all.
-    fn read_slots(&self) -> (Option<(u64, Vec<u8>)>, bool) {
-        let mut newest: Option<(u64, Vec<u8>)> = None;
-        let mut any = false;
+    /// Read both slot files.
+    fn read_slots(&self) -> SlotScan {
+        let mut scan = SlotScan::default();
         for name in SLOT_FILES {
             let bytes = match fs::read(self.dir.join(name)) {
                 Ok(b) => b,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(_) => {
-                    any = true;
+                    scan.any = true;
                     continue;
                 }
             };
-            any = true;
-            if let Some((seq, payload)) = parse_slot(&bytes)
-                && newest.as_ref().is_none_or(|(s, _)| seq > *s)
-            {
-                newest = Some((seq, payload.to_vec()));
+            scan.any = true;
+            match parse_slot(&bytes) {
+                Some((seq, payload)) if scan.newest.as_ref().is_none_or(|(s, _)| seq > *s) => scan.newest = Some((seq, payload.to_vec())),
+                Some(_) => {}
+                // A torn first write can leave zeros (or nothing) where the
+                // magic goes; other bytes there are another layout's.
+                None if bytes.get(..8).is_some_and(|m| m != SLOT_MAGIC && m.iter().any(|&b| b != 0)) => scan.foreign = Some(name),
+                None => {}
             }
         }
-        (newest, any)
+        scan
     }
 
     /// The JSON line and the hashes after it.
@@ -186,6 +195,7 @@ impl MetaDir {
             }
         };
         if state.version != STATE_VERSION {
+            tracing::warn!("local state in {} has layout version {}, this build reads {STATE_VERSION}; it is not read, and a new snapshot will be taken", self.dir.display(), state.version);
             return None;
         }
         let hashes: Vec<u64> = raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
@@ -195,13 +205,6 @@ impl MetaDir {
             return None;
         }
         Some((state, hashes))
-    }
-
-    fn load_legacy(&self) -> Option<(String, Vec<u8>)> {
-        let text = fs::read_to_string(self.dir.join(LEGACY_STATE_FILE)).ok()?;
-        let mut raw = Vec::new();
-        File::open(self.dir.join(LEGACY_HASHES_FILE)).ok()?.read_to_end(&mut raw).ok()?;
-        Some((text, raw))
     }
 
     /// Persist state and page hashes together, into the older slot.
@@ -224,7 +227,7 @@ impl MetaDir {
         let mut slots = self.slots.lock().map_err(|_| io::Error::other("local state lock poisoned by an earlier panic"))?;
         let seq = match slots.seq {
             Some(seq) => seq,
-            None => self.read_slots().0.map_or(0, |(seq, _)| seq),
+            None => self.read_slots().newest.map_or(0, |(seq, _)| seq),
         } + 1;
         let payload_len = (bytes.len() - SLOT_HEADER) as u64;
         let digest = xxh3_64(&bytes[SLOT_HEADER..]);
@@ -257,13 +260,6 @@ impl MetaDir {
         }
         slots.files[i] = Some(file);
         slots.seq = Some(seq);
-        if !slots.legacy_removed {
-            // Read only while no slot exists; now one does.
-            for f in [STATE_FILE, LEGACY_STATE_FILE, LEGACY_HASHES_FILE] {
-                remove_if_exists(&self.dir.join(f))?;
-            }
-            slots.legacy_removed = true;
-        }
         Ok(())
     }
 
@@ -272,7 +268,7 @@ impl MetaDir {
         if let Ok(mut slots) = self.slots.lock() {
             *slots = Slots::default();
         }
-        for f in SLOT_FILES.into_iter().chain([STATE_FILE, LEGACY_STATE_FILE, LEGACY_HASHES_FILE]) {
+        for f in SLOT_FILES.into_iter().chain(EARLIER_LAYOUT_FILES) {
             remove_if_exists(&self.dir.join(f))?;
         }
         Ok(())
@@ -352,6 +348,13 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
 
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Size and modification time (ns) of a file, to notice it was written.
+pub fn file_stamp(path: &Path) -> Option<(u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    Some((m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()))
 }
 
 #[cfg(test)]
@@ -434,34 +437,58 @@ mod tests {
     }
 
     #[test]
-    fn earlier_layouts_load_and_are_replaced() {
+    fn other_layouts_are_reported_not_read() {
         let dir = tempfile::tempdir().unwrap();
         let meta = MetaDir::open(dir.path().join("m")).unwrap();
         let (state, hashes) = sample(7);
         let raw: Vec<u8> = hashes.as_slice().iter().flat_map(|h| h.to_le_bytes()).collect();
-        // The single file of earlier builds: a JSON line, then the hashes.
+        // The single file of earlier builds (a slot's payload), and the two
+        // files before that.
         let mut single = serde_json::to_vec(&state).unwrap();
         single.push(b'\n');
         single.extend_from_slice(&raw);
-        std::fs::write(meta.path().join(STATE_FILE), &single).unwrap();
-        assert_eq!(meta.load().unwrap(), (state.clone(), hashes.clone()));
-        std::fs::remove_file(meta.path().join(STATE_FILE)).unwrap();
-        // The two files before that.
-        std::fs::write(meta.path().join(LEGACY_STATE_FILE), serde_json::to_vec_pretty(&state).unwrap()).unwrap();
-        std::fs::write(meta.path().join(LEGACY_HASHES_FILE), &raw).unwrap();
-        assert_eq!(meta.load().unwrap(), (state.clone(), hashes.clone()));
-        let (newer, newer_hashes) = sample(8);
-        meta.save(&newer, &newer_hashes).unwrap();
-        assert!(!meta.path().join(LEGACY_STATE_FILE).exists() && !meta.path().join(LEGACY_HASHES_FILE).exists());
-        assert_eq!(meta.load().unwrap(), (newer, newer_hashes));
-        meta.reset().unwrap();
-        assert!(meta.load().is_none());
+        let layouts = [vec![("state", single)], vec![("state.json", serde_json::to_vec_pretty(&state).unwrap()), ("pages.hash", raw)]];
+        for files in layouts {
+            for (name, bytes) in &files {
+                std::fs::write(meta.path().join(name), bytes).unwrap();
+            }
+            let (loaded, log) = crate::logging::capture(|| meta.load());
+            assert_eq!(loaded, None);
+            let reported = meta.path().join(files[0].0);
+            assert!(log.contains(&format!("local state {} is in the layout of an earlier build", reported.display())), "{log}");
+            // The first save starts the current layout, which is read from then on.
+            meta.save(&state, &hashes).unwrap();
+            let (loaded, log) = crate::logging::capture(|| meta.load());
+            assert_eq!(loaded, Some((state.clone(), hashes.clone())));
+            assert!(!log.contains("WARN"), "{log}");
+            // Reset forgets the earlier files too.
+            meta.reset().unwrap();
+            assert!(EARLIER_LAYOUT_FILES.iter().chain(&SLOT_FILES).all(|f| !meta.path().join(f).exists()));
+        }
+        // A slot of another layout version, and a slot file of another
+        // layout altogether, are not read either, and say so.
+        meta.save(&state, &hashes).unwrap();
+        let slot = SLOT_FILES.into_iter().map(|f| meta.path().join(f)).find(|p| p.exists()).unwrap();
+        let mut bytes = std::fs::read(&slot).unwrap();
+        let json_end = SLOT_HEADER + bytes[SLOT_HEADER..].iter().position(|&b| b == b'\n').unwrap();
+        let text = String::from_utf8(bytes[SLOT_HEADER..json_end].to_vec()).unwrap().replace(&format!("\"version\":{STATE_VERSION}"), &format!("\"version\":{}", STATE_VERSION + 1));
+        bytes.splice(SLOT_HEADER..json_end, text.into_bytes());
+        let digest = xxh3_64(&bytes[SLOT_HEADER..]);
+        bytes[24..32].copy_from_slice(&digest.to_le_bytes());
+        std::fs::write(&slot, &bytes).unwrap();
+        let (loaded, log) = crate::logging::capture(|| MetaDir::open(meta.path().to_path_buf()).unwrap().load());
+        assert_eq!(loaded, None);
+        assert!(log.contains(&format!("has layout version {}, this build reads {STATE_VERSION}", STATE_VERSION + 1)), "{log}");
+        bytes[..8].copy_from_slice(b"SLCSTAT2");
+        std::fs::write(&slot, &bytes).unwrap();
+        let (loaded, log) = crate::logging::capture(|| MetaDir::open(meta.path().to_path_buf()).unwrap().load());
+        assert_eq!(loaded, None);
+        assert!(log.contains(&format!("local state {} is not in this build's layout", slot.display())), "{log}");
+        // Zeros where the magic goes are a torn first write, not a layout.
+        bytes[..8].fill(0);
+        std::fs::write(&slot, &bytes).unwrap();
+        let (loaded, log) = crate::logging::capture(|| MetaDir::open(meta.path().to_path_buf()).unwrap().load());
+        assert_eq!(loaded, None);
+        assert!(log.contains("crash mid-write?"), "{log}");
     }
-}
-
-/// Size and modification time (ns) of a file, to notice it was written.
-pub fn file_stamp(path: &Path) -> Option<(u64, i64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = fs::metadata(path).ok()?;
-    Some((m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()))
 }

@@ -122,12 +122,11 @@ impl PeakRss {
     fn follow(pid: u32) -> PeakRss {
         PeakRss(std::thread::spawn(move || {
             let mut peak_kb = 0;
-            loop {
-                let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { break };
-                let Some(kb) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                else {
-                    break; // a zombie has no address space left
-                };
+            // Until the child is gone, or a zombie with no address space left.
+            while let Some(kb) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|status| status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
+            {
                 peak_kb = peak_kb.max(kb);
                 std::thread::sleep(RSS_POLL);
             }

@@ -22,7 +22,7 @@ pub fn databases(config_path: Option<&PathBuf>, expand: bool, json: bool) -> any
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("{:<40} {}", "path", "replicas");
+    println!("{:<40} replicas", "path");
     for d in &resolved.dbs {
         let names: Vec<String> = d.replicas.iter().map(|r| format!("{} ({})", r.name, r.url)).collect();
         println!("{:<40} {}", d.path.display(), names.join(", "));
@@ -59,10 +59,10 @@ pub fn status(config_path: Option<&PathBuf>, expand: bool, db: Option<&str>, jso
     let resolved = config::resolve(&file)?;
     let mut rows = Vec::new();
     for d in &resolved.dbs {
-        if let Some(want) = db {
-            if std::path::absolute(config::resolve::db_path(want))? != d.path {
-                continue;
-            }
+        if let Some(want) = db
+            && std::path::absolute(config::resolve::db_path(want))? != d.path
+        {
+            continue;
         }
         let meta_dir = d.meta_path.clone().unwrap_or_else(|| MetaDir::default_for(&d.path));
         let state = MetaDir::open(meta_dir.clone()).ok().and_then(|m| m.load());

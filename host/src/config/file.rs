@@ -173,10 +173,10 @@ fn collect_unknown(extra: &BTreeMap<String, serde_yaml::Value>, out: &mut Vec<St
 /// Litestream's default config locations, then ours.
 pub fn default_path() -> Option<PathBuf> {
     for var in ["SLUICE_CONFIG", "LITESTREAM_CONFIG"] {
-        if let Ok(p) = std::env::var(var) {
-            if !p.is_empty() {
-                return Some(PathBuf::from(p));
-            }
+        if let Ok(p) = std::env::var(var)
+            && !p.is_empty()
+        {
+            return Some(PathBuf::from(p));
         }
     }
     ["/etc/sluice.yml", "/etc/litestream.yml"].iter().map(PathBuf::from).find(|p| p.exists())

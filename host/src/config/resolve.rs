@@ -64,8 +64,6 @@ pub struct Resolved {
     pub dbs: Vec<DatabaseSpec>,
     pub addr: Option<String>,
     pub exec: Option<String>,
-    pub log_level: Option<String>,
-    pub log_json: bool,
     pub shutdown_sync_timeout: Duration,
     /// `heartbeat-url` and how often to ping it.
     pub heartbeat: Option<(String, Duration)>,
@@ -283,8 +281,6 @@ pub fn resolve(cfg: &FileConfig) -> anyhow::Result<Resolved> {
         dbs,
         addr: cfg.addr.clone().filter(|a| !a.is_empty()),
         exec: cfg.exec.clone().filter(|e| !e.is_empty()),
-        log_level: cfg.logging.level.clone(),
-        log_json: cfg.logging.kind.as_deref() == Some("json"),
         shutdown_sync_timeout: opt_duration(&cfg.shutdown_sync_timeout, "shutdown-sync-timeout", DEFAULT_SHUTDOWN_SYNC_TIMEOUT)?,
         heartbeat: match cfg.heartbeat_url.clone().filter(|u| !u.is_empty()) {
             Some(url) => Some((url, opt_duration(&cfg.heartbeat_interval, "heartbeat-interval", DEFAULT_HEARTBEAT_INTERVAL)?)),

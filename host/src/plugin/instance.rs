@@ -252,6 +252,10 @@ impl Instance {
         call!(self, "head", format!("head {key}"), [key = key.to_string()], |b, s, h| b.sluice_storage_backend().store().call_head(s, h, key))
     }
 
+    // `call!` expands the body twice: `cursor` is an `Option<&str>` here,
+    // but an `&Option<String>` in the copy for a blocking thread, which
+    // needs the `as_deref`.
+    #[allow(clippy::needless_option_as_deref)]
     pub async fn list(&mut self, prefix: &str, cursor: Option<&str>, max_keys: u32) -> Result<ListPage, PluginError> {
         call!(self, "list", if prefix.is_empty() { "list".to_string() } else { format!("list {prefix}") }, [prefix = prefix.to_string(), cursor = cursor.map(str::to_string)], |b, s, h| b
             .sluice_storage_backend()
@@ -273,6 +277,8 @@ impl Instance {
             .call_create_upload(s, h, key, options))
     }
 
+    // As for `list`: `sha256` is an `&Option<Vec<u8>>` on a blocking thread.
+    #[allow(clippy::needless_option_as_deref)]
     pub async fn upload_part(
         &mut self,
         key: &str,

@@ -27,7 +27,7 @@ pub struct Runtime {
     client: super::http::LazyClient,
     permits: Arc<Semaphore>,
     warm: Arc<Semaphore>,
-    cache_dir: Option<PathBuf>,
+    cache: Option<cache::Cache>,
     /// The epoch clock's thread, woken when an instance starts.
     clock: std::sync::OnceLock<std::thread::Thread>,
 }
@@ -51,7 +51,7 @@ impl Runtime {
             client: super::http::LazyClient::default(),
             permits: Arc::new(Semaphore::new(MAX_LIVE_INSTANCES)),
             warm: Arc::new(Semaphore::new(MAX_WARM_INSTANCES)),
-            cache_dir,
+            cache: cache_dir.map(cache::Cache::new),
             clock: std::sync::OnceLock::new(),
         });
         start_epoch_clock(Arc::downgrade(&runtime));
@@ -84,7 +84,7 @@ impl Runtime {
 
     /// `load`, given the bytes' SHA-256 (hex) when it is already known.
     async fn load_known(self: &Arc<Self>, wasm: &[u8], sha256: Option<&str>, source: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let component = cache::load(&self.engine, wasm, sha256, self.cache_dir.as_deref())
+        let component = cache::load(&self.engine, wasm, sha256, self.cache.as_ref())
             .map_err(|e| load_error(source, format!("not a valid WebAssembly component: {e:#}")))?;
         let pre = self
             .linker
@@ -100,10 +100,6 @@ impl Runtime {
 
     pub(super) fn client(&self) -> &super::http::LazyClient {
         &self.client
-    }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
     }
 }
 

@@ -107,7 +107,7 @@ impl SandboxConfig {
 fn local_dir_of_url(url: &str) -> std::io::Result<PathBuf> {
     let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
     if !url.contains("://") {
-        return Ok(std::path::absolute(url)?);
+        return std::path::absolute(url);
     }
     let parsed = url::Url::parse(url).map_err(|e| invalid(format!("bad replica URL {url}: {e}")))?;
     if parsed.scheme() != "file" {

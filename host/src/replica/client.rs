@@ -26,7 +26,7 @@ pub type Listing = BTreeMap<SegmentName, RemoteSegment>;
 pub struct RemoteSegment {
     pub size: u64,
     /// Milliseconds since the epoch of the segment's last transaction,
-    /// from object metadata (0 if absent).
+    /// taken from its upload time (0 if the store reports none).
     pub timestamp_ms: i64,
     pub modified_ms: Option<u64>,
 }
@@ -91,16 +91,9 @@ async fn list_inner(store: &PluginStore) -> Result<Listing, ReplicaError> {
         let page = retry!(session.list("", cursor.as_deref(), LIST_PAGE))?;
         for o in page.objects {
             let Some(name) = SegmentName::parse(&o.key) else { continue };
-            // Segments carry no metadata now, but earlier builds set
-            // `timestamp` and a store may list it. Otherwise the upload time
-            // is within a sync of the segment's own timestamp.
-            let timestamp_ms = o
-                .metadata
-                .iter()
-                .find(|(k, _)| k == "timestamp")
-                .and_then(|(_, v)| parse_rfc3339(v))
-                .or(o.modified_ms.map(|m| m as i64))
-                .unwrap_or(0);
+            // Segments carry no metadata: the upload time is within a sync
+            // of the segment's own timestamp.
+            let timestamp_ms = o.modified_ms.map_or(0, |m| m as i64);
             out.insert(name, RemoteSegment { size: o.size, timestamp_ms, modified_ms: o.modified_ms });
         }
         match page.next_cursor {

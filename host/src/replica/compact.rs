@@ -351,7 +351,13 @@ mod tests {
         assert_eq!(bytes, std::fs::read(&out).unwrap());
         assert_eq!((header.min_txid, header.max_txid, header.db_pages, header.post_checksum), (1, 4, 4, 1004));
         let mut pages = Vec::new();
-        SegmentReader::from_bytes(bytes).unwrap().for_each_page(|p, d| Ok(pages.push((p, d[0])))).unwrap();
+        SegmentReader::from_bytes(bytes)
+            .unwrap()
+            .for_each_page(|p, d| {
+                pages.push((p, d[0]));
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(pages, vec![(1, 3), (2, 2), (4, 4)]);
     }
 
@@ -364,7 +370,7 @@ mod tests {
         bad[at] ^= 1;
         let name = SegmentName { level: 0, min_txid: 2, max_txid: 2 };
         let inputs = vec![Input::Fetched(SegmentName { level: 0, min_txid: 1, max_txid: 1 }, segment(1, 1, &[(1, 1)], 1)), Input::Fetched(name, bad)];
-        let err = merge(inputs, &dir.path().join("s"), None).err().expect("merge of a damaged input must fail");
+        let err = merge(inputs, &dir.path().join("s"), None).expect_err("merge of a damaged input must fail");
         assert!(err.to_string().contains(&name.to_string()), "{err}");
     }
 
@@ -408,7 +414,13 @@ mod tests {
     fn applied(segments: &[Vec<u8>]) -> std::collections::BTreeMap<u32, Vec<u8>> {
         let mut db = std::collections::BTreeMap::new();
         for bytes in segments {
-            SegmentReader::from_bytes(bytes.clone()).unwrap().for_each_page(|p, d| Ok(drop(db.insert(p, d.to_vec())))).unwrap();
+            SegmentReader::from_bytes(bytes.clone())
+                .unwrap()
+                .for_each_page(|p, d| {
+                    db.insert(p, d.to_vec());
+                    Ok(())
+                })
+                .unwrap();
         }
         db
     }
@@ -466,7 +478,7 @@ mod tests {
         let hash = xxhash_rust::xxh3::xxh3_64(&bad[crate::segment::format::HEADER_SIZE..end]);
         bad[end..end + 8].copy_from_slice(&hash.to_be_bytes());
         let inputs = [tagged_segment(1, [1], 1), bad];
-        let err = merge(fetched(&inputs), &dir.path().join("s"), None).err().expect("a damaged block must not be copied");
+        let err = merge(fetched(&inputs), &dir.path().join("s"), None).expect_err("a damaged block must not be copied");
         assert!(err.to_string().contains("0000/0000000000000002-0000000000000002.seg"), "{err}");
     }
 }

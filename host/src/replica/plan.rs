@@ -4,7 +4,7 @@
 
 use super::client::Listing;
 use crate::segment::SegmentName;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque, btree_map::Entry};
 
 /// What to restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,8 +82,8 @@ fn chains(listing: &Listing, from: u64, limit: u64) -> BTreeMap<u64, Option<&Seg
     let mut queue = VecDeque::from([from]);
     while let Some(end) = queue.pop_front() {
         for n in by_start.get(&(end + 1)).into_iter().flatten() {
-            if !came_from.contains_key(&n.max_txid) {
-                came_from.insert(n.max_txid, Some(n));
+            if let Entry::Vacant(slot) = came_from.entry(n.max_txid) {
+                slot.insert(Some(n));
                 queue.push_back(n.max_txid);
             }
         }

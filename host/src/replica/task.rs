@@ -230,10 +230,11 @@ impl ReplicaTask {
             tracing::debug!(replica = %self.settings.name, "compacted {} segments into {name}", inputs.len());
             self.listing().await?.insert(name, remote);
         }
-        if let Some(ts) = newest_snapshot_ms(self.listing().await?) {
-            if !self.settings.snapshot_interval.is_zero() && now_ms() - ts >= self.settings.snapshot_interval.as_millis() as i64 {
-                self.shared.wants_snapshot.store(true, Ordering::SeqCst);
-            }
+        if let Some(ts) = newest_snapshot_ms(self.listing().await?)
+            && !self.settings.snapshot_interval.is_zero()
+            && now_ms() - ts >= self.settings.snapshot_interval.as_millis() as i64
+        {
+            self.shared.wants_snapshot.store(true, Ordering::SeqCst);
         }
         let cfg = self.settings.retention.clone();
         let doomed = retention::deletable(self.listing().await?, now_ms(), &cfg);
@@ -371,15 +372,11 @@ impl ReplicaTask {
 /// level-0 segment, else a snapshot that gets further.
 pub fn next_to_ship(spool: &[SpoolEntry], shipped: u64, wants_snapshot: bool) -> Option<&SpoolEntry> {
     let newest_snapshot = spool.iter().filter(|e| e.name.is_snapshot()).max_by_key(|e| e.name.max_txid);
-    if wants_snapshot {
-        if let Some(s) = newest_snapshot.filter(|s| s.name.max_txid >= shipped) {
-            return Some(s);
-        }
+    if wants_snapshot && let Some(s) = newest_snapshot.filter(|s| s.name.max_txid >= shipped) {
+        return Some(s);
     }
-    if shipped > 0 {
-        if let Some(e) = spool.iter().find(|e| e.name.level == 0 && e.name.min_txid == shipped + 1) {
-            return Some(e);
-        }
+    if shipped > 0 && let Some(e) = spool.iter().find(|e| e.name.level == 0 && e.name.min_txid == shipped + 1) {
+        return Some(e);
     }
     newest_snapshot.filter(|s| s.name.max_txid > shipped)
 }

@@ -189,10 +189,10 @@ pub fn apply(reader: &mut SegmentReader, sink: &mut dyn PageSink, mut hashes: Op
         sink.write_page(pgno, data)
     })?;
     sink.flush().map_err(FormatError::Io)?;
-    if let Some(h) = hashes {
-        if h.checksum() != header.post_checksum {
-            return Err(ApplyError::PostChecksum { expected: header.post_checksum, found: h.checksum() });
-        }
+    if let Some(h) = hashes
+        && h.checksum() != header.post_checksum
+    {
+        return Err(ApplyError::PostChecksum { expected: header.post_checksum, found: h.checksum() });
     }
     Ok(())
 }

@@ -397,10 +397,20 @@ mod tests {
         let blocks = r.blocks().unwrap();
         assert_eq!(blocks.iter().map(|b| b.pgnos.clone()).collect::<Vec<_>>(), vec![vec![5, 6], vec![1, 2, 5]]);
         let mut got = Vec::new();
-        r.for_each_page_of(&blocks[1], |p, d| Ok(got.push((p, d == &page(p, 512)[..])))).unwrap();
+        r.for_each_page_of(&blocks[1], |p, d| {
+            got.push((p, d == &page(p, 512)[..]));
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(got, vec![(1, true), (2, true), (5, true)]);
         let mut order = Vec::new();
-        SegmentReader::from_bytes(bytes.clone()).unwrap().for_each_page(|p, _| Ok(order.push(p))).unwrap();
+        SegmentReader::from_bytes(bytes.clone())
+            .unwrap()
+            .for_each_page(|p, _| {
+                order.push(p);
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(order, vec![5, 6, 1, 2, 5]);
         // Relabel as version 1, with valid header hash and end marker.
         let mut v1 = bytes;

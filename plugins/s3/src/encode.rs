@@ -1,117 +1,38 @@
-//! Percent-encoding and Base64, small enough to own rather than pull in
-//! crates the plugin would otherwise not need.
+//! Percent-encoding and Base64 as S3 wants them, on the crates aws-sigv4
+//! already brings in.
 
-/// Characters S3 (SigV4) leaves unescaped in a path or query value.
-fn unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
-}
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
-/// Encode as SigV4 expects, so the URL sent and the canonical request the
-/// signer builds are the same bytes. `/` survives only in paths; `+` is
-/// always escaped because some servers decode it as a space.
+/// What SigV4 escapes in a query value or bucket name: everything but its
+/// unreserved characters `A-Za-z0-9-._~` (non-ASCII bytes always).
+const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+/// In a path, `/` too survives.
+const ESCAPED_IN_PATH: &AsciiSet = &ESCAPED.remove(b'/');
+
+/// Encode as SigV4 expects (upper-case hex), so the URL sent and the
+/// canonical request the signer builds are the same bytes. `/` survives
+/// only in paths; `+` is always escaped because some servers decode it as
+/// a space.
 pub fn uri_encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len() + s.len() / 4);
-    for &b in s.as_bytes() {
-        if unreserved(b) || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 15) as usize] as char);
-        }
-    }
-    out
+    utf8_percent_encode(s, if keep_slash { ESCAPED_IN_PATH } else { ESCAPED }).to_string()
 }
-
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Decode `%XX` escapes (invalid ones are kept as written). `+` stays `+`:
 /// replica URLs are paths, not form data.
 pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
-
-/// The standard Base64 alphabet (RFC 4648 section 4).
-const BASE64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-/// Base64's padding character.
-const BASE64_PAD: u8 = b'=';
-/// Base64 writes every 3 bytes as 4 characters.
-const BASE64_GROUP: usize = 4;
 
 /// Standard Base64 with padding, for `Content-MD5` and SSE-C keys.
 pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = BASE64_ALPHABET;
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = (chunk[0] as u32) << 16
-            | (chunk.get(1).copied().unwrap_or(0) as u32) << 8
-            | chunk.get(2).copied().unwrap_or(0) as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64_simd::STANDARD.encode_to_string(data)
 }
 
-/// Decode standard Base64 with padding; `None` for anything else, so a
-/// malformed SSE-C key is refused rather than half-decoded.
+/// Decode standard Base64 with padding; `None` for anything else (missing
+/// padding, non-zero bits past the data), so a malformed SSE-C key is
+/// refused rather than half-decoded.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(BASE64_GROUP) {
-        return None;
-    }
-    let pad = bytes.iter().rev().take_while(|&&b| b == BASE64_PAD).count();
-    if pad > 2 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() / BASE64_GROUP * 3);
-    let mut acc: u32 = 0;
-    for (i, &b) in bytes[..bytes.len() - pad].iter().enumerate() {
-        let value = BASE64_ALPHABET.iter().position(|&a| a == b)? as u32;
-        acc = acc << 6 | value;
-        if i % BASE64_GROUP == BASE64_GROUP - 1 {
-            out.extend_from_slice(&acc.to_be_bytes()[1..]);
-            acc = 0;
-        }
-    }
-    // The last group: 2 or 3 characters carry 1 or 2 bytes; the bits
-    // below them must be zero in canonical Base64.
-    match pad {
-        1 => {
-            if acc & 0b11 != 0 {
-                return None;
-            }
-            out.extend_from_slice(&((acc >> 2) as u16).to_be_bytes());
-        }
-        2 => {
-            if acc & 0b1111 != 0 {
-                return None;
-            }
-            out.push((acc >> 4) as u8);
-        }
-        _ => {}
-    }
-    Some(out)
+    base64_simd::STANDARD.decode_to_vec(text).ok()
 }
 
 #[cfg(test)]
@@ -126,12 +47,27 @@ mod tests {
         assert_eq!(uri_encode("percent%20", true), "percent%2520");
     }
 
+    /// Exactly SigV4's unreserved characters pass unescaped.
+    #[test]
+    fn escapes_all_but_the_unreserved() {
+        for b in 0..=255u8 {
+            let s = [b];
+            let Ok(text) = std::str::from_utf8(&s) else { continue };
+            let unreserved = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
+            let expected = if unreserved { text.to_string() } else { format!("%{b:02X}") };
+            assert_eq!(uri_encode(text, false), expected);
+            assert_eq!(uri_encode(text, true), if b == b'/' { "/".to_string() } else { expected });
+        }
+    }
+
     #[test]
     fn decodes_escapes() {
         assert_eq!(percent_decode("a%20b%2fc+d"), "a b/c+d");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("%C3%BC"), "ü");
+        assert_eq!(percent_decode("%%41%"), "%A%");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
     }
 
     #[test]
@@ -161,7 +97,7 @@ mod tests {
 
     #[test]
     fn base64_refuses_malformed_text() {
-        for bad in ["Zg", "Zg=", "Z===", "Zm9v!A==", "Zh==", "Zm9=", "=Zg=", "Zg==Zg=="] {
+        for bad in ["Zg", "Zg=", "Z===", "Zm9v!A==", "Zh==", "Zm9=", "=Zg=", "Zg==Zg==", "Zm9v\n", " Zm9v", "Zm-v", "Zm_v", "Zg==="] {
             assert_eq!(base64_decode(bad), None, "{bad}");
         }
     }
