@@ -186,10 +186,10 @@ async fn heartbeat(url: String, every: Duration, health: Health, mut shutdown: w
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
-        if health.healthy() {
-            if let Err(e) = client.get(&url).timeout(Duration::from_secs(30)).send().await.and_then(|r| r.error_for_status()) {
-                tracing::warn!("heartbeat to {url} failed: {e}");
-            }
+        if health.healthy()
+            && let Err(e) = client.get(&url).timeout(Duration::from_secs(30)).send().await.and_then(|r| r.error_for_status())
+        {
+            tracing::warn!("heartbeat to {url} failed: {e}");
         }
     }
 }
