@@ -8,10 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Bundled plugins: (package, env var carrying the built component's path).
-const BUNDLED: &[(&str, &str)] = &[
-    ("sluice-plugin-file", "SLUICE_PLUGIN_FILE_WASM"),
-    ("sluice-plugin-s3", "SLUICE_PLUGIN_S3_WASM"),
-];
+const BUNDLED: &[(&str, &str)] =
+    &[("sluice-plugin-file", "SLUICE_PLUGIN_FILE_WASM"), ("sluice-plugin-s3", "SLUICE_PLUGIN_S3_WASM")];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 
@@ -49,13 +47,18 @@ fn main() {
         cmd.args(["-p", package]);
     }
     // Host flags (coverage, sanitizers, target-cpu) make no sense for wasm.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in
+        ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"]
+    {
         cmd.env_remove(var);
     }
     let output = cmd.output().expect("could not run cargo to build the bundled plugins");
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        if stderr.contains("may not be installed") || stderr.contains("can't find crate for `core`") || stderr.contains("can't find crate for `std`") {
+        if stderr.contains("may not be installed")
+            || stderr.contains("can't find crate for `core`")
+            || stderr.contains("can't find crate for `std`")
+        {
             panic!(
                 "\n\nThe `{WASM_TARGET}` Rust target is not installed; sluice's bundled plugins need it.\n\
                  Install it with:\n\n    rustup target add {WASM_TARGET}\n\nthen build again.\n\n"
@@ -66,7 +69,8 @@ fn main() {
     for (package, var) in BUNDLED {
         let file = format!("{}.wasm", package.replace('-', "_"));
         let path = target_dir.join(WASM_TARGET).join("plugin").join(file);
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("cargo built {package} but {} is unreadable: {e}", path.display()));
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("cargo built {package} but {} is unreadable: {e}", path.display()));
         println!("cargo:rustc-env={var}={}", path.display());
         // The compile cache is keyed by this digest. Taken here, a start with
         // a warm cache never reads the embedded bytes, which would otherwise

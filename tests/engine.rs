@@ -53,7 +53,10 @@ fn start_replicator(config: &Path) -> Child {
 }
 
 fn write_config(dir: &Path, db: &Path, replicas: &[String]) -> std::path::PathBuf {
-    let mut text = format!("dbs:\n  - path: {}\n    monitor-interval: 50ms\n    min-checkpoint-page-count: 200\n    replicas:\n", db.display());
+    let mut text = format!(
+        "dbs:\n  - path: {}\n    monitor-interval: 50ms\n    min-checkpoint-page-count: 200\n    replicas:\n",
+        db.display()
+    );
     for (i, r) in replicas.iter().enumerate() {
         text.push_str(&format!("      - name: r{i}\n        url: {r}\n        sync-interval: 50ms\n"));
     }
@@ -129,7 +132,12 @@ fn kill_dash_nine_loop_still_restores_exactly() {
     // Every TXID the replica can restore verifies its checksums.
     let listing = run_ok(sluice().args(["ltx", "--json", &url]));
     let rows: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
-    let ends: Vec<u64> = rows.as_array().unwrap().iter().map(|r| u64::from_str_radix(r["max_txid"].as_str().unwrap(), 16).unwrap()).collect();
+    let ends: Vec<u64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| u64::from_str_radix(r["max_txid"].as_str().unwrap(), 16).unwrap())
+        .collect();
     for txid in ends.iter().step_by((ends.len() / 6).max(1)) {
         restore_image(&url, &out, Some(*txid), 1024);
     }
@@ -145,7 +153,10 @@ fn database_crossing_the_lock_page() {
         // Bulk-load in rollback mode (no WAL copy of 1 GiB), then WAL.
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.pragma_update(None, "page_size", 65536).unwrap();
-        conn.execute_batch("PRAGMA journal_mode=off; PRAGMA synchronous=off; CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB);").unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode=off; PRAGMA synchronous=off; CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB);",
+        )
+        .unwrap();
         conn.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1040) INSERT INTO big(b) SELECT zeroblob(1048576) FROM c", []).unwrap();
     }
     let conn = create_db(&db, 65536);
@@ -182,7 +193,15 @@ fn damaged_replicas_are_refused_by_name() {
     let good = std::fs::read(&seg).expect("planned segment exists");
     let name = middle.split('/').nth(1).unwrap().trim_end_matches(".seg").to_string();
     let out = dir.path().join("out.db");
-    let cases: [(&str, Vec<u8>); 2] = [("corrupt", { let mut b = good.clone(); let n = b.len() / 2; b[n] ^= 0xff; b }), ("truncated", good[..good.len() - 30].to_vec())];
+    let cases: [(&str, Vec<u8>); 2] = [
+        ("corrupt", {
+            let mut b = good.clone();
+            let n = b.len() / 2;
+            b[n] ^= 0xff;
+            b
+        }),
+        ("truncated", good[..good.len() - 30].to_vec()),
+    ];
     for (what, bytes) in cases {
         std::fs::write(&seg, bytes).unwrap();
         let res = sluice().args(["restore", "-o"]).arg(&out).arg(&url).output().unwrap();
@@ -237,7 +256,14 @@ fn merged(inputs: &[Vec<u8>]) -> Vec<u8> {
         headers.push(*r.header());
     }
     let (first, last) = (headers[0], headers[headers.len() - 1]);
-    let header = Header { page_size: first.page_size, min_txid: first.min_txid, max_txid: last.max_txid, timestamp_ms: last.timestamp_ms, pre_checksum: first.pre_checksum, ..Header::default() };
+    let header = Header {
+        page_size: first.page_size,
+        min_txid: first.min_txid,
+        max_txid: last.max_txid,
+        timestamp_ms: last.timestamp_ms,
+        pre_checksum: first.pre_checksum,
+        ..Header::default()
+    };
     let mut w = SegmentWriter::new(std::io::Cursor::new(Vec::new()), header).unwrap();
     for (p, d) in &pages {
         w.add_page(*p, d).unwrap();
@@ -286,11 +312,16 @@ fn misnamed_segments_are_refused_by_name() {
     assert!(level0.len() >= 3, "expected level-0 segments before TXID {:x}: {listed:?}", short.2);
     let out = dir.path().join("out.db");
     let refused = |txid: u64, key: &str, what: &str| {
-        let res = sluice().args(["restore", "-txid", &format!("{txid:016x}"), "-o"]).arg(&out).arg(&url).output().unwrap();
+        let res =
+            sluice().args(["restore", "-txid", &format!("{txid:016x}"), "-o"]).arg(&out).arg(&url).output().unwrap();
         let (stdout, err) = (String::from_utf8_lossy(&res.stdout), String::from_utf8_lossy(&res.stderr));
         assert!(!res.status.success(), "{what}: restored silently: {stdout}");
         assert!(err.contains(key) && err.contains(&url), "{what}: the error does not name {key} of {url}: {err}");
-        assert!(!out.exists() && restore_leftovers(&out).is_empty(), "{what}: output or temp files left: {:?}", restore_leftovers(&out));
+        assert!(
+            !out.exists() && restore_leftovers(&out).is_empty(),
+            "{what}: output or temp files left: {:?}",
+            restore_leftovers(&out)
+        );
     };
     // A longer snapshot copied over a shorter one.
     let short_path = replica.join(&short.3);
@@ -307,7 +338,12 @@ fn misnamed_segments_are_refused_by_name() {
     // Put back, both restore, checked, and the check leaves nothing behind.
     for txid in [level0[0].2, short.2] {
         let _ = std::fs::remove_file(&out);
-        run_ok(sluice().args(["restore", "-integrity-check", "full", "-txid", &format!("{txid:016x}"), "-o"]).arg(&out).arg(&url));
+        run_ok(
+            sluice()
+                .args(["restore", "-integrity-check", "full", "-txid", &format!("{txid:016x}"), "-o"])
+                .arg(&out)
+                .arg(&url),
+        );
         assert!(restore_leftovers(&out).is_empty(), "files left beside the output: {:?}", restore_leftovers(&out));
     }
 }
@@ -324,7 +360,8 @@ fn a_malformed_database_fails_the_default_restore() {
     let source = dir.path().join("source.db");
     let conn = create_db(&source, 4096);
     for i in 0..2000 {
-        conn.execute("INSERT INTO t(a, b) VALUES (?1, randomblob(40))", [format!("row {i} {}", "x".repeat(50))]).unwrap();
+        conn.execute("INSERT INTO t(a, b) VALUES (?1, randomblob(40))", [format!("row {i} {}", "x".repeat(50))])
+            .unwrap();
     }
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
     drop(conn);
@@ -352,12 +389,20 @@ fn a_malformed_database_fails_the_default_restore() {
     let out = dir.path().join("out.db");
     let res = sluice().args(["restore", "-o"]).arg(&out).arg(&url).output().unwrap();
     let err = String::from_utf8_lossy(&res.stderr);
-    assert!(!res.status.success(), "a malformed database restored with exit 0: {}", String::from_utf8_lossy(&res.stdout));
+    assert!(
+        !res.status.success(),
+        "a malformed database restored with exit 0: {}",
+        String::from_utf8_lossy(&res.stdout)
+    );
     assert!(err.contains("quick_check") && err.contains("-integrity-check none"), "unclear error: {err}");
     assert!(!out.exists(), "output written");
     assert!(restore_leftovers(&out).is_empty(), "files left beside the output: {:?}", restore_leftovers(&out));
     let res = sluice().args(["restore", "-integrity-check", "full", "-o"]).arg(&out).arg(&url).output().unwrap();
-    assert!(!res.status.success() && String::from_utf8_lossy(&res.stderr).contains("integrity_check"), "full check: {}", String::from_utf8_lossy(&res.stderr));
+    assert!(
+        !res.status.success() && String::from_utf8_lossy(&res.stderr).contains("integrity_check"),
+        "full check: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     assert!(!out.exists() && restore_leftovers(&out).is_empty(), "full check left {:?}", restore_leftovers(&out));
     run_ok(sluice().args(["restore", "-integrity-check", "none", "-o"]).arg(&out).arg(&url));
     assert_eq!(std::fs::read(&out).unwrap(), bytes, "restored as stored");
@@ -389,8 +434,18 @@ fn a_damaged_spool_segment_is_replaced_by_a_snapshot() {
     let res = sluice().args(["replicate", "-once"]).arg(&db).arg(&url).output().unwrap();
     assert!(!res.status.success(), "the replica was unreachable");
     let spool = dir.path().join(".app.db-sluice/spool");
-    let stuck: Vec<_> = std::fs::read_dir(&spool).unwrap().map(|e| e.unwrap().path()).filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("0000-")).collect();
-    assert_eq!(stuck.len(), 1, "one level-0 segment waits in the spool: {stuck:?} {:?}\n{}", std::fs::read_dir(&spool).unwrap().map(|e| e.unwrap().path()).collect::<Vec<_>>(), String::from_utf8_lossy(&res.stderr));
+    let stuck: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("0000-"))
+        .collect();
+    assert_eq!(
+        stuck.len(),
+        1,
+        "one level-0 segment waits in the spool: {stuck:?} {:?}\n{}",
+        std::fs::read_dir(&spool).unwrap().map(|e| e.unwrap().path()).collect::<Vec<_>>(),
+        String::from_utf8_lossy(&res.stderr)
+    );
     let len = std::fs::metadata(&stuck[0]).unwrap().len() as usize;
     std::fs::write(&stuck[0], vec![0u8; len]).unwrap();
     std::fs::remove_file(&level0).unwrap();
@@ -403,7 +458,11 @@ fn a_damaged_spool_segment_is_replaced_by_a_snapshot() {
     let out = run_ok(sluice().args(["replicate", "-once"]).arg(&db).arg(&url));
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(log.contains("is damaged"), "the damage was not reported:\n{log}");
-    assert_same_image(&want, &restore_image(&url, &dir.path().join("out.db"), None, 4096), &format!("after a damaged spool segment\n{log}"));
+    assert_same_image(
+        &want,
+        &restore_image(&url, &dir.path().join("out.db"), None, 4096),
+        &format!("after a damaged spool segment\n{log}"),
+    );
 }
 
 /// The WAL reader agrees with SQLite's own `showwal` on a fixture.
@@ -464,13 +523,26 @@ fn exec_child_final_sync_exit_status_and_metrics() {
     let url = file_url(&dir.path().join("replica"));
     let port = 20000 + (std::process::id() % 20000) as u16;
     let config = dir.path().join("sluice.yml");
-    std::fs::write(&config, format!("addr: 127.0.0.1:{port}\ndbs:\n  - path: {}\n    monitor-interval: 50ms\n    replica:\n      url: {url}\n", db.display())).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "addr: 127.0.0.1:{port}\ndbs:\n  - path: {}\n    monitor-interval: 50ms\n    replica:\n      url: {url}\n",
+            db.display()
+        ),
+    )
+    .unwrap();
     // The "application": waits, writes one row, and fails with status 3.
     let app = format!(
         "sleep 1; python3 -c \"import sqlite3; c=sqlite3.connect('{}'); c.execute(\\\"INSERT INTO t(a) VALUES ('from-child')\\\"); c.commit()\"; sleep 0.3; exit 3",
         db.display()
     );
-    let mut child = sluice().args(["replicate", "-config"]).arg(&config).args(["-exec", &app]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = sluice()
+        .args(["replicate", "-config"])
+        .arg(&config)
+        .args(["-exec", &app])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(600));
     let metrics = http_get(port, "/metrics");
     assert!(metrics.contains("sluice_txid{db="), "metrics page lacks sluice_txid:\n{metrics}");
@@ -479,7 +551,10 @@ fn exec_child_final_sync_exit_status_and_metrics() {
     assert_eq!(status.code(), Some(3), "sluice must exit with the child's status");
     let out = dir.path().join("out.db");
     restore_image(&url, &out, None, 4096);
-    let n: i64 = rusqlite::Connection::open(&out).unwrap().query_row("SELECT count(*) FROM t WHERE a = 'from-child'", [], |r| r.get(0)).unwrap();
+    let n: i64 = rusqlite::Connection::open(&out)
+        .unwrap()
+        .query_row("SELECT count(*) FROM t WHERE a = 'from-child'", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n, 1, "the child's last write was not synced before exit");
 }
 
@@ -537,16 +612,24 @@ fn compaction_snapshots_and_retention_keep_restores_exact() {
     assert!(level(9) >= 1, "no snapshot left: {rows:?}");
     // Some compaction copied blocks as stored (a version 2 segment), so the
     // restores below go through one.
-    let versions: Vec<u8> = std::fs::read_dir(dir.path().join("replica/0001")).unwrap().map(|e| std::fs::read(e.unwrap().path()).unwrap()[7]).collect();
+    let versions: Vec<u8> = std::fs::read_dir(dir.path().join("replica/0001"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap()[7])
+        .collect();
     assert!(versions.contains(&2), "no level-1 segment copied blocks: versions {versions:?}");
     let oldest_snapshot = rows.iter().filter(|r| r["level"] == 9).map(|r| txid(r, "max_txid")).min().unwrap();
     assert!(oldest_snapshot > 1, "retention kept the first snapshot past its window: {rows:?}");
     let newest = rows.iter().map(|r| txid(r, "max_txid")).max().unwrap();
     let covered_l0 = rows.iter().filter(|r| r["level"] == 0 && txid(r, "max_txid") <= oldest_snapshot).count();
     assert_eq!(covered_l0, 0, "level-0 segments older than every kept snapshot survived: {rows:?}");
-    assert_same_image(&want, &restore_image(&url, &dir.path().join("out.db"), None, 4096), "after compaction and retention");
+    assert_same_image(
+        &want,
+        &restore_image(&url, &dir.path().join("out.db"), None, 4096),
+        "after compaction and retention",
+    );
     // An older restore point inside the window still restores (and verifies).
-    let mut ends: Vec<u64> = rows.iter().map(|r| txid(r, "max_txid")).filter(|&t| t >= oldest_snapshot && t < newest).collect();
+    let mut ends: Vec<u64> =
+        rows.iter().map(|r| txid(r, "max_txid")).filter(|&t| t >= oldest_snapshot && t < newest).collect();
     ends.sort();
     if let Some(&mid) = ends.get(ends.len() / 2) {
         restore_image(&url, &dir.path().join("mid.db"), Some(mid), 4096);
@@ -570,7 +653,14 @@ fn restore_follow_keeps_up_with_the_replica() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = dir.path().join("follower.db");
-    let follower = sluice().args(["restore", "-f", "-follow-interval", "100ms", "-o"]).arg(&out).arg(&url).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let follower = sluice()
+        .args(["restore", "-f", "-follow-interval", "100ms", "-o"])
+        .arg(&out)
+        .arg(&url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
         workload(&conn, &mut rng, 5);

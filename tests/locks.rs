@@ -56,7 +56,8 @@ fn posix_locks_of(pid: u32) -> Vec<Lock> {
 
 /// What is missing from sluice's locks, if anything.
 fn missing_locks(pid: u32, db: &Path) -> Vec<&'static str> {
-    let (Ok(db_meta), Ok(shm_meta)) = (std::fs::metadata(db), std::fs::metadata(db.with_file_name("app.db-shm"))) else {
+    let (Ok(db_meta), Ok(shm_meta)) = (std::fs::metadata(db), std::fs::metadata(db.with_file_name("app.db-shm")))
+    else {
         return vec!["the database or its -shm is gone"];
     };
     let locks = posix_locks_of(pid);
@@ -76,7 +77,12 @@ fn missing_locks(pid: u32, db: &Path) -> Vec<&'static str> {
 
 /// Watch sluice's locks every few milliseconds until stopped; a lock
 /// missing in two samples in a row is recorded with the step then running.
-fn watch_locks(pid: u32, db: std::path::PathBuf, step: Arc<Mutex<&'static str>>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize, BTreeSet<String>)> {
+fn watch_locks(
+    pid: u32,
+    db: std::path::PathBuf,
+    step: Arc<Mutex<&'static str>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(usize, BTreeSet<String>)> {
     std::thread::spawn(move || {
         let (mut samples, mut seen) = (0, BTreeSet::new());
         let mut previous: Vec<&str> = Vec::new();
@@ -110,9 +116,18 @@ fn closed_db() -> (tempfile::TempDir, std::path::PathBuf, String) {
 /// database and replica config lines) and wait for its first snapshot.
 fn start_and_wait_for_snapshot(db: &Path, url: &str, db_lines: &str, replica_lines: &str) -> std::process::Child {
     let config = db.with_file_name("sluice.yml");
-    let text = format!("dbs:\n  - path: {}\n    monitor-interval: 20ms\n{db_lines}    replicas:\n      - url: {url}\n        sync-interval: 50ms\n{replica_lines}", db.display());
+    let text = format!(
+        "dbs:\n  - path: {}\n    monitor-interval: 20ms\n{db_lines}    replicas:\n      - url: {url}\n        sync-interval: 50ms\n{replica_lines}",
+        db.display()
+    );
     std::fs::write(&config, text).unwrap();
-    let child = sluice().args(["replicate", "-config"]).arg(&config).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = sluice()
+        .args(["replicate", "-config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     while replica_txid(url) == 0 {
         assert!(started.elapsed() < Duration::from_secs(60), "no first snapshot");
@@ -140,7 +155,12 @@ fn shrink_truncate_insert(conn: &rusqlite::Connection) {
 #[test]
 fn sqlite_locks_are_held_through_every_kind_of_sync() {
     let (dir, db, url) = closed_db();
-    let sluice_proc = start_and_wait_for_snapshot(&db, &url, "    checkpoint-interval: 1s\n    min-checkpoint-page-count: 30\n    truncate-page-n: 120\n", "        snapshot-interval: 1s\n");
+    let sluice_proc = start_and_wait_for_snapshot(
+        &db,
+        &url,
+        "    checkpoint-interval: 1s\n    min-checkpoint-page-count: 30\n    truncate-page-n: 120\n",
+        "        snapshot-interval: 1s\n",
+    );
     let pid = sluice_proc.id();
     let step = Arc::new(Mutex::new("the first snapshot (no -wal)"));
     let stop = Arc::new(AtomicBool::new(false));
@@ -195,7 +215,11 @@ fn sqlite_locks_are_held_through_every_kind_of_sync() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.signal().is_none() && out.status.success(), "sluice ended with {}:\n{log}", out.status);
     assert!(samples > 100, "only {samples} samples of /proc/locks");
-    assert!(lost.is_empty(), "sluice lost SQLite's locks ({samples} samples):\n{}\n{log}", lost.into_iter().collect::<Vec<_>>().join("\n"));
+    assert!(
+        lost.is_empty(),
+        "sluice lost SQLite's locks ({samples} samples):\n{}\n{log}",
+        lost.into_iter().collect::<Vec<_>>().join("\n")
+    );
     let out = dir.path().join("restored.db");
     let got = restore_image(&url, &out, None, 4096);
     assert_same_image(&image(&conn), &got, "latest restore vs the live database");
@@ -240,7 +264,12 @@ fn a_replica_directory_holding_the_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     drop(create_db(&db, 4096));
-    let out = sluice().args(["replicate", "-once"]).arg(&db).arg(format!("file://{}", dir.path().display())).output().unwrap();
+    let out = sluice()
+        .args(["replicate", "-once"])
+        .arg(&db)
+        .arg(format!("file://{}", dir.path().display()))
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("holds the database"), "{}\n{stderr}", out.status);
 }

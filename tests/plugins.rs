@@ -79,7 +79,13 @@ impl Fixture {
         self.dir.path().join(format!("replica-{name}"))
     }
 
-    fn store(&self, plugin: &Arc<LoadedPlugin>, name: &str, pairs: &[(&str, &str)], sandbox: SandboxConfig) -> PluginStore {
+    fn store(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+        name: &str,
+        pairs: &[(&str, &str)],
+        sandbox: SandboxConfig,
+    ) -> PluginStore {
         let url = format!("file://{}", self.replica_dir(name).display());
         let settings = settings(pairs);
         let sb = sandbox.resolve(plugin.info(), &url, &settings).expect("sandbox resolves");
@@ -115,7 +121,11 @@ fn meta_value<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
 /// A violation's message must say which plugin, database and replica.
 fn assert_names_everyone(err: &PluginError, name: &str) {
     let text = err.to_string();
-    for part in ["plugin `hostile`".to_string(), format!("database `{}`", database_label(name)), format!("replica `{}`", replica_label(name))] {
+    for part in [
+        "plugin `hostile`".to_string(),
+        format!("database `{}`", database_label(name)),
+        format!("replica `{}`", replica_label(name)),
+    ] {
         assert!(text.contains(&part), "error does not name {part}: {text}");
     }
 }
@@ -234,8 +244,10 @@ fn stdout_of(out: &Output, what: &str) -> String {
 /// Check `plugin check` output: every case passed, and the summary line
 /// reads "16 passed, 0 failed, 0 skipped" (at least 16 cases).
 fn assert_check_passed(stdout: &str) {
-    let summary = stdout.lines().find(|l| l.contains(" passed, ")).unwrap_or_else(|| panic!("no summary line in:\n{stdout}"));
-    let numbers: Vec<usize> = summary.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
+    let summary =
+        stdout.lines().find(|l| l.contains(" passed, ")).unwrap_or_else(|| panic!("no summary line in:\n{stdout}"));
+    let numbers: Vec<usize> =
+        summary.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
     assert_eq!(numbers.len(), 3, "odd summary line {summary:?}");
     let (passed, failed) = (numbers[0], numbers[1]);
     assert_eq!(failed, 0, "conformance failures:\n{stdout}");
@@ -298,7 +310,10 @@ fn plugin_info_export_and_check_with_exported_file() {
     assert!(info.lines().any(|l| l.starts_with("name:") && l.trim_end().ends_with(" file")), "{info}");
     assert!(info.contains(&file_wasm.display().to_string()), "source should be the exported path:\n{info}");
 
-    let s3 = stdout_of(&sluice(&["plugin", "info", exported.join("s3.wasm").to_str().unwrap()]), "sluice plugin info DIR/s3.wasm");
+    let s3 = stdout_of(
+        &sluice(&["plugin", "info", exported.join("s3.wasm").to_str().unwrap()]),
+        "sluice plugin info DIR/s3.wasm",
+    );
     assert!(s3.lines().any(|l| l.starts_with("name:") && l.trim_end().ends_with(" s3")), "{s3}");
 
     let url = format!("file://{}", dir.path().join("replica").display());
@@ -331,7 +346,8 @@ async fn memory_bomb_is_stopped_at_the_limit() {
     assert_eq!(meta_value(&meta, "allocated-mib"), Some("16"));
 
     // Violated: 512 MiB.
-    let (result, n) = alongside(&neighbour, hostile_put(&store, &[("mib", "512"), ("delay-ms", VIOLATION_DELAY_MS)])).await;
+    let (result, n) =
+        alongside(&neighbour, hostile_put(&store, &[("mib", "512"), ("delay-ms", VIOLATION_DELAY_MS)])).await;
     let err = result.expect_err("a 512 MiB allocation under a 64 MiB limit must fail");
     assert!(matches!(err.kind, ErrorKind::MemoryLimit { limit_mib: 64 }), "expected MemoryLimit, got {err:?}");
     assert_names_everyone(&err, "memory");
@@ -437,7 +453,8 @@ async fn requests_outside_the_allowlist_are_refused() {
     // Violated: the same server under another name, and another address.
     for (host, path) in [("localhost", "forbidden-name"), ("127.0.0.2", "forbidden-address")] {
         let url = format!("http://{host}:{port}/{path}");
-        let (result, n) = alongside(&neighbour, hostile_put(&store, &[("url", &url), ("delay-ms", VIOLATION_DELAY_MS)])).await;
+        let (result, n) =
+            alongside(&neighbour, hostile_put(&store, &[("url", &url), ("delay-ms", VIOLATION_DELAY_MS)])).await;
         let err = result.expect_err("a request outside the allowlist must fail");
         match &err.kind {
             ErrorKind::Storage(StorageError::AccessDenied(msg)) => {
@@ -489,7 +506,8 @@ async fn files_outside_the_granted_directory_are_unreachable() {
         granted.join("link-to-secret").display().to_string(),
     ];
     for path in &escapes {
-        let (result, n) = alongside(&neighbour, hostile_put(&store, &[("path", path), ("delay-ms", VIOLATION_DELAY_MS)])).await;
+        let (result, n) =
+            alongside(&neighbour, hostile_put(&store, &[("path", path), ("delay-ms", VIOLATION_DELAY_MS)])).await;
         let err = match result {
             Ok(meta) => panic!("reading {path} outside the grant succeeded: {meta:?}"),
             Err(e) => e,
@@ -612,10 +630,17 @@ async fn warm_sessions_hold_no_live_slot_and_expire() {
     busy.recycle(session);
     assert!(busy.holds_warm_instance(), "a healthy small-io session is kept");
     // Every live slot can still be taken by other stores.
-    let others: Vec<PluginStore> = (0..MAX_LIVE_INSTANCES).map(|i| fx.hostile(&format!("warm-other-{i}"), &[("mode", "noop")], SandboxConfig::default())).collect();
+    let others: Vec<PluginStore> = (0..MAX_LIVE_INSTANCES)
+        .map(|i| fx.hostile(&format!("warm-other-{i}"), &[("mode", "noop")], SandboxConfig::default()))
+        .collect();
     let mut live = Vec::new();
     for store in &others {
-        live.push(tokio::time::timeout(Duration::from_secs(30), store.session()).await.expect("the warm instance holds a live slot").unwrap());
+        live.push(
+            tokio::time::timeout(Duration::from_secs(30), store.session())
+                .await
+                .expect("the warm instance holds a live slot")
+                .unwrap(),
+        );
     }
     // With no live slot free, the warm instance gives way and its store
     // waits like any other.
@@ -650,11 +675,16 @@ async fn chatty_plugin_keeps_working_and_panic_tail_is_kept() {
     let _x = exclusive().await;
     let fx = fixture().await;
     let marker = "HOSTILE-PANIC-AFTER-CHATTER";
-    let store = fx.hostile("chatty", &[("mode", "panic"), ("message", marker), ("stderr-kib", "40")], SandboxConfig::default());
-    hostile_put(&store, &[("panic", "no")]).await.unwrap_or_else(|e| panic!("40 KiB of stderr crashed the plugin: {e}"));
+    let store =
+        fx.hostile("chatty", &[("mode", "panic"), ("message", marker), ("stderr-kib", "40")], SandboxConfig::default());
+    hostile_put(&store, &[("panic", "no")])
+        .await
+        .unwrap_or_else(|e| panic!("40 KiB of stderr crashed the plugin: {e}"));
     let err = hostile_put(&store, &[]).await.expect_err("panics");
     match &err.kind {
-        ErrorKind::Trap { stderr, .. } => assert!(stderr.contains(marker), "panic message lost after chatter: {stderr:?}"),
+        ErrorKind::Trap { stderr, .. } => {
+            assert!(stderr.contains(marker), "panic message lost after chatter: {stderr:?}")
+        }
         other => panic!("expected a trap, got {other:?}"),
     }
 }
@@ -669,7 +699,8 @@ async fn handled_allocation_failure_does_not_taint_later_traps() {
     let sandbox = SandboxConfig { memory_mib: Some(64), ..Default::default() };
     let store = fx.hostile("graceful", &[("mode", "memory"), ("mib", "1"), ("message", "LATER-PANIC")], sandbox);
     let mut session = store.session().await.unwrap();
-    let err = session.put("k", b"", &params(&[("mib", "512"), ("graceful", "yes")])).await.expect_err("512 MiB is refused");
+    let err =
+        session.put("k", b"", &params(&[("mib", "512"), ("graceful", "yes")])).await.expect_err("512 MiB is refused");
     assert!(matches!(err.kind, ErrorKind::Storage(StorageError::Permanent(_))), "{err:?}");
     let err = session.put("k", b"", &params(&[("mode", "panic")])).await.expect_err("panics");
     assert!(matches!(err.kind, ErrorKind::Trap { .. }), "a panic reported as {:?}", err.kind);

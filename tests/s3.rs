@@ -11,8 +11,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const ACCESS_KEY: &str = "sluice-test";
@@ -44,10 +44,19 @@ impl Seaweed {
             // 12000..22000: the helper ports (+1..+5, +10000..+10005) stay
             // below Linux's ephemeral range, so outgoing connections do not
             // take them while the server starts.
-            let port = (0..50).map(|_| 12000 + (rand::random::<u16>() % 10000)).find(|&p| ports_free(p)).expect("no free port range");
+            let port = (0..50)
+                .map(|_| 12000 + (rand::random::<u16>() % 10000))
+                .find(|&p| ports_free(p))
+                .expect("no free port range");
             let dir = tempfile::tempdir().unwrap();
-            let out = Command::new("bash").arg(&script).arg(port.to_string()).arg(dir.path().join("weed")).output().expect("run start-seaweedfs.sh");
-            let pid = std::fs::read_to_string(dir.path().join("weed/weed.pid")).ok().and_then(|s| s.trim().parse().ok());
+            let out = Command::new("bash")
+                .arg(&script)
+                .arg(port.to_string())
+                .arg(dir.path().join("weed"))
+                .output()
+                .expect("run start-seaweedfs.sh");
+            let pid =
+                std::fs::read_to_string(dir.path().join("weed/weed.pid")).ok().and_then(|s| s.trim().parse().ok());
             let server = Seaweed { port, pid, _dir: dir };
             if out.status.success() && pid.is_some() {
                 return server;
@@ -226,7 +235,10 @@ fn command_line_replicate_with_writer_then_restore() {
     assert_same_image(&want, &file_image(&my_db, 4096), &format!("command-line replica\n{log}"));
     // The restored copy is a working database with the same rows.
     let copy = rusqlite::Connection::open(&my_db).unwrap();
-    let count = |c: &rusqlite::Connection| c.query_row("SELECT count(*), total(length(b)) FROM t", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?))).unwrap();
+    let count = |c: &rusqlite::Connection| {
+        c.query_row("SELECT count(*), total(length(b)) FROM t", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?)))
+            .unwrap()
+    };
     assert_eq!(count(&conn), count(&copy));
     let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(check, "ok");
@@ -271,7 +283,15 @@ fn config_files_from_the_guide() {
     assert!(!log.contains(SECRET_KEY), "the log shows the secret:\n{log}");
     // Restore by database path through the same config, and by URL.
     let out = dir.path().join("one-restored.db");
-    run_ok(sl().env("SPACES_KEY_ID", ACCESS_KEY).env("SPACES_SECRET", SECRET_KEY).args(["restore", "-config"]).arg(&cfg1).arg("-o").arg(&out).arg(&db1));
+    run_ok(
+        sl().env("SPACES_KEY_ID", ACCESS_KEY)
+            .env("SPACES_SECRET", SECRET_KEY)
+            .args(["restore", "-config"])
+            .arg(&cfg1)
+            .arg("-o")
+            .arg(&out)
+            .arg(&db1),
+    );
     assert_same_image(&want, &file_image(&out, 4096), &format!("global keys from ${{VAR}}\n{log}"));
     assert_same_image(&want, &restore_url(&s3.url("one"), &out), "global keys, restored by URL");
     drop(conn);
@@ -293,16 +313,33 @@ fn config_files_from_the_guide() {
         let want = image(&conn);
         let out = dir.path().join("two-restored.db");
         let _ = std::fs::remove_file(&out);
-        run_ok(with_env_keys(sl(), ACCESS_KEY, SECRET_KEY).args(["restore", "-config"]).arg(&cfg2).arg("-o").arg(&out).arg(&db2));
+        run_ok(
+            with_env_keys(sl(), ACCESS_KEY, SECRET_KEY)
+                .args(["restore", "-config"])
+                .arg(&cfg2)
+                .arg("-o")
+                .arg(&out)
+                .arg(&db2),
+        );
         assert_same_image(&want, &file_image(&out, 4096), &format!("expanded form, step {step}"));
     }
     // Also without force-path-style: an explicit endpoint implies path style.
     let cfg2b = write_file(
         &dir.path().join("two-b.yml"),
-        &format!("dbs:\n  - path: {}\n    replicas:\n      - type: s3\n        bucket: {BUCKET}\n        path: two\n        endpoint: {ep}\n        region: us-east-1\n", db2.display()),
+        &format!(
+            "dbs:\n  - path: {}\n    replicas:\n      - type: s3\n        bucket: {BUCKET}\n        path: two\n        endpoint: {ep}\n        region: us-east-1\n",
+            db2.display()
+        ),
     );
     let out = dir.path().join("two-b.db");
-    run_ok(with_env_keys(sl(), ACCESS_KEY, SECRET_KEY).args(["restore", "-config"]).arg(&cfg2b).arg("-o").arg(&out).arg(&db2));
+    run_ok(
+        with_env_keys(sl(), ACCESS_KEY, SECRET_KEY)
+            .args(["restore", "-config"])
+            .arg(&cfg2b)
+            .arg("-o")
+            .arg(&out)
+            .arg(&db2),
+    );
     assert_same_image(&image(&conn), &file_image(&out, 4096), "expanded form without force-path-style");
     drop(conn);
 
@@ -318,10 +355,21 @@ fn config_files_from_the_guide() {
     );
     for _ in 0..2 {
         workload(&conn, &mut rng, 40);
-        run_ok(with_env_keys(sl(), "AKIAWRONGWRONGWRONG", "not-the-secret").args(["replicate", "-once", "-config"]).arg(&cfg3));
+        run_ok(
+            with_env_keys(sl(), "AKIAWRONGWRONGWRONG", "not-the-secret")
+                .args(["replicate", "-once", "-config"])
+                .arg(&cfg3),
+        );
     }
     let out = dir.path().join("three-restored.db");
-    run_ok(with_env_keys(sl(), "AKIAWRONGWRONGWRONG", "not-the-secret").args(["restore", "-config"]).arg(&cfg3).arg("-o").arg(&out).arg(&db3));
+    run_ok(
+        with_env_keys(sl(), "AKIAWRONGWRONGWRONG", "not-the-secret")
+            .args(["restore", "-config"])
+            .arg(&cfg3)
+            .arg("-o")
+            .arg(&out)
+            .arg(&db3),
+    );
     assert_same_image(&image(&conn), &file_image(&out, 4096), "per-replica keys");
 }
 
@@ -352,7 +400,9 @@ fn wrong_credentials_fail_clearly_and_touch_nothing() {
     }
     let before = std::fs::read(&db).unwrap();
     let wrong_secret = "wr0ng/SECRET+do-not-print";
-    for (key_id, secret, expect) in [(ACCESS_KEY, wrong_secret, "SignatureDoesNotMatch"), ("AKIDUNKNOWN123", wrong_secret, "InvalidAccessKeyId")] {
+    for (key_id, secret, expect) in
+        [(ACCESS_KEY, wrong_secret, "SignatureDoesNotMatch"), ("AKIDUNKNOWN123", wrong_secret, "InvalidAccessKeyId")]
+    {
         let what = format!("key id {key_id}");
         // Per-replica keys in the config; a short shutdown-sync-timeout so
         // that -once gives up on the unshipped snapshot quickly.
@@ -374,7 +424,12 @@ fn wrong_credentials_fail_clearly_and_touch_nothing() {
 
         // Restore with the same wrong keys, from the environment.
         let restored = dir.path().join("restored.db");
-        let out = with_env_keys(sl(), key_id, secret).args(["restore", "-o"]).arg(&restored).arg(s3.url("db")).output().unwrap();
+        let out = with_env_keys(sl(), key_id, secret)
+            .args(["restore", "-o"])
+            .arg(&restored)
+            .arg(s3.url("db"))
+            .output()
+            .unwrap();
         let text = output_text(&out);
         assert!(!out.status.success(), "{what}: restore succeeded:\n{text}");
         assert_clear_access_error(&text, key_id, secret, &format!("restore with {what}"));
@@ -403,7 +458,12 @@ fn wrong_secret_on_the_command_line_fails_fast_with_the_cause() {
     let db = dir.path().join("app.db");
     workload(&create_db(&db, 4096), &mut seeded(4), 20);
     let started = Instant::now();
-    let out = with_env_keys(sl(), ACCESS_KEY, "wrong-secret").args(["replicate", "-once"]).arg(&db).arg(s3.url("db")).output().unwrap();
+    let out = with_env_keys(sl(), ACCESS_KEY, "wrong-secret")
+        .args(["replicate", "-once"])
+        .arg(&db)
+        .arg(s3.url("db"))
+        .output()
+        .unwrap();
     let text = output_text(&out);
     assert!(!out.status.success(), "{text}");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?} to give up:\n{text}", started.elapsed());
@@ -441,8 +501,15 @@ impl FaultProxy {
     fn start(upstream: u16, every: usize, max_faults: usize) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let p = FaultProxy { port, requests: Arc::default(), resets: Arc::default(), slowdowns: Arc::default(), stop: Arc::default() };
-        let (requests, resets, slowdowns, stop) = (p.requests.clone(), p.resets.clone(), p.slowdowns.clone(), p.stop.clone());
+        let p = FaultProxy {
+            port,
+            requests: Arc::default(),
+            resets: Arc::default(),
+            slowdowns: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (requests, resets, slowdowns, stop) =
+            (p.requests.clone(), p.resets.clone(), p.slowdowns.clone(), p.stop.clone());
         let faults = Arc::new(AtomicUsize::new(0));
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -450,7 +517,8 @@ impl FaultProxy {
                     break;
                 }
                 let Ok(client) = client else { continue };
-                let (requests, resets, slowdowns, faults) = (requests.clone(), resets.clone(), slowdowns.clone(), faults.clone());
+                let (requests, resets, slowdowns, faults) =
+                    (requests.clone(), resets.clone(), slowdowns.clone(), faults.clone());
                 std::thread::spawn(move || {
                     let decide = || {
                         let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
@@ -517,7 +585,8 @@ fn copy_body(head: &str, r: &mut impl BufRead, w: &mut impl Write) -> std::io::R
             r.read_until(b'\n', &mut line)?;
             w.write_all(&line)?;
             let size_text = String::from_utf8_lossy(&line);
-            let size = usize::from_str_radix(size_text.trim().split(';').next().unwrap_or("0").trim(), 16).map_err(|_| std::io::Error::other("bad chunk size"))?;
+            let size = usize::from_str_radix(size_text.trim().split(';').next().unwrap_or("0").trim(), 16)
+                .map_err(|_| std::io::Error::other("bad chunk size"))?;
             if size == 0 {
                 // Trailers, then the blank line.
                 loop {
@@ -546,7 +615,13 @@ fn set_linger_zero(stream: &TcpStream) {
     let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: setsockopt on a socket we own, with a correctly sized struct.
     unsafe {
-        libc::setsockopt(stream.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &linger as *const _ as *const libc::c_void, std::mem::size_of::<libc::linger>() as u32);
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as u32,
+        );
     }
 }
 
@@ -584,12 +659,16 @@ fn proxy_connection(client: TcpStream, upstream_port: u16, mut decide: impl FnMu
                     return Ok(());
                 }
                 Fault::SlowDown => {
-                    let expect_continue = header(&text, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+                    let expect_continue =
+                        header(&text, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
                     if !expect_continue {
                         copy_body(&text, &mut reader, &mut std::io::sink())?;
                     }
                     let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message><RequestId>fault-proxy</RequestId></Error>";
-                    let answer = format!("HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let answer = format!(
+                        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
                     let mut w = client.try_clone()?;
                     w.write_all(answer.as_bytes())?;
                     w.flush()?;
@@ -637,7 +716,11 @@ fn replicate_through_faults(seed: u64, every: usize, max_faults: usize, secs: f6
     let want = image(&conn);
     let log = rep.stop();
 
-    let (requests, resets, slowdowns) = (proxy.requests.load(Ordering::SeqCst), proxy.resets.load(Ordering::SeqCst), proxy.slowdowns.load(Ordering::SeqCst));
+    let (requests, resets, slowdowns) = (
+        proxy.requests.load(Ordering::SeqCst),
+        proxy.resets.load(Ordering::SeqCst),
+        proxy.slowdowns.load(Ordering::SeqCst),
+    );
     let stats = format!("{requests} requests, {resets} resets, {slowdowns} SlowDown");
     assert!(resets > 0 && slowdowns > 0, "no faults injected ({stats})\n{log}");
     let got = restore_url(&s3.url("faulty"), &dir.path().join("restored.db"));
@@ -645,14 +728,19 @@ fn replicate_through_faults(seed: u64, every: usize, max_faults: usize, secs: f6
 
     // The failures were noticed and reported once per bad spell, at WARN,
     // not as errors that will not fix themselves, and not once per request.
-    let warns: Vec<&str> = log.lines().filter(|l| l.contains("WARN") && (l.contains("replica sync failed") || l.contains("retrying"))).collect();
+    let warns: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && (l.contains("replica sync failed") || l.contains("retrying")))
+        .collect();
     assert!(!warns.is_empty(), "the retries were not logged:\n{log}");
     let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
     assert!(errors.is_empty(), "resets and SlowDown were reported as errors:\n{}", errors.join("\n"));
     assert!(warns.len() <= 3, "{} warnings for {} faults:\n{}", warns.len(), resets + slowdowns, warns.join("\n"));
     assert!(log.contains("recovered"), "no word that the replica recovered:\n{log}");
     eprintln!("fault proxy: {stats}; {} warnings", warns.len());
-    if std::env::var_os("S3_TEST_LOG").is_some() { eprintln!("{log}"); }
+    if std::env::var_os("S3_TEST_LOG").is_some() {
+        eprintln!("{log}");
+    }
 }
 
 /// A bad spell: a reset and a 503 SlowDown (on the 4th and 8th requests)

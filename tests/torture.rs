@@ -29,7 +29,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use writer::{Model, WriterSpec, WRITER_ENV};
+use writer::{Model, WRITER_ENV, WriterSpec};
 
 /// How long a replicator may take to exit after SIGTERM (final sync and
 /// shipping included).
@@ -69,9 +69,12 @@ fn torture_long_mode() {
         run_scenario(&short.unwrap_or_else(|| Scenario::random(seed)));
         return;
     }
-    let minutes: f64 = std::env::var("SLUICE_TORTURE_MINUTES").unwrap().parse().expect("SLUICE_TORTURE_MINUTES: a number");
+    let minutes: f64 =
+        std::env::var("SLUICE_TORTURE_MINUTES").unwrap().parse().expect("SLUICE_TORTURE_MINUTES: a number");
     let until = Instant::now() + Duration::from_secs_f64(minutes * 60.0);
-    let mut seeds = StdRng::seed_from_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    let mut seeds = StdRng::seed_from_u64(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+    );
     let (mut scenarios, mut txids) = (0, 0);
     while Instant::now() < until {
         txids += run_scenario(&Scenario::random(seeds.random()));
@@ -83,7 +86,9 @@ fn torture_long_mode() {
 
 fn parse_seed(s: &str) -> u64 {
     let s = s.trim();
-    s.strip_prefix("0x").map_or_else(|| s.parse(), |h| u64::from_str_radix(h, 16)).expect("SLUICE_TORTURE_SEED: a number")
+    s.strip_prefix("0x")
+        .map_or_else(|| s.parse(), |h| u64::from_str_radix(h, 16))
+        .expect("SLUICE_TORTURE_SEED: a number")
 }
 
 /// Run one scenario; returns how many TXIDs were restored and checked.
@@ -92,13 +97,27 @@ fn run_scenario(s: &Scenario) -> usize {
     // and replica are what explains the failure.
     let dir = tempfile::Builder::new().prefix("sluice-torture-").tempdir().unwrap();
     let dir = KeptOnPanic(Some(dir));
-    eprintln!("torture scenario seed {:#x} (rerun: SLUICE_TORTURE_SEED={:#x}) in {}: {s:?}", s.seed, s.seed, dir.path().display());
+    eprintln!(
+        "torture scenario seed {:#x} (rerun: SLUICE_TORTURE_SEED={:#x}) in {}: {s:?}",
+        s.seed,
+        s.seed,
+        dir.path().display()
+    );
     let db = dir.path().join("app.db");
     let url = format!("file://{}", dir.path().join("replica").display());
     let holder = setup(s, &db);
     let config = dir.path().join("sluice.yml");
     std::fs::write(&config, s.config(&db, &url)).unwrap();
-    let mut run = Run { s, dir: dir.path().to_path_buf(), db: db.clone(), config, rng: StdRng::seed_from_u64(s.seed ^ 0x7157), lives: 0, replicator: None, writers: Vec::new() };
+    let mut run = Run {
+        s,
+        dir: dir.path().to_path_buf(),
+        db: db.clone(),
+        config,
+        rng: StdRng::seed_from_u64(s.seed ^ 0x7157),
+        lives: 0,
+        replicator: None,
+        writers: Vec::new(),
+    };
     run.drive();
     // The application's connection goes last, as an application closes.
     drop(holder);
@@ -107,7 +126,12 @@ fn run_scenario(s: &Scenario) -> usize {
     // from the restores below).
     for life in 1..=run.lives {
         let log = std::fs::read_to_string(dir.path().join(format!("sluice-{life}.log"))).unwrap_or_default();
-        assert!(!log.contains("validation failed"), "seed {:#x}: life {life}: {}", s.seed, log.lines().filter(|l| l.contains("validation")).collect::<Vec<_>>().join("\n"));
+        assert!(
+            !log.contains("validation failed"),
+            "seed {:#x}: life {life}: {}",
+            s.seed,
+            log.lines().filter(|l| l.contains("validation")).collect::<Vec<_>>().join("\n")
+        );
     }
     let checked = verify(s, &db, &url, &dir.path().join("restored.db"));
     eprintln!("torture seed {:#x}: {} replicator lives, {checked} TXIDs checked", s.seed, run.lives);
@@ -162,7 +186,10 @@ fn setup(s: &Scenario, db: &Path) -> Option<Connection> {
         return None;
     }
     conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); CREATE TABLE held(x); INSERT INTO held VALUES (randomblob(3000));").unwrap();
+    conn.execute_batch(
+        "PRAGMA wal_checkpoint(TRUNCATE); CREATE TABLE held(x); INSERT INTO held VALUES (randomblob(3000));",
+    )
+    .unwrap();
     Some(conn)
 }
 
@@ -231,7 +258,13 @@ impl Run<'_> {
     fn start_replicator(&mut self) {
         self.lives += 1;
         let log = std::fs::File::create(self.dir.join(format!("sluice-{}.log", self.lives))).unwrap();
-        let child = sluice().args(["replicate", "-config"]).arg(&self.config).stdout(Stdio::null()).stderr(log).spawn().expect("start sluice");
+        let child = sluice()
+            .args(["replicate", "-config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sluice");
         self.replicator = Some(child);
     }
 
@@ -250,31 +283,59 @@ impl Run<'_> {
         // window stretched past a life's length. Signals are handled from
         // before the config is read, so wait for the first sign of life.
         let ready = Instant::now() + Duration::from_secs(60);
-        while std::fs::metadata(self.dir.join(format!("sluice-{}.log", self.lives))).map_or(0, |m| m.len()) == 0 && Instant::now() < ready {
+        while std::fs::metadata(self.dir.join(format!("sluice-{}.log", self.lives))).map_or(0, |m| m.len()) == 0
+            && Instant::now() < ready
+        {
             if child.try_wait().unwrap().is_some() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("seed {:#x}: sluice life {} exited on its own with {status}:\n{}", self.s.seed, self.lives, self.log_tail());
+            panic!(
+                "seed {:#x}: sluice life {} exited on its own with {status}:\n{}",
+                self.s.seed,
+                self.lives,
+                self.log_tail()
+            );
         }
         signal(&child, if kill { libc::SIGKILL } else { libc::SIGTERM });
         if kill {
             child.wait().unwrap();
             return;
         }
-        let status = wait_timeout(&mut child, STOP_TIMEOUT).unwrap_or_else(|| panic!("seed {:#x}: sluice did not stop within {STOP_TIMEOUT:?} of SIGTERM", self.s.seed));
-        assert!(status.signal().is_none() && status.success(), "seed {:#x}: sluice life {} ended with {status} after SIGTERM:\n{}", self.s.seed, self.lives, self.log_tail());
+        let status = wait_timeout(&mut child, STOP_TIMEOUT).unwrap_or_else(|| {
+            panic!("seed {:#x}: sluice did not stop within {STOP_TIMEOUT:?} of SIGTERM", self.s.seed)
+        });
+        assert!(
+            status.signal().is_none() && status.success(),
+            "seed {:#x}: sluice life {} ended with {status} after SIGTERM:\n{}",
+            self.s.seed,
+            self.lives,
+            self.log_tail()
+        );
     }
 
     fn writer_spec(&self, id: u32, until: Instant) -> WriterSpec {
         let millis = until.saturating_duration_since(Instant::now()).as_millis() as u64;
-        WriterSpec { db: self.db.clone(), id, seed: self.s.seed, page_size: self.s.page_size, millis, rate: self.s.rate, autocheckpoint: self.s.autocheckpoint, extras: self.s.extras }
+        WriterSpec {
+            db: self.db.clone(),
+            id,
+            seed: self.s.seed,
+            page_size: self.s.page_size,
+            millis,
+            rate: self.s.rate,
+            autocheckpoint: self.s.autocheckpoint,
+            extras: self.s.extras,
+        }
     }
 
     fn spawn_writer(&self, spec: &WriterSpec) -> Child {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("writer-{}.log", spec.id))).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("writer-{}.log", spec.id)))
+            .unwrap();
         Command::new(std::env::current_exe().unwrap())
             .args(["torture_writer_process", "--exact", "--nocapture", "--test-threads", "1"])
             .env(WRITER_ENV, serde_json::to_string(spec).unwrap())
@@ -312,7 +373,11 @@ impl Run<'_> {
         for (id, child) in &mut self.writers {
             let status = child.wait().unwrap();
             let log = std::fs::read_to_string(self.dir.join(format!("writer-{id}.log"))).unwrap_or_default();
-            assert!(status.success(), "seed {:#x}: writer {id} (the application) saw an error: {status}\n{log}", self.s.seed);
+            assert!(
+                status.success(),
+                "seed {:#x}: writer {id} (the application) saw an error: {status}\n{log}",
+                self.s.seed
+            );
         }
     }
 }
@@ -351,28 +416,49 @@ fn verify(s: &Scenario, db: &Path, url: &str, out: &Path) -> usize {
     let mut restored = Vec::new();
     for &txid in &txids {
         restore(url, out, Some(txid));
-        restored.push(inspect(out, txid, s.writers).unwrap_or_else(|e| panic!("seed {seed:#x}: restore at TXID {txid:016x}: {e}")));
+        restored.push(
+            inspect(out, txid, s.writers)
+                .unwrap_or_else(|e| panic!("seed {seed:#x}: restore at TXID {txid:016x}: {e}")),
+        );
     }
     for id in 0..s.writers {
         let mut model = Model::new(id, seed, s.page_size);
         let mut last_seq = 0;
         for r in &restored {
             let (seq, digest) = r.writers[&id];
-            assert!(seq >= last_seq, "seed {seed:#x}: TXID {:016x} holds writer {id} at transaction {seq}, an earlier TXID at {last_seq}", r.txid);
+            assert!(
+                seq >= last_seq,
+                "seed {seed:#x}: TXID {:016x} holds writer {id} at transaction {seq}, an earlier TXID at {last_seq}",
+                r.txid
+            );
             last_seq = seq;
-            assert_eq!(digest, model.digest_at(seq), "seed {seed:#x}: TXID {:016x}: writer {id}'s tables differ from what it committed at its transaction {seq}", r.txid);
+            assert_eq!(
+                digest,
+                model.digest_at(seq),
+                "seed {seed:#x}: TXID {:016x}: writer {id}'s tables differ from what it committed at its transaction {seq}",
+                r.txid
+            );
         }
     }
     restore(url, out, None);
     let live = Connection::open(db).unwrap();
-    assert_same_image(&image(&live), &file_image(out, s.page_size), &format!("seed {seed:#x}: latest restore vs the live database"));
+    assert_same_image(
+        &image(&live),
+        &file_image(out, s.page_size),
+        &format!("seed {seed:#x}: latest restore vs the live database"),
+    );
     txids.len()
 }
 
 fn listed_txids(url: &str) -> Vec<u64> {
     let out = run_ok(sluice().args(["ltx", "--json", url]));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut txids: Vec<u64> = rows.as_array().unwrap().iter().map(|r| u64::from_str_radix(r["max_txid"].as_str().unwrap(), 16).unwrap()).collect();
+    let mut txids: Vec<u64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| u64::from_str_radix(r["max_txid"].as_str().unwrap(), 16).unwrap())
+        .collect();
     txids.sort_unstable();
     txids.dedup();
     txids
@@ -390,13 +476,16 @@ fn restore(url: &str, out: &Path, txid: Option<u64>) {
 
 fn inspect(path: &Path, txid: u64, writers: u32) -> Result<Restored, String> {
     let conn = Connection::open(path).map_err(|e| e.to_string())?;
-    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| format!("integrity_check: {e}"))?;
+    let check: String =
+        conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| format!("integrity_check: {e}"))?;
     if check != "ok" {
         return Err(format!("integrity_check: {check}"));
     }
     let mut out = Restored { txid, writers: BTreeMap::new() };
     for id in 0..writers {
-        let seq: i64 = conn.query_row("SELECT seq FROM progress WHERE writer = ?1", [id], |r| r.get(0)).map_err(|e| format!("progress of writer {id}: {e}"))?;
+        let seq: i64 = conn
+            .query_row("SELECT seq FROM progress WHERE writer = ?1", [id], |r| r.get(0))
+            .map_err(|e| format!("progress of writer {id}: {e}"))?;
         let digest = writer::digest(&conn, id).map_err(|e| format!("digest of writer {id}: {e}"))?;
         out.writers.insert(id, (seq as u64, digest));
     }

@@ -10,12 +10,12 @@
 //! while the WAL was reset, the file was replaced — is a gap, and a gap
 //! means a snapshot.
 
-use crate::checksum::{page_hash, PageHashes};
+use crate::checksum::{PageHashes, page_hash};
 use crate::db::{CheckpointMode, Db, DbError};
-use crate::segment::writer::{new_compressor, Compressor, LEVEL0_ZSTD_LEVEL};
 use crate::segment::format::now_ms;
-use crate::segment::{Header, SegmentName, SegmentWriter, SNAPSHOT_LEVEL};
-use crate::state::{file_stamp, sync_dir, MetaDir, State, WalMark};
+use crate::segment::writer::{Compressor, LEVEL0_ZSTD_LEVEL, new_compressor};
+use crate::segment::{Header, SNAPSHOT_LEVEL, SegmentName, SegmentWriter};
+use crate::state::{MetaDir, State, WalMark, file_stamp, sync_dir};
 use crate::wal::{Scan, WalHeader, WalPos};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -198,14 +198,33 @@ impl Capturer {
         let inode = file_id(db_path).map_err(io_err(db_path))?;
         let (page_size, _) = db.page_info()?;
         let (state, hashes, gap) = match meta.load() {
-            None => (State::new(page_size), PageHashes::new(page_size), Some("no local replication state (first run)".to_string())),
+            None => (
+                State::new(page_size),
+                PageHashes::new(page_size),
+                Some("no local replication state (first run)".to_string()),
+            ),
             Some((state, hashes)) => {
                 let gap = startup_gap(&db, &state).map_err(io_err(db_path))?;
                 (state, hashes, gap)
             }
         };
         remove_stale_temps(meta.path());
-        let mut capturer = Capturer { db, meta, state, hashes, config, gap, inode, last_checkpoint: Instant::now(), truncate_retry_at: Instant::now(), live: false, compressor: None, view_is_state: false, #[cfg(test)] after_scan: None };
+        let mut capturer = Capturer {
+            db,
+            meta,
+            state,
+            hashes,
+            config,
+            gap,
+            inode,
+            last_checkpoint: Instant::now(),
+            truncate_retry_at: Instant::now(),
+            live: false,
+            compressor: None,
+            view_is_state: false,
+            #[cfg(test)]
+            after_scan: None,
+        };
         capturer.discard_unrecorded_spool()?;
         Ok(capturer)
     }
@@ -299,7 +318,10 @@ impl Capturer {
                         // A failed sync had moved our read view past what it
                         // captured; the frames in between may have been
                         // checkpointed and the WAL emptied since.
-                        self.gap = Some("the WAL was emptied before sluice had captured all of it (the previous sync failed)".into());
+                        self.gap = Some(
+                            "the WAL was emptied before sluice had captured all of it (the previous sync failed)"
+                                .into(),
+                        );
                     }
                 }
                 None
@@ -336,7 +358,10 @@ impl Capturer {
             report.segments.push(entry);
         } else {
             if scan.end.is_some() {
-                let (h, f) = wal.as_ref().ok_or_else(|| CaptureError::Io { path: wal_path.clone(), source: io::Error::other("frames without a WAL") })?;
+                let (h, f) = wal.as_ref().ok_or_else(|| CaptureError::Io {
+                    path: wal_path.clone(),
+                    source: io::Error::other("frames without a WAL"),
+                })?;
                 let (entry, bytes) = self.write_l0(&scan, h, f)?;
                 report.fresh = bytes.map(|bytes| Fresh { entry: entry.clone(), bytes });
                 report.segments.push(entry);
@@ -413,7 +438,13 @@ impl Capturer {
 
     /// Move a finished temp segment into the spool: durably if it is
     /// larger than `UNSYNCED_SPOOL_BYTES`.
-    fn commit_segment(&self, tmp: &Path, out: SpoolFile, name: SegmentName, header: &Header) -> Result<SpoolEntry, CaptureError> {
+    fn commit_segment(
+        &self,
+        tmp: &Path,
+        out: SpoolFile,
+        name: SegmentName,
+        header: &Header,
+    ) -> Result<SpoolEntry, CaptureError> {
         let dest = self.spool_path(&name);
         let file = out.into_inner().map_err(|e| io_err(tmp)(e.into_error()))?;
         let size = file.metadata().map_err(io_err(tmp))?.len();
@@ -434,7 +465,14 @@ impl Capturer {
     fn write_l0(&mut self, scan: &Scan, h: &WalHeader, wal: &File) -> Result<SpooledL0, CaptureError> {
         let txid = self.state.txid + 1;
         let db_pages = scan.db_pages.unwrap_or(self.state.db_pages);
-        let header = Header { page_size: h.page_size, min_txid: txid, max_txid: txid, timestamp_ms: now_ms(), pre_checksum: self.state.checksum, ..Header::default() };
+        let header = Header {
+            page_size: h.page_size,
+            min_txid: txid,
+            max_txid: txid,
+            timestamp_ms: now_ms(),
+            pre_checksum: self.state.checksum,
+            ..Header::default()
+        };
         let in_memory = scan.pages.len().saturating_mul(h.page_size as usize) <= IN_MEMORY_L0_BYTES;
         let (tmp, out, hashes, header, bytes) = if in_memory {
             let (built, header, hashes) = self.build_l0(io::Cursor::new(Vec::new()), header, scan, db_pages, h, wal)?;
@@ -463,7 +501,15 @@ impl Capturer {
     }
 
     /// Write a level-0 segment's pages into `out`; the hashes after it.
-    fn build_l0<W: io::Write + io::Seek>(&mut self, out: W, header: Header, scan: &Scan, db_pages: u32, h: &WalHeader, wal: &File) -> Result<(W, Header, PageHashes), CaptureError> {
+    fn build_l0<W: io::Write + io::Seek>(
+        &mut self,
+        out: W,
+        header: Header,
+        scan: &Scan,
+        db_pages: u32,
+        h: &WalHeader,
+        wal: &File,
+    ) -> Result<(W, Header, PageHashes), CaptureError> {
         let wal_path = self.db.wal_path();
         let compressor = match self.compressor.take() {
             Some(c) => c,
@@ -490,7 +536,8 @@ impl Capturer {
             hashes.set(pgno, page_hash(pgno, &buf));
             writer.add_page(pgno, &buf).map_err(io_err(self.meta.path()))?;
         }
-        let (out, header, compressor) = writer.finish_keep(db_pages, hashes.checksum()).map_err(io_err(self.meta.path()))?;
+        let (out, header, compressor) =
+            writer.finish_keep(db_pages, hashes.checksum()).map_err(io_err(self.meta.path()))?;
         self.compressor = Some(compressor);
         Ok((out, header, hashes))
     }
@@ -500,12 +547,24 @@ impl Capturer {
     /// lies between the previous capture and the end of `scan`, so those
     /// pages did not change in between). With `new_txid` the snapshot
     /// starts a new chain at the next TXID (first run, after a gap).
-    fn write_snapshot(&mut self, scan: &Scan, wal: Option<&(WalHeader, File)>, new_txid: bool) -> Result<SpoolEntry, CaptureError> {
+    fn write_snapshot(
+        &mut self,
+        scan: &Scan,
+        wal: Option<&(WalHeader, File)>,
+        new_txid: bool,
+    ) -> Result<SpoolEntry, CaptureError> {
         let (page_size, view_pages) = self.db.page_info()?;
         let db_pages = scan.db_pages.unwrap_or(if new_txid { view_pages } else { self.state.db_pages });
         let txid = if new_txid { self.state.txid + 1 } else { self.state.txid };
         let (tmp, out) = self.create_temp("snapshot", SEGMENT_WRITE_BUFFER)?;
-        let header = Header { page_size, min_txid: 1, max_txid: txid, timestamp_ms: now_ms(), pre_checksum: 0, ..Header::default() };
+        let header = Header {
+            page_size,
+            min_txid: 1,
+            max_txid: txid,
+            timestamp_ms: now_ms(),
+            pre_checksum: 0,
+            ..Header::default()
+        };
         let mut writer = SegmentWriter::new(out, header).map_err(io_err(&tmp))?;
         let mut hashes = PageHashes::new(page_size);
         let from_wal: &BTreeMap<u32, u32> = &scan.pages;
@@ -516,7 +575,9 @@ impl Capturer {
                     h.read_page(f, frame, &mut buf)?;
                     &buf
                 }
-                _ => view.ok_or_else(|| io::Error::other(format!("page {pgno} is in neither the WAL nor the database view")))?,
+                _ => view.ok_or_else(|| {
+                    io::Error::other(format!("page {pgno} is in neither the WAL nor the database view"))
+                })?,
             };
             hashes.set(pgno, page_hash(pgno, page));
             writer.add_page(pgno, page)
@@ -535,8 +596,12 @@ impl Capturer {
             // The incremental state and the database disagree: trust the
             // database and restart the chain rather than ship a lie.
             let _ = fs::remove_file(&tmp);
-            self.gap = Some("the database does not match the captured state (changed while sluice was not watching?)".into());
-            return Err(CaptureError::Io { path: self.db.path().to_path_buf(), source: io::Error::other("state mismatch; the next sync takes a fresh snapshot") });
+            self.gap =
+                Some("the database does not match the captured state (changed while sluice was not watching?)".into());
+            return Err(CaptureError::Io {
+                path: self.db.path().to_path_buf(),
+                source: io::Error::other("state mismatch; the next sync takes a fresh snapshot"),
+            });
         }
         let (out, header) = writer.finish(db_pages, hashes.checksum()).map_err(io_err(&tmp))?;
         let name = SegmentName { level: SNAPSHOT_LEVEL, min_txid: 1, max_txid: txid };
@@ -638,7 +703,10 @@ impl Capturer {
             // Cannot happen while we hold the write lock. Our read view kept
             // the checkpoint off the uncaptured frames, but their capture is
             // no longer certain: restart the chain rather than guess.
-            self.gap = Some(format!("the WAL grew to {} frames past the capture at {} while sluice held the write lock", passive.log_frames, mark.pos.frames));
+            self.gap = Some(format!(
+                "the WAL grew to {} frames past the capture at {} while sluice held the write lock",
+                passive.log_frames, mark.pos.frames
+            ));
             return Ok(false);
         }
         let copied_all = !passive.busy && passive.checkpointed == passive.log_frames;
@@ -670,8 +738,8 @@ fn startup_gap(db: &Db, state: &State) -> io::Result<Option<String>> {
 
 mod spool;
 mod validate;
-pub use spool::{list_spool, spool_path};
 use spool::remove_stale_temps;
+pub use spool::{list_spool, spool_path};
 pub use validate::Validation;
 
 #[cfg(test)]

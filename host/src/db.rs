@@ -123,10 +123,14 @@ impl Db {
     pub fn open(path: &Path, busy_timeout: Duration) -> Result<Db, DbError> {
         let err = |source| DbError::Sqlite { path: path.to_path_buf(), source };
         if !path.exists() {
-            return Err(DbError::Other { path: path.to_path_buf(), msg: "does not exist (create it first, or use -restore-if-db-not-exists)".into() });
+            return Err(DbError::Other {
+                path: path.to_path_buf(),
+                msg: "does not exist (create it first, or use -restore-if-db-not-exists)".into(),
+            });
         }
         let open = || -> rusqlite::Result<Connection> {
-            let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+            let c =
+                Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
             c.busy_timeout(busy_timeout)?;
             // Checkpoints are ours to schedule; never let our own
             // connections auto-checkpoint at commit.
@@ -137,11 +141,17 @@ impl Db {
         let first = open().map_err(err)?;
         let mode: String = first.query_row("PRAGMA journal_mode = wal", [], |r| r.get(0)).map_err(err)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(DbError::Other { path: path.to_path_buf(), msg: format!("could not switch to WAL mode (journal mode is {mode}); is it in use by a process holding an exclusive lock?") });
+            return Err(DbError::Other {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "could not switch to WAL mode (journal mode is {mode}); is it in use by a process holding an exclusive lock?"
+                ),
+            });
         }
         let second = open().map_err(err)?;
         let writer = open().map_err(err)?;
-        let mut db = Db { path: path.to_path_buf(), conns: [first, second], active: None, writer, writing: false, busy_timeout };
+        let mut db =
+            Db { path: path.to_path_buf(), conns: [first, second], active: None, writer, writing: false, busy_timeout };
         db.refresh_read_lock()?;
         Ok(db)
     }
@@ -184,7 +194,8 @@ impl Db {
         let _ = self.release_write_lock();
         let _ = self.release_read_locks();
         let path = self.path.clone();
-        let placeholder = || Connection::open_in_memory().map_err(|source| DbError::Sqlite { path: path.clone(), source });
+        let placeholder =
+            || Connection::open_in_memory().map_err(|source| DbError::Sqlite { path: path.clone(), source });
         let old = std::mem::replace(&mut self.conns, [placeholder()?, placeholder()?]);
         let old_writer = std::mem::replace(&mut self.writer, placeholder()?);
         drop((old, old_writer));
@@ -239,7 +250,11 @@ impl Db {
                 self.writing = true;
                 Ok(true)
             }
-            Err(rusqlite::Error::SqliteFailure(e, _)) if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => Ok(false),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(self.err(e)),
         }
     }
@@ -260,7 +275,11 @@ impl Db {
     /// is simply tried again at a later checkpoint.
     pub fn checkpoint(&mut self, mode: CheckpointMode) -> Result<CheckpointResult, DbError> {
         let conn = &self.conns[self.active.map_or(0, |a| 1 - a)];
-        let run = |sql| conn.query_row(sql, [], |r| Ok(CheckpointResult { busy: r.get::<_, i64>(0)? != 0, log_frames: r.get(1)?, checkpointed: r.get(2)? }));
+        let run = |sql| {
+            conn.query_row(sql, [], |r| {
+                Ok(CheckpointResult { busy: r.get::<_, i64>(0)? != 0, log_frames: r.get(1)?, checkpointed: r.get(2)? })
+            })
+        };
         let result = match mode {
             CheckpointMode::Passive => run("PRAGMA wal_checkpoint(PASSIVE)"),
             CheckpointMode::Truncate => {
@@ -283,7 +302,11 @@ impl Db {
     /// Visit pages `1..=pages` as the current read transaction sees them,
     /// in order, one at a time (memory stays at one page). No write lock is
     /// taken: the application keeps writing meanwhile.
-    pub fn for_each_page(&self, pages: u32, mut f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), DbError> {
+    pub fn for_each_page(
+        &self,
+        pages: u32,
+        mut f: impl FnMut(u32, &[u8]) -> std::io::Result<()>,
+    ) -> Result<(), DbError> {
         let conn = &self.conns[self.active.unwrap_or(0)];
         let mut stmt = conn
             .prepare("SELECT pgno, data FROM sqlite_dbpage('main') WHERE pgno <= ?1 ORDER BY pgno")
@@ -295,13 +318,22 @@ impl Db {
             let data = row.get_ref(1).map_err(|e| self.err(e))?;
             let bytes = data.as_blob().map_err(|e| self.err(rusqlite::Error::from(e)))?;
             if pgno != expected {
-                return Err(DbError::Other { path: self.path.clone(), msg: format!("page image sequence broke at page {pgno}, expected {expected}") });
+                return Err(DbError::Other {
+                    path: self.path.clone(),
+                    msg: format!("page image sequence broke at page {pgno}, expected {expected}"),
+                });
             }
             expected += 1;
-            f(pgno, bytes).map_err(|e| DbError::Other { path: self.path.clone(), msg: format!("while reading page {pgno}: {e}") })?;
+            f(pgno, bytes).map_err(|e| DbError::Other {
+                path: self.path.clone(),
+                msg: format!("while reading page {pgno}: {e}"),
+            })?;
         }
         if expected != pages + 1 {
-            return Err(DbError::Other { path: self.path.clone(), msg: format!("read {} of {pages} pages; the database is smaller than expected", expected - 1) });
+            return Err(DbError::Other {
+                path: self.path.clone(),
+                msg: format!("read {} of {pages} pages; the database is smaller than expected", expected - 1),
+            });
         }
         Ok(())
     }
@@ -325,7 +357,9 @@ unsafe fn read_published(db: *mut rusqlite::ffi::sqlite3) -> Option<Published> {
     use rusqlite::ffi;
     let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
     // SAFETY: FILE_POINTER writes the main database's sqlite3_file* into `file`.
-    let rc = unsafe { ffi::sqlite3_file_control(db, c"main".as_ptr(), ffi::SQLITE_FCNTL_FILE_POINTER, (&raw mut file).cast()) };
+    let rc = unsafe {
+        ffi::sqlite3_file_control(db, c"main".as_ptr(), ffi::SQLITE_FCNTL_FILE_POINTER, (&raw mut file).cast())
+    };
     if rc != ffi::SQLITE_OK || file.is_null() {
         return None;
     }
@@ -384,7 +418,8 @@ mod tests {
         db.refresh_read_lock().unwrap();
         let published = db.published().expect("a mapped wal-index");
         let (header, _) = db.open_wal().unwrap().unwrap();
-        let (_, log, _): (i64, i64, i64) = app.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+        let (_, log, _): (i64, i64, i64) =
+            app.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
         assert_eq!(published, Published { max_frame: log as u32, salt: header.salt });
     }
 
@@ -411,7 +446,13 @@ mod tests {
                 }
                 let text = std::fs::read_to_string(&path).unwrap();
                 // Test modules at the end of a file may build WALs of their own.
-                let code: String = text.split("#[cfg(test)]").next().unwrap().lines().filter(|l| !l.trim_start().starts_with("//")).collect();
+                let code: String = text
+                    .split("#[cfg(test)]")
+                    .next()
+                    .unwrap()
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("//"))
+                    .collect();
                 for needle in ["-shm", "-wal\"", "-journal"] {
                     if code.contains(needle) {
                         offenders.push(format!("{} mentions {needle}", path.strip_prefix(&root).unwrap().display()));

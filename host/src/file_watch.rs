@@ -129,11 +129,7 @@ impl Subscription {
 
     /// Resolves on the next change while armed; never while disarmed.
     pub async fn changed(&self) {
-        if self.armed {
-            self.wake.notified().await
-        } else {
-            std::future::pending().await
-        }
+        if self.armed { self.wake.notified().await } else { std::future::pending().await }
     }
 }
 

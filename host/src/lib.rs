@@ -36,18 +36,18 @@
 //! - `logging`: `tracing` set-up.
 //! - `cli`: the Litestream-compatible command line; thin.
 
-pub mod cli;
-pub mod logging;
-pub mod plugin;
-pub mod checksum;
-pub mod segment;
-pub mod wal;
 pub mod capture;
-pub mod db;
-pub mod state;
-pub mod replica;
-pub mod restore;
+pub mod checksum;
+pub mod cli;
 pub mod config;
-pub mod replicate;
-pub mod metrics;
+pub mod db;
 pub mod file_watch;
+pub mod logging;
+pub mod metrics;
+pub mod plugin;
+pub mod replica;
+pub mod replicate;
+pub mod restore;
+pub mod segment;
+pub mod state;
+pub mod wal;

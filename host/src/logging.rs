@@ -47,7 +47,12 @@ pub fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
     }
     let sink = Sink::default();
     let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).without_time().with_max_level(tracing::Level::DEBUG).finish();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .without_time()
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
     let result = tracing::subscriber::with_default(subscriber, f);
     let text = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
     (result, text)

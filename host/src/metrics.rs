@@ -2,7 +2,8 @@
 //! a `sluice_` prefix, per database and per replica, plus plugin calls.
 
 use prometheus::{
-    register_counter_vec, register_gauge_vec, register_histogram_vec, CounterVec, Encoder, GaugeVec, HistogramVec, TextEncoder,
+    CounterVec, Encoder, GaugeVec, HistogramVec, TextEncoder, register_counter_vec, register_gauge_vec,
+    register_histogram_vec,
 };
 use std::sync::LazyLock;
 
@@ -64,7 +65,9 @@ pub async fn serve(addr: &str, mut shutdown: tokio::sync::watch::Receiver<bool>)
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
     let bind = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_string() };
-    let listener = tokio::net::TcpListener::bind(&bind).await.map_err(|e| anyhow::anyhow!("cannot serve metrics on {bind}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(&bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {bind}: {e}"))?;
     tracing::info!("serving metrics on http://{bind}/metrics");
     loop {
         let (stream, _) = tokio::select! {
@@ -73,7 +76,8 @@ pub async fn serve(addr: &str, mut shutdown: tokio::sync::watch::Receiver<bool>)
         };
         tokio::spawn(async move {
             let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                let (status, body) = if req.uri().path() == "/metrics" { (200, render()) } else { (404, "not found\n".to_string()) };
+                let (status, body) =
+                    if req.uri().path() == "/metrics" { (200, render()) } else { (404, "not found\n".to_string()) };
                 hyper::Response::builder()
                     .status(status)
                     .header("content-type", "text/plain; version=0.0.4")
@@ -108,7 +112,25 @@ mod tests {
         PLUGIN_ERRORS_TOTAL.with_label_values(&["p", "/d", "r", "put", "transient"]).inc();
         PLUGIN_CALL_DURATION.with_label_values(&["p", "/d", "r", "put"]).observe(0.1);
         let text = render();
-        for name in ["sluice_db_size", "sluice_wal_size", "sluice_total_wal_bytes", "sluice_txid", "sluice_sync_count", "sluice_sync_error_count", "sluice_sync_seconds", "sluice_checkpoint_count", "sluice_checkpoint_error_count", "sluice_checkpoint_seconds", "sluice_replica_operation_total", "sluice_replica_operation_bytes", "sluice_replica_operation_errors_total", "sluice_replica_operation_duration_seconds", "sluice_plugin_calls_total", "sluice_plugin_errors_total", "sluice_plugin_call_duration_seconds"] {
+        for name in [
+            "sluice_db_size",
+            "sluice_wal_size",
+            "sluice_total_wal_bytes",
+            "sluice_txid",
+            "sluice_sync_count",
+            "sluice_sync_error_count",
+            "sluice_sync_seconds",
+            "sluice_checkpoint_count",
+            "sluice_checkpoint_error_count",
+            "sluice_checkpoint_seconds",
+            "sluice_replica_operation_total",
+            "sluice_replica_operation_bytes",
+            "sluice_replica_operation_errors_total",
+            "sluice_replica_operation_duration_seconds",
+            "sluice_plugin_calls_total",
+            "sluice_plugin_errors_total",
+            "sluice_plugin_call_duration_seconds",
+        ] {
             assert!(text.contains(name), "{name} missing from the metrics page");
         }
     }

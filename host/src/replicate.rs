@@ -3,11 +3,11 @@
 //! for a replica; the spool is bounded, and a replica that falls out of it
 //! gets a snapshot instead.
 
-use crate::capture::{list_spool, Capturer, Durable, Validation};
+use crate::capture::{Capturer, Durable, Validation, list_spool};
 use crate::config::{DatabaseSpec, ReplicaSpec};
-use crate::plugin::{bundled, Labels, LoadedPlugin, PluginStore, Runtime};
-use crate::replica::{ReplicaSettings, ReplicaShared, ReplicaTask};
 use crate::metrics;
+use crate::plugin::{Labels, LoadedPlugin, PluginStore, Runtime, bundled};
+use crate::replica::{ReplicaSettings, ReplicaShared, ReplicaTask};
 use crate::state::MetaDir;
 use anyhow::Context;
 use std::collections::HashMap;
@@ -50,10 +50,20 @@ pub struct Plugins {
 }
 
 impl Plugins {
-    pub async fn for_replica(&self, runtime: &Arc<Runtime>, explicit: Option<&Path>, url: &str) -> anyhow::Result<Arc<LoadedPlugin>> {
+    pub async fn for_replica(
+        &self,
+        runtime: &Arc<Runtime>,
+        explicit: Option<&Path>,
+        url: &str,
+    ) -> anyhow::Result<Arc<LoadedPlugin>> {
         let key = match explicit {
             Some(p) => p.display().to_string(),
-            None => format!("bundled:{}", bundled::for_url(url).with_context(|| format!("no bundled plugin serves {url}; set `plugin:` to a .wasm for this store"))?),
+            None => format!(
+                "bundled:{}",
+                bundled::for_url(url).with_context(|| format!(
+                    "no bundled plugin serves {url}; set `plugin:` to a .wasm for this store"
+                ))?
+            ),
         };
         let mut loaded = self.loaded.lock().await;
         if let Some(p) = loaded.get(&key) {
@@ -69,7 +79,13 @@ impl Plugins {
 }
 
 /// Open a replica's store (plugin, sandbox, labels).
-pub async fn open_store(runtime: &Arc<Runtime>, plugins: &Plugins, spec: &ReplicaSpec, default_plugin: Option<&Path>, database: &str) -> anyhow::Result<PluginStore> {
+pub async fn open_store(
+    runtime: &Arc<Runtime>,
+    plugins: &Plugins,
+    spec: &ReplicaSpec,
+    default_plugin: Option<&Path>,
+    database: &str,
+) -> anyhow::Result<PluginStore> {
     let plugin = plugins.for_replica(runtime, spec.plugin.as_deref().or(default_plugin), &spec.url).await?;
     let sandbox = spec
         .sandbox
@@ -102,7 +118,12 @@ fn refuse_directory_holding(db: &Path, store: &PluginStore, replica: &str) -> an
 }
 
 /// Replicate every database until `shutdown` (or once).
-pub async fn run(runtime: Arc<Runtime>, dbs: Vec<DatabaseSpec>, opts: Options, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(
+    runtime: Arc<Runtime>,
+    dbs: Vec<DatabaseSpec>,
+    opts: Options,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let plugins = Arc::new(Plugins::default());
     let health = Health::default();
     let files = if opts.once { None } else { crate::file_watch::FileWatch::new() };
@@ -111,7 +132,10 @@ pub async fn run(runtime: Arc<Runtime>, dbs: Vec<DatabaseSpec>, opts: Options, s
     }
     let mut tasks = tokio::task::JoinSet::new();
     for spec in dbs {
-        let (common, shutdown) = (Common { runtime: runtime.clone(), plugins: plugins.clone(), health: health.clone(), opts: opts.clone() }, shutdown.clone());
+        let (common, shutdown) = (
+            Common { runtime: runtime.clone(), plugins: plugins.clone(), health: health.clone(), opts: opts.clone() },
+            shutdown.clone(),
+        );
         let wake = files.as_ref().map(|f| f.subscribe(&spec.path));
         // Errors from here on already name the database.
         tasks.spawn(run_db(common, spec, shutdown, wake));
@@ -135,7 +159,11 @@ struct Replica {
 
 /// Sleep until the pacer's next look, a file-watch notification it
 /// listens for (then until its batch allows the sync), or shutdown.
-async fn wait_for_next_look(pacer: &mut Pacer<Stamp>, wake: Option<&crate::file_watch::Subscription>, shutdown: &mut watch::Receiver<bool>) {
+async fn wait_for_next_look(
+    pacer: &mut Pacer<Stamp>,
+    wake: Option<&crate::file_watch::Subscription>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
     let next = pacer.next_look(tokio::time::Instant::now());
     let notified = async {
         match wake {
@@ -164,7 +192,12 @@ type Stamp = Option<(u64, SystemTime, u64, SystemTime)>;
 fn wal_stamp(db: &Path) -> Stamp {
     let w = std::fs::metadata(crate::db::wal_path(db)).ok();
     let d = std::fs::metadata(db).ok()?;
-    Some((w.as_ref().map_or(0, |m| m.len()), w.and_then(|m| m.modified().ok()).unwrap_or(SystemTime::UNIX_EPOCH), d.len(), d.modified().ok()?))
+    Some((
+        w.as_ref().map_or(0, |m| m.len()),
+        w.and_then(|m| m.modified().ok()).unwrap_or(SystemTime::UNIX_EPOCH),
+        d.len(),
+        d.modified().ok()?,
+    ))
 }
 
 /// Every replica of every database, for the heartbeat.
@@ -187,7 +220,8 @@ async fn heartbeat(url: String, every: Duration, health: Health, mut shutdown: w
             _ = shutdown.changed() => return,
         }
         if health.healthy()
-            && let Err(e) = client.get(&url).timeout(Duration::from_secs(30)).send().await.and_then(|r| r.error_for_status())
+            && let Err(e) =
+                client.get(&url).timeout(Duration::from_secs(30)).send().await.and_then(|r| r.error_for_status())
         {
             tracing::warn!("heartbeat to {url} failed: {e}");
         }
@@ -218,7 +252,12 @@ struct Running {
 
 /// Replicate one database until `shutdown` (or once): start, the loop of
 /// looks and syncs, then the final shipping.
-async fn run_db(common: Common, spec: DatabaseSpec, mut shutdown: watch::Receiver<bool>, wake: Option<crate::file_watch::Subscription>) -> anyhow::Result<()> {
+async fn run_db(
+    common: Common,
+    spec: DatabaseSpec,
+    mut shutdown: watch::Receiver<bool>,
+    wake: Option<crate::file_watch::Subscription>,
+) -> anyhow::Result<()> {
     let Some(running) = start_db(&common, &spec, &mut shutdown).await? else {
         return Ok(());
     };
@@ -228,13 +267,18 @@ async fn run_db(common: Common, spec: DatabaseSpec, mut shutdown: watch::Receive
 
 /// Open the stores and the database and start the replica tasks; `None`
 /// if shut down while waiting for the database to exist.
-async fn start_db(common: &Common, spec: &DatabaseSpec, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<Option<Running>> {
+async fn start_db(
+    common: &Common,
+    spec: &DatabaseSpec,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<Option<Running>> {
     let database = spec.path.display().to_string();
     let meta_dir = spec.meta_path.clone().unwrap_or_else(|| MetaDir::default_for(&spec.path));
     // Every store is opened and checked before the database is touched.
     let mut stores = Vec::new();
     for r in &spec.replicas {
-        let store = open_store(&common.runtime, &common.plugins, r, common.opts.default_plugin.as_deref(), &database).await?;
+        let store =
+            open_store(&common.runtime, &common.plugins, r, common.opts.default_plugin.as_deref(), &database).await?;
         refuse_directory_holding(&spec.path, &store, &r.name)?;
         stores.push(store);
     }
@@ -250,7 +294,12 @@ async fn start_db(common: &Common, spec: &DatabaseSpec, shutdown: &mut watch::Re
     let mut replicas = Vec::new();
     let mut handles = Vec::new();
     for (r, store) in spec.replicas.iter().zip(stores) {
-        let settings = ReplicaSettings { name: r.name.clone(), sync_interval: r.sync_interval, snapshot_interval: r.snapshot_interval, retention: r.retention.clone() };
+        let settings = ReplicaSettings {
+            name: r.name.clone(),
+            sync_interval: r.sync_interval,
+            snapshot_interval: r.snapshot_interval,
+            retention: r.retention.clone(),
+        };
         let task = ReplicaTask::new(store, settings, meta.clone());
         replicas.push(Replica { name: r.name.clone(), database: database.clone(), shared: task.shared.clone() });
         if let Ok(mut h) = common.health.0.lock() {
@@ -278,7 +327,13 @@ async fn start_db(common: &Common, spec: &DatabaseSpec, shutdown: &mut watch::Re
 impl Running {
     /// Look, sync and sleep until `shutdown` (or once); the decisions are
     /// `Pacer`'s, this is the I/O around them. Ends with a final sync.
-    async fn pace(&self, spec: &DatabaseSpec, opts: &Options, shutdown: &mut watch::Receiver<bool>, mut wake: Option<crate::file_watch::Subscription>) {
+    async fn pace(
+        &self,
+        spec: &DatabaseSpec,
+        opts: &Options,
+        shutdown: &mut watch::Receiver<bool>,
+        mut wake: Option<crate::file_watch::Subscription>,
+    ) {
         let Running { database, capturer, meta, replicas, txid_tx, .. } = self;
         // Writes arriving within this long of a sync wait for the next one.
         let batch = spec.replicas.iter().map(|r| r.sync_interval).min().unwrap_or(spec.monitor_interval);
@@ -370,7 +425,10 @@ impl Running {
             })
             .collect();
         if !behind.is_empty() {
-            anyhow::bail!("not every replica received TXID {target:016x} before exit ({}); the local spool keeps the changes for the next run", behind.join("; "));
+            anyhow::bail!(
+                "not every replica received TXID {target:016x} before exit ({}); the local spool keeps the changes for the next run",
+                behind.join("; ")
+            );
         }
         Ok(())
     }
@@ -379,7 +437,12 @@ impl Running {
 /// Open the database for capture, waiting for it to appear if it does not
 /// exist yet (an application creating it on first start); `None` if
 /// shut down first.
-async fn open_when_present(spec: &DatabaseSpec, meta_dir: PathBuf, shutdown: &mut watch::Receiver<bool>, once: bool) -> anyhow::Result<Option<Capturer>> {
+async fn open_when_present(
+    spec: &DatabaseSpec,
+    meta_dir: PathBuf,
+    shutdown: &mut watch::Receiver<bool>,
+    once: bool,
+) -> anyhow::Result<Option<Capturer>> {
     let mut logged = false;
     loop {
         if spec.path.exists() || once {
@@ -437,7 +500,9 @@ impl ValidationClock {
         let mismatch = matches!(found, Validation::Mismatch { .. });
         match found {
             Validation::NotNow => return false,
-            Validation::Failed(why) => tracing::warn!(database = %database, "validation could not run (retried in {every:?}): {why}"),
+            Validation::Failed(why) => {
+                tracing::warn!(database = %database, "validation could not run (retried in {every:?}): {why}")
+            }
             Validation::Matched { txid, pages } => {
                 metrics::VALIDATION_COUNT.with_label_values(&[database]).inc();
                 tracing::debug!(database = %database, "validation: the live database matches the capture at TXID {txid:016x} ({pages} pages, {took:?})");
@@ -512,14 +577,17 @@ fn replica_wants_snapshot(replicas: &[Replica], meta: &MetaDir) -> bool {
     let spool = list_spool(&meta.spool()).unwrap_or_default();
     replicas.iter().any(|r| {
         let shipped = r.shared.shipped.load(Ordering::SeqCst);
-        r.shared.wants_snapshot.load(Ordering::SeqCst) && !spool.iter().any(|e| e.name.is_snapshot() && e.name.max_txid >= shipped)
+        r.shared.wants_snapshot.load(Ordering::SeqCst)
+            && !spool.iter().any(|e| e.name.is_snapshot() && e.name.max_txid >= shipped)
     })
 }
 
 /// Drop spooled segments every replica has, and keep the spool bounded.
 fn collect_spool(meta: &MetaDir, replicas: &[Replica]) {
     for r in replicas {
-        metrics::REPLICA_TXID.with_label_values(&[&r.database, &r.name]).set(r.shared.shipped.load(Ordering::SeqCst) as f64);
+        metrics::REPLICA_TXID
+            .with_label_values(&[&r.database, &r.name])
+            .set(r.shared.shipped.load(Ordering::SeqCst) as f64);
     }
     let Ok(spool) = list_spool(&meta.spool()) else { return };
     let low = replicas.iter().map(|r| r.shared.shipped.load(Ordering::SeqCst)).min().unwrap_or(0);
@@ -542,7 +610,12 @@ fn collect_spool(meta: &MetaDir, replicas: &[Replica]) {
         if e.name.is_snapshot() {
             continue;
         }
-        tracing::warn!("spool of {} is over {} MiB: dropping {} (a lagging replica will get a snapshot)", meta.path().display(), MAX_SPOOL_BYTES >> 20, e.name);
+        tracing::warn!(
+            "spool of {} is over {} MiB: dropping {} (a lagging replica will get a snapshot)",
+            meta.path().display(),
+            MAX_SPOOL_BYTES >> 20,
+            e.name
+        );
         if std::fs::remove_file(&e.path).is_ok() {
             total -= e.size;
         }
@@ -555,7 +628,8 @@ fn collect_spool(meta: &MetaDir, replicas: &[Replica]) {
 async fn wait_for_replicas(replicas: &[Replica], meta: &MetaDir, target: u64, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let lagging: Vec<&Replica> = replicas.iter().filter(|r| r.shared.shipped.load(Ordering::SeqCst) < target).collect();
+        let lagging: Vec<&Replica> =
+            replicas.iter().filter(|r| r.shared.shipped.load(Ordering::SeqCst) < target).collect();
         let hopeless = lagging.iter().all(|r| r.shared.failing().is_some_and(|(_, retryable)| !retryable));
         let stalled = replica_wants_snapshot(replicas, meta);
         if lagging.is_empty() || hopeless || stalled || tokio::time::Instant::now() >= deadline {

@@ -6,12 +6,12 @@
 use crate::checksum::PageHashes;
 use crate::plugin::{PluginStore, SMALL_IO_BYTES};
 use crate::replica::client::{self, Listing};
-use crate::replica::plan::{restore_plan, Target};
-use crate::segment::apply::{apply, FileSink};
+use crate::replica::plan::{Target, restore_plan};
+use crate::segment::apply::{FileSink, apply};
 use crate::segment::format::misnamed_in;
 use crate::segment::{SegmentName, SegmentReader};
 use crate::state::sync_dir;
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 
@@ -99,7 +99,10 @@ pub fn check_output(output: &Path, force: bool) -> anyhow::Result<()> {
     }
     let non_empty = std::fs::metadata(output).map(|m| m.len() > 0).unwrap_or(false);
     if non_empty {
-        bail!("{} already exists and is not empty; restore to another path, or pass -force to replace it", output.display());
+        bail!(
+            "{} already exists and is not empty; restore to another path, or pass -force to replace it",
+            output.display()
+        );
     }
     for suffix in SIDECARS {
         let p = sidecar(output, suffix);
@@ -112,7 +115,11 @@ pub fn check_output(output: &Path, force: bool) -> anyhow::Result<()> {
 
 /// Restore from an already fetched listing according to `opts` (the
 /// caller has checked the output with [`check_output`]).
-pub async fn restore_from_listing(store: &PluginStore, listing: &Listing, opts: &RestoreOptions) -> anyhow::Result<RestoreOutcome> {
+pub async fn restore_from_listing(
+    store: &PluginStore,
+    listing: &Listing,
+    opts: &RestoreOptions,
+) -> anyhow::Result<RestoreOutcome> {
     let plan = restore_plan(listing, opts.target).with_context(|| format!("cannot restore from {}", store.url()))?;
     let txid = plan.last().map_or(0, |n| n.max_txid);
     if opts.dry_run {
@@ -137,13 +144,25 @@ pub async fn restore_from_listing(store: &PluginStore, listing: &Listing, opts: 
         }
     };
     remove_sidecars(&opts.output);
-    std::fs::rename(&tmp, &opts.output).with_context(|| format!("cannot move the restored database into {}", opts.output.display()))?;
+    std::fs::rename(&tmp, &opts.output)
+        .with_context(|| format!("cannot move the restored database into {}", opts.output.display()))?;
     sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))?;
     Ok(RestoreOutcome { plan, txid, bytes_downloaded: bytes, hashes })
 }
 
-async fn apply_plan(store: &PluginStore, listing: &Listing, plan: &[SegmentName], tmp: &Path, opts: &RestoreOptions) -> anyhow::Result<(u64, Option<PageHashes>)> {
-    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(tmp)
+async fn apply_plan(
+    store: &PluginStore,
+    listing: &Listing,
+    plan: &[SegmentName],
+    tmp: &Path,
+    opts: &RestoreOptions,
+) -> anyhow::Result<(u64, Option<PageHashes>)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
         .with_context(|| format!("cannot create {}", tmp.display()))?;
     apply_segments(store, listing, plan, file, None, tmp, opts.progress).await
 }
@@ -165,8 +184,10 @@ async fn apply_segments(
     let bar = progress.then(|| {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} restoring {msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} restoring {msg} [{bar:30}] {bytes}/{total_bytes} ({eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
     });
@@ -240,7 +261,8 @@ async fn apply_segments(
     if let Some(e) = failure {
         return Err(e);
     }
-    let file = sink.context("internal: sink lost")?.into_file().with_context(|| format!("cannot write {}", tmp.display()))?;
+    let file =
+        sink.context("internal: sink lost")?.into_file().with_context(|| format!("cannot write {}", tmp.display()))?;
     file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
     Ok((downloaded, hashes))
 }
@@ -250,7 +272,13 @@ async fn apply_segments(
 /// checksum before each segment must match the file), so a follower never
 /// drifts; if the replica's chain restarted with a new snapshot, the output
 /// is rebuilt from it.
-pub async fn follow(store: &PluginStore, opts: &RestoreOptions, first: RestoreOutcome, interval: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn follow(
+    store: &PluginStore,
+    opts: &RestoreOptions,
+    first: RestoreOutcome,
+    interval: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let (mut txid, mut hashes) = (first.txid, first.hashes);
     // Set when the output can no longer be extended in place (the chain
     // restarted, or applying failed part-way); cleared by a successful rebuild.
@@ -269,21 +297,33 @@ pub async fn follow(store: &PluginStore, opts: &RestoreOptions, first: RestoreOu
         };
         let plan = crate::replica::plan::follow_plan(&listing, txid);
         if plan.is_empty() && !rebuild {
-            rebuild = listing.keys().any(|n| n.is_snapshot() && n.max_txid > txid) && !listing.keys().any(|n| n.min_txid == txid + 1);
+            rebuild = listing.keys().any(|n| n.is_snapshot() && n.max_txid > txid)
+                && !listing.keys().any(|n| n.min_txid == txid + 1);
             if rebuild {
-                tracing::info!("follow: the replica restarted its chain with a snapshot; rebuilding {}", opts.output.display());
+                tracing::info!(
+                    "follow: the replica restarted its chain with a snapshot; rebuilding {}",
+                    opts.output.display()
+                );
             }
         }
         if rebuild {
             // A live replica's listing can briefly show a new chain whose
             // later segments are still being uploaded; a failed rebuild keeps
             // the previous output (restore writes OUT.tmp) and tries again.
-            match restore_from_listing(store, &listing, &RestoreOptions { force: true, target: Target::Latest, ..opts.clone() }).await {
+            match restore_from_listing(
+                store,
+                &listing,
+                &RestoreOptions { force: true, target: Target::Latest, ..opts.clone() },
+            )
+            .await
+            {
                 Ok(again) => {
                     (txid, hashes, rebuild) = (again.txid, again.hashes, false);
                     tracing::info!("follow: rebuilt {} at TXID {txid:016x}", opts.output.display());
                 }
-                Err(e) if misnamed_in(&e) => return Err(e.context(format!("follow: cannot rebuild {}", opts.output.display()))),
+                Err(e) if misnamed_in(&e) => {
+                    return Err(e.context(format!("follow: cannot rebuild {}", opts.output.display())));
+                }
                 Err(e) => tracing::warn!("follow: cannot rebuild {} yet (will retry): {e:#}", opts.output.display()),
             }
             continue;
@@ -291,18 +331,28 @@ pub async fn follow(store: &PluginStore, opts: &RestoreOptions, first: RestoreOu
         if plan.is_empty() {
             continue;
         }
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(&opts.output).with_context(|| format!("cannot open {}", opts.output.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&opts.output)
+            .with_context(|| format!("cannot open {}", opts.output.display()))?;
         match apply_segments(store, &listing, &plan, file, hashes.take(), &opts.output, false).await {
             Ok((_, after)) => {
                 hashes = after;
                 txid = plan.last().map_or(txid, |n| n.max_txid);
-                tracing::info!("follow: applied {} segments to {}, now at TXID {txid:016x}", plan.len(), opts.output.display());
+                tracing::info!(
+                    "follow: applied {} segments to {}, now at TXID {txid:016x}",
+                    plan.len(),
+                    opts.output.display()
+                );
             }
             // A segment holding another's bytes stays so (segments are
             // immutable): stop, naming it, rather than retry forever. The
             // check comes before its pages are applied, so the output is
             // the verified state after the segment before it.
-            Err(e) if misnamed_in(&e) => return Err(e.context(format!("follow: cannot apply new segments to {}", opts.output.display()))),
+            Err(e) if misnamed_in(&e) => {
+                return Err(e.context(format!("follow: cannot apply new segments to {}", opts.output.display())));
+            }
             Err(e) => {
                 // The output may hold part of the failed step: only a rebuild
                 // makes it a verified state again.
@@ -317,7 +367,9 @@ pub async fn follow(store: &PluginStore, opts: &RestoreOptions, first: RestoreOu
 /// database takes seconds, which would stall a follower's runtime.
 async fn check_off_runtime(path: &Path, mode: IntegrityCheck) -> anyhow::Result<()> {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || integrity_check(&path, mode)).await.context("internal: the integrity check panicked")?
+    tokio::task::spawn_blocking(move || integrity_check(&path, mode))
+        .await
+        .context("internal: the integrity check panicked")?
 }
 
 /// Check the restored file at `path` with SQLite (nothing for `None`).
@@ -330,14 +382,25 @@ fn integrity_check(path: &Path, mode: IntegrityCheck) -> anyhow::Result<()> {
     // Immutable: no locks, no `-shm`/`-wal` created beside it (a read-only
     // open of a WAL-mode file leaves both behind), and no stray WAL read.
     // The file is ours alone until it is renamed.
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = rusqlite::Connection::open_with_flags(immutable_uri(path), flags).with_context(|| format!("cannot open restored database {}", path.display()))?;
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+        | rusqlite::OpenFlags::SQLITE_OPEN_URI
+        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(immutable_uri(path), flags)
+        .with_context(|| format!("cannot open restored database {}", path.display()))?;
     // The first problems SQLite lists are enough to tell what is wrong.
     let mut stmt = conn.prepare(pragma).with_context(|| format!("{pragma} cannot run on the restored database"))?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).with_context(|| format!("{pragma} failed on the restored database"))?;
-    let problems: Vec<String> = rows.take(INTEGRITY_PROBLEMS_SHOWN).collect::<Result<_, _>>().with_context(|| format!("{pragma} failed on the restored database (malformed?)"))?;
+    let rows = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .with_context(|| format!("{pragma} failed on the restored database"))?;
+    let problems: Vec<String> = rows
+        .take(INTEGRITY_PROBLEMS_SHOWN)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{pragma} failed on the restored database (malformed?)"))?;
     if problems != ["ok"] {
-        bail!("the restored database fails SQLite's {pragma}: {}; the output was not written (`sluice restore -integrity-check none` writes it anyway)", problems.join("; "));
+        bail!(
+            "the restored database fails SQLite's {pragma}: {}; the output was not written (`sluice restore -integrity-check none` writes it anyway)",
+            problems.join("; ")
+        );
     }
     Ok(())
 }
@@ -369,13 +432,17 @@ mod tests {
 
     fn wal_db(path: &Path) {
         let conn = rusqlite::Connection::open(path).unwrap();
-        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1); PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1); PRAGMA wal_checkpoint(TRUNCATE);",
+        )
+        .unwrap();
         drop(conn);
         assert!(!sidecar(path, "-wal").exists(), "setup: the WAL is removed on close");
     }
 
     fn leftovers(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         names
     }

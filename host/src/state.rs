@@ -138,11 +138,20 @@ impl MetaDir {
             Some((_, payload)) => payload,
             None => {
                 if let Some(name) = scan.foreign {
-                    tracing::warn!("local state {} is not in this build's layout; it is not read, and a new snapshot will be taken", self.dir.join(name).display());
+                    tracing::warn!(
+                        "local state {} is not in this build's layout; it is not read, and a new snapshot will be taken",
+                        self.dir.join(name).display()
+                    );
                 } else if scan.any {
-                    tracing::warn!("no intact local state in {} (crash mid-write?); a new snapshot will be taken", self.dir.display());
+                    tracing::warn!(
+                        "no intact local state in {} (crash mid-write?); a new snapshot will be taken",
+                        self.dir.display()
+                    );
                 } else if let Some(name) = EARLIER_LAYOUT_FILES.into_iter().find(|f| self.dir.join(f).exists()) {
-                    tracing::warn!("local state {} is in the layout of an earlier build, which this one does not read; a new snapshot will be taken", self.dir.join(name).display());
+                    tracing::warn!(
+                        "local state {} is in the layout of an earlier build, which this one does not read; a new snapshot will be taken",
+                        self.dir.join(name).display()
+                    );
                 }
                 return None;
             }
@@ -165,11 +174,15 @@ impl MetaDir {
             };
             scan.any = true;
             match parse_slot(&bytes) {
-                Some((seq, payload)) if scan.newest.as_ref().is_none_or(|(s, _)| seq > *s) => scan.newest = Some((seq, payload.to_vec())),
+                Some((seq, payload)) if scan.newest.as_ref().is_none_or(|(s, _)| seq > *s) => {
+                    scan.newest = Some((seq, payload.to_vec()))
+                }
                 Some(_) => {}
                 // A torn first write can leave zeros (or nothing) where the
                 // magic goes; other bytes there are another layout's.
-                None if bytes.get(..8).is_some_and(|m| m != SLOT_MAGIC && m.iter().any(|&b| b != 0)) => scan.foreign = Some(name),
+                None if bytes.get(..8).is_some_and(|m| m != SLOT_MAGIC && m.iter().any(|&b| b != 0)) => {
+                    scan.foreign = Some(name)
+                }
                 None => {}
             }
         }
@@ -195,13 +208,21 @@ impl MetaDir {
             }
         };
         if state.version != STATE_VERSION {
-            tracing::warn!("local state in {} has layout version {}, this build reads {STATE_VERSION}; it is not read, and a new snapshot will be taken", self.dir.display(), state.version);
+            tracing::warn!(
+                "local state in {} has layout version {}, this build reads {STATE_VERSION}; it is not read, and a new snapshot will be taken",
+                self.dir.display(),
+                state.version
+            );
             return None;
         }
-        let hashes: Vec<u64> = raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+        let hashes: Vec<u64> =
+            raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
         let hashes = PageHashes::from_vec(state.page_size, hashes);
         if hashes.checksum() != state.checksum || hashes.pages() != state.db_pages {
-            tracing::warn!("local page hashes in {} disagree with the recorded state (crash mid-write?); a new snapshot will be taken", self.dir.display());
+            tracing::warn!(
+                "local page hashes in {} disagree with the recorded state (crash mid-write?); a new snapshot will be taken",
+                self.dir.display()
+            );
             return None;
         }
         Some((state, hashes))
@@ -218,13 +239,15 @@ impl MetaDir {
         // The slot header goes in front once the payload is known. Compact
         // JSON has no newline of its own: the first one ends it.
         let mut bytes = vec![0u8; SLOT_HEADER];
-        serde_json::to_writer(&mut bytes, &State { version: STATE_VERSION, ..state.clone() }).map_err(io::Error::other)?;
+        serde_json::to_writer(&mut bytes, &State { version: STATE_VERSION, ..state.clone() })
+            .map_err(io::Error::other)?;
         bytes.reserve_exact(1 + hashes.as_slice().len() * 8);
         bytes.push(b'\n');
         for h in hashes.as_slice() {
             bytes.extend_from_slice(&h.to_le_bytes());
         }
-        let mut slots = self.slots.lock().map_err(|_| io::Error::other("local state lock poisoned by an earlier panic"))?;
+        let mut slots =
+            self.slots.lock().map_err(|_| io::Error::other("local state lock poisoned by an earlier panic"))?;
         let seq = match slots.seq {
             Some(seq) => seq,
             None => self.read_slots().newest.map_or(0, |(seq, _)| seq),
@@ -323,7 +346,17 @@ impl Record {
 
 impl State {
     pub fn new(page_size: u32) -> State {
-        State { version: STATE_VERSION, page_size, txid: 0, db_pages: 0, checksum: 0, timestamp_ms: 0, wal: None, next_salt1: None, db_stamp: None }
+        State {
+            version: STATE_VERSION,
+            page_size,
+            txid: 0,
+            db_pages: 0,
+            checksum: 0,
+            timestamp_ms: 0,
+            wal: None,
+            next_salt1: None,
+            db_stamp: None,
+        }
     }
 }
 
@@ -417,7 +450,10 @@ mod tests {
             meta.save(&state, &hashes).unwrap();
         }
         // Saves alternate, so the two slots hold the last two states.
-        let newest = (0..2).map(|i| std::fs::read(meta.path().join(SLOT_FILES[i])).unwrap()).max_by_key(|b| parse_slot(b).unwrap().0).unwrap();
+        let newest = (0..2)
+            .map(|i| std::fs::read(meta.path().join(SLOT_FILES[i])).unwrap())
+            .max_by_key(|b| parse_slot(b).unwrap().0)
+            .unwrap();
         for cut in [SLOT_HEADER / 2, SLOT_HEADER + 10, newest.len() - 1] {
             // A crash mid-write: the newest slot holds a prefix of itself
             // over the tail of what it held before.
@@ -447,7 +483,10 @@ mod tests {
         let mut single = serde_json::to_vec(&state).unwrap();
         single.push(b'\n');
         single.extend_from_slice(&raw);
-        let layouts = [vec![("state", single)], vec![("state.json", serde_json::to_vec_pretty(&state).unwrap()), ("pages.hash", raw)]];
+        let layouts = [
+            vec![("state", single)],
+            vec![("state.json", serde_json::to_vec_pretty(&state).unwrap()), ("pages.hash", raw)],
+        ];
         for files in layouts {
             for (name, bytes) in &files {
                 std::fs::write(meta.path().join(name), bytes).unwrap();
@@ -455,7 +494,10 @@ mod tests {
             let (loaded, log) = crate::logging::capture(|| meta.load());
             assert_eq!(loaded, None);
             let reported = meta.path().join(files[0].0);
-            assert!(log.contains(&format!("local state {} is in the layout of an earlier build", reported.display())), "{log}");
+            assert!(
+                log.contains(&format!("local state {} is in the layout of an earlier build", reported.display())),
+                "{log}"
+            );
             // The first save starts the current layout, which is read from then on.
             meta.save(&state, &hashes).unwrap();
             let (loaded, log) = crate::logging::capture(|| meta.load());
@@ -471,14 +513,19 @@ mod tests {
         let slot = SLOT_FILES.into_iter().map(|f| meta.path().join(f)).find(|p| p.exists()).unwrap();
         let mut bytes = std::fs::read(&slot).unwrap();
         let json_end = SLOT_HEADER + bytes[SLOT_HEADER..].iter().position(|&b| b == b'\n').unwrap();
-        let text = String::from_utf8(bytes[SLOT_HEADER..json_end].to_vec()).unwrap().replace(&format!("\"version\":{STATE_VERSION}"), &format!("\"version\":{}", STATE_VERSION + 1));
+        let text = String::from_utf8(bytes[SLOT_HEADER..json_end].to_vec())
+            .unwrap()
+            .replace(&format!("\"version\":{STATE_VERSION}"), &format!("\"version\":{}", STATE_VERSION + 1));
         bytes.splice(SLOT_HEADER..json_end, text.into_bytes());
         let digest = xxh3_64(&bytes[SLOT_HEADER..]);
         bytes[24..32].copy_from_slice(&digest.to_le_bytes());
         std::fs::write(&slot, &bytes).unwrap();
         let (loaded, log) = crate::logging::capture(|| MetaDir::open(meta.path().to_path_buf()).unwrap().load());
         assert_eq!(loaded, None);
-        assert!(log.contains(&format!("has layout version {}, this build reads {STATE_VERSION}", STATE_VERSION + 1)), "{log}");
+        assert!(
+            log.contains(&format!("has layout version {}, this build reads {STATE_VERSION}", STATE_VERSION + 1)),
+            "{log}"
+        );
         bytes[..8].copy_from_slice(b"SLCSTAT2");
         std::fs::write(&slot, &bytes).unwrap();
         let (loaded, log) = crate::logging::capture(|| MetaDir::open(meta.path().to_path_buf()).unwrap().load());

@@ -26,18 +26,12 @@ impl Config {
 
     /// A setting's value, if present and not empty.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.settings
-            .iter()
-            .rev()
-            .find(|(k, v)| k == key && !v.is_empty())
-            .map(|(_, v)| v.as_str())
+        self.settings.iter().rev().find(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.as_str())
     }
 
     /// A setting that must be present.
     pub fn require(&self, key: &str) -> Result<&str, Error> {
-        self.get(key).ok_or_else(|| {
-            Error::invalid_config(format!("setting `{key}` is required for {}", self.url))
-        })
+        self.get(key).ok_or_else(|| Error::invalid_config(format!("setting `{key}` is required for {}", self.url)))
     }
 
     /// A boolean setting (`true`/`false`/`1`/`0`/`yes`/`no`).
@@ -47,9 +41,7 @@ impl Config {
             Some(v) => match v.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => Ok(Some(true)),
                 "false" | "0" | "no" | "off" => Ok(Some(false)),
-                _ => Err(Error::invalid_config(format!(
-                    "setting `{key}` must be true or false, got `{v}`"
-                ))),
+                _ => Err(Error::invalid_config(format!("setting `{key}` must be true or false, got `{v}`"))),
             },
         }
     }
@@ -58,9 +50,8 @@ impl Config {
     pub fn u64(&self, key: &str) -> Result<Option<u64>, Error> {
         self.get(key)
             .map(|v| {
-                v.parse().map_err(|_| {
-                    Error::invalid_config(format!("setting `{key}` must be a whole number, got `{v}`"))
-                })
+                v.parse()
+                    .map_err(|_| Error::invalid_config(format!("setting `{key}` must be a whole number, got `{v}`")))
             })
             .transpose()
     }

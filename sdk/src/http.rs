@@ -5,8 +5,7 @@
 use crate::Error;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    ErrorCode, Fields, IncomingBody, Method as WasiMethod, OutgoingBody, OutgoingRequest,
-    RequestOptions, Scheme,
+    ErrorCode, Fields, IncomingBody, Method as WasiMethod, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
 use wasip2::io::streams::StreamError;
 
@@ -59,10 +58,7 @@ pub struct Response {
 impl Response {
     /// The first value of a header (name is case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The body as (lossy) UTF-8, for error messages and XML parsing.
@@ -84,9 +80,8 @@ pub struct UrlParts<'a> {
 
 /// Split an absolute URL without pulling in a URL crate.
 pub fn split_url(url: &str) -> Result<UrlParts<'_>, Error> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| Error::invalid_config(format!("not an absolute URL: {url}")))?;
+    let (scheme, rest) =
+        url.split_once("://").ok_or_else(|| Error::invalid_config(format!("not an absolute URL: {url}")))?;
     if scheme != "http" && scheme != "https" {
         return Err(Error::invalid_config(format!("URL scheme must be http or https: {url}")));
     }
@@ -125,17 +120,14 @@ impl<'a> Request<'a> {
     /// the caller maps them, since only it knows what a 404 means.
     pub fn send(self) -> Result<Response, Error> {
         let parts = split_url(&self.url)?;
-        let mut headers: Vec<(String, Vec<u8>)> = self
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
-            .collect();
+        let mut headers: Vec<(String, Vec<u8>)> =
+            self.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec())).collect();
         let sends_body = !self.body.is_empty() || matches!(self.method, Method::Put | Method::Post);
         if sends_body && !headers.iter().any(|(k, _)| k == "content-length") {
             headers.push(("content-length".into(), self.body.len().to_string().into_bytes()));
         }
-        let fields = Fields::from_list(&headers)
-            .map_err(|e| Error::invalid_config(format!("bad request header: {e:?}")))?;
+        let fields =
+            Fields::from_list(&headers).map_err(|e| Error::invalid_config(format!("bad request header: {e:?}")))?;
         let request = OutgoingRequest::new(fields);
         let method = match self.method {
             Method::Get => WasiMethod::Get,
@@ -161,8 +153,8 @@ impl<'a> Request<'a> {
         let body = request.body().map_err(|()| Error::permanent("request body already taken"))?;
         // Hand the request over before writing the body: the host streams
         // it out as it arrives, so writing first would fill its buffer.
-        let future = outgoing_handler::handle(request, Some(options))
-            .map_err(|e| map_error_code(e, parts.authority))?;
+        let future =
+            outgoing_handler::handle(request, Some(options)).map_err(|e| map_error_code(e, parts.authority))?;
         if let Err(write_error) = write_body(body, self.body, parts.authority) {
             // A refused or failed request shows up first as a broken body
             // stream; the response future carries the real reason.
@@ -187,9 +179,7 @@ impl<'a> Request<'a> {
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
             .collect();
-        let incoming = response
-            .consume()
-            .map_err(|()| Error::permanent("response body already taken"))?;
+        let incoming = response.consume().map_err(|()| Error::permanent("response body already taken"))?;
         let body = read_body(incoming, parts.authority)?;
         Ok(Response { status, headers, body })
     }
@@ -218,9 +208,7 @@ fn write_body(body: OutgoingBody, bytes: &[u8], authority: &str) -> Result<(), E
 fn read_body(incoming: IncomingBody, authority: &str) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     {
-        let stream = incoming
-            .stream()
-            .map_err(|()| Error::permanent("response stream already taken"))?;
+        let stream = incoming.stream().map_err(|()| Error::permanent("response stream already taken"))?;
         loop {
             match stream.blocking_read(READ_CHUNK) {
                 Ok(chunk) => out.extend_from_slice(&chunk),
@@ -263,9 +251,7 @@ fn map_error_code(code: ErrorCode, authority: &str) -> Error {
         | ErrorCode::HttpResponseTimeout
         | ErrorCode::HttpProtocolError
         | ErrorCode::TlsProtocolError
-        | ErrorCode::InternalError(_) => {
-            Error::transient(format!("request to {authority} failed: {code:?}"))
-        }
+        | ErrorCode::InternalError(_) => Error::transient(format!("request to {authority} failed: {code:?}")),
         other => Error::permanent(format!("request to {authority} failed: {other:?}")),
     }
 }

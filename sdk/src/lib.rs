@@ -75,8 +75,8 @@ pub mod log;
 mod types;
 
 pub use bindings::sluice::storage::types::{
-    ByteRange, Capabilities, DeleteFailure, Error, ListPage, ObjectMeta, PluginInfo, Precondition,
-    PutOptions, Throttle, UploadedPart,
+    ByteRange, Capabilities, DeleteFailure, Error, ListPage, ObjectMeta, PluginInfo, Precondition, PutOptions,
+    Throttle, UploadedPart,
 };
 pub use config::{Config, validate_key};
 pub use types::slice_range;
@@ -121,12 +121,7 @@ pub trait Backend: Sized + 'static {
         Err(Error::unsupported("multipart upload"))
     }
     /// Assemble the parts into the object. Default: unsupported.
-    fn complete_upload(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: Vec<UploadedPart>,
-    ) -> Result<ObjectMeta, Error> {
+    fn complete_upload(&self, key: &str, upload_id: &str, parts: Vec<UploadedPart>) -> Result<ObjectMeta, Error> {
         let _ = (key, upload_id, parts);
         Err(Error::unsupported("multipart upload"))
     }
@@ -166,8 +161,7 @@ pub mod __private {
     use crate::bindings::exports::sluice::storage::backend::{GuestStore, Store};
     use crate::bindings::sluice::storage::types::StoreConfig;
     use crate::{
-        Backend, ByteRange, Config, DeleteFailure, Error, ListPage, ObjectMeta, PutOptions,
-        UploadedPart, validate_key,
+        Backend, ByteRange, Config, DeleteFailure, Error, ListPage, ObjectMeta, PutOptions, UploadedPart, validate_key,
     };
 
     /// Bridges the generated resource trait to [`Backend`], checking keys
@@ -222,7 +216,10 @@ pub mod __private {
             // every plugin.
             let caps = B::info().capabilities;
             if part_number == 0 || (caps.max_parts > 0 && part_number > caps.max_parts) {
-                return Err(Error::invalid_config(format!("part number {part_number} is outside 1..={}", caps.max_parts)));
+                return Err(Error::invalid_config(format!(
+                    "part number {part_number} is outside 1..={}",
+                    caps.max_parts
+                )));
             }
             if data.len() as u64 > caps.max_part_size {
                 return Err(Error::invalid_config(format!(

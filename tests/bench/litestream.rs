@@ -34,7 +34,11 @@ const LAG_SAMPLES: usize = 5;
 /// Restores of the steady replica, the median reported: one takes tens of
 /// milliseconds, where a single sample moved by a third between runs.
 const RESTORE_RUNS: usize = 5;
-const WORDS: &[&str] = &["sqlite", "replica", "segment", "stream", "backup", "restore", "page", "frame", "wal", "commit", "snapshot", "object", "bucket", "region", "lambda", "river", "sluice", "gate", "water", "flow", "tenant", "plugin", "sandbox", "memory"];
+const WORDS: &[&str] = &[
+    "sqlite", "replica", "segment", "stream", "backup", "restore", "page", "frame", "wal", "commit", "snapshot",
+    "object", "bucket", "region", "lambda", "river", "sluice", "gate", "water", "flow", "tenant", "plugin", "sandbox",
+    "memory",
+];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Tool {
@@ -54,7 +58,10 @@ impl Tool {
         match self {
             Tool::Sluice => {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
-                c.env("SLUICE_CACHE_DIR", PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-compile-cache"));
+                c.env(
+                    "SLUICE_CACHE_DIR",
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-compile-cache"),
+                );
                 c
             }
             Tool::Litestream => {
@@ -83,11 +90,14 @@ fn litestream_bin() -> PathBuf {
         if let Some(bin) = std::env::var_os("LITESTREAM_BIN") {
             return PathBuf::from(bin);
         }
-        let scripts = Command::new("python3").args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"]).output();
+        let scripts =
+            Command::new("python3").args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"]).output();
         if let Ok(out) = scripts {
             let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("litestream");
             let mut magic = [0u8; 4];
-            let is_elf = std::fs::File::open(&bin).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && &magic == b"\x7fELF";
+            let is_elf =
+                std::fs::File::open(&bin).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+                    && &magic == b"\x7fELF";
             if is_elf {
                 return bin;
             }
@@ -123,10 +133,12 @@ impl PeakRss {
         PeakRss(std::thread::spawn(move || {
             let mut peak_kb = 0;
             // Until the child is gone, or a zombie with no address space left.
-            while let Some(kb) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .and_then(|status| status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
-            {
+            while let Some(kb) = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            }) {
                 peak_kb = peak_kb.max(kb);
                 std::thread::sleep(RSS_POLL);
             }
@@ -172,7 +184,10 @@ fn sentence(rng: &mut StdRng, words: usize) -> String {
 
 fn new_db(path: &Path) -> Connection {
     let conn = Connection::open(path).unwrap();
-    conn.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE IF NOT EXISTS notes(id INTEGER PRIMARY KEY, body TEXT, n INTEGER);").unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=wal; CREATE TABLE IF NOT EXISTS notes(id INTEGER PRIMARY KEY, body TEXT, n INTEGER);",
+    )
+    .unwrap();
     conn
 }
 
@@ -180,7 +195,11 @@ fn insert_txn(conn: &Connection, rng: &mut StdRng, rows: usize) {
     conn.execute_batch("BEGIN").unwrap();
     for _ in 0..rows {
         let body = sentence(rng, 60);
-        conn.execute("INSERT INTO notes(body, n) VALUES (?1, ?2)", rusqlite::params![body, rng.random_range(0..1_000_000)]).unwrap();
+        conn.execute(
+            "INSERT INTO notes(body, n) VALUES (?1, ?2)",
+            rusqlite::params![body, rng.random_range(0..1_000_000)],
+        )
+        .unwrap();
     }
     conn.execute_batch("COMMIT").unwrap();
 }
@@ -211,8 +230,12 @@ fn stored(dir: &Path) -> (u64, u64) {
 
 fn config(tool: Tool, db: &Path, replica: &Path) -> String {
     match tool {
-        Tool::Sluice => format!("dbs:\n  - path: {}\n    replicas:\n      - url: {}\n", db.display(), tool.url(replica)),
-        Tool::Litestream => format!("dbs:\n  - path: {}\n    replica:\n      url: {}\n", db.display(), tool.url(replica)),
+        Tool::Sluice => {
+            format!("dbs:\n  - path: {}\n    replicas:\n      - url: {}\n", db.display(), tool.url(replica))
+        }
+        Tool::Litestream => {
+            format!("dbs:\n  - path: {}\n    replica:\n      url: {}\n", db.display(), tool.url(replica))
+        }
     }
 }
 
@@ -278,7 +301,8 @@ fn steady(tool: Tool, seconds: u64, w: Workload) -> Steady {
         let mut cmd = tool.command();
         cmd.args(["restore", "-o"]).arg(&out).arg(tool.url(&replica));
         restores.push(run_measured(cmd, &dir.path().join("restore.log")));
-        let got: i64 = Connection::open(&out).unwrap().query_row("SELECT count(*) FROM notes", [], |r| r.get(0)).unwrap_or(-1);
+        let got: i64 =
+            Connection::open(&out).unwrap().query_row("SELECT count(*) FROM notes", [], |r| r.get(0)).unwrap_or(-1);
         assert_eq!(got, want, "{}: restored copy has {got} rows, expected {want}", tool.name());
     }
     restores.sort_by(|a, b| a.wall_s.total_cmp(&b.wall_s));
@@ -302,7 +326,11 @@ fn make_big(path: &Path, mb: u64) {
         conn.execute_batch("BEGIN").unwrap();
         for _ in 0..5000 {
             let body = sentence(&mut rng, 60);
-            conn.execute("INSERT INTO notes(body, n) VALUES (?1, ?2)", rusqlite::params![body, rng.random_range(0..1_000_000)]).unwrap();
+            conn.execute(
+                "INSERT INTO notes(body, n) VALUES (?1, ?2)",
+                rusqlite::params![body, rng.random_range(0..1_000_000)],
+            )
+            .unwrap();
         }
         conn.execute_batch("COMMIT").unwrap();
         if std::fs::metadata(path).unwrap().len() >= target {
@@ -328,18 +356,41 @@ fn big(tool: Tool, source: &Path) -> Big {
     let restore = run_measured(cmd, &dir.path().join("restore.log"));
     if !out.exists() {
         let log = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
-        panic!("{} did not restore the large database\nsnapshot log:\n{}\nrestore log:\n{}", tool.name(), log("snapshot.log"), log("restore.log"));
+        panic!(
+            "{} did not restore the large database\nsnapshot log:\n{}\nrestore log:\n{}",
+            tool.name(),
+            log("snapshot.log"),
+            log("restore.log")
+        );
     }
     Big { snapshot, bytes, restore }
 }
 
 fn report_steady(seconds: u64, w: Workload, s: &Steady, l: &Steady) {
-    println!("\n### Steady writes, {} ({seconds} s of {}-row transactions, pause {:?}, then {LAG_SAMPLES} single commits)\n", w.name, w.rows_per_txn, w.pause);
+    println!(
+        "\n### Steady writes, {} ({seconds} s of {}-row transactions, pause {:?}, then {LAG_SAMPLES} single commits)\n",
+        w.name, w.rows_per_txn, w.pause
+    );
     println!("| measure | sluice | litestream | sluice ÷ litestream |");
     println!("|---|---|---|---|");
-    println!("| transactions the application committed | {} | {} | {} |", s.commits, l.commits, ratio(s.commits as f64, l.commits as f64));
-    println!("| replicator CPU seconds | {:.2} | {:.2} | {} |", s.usage.cpu_s, l.usage.cpu_s, ratio(s.usage.cpu_s, l.usage.cpu_s));
-    println!("| replicator peak RSS (MB) | {:.1} | {:.1} | {} |", s.usage.max_rss_mb, l.usage.max_rss_mb, ratio(s.usage.max_rss_mb, l.usage.max_rss_mb));
+    println!(
+        "| transactions the application committed | {} | {} | {} |",
+        s.commits,
+        l.commits,
+        ratio(s.commits as f64, l.commits as f64)
+    );
+    println!(
+        "| replicator CPU seconds | {:.2} | {:.2} | {} |",
+        s.usage.cpu_s,
+        l.usage.cpu_s,
+        ratio(s.usage.cpu_s, l.usage.cpu_s)
+    );
+    println!(
+        "| replicator peak RSS (MB) | {:.1} | {:.1} | {} |",
+        s.usage.max_rss_mb,
+        l.usage.max_rss_mb,
+        ratio(s.usage.max_rss_mb, l.usage.max_rss_mb)
+    );
     println!("| bytes stored | {} | {} | {} |", s.bytes, l.bytes, ratio(s.bytes as f64, l.bytes as f64));
     // At full speed the application commits as much as the machine lets it
     // in each run, so the two tools replicate different amounts of work:
@@ -349,9 +400,24 @@ fn report_steady(seconds: u64, w: Workload, s: &Steady, l: &Steady) {
     println!("| replicator CPU ms per 1,000 transactions | {s_cpu:.1} | {l_cpu:.1} | {} |", ratio(s_cpu, l_cpu));
     let (s_b, l_b) = (per_k(s.bytes as f64, s.commits), per_k(l.bytes as f64, l.commits));
     println!("| bytes stored per 1,000 transactions | {s_b:.0} | {l_b:.0} | {} |", ratio(s_b, l_b));
-    println!("| objects written (still stored) | {} | {} | {} |", s.objects, l.objects, ratio(s.objects as f64, l.objects as f64));
-    println!("| commit-to-durable lag, median (ms) | {:.0} | {:.0} | {} |", s.lag_ms, l.lag_ms, ratio(s.lag_ms, l.lag_ms));
-    println!("| restore wall time (s), median of {RESTORE_RUNS} | {:.3} | {:.3} | {} |", s.restore.wall_s, l.restore.wall_s, ratio(s.restore.wall_s, l.restore.wall_s));
+    println!(
+        "| objects written (still stored) | {} | {} | {} |",
+        s.objects,
+        l.objects,
+        ratio(s.objects as f64, l.objects as f64)
+    );
+    println!(
+        "| commit-to-durable lag, median (ms) | {:.0} | {:.0} | {} |",
+        s.lag_ms,
+        l.lag_ms,
+        ratio(s.lag_ms, l.lag_ms)
+    );
+    println!(
+        "| restore wall time (s), median of {RESTORE_RUNS} | {:.3} | {:.3} | {} |",
+        s.restore.wall_s,
+        l.restore.wall_s,
+        ratio(s.restore.wall_s, l.restore.wall_s)
+    );
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -378,7 +444,10 @@ fn main() {
         eprintln!("steady workload {}: {seconds}s of {}-row transactions, pause {:?}", w.name, w.rows_per_txn, w.pause);
         let s = steady(Tool::Sluice, seconds, w);
         if only_sluice {
-            println!("steady {}: {} commits, CPU {:.2} s, peak RSS {:.1} MB, {} bytes in {} objects, lag {:.0} ms, restore {:.3} s", w.name, s.commits, s.usage.cpu_s, s.usage.max_rss_mb, s.bytes, s.objects, s.lag_ms, s.restore.wall_s);
+            println!(
+                "steady {}: {} commits, CPU {:.2} s, peak RSS {:.1} MB, {} bytes in {} objects, lag {:.0} ms, restore {:.3} s",
+                w.name, s.commits, s.usage.cpu_s, s.usage.max_rss_mb, s.bytes, s.objects, s.lag_ms, s.restore.wall_s
+            );
         } else {
             report_steady(seconds, w, &s, &steady(Tool::Litestream, seconds, w));
         }
@@ -397,17 +466,50 @@ fn main() {
     std::fs::remove_file(work.path().join("copy.db")).unwrap();
     let sb = big(Tool::Sluice, &source);
     if only_sluice {
-        println!("{big_mb} MB: snapshot CPU {:.2} s, {:.1} MB RSS; restore {:.2} s, {:.1} MB RSS", sb.snapshot.cpu_s, sb.snapshot.max_rss_mb, sb.restore.wall_s, sb.restore.max_rss_mb);
+        println!(
+            "{big_mb} MB: snapshot CPU {:.2} s, {:.1} MB RSS; restore {:.2} s, {:.1} MB RSS",
+            sb.snapshot.cpu_s, sb.snapshot.max_rss_mb, sb.restore.wall_s, sb.restore.max_rss_mb
+        );
         return;
     }
     let lb = big(Tool::Litestream, &source);
     println!("\n### One {:.0} MB database of text rows (a plain copy took {cp_s:.2} s)\n", size as f64 / 1e6);
     println!("| measure | sluice | litestream | sluice ÷ litestream |");
     println!("|---|---|---|---|");
-    println!("| snapshot CPU seconds | {:.2} | {:.2} | {} |", sb.snapshot.cpu_s, lb.snapshot.cpu_s, ratio(sb.snapshot.cpu_s, lb.snapshot.cpu_s));
-    println!("| snapshot peak RSS (MB) | {:.1} | {:.1} | {} |", sb.snapshot.max_rss_mb, lb.snapshot.max_rss_mb, ratio(sb.snapshot.max_rss_mb, lb.snapshot.max_rss_mb));
-    println!("| bytes stored (MB) | {:.1} | {:.1} | {} |", sb.bytes as f64 / 1e6, lb.bytes as f64 / 1e6, ratio(sb.bytes as f64, lb.bytes as f64));
-    println!("| restore wall time (s) | {:.2} | {:.2} | {} |", sb.restore.wall_s, lb.restore.wall_s, ratio(sb.restore.wall_s, lb.restore.wall_s));
-    println!("| restore CPU seconds | {:.2} | {:.2} | {} |", sb.restore.cpu_s, lb.restore.cpu_s, ratio(sb.restore.cpu_s, lb.restore.cpu_s));
-    println!("| restore peak RSS (MB) | {:.1} | {:.1} | {} |", sb.restore.max_rss_mb, lb.restore.max_rss_mb, ratio(sb.restore.max_rss_mb, lb.restore.max_rss_mb));
+    println!(
+        "| snapshot CPU seconds | {:.2} | {:.2} | {} |",
+        sb.snapshot.cpu_s,
+        lb.snapshot.cpu_s,
+        ratio(sb.snapshot.cpu_s, lb.snapshot.cpu_s)
+    );
+    println!(
+        "| snapshot peak RSS (MB) | {:.1} | {:.1} | {} |",
+        sb.snapshot.max_rss_mb,
+        lb.snapshot.max_rss_mb,
+        ratio(sb.snapshot.max_rss_mb, lb.snapshot.max_rss_mb)
+    );
+    println!(
+        "| bytes stored (MB) | {:.1} | {:.1} | {} |",
+        sb.bytes as f64 / 1e6,
+        lb.bytes as f64 / 1e6,
+        ratio(sb.bytes as f64, lb.bytes as f64)
+    );
+    println!(
+        "| restore wall time (s) | {:.2} | {:.2} | {} |",
+        sb.restore.wall_s,
+        lb.restore.wall_s,
+        ratio(sb.restore.wall_s, lb.restore.wall_s)
+    );
+    println!(
+        "| restore CPU seconds | {:.2} | {:.2} | {} |",
+        sb.restore.cpu_s,
+        lb.restore.cpu_s,
+        ratio(sb.restore.cpu_s, lb.restore.cpu_s)
+    );
+    println!(
+        "| restore peak RSS (MB) | {:.1} | {:.1} | {} |",
+        sb.restore.max_rss_mb,
+        lb.restore.max_rss_mb,
+        ratio(sb.restore.max_rss_mb, lb.restore.max_rss_mb)
+    );
 }

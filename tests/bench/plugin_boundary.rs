@@ -126,7 +126,12 @@ async fn bench() -> Vec<Row> {
         samples.push(t.elapsed());
         drop(session);
     }
-    rows.push(row("session: instantiate + `open`", us(median(samples)), "", "median of 2000 (hostile plugin, directory granted)"));
+    rows.push(row(
+        "session: instantiate + `open`",
+        us(median(samples)),
+        "",
+        "median of 2000 (hostile plugin, directory granted)",
+    ));
 
     // --- start-up: compile vs cache ----------------------------------------
     let plugins: [(&str, &[u8]); 3] = [

@@ -18,7 +18,8 @@ pub fn test_target() -> PathBuf {
 pub fn hostile_wasm() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
-        let cargo = std::env::var("CARGO").ok().or(option_env!("CARGO").map(String::from)).unwrap_or_else(|| "cargo".into());
+        let cargo =
+            std::env::var("CARGO").ok().or(option_env!("CARGO").map(String::from)).unwrap_or_else(|| "cargo".into());
         let target_dir = test_target();
         let mut cmd = Command::new(cargo);
         cmd.current_dir(workspace())
@@ -26,11 +27,21 @@ pub fn hostile_wasm() -> &'static Path {
             .arg("--target-dir")
             .arg(&target_dir);
         // Host flags (coverage, sanitizers, target-cpu) make no sense for wasm.
-        for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"] {
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_BUILD_RUSTFLAGS",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+        ] {
             cmd.env_remove(var);
         }
         let output = cmd.output().expect("could not run cargo to build the hostile plugin");
-        assert!(output.status.success(), "building the hostile plugin failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "building the hostile plugin failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let path = target_dir.join("wasm32-wasip2").join("plugin").join("sluice_plugin_hostile.wasm");
         assert!(path.exists(), "cargo built the hostile plugin but {} is missing", path.display());
         path

@@ -17,7 +17,14 @@ pub fn sluice() -> Command {
     let mut cmd = Command::new(bin);
     let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-compile-cache");
     cmd.env("SLUICE_CACHE_DIR", cache).env("SLUICE_LOG", "sluice=debug,warn");
-    for var in ["LITESTREAM_CONFIG", "SLUICE_CONFIG", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "LITESTREAM_ACCESS_KEY_ID", "LITESTREAM_SECRET_ACCESS_KEY"] {
+    for var in [
+        "LITESTREAM_CONFIG",
+        "SLUICE_CONFIG",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "LITESTREAM_ACCESS_KEY_ID",
+        "LITESTREAM_SECRET_ACCESS_KEY",
+    ] {
         cmd.env_remove(var);
     }
     cmd
@@ -42,7 +49,10 @@ pub fn create_db(path: &Path, page_size: u32) -> Connection {
     conn.pragma_update(None, "page_size", page_size).unwrap();
     conn.pragma_update(None, "journal_mode", "wal").unwrap();
     conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, a TEXT, b BLOB); CREATE INDEX IF NOT EXISTS t_a ON t(a);").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, a TEXT, b BLOB); CREATE INDEX IF NOT EXISTS t_a ON t(a);",
+    )
+    .unwrap();
     conn
 }
 
@@ -81,7 +91,12 @@ pub fn file_image(path: &Path, page_size: u32) -> Vec<u64> {
 pub fn assert_same_image(want: &[u64], got: &[u64], what: &str) {
     if want != got {
         let first = want.iter().zip(got).position(|(a, b)| a != b);
-        panic!("{what}: images differ: {} vs {} pages, first differing page {:?}", want.len(), got.len(), first.map(|i| i + 1));
+        panic!(
+            "{what}: images differ: {} vs {} pages, first differing page {:?}",
+            want.len(),
+            got.len(),
+            first.map(|i| i + 1)
+        );
     }
 }
 
@@ -114,7 +129,8 @@ pub fn workload(conn: &Connection, rng: &mut StdRng, ops: usize) {
         };
         // Busy is legitimate while the replicator holds its read lock.
         if let Err(e) = result {
-            let busy = matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy);
+            let busy =
+                matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy);
             assert!(busy, "workload op {roll} failed: {e}");
         }
     }

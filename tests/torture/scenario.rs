@@ -103,15 +103,25 @@ impl Scenario {
         // -wal), the replicator with Litestream's default intervals, and
         // moments later a 200 txn/s writer for 6 s, nothing else.
         let first = &mut out[0];
-        (first.start, first.wal_at_start, first.rate, first.autocheckpoint, first.writers, first.extras, first.restarts) = (Start::ReplicatorFirst, false, 200, 1000, 1, false, false);
+        (
+            first.start,
+            first.wal_at_start,
+            first.rate,
+            first.autocheckpoint,
+            first.writers,
+            first.extras,
+            first.restarts,
+        ) = (Start::ReplicatorFirst, false, 200, 1000, 1, false, false);
         (first.sync_ms, first.write_millis, first.min_checkpoint, first.truncate_after) = (1000, 6_000, 1000, 121_359);
         // The same with the application checkpointing ten times as often.
         let second = &mut out[2];
-        (second.start, second.wal_at_start, second.rate, second.autocheckpoint, second.writers) = (Start::ReplicatorFirst, false, 200, 100, 1);
+        (second.start, second.wal_at_start, second.rate, second.autocheckpoint, second.writers) =
+            (Start::ReplicatorFirst, false, 200, 100, 1);
         (second.sync_ms, second.write_millis) = (1000, 6_000);
         // The first snapshot of a large database, killed part-way.
         let big = &mut out[3];
-        (big.bulk_mb, big.sync_ms, big.kill_replicator, big.min_checkpoint, big.write_millis, big.restarts) = (100, 1000, true, 100, 6_000, true);
+        (big.bulk_mb, big.sync_ms, big.kill_replicator, big.min_checkpoint, big.write_millis, big.restarts) =
+            (100, 1000, true, 100, 6_000, true);
         out
     }
 

@@ -12,8 +12,8 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
-use rusqlite::types::ValueRef;
 use rusqlite::Connection;
+use rusqlite::types::ValueRef;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -164,7 +164,11 @@ fn run_extra(conn: &mut Connection, spec: &WriterSpec, extra: Extra) -> rusqlite
     match extra {
         Extra::None => {}
         Extra::Vacuum => {
-            let bytes: i64 = conn.query_row("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", [], |r| r.get(0))?;
+            let bytes: i64 = conn.query_row(
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                [],
+                |r| r.get(0),
+            )?;
             if bytes <= MAX_VACUUM_BYTES {
                 conn.execute_batch("VACUUM")?;
             }
@@ -192,7 +196,9 @@ pub fn run(spec: &WriterSpec) -> Result<u64, String> {
     let pause = (spec.rate > 0).then(|| Duration::from_secs(1) / spec.rate);
     while Instant::now() < deadline {
         seq += 1;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| format!("begin {seq}: {e}"))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| format!("begin {seq}: {e}"))?;
         change(&tx, spec.id, spec.seed, spec.page_size, seq).map_err(|e| format!("transaction {seq}: {e}"))?;
         tx.commit().map_err(|e| format!("commit {seq}: {e}"))?;
         if spec.extras {
@@ -210,9 +216,11 @@ pub fn run(spec: &WriterSpec) -> Result<u64, String> {
 pub fn digest(conn: &Connection, id: u32) -> rusqlite::Result<u64> {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let prefix = format!("w{id}_");
-    let mut stmt = conn.prepare("SELECT type, name, sql FROM sqlite_master WHERE substr(name, 1, ?2) = ?1 ORDER BY name")?;
-    let objects: Vec<(String, String, Option<String>)> =
-        stmt.query_map(rusqlite::params![prefix, prefix.len() as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+    let mut stmt =
+        conn.prepare("SELECT type, name, sql FROM sqlite_master WHERE substr(name, 1, ?2) = ?1 ORDER BY name")?;
+    let objects: Vec<(String, String, Option<String>)> = stmt
+        .query_map(rusqlite::params![prefix, prefix.len() as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
     for (kind, name, sql) in objects {
         h.update(format!("{kind}\0{name}\0{}\0", sql.unwrap_or_default()).as_bytes());
         if kind != "table" {

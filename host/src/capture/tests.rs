@@ -16,7 +16,12 @@ fn app(path: &Path) -> Connection {
 }
 
 fn small_thresholds() -> CaptureConfig {
-    CaptureConfig { min_checkpoint_page_count: 8, truncate_page_n: 40, checkpoint_interval: Duration::from_secs(3600), busy_timeout: Duration::from_secs(1) }
+    CaptureConfig {
+        min_checkpoint_page_count: 8,
+        truncate_page_n: 40,
+        checkpoint_interval: Duration::from_secs(3600),
+        busy_timeout: Duration::from_secs(1),
+    }
 }
 
 /// An application thread committing as fast as it can until stopped:
@@ -108,7 +113,11 @@ fn checkpoints_under_a_busy_writer_never_break_the_chain() {
     }
     let commits = writer.stop();
     assert_eq!(cap.sync(false).unwrap().gap, None);
-    assert!(commits > 50 && checkpoints > 5 && epochs.len() > 2, "{commits} commits, {checkpoints} checkpoints, {} WAL epochs", epochs.len());
+    assert!(
+        commits > 50 && checkpoints > 5 && epochs.len() > 2,
+        "{commits} commits, {checkpoints} checkpoints, {} WAL epochs",
+        epochs.len()
+    );
     assert_eq!(cap.state().checksum, checksum_now(&path));
 }
 
@@ -127,7 +136,10 @@ fn appended_pages_get_their_own_block() {
     let report = cap.sync(false).unwrap();
     let blocks = crate::segment::SegmentReader::open(&report.segments[0].path).unwrap().blocks().unwrap();
     assert_eq!(blocks.len(), 2, "{blocks:?}");
-    assert!(blocks[0].pgnos.iter().all(|&p| p <= before) && blocks[1].pgnos.iter().all(|&p| p > before), "split at page {before}: {blocks:?}");
+    assert!(
+        blocks[0].pgnos.iter().all(|&p| p <= before) && blocks[1].pgnos.iter().all(|&p| p > before),
+        "split at page {before}: {blocks:?}"
+    );
     conn.execute("UPDATE t SET v = zeroblob(10)", []).unwrap();
     let report = cap.sync(false).unwrap();
     let blocks = crate::segment::SegmentReader::open(&report.segments[0].path).unwrap().blocks().unwrap();
@@ -159,7 +171,9 @@ fn validation_finds_a_wrong_capture_and_heals_it_with_a_snapshot() {
     cap.state.checksum = cap.hashes.checksum();
     cap.sync(false).unwrap();
     match cap.validate().unwrap() {
-        Validation::Mismatch { txid: t, detail } => assert!(t == txid && detail.contains("first differing page 2"), "{detail}"),
+        Validation::Mismatch { txid: t, detail } => {
+            assert!(t == txid && detail.contains("first differing page 2"), "{detail}")
+        }
         other => panic!("{other:?}"),
     }
     let report = cap.sync(false).unwrap();
@@ -248,13 +262,15 @@ fn a_wal_reset_while_capture_reads_it_is_not_recorded() {
     // the log are the only copies of their pages; then it is checkpointed
     // whole, so our read transactions read the database file alone.
     conn.execute_batch("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) INSERT INTO t(v) SELECT randomblob(1500) FROM n").unwrap();
-    let (_, log, copied): (i64, i64, i64) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+    let (_, log, copied): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
     assert_eq!(log, copied, "the log was not wholly checkpointed");
     let mut cap = Capturer::open(&path, dir.path().join("meta"), small_thresholds()).unwrap();
     let before = cap.db.open_wal().unwrap().unwrap().0;
     // Between the first sync's scan and its page reads, the application
     // commits: SQLite restarts the log over the frames being read.
-    cap.after_scan = Some(Box::new(move || conn.execute("INSERT INTO t(v) VALUES (randomblob(2000))", []).map(drop).unwrap()));
+    cap.after_scan =
+        Some(Box::new(move || conn.execute("INSERT INTO t(v) VALUES (randomblob(2000))", []).map(drop).unwrap()));
     let report = cap.sync(false).unwrap();
     let after = cap.db.open_wal().unwrap().unwrap().0;
     assert_ne!(before.salt, after.salt, "the WAL was not reset under the capture: the test proves nothing");

@@ -14,7 +14,7 @@
 //! held write lock puts the view on the captured state (`settle_view`).
 
 use super::{CaptureError, Capturer};
-use crate::checksum::{page_hash, PageHashes};
+use crate::checksum::{PageHashes, page_hash};
 
 /// What a validation found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +45,10 @@ impl Capturer {
         let txid = self.state.txid;
         let (page_size, pages) = self.db.page_info()?;
         if page_size != self.state.page_size || pages != self.state.db_pages {
-            let detail = format!("the live database has {pages} pages of {page_size} bytes, the capture {} of {}", self.state.db_pages, self.state.page_size);
+            let detail = format!(
+                "the live database has {pages} pages of {page_size} bytes, the capture {} of {}",
+                self.state.db_pages, self.state.page_size
+            );
             return Ok(self.mismatch(txid, detail));
         }
         let mut live = PageHashes::new(page_size);
@@ -57,7 +60,11 @@ impl Capturer {
             return Ok(Validation::Matched { txid, pages });
         }
         let first = live.as_slice().iter().zip(self.hashes.as_slice()).position(|(a, b)| a != b).map_or(0, |i| i + 1);
-        let detail = format!("checksum {:016x} live against {:016x} captured; first differing page {first}", live.checksum(), self.state.checksum);
+        let detail = format!(
+            "checksum {:016x} live against {:016x} captured; first differing page {first}",
+            live.checksum(),
+            self.state.checksum
+        );
         Ok(self.mismatch(txid, detail))
     }
 
@@ -79,7 +86,8 @@ impl Capturer {
     }
 
     fn mismatch(&mut self, txid: u64, detail: String) -> Validation {
-        self.gap = Some(format!("validation found the capture at TXID {txid:016x} differs from the database ({detail})"));
+        self.gap =
+            Some(format!("validation found the capture at TXID {txid:016x} differs from the database ({detail})"));
         Validation::Mismatch { txid, detail }
     }
 }

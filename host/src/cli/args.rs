@@ -21,7 +21,9 @@ pub fn normalize(args: impl IntoIterator<Item = String>) -> Vec<String> {
             && !arg.starts_with("--")
             && arg.len() > 2
             && arg[1..].split('=').next().is_some_and(|name| {
-                name.len() > 1 && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                name.len() > 1
+                    && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             });
         out.push(if is_go_long { format!("-{arg}") } else { arg });
     }
@@ -39,7 +41,10 @@ mod tests {
     #[test]
     fn go_style_flags_become_long_flags() {
         assert_eq!(n(&["sluice", "replicate", "-config", "x.yml"]), ["sluice", "replicate", "--config", "x.yml"]);
-        assert_eq!(n(&["restore", "-o", "my.db", "-if-replica-exists", "-txid=00ff"]), ["restore", "-o", "my.db", "--if-replica-exists", "--txid=00ff"]);
+        assert_eq!(
+            n(&["restore", "-o", "my.db", "-if-replica-exists", "-txid=00ff"]),
+            ["restore", "-o", "my.db", "--if-replica-exists", "--txid=00ff"]
+        );
         assert_eq!(n(&["--json", "-exec", "app -x --y"]), ["--json", "--exec", "app -x --y"]);
         assert_eq!(n(&["ltx", "-level", "-1"]), ["ltx", "--level", "-1"]);
         assert_eq!(n(&["x", "--", "-config"]), ["x", "--", "-config"]);

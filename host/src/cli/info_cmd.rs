@@ -5,7 +5,7 @@ use super::restore_cmd::resolve_target;
 use crate::config;
 use crate::plugin::Runtime;
 use crate::replica::client::rfc3339;
-use crate::replicate::{open_store, Plugins};
+use crate::replicate::{Plugins, open_store};
 use crate::state::MetaDir;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,7 +30,15 @@ pub fn databases(config_path: Option<&PathBuf>, expand: bool, json: bool) -> any
     Ok(())
 }
 
-pub async fn ltx(runtime: Arc<Runtime>, target: &str, config_path: Option<&PathBuf>, expand: bool, level: Option<&str>, json: bool, plugin: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub async fn ltx(
+    runtime: Arc<Runtime>,
+    target: &str,
+    config_path: Option<&PathBuf>,
+    expand: bool,
+    level: Option<&str>,
+    json: bool,
+    plugin: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let (spec, _, label) = resolve_target(target, config_path, expand, None)?;
     let store = open_store(&runtime, &Plugins::default(), &spec, plugin, &label).await?;
     let listing = crate::replica::client::list(&store).await?;
@@ -49,7 +57,14 @@ pub async fn ltx(runtime: Arc<Runtime>, target: &str, config_path: Option<&PathB
     }
     println!("{:<6} {:<17} {:<17} {:>12}  created", "level", "min_txid", "max_txid", "size");
     for (n, s) in rows {
-        println!("{:<6} {:016x}  {:016x}  {:>12}  {}", n.level, n.min_txid, n.max_txid, s.size, rfc3339(s.timestamp_ms));
+        println!(
+            "{:<6} {:016x}  {:016x}  {:>12}  {}",
+            n.level,
+            n.min_txid,
+            n.max_txid,
+            s.size,
+            rfc3339(s.timestamp_ms)
+        );
     }
     Ok(())
 }
@@ -71,8 +86,16 @@ pub fn status(config_path: Option<&PathBuf>, expand: bool, db: Option<&str>, jso
             .replicas
             .iter()
             .map(|r| {
-                let name: String = r.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-                let shipped = std::fs::read_to_string(meta_dir.join(format!("replica-{name}.json"))).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).and_then(|v| v["shipped"].as_u64()).unwrap_or(0);
+                let name: String = r
+                    .name
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                    .collect();
+                let shipped = std::fs::read_to_string(meta_dir.join(format!("replica-{name}.json")))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .and_then(|v| v["shipped"].as_u64())
+                    .unwrap_or(0);
                 serde_json::json!({"name": r.name, "url": r.url, "txid": format!("{shipped:016x}")})
             })
             .collect();
@@ -89,9 +112,20 @@ pub fn status(config_path: Option<&PathBuf>, expand: bool, db: Option<&str>, jso
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         for r in rows {
-            println!("{}  txid={} wal={}B last={}", r["path"].as_str().unwrap_or("?"), r["txid"].as_str().unwrap_or("none"), r["wal_size"], r["last_capture"].as_str().unwrap_or("never"));
+            println!(
+                "{}  txid={} wal={}B last={}",
+                r["path"].as_str().unwrap_or("?"),
+                r["txid"].as_str().unwrap_or("none"),
+                r["wal_size"],
+                r["last_capture"].as_str().unwrap_or("never")
+            );
             for rep in r["replicas"].as_array().into_iter().flatten() {
-                println!("  {} {} shipped={}", rep["name"].as_str().unwrap_or("?"), rep["url"].as_str().unwrap_or("?"), rep["txid"].as_str().unwrap_or("?"));
+                println!(
+                    "  {} {} shipped={}",
+                    rep["name"].as_str().unwrap_or("?"),
+                    rep["url"].as_str().unwrap_or("?"),
+                    rep["txid"].as_str().unwrap_or("?")
+                );
             }
         }
     }
@@ -101,7 +135,12 @@ pub fn status(config_path: Option<&PathBuf>, expand: bool, db: Option<&str>, jso
 pub fn reset(config_path: Option<&PathBuf>, expand: bool, db: &str) -> anyhow::Result<()> {
     let (_, file) = load_config(config_path, expand)?;
     let path = std::path::absolute(config::resolve::db_path(db))?;
-    let meta = config::resolve(&file)?.dbs.into_iter().find(|d| d.path == path).and_then(|d| d.meta_path).unwrap_or_else(|| MetaDir::default_for(&path));
+    let meta = config::resolve(&file)?
+        .dbs
+        .into_iter()
+        .find(|d| d.path == path)
+        .and_then(|d| d.meta_path)
+        .unwrap_or_else(|| MetaDir::default_for(&path));
     MetaDir::open(meta.clone())?.reset()?;
     println!("reset local state of {} ({}); the next sync takes a snapshot", path.display(), meta.display());
     Ok(())

@@ -248,8 +248,13 @@ fn logging_settings(cli: &Cli) -> (String, bool) {
         Command::Replicate { config, .. } => Some(config),
         _ => None,
     };
-    let file = config.and_then(|c| replicate_cmd::load_config(c.config.as_ref(), !c.no_expand_env).ok()).map(|(_, f)| f);
-    let level = cli.log_level.clone().or_else(|| file.as_ref().and_then(|f| f.logging.level.clone())).unwrap_or_else(|| "info".into());
+    let file =
+        config.and_then(|c| replicate_cmd::load_config(c.config.as_ref(), !c.no_expand_env).ok()).map(|(_, f)| f);
+    let level = cli
+        .log_level
+        .clone()
+        .or_else(|| file.as_ref().and_then(|f| f.logging.level.clone()))
+        .unwrap_or_else(|| "info".into());
     let json = file.is_some_and(|f| f.logging.kind.as_deref() == Some("json"));
     (level.to_ascii_lowercase(), json)
 }
@@ -264,13 +269,69 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("sluice v{}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replicate { config, exec, once, force_snapshot, enforce_retention: _, restore_if_db_not_exists, plugin, db_path, replica_urls } => {
-            let args = replicate_cmd::Args { config: config.config, no_expand_env: config.no_expand_env, exec, once, force_snapshot, restore_if_db_not_exists, plugin, db_path, replica_urls };
+        Command::Replicate {
+            config,
+            exec,
+            once,
+            force_snapshot,
+            enforce_retention: _,
+            restore_if_db_not_exists,
+            plugin,
+            db_path,
+            replica_urls,
+        } => {
+            let args = replicate_cmd::Args {
+                config: config.config,
+                no_expand_env: config.no_expand_env,
+                exec,
+                once,
+                force_snapshot,
+                restore_if_db_not_exists,
+                plugin,
+                db_path,
+                replica_urls,
+            };
             replicate_cmd::run(runtime, args).await
         }
-        Command::Restore { config, output, txid, timestamp, if_db_not_exists, if_replica_exists, dry_run, force, json, integrity_check, replica, follow, follow_interval, plugin, target } => {
-            let follow = if follow { Some(crate::config::resolve::duration(&follow_interval, "-follow-interval")?) } else { None };
-            let args = restore_cmd::Args { config: config.config, no_expand_env: config.no_expand_env, output, txid, timestamp, if_db_not_exists, if_replica_exists, dry_run, force, json, integrity: integrity_check, plugin, replica, follow, target };
+        Command::Restore {
+            config,
+            output,
+            txid,
+            timestamp,
+            if_db_not_exists,
+            if_replica_exists,
+            dry_run,
+            force,
+            json,
+            integrity_check,
+            replica,
+            follow,
+            follow_interval,
+            plugin,
+            target,
+        } => {
+            let follow = if follow {
+                Some(crate::config::resolve::duration(&follow_interval, "-follow-interval")?)
+            } else {
+                None
+            };
+            let args = restore_cmd::Args {
+                config: config.config,
+                no_expand_env: config.no_expand_env,
+                output,
+                txid,
+                timestamp,
+                if_db_not_exists,
+                if_replica_exists,
+                dry_run,
+                force,
+                json,
+                integrity: integrity_check,
+                plugin,
+                replica,
+                follow,
+                target,
+            };
             restore_cmd::run(runtime()?, args).await
         }
         Command::Databases { config, json } => {
@@ -278,7 +339,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ltx { config, level, json, plugin, target } => {
-            info_cmd::ltx(runtime()?, &target, config.config.as_ref(), !config.no_expand_env, level.as_deref(), json, plugin.as_deref()).await?;
+            info_cmd::ltx(
+                runtime()?,
+                &target,
+                config.config.as_ref(),
+                !config.no_expand_env,
+                level.as_deref(),
+                json,
+                plugin.as_deref(),
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config, json, db } => {

@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Load `--plugin FILE` or the bundled plugin serving `url`.
-pub async fn load_for(runtime: &Arc<Runtime>, plugin: Option<&Path>, url: Option<&str>) -> anyhow::Result<Arc<LoadedPlugin>> {
+pub async fn load_for(
+    runtime: &Arc<Runtime>,
+    plugin: Option<&Path>,
+    url: Option<&str>,
+) -> anyhow::Result<Arc<LoadedPlugin>> {
     match plugin {
         Some(path) => Ok(runtime.load_file(path).await?),
         None => {
@@ -66,7 +70,13 @@ pub async fn info(runtime: &Arc<Runtime>, plugin: &str, json: bool) -> anyhow::R
 
 /// `sluice plugin check [--plugin FILE] URL`: exit status says whether
 /// every case passed.
-pub async fn check(runtime: &Arc<Runtime>, plugin: Option<&Path>, url: &str, settings: Vec<(String, String)>, sandbox: &SandboxConfig) -> anyhow::Result<bool> {
+pub async fn check(
+    runtime: &Arc<Runtime>,
+    plugin: Option<&Path>,
+    url: &str,
+    settings: Vec<(String, String)>,
+    sandbox: &SandboxConfig,
+) -> anyhow::Result<bool> {
     let url = normalize_url(url).with_context(|| format!("bad replica URL {url}"))?;
     let loaded = load_for(runtime, plugin, Some(&url)).await?;
     let sb = sandbox

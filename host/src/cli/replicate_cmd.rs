@@ -6,7 +6,7 @@ use crate::config::{self, DatabaseSpec, FileConfig};
 use crate::plugin::Runtime;
 use crate::replicate::{self, Options};
 use crate::restore::{self, IntegrityCheck, RestoreOptions};
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -31,7 +31,9 @@ pub fn load_config(explicit: Option<&PathBuf>, expand: bool) -> anyhow::Result<(
         Some(p) => Ok((Some(p.clone()), config::load(p, expand)?)),
         None => match config::default_path() {
             Some(p) if p.exists() => Ok((Some(p.clone()), config::load(&p, expand)?)),
-            Some(p) if std::env::var_os("LITESTREAM_CONFIG").is_some() || std::env::var_os("SLUICE_CONFIG").is_some() => {
+            Some(p)
+                if std::env::var_os("LITESTREAM_CONFIG").is_some() || std::env::var_os("SLUICE_CONFIG").is_some() =>
+            {
                 bail!("config file {} (from the environment) does not exist", p.display())
             }
             _ => Ok((None, FileConfig::default())),
@@ -62,13 +64,17 @@ pub async fn run(make_runtime: impl FnOnce() -> anyhow::Result<Arc<Runtime>>, ar
             }
             (vec![spec], args.exec.clone(), config::resolve::DEFAULT_SHUTDOWN_SYNC_TIMEOUT)
         }
-        (Some(_), true) => bail!("replicate DB_PATH needs a REPLICA_URL too (e.g. sluice replicate /data/app.db s3://bucket/app)"),
+        (Some(_), true) => {
+            bail!("replicate DB_PATH needs a REPLICA_URL too (e.g. sluice replicate /data/app.db s3://bucket/app)")
+        }
         (None, _) => {
             let resolved = config::resolve(&file)?;
             if resolved.dbs.is_empty() {
                 match config_path {
                     Some(p) => bail!("{} lists no databases under `dbs:`", p.display()),
-                    None => bail!("no config file found (pass -config PATH, set LITESTREAM_CONFIG, or create /etc/litestream.yml) and no DB_PATH REPLICA_URL given"),
+                    None => bail!(
+                        "no config file found (pass -config PATH, set LITESTREAM_CONFIG, or create /etc/litestream.yml) and no DB_PATH REPLICA_URL given"
+                    ),
                 }
             }
             (resolved.dbs, args.exec.clone().or(resolved.exec), resolved.shutdown_sync_timeout)
@@ -89,7 +95,13 @@ pub async fn run(make_runtime: impl FnOnce() -> anyhow::Result<Arc<Runtime>>, ar
             None => restore.await?,
         }
     }
-    let opts = Options { once: args.once, force_snapshot: args.force_snapshot, shutdown_sync_timeout: timeout, default_plugin: args.plugin.clone(), heartbeat };
+    let opts = Options {
+        once: args.once,
+        force_snapshot: args.force_snapshot,
+        shutdown_sync_timeout: timeout,
+        default_plugin: args.plugin.clone(),
+        heartbeat,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     if let Some(addr) = addr {
         let rx = stop_rx.clone();
@@ -116,12 +128,23 @@ pub async fn run(make_runtime: impl FnOnce() -> anyhow::Result<Arc<Runtime>>, ar
     Ok(code)
 }
 
-async fn restore_missing(runtime: &Arc<Runtime>, dbs: &[DatabaseSpec], plugin: Option<&std::path::Path>) -> anyhow::Result<()> {
+async fn restore_missing(
+    runtime: &Arc<Runtime>,
+    dbs: &[DatabaseSpec],
+    plugin: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let plugins = replicate::Plugins::default();
     for db in dbs.iter().filter(|d| !d.path.exists()) {
         let Some(replica) = db.replicas.first() else { continue };
         let store = replicate::open_store(runtime, &plugins, replica, plugin, &db.path.display().to_string()).await?;
-        let opts = RestoreOptions { output: db.path.clone(), target: crate::replica::Target::Latest, force: false, integrity: IntegrityCheck::default(), dry_run: false, progress: false };
+        let opts = RestoreOptions {
+            output: db.path.clone(),
+            target: crate::replica::Target::Latest,
+            force: false,
+            integrity: IntegrityCheck::default(),
+            dry_run: false,
+            progress: false,
+        };
         let listing = crate::replica::client::list(&store).await?;
         if listing.is_empty() {
             tracing::info!(database = %db.path.display(), "no database and no backup yet; starting fresh");
@@ -172,7 +195,7 @@ pub struct Signals {
 
 impl Signals {
     pub fn new() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
     }
 

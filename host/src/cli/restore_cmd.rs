@@ -5,9 +5,9 @@ use super::replicate_cmd::load_config;
 use crate::config::{self, ReplicaSpec};
 use crate::plugin::Runtime;
 use crate::replica::Target;
-use crate::replicate::{open_store, Plugins};
+use crate::replicate::{Plugins, open_store};
 use crate::restore::{self, IntegrityCheck, RestoreOptions};
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,14 +33,24 @@ pub struct Args {
 }
 
 /// Find the replica a `DB_PATH|REPLICA_URL` argument means.
-pub fn resolve_target(target: &str, config: Option<&PathBuf>, expand: bool, replica: Option<&str>) -> anyhow::Result<(ReplicaSpec, Option<PathBuf>, String)> {
+pub fn resolve_target(
+    target: &str,
+    config: Option<&PathBuf>,
+    expand: bool,
+    replica: Option<&str>,
+) -> anyhow::Result<(ReplicaSpec, Option<PathBuf>, String)> {
     let (_, file) = load_config(config, expand)?;
     if !target.contains("://") {
         let path = std::path::absolute(config::resolve::db_path(target))?;
         let resolved = config::resolve(&file)?;
         if let Some(db) = resolved.dbs.into_iter().find(|d| d.path == path) {
             let spec = match replica {
-                Some(name) => db.replicas.iter().find(|r| r.name == name).cloned().with_context(|| format!("database {} has no replica named {name}", path.display()))?,
+                Some(name) => db
+                    .replicas
+                    .iter()
+                    .find(|r| r.name == name)
+                    .cloned()
+                    .with_context(|| format!("database {} has no replica named {name}", path.display()))?,
                 None => db.replicas.first().cloned().context("database has no replica")?,
             };
             return Ok((spec, Some(path.clone()), path.display().to_string()));
@@ -55,7 +65,8 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
     if args.follow.is_some() && (args.txid.is_some() || args.timestamp.is_some()) {
         bail!("-f follows the newest state; it cannot be combined with -txid or -timestamp");
     }
-    let (spec, db_path, label) = resolve_target(&args.target, args.config.as_ref(), !args.no_expand_env, args.replica.as_deref())?;
+    let (spec, db_path, label) =
+        resolve_target(&args.target, args.config.as_ref(), !args.no_expand_env, args.replica.as_deref())?;
     let output = match (&args.output, &db_path) {
         (Some(o), _) => o.clone(),
         (None, Some(p)) => p.clone(),
@@ -71,14 +82,21 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
     }
     let target = match (&args.txid, &args.timestamp) {
         (Some(_), Some(_)) => bail!("use either -txid or -timestamp, not both"),
-        (Some(t), None) => Target::Txid(u64::from_str_radix(t.trim_start_matches("0x"), 16).with_context(|| format!("-txid `{t}` is not a hexadecimal TXID (e.g. 000000000000002a)"))?),
-        (None, Some(ts)) => Target::Timestamp(crate::replica::client::parse_rfc3339(ts).with_context(|| format!("-timestamp `{ts}` is not RFC 3339 (e.g. 2026-11-25T17:45:29Z)"))?),
+        (Some(t), None) => Target::Txid(
+            u64::from_str_radix(t.trim_start_matches("0x"), 16)
+                .with_context(|| format!("-txid `{t}` is not a hexadecimal TXID (e.g. 000000000000002a)"))?,
+        ),
+        (None, Some(ts)) => Target::Timestamp(
+            crate::replica::client::parse_rfc3339(ts)
+                .with_context(|| format!("-timestamp `{ts}` is not RFC 3339 (e.g. 2026-11-25T17:45:29Z)"))?,
+        ),
         (None, None) => Target::Latest,
     };
     let plugins = Plugins::default();
     let store = open_store(&runtime, &plugins, &spec, args.plugin.as_deref(), &label).await?;
     restore::check_output(&output, args.force || args.dry_run)?;
-    let listing = crate::replica::client::list(&store).await.with_context(|| format!("cannot list replica {}", spec.url))?;
+    let listing =
+        crate::replica::client::list(&store).await.with_context(|| format!("cannot list replica {}", spec.url))?;
     if listing.is_empty() {
         if args.if_replica_exists {
             println!("no backups found in {}, skipping restore", spec.url);
@@ -86,19 +104,41 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
         }
         bail!("replica {} holds no backup", spec.url);
     }
-    let opts = RestoreOptions { output: output.clone(), target, force: args.force, integrity: args.integrity, dry_run: args.dry_run, progress: std::io::stderr().is_terminal() && !args.json };
+    let opts = RestoreOptions {
+        output: output.clone(),
+        target,
+        force: args.force,
+        integrity: args.integrity,
+        dry_run: args.dry_run,
+        progress: std::io::stderr().is_terminal() && !args.json,
+    };
     let started = std::time::Instant::now();
     let outcome = restore::restore_from_listing(&store, &listing, &opts).await?;
     if args.json {
         let plan: Vec<String> = outcome.plan.iter().map(|n| n.key()).collect();
-        println!("{}", serde_json::json!({"output": output, "txid": format!("{:016x}", outcome.txid), "segments": plan, "dry_run": args.dry_run, "bytes": outcome.bytes_downloaded}));
+        println!(
+            "{}",
+            serde_json::json!({"output": output, "txid": format!("{:016x}", outcome.txid), "segments": plan, "dry_run": args.dry_run, "bytes": outcome.bytes_downloaded})
+        );
     } else if args.dry_run {
-        println!("would restore TXID {:016x} to {} from {} segments:", outcome.txid, output.display(), outcome.plan.len());
+        println!(
+            "would restore TXID {:016x} to {} from {} segments:",
+            outcome.txid,
+            output.display(),
+            outcome.plan.len()
+        );
         for n in &outcome.plan {
             println!("  {n}");
         }
     } else {
-        println!("restored {} at TXID {:016x} from {} segments ({} bytes) in {:.2?}", output.display(), outcome.txid, outcome.plan.len(), outcome.bytes_downloaded, started.elapsed());
+        println!(
+            "restored {} at TXID {:016x} from {} segments ({} bytes) in {:.2?}",
+            output.display(),
+            outcome.txid,
+            outcome.plan.len(),
+            outcome.bytes_downloaded,
+            started.elapsed()
+        );
     }
     if let (Some(interval), false) = (args.follow, args.dry_run) {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -153,7 +153,10 @@ pub fn parse(text: &str, path: &Path, expand: bool) -> anyhow::Result<Parsed> {
         }
     }
     for key in unknown {
-        let line = text.lines().position(|l| l.trim_start().trim_start_matches("- ").starts_with(&format!("{key}:"))).map(|i| i + 1);
+        let line = text
+            .lines()
+            .position(|l| l.trim_start().trim_start_matches("- ").starts_with(&format!("{key}:")))
+            .map(|i| i + 1);
         warnings.push(match line {
             Some(n) => format!("{}:{n}: unknown key `{key}` (ignored; check its spelling)", path.display()),
             None => format!("{}: unknown key `{key}` (ignored; check its spelling)", path.display()),
@@ -213,7 +216,10 @@ dbs:
 "#;
         let p = parse(expanded, Path::new("t.yml"), false).unwrap();
         let r = &p.config.dbs[0].replicas[0];
-        assert_eq!((r.kind.as_deref(), r.bucket.as_deref(), r.region.as_deref()), (Some("s3"), Some("SPACENAME"), Some("nyc3")));
+        assert_eq!(
+            (r.kind.as_deref(), r.bucket.as_deref(), r.region.as_deref()),
+            (Some("s3"), Some("SPACENAME"), Some("nyc3"))
+        );
     }
 
     #[test]
@@ -230,7 +236,8 @@ dbs:
 
     #[test]
     fn invalid_values_are_errors() {
-        let err = parse("dbs:\n  - path: /x\n    min-checkpoint-page-count: lots\n", Path::new("c.yml"), false).unwrap_err();
+        let err =
+            parse("dbs:\n  - path: /x\n    min-checkpoint-page-count: lots\n", Path::new("c.yml"), false).unwrap_err();
         assert!(err.to_string().contains("min-checkpoint-page-count"), "{err}");
     }
 }

@@ -4,12 +4,13 @@
 pub mod file;
 pub mod resolve;
 
-pub use file::{default_path, parse, FileConfig};
-pub use resolve::{from_url, resolve, DatabaseSpec, ReplicaSpec, Resolved};
+pub use file::{FileConfig, default_path, parse};
+pub use resolve::{DatabaseSpec, ReplicaSpec, Resolved, from_url, resolve};
 
 /// Read and parse a config file, logging its warnings.
 pub fn load(path: &std::path::Path, expand_env: bool) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
     let parsed = file::parse(&text, path, expand_env)?;
     for w in &parsed.warnings {
         tracing::warn!("{w}");

@@ -5,9 +5,9 @@
 
 use super::file::{DbConfig, FileConfig, ReplicaConfig};
 use crate::capture::CaptureConfig;
-use crate::plugin::{normalize_url, SandboxConfig};
+use crate::plugin::{SandboxConfig, normalize_url};
 use crate::replica::retention::RetentionConfig;
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,7 +25,8 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(300);
 /// costs nothing measurable, and proves the capture daily.
 pub const DEFAULT_VALIDATION_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Litestream 0.5's compaction levels: L1 every 30s, L2 every 5m, L3 hourly.
-pub const DEFAULT_LEVELS: [Duration; 3] = [Duration::from_secs(30), Duration::from_secs(300), Duration::from_secs(3600)];
+pub const DEFAULT_LEVELS: [Duration; 3] =
+    [Duration::from_secs(30), Duration::from_secs(300), Duration::from_secs(3600)];
 /// Compaction levels sit below the snapshot level (9).
 const MAX_LEVELS: usize = 8;
 
@@ -71,7 +72,8 @@ pub struct Resolved {
 
 /// Parse a Go-style duration (`1s`, `5m`, `1h30m`, `500ms`).
 pub fn duration(value: &str, what: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(value.trim()).with_context(|| format!("{what}: `{value}` is not a duration (expected e.g. 1s, 5m, 24h)"))
+    humantime::parse_duration(value.trim())
+        .with_context(|| format!("{what}: `{value}` is not a duration (expected e.g. 1s, 5m, 24h)"))
 }
 
 fn opt_duration(value: &Option<String>, what: &str, default: Duration) -> anyhow::Result<Duration> {
@@ -105,11 +107,42 @@ fn merged(r: &ReplicaConfig, d: &ReplicaConfig) -> ReplicaConfig {
     macro_rules! pick {
         ($($f:ident),*) => { ReplicaConfig { $($f: r.$f.clone().or_else(|| d.$f.clone()),)* extra: { let mut e = d.extra.clone(); e.extend(r.extra.clone()); e } } };
     }
-    pick!(kind, url, path, name, sync_interval, access_key_id, secret_access_key, region, bucket, endpoint, force_path_style, skip_verify, storage_class, sign_payload, part_size, concurrency, sse_customer_key, sse_customer_algorithm, sse_kms_key_id, retention, snapshot_interval, validation_interval, plugin, sandbox)
+    pick!(
+        kind,
+        url,
+        path,
+        name,
+        sync_interval,
+        access_key_id,
+        secret_access_key,
+        region,
+        bucket,
+        endpoint,
+        force_path_style,
+        skip_verify,
+        storage_class,
+        sign_payload,
+        part_size,
+        concurrency,
+        sse_customer_key,
+        sse_customer_algorithm,
+        sse_kms_key_id,
+        retention,
+        snapshot_interval,
+        validation_interval,
+        plugin,
+        sandbox
+    )
 }
 
 /// Build one replica. `defaults` are the file's globals; `global` the rest.
-pub fn replica(r: &ReplicaConfig, defaults: &ReplicaConfig, global: &FileConfig, index: usize, db: &Path) -> anyhow::Result<ReplicaSpec> {
+pub fn replica(
+    r: &ReplicaConfig,
+    defaults: &ReplicaConfig,
+    global: &FileConfig,
+    index: usize,
+    db: &Path,
+) -> anyhow::Result<ReplicaSpec> {
     let r = merged(r, defaults);
     let ctx = || format!("database {} replica #{}", db.display(), index + 1);
     let kind = match (&r.kind, &r.url) {
@@ -122,7 +155,8 @@ pub fn replica(r: &ReplicaConfig, defaults: &ReplicaConfig, global: &FileConfig,
         (Some(u), _) => u.clone(),
         (None, "file") => r.path.clone().with_context(|| format!("{}: a file replica needs `path`", ctx()))?,
         (None, "s3") => {
-            let bucket = r.bucket.clone().with_context(|| format!("{}: an s3 replica needs `bucket` (or `url`)", ctx()))?;
+            let bucket =
+                r.bucket.clone().with_context(|| format!("{}: an s3 replica needs `bucket` (or `url`)", ctx()))?;
             format!("s3://{bucket}/{}", r.path.as_deref().unwrap_or("").trim_start_matches('/'))
         }
         (None, other) => bail!("{}: type `{other}` needs `url` (and a `plugin:` for that store)", ctx()),
@@ -137,7 +171,10 @@ pub fn replica(r: &ReplicaConfig, defaults: &ReplicaConfig, global: &FileConfig,
     let (env_id, env_secret) = env_credentials();
     let explicit = r.access_key_id.is_some();
     set("access-key-id", r.access_key_id.clone().or(env_id.clone()));
-    set("secret-access-key", if explicit { r.secret_access_key.clone() } else { r.secret_access_key.clone().or(env_secret) });
+    set(
+        "secret-access-key",
+        if explicit { r.secret_access_key.clone() } else { r.secret_access_key.clone().or(env_secret) },
+    );
     set("region", r.region.clone());
     set("endpoint", r.endpoint.clone());
     if r.url.is_none() {
@@ -204,7 +241,11 @@ fn database(db: &DbConfig, path: PathBuf, global: &FileConfig) -> anyhow::Result
     let capture = CaptureConfig {
         min_checkpoint_page_count: db.min_checkpoint_page_count.unwrap_or(defaults.min_checkpoint_page_count),
         truncate_page_n: db.truncate_page_n.unwrap_or(defaults.truncate_page_n),
-        checkpoint_interval: opt_duration(&db.checkpoint_interval, &what("checkpoint-interval"), defaults.checkpoint_interval)?,
+        checkpoint_interval: opt_duration(
+            &db.checkpoint_interval,
+            &what("checkpoint-interval"),
+            defaults.checkpoint_interval,
+        )?,
         busy_timeout: opt_duration(&db.busy_timeout, &what("busy-timeout"), defaults.busy_timeout)?,
     };
     let entries: Vec<&ReplicaConfig> = db.replica.iter().chain(db.replicas.iter()).collect();
@@ -220,14 +261,18 @@ fn database(db: &DbConfig, path: PathBuf, global: &FileConfig) -> anyhow::Result
         replicas.push(spec);
     }
     let mut validation = Vec::new();
-    for (i, v) in std::iter::once(&db.validation_interval).chain(entries.iter().map(|r| &r.validation_interval)).enumerate() {
-        let what = if i == 0 { what("validation-interval") } else { what(&format!("replica #{i}: validation-interval")) };
+    for (i, v) in
+        std::iter::once(&db.validation_interval).chain(entries.iter().map(|r| &r.validation_interval)).enumerate()
+    {
+        let what =
+            if i == 0 { what("validation-interval") } else { what(&format!("replica #{i}: validation-interval")) };
         if let Some(v) = v {
             validation.push((i == 0, duration(v, &what)?));
         }
     }
     // The database's own key wins over its replicas'.
-    let chosen = validation.iter().find(|(own, _)| *own).or_else(|| validation.iter().min_by_key(|(_, d)| *d)).map(|(_, d)| *d);
+    let chosen =
+        validation.iter().find(|(own, _)| *own).or_else(|| validation.iter().min_by_key(|(_, d)| *d)).map(|(_, d)| *d);
     let validation_interval = Some(chosen.unwrap_or(DEFAULT_VALIDATION_INTERVAL)).filter(|d| !d.is_zero());
     Ok(DatabaseSpec {
         validation_interval,
@@ -281,9 +326,15 @@ pub fn resolve(cfg: &FileConfig) -> anyhow::Result<Resolved> {
         dbs,
         addr: cfg.addr.clone().filter(|a| !a.is_empty()),
         exec: cfg.exec.clone().filter(|e| !e.is_empty()),
-        shutdown_sync_timeout: opt_duration(&cfg.shutdown_sync_timeout, "shutdown-sync-timeout", DEFAULT_SHUTDOWN_SYNC_TIMEOUT)?,
+        shutdown_sync_timeout: opt_duration(
+            &cfg.shutdown_sync_timeout,
+            "shutdown-sync-timeout",
+            DEFAULT_SHUTDOWN_SYNC_TIMEOUT,
+        )?,
         heartbeat: match cfg.heartbeat_url.clone().filter(|u| !u.is_empty()) {
-            Some(url) => Some((url, opt_duration(&cfg.heartbeat_interval, "heartbeat-interval", DEFAULT_HEARTBEAT_INTERVAL)?)),
+            Some(url) => {
+                Some((url, opt_duration(&cfg.heartbeat_interval, "heartbeat-interval", DEFAULT_HEARTBEAT_INTERVAL)?))
+            }
             None => None,
         },
     })
@@ -292,7 +343,10 @@ pub fn resolve(cfg: &FileConfig) -> anyhow::Result<Resolved> {
 /// A database replicated to one URL from the command line, with the
 /// file's globals (if any) as defaults.
 pub fn from_url(db: &Path, url: &str, global: &FileConfig) -> anyhow::Result<DatabaseSpec> {
-    let entry = DbConfig { replica: Some(ReplicaConfig { url: Some(url.to_string()), ..Default::default() }), ..Default::default() };
+    let entry = DbConfig {
+        replica: Some(ReplicaConfig { url: Some(url.to_string()), ..Default::default() }),
+        ..Default::default()
+    };
     database(&entry, std::path::absolute(db)?, global)
 }
 
@@ -327,7 +381,13 @@ mod tests {
 
     #[test]
     fn bad_durations_and_missing_replicas_explain_themselves() {
-        let cfg = parse("dbs:\n  - path: /d\n    monitor-interval: often\n    replica: {url: /tmp/x}\n", Path::new("c"), false).unwrap().config;
+        let cfg = parse(
+            "dbs:\n  - path: /d\n    monitor-interval: often\n    replica: {url: /tmp/x}\n",
+            Path::new("c"),
+            false,
+        )
+        .unwrap()
+        .config;
         let e = resolve(&cfg).unwrap_err().to_string();
         assert!(e.contains("monitor-interval") && e.contains("expected"), "{e}");
         let cfg = parse("dbs:\n  - path: /d\n", Path::new("c"), false).unwrap().config;
@@ -336,13 +396,29 @@ mod tests {
 
     #[test]
     fn validation_interval_from_database_replicas_or_default() {
-        let at = |text: &str| resolve(&parse(text, Path::new("c"), false).unwrap().config).map(|r| r.dbs[0].validation_interval);
+        let at = |text: &str| {
+            resolve(&parse(text, Path::new("c"), false).unwrap().config).map(|r| r.dbs[0].validation_interval)
+        };
         let replicas = "    replicas:\n      - url: /tmp/a\n        validation-interval: 10m\n      - url: /tmp/b\n        validation-interval: 5m\n";
-        assert_eq!(at(&format!("dbs:\n  - path: /d\n{replicas}")).unwrap(), Some(Duration::from_secs(300)), "the shortest replica's");
-        assert_eq!(at(&format!("dbs:\n  - path: /d\n    validation-interval: 1h\n{replicas}")).unwrap(), Some(Duration::from_secs(3600)), "the database's own wins");
+        assert_eq!(
+            at(&format!("dbs:\n  - path: /d\n{replicas}")).unwrap(),
+            Some(Duration::from_secs(300)),
+            "the shortest replica's"
+        );
+        assert_eq!(
+            at(&format!("dbs:\n  - path: /d\n    validation-interval: 1h\n{replicas}")).unwrap(),
+            Some(Duration::from_secs(3600)),
+            "the database's own wins"
+        );
         assert_eq!(at("dbs:\n  - path: /d\n    replica: {url: /tmp/x}\n").unwrap(), Some(DEFAULT_VALIDATION_INTERVAL));
-        assert_eq!(at("dbs:\n  - path: /d\n    validation-interval: 0s\n    replica: {url: /tmp/x}\n").unwrap(), None, "0 turns it off");
-        let e = at("dbs:\n  - path: /d\n    validation-interval: daily\n    replica: {url: /tmp/x}\n").unwrap_err().to_string();
+        assert_eq!(
+            at("dbs:\n  - path: /d\n    validation-interval: 0s\n    replica: {url: /tmp/x}\n").unwrap(),
+            None,
+            "0 turns it off"
+        );
+        let e = at("dbs:\n  - path: /d\n    validation-interval: daily\n    replica: {url: /tmp/x}\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("validation-interval"), "{e}");
     }
 }

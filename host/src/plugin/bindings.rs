@@ -9,6 +9,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use sluice::storage::types::{
-    ByteRange, Capabilities, DeleteFailure, Error as WitError, ListPage, ObjectMeta, PluginInfo,
-    Precondition, PutOptions, StoreConfig, UploadedPart,
+    ByteRange, Capabilities, DeleteFailure, Error as WitError, ListPage, ObjectMeta, PluginInfo, Precondition,
+    PutOptions, StoreConfig, UploadedPart,
 };

@@ -59,7 +59,10 @@ impl Cache {
             Ok(()) => Some(&self.dir),
             Err(why) => {
                 if !self.warned.swap(true, Ordering::Relaxed) {
-                    tracing::warn!("not using the compiled-plugin cache {}: {why}; plugins are compiled on every start instead", self.dir.display());
+                    tracing::warn!(
+                        "not using the compiled-plugin cache {}: {why}; plugins are compiled on every start instead",
+                        self.dir.display()
+                    );
                 }
                 None
             }
@@ -72,7 +75,12 @@ impl Cache {
 /// caller already knows it) and the engine's compatibility hash (wasmtime
 /// version and settings), so a stale entry is never used. Cache trouble is
 /// logged and ignored: it only costs time.
-pub fn load(engine: &Engine, wasm: &[u8], wasm_sha256: Option<&str>, cache: Option<&Cache>) -> wasmtime::Result<Component> {
+pub fn load(
+    engine: &Engine,
+    wasm: &[u8],
+    wasm_sha256: Option<&str>,
+    cache: Option<&Cache>,
+) -> wasmtime::Result<Component> {
     let Some(dir) = cache.and_then(Cache::usable_dir) else { return Component::new(engine, wasm) };
     let digest = match wasm_sha256 {
         Some(known) => known.to_string(),
@@ -147,7 +155,8 @@ fn store(component: &Component, dir: &Path, path: &Path) -> anyhow::Result<()> {
 fn cache_key(engine: &Engine, wasm_sha256: &str) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    let digest = Sha256::new().chain_update(wasm_sha256.as_bytes()).chain_update(hasher.finish().to_le_bytes()).finalize();
+    let digest =
+        Sha256::new().chain_update(wasm_sha256.as_bytes()).chain_update(hasher.finish().to_le_bytes()).finalize();
     hex::encode(&digest[..16])
 }
 
@@ -209,7 +218,13 @@ mod tests {
         let (loaded, log) = crate::logging::capture(|| load(&engine, wasm, None, Some(&cache)));
         loaded.unwrap();
         assert_eq!(warnings(&log), 1, "{log}");
-        assert!(log.contains(&format!("ignoring compiled-plugin cache {}: it is writable by its group and others (mode 666)", entry.display())), "{log}");
+        assert!(
+            log.contains(&format!(
+                "ignoring compiled-plugin cache {}: it is writable by its group and others (mode 666)",
+                entry.display()
+            )),
+            "{log}"
+        );
         assert_eq!(mode(entry), 0o600);
     }
 
@@ -220,13 +235,21 @@ mod tests {
         let scratch = tempfile::tempdir().unwrap();
         let dir = scratch.path().join("shared");
         std::fs::create_dir(&dir).unwrap();
-        for (mode, why) in [(0o777, "writable by its group and others (mode 777)"), (0o775, "writable by its group (mode 775)"), (0o1757, "writable by others (mode 1757)")] {
+        for (mode, why) in [
+            (0o777, "writable by its group and others (mode 777)"),
+            (0o775, "writable by its group (mode 775)"),
+            (0o1757, "writable by others (mode 1757)"),
+        ] {
             chmod(&dir, mode);
             let cache = Cache::new(dir.clone());
-            let (usable, log) = crate::logging::capture(|| (cache.usable_dir().is_some(), cache.usable_dir().is_some()));
+            let (usable, log) =
+                crate::logging::capture(|| (cache.usable_dir().is_some(), cache.usable_dir().is_some()));
             assert_eq!(usable, (false, false));
             assert_eq!(warnings(&log), 1, "{log}");
-            assert!(log.contains(&format!("not using the compiled-plugin cache {}: it is {why}", dir.display())), "{log}");
+            assert!(
+                log.contains(&format!("not using the compiled-plugin cache {}: it is {why}", dir.display())),
+                "{log}"
+            );
         }
         chmod(&dir, 0o755);
         assert!(Cache::new(dir.clone()).usable_dir().is_some());

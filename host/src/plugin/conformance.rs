@@ -101,7 +101,8 @@ async fn empty_object(s: &mut Instance, p: &str) -> CaseResultInner {
 async fn head(s: &mut Instance, p: &str) -> CaseResultInner {
     let key = format!("{p}meta/with-metadata");
     let mut options = opts();
-    options.metadata = vec![("timestamp".into(), "2026-11-25T17:45:29Z".into()), ("txid".into(), "00000000000000ff".into())];
+    options.metadata =
+        vec![("timestamp".into(), "2026-11-25T17:45:29Z".into()), ("txid".into(), "00000000000000ff".into())];
     let put = s.put(&key, b"hello", &options).await.map_err(|e| e.to_string())?;
     let meta = s.head(&key).await.map_err(|e| e.to_string())?;
     ensure(meta.size == 5, || format!("head size {}", meta.size))?;
@@ -159,7 +160,10 @@ async fn ranges(store: &PluginStore, s: &mut Instance, p: &str) -> CaseResultInn
     Ok(Outcome::Pass)
 }
 
-fn expect_precondition_failed<T: std::fmt::Debug>(what: &str, r: Result<T, super::error::PluginError>) -> Result<(), String> {
+fn expect_precondition_failed<T: std::fmt::Debug>(
+    what: &str,
+    r: Result<T, super::error::PluginError>,
+) -> Result<(), String> {
     match r {
         Err(e) if matches!(e.storage(), Some(StorageError::PreconditionFailed(_))) => Ok(()),
         other => Err(format!("{what} returned {other:?}, expected precondition-failed")),
@@ -193,7 +197,8 @@ async fn if_match(store: &PluginStore, s: &mut Instance, p: &str) -> CaseResultI
     let first = s.put(&key, b"v1", &opts()).await.map_err(|e| e.to_string())?;
     let mut options = opts();
     options.precondition = Precondition::IfMatch(first.etag.clone());
-    let second = s.put(&key, b"v2", &options).await.map_err(|e| format!("if-match with the current etag failed: {e}"))?;
+    let second =
+        s.put(&key, b"v2", &options).await.map_err(|e| format!("if-match with the current etag failed: {e}"))?;
     // `first.etag` is stale now.
     expect_precondition_failed("if-match with a stale etag", s.put(&key, b"v3", &options).await)?;
     let back = s.get(&key, None).await.map_err(|e| e.to_string())?;
@@ -218,7 +223,9 @@ async fn pagination(s: &mut Instance, p: &str) -> CaseResultInner {
     loop {
         let page = s.list(&base, cursor.as_deref(), PAGE).await.map_err(|e| e.to_string())?;
         pages += 1;
-        ensure(page.objects.len() <= PAGE as usize, || format!("page of {} objects exceeds max-keys {PAGE}", page.objects.len()))?;
+        ensure(page.objects.len() <= PAGE as usize, || {
+            format!("page of {} objects exceeds max-keys {PAGE}", page.objects.len())
+        })?;
         for o in &page.objects {
             ensure(o.size == o.key.len() as u64, || format!("listed size {} for {}", o.size, o.key))?;
         }
@@ -229,7 +236,9 @@ async fn pagination(s: &mut Instance, p: &str) -> CaseResultInner {
         }
         ensure(pages <= MANY_KEYS, || "listing does not terminate".into())?;
     }
-    ensure(seen.len() == expected.len(), || format!("listed {} keys over {pages} pages, expected {}", seen.len(), expected.len()))?;
+    ensure(seen.len() == expected.len(), || {
+        format!("listed {} keys over {pages} pages, expected {}", seen.len(), expected.len())
+    })?;
     ensure(seen == expected, || "listing is not every key exactly once in ascending order".into())?;
     ensure(pages >= 3, || format!("{MANY_KEYS} keys with max-keys {PAGE} came in {pages} pages"))?;
     Ok(Outcome::Pass)
@@ -254,7 +263,18 @@ async fn delete(s: &mut Instance, p: &str) -> CaseResultInner {
 }
 
 async fn odd_keys(s: &mut Instance, p: &str) -> CaseResultInner {
-    let names = ["with space", "plus+sign", "percent%20", "equals=and&amp", "tilde~", "ünïcødé-日本", "a/b/c/d/e/deep", "UPPER.lower", "semi;colon", "quote'single"];
+    let names = [
+        "with space",
+        "plus+sign",
+        "percent%20",
+        "equals=and&amp",
+        "tilde~",
+        "ünïcødé-日本",
+        "a/b/c/d/e/deep",
+        "UPPER.lower",
+        "semi;colon",
+        "quote'single",
+    ];
     for name in names {
         let key = format!("{p}odd/{name}");
         s.put(&key, name.as_bytes(), &opts()).await.map_err(|e| format!("put {key:?}: {e}"))?;
@@ -262,7 +282,9 @@ async fn odd_keys(s: &mut Instance, p: &str) -> CaseResultInner {
         ensure(back == name.as_bytes(), || format!("{key:?} read back wrong"))?;
     }
     let listed = s.list(&format!("{p}odd/"), None, 100).await.map_err(|e| e.to_string())?;
-    ensure(listed.objects.len() == names.len(), || format!("listed {} of {} odd keys", listed.objects.len(), names.len()))?;
+    ensure(listed.objects.len() == names.len(), || {
+        format!("listed {} of {} odd keys", listed.objects.len(), names.len())
+    })?;
     Ok(Outcome::Pass)
 }
 

@@ -85,10 +85,14 @@ pub enum ErrorKind {
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// The plugin tried to grow its memory past the sandbox limit.
-    #[error("the plugin exceeded its memory limit of {limit_mib} MiB and was stopped; raise `sandbox.memory-mib` if this plugin legitimately needs more")]
+    #[error(
+        "the plugin exceeded its memory limit of {limit_mib} MiB and was stopped; raise `sandbox.memory-mib` if this plugin legitimately needs more"
+    )]
     MemoryLimit { limit_mib: u64 },
     /// The plugin ran past its CPU budget for one call.
-    #[error("the plugin used more than its CPU budget of {budget_ms} ms for one call and was stopped; raise `sandbox.cpu-ms` if this is legitimate")]
+    #[error(
+        "the plugin used more than its CPU budget of {budget_ms} ms for one call and was stopped; raise `sandbox.cpu-ms` if this is legitimate"
+    )]
     CpuLimit { budget_ms: u64 },
     /// The plugin trapped (panic, abort, invalid access).
     #[error("the plugin crashed ({trap}){stderr}")]

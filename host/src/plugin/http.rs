@@ -5,8 +5,8 @@
 use super::error::Labels;
 use super::sandbox::host_allowed;
 use futures::TryStreamExt;
-use http_body_util::{BodyExt, StreamBody};
 use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
@@ -86,12 +86,20 @@ impl WasiHttpHooks for HttpHooks {
         }
         match self.client.get() {
             Ok(client) => Box::new(async move { send(client, request, options).await }),
-            Err(e) => Box::new(async move { Err(wasmtime_wasi_http::Error::InternalError(Some(format!("cannot set up the host's HTTP client: {e}")))) }),
+            Err(e) => Box::new(async move {
+                Err(wasmtime_wasi_http::Error::InternalError(Some(format!(
+                    "cannot set up the host's HTTP client: {e}"
+                ))))
+            }),
         }
     }
 }
 
-async fn send(client: reqwest::Client, request: http::Request<WasiBody>, options: Option<RequestOptions>) -> SendResult {
+async fn send(
+    client: reqwest::Client,
+    request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+) -> SendResult {
     let (parts, body) = request.into_parts();
     let mut builder = client.request(parts.method.clone(), parts.uri.to_string()).headers(parts.headers.clone());
     if let Some(timeout) = options.and_then(|o| o.first_byte_timeout) {

@@ -11,9 +11,9 @@ use super::runtime::Permit;
 use super::sandbox::{HostState, Sandbox};
 use crate::metrics;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
-use std::pin::Pin;
 use tokio::runtime::Handle;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
@@ -99,7 +99,13 @@ macro_rules! call {
 }
 
 impl Instance {
-    pub(super) fn new(store: Store<HostState>, bindings: Bindings, sandbox: Sandbox, labels: Arc<Labels>, permit: Permit) -> Self {
+    pub(super) fn new(
+        store: Store<HostState>,
+        bindings: Bindings,
+        sandbox: Sandbox,
+        labels: Arc<Labels>,
+        permit: Permit,
+    ) -> Self {
         Instance { core: Some(Core { store, bindings }), sandbox, labels, handle: None, poisoned: false, slot: permit }
     }
 
@@ -147,7 +153,9 @@ impl Instance {
                 self.core = Some(core);
                 Ok(result)
             }
-            Err(e) => Err(ErrorKind::Trap { trap: format!("the thread running the call failed: {e}"), stderr: String::new() }),
+            Err(e) => {
+                Err(ErrorKind::Trap { trap: format!("the thread running the call failed: {e}"), stderr: String::new() })
+            }
         }
     }
 
@@ -167,7 +175,13 @@ impl Instance {
         Instant::now()
     }
 
-    fn settle<T>(&mut self, kind: &str, started: Instant, op: String, result: Result<wasmtime::Result<Result<T, WitError>>, ErrorKind>) -> Result<T, PluginError> {
+    fn settle<T>(
+        &mut self,
+        kind: &str,
+        started: Instant,
+        op: String,
+        result: Result<wasmtime::Result<Result<T, WitError>>, ErrorKind>,
+    ) -> Result<T, PluginError> {
         let l = &self.labels;
         let labels = [l.plugin.as_str(), l.database.as_str(), l.replica.as_str(), kind];
         metrics::PLUGIN_CALLS_TOTAL.with_label_values(&labels).inc();
@@ -190,7 +204,9 @@ impl Instance {
                 ErrorKind::Poisoned => "poisoned",
             };
             let l = &self.labels;
-            metrics::PLUGIN_ERRORS_TOTAL.with_label_values(&[l.plugin.as_str(), l.database.as_str(), l.replica.as_str(), kind, kind_label]).inc();
+            metrics::PLUGIN_ERRORS_TOTAL
+                .with_label_values(&[l.plugin.as_str(), l.database.as_str(), l.replica.as_str(), kind, kind_label])
+                .inc();
         }
         outcome
     }
@@ -228,7 +244,8 @@ impl Instance {
     /// Open the store this instance will serve.
     pub async fn open(&mut self, config: &StoreConfig) -> Result<(), PluginError> {
         let started = self.arm();
-        let result = invoke!(self, [config = config.clone()], |b, s| b.sluice_storage_backend().store().call_open(s, config));
+        let result =
+            invoke!(self, [config = config.clone()], |b, s| b.sluice_storage_backend().store().call_open(s, config));
         self.handle = Some(self.settle("open", started, "open".into(), result)?);
         Ok(())
     }
@@ -240,16 +257,33 @@ impl Instance {
     /// `put` of a body the caller hands over: a call that runs on its own
     /// thread takes it there without a copy (a level-0 segment of up to a
     /// MiB, uploaded every sync of a busy database).
-    pub async fn put_shared(&mut self, key: &str, data: bytes::Bytes, options: &PutOptions) -> Result<ObjectMeta, PluginError> {
-        call!(self, "put", format!("put {key}"), [key = key.to_string(), data = data, options = options.clone()], |b, s, h| b.sluice_storage_backend().store().call_put(s, h, key, &data[..], options))
+    pub async fn put_shared(
+        &mut self,
+        key: &str,
+        data: bytes::Bytes,
+        options: &PutOptions,
+    ) -> Result<ObjectMeta, PluginError> {
+        call!(
+            self,
+            "put",
+            format!("put {key}"),
+            [key = key.to_string(), data = data, options = options.clone()],
+            |b, s, h| b.sluice_storage_backend().store().call_put(s, h, key, &data[..], options)
+        )
     }
 
     pub async fn get(&mut self, key: &str, range: Option<ByteRange>) -> Result<Vec<u8>, PluginError> {
-        call!(self, "get", format!("get {key}"), [key = key.to_string()], |b, s, h| b.sluice_storage_backend().store().call_get(s, h, key, range))
+        call!(self, "get", format!("get {key}"), [key = key.to_string()], |b, s, h| b
+            .sluice_storage_backend()
+            .store()
+            .call_get(s, h, key, range))
     }
 
     pub async fn head(&mut self, key: &str) -> Result<ObjectMeta, PluginError> {
-        call!(self, "head", format!("head {key}"), [key = key.to_string()], |b, s, h| b.sluice_storage_backend().store().call_head(s, h, key))
+        call!(self, "head", format!("head {key}"), [key = key.to_string()], |b, s, h| b
+            .sluice_storage_backend()
+            .store()
+            .call_head(s, h, key))
     }
 
     // `call!` expands the body twice: `cursor` is an `Option<&str>` here,
@@ -257,10 +291,13 @@ impl Instance {
     // needs the `as_deref`.
     #[allow(clippy::needless_option_as_deref)]
     pub async fn list(&mut self, prefix: &str, cursor: Option<&str>, max_keys: u32) -> Result<ListPage, PluginError> {
-        call!(self, "list", if prefix.is_empty() { "list".to_string() } else { format!("list {prefix}") }, [prefix = prefix.to_string(), cursor = cursor.map(str::to_string)], |b, s, h| b
-            .sluice_storage_backend()
-            .store()
-            .call_list(s, h, prefix, cursor.as_deref(), max_keys))
+        call!(
+            self,
+            "list",
+            if prefix.is_empty() { "list".to_string() } else { format!("list {prefix}") },
+            [prefix = prefix.to_string(), cursor = cursor.map(str::to_string)],
+            |b, s, h| b.sluice_storage_backend().store().call_list(s, h, prefix, cursor.as_deref(), max_keys)
+        )
     }
 
     pub async fn delete(&mut self, keys: &[String]) -> Result<Vec<DeleteFailure>, PluginError> {
@@ -271,10 +308,13 @@ impl Instance {
     }
 
     pub async fn create_upload(&mut self, key: &str, options: &PutOptions) -> Result<String, PluginError> {
-        call!(self, "create-upload", format!("create-upload {key}"), [key = key.to_string(), options = options.clone()], |b, s, h| b
-            .sluice_storage_backend()
-            .store()
-            .call_create_upload(s, h, key, options))
+        call!(
+            self,
+            "create-upload",
+            format!("create-upload {key}"),
+            [key = key.to_string(), options = options.clone()],
+            |b, s, h| b.sluice_storage_backend().store().call_create_upload(s, h, key, options)
+        )
     }
 
     // As for `list`: `sha256` is an `&Option<Vec<u8>>` on a blocking thread.
@@ -287,24 +327,51 @@ impl Instance {
         data: &[u8],
         sha256: Option<&[u8]>,
     ) -> Result<UploadedPart, PluginError> {
-        call!(self, "upload-part", format!("upload-part {key} #{part_number}"), [key = key.to_string(), upload_id = upload_id.to_string(), data = data.to_vec(), sha256 = sha256.map(<[u8]>::to_vec)], |b, s, h| b
-            .sluice_storage_backend()
-            .store()
-            .call_upload_part(s, h, key, upload_id, part_number, data, sha256.as_deref()))
+        call!(
+            self,
+            "upload-part",
+            format!("upload-part {key} #{part_number}"),
+            [
+                key = key.to_string(),
+                upload_id = upload_id.to_string(),
+                data = data.to_vec(),
+                sha256 = sha256.map(<[u8]>::to_vec)
+            ],
+            |b, s, h| b.sluice_storage_backend().store().call_upload_part(
+                s,
+                h,
+                key,
+                upload_id,
+                part_number,
+                data,
+                sha256.as_deref()
+            )
+        )
     }
 
-    pub async fn complete_upload(&mut self, key: &str, upload_id: &str, parts: &[UploadedPart]) -> Result<ObjectMeta, PluginError> {
-        call!(self, "complete-upload", format!("complete-upload {key}"), [key = key.to_string(), upload_id = upload_id.to_string(), parts = parts.to_vec()], |b, s, h| b
-            .sluice_storage_backend()
-            .store()
-            .call_complete_upload(s, h, key, upload_id, parts))
+    pub async fn complete_upload(
+        &mut self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> Result<ObjectMeta, PluginError> {
+        call!(
+            self,
+            "complete-upload",
+            format!("complete-upload {key}"),
+            [key = key.to_string(), upload_id = upload_id.to_string(), parts = parts.to_vec()],
+            |b, s, h| b.sluice_storage_backend().store().call_complete_upload(s, h, key, upload_id, parts)
+        )
     }
 
     pub async fn abort_upload(&mut self, key: &str, upload_id: &str) -> Result<(), PluginError> {
-        call!(self, "abort-upload", format!("abort-upload {key}"), [key = key.to_string(), upload_id = upload_id.to_string()], |b, s, h| b
-            .sluice_storage_backend()
-            .store()
-            .call_abort_upload(s, h, key, upload_id))
+        call!(
+            self,
+            "abort-upload",
+            format!("abort-upload {key}"),
+            [key = key.to_string(), upload_id = upload_id.to_string()],
+            |b, s, h| b.sluice_storage_backend().store().call_abort_upload(s, h, key, upload_id)
+        )
     }
 
     /// Whether an earlier call trapped (the instance must be replaced).

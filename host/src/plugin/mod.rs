@@ -18,7 +18,9 @@ pub mod sandbox;
 mod stderr;
 mod store;
 
-pub use bindings::{ByteRange, Capabilities, DeleteFailure, ListPage, ObjectMeta, PluginInfo, Precondition, PutOptions, UploadedPart};
+pub use bindings::{
+    ByteRange, Capabilities, DeleteFailure, ListPage, ObjectMeta, PluginInfo, Precondition, PutOptions, UploadedPart,
+};
 pub use cache::{CACHE_DIR_ENV, CACHE_ENABLE_ENV, default_cache_dir};
 pub use error::{ErrorKind, Labels, PluginError, StorageError};
 pub use instance::Instance;

@@ -59,7 +59,9 @@ pub fn delay_for(e: &PluginError, attempt: u32) -> Option<Duration> {
     }
     let base = FIRST_DELAY * 4u32.saturating_pow(attempt.saturating_sub(1));
     let asked = match e.storage() {
-        Some(StorageError::Throttled { retry_after_ms: Some(ms), .. }) => Duration::from_millis(*ms).min(MAX_RETRY_AFTER),
+        Some(StorageError::Throttled { retry_after_ms: Some(ms), .. }) => {
+            Duration::from_millis(*ms).min(MAX_RETRY_AFTER)
+        }
         _ => Duration::ZERO,
     };
     // Jitter spreads the retries of many replicas hitting one store.
@@ -83,7 +85,9 @@ macro_rules! retry {
                     }
                     break Ok(v);
                 }
-                Err(e) => match $crate::plugin::retry::delay_for(&e, attempt).filter(|_| attempt < $crate::plugin::retry::ATTEMPTS) {
+                Err(e) => match $crate::plugin::retry::delay_for(&e, attempt)
+                    .filter(|_| attempt < $crate::plugin::retry::ATTEMPTS)
+                {
                     Some(wait) => {
                         $crate::plugin::retry::note_retry(&e, wait, attempt);
                         tokio::time::sleep(wait).await;

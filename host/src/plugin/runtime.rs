@@ -65,7 +65,8 @@ impl Runtime {
 
     /// Load a plugin from a `.wasm` file.
     pub async fn load_file(self: &Arc<Self>, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let bytes = std::fs::read(path).map_err(|e| load_error(&path.display().to_string(), format!("cannot read {}: {e}", path.display())))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| load_error(&path.display().to_string(), format!("cannot read {}: {e}", path.display())))?;
         self.load(&bytes, &path.display().to_string()).await
     }
 
@@ -83,7 +84,12 @@ impl Runtime {
     }
 
     /// `load`, given the bytes' SHA-256 (hex) when it is already known.
-    async fn load_known(self: &Arc<Self>, wasm: &[u8], sha256: Option<&str>, source: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
+    async fn load_known(
+        self: &Arc<Self>,
+        wasm: &[u8],
+        sha256: Option<&str>,
+        source: &str,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let component = cache::load(&self.engine, wasm, sha256, self.cache.as_ref())
             .map_err(|e| load_error(source, format!("not a valid WebAssembly component: {e:#}")))?;
         let pre = self
@@ -204,7 +210,12 @@ impl LoadedPlugin {
 }
 
 /// A fresh instance of `pre` in its own confined store.
-async fn instantiate(runtime: &Runtime, pre: &PluginPre<HostState>, sandbox: &Sandbox, labels: Arc<Labels>) -> Result<Instance, PluginError> {
+async fn instantiate(
+    runtime: &Runtime,
+    pre: &PluginPre<HostState>,
+    sandbox: &Sandbox,
+    labels: Arc<Labels>,
+) -> Result<Instance, PluginError> {
     let permit = runtime.permits.clone().acquire_owned().await.map_err(|_| PluginError {
         labels: labels.clone(),
         op: "instantiate".into(),

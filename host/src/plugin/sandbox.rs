@@ -111,7 +111,9 @@ fn local_dir_of_url(url: &str) -> std::io::Result<PathBuf> {
     }
     let parsed = url::Url::parse(url).map_err(|e| invalid(format!("bad replica URL {url}: {e}")))?;
     if parsed.scheme() != "file" {
-        return Err(invalid(format!("a plugin that needs a directory cannot serve {url}: use a file:// URL or a path")));
+        return Err(invalid(format!(
+            "a plugin that needs a directory cannot serve {url}: use a file:// URL or a path"
+        )));
     }
     parsed.to_file_path().map_err(|()| invalid(format!("{url} does not name a local directory")))
 }
@@ -189,7 +191,9 @@ pub fn host_allowed(allow: &[String], host: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     let host = host.trim_start_matches('[').trim_end_matches(']');
     allow.iter().any(|pattern| match pattern.strip_prefix("*.") {
-        Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix) && host[..host.len() - suffix.len()].ends_with('.'),
+        Some(suffix) => {
+            host.len() > suffix.len() && host.ends_with(suffix) && host[..host.len() - suffix.len()].ends_with('.')
+        }
         None => pattern.trim_start_matches('[').trim_end_matches(']') == host,
     })
 }
@@ -253,7 +257,10 @@ impl HostState {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: HttpHooks::new(client, sandbox.allow_hosts.clone(), labels.clone()),
-            limiter: Limiter { max_memory: usize::try_from(sandbox.memory_bytes).unwrap_or(usize::MAX), memory_exceeded: false },
+            limiter: Limiter {
+                max_memory: usize::try_from(sandbox.memory_bytes).unwrap_or(usize::MAX),
+                memory_exceeded: false,
+            },
             labels,
             stderr,
             ticks: 0,

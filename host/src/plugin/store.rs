@@ -7,8 +7,8 @@
 use super::bindings::{Capabilities, ObjectMeta, PluginInfo, Precondition, PutOptions, StoreConfig, UploadedPart};
 use super::error::{Labels, PluginError};
 use super::instance::Instance;
-use super::runtime::LoadedPlugin;
 use super::retry::retry;
+use super::runtime::LoadedPlugin;
 use super::sandbox::Sandbox;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -53,7 +53,13 @@ pub struct PluginStore {
 
 impl PluginStore {
     /// `url` must already be normalised (see [`normalize_url`]).
-    pub fn new(plugin: Arc<LoadedPlugin>, url: String, settings: Vec<(String, String)>, sandbox: Sandbox, labels: Labels) -> Self {
+    pub fn new(
+        plugin: Arc<LoadedPlugin>,
+        url: String,
+        settings: Vec<(String, String)>,
+        sandbox: Sandbox,
+        labels: Labels,
+    ) -> Self {
         let labels = Arc::new(Labels { plugin: plugin.info().name.clone(), ..labels });
         PluginStore { plugin, config: StoreConfig { url, settings }, sandbox, labels, warm: Default::default() }
     }
@@ -235,7 +241,12 @@ impl PluginStore {
     }
 }
 
-async fn read_up_to(reader: &mut (impl AsyncRead + Unpin), limit: u64, key: &str, labels: &Arc<Labels>) -> Result<Vec<u8>, PluginError> {
+async fn read_up_to(
+    reader: &mut (impl AsyncRead + Unpin),
+    limit: u64,
+    key: &str,
+    labels: &Arc<Labels>,
+) -> Result<Vec<u8>, PluginError> {
     let io = |e| io_error(labels, key, e);
     // Grown as data arrives up to a first chunk: reserving a whole part up
     // front mapped it for every few-KiB segment. Past that, room for the
@@ -278,7 +289,9 @@ pub fn normalize_url(url: &str) -> std::io::Result<String> {
             .and_then(|u| u.to_file_path().ok())
             .unwrap_or_else(|| std::path::PathBuf::from(rest));
         let clean = clean_path(&path)?;
-        return Ok(url::Url::from_file_path(&clean).map(|u| u.to_string()).unwrap_or_else(|()| format!("file://{}", clean.display())));
+        return Ok(url::Url::from_file_path(&clean)
+            .map(|u| u.to_string())
+            .unwrap_or_else(|()| format!("file://{}", clean.display())));
     }
     if url.contains("://") {
         return Ok(url.to_string());

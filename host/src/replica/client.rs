@@ -5,7 +5,7 @@
 use crate::capture::SpoolEntry;
 use crate::plugin::retry::retry;
 use crate::plugin::{ByteRange, PluginError, PluginStore, Precondition, SMALL_IO_BYTES, StorageError};
-use crate::segment::format::{now_ms, HEADER_SIZE};
+use crate::segment::format::{HEADER_SIZE, now_ms};
 use crate::segment::reader::verify_bytes;
 use crate::segment::{Header, SegmentName};
 use std::collections::BTreeMap;
@@ -36,9 +36,13 @@ pub struct RemoteSegment {
 pub enum ReplicaError {
     #[error(transparent)]
     Plugin(#[from] PluginError),
-    #[error("replica {replica}: {key} already exists with different content: another sluice process is replicating to this replica (stop one of them)")]
+    #[error(
+        "replica {replica}: {key} already exists with different content: another sluice process is replicating to this replica (stop one of them)"
+    )]
     Conflict { replica: String, key: String },
-    #[error("replica {replica}: spooled segment {path} is damaged ({msg}); it is dropped and the replica continues from a snapshot")]
+    #[error(
+        "replica {replica}: spooled segment {path} is damaged ({msg}); it is dropped and the replica continues from a snapshot"
+    )]
     DamagedSpool { replica: String, path: String, msg: String },
     /// Data in the replica that retrying cannot fix (a segment holding
     /// another's bytes).
@@ -118,7 +122,12 @@ async fn list_inner(store: &PluginStore) -> Result<Listing, ReplicaError> {
 ///
 /// `bytes`, if given, is the segment itself (see `capture::Fresh`), saving
 /// the read of its spooled copy.
-pub async fn upload(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Option<i64>, bytes: Option<Arc<[u8]>>) -> Result<RemoteSegment, ReplicaError> {
+pub async fn upload(
+    store: &PluginStore,
+    entry: &SpoolEntry,
+    timestamp_ms: Option<i64>,
+    bytes: Option<Arc<[u8]>>,
+) -> Result<RemoteSegment, ReplicaError> {
     let started = std::time::Instant::now();
     let result = upload_inner(store, entry, timestamp_ms, bytes).await;
     observe(store, "put", entry.size, started, result.is_ok());
@@ -172,7 +181,9 @@ fn open_spooled(path: &Path) -> std::io::Result<Spooled> {
     if prefix.len() as u64 == len {
         return Ok(whole(Prefix::Read(prefix)));
     }
-    let head = prefix.get(..HEADER_SIZE).ok_or_else(|| std::io::Error::other(format!("{} is truncated ({len} bytes)", path.display())))?;
+    let head = prefix
+        .get(..HEADER_SIZE)
+        .ok_or_else(|| std::io::Error::other(format!("{} is truncated ({len} bytes)", path.display())))?;
     let mut tail = [0u8; 16];
     file.read_exact_at(&mut tail, len - 16)?;
     let timestamp_ms = Header::decode(head).ok().map(|h| h.timestamp_ms);
@@ -188,12 +199,18 @@ fn whole(bytes: Prefix) -> Spooled {
         Err(e) => (None, Some(e.to_string())),
     };
     let b = bytes.as_ref();
-    let (head, tail) = (b.get(..HEADER_SIZE).unwrap_or_default(), b.get(b.len().saturating_sub(16)..).unwrap_or_default());
+    let (head, tail) =
+        (b.get(..HEADER_SIZE).unwrap_or_default(), b.get(b.len().saturating_sub(16)..).unwrap_or_default());
     let identity = identity_of(head, tail);
     Spooled { file: None, len: b.len() as u64, prefix: bytes, identity, timestamp_ms, damaged }
 }
 
-async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Option<i64>, bytes: Option<Arc<[u8]>>) -> Result<RemoteSegment, ReplicaError> {
+async fn upload_inner(
+    store: &PluginStore,
+    entry: &SpoolEntry,
+    timestamp_ms: Option<i64>,
+    bytes: Option<Arc<[u8]>>,
+) -> Result<RemoteSegment, ReplicaError> {
     let key = entry.name.key();
     let path = entry.path.clone();
     let spooled = match bytes {
@@ -205,10 +222,15 @@ async fn upload_inner(store: &PluginStore, entry: &SpoolEntry, timestamp_ms: Opt
     };
     let Spooled { file, prefix, len, identity: digest, timestamp_ms: in_header, damaged } = spooled;
     if let Some(msg) = damaged {
-        return Err(ReplicaError::DamagedSpool { replica: store.labels().replica.clone(), path: entry.path.display().to_string(), msg });
+        return Err(ReplicaError::DamagedSpool {
+            replica: store.labels().replica.clone(),
+            path: entry.path.display().to_string(),
+            msg,
+        });
     }
     let timestamp_ms = timestamp_ms.or(in_header).unwrap_or_else(now_ms);
-    let precondition = if store.info().capabilities.conditional_writes { Precondition::IfAbsent } else { Precondition::None };
+    let precondition =
+        if store.info().capabilities.conditional_writes { Precondition::IfAbsent } else { Precondition::None };
     // What was read ahead, then the rest of the file (if any), cut at the
     // length we saw so the end needs no further read.
     let rest: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> = match file {
@@ -256,7 +278,9 @@ async fn download_inner(store: &PluginStore, name: &SegmentName, size: u64, dest
     let key = name.key();
     let small = size <= SMALL_IO_BYTES;
     let mut session = if small { retry!(store.small_io_session())? } else { retry!(store.session())? };
-    let mut file = tokio::fs::File::create(dest).await.map_err(|e| other(store, format!("cannot create {}: {e}", dest.display())))?;
+    let mut file = tokio::fs::File::create(dest)
+        .await
+        .map_err(|e| other(store, format!("cannot create {}: {e}", dest.display())))?;
     let ranged = store.info().capabilities.ranged_reads;
     let mut offset = 0u64;
     loop {
@@ -298,7 +322,10 @@ async fn fetch_inner(store: &PluginStore, name: &SegmentName, size: u64) -> Resu
     let bytes = retry!(session.get(&key, range))?;
     store.recycle(session);
     if bytes.len() as u64 != size {
-        return Err(other(store, format!("{key} is {} bytes, the listing said {size} (changed by someone else?)", bytes.len())));
+        return Err(other(
+            store,
+            format!("{key} is {} bytes, the listing said {size} (changed by someone else?)", bytes.len()),
+        ));
     }
     Ok(bytes)
 }
@@ -323,7 +350,10 @@ async fn delete_inner(store: &PluginStore, names: &[SegmentName]) -> Result<(), 
         let keys: Vec<String> = chunk.iter().map(|n| n.key()).collect();
         let failures = retry!(session.delete(&keys))?;
         if let Some(f) = failures.first() {
-            return Err(other(store, format!("could not delete {} ({} failures): {:?}", f.key, failures.len(), f.error)));
+            return Err(other(
+                store,
+                format!("could not delete {} ({} failures): {:?}", f.key, failures.len(), f.error),
+            ));
         }
     }
     store.recycle(session);

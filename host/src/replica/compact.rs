@@ -6,7 +6,7 @@ use super::client::{self, Listing, RemoteSegment, ReplicaError};
 use super::recent::Recent;
 use crate::capture::SpoolEntry;
 use crate::plugin::PluginStore;
-use crate::segment::apply::{apply, PageSink, SparseSink};
+use crate::segment::apply::{PageSink, SparseSink, apply};
 use crate::segment::format::misnamed_in;
 use crate::segment::reader::Block;
 use crate::segment::{FormatError, Header, SegmentName, SegmentReader, SegmentWriter};
@@ -49,7 +49,14 @@ enum Input {
 }
 
 /// Build and upload the compacted segment; returns its name and listing entry.
-pub async fn compact(store: &PluginStore, inputs: &Listing, level: u32, scratch: &Path, spool: &Path, recent: &Recent) -> Result<(SegmentName, RemoteSegment), ReplicaError> {
+pub async fn compact(
+    store: &PluginStore,
+    inputs: &Listing,
+    level: u32,
+    scratch: &Path,
+    spool: &Path,
+    recent: &Recent,
+) -> Result<(SegmentName, RemoteSegment), ReplicaError> {
     let other = |msg: String| ReplicaError::Other { replica: store.labels().replica.clone(), msg };
     let (first, last) = match (inputs.first_key_value(), inputs.last_key_value()) {
         (Some((f, _)), Some((l, _))) => (*f, *l),
@@ -93,7 +100,10 @@ pub async fn compact(store: &PluginStore, inputs: &Listing, level: u32, scratch:
             .map_err(|e| other(e.to_string()))?
             .map_err(|e| match misnamed_in(&e) {
                 // Waiting does not fix it: not retried as a store error is.
-                true => ReplicaError::Corrupt { replica: store.labels().replica.clone(), msg: format!("compacting {first}..{last}: {e:#}") },
+                true => ReplicaError::Corrupt {
+                    replica: store.labels().replica.clone(),
+                    msg: format!("compacting {first}..{last}: {e:#}"),
+                },
                 false => other(format!("compacting {first}..{last}: {e:#}")),
             })
         }
@@ -208,11 +218,30 @@ fn merge(inputs: Vec<Input>, sparse: &Path, out: Option<&Path>) -> anyhow::Resul
         (Some(f), Some(l)) => (*f.reader.header(), *l.reader.header()),
         _ => anyhow::bail!("no inputs"),
     };
-    if let Some((i, r)) = readers.iter().enumerate().map(|(i, o)| (i, o.reader.header())).find(|(_, h)| h.page_size != first.page_size) {
-        anyhow::bail!("input {} of the run ({}..{}) has page size {}, expected {}", i + 1, r.min_txid, r.max_txid, r.page_size, first.page_size);
+    if let Some((i, r)) =
+        readers.iter().enumerate().map(|(i, o)| (i, o.reader.header())).find(|(_, h)| h.page_size != first.page_size)
+    {
+        anyhow::bail!(
+            "input {} of the run ({}..{}) has page size {}, expected {}",
+            i + 1,
+            r.min_txid,
+            r.max_txid,
+            r.page_size,
+            first.page_size
+        );
     }
-    let header = Header { page_size: first.page_size, min_txid: first.min_txid, max_txid: last.max_txid, timestamp_ms: last.timestamp_ms, pre_checksum: first.pre_checksum, ..Header::default() };
-    let mut sink = SparseSink::new(std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(sparse)?, first.page_size);
+    let header = Header {
+        page_size: first.page_size,
+        min_txid: first.min_txid,
+        max_txid: last.max_txid,
+        timestamp_ms: last.timestamp_ms,
+        pre_checksum: first.pre_checksum,
+        ..Header::default()
+    };
+    let mut sink = SparseSink::new(
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(sparse)?,
+        first.page_size,
+    );
     let output = match out {
         Some(path) => Output::File(std::fs::File::create(path)?),
         None => Output::Memory(std::io::Cursor::new(Vec::new())),
@@ -270,8 +299,12 @@ impl Opened {
     /// (a merged segment takes its inputs' names as its range).
     fn new(input: Input) -> anyhow::Result<Opened> {
         let (reader, name, label, own) = match input {
-            Input::Spooled(name, p) | Input::Scratch(name, p) => (SegmentReader::open(&p), name, format!("{name} at {}", p.display()), false),
-            Input::Fetched(name, bytes) => (SegmentReader::from_bytes(bytes), name, format!("{name} as fetched"), false),
+            Input::Spooled(name, p) | Input::Scratch(name, p) => {
+                (SegmentReader::open(&p), name, format!("{name} at {}", p.display()), false)
+            }
+            Input::Fetched(name, bytes) => {
+                (SegmentReader::from_bytes(bytes), name, format!("{name} as fetched"), false)
+            }
             Input::Recent(name, bytes) => (SegmentReader::from_bytes(bytes), name, format!("{name} as uploaded"), true),
         };
         let reader = reader.and_then(|r| name.check_header(r.header()).map(|()| r));
@@ -316,7 +349,8 @@ mod tests {
     use super::*;
 
     fn segment(min: u64, max: u64, pages: &[(u32, u8)], db_pages: u32) -> Vec<u8> {
-        let header = Header { page_size: 512, min_txid: min, max_txid: max, timestamp_ms: max as i64, ..Header::default() };
+        let header =
+            Header { page_size: 512, min_txid: min, max_txid: max, timestamp_ms: max as i64, ..Header::default() };
         let mut w = SegmentWriter::new(std::io::Cursor::new(Vec::new()), header).unwrap();
         for &(pgno, fill) in pages {
             w.add_page(pgno, &[fill; 512]).unwrap();
@@ -331,8 +365,19 @@ mod tests {
     #[test]
     fn in_memory_and_file_merges_agree() {
         let dir = tempfile::tempdir().unwrap();
-        let inputs = [segment(1, 1, &[(1, 1), (2, 1), (3, 1)], 3), segment(2, 2, &[(2, 2), (4, 2), (5, 2)], 5), segment(3, 3, &[(1, 3)], 2), segment(4, 4, &[(4, 4)], 4)];
-        let fetched: Vec<Input> = inputs.iter().enumerate().map(|(i, b)| Input::Fetched(SegmentName { level: 0, min_txid: i as u64 + 1, max_txid: i as u64 + 1 }, b.clone())).collect();
+        let inputs = [
+            segment(1, 1, &[(1, 1), (2, 1), (3, 1)], 3),
+            segment(2, 2, &[(2, 2), (4, 2), (5, 2)], 5),
+            segment(3, 3, &[(1, 3)], 2),
+            segment(4, 4, &[(4, 4)], 4),
+        ];
+        let fetched: Vec<Input> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                Input::Fetched(SegmentName { level: 0, min_txid: i as u64 + 1, max_txid: i as u64 + 1 }, b.clone())
+            })
+            .collect();
         let (header, bytes) = merge(fetched, &dir.path().join("a.sparse"), None).unwrap();
         let bytes = bytes.unwrap();
         let on_disk: Vec<Input> = inputs
@@ -369,7 +414,10 @@ mod tests {
         let at = bad.len() / 2;
         bad[at] ^= 1;
         let name = SegmentName { level: 0, min_txid: 2, max_txid: 2 };
-        let inputs = vec![Input::Fetched(SegmentName { level: 0, min_txid: 1, max_txid: 1 }, segment(1, 1, &[(1, 1)], 1)), Input::Fetched(name, bad)];
+        let inputs = vec![
+            Input::Fetched(SegmentName { level: 0, min_txid: 1, max_txid: 1 }, segment(1, 1, &[(1, 1)], 1)),
+            Input::Fetched(name, bad),
+        ];
         let err = merge(inputs, &dir.path().join("s"), None).expect_err("merge of a damaged input must fail");
         assert!(err.to_string().contains(&name.to_string()), "{err}");
     }
@@ -383,13 +431,15 @@ mod tests {
         let name = SegmentName { level: 0, min_txid: 2, max_txid: 2 };
         let first = Input::Fetched(SegmentName { level: 0, min_txid: 1, max_txid: 1 }, segment(1, 1, &[(1, 1)], 1));
         let longer = segment(2, 4, &[(1, 4)], 1);
-        let err = merge(vec![first, Input::Fetched(name, longer.clone())], &dir.path().join("s"), None).expect_err("a misnamed input must fail the merge");
+        let err = merge(vec![first, Input::Fetched(name, longer.clone())], &dir.path().join("s"), None)
+            .expect_err("a misnamed input must fail the merge");
         assert!(misnamed_in(&err), "{err:#}");
         assert!(format!("{err:#}").contains(&name.to_string()), "{err:#}");
         let path = dir.path().join("in.seg");
         std::fs::write(&path, &longer).unwrap();
         let first = Input::Fetched(SegmentName { level: 0, min_txid: 1, max_txid: 1 }, segment(1, 1, &[(1, 1)], 1));
-        let err = merge(vec![first, Input::Scratch(name, path)], &dir.path().join("s"), None).expect_err("a misnamed input on disk must fail the merge");
+        let err = merge(vec![first, Input::Scratch(name, path)], &dir.path().join("s"), None)
+            .expect_err("a misnamed input on disk must fail the merge");
         assert!(misnamed_in(&err) && format!("{err:#}").contains(&name.to_string()), "{err:#}");
     }
 
@@ -401,7 +451,8 @@ mod tests {
     }
 
     fn tagged_segment(txid: u64, pgnos: impl IntoIterator<Item = u32>, db_pages: u32) -> Vec<u8> {
-        let header = Header { page_size: 512, min_txid: txid, max_txid: txid, timestamp_ms: txid as i64, ..Header::default() };
+        let header =
+            Header { page_size: 512, min_txid: txid, max_txid: txid, timestamp_ms: txid as i64, ..Header::default() };
         let mut w = SegmentWriter::new(std::io::Cursor::new(Vec::new()), header).unwrap();
         for pgno in pgnos {
             w.add_page(pgno, &tagged(pgno, txid as u8).1).unwrap();
@@ -426,7 +477,13 @@ mod tests {
     }
 
     fn fetched(segments: &[Vec<u8>]) -> Vec<Input> {
-        segments.iter().enumerate().map(|(i, b)| Input::Fetched(SegmentName { level: 0, min_txid: i as u64 + 1, max_txid: i as u64 + 1 }, b.clone())).collect()
+        segments
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                Input::Fetched(SegmentName { level: 0, min_txid: i as u64 + 1, max_txid: i as u64 + 1 }, b.clone())
+            })
+            .collect()
     }
 
     /// A run without a shrink copies its mostly-live blocks as they are and

@@ -19,7 +19,9 @@ pub enum Target {
 pub enum PlanError {
     #[error("the replica holds no snapshot{0}")]
     NoSnapshot(String),
-    #[error("TXID {target:016x} cannot be restored: the segments after TXID {reached:016x} are missing (restore points available: {available})")]
+    #[error(
+        "TXID {target:016x} cannot be restored: the segments after TXID {reached:016x} are missing (restore points available: {available})"
+    )]
     Unreachable { target: u64, reached: u64, available: String },
     #[error("no restore point at or before {0}")]
     TooEarly(String),
@@ -119,7 +121,12 @@ mod tests {
     fn listing(names: &[(u32, u64, u64, i64)]) -> Listing {
         names
             .iter()
-            .map(|&(level, min, max, ts)| (SegmentName { level, min_txid: min, max_txid: max }, RemoteSegment { size: 1, timestamp_ms: ts, modified_ms: None }))
+            .map(|&(level, min, max, ts)| {
+                (
+                    SegmentName { level, min_txid: min, max_txid: max },
+                    RemoteSegment { size: 1, timestamp_ms: ts, modified_ms: None },
+                )
+            })
             .collect()
     }
 
@@ -129,7 +136,15 @@ mod tests {
 
     #[test]
     fn fewest_segments_from_newest_snapshot() {
-        let l = listing(&[(9, 1, 3, 3), (0, 4, 4, 4), (0, 5, 5, 5), (0, 6, 6, 6), (1, 4, 6, 6), (0, 7, 7, 7), (9, 1, 5, 5)]);
+        let l = listing(&[
+            (9, 1, 3, 3),
+            (0, 4, 4, 4),
+            (0, 5, 5, 5),
+            (0, 6, 6, 6),
+            (1, 4, 6, 6),
+            (0, 7, 7, 7),
+            (9, 1, 5, 5),
+        ]);
         assert_eq!(restore_plan(&l, Target::Latest).unwrap(), vec![seg(9, 1, 5), seg(0, 6, 6), seg(0, 7, 7)]);
         assert_eq!(restore_plan(&l, Target::Txid(4)).unwrap(), vec![seg(9, 1, 3), seg(0, 4, 4)]);
         assert_eq!(restore_plan(&l, Target::Txid(5)).unwrap(), vec![seg(9, 1, 5)]);

@@ -6,8 +6,8 @@
 
 use crate::segment::SegmentName;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Most bytes one replica keeps: a level-0 run larger than this is
 /// compacted through scratch files anyway (`compact::IN_MEMORY_BYTES`),
@@ -51,7 +51,8 @@ impl Recent {
     /// Drop what no later level-0 compaction reads: segments up to
     /// `txid`, and any named in `gone`.
     pub fn forget(&mut self, txid: u64, gone: &[SegmentName]) {
-        let doomed: Vec<SegmentName> = self.segments.keys().filter(|n| n.max_txid <= txid || gone.contains(n)).copied().collect();
+        let doomed: Vec<SegmentName> =
+            self.segments.keys().filter(|n| n.max_txid <= txid || gone.contains(n)).copied().collect();
         for name in doomed {
             self.remove(&name);
         }

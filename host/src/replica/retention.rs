@@ -43,7 +43,9 @@ pub fn deletable(listing: &Listing, now_ms: i64, cfg: &RetentionConfig) -> Vec<S
             cfg.level_intervals.get(name.level as usize).copied().unwrap_or(cfg.snapshot_retention)
         };
         let old = seg.timestamp_ms < now_ms - window.as_millis() as i64;
-        let covered = listing.keys().any(|c| !c.is_snapshot() && c.level > name.level && c.min_txid <= name.min_txid && c.max_txid >= name.max_txid);
+        let covered = listing.keys().any(|c| {
+            !c.is_snapshot() && c.level > name.level && c.min_txid <= name.min_txid && c.max_txid >= name.max_txid
+        });
         if old && covered {
             out.push(*name);
         }
@@ -59,14 +61,34 @@ mod tests {
     use super::*;
 
     fn l(items: &[(u32, u64, u64, i64)]) -> Listing {
-        items.iter().map(|&(level, a, b, ts)| (SegmentName { level, min_txid: a, max_txid: b }, RemoteSegment { size: 1, timestamp_ms: ts, modified_ms: None })).collect()
+        items
+            .iter()
+            .map(|&(level, a, b, ts)| {
+                (
+                    SegmentName { level, min_txid: a, max_txid: b },
+                    RemoteSegment { size: 1, timestamp_ms: ts, modified_ms: None },
+                )
+            })
+            .collect()
     }
 
     #[test]
     fn keeps_what_the_window_needs() {
-        let cfg = RetentionConfig { snapshot_retention: Duration::from_millis(100), l0_retention: Duration::from_millis(10), level_intervals: vec![Duration::ZERO, Duration::from_millis(30)] };
+        let cfg = RetentionConfig {
+            snapshot_retention: Duration::from_millis(100),
+            l0_retention: Duration::from_millis(10),
+            level_intervals: vec![Duration::ZERO, Duration::from_millis(30)],
+        };
         // Snapshots at t=0 (txid 2) and t=150 (txid 5); now = 200, window starts at 100.
-        let listing = l(&[(9, 1, 2, 0), (0, 3, 3, 50), (0, 4, 4, 120), (0, 5, 5, 150), (9, 1, 5, 150), (0, 6, 6, 195), (1, 3, 5, 150)]);
+        let listing = l(&[
+            (9, 1, 2, 0),
+            (0, 3, 3, 50),
+            (0, 4, 4, 120),
+            (0, 5, 5, 150),
+            (9, 1, 5, 150),
+            (0, 6, 6, 195),
+            (1, 3, 5, 150),
+        ]);
         let del = deletable(&listing, 200, &cfg);
         // Oldest needed point is TXID 4 (t=120): needs snapshot 1-2 and segments after it.
         assert!(!del.contains(&SegmentName { level: 9, min_txid: 1, max_txid: 2 }));

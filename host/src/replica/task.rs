@@ -7,13 +7,13 @@ use super::client::{self, Listing, ReplicaError};
 use super::compact;
 use super::recent::Recent;
 use super::retention::{self, RetentionConfig};
-use crate::capture::{list_spool, spool_path, Durable, SpoolEntry};
-use crate::segment::format::now_ms;
-use crate::segment::SegmentName;
+use crate::capture::{Durable, SpoolEntry, list_spool, spool_path};
 use crate::plugin::PluginStore;
+use crate::segment::SegmentName;
+use crate::segment::format::now_ms;
 use crate::state::{MetaDir, Record};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -101,7 +101,16 @@ impl ReplicaTask {
         let persisted: Persisted = position.load().unwrap_or_default();
         shared.shipped.store(persisted.shipped, Ordering::SeqCst);
         let levels = settings.retention.level_intervals.len();
-        ReplicaTask { store, settings, meta, shared, position, listing: None, last_compaction: vec![Instant::now(); levels], recent: Recent::default() }
+        ReplicaTask {
+            store,
+            settings,
+            meta,
+            shared,
+            position,
+            listing: None,
+            last_compaction: vec![Instant::now(); levels],
+            recent: Recent::default(),
+        }
     }
 
     /// The replica's listing (fetched once, then kept current locally, so
@@ -120,14 +129,18 @@ impl ReplicaTask {
             }
             self.listing = Some(listing);
         }
-        self.listing.as_mut().ok_or_else(|| ReplicaError::Other { replica: self.settings.name.clone(), msg: "listing unavailable".into() })
+        self.listing.as_mut().ok_or_else(|| ReplicaError::Other {
+            replica: self.settings.name.clone(),
+            msg: "listing unavailable".into(),
+        })
     }
 
     fn set_shipped(&mut self, txid: u64) -> Result<(), ReplicaError> {
         self.shared.shipped.store(txid, Ordering::SeqCst);
-        self.position
-            .save(&Persisted { shipped: txid })
-            .map_err(|e| ReplicaError::Other { replica: self.settings.name.clone(), msg: format!("cannot record position: {e}") })
+        self.position.save(&Persisted { shipped: txid }).map_err(|e| ReplicaError::Other {
+            replica: self.settings.name.clone(),
+            msg: format!("cannot record position: {e}"),
+        })
     }
 
     /// Upload what the spool holds beyond our position, in order.
@@ -158,7 +171,10 @@ impl ReplicaTask {
                 }
             }
         }
-        let mut spool = list_spool(&self.meta.spool()).map_err(|e| ReplicaError::Other { replica: self.settings.name.clone(), msg: format!("cannot read spool: {e}") })?;
+        let mut spool = list_spool(&self.meta.spool()).map_err(|e| ReplicaError::Other {
+            replica: self.settings.name.clone(),
+            msg: format!("cannot read spool: {e}"),
+        })?;
         spool.retain(|e| e.name.max_txid <= durable);
         let mut uploaded = 0;
         loop {
@@ -203,7 +219,8 @@ impl ReplicaTask {
         if let Some(l) = self.listing.as_mut() {
             l.insert(entry.name, remote);
         }
-        if let Some(b) = kept.filter(|_| self.settings.retention.level_intervals.first().is_some_and(|i| !i.is_zero())) {
+        if let Some(b) = kept.filter(|_| self.settings.retention.level_intervals.first().is_some_and(|i| !i.is_zero()))
+        {
             self.recent.insert(entry.name, b);
         }
         self.set_shipped(entry.name.max_txid.max(shipped))?;
@@ -223,7 +240,8 @@ impl ReplicaTask {
             if inputs.len() < 2 {
                 continue;
             }
-            let (name, remote) = compact::compact(&self.store, &inputs, level as u32, scratch, &self.meta.spool(), &self.recent).await?;
+            let (name, remote) =
+                compact::compact(&self.store, &inputs, level as u32, scratch, &self.meta.spool(), &self.recent).await?;
             if level == 0 {
                 self.recent.forget(name.max_txid, &[]);
             }
@@ -253,7 +271,12 @@ impl ReplicaTask {
     /// Run until `stop` flips, waking on new TXIDs. Once `hurry` flips
     /// (the process is shutting down), failures are retried without the
     /// long backoff so the final sync gets out.
-    pub async fn run(mut self, mut txids: watch::Receiver<Durable>, mut hurry: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(
+        mut self,
+        mut txids: watch::Receiver<Durable>,
+        mut hurry: watch::Receiver<bool>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let scratch = self.meta.path().join(format!("scratch-{}", sanitize(&self.settings.name)));
         let mut backoff = MIN_BACKOFF;
         let mut failing_since: Option<Instant> = None;
@@ -347,7 +370,9 @@ impl ReplicaTask {
     /// nothing to do.
     fn idle_wait(&self, durable: &Durable) -> Duration {
         let interval = self.settings.sync_interval;
-        if self.shared.wants_snapshot.load(Ordering::SeqCst) || self.shared.shipped.load(Ordering::SeqCst) < durable.txid {
+        if self.shared.wants_snapshot.load(Ordering::SeqCst)
+            || self.shared.shipped.load(Ordering::SeqCst) < durable.txid
+        {
             return interval;
         }
         let compaction = self
@@ -360,7 +385,12 @@ impl ReplicaTask {
             .map(|(every, last)| every.saturating_sub(last.elapsed()))
             .min();
         let every = self.settings.snapshot_interval;
-        let snapshot = self.listing.as_ref().and_then(newest_snapshot_ms).filter(|_| !every.is_zero()).map(|ts| Duration::from_millis((ts + every.as_millis() as i64 - now_ms()).max(0) as u64));
+        let snapshot = self
+            .listing
+            .as_ref()
+            .and_then(newest_snapshot_ms)
+            .filter(|_| !every.is_zero())
+            .map(|ts| Duration::from_millis((ts + every.as_millis() as i64 - now_ms()).max(0) as u64));
         // The warm session is freed on the first wake after its expiry.
         let warm = self.store.warm_expires_in().map(|d| d + Duration::from_millis(1));
         [compaction, snapshot, warm].into_iter().flatten().fold(MAX_IDLE_WAIT, Duration::min).max(interval)
@@ -375,7 +405,9 @@ pub fn next_to_ship(spool: &[SpoolEntry], shipped: u64, wants_snapshot: bool) ->
     if wants_snapshot && let Some(s) = newest_snapshot.filter(|s| s.name.max_txid >= shipped) {
         return Some(s);
     }
-    if shipped > 0 && let Some(e) = spool.iter().find(|e| e.name.level == 0 && e.name.min_txid == shipped + 1) {
+    if shipped > 0
+        && let Some(e) = spool.iter().find(|e| e.name.level == 0 && e.name.min_txid == shipped + 1)
+    {
         return Some(e);
     }
     newest_snapshot.filter(|s| s.name.max_txid > shipped)

@@ -4,7 +4,7 @@
 
 use super::format::FormatError;
 use super::reader::SegmentReader;
-use crate::checksum::{page_hash, PageHashes};
+use crate::checksum::{PageHashes, page_hash};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -32,7 +32,9 @@ struct Run {
 
 impl Run {
     fn write(&mut self, file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
-        if !self.bytes.is_empty() && (self.offset + self.bytes.len() as u64 != offset || self.bytes.len() + data.len() > RUN_BYTES) {
+        if !self.bytes.is_empty()
+            && (self.offset + self.bytes.len() as u64 != offset || self.bytes.len() + data.len() > RUN_BYTES)
+        {
             self.flush(file)?;
         }
         if self.bytes.is_empty() {
@@ -161,9 +163,13 @@ impl PageSink for SparseSink {
 pub enum ApplyError {
     #[error(transparent)]
     Format(#[from] FormatError),
-    #[error("does not follow the database state before it (checksum {found:016x}, segment expects {expected:016x}): a segment before it is missing or corrupt")]
+    #[error(
+        "does not follow the database state before it (checksum {found:016x}, segment expects {expected:016x}): a segment before it is missing or corrupt"
+    )]
     PreChecksum { expected: u64, found: u64 },
-    #[error("the database after applying it has checksum {found:016x}, the segment promises {expected:016x}: the segment is corrupt")]
+    #[error(
+        "the database after applying it has checksum {found:016x}, the segment promises {expected:016x}: the segment is corrupt"
+    )]
     PostChecksum { expected: u64, found: u64 },
     #[error("page size {found} differs from the database's {expected}")]
     PageSize { expected: u32, found: u32 },
@@ -171,7 +177,11 @@ pub enum ApplyError {
 
 /// Apply one segment. With `hashes`, verify the checksum before (unless
 /// it is a snapshot, which replaces everything) and after.
-pub fn apply(reader: &mut SegmentReader, sink: &mut dyn PageSink, mut hashes: Option<&mut PageHashes>) -> Result<(), ApplyError> {
+pub fn apply(
+    reader: &mut SegmentReader,
+    sink: &mut dyn PageSink,
+    mut hashes: Option<&mut PageHashes>,
+) -> Result<(), ApplyError> {
     let header = *reader.header();
     if let Some(h) = hashes.as_deref_mut() {
         if header.is_snapshot() {

@@ -72,7 +72,20 @@ pub struct Header {
 
 impl Default for Header {
     fn default() -> Self {
-        Header { version: VERSION_ASCENDING, flags: 0, page_size: 0, min_txid: 0, max_txid: 0, db_pages: 0, page_count: 0, block_count: 0, timestamp_ms: 0, pre_checksum: 0, post_checksum: 0, index_offset: 0 }
+        Header {
+            version: VERSION_ASCENDING,
+            flags: 0,
+            page_size: 0,
+            min_txid: 0,
+            max_txid: 0,
+            db_pages: 0,
+            page_count: 0,
+            block_count: 0,
+            timestamp_ms: 0,
+            pre_checksum: 0,
+            post_checksum: 0,
+            index_offset: 0,
+        }
     }
 }
 
@@ -223,10 +236,16 @@ impl SegmentName {
     /// the range implies is checked.
     pub fn check_header(&self, header: &Header) -> Result<(), FormatError> {
         if (header.min_txid, header.max_txid) != (self.min_txid, self.max_txid) {
-            return Err(FormatError::Misnamed(format!("its header says TXIDs {:016x}-{:016x}, its name {:016x}-{:016x}", header.min_txid, header.max_txid, self.min_txid, self.max_txid)));
+            return Err(FormatError::Misnamed(format!(
+                "its header says TXIDs {:016x}-{:016x}, its name {:016x}-{:016x}",
+                header.min_txid, header.max_txid, self.min_txid, self.max_txid
+            )));
         }
         if self.is_snapshot() && (header.min_txid != 1 || header.pre_checksum != 0) {
-            return Err(FormatError::Misnamed(format!("named a snapshot, but its header starts at TXID {:016x} from database checksum {:016x}", header.min_txid, header.pre_checksum)));
+            return Err(FormatError::Misnamed(format!(
+                "named a snapshot, but its header starts at TXID {:016x} from database checksum {:016x}",
+                header.min_txid, header.pre_checksum
+            )));
         }
         Ok(())
     }
@@ -259,7 +278,20 @@ mod tests {
 
     #[test]
     fn header_roundtrip_and_corruption() {
-        let h = Header { version: 1, page_size: 4096, min_txid: 3, max_txid: 9, db_pages: 10, page_count: 2, block_count: 1, timestamp_ms: 1_700_000_000_000, pre_checksum: 5, post_checksum: 6, index_offset: 200, flags: 0 };
+        let h = Header {
+            version: 1,
+            page_size: 4096,
+            min_txid: 3,
+            max_txid: 9,
+            db_pages: 10,
+            page_count: 2,
+            block_count: 1,
+            timestamp_ms: 1_700_000_000_000,
+            pre_checksum: 5,
+            post_checksum: 6,
+            index_offset: 200,
+            flags: 0,
+        };
         let mut b = h.encode();
         assert_eq!(Header::decode(&b).unwrap(), h);
         b[20] ^= 1;

@@ -6,6 +6,6 @@ pub mod format;
 pub mod reader;
 pub mod writer;
 
-pub use format::{FormatError, Header, SegmentName, SNAPSHOT_LEVEL};
+pub use format::{FormatError, Header, SNAPSHOT_LEVEL, SegmentName};
 pub use reader::SegmentReader;
 pub use writer::SegmentWriter;

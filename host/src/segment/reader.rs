@@ -1,7 +1,9 @@
 //! Reading and verifying a segment, from a local file or from memory,
 //! block by block.
 
-use super::format::{be32, be64, FormatError, Header, IndexEntry, HEADER_SIZE, INDEX_ENTRY_SIZE, TRAILER_SIZE, VERSION_ASCENDING};
+use super::format::{
+    FormatError, HEADER_SIZE, Header, INDEX_ENTRY_SIZE, IndexEntry, TRAILER_SIZE, VERSION_ASCENDING, be32, be64,
+};
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -140,10 +142,16 @@ impl SegmentReader {
             at += len;
         }
         if at != self.header.index_offset {
-            return Err(FormatError::Corrupt(format!("blocks end at {at}, the index starts at {}", self.header.index_offset)));
+            return Err(FormatError::Corrupt(format!(
+                "blocks end at {at}, the index starts at {}",
+                self.header.index_offset
+            )));
         }
         if blocks.iter().map(|b| b.pgnos.len() as u64).sum::<u64>() != self.header.page_count as u64 {
-            return Err(FormatError::Corrupt(format!("the blocks hold other than the {} pages the header says", self.header.page_count)));
+            return Err(FormatError::Corrupt(format!(
+                "the blocks hold other than the {} pages the header says",
+                self.header.page_count
+            )));
         }
         Ok(blocks)
     }
@@ -155,7 +163,11 @@ impl SegmentReader {
     }
 
     /// Decompress one block of `blocks()` and visit its pages.
-    pub fn for_each_page_of(&self, block: &Block, mut f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), FormatError> {
+    pub fn for_each_page_of(
+        &self,
+        block: &Block,
+        mut f: impl FnMut(u32, &[u8]) -> std::io::Result<()>,
+    ) -> Result<(), FormatError> {
         let raw = self.raw_block(block)?;
         let frame = &raw[8 + 4 * block.pgnos.len()..];
         with_decompressor(|d| {
@@ -199,7 +211,9 @@ impl SegmentReader {
                 reader.seek(SeekFrom::Start(HEADER_SIZE as u64))?;
                 walk(&self.header, &self.index, reader, f)
             }
-            Source::Bytes(bytes) => walk(&self.header, &self.index, (**bytes).as_ref().get(HEADER_SIZE..).unwrap_or_default(), f),
+            Source::Bytes(bytes) => {
+                walk(&self.header, &self.index, (**bytes).as_ref().get(HEADER_SIZE..).unwrap_or_default(), f)
+            }
         }
     }
 }
@@ -222,7 +236,12 @@ fn parse_index(header: &Header, raw: &[u8]) -> Result<Vec<IndexEntry>, FormatErr
     Ok((0..count)
         .map(|i| {
             let at = 4 + i * INDEX_ENTRY_SIZE;
-            IndexEntry { offset: be64(raw, at), first_pgno: be32(raw, at + 8), last_pgno: be32(raw, at + 12), pages: be32(raw, at + 16) }
+            IndexEntry {
+                offset: be64(raw, at),
+                first_pgno: be32(raw, at + 8),
+                last_pgno: be32(raw, at + 12),
+                pages: be32(raw, at + 16),
+            }
         })
         .collect())
 }
@@ -237,7 +256,9 @@ thread_local! {
 }
 
 /// Run `f` with this thread's decompression context.
-fn with_decompressor<T>(f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> Result<T, FormatError>) -> Result<T, FormatError> {
+fn with_decompressor<T>(
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> Result<T, FormatError>,
+) -> Result<T, FormatError> {
     let mut decompressor = match DECOMPRESSOR.with(|slot| slot.take()) {
         Some(d) => d,
         None => zstd::bulk::Decompressor::new()?,
@@ -248,7 +269,12 @@ fn with_decompressor<T>(f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -
 }
 
 /// Visit the pages of the blocks `reader` yields from the first block on.
-fn walk(header: &Header, index: &[IndexEntry], reader: impl Read, f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), FormatError> {
+fn walk(
+    header: &Header,
+    index: &[IndexEntry],
+    reader: impl Read,
+    f: impl FnMut(u32, &[u8]) -> std::io::Result<()>,
+) -> Result<(), FormatError> {
     with_decompressor(|d| walk_with(d, header, index, reader, f))
 }
 
@@ -265,7 +291,10 @@ fn check_pages(header: &Header, b: usize, pgnos: &[u32], last: &mut u32) -> Resu
     }
     for &pgno in pgnos {
         if pgno <= *last || pgno > header.db_pages {
-            return Err(FormatError::Corrupt(format!("block {b}: page {pgno} out of order or beyond the database size {}", header.db_pages)));
+            return Err(FormatError::Corrupt(format!(
+                "block {b}: page {pgno} out of order or beyond the database size {}",
+                header.db_pages
+            )));
         }
         *last = pgno;
     }
@@ -273,18 +302,33 @@ fn check_pages(header: &Header, b: usize, pgnos: &[u32], last: &mut u32) -> Resu
 }
 
 /// Decompress block `b`'s frame, which must hold exactly `n` pages.
-fn decompress_block(decompressor: &mut zstd::bulk::Decompressor<'static>, header: &Header, b: usize, n: usize, frame: &[u8], page_buf: &mut Vec<u8>) -> Result<(), FormatError> {
+fn decompress_block(
+    decompressor: &mut zstd::bulk::Decompressor<'static>,
+    header: &Header,
+    b: usize,
+    n: usize,
+    frame: &[u8],
+    page_buf: &mut Vec<u8>,
+) -> Result<(), FormatError> {
     let want = n * header.page_size as usize;
     page_buf.clear();
     page_buf.reserve(want);
-    let got = decompressor.decompress_to_buffer(frame, page_buf).map_err(|e| FormatError::Corrupt(format!("block {b}: {e}")))?;
+    let got = decompressor
+        .decompress_to_buffer(frame, page_buf)
+        .map_err(|e| FormatError::Corrupt(format!("block {b}: {e}")))?;
     if got != want {
         return Err(FormatError::Corrupt(format!("block {b} holds {got} bytes, expected {want}")));
     }
     Ok(())
 }
 
-fn walk_with(decompressor: &mut zstd::bulk::Decompressor<'static>, header: &Header, index: &[IndexEntry], mut reader: impl Read, mut f: impl FnMut(u32, &[u8]) -> std::io::Result<()>) -> Result<(), FormatError> {
+fn walk_with(
+    decompressor: &mut zstd::bulk::Decompressor<'static>,
+    header: &Header,
+    index: &[IndexEntry],
+    mut reader: impl Read,
+    mut f: impl FnMut(u32, &[u8]) -> std::io::Result<()>,
+) -> Result<(), FormatError> {
     let page_size = header.page_size as usize;
     let mut last = 0u32;
     let mut seen = 0u32;
@@ -341,7 +385,9 @@ mod tests {
         let pgnos: Vec<u32> = (1..=600).filter(|p| p % 3 != 0).collect();
         let written = build(&path, &pgnos, 4096);
         // From the file, and the same segment held in memory.
-        for mut r in [SegmentReader::open(&path).unwrap(), SegmentReader::from_bytes(std::fs::read(&path).unwrap()).unwrap()] {
+        for mut r in
+            [SegmentReader::open(&path).unwrap(), SegmentReader::from_bytes(std::fs::read(&path).unwrap()).unwrap()]
+        {
             assert_eq!(*r.header(), written);
             assert!(r.index().len() > 1);
             let mut got = Vec::new();

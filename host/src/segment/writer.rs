@@ -1,7 +1,7 @@
 //! Building a segment, page by page in ascending order, into a seekable
 //! file. Memory: one block of pages plus the index.
 
-use super::format::{Header, IndexEntry, HEADER_SIZE, INDEX_ENTRY_SIZE, VERSION_ASCENDING, VERSION_BLOCKS};
+use super::format::{HEADER_SIZE, Header, INDEX_ENTRY_SIZE, IndexEntry, VERSION_ASCENDING, VERSION_BLOCKS};
 use super::reader::Block;
 use std::io::{self, Seek, SeekFrom, Write};
 use xxhash_rust::xxh3::Xxh3;
@@ -107,12 +107,20 @@ impl<W: Write + Seek> SegmentWriter<W> {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "an empty block"));
         };
         if !self.any_order && first <= self.last_pgno {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("copied block starts at page {first}, out of order")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("copied block starts at page {first}, out of order"),
+            ));
         }
         self.flush_block()?;
         self.reordered |= first <= self.last_pgno;
         self.last_pgno = last;
-        self.index.push(IndexEntry { offset: self.offset, first_pgno: first, last_pgno: last, pages: block.pgnos.len() as u32 });
+        self.index.push(IndexEntry {
+            offset: self.offset,
+            first_pgno: first,
+            last_pgno: last,
+            pages: block.pgnos.len() as u32,
+        });
         self.emit(raw)?;
         self.header.page_count += block.pgnos.len() as u32;
         Ok(())

@@ -58,16 +58,29 @@ impl Root {
     /// Write a temp file beside `target` (same filesystem, so the rename is
     /// atomic) and fsync it. Returns the temp path and the file's metadata,
     /// which a rename or hard link into place leaves as it is.
-    pub fn write_temp(&self, target: &Path, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<(PathBuf, fs::Metadata), Error> {
+    pub fn write_temp(
+        &self,
+        target: &Path,
+        fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+    ) -> Result<(PathBuf, fs::Metadata), Error> {
         self.temp_file(target, true, fill)
     }
 
     /// Like `write_temp`, without the fsync (for scratch data).
-    pub fn write_temp_unsynced(&self, target: &Path, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<PathBuf, Error> {
+    pub fn write_temp_unsynced(
+        &self,
+        target: &Path,
+        fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+    ) -> Result<PathBuf, Error> {
         Ok(self.temp_file(target, false, fill)?.0)
     }
 
-    fn temp_file(&self, target: &Path, sync: bool, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<(PathBuf, fs::Metadata), Error> {
+    fn temp_file(
+        &self,
+        target: &Path,
+        sync: bool,
+        fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+    ) -> Result<(PathBuf, fs::Metadata), Error> {
         let dir = target.parent().unwrap_or(&self.dir);
         // Most keys land in a directory that exists (one per level): try
         // the file first and create directories only when it is missing.
@@ -276,23 +289,15 @@ pub fn write_new(file: &File, data: &[u8]) -> std::io::Result<()> {
 /// What a listing or head reports of the file behind `key`.
 pub fn object_meta(key: &str, meta: &fs::Metadata) -> ObjectMeta {
     let mut object = ObjectMeta::new(key, meta.len(), etag_of(meta));
-    object.modified_ms = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64);
+    object.modified_ms =
+        meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64);
     object
 }
 
 /// Size and modification time identify a version: every write goes
 /// through a fresh temp file, so both change together.
 pub fn etag_of(meta: &fs::Metadata) -> String {
-    let nanos = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{:x}-{nanos:x}", meta.len())
 }
 
@@ -325,11 +330,9 @@ fn write_sidecar(root: &Root, sidecar: &Path, metadata: &[(String, String)]) -> 
 
 pub fn read_sidecar(path: &Path) -> Result<Vec<(String, String)>, Error> {
     match fs::read_to_string(sidecar_path(path)) {
-        Ok(text) => Ok(text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()),
+        Ok(text) => {
+            Ok(text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e.into()),
     }

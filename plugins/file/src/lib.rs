@@ -120,8 +120,8 @@ impl Backend for FileBackend {
             };
             // Sidecar first: a crash in between leaves an object without
             // metadata, never metadata a later object of the name inherits.
-            let removed = fsutil::remove_if_exists(&fsutil::sidecar_path(&path))
-                .and_then(|()| fsutil::remove_if_exists(&path));
+            let removed =
+                fsutil::remove_if_exists(&fsutil::sidecar_path(&path)).and_then(|()| fsutil::remove_if_exists(&path));
             match removed {
                 Ok(()) => self.root.prune_empty_dirs(&path),
                 Err(e) => failures.push(DeleteFailure { key, error: e }),

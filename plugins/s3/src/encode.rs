@@ -54,9 +54,16 @@ mod tests {
             let s = [b];
             let Ok(text) = std::str::from_utf8(&s) else { continue };
             let unreserved = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
-            let expected = if unreserved { text.to_string() } else { format!("%{b:02X}") };
+            let expected = if unreserved {
+                text.to_string()
+            } else {
+                format!("%{b:02X}")
+            };
             assert_eq!(uri_encode(text, false), expected);
-            assert_eq!(uri_encode(text, true), if b == b'/' { "/".to_string() } else { expected });
+            assert_eq!(
+                uri_encode(text, true),
+                if b == b'/' { "/".to_string() } else { expected }
+            );
         }
     }
 
@@ -97,7 +104,10 @@ mod tests {
 
     #[test]
     fn base64_refuses_malformed_text() {
-        for bad in ["Zg", "Zg=", "Z===", "Zm9v!A==", "Zh==", "Zm9=", "=Zg=", "Zg==Zg==", "Zm9v\n", " Zm9v", "Zm-v", "Zm_v", "Zg==="] {
+        for bad in [
+            "Zg", "Zg=", "Z===", "Zm9v!A==", "Zh==", "Zm9=", "=Zg=", "Zg==Zg==", "Zm9v\n", " Zm9v", "Zm-v", "Zm_v",
+            "Zg===",
+        ] {
             assert_eq!(base64_decode(bad), None, "{bad}");
         }
     }

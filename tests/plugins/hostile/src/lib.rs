@@ -33,21 +33,13 @@ struct Hostile {
 
 /// A setting, overridden by the put's metadata entry of the same name.
 fn param<'a>(config: &'a Config, options: &'a PutOptions, name: &str) -> Option<&'a str> {
-    options
-        .metadata
-        .iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .or_else(|| config.get(name))
+    options.metadata.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).or_else(|| config.get(name))
 }
 
 fn number(config: &Config, options: &PutOptions, name: &str, default: u64) -> Result<u64, Error> {
     match param(config, options, name) {
         None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| Error::invalid_config(format!("`{name}` must be a whole number, got `{v}`"))),
+        Some(v) => v.parse().map_err(|_| Error::invalid_config(format!("`{name}` must be a whole number, got `{v}`"))),
     }
 }
 
@@ -114,9 +106,9 @@ impl Backend for Hostile {
     fn open(config: Config) -> Result<Self, Error> {
         match config.get("mode").unwrap_or("noop") {
             "noop" | "memory" | "spin" | "http" | "file" | "panic" => Ok(Hostile { config }),
-            other => Err(Error::invalid_config(format!(
-                "unknown mode `{other}` (noop, memory, spin, http, file, panic)"
-            ))),
+            other => {
+                Err(Error::invalid_config(format!("unknown mode `{other}` (noop, memory, spin, http, file, panic)")))
+            }
         }
     }
 
