@@ -636,6 +636,57 @@ fn compaction_snapshots_and_retention_keep_restores_exact() {
     }
 }
 
+/// A level-0 run small enough to compact in memory may still hold one
+/// segment over the in-memory fetch limit (a transaction of a few MB):
+/// that one is downloaded through a scratch file, and the run compacts.
+/// It used to fail every level interval ("too large to fetch into memory").
+#[test]
+fn a_run_holding_a_segment_over_a_mib_compacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, 4096);
+    let url = file_url(&dir.path().join("replica"));
+    let config = dir.path().join("sluice.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "levels:\n  - interval: 1s\ndbs:\n  - path: {}\n    monitor-interval: 50ms\n    replicas:\n      - url: {url}\n        sync-interval: 100ms\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let child = start_replicator(&config);
+    std::thread::sleep(Duration::from_millis(500));
+    // Random bytes do not compress: a level-0 segment of about 2 MB.
+    conn.execute("INSERT INTO t(a, b) VALUES ('big', randomblob(2000000))", []).unwrap();
+    for i in 0..5 {
+        std::thread::sleep(Duration::from_millis(300));
+        conn.execute("INSERT INTO t(a, b) VALUES (?1, randomblob(100))", [format!("small {i}")]).unwrap();
+    }
+    let want = image(&conn);
+    // Level 1 is compacted every second; wait for one that covers the big
+    // transaction (its segment is TXID 2, after the first snapshot).
+    let listed = |url: &str| -> Vec<serde_json::Value> {
+        let out = run_ok(sluice().args(["ltx", "--json", url]));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let covered = loop {
+        let rows = listed(&url);
+        let hex = |r: &serde_json::Value, k: &str| u64::from_str_radix(r[k].as_str().unwrap(), 16).unwrap();
+        if rows.iter().any(|r| r["level"] == 1 && hex(r, "min_txid") <= 2 && hex(r, "max_txid") >= 2) {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    stop(child);
+    assert!(covered, "no level-1 segment covers the large transaction: {:?}", listed(&url));
+    assert_same_image(&want, &restore_image(&url, &dir.path().join("out.db"), None, 4096), "after compaction");
+}
+
 /// `restore -f` keeps applying new changes to its output.
 #[test]
 fn restore_follow_keeps_up_with_the_replica() {

@@ -2,6 +2,18 @@
 //! connection resets on DigitalOcean Spaces and 503 SlowDown are routine,
 //! and are best absorbed where they happen rather than failing a whole
 //! sync or restore.
+//!
+//! Every call is retried this way, `put` and `complete-upload` too,
+//! although a store may have done what a failed attempt asked (the answer
+//! was lost, not the write). That is safe because of what sluice writes:
+//! an object's name says which segment it holds and segments never change,
+//! so a repeated write of one name carries the same bytes. With
+//! conditional writes the repeat of a put that had landed fails with
+//! `precondition-failed`, and the uploader (`replica::client`) then
+//! compares the stored object's header and trailer with its own: the same
+//! segment is success, another is a conflict with another writer. A
+//! repeated `complete-upload` of a completed upload fails; the replica
+//! loop then uploads the segment again and meets the same comparison.
 
 use super::error::{PluginError, StorageError};
 use std::collections::HashMap;
@@ -64,9 +76,14 @@ pub fn delay_for(e: &PluginError, attempt: u32) -> Option<Duration> {
         }
         _ => Duration::ZERO,
     };
-    // Jitter spreads the retries of many replicas hitting one store.
-    let jitter = Duration::from_millis(rand::random::<u64>() % (base.as_millis() as u64 / 2 + 1));
-    Some((base + jitter).max(asked))
+    Some(jittered(base).max(asked))
+}
+
+/// `base` plus up to half of it again, at random: spreads the retries of
+/// many replicas hitting one store (the one jitter of every retry policy:
+/// a call's quick retries here, the replica loop's backoff in `task`).
+pub fn jittered(base: Duration) -> Duration {
+    base + Duration::from_millis(rand::random::<u64>() % (base.as_millis() as u64 / 2 + 1))
 }
 
 /// `retry!(call)`: evaluate the future-producing expression `call` until

@@ -2,9 +2,10 @@
 //! delete through the plugin, with the conventions the engine relies on
 //! (only-if-absent writes, ranged downloads, batched deletes).
 
+use super::error::ReplicaError;
 use crate::capture::SpoolEntry;
 use crate::plugin::retry::retry;
-use crate::plugin::{ByteRange, PluginError, PluginStore, Precondition, SMALL_IO_BYTES, StorageError};
+use crate::plugin::{ByteRange, PluginStore, Precondition, SMALL_IO_BYTES, StorageError};
 use crate::segment::format::{HEADER_SIZE, now_ms};
 use crate::segment::reader::verify_bytes;
 use crate::segment::{Header, SegmentName};
@@ -29,37 +30,6 @@ pub struct RemoteSegment {
     /// taken from its upload time (0 if the store reports none).
     pub timestamp_ms: i64,
     pub modified_ms: Option<u64>,
-}
-
-/// Errors of replica operations.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplicaError {
-    #[error(transparent)]
-    Plugin(#[from] PluginError),
-    #[error(
-        "replica {replica}: {key} already exists with different content: another sluice process is replicating to this replica (stop one of them)"
-    )]
-    Conflict { replica: String, key: String },
-    #[error(
-        "replica {replica}: spooled segment {path} is damaged ({msg}); it is dropped and the replica continues from a snapshot"
-    )]
-    DamagedSpool { replica: String, path: String, msg: String },
-    /// Data in the replica that retrying cannot fix (a segment holding
-    /// another's bytes).
-    #[error("replica {replica} holds corrupt data: {msg}")]
-    Corrupt { replica: String, msg: String },
-    #[error("replica {replica}: {msg}")]
-    Other { replica: String, msg: String },
-}
-
-impl ReplicaError {
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            ReplicaError::Plugin(e) => e.is_retryable(),
-            ReplicaError::Conflict { .. } | ReplicaError::DamagedSpool { .. } | ReplicaError::Corrupt { .. } => false,
-            ReplicaError::Other { .. } => true,
-        }
-    }
 }
 
 /// Format milliseconds since the epoch as RFC 3339 (UTC).
@@ -217,8 +187,8 @@ async fn upload_inner(
         Some(bytes) => whole(Prefix::Given(bytes)),
         None => tokio::task::spawn_blocking(move || open_spooled(&path))
             .await
-            .map_err(|e| other(store, format!("reading {} failed: {e}", entry.path.display())))?
-            .map_err(|e| other(store, format!("cannot read spooled {}: {e}", entry.path.display())))?,
+            .map_err(|e| bug(store, format!("reading {} failed: {e}", entry.path.display())))?
+            .map_err(|e| local(store, format!("cannot read spooled {}", entry.path.display()), e))?,
     };
     let Spooled { file, prefix, len, identity: digest, timestamp_ms: in_header, damaged } = spooled;
     if let Some(msg) = damaged {
@@ -280,14 +250,14 @@ async fn download_inner(store: &PluginStore, name: &SegmentName, size: u64, dest
     let mut session = if small { retry!(store.small_io_session())? } else { retry!(store.session())? };
     let mut file = tokio::fs::File::create(dest)
         .await
-        .map_err(|e| other(store, format!("cannot create {}: {e}", dest.display())))?;
+        .map_err(|e| local(store, format!("cannot create {}", dest.display()), e))?;
     let ranged = store.info().capabilities.ranged_reads;
     let mut offset = 0u64;
     loop {
         let length = if small { SMALL_IO_BYTES } else { DOWNLOAD_CHUNK };
         let range = ranged.then_some(ByteRange { offset, length });
         let chunk = retry!(session.get(&key, range))?;
-        file.write_all(&chunk).await.map_err(|e| other(store, format!("cannot write {}: {e}", dest.display())))?;
+        file.write_all(&chunk).await.map_err(|e| local(store, format!("cannot write {}", dest.display()), e))?;
         offset += chunk.len() as u64;
         if !ranged || (chunk.len() as u64) < length {
             break;
@@ -295,7 +265,7 @@ async fn download_inner(store: &PluginStore, name: &SegmentName, size: u64, dest
     }
     // Not synced: `dest` is scratch (a restore's or a compaction's), read
     // back at once and deleted; after a crash the work is redone anyway.
-    file.flush().await.map_err(|e| other(store, format!("cannot write {}: {e}", dest.display())))?;
+    file.flush().await.map_err(|e| local(store, format!("cannot write {}", dest.display()), e))?;
     store.recycle(session);
     Ok(offset)
 }
@@ -311,9 +281,13 @@ pub async fn fetch(store: &PluginStore, name: &SegmentName, size: u64) -> Result
     result
 }
 
+/// The largest segment `fetch` takes: it goes through the small-io
+/// session, one call, one copy in memory; larger ones are `download`ed.
+pub const MAX_FETCH_BYTES: u64 = SMALL_IO_BYTES;
+
 async fn fetch_inner(store: &PluginStore, name: &SegmentName, size: u64) -> Result<Vec<u8>, ReplicaError> {
-    if size > SMALL_IO_BYTES {
-        return Err(other(store, format!("{name} is {size} bytes, too large to fetch into memory")));
+    if size > MAX_FETCH_BYTES {
+        return Err(bug(store, format!("{name} is {size} bytes, too large to fetch into memory")));
     }
     let key = name.key();
     let mut session = retry!(store.small_io_session())?;
@@ -322,10 +296,10 @@ async fn fetch_inner(store: &PluginStore, name: &SegmentName, size: u64) -> Resu
     let bytes = retry!(session.get(&key, range))?;
     store.recycle(session);
     if bytes.len() as u64 != size {
-        return Err(other(
-            store,
-            format!("{key} is {} bytes, the listing said {size} (changed by someone else?)", bytes.len()),
-        ));
+        return Err(ReplicaError::Store {
+            replica: store.labels().replica.clone(),
+            msg: format!("{key} is {} bytes, the listing said {size} (changed by someone else?)", bytes.len()),
+        });
     }
     Ok(bytes)
 }
@@ -350,10 +324,10 @@ async fn delete_inner(store: &PluginStore, names: &[SegmentName]) -> Result<(), 
         let keys: Vec<String> = chunk.iter().map(|n| n.key()).collect();
         let failures = retry!(session.delete(&keys))?;
         if let Some(f) = failures.first() {
-            return Err(other(
-                store,
-                format!("could not delete {} ({} failures): {:?}", f.key, failures.len(), f.error),
-            ));
+            return Err(ReplicaError::Store {
+                replica: store.labels().replica.clone(),
+                msg: format!("could not delete {} ({} failures): {:?}", f.key, failures.len(), f.error),
+            });
         }
     }
     store.recycle(session);
@@ -365,8 +339,12 @@ fn observe(store: &PluginStore, op: &str, bytes: u64, started: std::time::Instan
     crate::metrics::replica_op(&l.database, &l.replica, op, bytes, started.elapsed().as_secs_f64(), ok);
 }
 
-fn other(store: &PluginStore, msg: String) -> ReplicaError {
-    ReplicaError::Other { replica: store.labels().replica.clone(), msg }
+fn local(store: &PluginStore, what: String, source: std::io::Error) -> ReplicaError {
+    ReplicaError::Local { replica: store.labels().replica.clone(), what, source }
+}
+
+fn bug(store: &PluginStore, msg: String) -> ReplicaError {
+    ReplicaError::Bug { replica: store.labels().replica.clone(), msg }
 }
 
 /// A segment's identity without reading it all: its header (which carries

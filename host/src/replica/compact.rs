@@ -2,12 +2,12 @@
 //! the next (newest page wins, truncations respected), through a sparse
 //! scratch file so memory stays flat whatever the sizes.
 
-use super::client::{self, Listing, RemoteSegment, ReplicaError};
+use super::client::{self, Listing, RemoteSegment};
+use super::error::{ReplicaError, class_of_chain};
 use super::recent::Recent;
 use crate::capture::SpoolEntry;
 use crate::plugin::PluginStore;
 use crate::segment::apply::{PageSink, SparseSink, apply};
-use crate::segment::format::misnamed_in;
 use crate::segment::reader::Block;
 use crate::segment::{FormatError, Header, SegmentName, SegmentReader, SegmentWriter};
 use std::path::{Path, PathBuf};
@@ -57,22 +57,26 @@ pub async fn compact(
     spool: &Path,
     recent: &Recent,
 ) -> Result<(SegmentName, RemoteSegment), ReplicaError> {
-    let other = |msg: String| ReplicaError::Other { replica: store.labels().replica.clone(), msg };
+    let replica = || store.labels().replica.clone();
     let (first, last) = match (inputs.first_key_value(), inputs.last_key_value()) {
         (Some((f, _)), Some((l, _))) => (*f, *l),
-        _ => return Err(other("nothing to compact".into())),
+        _ => return Err(ReplicaError::Bug { replica: replica(), msg: "nothing to compact".into() }),
     };
     let in_memory = inputs.values().map(|r| r.size).sum::<u64>() <= IN_MEMORY_BYTES;
-    std::fs::create_dir_all(scratch).map_err(|e| other(format!("cannot create {}: {e}", scratch.display())))?;
+    std::fs::create_dir_all(scratch).map_err(|source| ReplicaError::Local {
+        replica: replica(),
+        what: format!("cannot create {}", scratch.display()),
+        source,
+    })?;
     let mut files = Vec::new();
     let fetched = async {
         for (name, remote) in inputs {
-            let local = spool.join(format!("{:04x}-{:016x}-{:016x}.seg", name.level, name.min_txid, name.max_txid));
+            let local = spool.join(name.file_name());
             if let Some(bytes) = recent.get(name, remote.size) {
                 files.push(Input::Recent(*name, bytes));
             } else if local.exists() {
                 files.push(Input::Spooled(*name, local));
-            } else if in_memory {
+            } else if in_memory && remote.size <= client::MAX_FETCH_BYTES {
                 files.push(Input::Fetched(*name, client::fetch(store, name, remote.size).await?));
             } else {
                 let path = scratch.join(format!("in-{:016x}-{:016x}.seg", name.min_txid, name.max_txid));
@@ -97,14 +101,11 @@ pub async fn compact(
                 merged
             })
             .await
-            .map_err(|e| other(e.to_string()))?
-            .map_err(|e| match misnamed_in(&e) {
-                // Waiting does not fix it: not retried as a store error is.
-                true => ReplicaError::Corrupt {
-                    replica: store.labels().replica.clone(),
-                    msg: format!("compacting {first}..{last}: {e:#}"),
-                },
-                false => other(format!("compacting {first}..{last}: {e:#}")),
+            .map_err(|e| ReplicaError::Bug { replica: replica(), msg: format!("the compaction thread failed: {e}") })?
+            .map_err(|e| ReplicaError::Compaction {
+                replica: replica(),
+                msg: format!("compacting {first}..{last}: {e:#}"),
+                class: class_of_chain(&e),
             })
         }
         Err(e) => {
@@ -347,6 +348,7 @@ impl std::io::Seek for Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::format::misnamed_in;
 
     fn segment(min: u64, max: u64, pages: &[(u32, u8)], db_pages: u32) -> Vec<u8> {
         let header =

@@ -6,11 +6,13 @@
 
 pub mod client;
 pub mod compact;
+pub mod error;
 pub mod plan;
 mod recent;
 pub mod retention;
 pub mod task;
 
-pub use client::{Listing, RemoteSegment, ReplicaError};
+pub use client::{Listing, RemoteSegment};
+pub use error::{Class, ReplicaError};
 pub use plan::Target;
 pub use task::{ReplicaSettings, ReplicaShared, ReplicaTask};

@@ -3,8 +3,9 @@
 //! runs on its own, so a slow or failing one delays no other and never the
 //! database: capture only ever writes to the local spool.
 
-use super::client::{self, Listing, ReplicaError};
+use super::client::{self, Listing};
 use super::compact;
+use super::error::{Class, ReplicaError};
 use super::recent::Recent;
 use super::retention::{self, RetentionConfig};
 use crate::capture::{Durable, SpoolEntry, list_spool, spool_path};
@@ -21,6 +22,57 @@ use tokio::sync::watch;
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// Litestream's ceiling: a store down for long is retried every 5 minutes.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The least wait before retrying what a person must fix (or a bug):
+/// retrying sooner would only repeat the error.
+const NOT_TRANSIENT_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A spell of failures of one replica: since when, the next backoff, and
+/// the class of error the operator was last told about.
+struct Spell {
+    since: Instant,
+    backoff: Duration,
+    told: Option<Class>,
+}
+
+impl Spell {
+    fn new() -> Spell {
+        Spell { since: Instant::now(), backoff: MIN_BACKOFF, told: None }
+    }
+
+    /// Log `e` as its class asks: the first transient error of a spell as
+    /// a warning (the rest quietly), an error that needs a person, or is
+    /// corrupt data or a bug, once per class with what to do.
+    fn report(&mut self, e: &ReplicaError, replica: &str, database: &str) {
+        let class = e.class();
+        if class == Class::Transient {
+            match self.told {
+                None => {
+                    tracing::warn!(replica = %replica, database = %database, "replica sync failed; retrying with backoff (nothing is lost): {e}")
+                }
+                Some(_) => tracing::debug!(replica = %replica, "replica sync failed again: {e}"),
+            }
+            self.told.get_or_insert(class);
+        } else if self.told != Some(class) {
+            tracing::error!(replica = %replica, database = %database, "replica failed and will not recover by itself: {e}; {}", e.advice());
+            self.told = Some(class);
+        }
+    }
+
+    /// How long to wait before the next pass after an error of `class`.
+    fn next_wait(&mut self, class: Class, progressed: bool, hurry: bool) -> Duration {
+        if progressed {
+            // Segments did go up: the store works, just not always.
+            self.backoff = MIN_BACKOFF;
+        }
+        if class != Class::Transient {
+            self.backoff = self.backoff.max(NOT_TRANSIENT_BACKOFF);
+        }
+        let wait = if hurry { MIN_BACKOFF } else { crate::plugin::retry::jittered(self.backoff) };
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        wait
+    }
+}
 
 /// The longest an idle replica sleeps between passes: retention is
 /// checked on these passes and need not be timelier than this (Litestream
@@ -129,17 +181,18 @@ impl ReplicaTask {
             }
             self.listing = Some(listing);
         }
-        self.listing.as_mut().ok_or_else(|| ReplicaError::Other {
+        self.listing.as_mut().ok_or_else(|| ReplicaError::Bug {
             replica: self.settings.name.clone(),
-            msg: "listing unavailable".into(),
+            msg: "no listing after listing the replica".into(),
         })
     }
 
     fn set_shipped(&mut self, txid: u64) -> Result<(), ReplicaError> {
         self.shared.shipped.store(txid, Ordering::SeqCst);
-        self.position.save(&Persisted { shipped: txid }).map_err(|e| ReplicaError::Other {
+        self.position.save(&Persisted { shipped: txid }).map_err(|source| ReplicaError::Local {
             replica: self.settings.name.clone(),
-            msg: format!("cannot record position: {e}"),
+            what: "cannot record the replica's position".into(),
+            source,
         })
     }
 
@@ -171,9 +224,10 @@ impl ReplicaTask {
                 }
             }
         }
-        let mut spool = list_spool(&self.meta.spool()).map_err(|e| ReplicaError::Other {
+        let mut spool = list_spool(&self.meta.spool()).map_err(|source| ReplicaError::Local {
             replica: self.settings.name.clone(),
-            msg: format!("cannot read spool: {e}"),
+            what: format!("cannot read the spool {}", self.meta.spool().display()),
+            source,
         })?;
         spool.retain(|e| e.name.max_txid <= durable);
         let mut uploaded = 0;
@@ -278,8 +332,7 @@ impl ReplicaTask {
         mut stop: watch::Receiver<bool>,
     ) {
         let scratch = self.meta.path().join(format!("scratch-{}", sanitize(&self.settings.name)));
-        let mut backoff = MIN_BACKOFF;
-        let mut failing_since: Option<Instant> = None;
+        let mut failing: Option<Spell> = None;
         // When something last went up: new TXIDs ship at once unless that
         // was less than a sync interval ago.
         let mut last_upload = tokio::time::Instant::now() - self.settings.sync_interval;
@@ -300,37 +353,20 @@ impl ReplicaTask {
             }
             let wait = match result {
                 Ok(()) => {
-                    if let Some(since) = failing_since.take() {
-                        tracing::info!(replica = %self.settings.name, database = %self.store.labels().database, "replica recovered after {:.0?} of failures", since.elapsed());
+                    if let Some(spell) = failing.take() {
+                        tracing::info!(replica = %self.settings.name, database = %self.store.labels().database, "replica recovered after {:.0?} of failures", spell.since.elapsed());
                     }
                     self.shared.record_success();
-                    backoff = MIN_BACKOFF;
                     self.idle_wait(&txids.borrow())
                 }
                 Err(e) => {
-                    let (replica, database) = (&self.settings.name, &self.store.labels().database);
-                    let n = self.shared.record_failure(&e);
-                    if !e.is_retryable() {
-                        if failing_since.is_none() {
-                            tracing::error!(replica = %replica, database = %database, "replica failed and will not recover by itself (fix the cause; sluice keeps retrying and the local spool keeps the changes): {e}");
-                        }
-                    } else if failing_since.is_none() {
-                        tracing::warn!(replica = %replica, database = %database, "replica sync failed; retrying with backoff (nothing is lost): {e}");
-                    } else {
-                        tracing::debug!(replica = %replica, "replica sync failed again (attempt {n}): {e}");
-                    }
-                    failing_since.get_or_insert_with(Instant::now);
+                    self.shared.record_failure(&e);
                     // Listing may be stale after errors: refetch next time.
                     self.listing = None;
                     self.recent.clear();
-                    if progressed {
-                        // Segments did go up: the store works, just not always.
-                        backoff = MIN_BACKOFF;
-                    }
-                    let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
-                    let wait = if *hurry.borrow() { MIN_BACKOFF } else { backoff + jitter };
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    wait
+                    let spell = failing.get_or_insert_with(Spell::new);
+                    spell.report(&e, &self.settings.name, &self.store.labels().database);
+                    spell.next_wait(e.class(), progressed, *hurry.borrow())
                 }
             };
             if *stop.borrow() {
@@ -345,7 +381,7 @@ impl ReplicaTask {
                 _ = hurry.changed() => {}
                 _ = stop.changed() => {}
             }
-            if woke_by_txid && failing_since.is_some() && !*hurry.borrow() {
+            if woke_by_txid && failing.is_some() && !*hurry.borrow() {
                 // Keep backing off while failing, even if writes keep coming.
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => {}
