@@ -424,6 +424,36 @@ fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 { format!("{:.2}", a / b) } else { "n/a".into() }
 }
 
+/// Below this share of `host/symbol-order.txt` still naming functions of
+/// the binary, the layout has decayed enough to regenerate the list.
+const SYMBOL_ORDER_MIN_MATCH: f64 = 0.8;
+
+/// How much of the release build's function order list (see
+/// `host/build.rs`) still names functions of the binary measured here.
+/// Generic functions are renamed by dependency changes and the linker
+/// skips names it does not find, so the list decays silently: this says
+/// by how much, every time the benchmark runs.
+fn report_symbol_order() {
+    let list = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("symbol-order.txt");
+    let Ok(text) = std::fs::read_to_string(&list) else { return };
+    let wanted: std::collections::HashSet<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    let Ok(nm) = Command::new("nm").arg(env!("CARGO_BIN_EXE_sluice")).output() else {
+        println!("symbol order: `nm` not found, match not checked");
+        return;
+    };
+    let out = String::from_utf8_lossy(&nm.stdout);
+    let found: std::collections::HashSet<&str> = out.lines().filter_map(|l| l.split_whitespace().last()).collect();
+    let matched = wanted.iter().filter(|w| found.contains(*w)).count();
+    let share = matched as f64 / wanted.len().max(1) as f64;
+    println!("symbol order: {matched} of {} listed functions are in this binary ({:.0}%)", wanted.len(), share * 100.0);
+    if share < SYMBOL_ORDER_MIN_MATCH {
+        println!(
+            "symbol order: below {:.0}%: regenerate host/symbol-order.txt with tests/bench/symbol-order.sh (peak RSS grows as it decays)",
+            SYMBOL_ORDER_MIN_MATCH * 100.0
+        );
+    }
+}
+
 fn main() {
     // Sluice alone: for profiling it (`tests/bench/symbol-order.sh` trains
     // on these workloads).
@@ -436,6 +466,7 @@ fn main() {
     // component is cached on disk); keep it out of the steady figures.
     let warm = Tool::Sluice.command().args(["plugin", "info", "file"]).output().expect("run sluice");
     assert!(warm.status.success(), "sluice plugin info failed");
+    report_symbol_order();
     let seconds: u64 = std::env::var("SLUICE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     let big_mb: u64 = std::env::var("SLUICE_BENCH_BIG_MB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
 
