@@ -118,3 +118,32 @@ macro_rules! retry {
     }};
 }
 pub(crate) use retry;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::ErrorKind;
+
+    fn error(e: StorageError) -> PluginError {
+        PluginError { labels: Default::default(), op: "put k".into(), kind: ErrorKind::Storage(e) }
+    }
+
+    #[test]
+    fn transient_errors_are_retried_later_each_time_and_others_not_at_all() {
+        let e = error(StorageError::Transient("reset".into()));
+        let waits: Vec<Duration> = (1..ATTEMPTS).map(|a| delay_for(&e, a).unwrap()).collect();
+        for (i, w) in waits.iter().enumerate() {
+            let base = FIRST_DELAY * 4u32.pow(i as u32);
+            assert!(*w >= base && *w <= base * 3 / 2, "attempt {}: {w:?}", i + 1);
+        }
+        assert_eq!(delay_for(&error(StorageError::AccessDenied("no".into())), 1), None);
+        assert_eq!(delay_for(&error(StorageError::NotFound("k".into())), 1), None);
+    }
+
+    #[test]
+    fn a_store_that_asks_to_wait_is_obeyed_up_to_a_bound() {
+        let asked = |ms| error(StorageError::Throttled { message: "slow down".into(), retry_after_ms: Some(ms) });
+        assert!(delay_for(&asked(5_000), 1).unwrap() >= Duration::from_secs(5));
+        assert!(delay_for(&asked(3_600_000), 1).unwrap() <= MAX_RETRY_AFTER);
+    }
+}

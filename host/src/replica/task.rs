@@ -461,3 +461,47 @@ fn state_name(replica: &str) -> String {
 fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn entry(level: u32, min: u64, max: u64) -> SpoolEntry {
+        SpoolEntry {
+            name: SegmentName { level, min_txid: min, max_txid: max },
+            path: PathBuf::new(),
+            size: 0,
+            timestamp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_next_segment_continues_the_replica_or_a_snapshot_gets_further() {
+        let spool = [entry(9, 1, 3), entry(0, 4, 4), entry(0, 5, 5), entry(9, 1, 5)];
+        let next = |shipped, wants| next_to_ship(&spool, shipped, wants).map(|e| e.name);
+        assert_eq!(next(3, false), Some(entry(0, 4, 4).name), "the level-0 segment after our position");
+        assert_eq!(next(0, false), Some(entry(9, 1, 5).name), "an empty replica starts from the newest snapshot");
+        assert_eq!(next(3, true), Some(entry(9, 1, 5).name), "a wanted snapshot comes first");
+        assert_eq!(next(6, false), None, "nothing continues past our position");
+        assert_eq!(next(6, true), None, "a snapshot behind our position is not wanted");
+        let gap = [entry(9, 1, 3), entry(0, 6, 6)];
+        assert_eq!(next_to_ship(&gap, 4, false), None, "a missing level-0 segment is not skipped");
+    }
+
+    #[test]
+    fn backoff_doubles_for_transient_errors_and_starts_at_a_minute_for_the_rest() {
+        let mut spell = Spell::new();
+        let first = spell.next_wait(Class::Transient, false, false);
+        assert!(first >= MIN_BACKOFF && first <= MIN_BACKOFF * 3 / 2, "{first:?}");
+        let second = spell.next_wait(Class::Transient, false, false);
+        assert!(second >= MIN_BACKOFF * 2, "{second:?}");
+        assert!(spell.next_wait(Class::Transient, true, false) <= MIN_BACKOFF * 3 / 2, "progress resets it");
+        let operator = spell.next_wait(Class::Operator, false, false);
+        assert!(operator >= NOT_TRANSIENT_BACKOFF, "{operator:?}");
+        assert_eq!(spell.next_wait(Class::Bug, false, true), MIN_BACKOFF, "a shutdown in a hurry retries at once");
+        for _ in 0..20 {
+            assert!(spell.next_wait(Class::Transient, false, false) <= MAX_BACKOFF * 3 / 2);
+        }
+    }
+}
