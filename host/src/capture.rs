@@ -11,8 +11,8 @@
 //! means a snapshot.
 
 use crate::checksum::{PageHashes, page_hash};
+use crate::clock::now_ms;
 use crate::db::{CheckpointMode, Db, DbError};
-use crate::segment::format::now_ms;
 use crate::segment::writer::{Compressor, LEVEL0_ZSTD_LEVEL, new_compressor};
 use crate::segment::{Header, SNAPSHOT_LEVEL, SegmentName, SegmentWriter};
 use crate::state::{MetaDir, State, WalMark, file_stamp, sync_dir};

@@ -33,12 +33,14 @@
 //!   prefix.
 //! - `checksum`: page hashes and the whole-database checksum (XOR of page
 //!   hashes, updatable page by page).
+//! - `clock`: wall-clock milliseconds and RFC 3339.
 //! - `logging`: `tracing` set-up.
 //! - `cli`: the Litestream-compatible command line; thin.
 
 pub mod capture;
 pub mod checksum;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod file_watch;

@@ -2,9 +2,9 @@
 
 use super::replicate_cmd::load_config;
 use super::restore_cmd::resolve_target;
+use crate::clock::rfc3339;
 use crate::config;
 use crate::plugin::Runtime;
-use crate::replica::client::rfc3339;
 use crate::replicate::{Plugins, open_store};
 use crate::state::MetaDir;
 use std::path::PathBuf;

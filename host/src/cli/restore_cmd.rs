@@ -87,7 +87,7 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
                 .with_context(|| format!("-txid `{t}` is not a hexadecimal TXID (e.g. 000000000000002a)"))?,
         ),
         (None, Some(ts)) => Target::Timestamp(
-            crate::replica::client::parse_rfc3339(ts)
+            crate::clock::parse_rfc3339(ts)
                 .with_context(|| format!("-timestamp `{ts}` is not RFC 3339 (e.g. 2026-11-25T17:45:29Z)"))?,
         ),
         (None, None) => Target::Latest,

@@ -4,9 +4,10 @@
 
 use super::error::ReplicaError;
 use crate::capture::SpoolEntry;
+use crate::clock::now_ms;
 use crate::plugin::retry::retry;
 use crate::plugin::{ByteRange, PluginStore, Precondition, SMALL_IO_BYTES, StorageError};
-use crate::segment::format::{HEADER_SIZE, now_ms};
+use crate::segment::format::HEADER_SIZE;
 use crate::segment::reader::verify_bytes;
 use crate::segment::{Header, SegmentName};
 use std::collections::BTreeMap;
@@ -30,20 +31,6 @@ pub struct RemoteSegment {
     /// taken from its upload time (0 if the store reports none).
     pub timestamp_ms: i64,
     pub modified_ms: Option<u64>,
-}
-
-/// Format milliseconds since the epoch as RFC 3339 (UTC).
-pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let dt = time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let dt = dt + time::Duration::milliseconds(ms.rem_euclid(1000));
-    dt.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
-/// Parse RFC 3339 into milliseconds since the epoch.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let dt = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    Some((dt.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 /// List every segment in the replica.

@@ -36,7 +36,7 @@ pub fn restore_plan(listing: &Listing, target: Target) -> Result<Vec<SegmentName
                 .filter(|(_, s)| s.timestamp_ms <= ms)
                 .map(|(n, _)| n.max_txid)
                 .max()
-                .ok_or_else(|| PlanError::TooEarly(super::client::rfc3339(ms)))?;
+                .ok_or_else(|| PlanError::TooEarly(crate::clock::rfc3339(ms)))?;
             Target::Txid(t)
         }
         t => t,

@@ -3,12 +3,6 @@
 
 use crate::checksum::bytes_hash;
 
-/// Wall-clock milliseconds since the epoch: the unit of every timestamp a
-/// segment carries (0 if the clock is before the epoch).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 /// The first six bytes of a segment's header and trailer magic; the last
 /// two are the format version.
 pub const MAGIC: [u8; 6] = *b"SLCSEG";
