@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::checksum::page_hash;
+use crate::db::CheckpointMode;
 use rusqlite::Connection;
 
 fn app(path: &Path) -> Connection {

@@ -1,0 +1,242 @@
+//! Writing segments into the spool: a level-0 segment from a sync's
+//! frames, a snapshot from those frames and the read view.
+
+use super::{CaptureError, Capturer, SpoolEntry, io_err, spool_path};
+use crate::checksum::{PageHashes, page_hash};
+use crate::clock::now_ms;
+use crate::segment::writer::{LEVEL0_ZSTD_LEVEL, new_compressor};
+use crate::segment::{Header, SNAPSHOT_LEVEL, SegmentName, SegmentWriter};
+use crate::state::{file_stamp, sync_dir};
+use crate::wal::{Scan, WalHeader};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Write buffer of a segment being built: holds a typical level-0
+/// segment whole; a snapshot's compressed blocks (hundreds of KiB) are
+/// larger and go straight through.
+const SEGMENT_WRITE_BUFFER: usize = 64 << 10;
+
+/// Spool segments up to this size are not fsynced. Syncing a file and its
+/// directory was the largest single cost of a steady sync, and the spool
+/// does not need it: against a crash of the process the page cache keeps
+/// the file, and after a power failure a segment that came back truncated
+/// or garbled fails the check every upload of one this small makes
+/// (`replica::client`), is dropped, and the replica catches up with a
+/// snapshot. Larger segments (snapshots, mostly) are streamed up without
+/// such a check, so they are synced.
+pub const UNSYNCED_SPOOL_BYTES: u64 = 1 << 20;
+
+/// Level-0 segments of up to this many bytes of pages are built in
+/// memory, written with one system call and handed to the replicas as they
+/// are (see `Fresh`). A steady sync's is tens of KiB; the bound keeps the
+/// copy the replicas may hold to one MiB per database.
+const IN_MEMORY_L0_BYTES: usize = 1 << 20;
+const _: () = assert!(IN_MEMORY_L0_BYTES as u64 <= UNSYNCED_SPOOL_BYTES);
+
+/// A segment being written to the meta directory.
+type SpoolFile = io::BufWriter<File>;
+
+/// A level-0 segment in the spool and, if it was built in memory, its bytes.
+type SpooledL0 = (SpoolEntry, Option<Arc<[u8]>>);
+
+impl Capturer {
+    fn spool_path(&self, name: &SegmentName) -> PathBuf {
+        spool_path(&self.meta.spool(), name)
+    }
+
+    /// A temp file for a segment, buffered: a level-0 segment then costs
+    /// two writes (body, then the patched header) instead of one per part.
+    fn create_temp(&self, what: &str, buffer: usize) -> Result<(PathBuf, SpoolFile), CaptureError> {
+        let tmp = self.meta.temp_path(what);
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        Ok((tmp, io::BufWriter::with_capacity(buffer, file)))
+    }
+
+    /// Move a finished temp segment into the spool: durably if it is
+    /// larger than `UNSYNCED_SPOOL_BYTES`.
+    fn commit_segment(
+        &self,
+        tmp: &Path,
+        out: SpoolFile,
+        name: SegmentName,
+        header: &Header,
+    ) -> Result<SpoolEntry, CaptureError> {
+        let dest = self.spool_path(&name);
+        let file = out.into_inner().map_err(|e| io_err(tmp)(e.into_error()))?;
+        let size = file.metadata().map_err(io_err(tmp))?.len();
+        let sync = size > UNSYNCED_SPOOL_BYTES;
+        if sync {
+            file.sync_all().map_err(io_err(tmp))?;
+        }
+        drop(file);
+        fs::rename(tmp, &dest).map_err(io_err(&dest))?;
+        if sync {
+            sync_dir(&self.meta.spool()).map_err(io_err(&self.meta.spool()))?;
+        }
+        Ok(SpoolEntry { name, path: dest, size, timestamp_ms: header.timestamp_ms })
+    }
+
+    /// The next level-0 segment, from this scan's pages. Returns the bytes
+    /// too when it was built in memory.
+    pub(super) fn write_l0(&mut self, scan: &Scan, h: &WalHeader, wal: &File) -> Result<SpooledL0, CaptureError> {
+        let txid = self.state.txid + 1;
+        let db_pages = scan.db_pages.unwrap_or(self.state.db_pages);
+        let header = Header {
+            page_size: h.page_size,
+            min_txid: txid,
+            max_txid: txid,
+            timestamp_ms: now_ms(),
+            pre_checksum: self.state.checksum,
+            ..Header::default()
+        };
+        let in_memory = scan.pages.len().saturating_mul(h.page_size as usize) <= IN_MEMORY_L0_BYTES;
+        let (tmp, out, hashes, header, bytes) = if in_memory {
+            let (built, header, hashes) = self.build_l0(io::Cursor::new(Vec::new()), header, scan, db_pages, h, wal)?;
+            let bytes: Arc<[u8]> = built.into_inner().into();
+            // Unbuffered: the one write below is the whole segment.
+            let (tmp, mut out) = self.create_temp("l0", 0)?;
+            io::Write::write_all(&mut out, &bytes).map_err(io_err(&tmp))?;
+            (tmp, out, hashes, header, Some(bytes))
+        } else {
+            let (tmp, out) = self.create_temp("l0", SEGMENT_WRITE_BUFFER)?;
+            let (out, header, hashes) = self.build_l0(out, header, scan, db_pages, h, wal)?;
+            (tmp, out, hashes, header, None)
+        };
+        if let Err(e) = self.wal_unmoved(h, wal) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let name = SegmentName { level: 0, min_txid: txid, max_txid: txid };
+        let entry = self.commit_segment(&tmp, out, name, &header)?;
+        self.hashes = hashes;
+        self.state.txid = txid;
+        self.state.db_pages = db_pages;
+        self.state.checksum = header.post_checksum;
+        self.state.timestamp_ms = header.timestamp_ms;
+        Ok((entry, bytes))
+    }
+
+    /// Write a level-0 segment's pages into `out`; the hashes after it.
+    fn build_l0<W: io::Write + io::Seek>(
+        &mut self,
+        out: W,
+        header: Header,
+        scan: &Scan,
+        db_pages: u32,
+        h: &WalHeader,
+        wal: &File,
+    ) -> Result<(W, Header, PageHashes), CaptureError> {
+        let wal_path = self.db.wal_path();
+        let compressor = match self.compressor.take() {
+            Some(c) => c,
+            None => new_compressor(LEVEL0_ZSTD_LEVEL).map_err(io_err(self.meta.path()))?,
+        };
+        let mut writer = SegmentWriter::reusing(out, header, compressor).map_err(io_err(self.meta.path()))?;
+        writer.expect_pages(scan.pages.len());
+        let mut hashes = self.hashes.clone();
+        hashes.resize(db_pages);
+        let mut buf = vec![0u8; h.page_size as usize];
+        // Pages the database already had go in their own block, ahead of
+        // the pages this sync appended: the former (page 1, interior pages,
+        // the last leaf) are what the next syncs rewrite, so a compaction
+        // recompresses just their newest copies and copies the appended
+        // block, mostly still current, as it is (see `replica/compact.rs`).
+        let grew_from = self.state.db_pages;
+        let mut existing = false;
+        for (&pgno, &frame) in &scan.pages {
+            if existing && pgno > grew_from {
+                writer.end_block().map_err(io_err(self.meta.path()))?;
+            }
+            existing = pgno <= grew_from;
+            h.read_page(wal, frame, &mut buf).map_err(io_err(&wal_path))?;
+            hashes.set(pgno, page_hash(pgno, &buf));
+            writer.add_page(pgno, &buf).map_err(io_err(self.meta.path()))?;
+        }
+        let (out, header, compressor) =
+            writer.finish_keep(db_pages, hashes.checksum()).map_err(io_err(self.meta.path()))?;
+        self.compressor = Some(compressor);
+        Ok((out, header, hashes))
+    }
+
+    /// A snapshot at the current state: pages from this sync's frames where
+    /// they exist, the rest read through the read transaction (whose view
+    /// lies between the previous capture and the end of `scan`, so those
+    /// pages did not change in between). With `new_txid` the snapshot
+    /// starts a new chain at the next TXID (first run, after a gap).
+    pub(super) fn write_snapshot(
+        &mut self,
+        scan: &Scan,
+        wal: Option<&(WalHeader, File)>,
+        new_txid: bool,
+    ) -> Result<SpoolEntry, CaptureError> {
+        let (page_size, view_pages) = self.db.page_info()?;
+        let db_pages = scan.db_pages.unwrap_or(if new_txid { view_pages } else { self.state.db_pages });
+        let txid = if new_txid { self.state.txid + 1 } else { self.state.txid };
+        let (tmp, out) = self.create_temp("snapshot", SEGMENT_WRITE_BUFFER)?;
+        let header = Header {
+            page_size,
+            min_txid: 1,
+            max_txid: txid,
+            timestamp_ms: now_ms(),
+            pre_checksum: 0,
+            ..Header::default()
+        };
+        let mut writer = SegmentWriter::new(out, header).map_err(io_err(&tmp))?;
+        let mut hashes = PageHashes::new(page_size);
+        let from_wal: &BTreeMap<u32, u32> = &scan.pages;
+        let mut buf = vec![0u8; page_size as usize];
+        let mut add = |pgno: u32, view: Option<&[u8]>, writer: &mut SegmentWriter<SpoolFile>| -> io::Result<()> {
+            let page: &[u8] = match (from_wal.get(&pgno), wal) {
+                (Some(&frame), Some((h, f))) => {
+                    h.read_page(f, frame, &mut buf)?;
+                    &buf
+                }
+                _ => view.ok_or_else(|| {
+                    io::Error::other(format!("page {pgno} is in neither the WAL nor the database view"))
+                })?,
+            };
+            hashes.set(pgno, page_hash(pgno, page));
+            writer.add_page(pgno, page)
+        };
+        let dump_pages = view_pages.min(db_pages);
+        self.db.for_each_page(dump_pages, |pgno, data| add(pgno, Some(data), &mut writer))?;
+        for pgno in dump_pages + 1..=db_pages {
+            add(pgno, None, &mut writer).map_err(io_err(&tmp))?;
+        }
+        hashes.resize(db_pages);
+        if let Some(Err(e)) = wal.map(|(h, f)| self.wal_unmoved(h, f)) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if !new_txid && hashes.checksum() != self.state.checksum {
+            // The incremental state and the database disagree: trust the
+            // database and restart the chain rather than ship a lie.
+            let _ = fs::remove_file(&tmp);
+            self.gap =
+                Some("the database does not match the captured state (changed while sluice was not watching?)".into());
+            return Err(CaptureError::Io {
+                path: self.db.path().to_path_buf(),
+                source: io::Error::other("state mismatch; the next sync takes a fresh snapshot"),
+            });
+        }
+        let (out, header) = writer.finish(db_pages, hashes.checksum()).map_err(io_err(&tmp))?;
+        let name = SegmentName { level: SNAPSHOT_LEVEL, min_txid: 1, max_txid: txid };
+        let entry = self.commit_segment(&tmp, out, name, &header)?;
+        self.hashes = hashes;
+        self.state.page_size = page_size;
+        self.state.txid = txid;
+        self.state.db_pages = db_pages;
+        self.state.checksum = header.post_checksum;
+        self.state.timestamp_ms = header.timestamp_ms;
+        if wal.is_none() {
+            // The next epoch's salt-1 stays what the last WAL we saw
+            // implies (set when it went away), or unknown. It is never read
+            // from the `-shm`: see `crate::db` for why nothing here opens it.
+            self.state.db_stamp = file_stamp(self.db.path());
+        }
+        Ok(entry)
+    }
+}
