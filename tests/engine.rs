@@ -52,6 +52,21 @@ fn start_replicator(config: &Path) -> Child {
         .expect("start sluice replicate")
 }
 
+/// `dir/app.db` and its file replica `dir/replica`, in a config file whose
+/// top-level keys `top` come before one `dbs:` entry syncing every 100 ms.
+fn one_database(dir: &Path, top: &str) -> (rusqlite::Connection, String, std::path::PathBuf) {
+    let db = dir.join("app.db");
+    let conn = create_db(&db, 4096);
+    let url = file_url(&dir.join("replica"));
+    let config = dir.join("sluice.yml");
+    let entry = format!(
+        "dbs:\n  - path: {}\n    monitor-interval: 50ms\n    replicas:\n      - url: {url}\n        sync-interval: 100ms\n",
+        db.display()
+    );
+    std::fs::write(&config, format!("{top}{entry}")).unwrap();
+    (conn, url, config)
+}
+
 fn write_config(dir: &Path, db: &Path, replicas: &[String]) -> std::path::PathBuf {
     let mut text = format!(
         "dbs:\n  - path: {}\n    monitor-interval: 50ms\n    min-checkpoint-page-count: 200\n    replicas:\n",
@@ -573,18 +588,8 @@ fn http_get(port: u16, path: &str) -> String {
 #[test]
 fn compaction_snapshots_and_retention_keep_restores_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let conn = create_db(&db, 4096);
-    let url = file_url(&dir.path().join("replica"));
-    let config = dir.path().join("sluice.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "snapshot:\n  interval: 3s\n  retention: 4s\nlevels:\n  - interval: 1s\nl0-retention: 1s\ndbs:\n  - path: {}\n    monitor-interval: 50ms\n    replicas:\n      - url: {url}\n        sync-interval: 100ms\n",
-            db.display()
-        ),
-    )
-    .unwrap();
+    let top = "snapshot:\n  interval: 3s\n  retention: 4s\nlevels:\n  - interval: 1s\nl0-retention: 1s\n";
+    let (conn, url, config) = one_database(dir.path(), top);
     let child = start_replicator(&config);
     let mut rng = seeded(11);
     let deadline = Instant::now() + Duration::from_secs(9);
@@ -643,18 +648,7 @@ fn compaction_snapshots_and_retention_keep_restores_exact() {
 #[test]
 fn a_run_holding_a_segment_over_a_mib_compacts() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let conn = create_db(&db, 4096);
-    let url = file_url(&dir.path().join("replica"));
-    let config = dir.path().join("sluice.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "levels:\n  - interval: 1s\ndbs:\n  - path: {}\n    monitor-interval: 50ms\n    replicas:\n      - url: {url}\n        sync-interval: 100ms\n",
-            db.display()
-        ),
-    )
-    .unwrap();
+    let (conn, url, config) = one_database(dir.path(), "levels:\n  - interval: 1s\n");
     let child = start_replicator(&config);
     std::thread::sleep(Duration::from_millis(500));
     // Random bytes do not compress: a level-0 segment of about 2 MB.
