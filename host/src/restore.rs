@@ -204,7 +204,9 @@ async fn apply_segments(
                 // to create, write, read back and delete.
                 let got = match listed <= SMALL_IO_BYTES {
                     true => client::fetch(store, &name, listed).await.map(Fetched::Bytes),
-                    false => client::download(store, &name, listed, &path).await.map(|size| Fetched::File(path, size)),
+                    false => client::download(store, &name, listed, &path, client::DOWNLOAD_CHUNK)
+                        .await
+                        .map(|size| Fetched::File(path, size)),
                 };
                 (name, got)
             }

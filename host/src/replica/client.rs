@@ -15,9 +15,16 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Ranged-read size for downloads: returning a list<u8> from wasm costs
-/// about 1 ms per MiB, so a few MiB per call keeps calls few and memory low.
+/// Ranged-read size for a restore's downloads: returning a list<u8> from
+/// wasm costs about 1 ms per MiB, so a few MiB per call keeps calls (and a
+/// network store's requests) few while memory stays low.
 pub const DOWNLOAD_CHUNK: u64 = 8 << 20;
+/// Ranged-read size for downloads inside the replicating process
+/// (compaction inputs): each chunk is held by the plugin, by the host and
+/// by the file write at once, and a compaction of a busy minute's level-0
+/// segments of a few MB each peaked at three times the 8 MiB chunk's
+/// worth; memory there is shared with every other database.
+pub const REPLICATING_DOWNLOAD_CHUNK: u64 = 1 << 20;
 /// Keys per listing page asked of the plugin.
 const LIST_PAGE: u32 = 1000;
 
@@ -224,14 +231,27 @@ async fn upload_inner(
 /// the listing gave, picks the session: a small segment is fetched through
 /// the warm small-io instance, so a compaction of many level-0 segments
 /// (or a restore of them) does not instantiate the plugin for each.
-pub async fn download(store: &PluginStore, name: &SegmentName, size: u64, dest: &Path) -> Result<u64, ReplicaError> {
+/// Larger ones are read `chunk` bytes per call.
+pub async fn download(
+    store: &PluginStore,
+    name: &SegmentName,
+    size: u64,
+    dest: &Path,
+    chunk: u64,
+) -> Result<u64, ReplicaError> {
     let started = std::time::Instant::now();
-    let result = download_inner(store, name, size, dest).await;
+    let result = download_inner(store, name, size, dest, chunk).await;
     observe(store, "get", *result.as_ref().unwrap_or(&0), started, result.is_ok());
     result
 }
 
-async fn download_inner(store: &PluginStore, name: &SegmentName, size: u64, dest: &Path) -> Result<u64, ReplicaError> {
+async fn download_inner(
+    store: &PluginStore,
+    name: &SegmentName,
+    size: u64,
+    dest: &Path,
+    chunk: u64,
+) -> Result<u64, ReplicaError> {
     let key = name.key();
     let small = size <= SMALL_IO_BYTES;
     let mut session = if small { retry!(store.small_io_session())? } else { retry!(store.session())? };
@@ -241,7 +261,7 @@ async fn download_inner(store: &PluginStore, name: &SegmentName, size: u64, dest
     let ranged = store.info().capabilities.ranged_reads;
     let mut offset = 0u64;
     loop {
-        let length = if small { SMALL_IO_BYTES } else { DOWNLOAD_CHUNK };
+        let length = if small { SMALL_IO_BYTES } else { chunk.max(1) };
         let range = ranged.then_some(ByteRange { offset, length });
         let chunk = retry!(session.get(&key, range))?;
         file.write_all(&chunk).await.map_err(|e| local(store, format!("cannot write {}", dest.display()), e))?;

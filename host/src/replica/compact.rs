@@ -82,7 +82,7 @@ pub async fn compact(
                 let path = scratch.join(format!("in-{:016x}-{:016x}.seg", name.min_txid, name.max_txid));
                 // Pushed first, so a failed download's partial file is removed too.
                 files.push(Input::Scratch(*name, path.clone()));
-                client::download(store, name, remote.size, &path).await?;
+                client::download(store, name, remote.size, &path, client::REPLICATING_DOWNLOAD_CHUNK).await?;
             }
         }
         Ok::<_, ReplicaError>(())
