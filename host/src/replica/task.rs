@@ -114,11 +114,11 @@ impl ReplicaShared {
         }
     }
 
-    fn record_failure(&self, e: &ReplicaError) -> u64 {
+    fn record_failure(&self, e: &ReplicaError) {
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some((format!("{e}"), e.is_retryable()));
         }
-        self.failures.fetch_add(1, Ordering::SeqCst) + 1
+        self.failures.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The last error, if the replica is failing.
