@@ -57,10 +57,35 @@ pub enum CaptureError {
     /// redoes the capture (see DESIGN.md, decision 9).
     #[error("{path}: the WAL was reset while sluice was reading it")]
     WalMoved { path: PathBuf },
+    /// The meta directory's filesystem is full, or sluice would have
+    /// written into the room it leaves the application there
+    /// (`spool::DISK_RESERVE_PERCENT`). Nothing was recorded and the
+    /// partial file is gone; capture retries by itself.
+    #[error(
+        "{path}: the disk of sluice's meta directory is full ({source}); nothing was recorded and the partial \
+         file was removed. Free space there or point meta-dir at a larger filesystem: capture resumes by itself \
+         (with a snapshot if the WAL was checkpointed meanwhile)"
+    )]
+    DiskFull { path: PathBuf, source: io::Error },
 }
 
+impl CaptureError {
+    /// Whether retrying soon cannot help: the same error would come back
+    /// until an operator acts (see `DiskFull`).
+    pub fn needs_operator(&self) -> bool {
+        matches!(self, CaptureError::DiskFull { .. })
+    }
+}
+
+/// An I/O error at `path`, with a full disk told apart: it is the
+/// operator's to fix, and it says so.
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaptureError + '_ {
-    move |source| CaptureError::Io { path: path.to_path_buf(), source }
+    move |source| match source.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            CaptureError::DiskFull { path: path.to_path_buf(), source }
+        }
+        _ => CaptureError::Io { path: path.to_path_buf(), source },
+    }
 }
 
 /// A segment waiting in the spool.
@@ -225,6 +250,15 @@ impl Capturer {
         loop {
             match self.capture(snapshot, false) {
                 Err(CaptureError::WalMoved { .. }) if attempt < WAL_MOVED_ATTEMPTS => attempt += 1,
+                Err(e) if e.needs_operator() => {
+                    // Retried only after a back-off: holding our read view
+                    // until then would keep the application's checkpoints
+                    // from emptying the WAL, which grows on what is often
+                    // the same full disk. Let go; the next capture decides
+                    // continuity as after a restart (decision 4).
+                    let _ = self.db.release_read_locks();
+                    return Err(e);
+                }
                 done => return done,
             }
         }

@@ -229,8 +229,9 @@ impl Db {
         Ok(())
     }
 
-    /// End our read transaction (when closing).
-    fn release_read_locks(&mut self) -> Result<(), DbError> {
+    /// End our read transaction (when closing, or when capture must wait
+    /// for an operator and should not hold the WAL meanwhile).
+    pub fn release_read_locks(&mut self) -> Result<(), DbError> {
         if let Some(a) = self.active.take() {
             self.conns[a].execute_batch("COMMIT").map_err(|e| self.err(e))?;
         }

@@ -46,7 +46,7 @@ impl FileWatch {
             for path in &event.paths {
                 let Some(dir) = path.parent().and_then(|d| routes.get(d)) else { continue };
                 for (db, wake) in &dir.dbs {
-                    if path.as_os_str().as_encoded_bytes().starts_with(db.as_os_str().as_encoded_bytes()) {
+                    if is_db_or_wal(path, db) {
                         wake.notify_one();
                     }
                 }
@@ -96,6 +96,15 @@ impl FileWatch {
             tracing::debug!("cannot change the watch on {}: {e}; polling covers it", dir.display());
         }
     }
+}
+
+/// Whether a change to `path` can be a commit to `db`: its file or its
+/// WAL, nothing else. Not the `-shm` (every reader touches it), nor any
+/// other file that shares the name's start: a log written beside the
+/// database (`app.db.log`) once woke a look per line, and the look's own
+/// trace lines fed it until the disk was full.
+fn is_db_or_wal(path: &Path, db: &Path) -> bool {
+    path == db || path == crate::db::wal_path(db)
 }
 
 /// One database's interest in its directory's events.
@@ -165,6 +174,10 @@ mod tests {
         woke(&sub).await;
         std::fs::write(dir.path().join("other.db"), b"z").unwrap();
         assert!(!woke(&sub).await, "another database's file does not wake it");
+        for beside in ["app.db.log", "app.db-shm", "app.db-journal", "app.db-wal.log", "app.db2"] {
+            std::fs::write(dir.path().join(beside), b"log line").unwrap();
+            assert!(!woke(&sub).await, "{beside} beside the database does not wake it");
+        }
         sub.arm(false);
         std::fs::write(&db, b"xx").unwrap();
         assert!(!woke(&sub).await, "disarmed again: no wake-up");

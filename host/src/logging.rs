@@ -10,14 +10,24 @@ pub enum Format {
     Json,
 }
 
+/// Caps the `notify` crate below trace, where it logs every inotify event.
+const NO_SELF_FEEDING: &str = "notify=debug";
+
 /// Install the global subscriber: `level` unless `RUST_LOG`/`SLUICE_LOG`
 /// says otherwise; logs go to stderr so stdout stays for command output.
 pub fn init(level: &str, format: Format) {
-    let filter = std::env::var("SLUICE_LOG")
+    let mut filter = std::env::var("SLUICE_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(format!("{level},wasmtime=warn,cranelift=warn,hyper=warn,reqwest=warn")));
+    // Never the file watcher's per-event lines, whatever was asked: a log
+    // written where a database lives raises an event per line, and each
+    // was logged at trace, which raised the next (46 GB in 22 minutes).
+    // Nothing else logs per file event.
+    if let Ok(cap) = NO_SELF_FEEDING.parse() {
+        filter = filter.add_directive(cap);
+    }
     // Colours only on a terminal: log files and journals get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
@@ -56,4 +66,12 @@ pub fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
     let result = tracing::subscriber::with_default(subscriber, f);
     let text = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
     (result, text)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_watcher_cap_is_a_valid_directive() {
+        assert!(super::NO_SELF_FEEDING.parse::<tracing_subscriber::filter::Directive>().is_ok());
+    }
 }

@@ -3,7 +3,7 @@
 //! for a replica; the spool is bounded, and a replica that falls out of it
 //! gets a snapshot instead.
 
-use crate::capture::{Capturer, Durable, Validation, list_spool};
+use crate::capture::{CaptureError, Capturer, Durable, Validation, list_spool};
 use crate::config::{DatabaseSpec, ReplicaSpec};
 use crate::metrics;
 use crate::plugin::{Labels, LoadedPlugin, PluginStore, Runtime, bundled};
@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 mod pace;
-use pace::{Pacer, SyncOutcome};
+use pace::{Pacer, RepeatFilter, SyncOutcome};
 
 /// Local spool ceiling per database. Past it the oldest level-0 segments
 /// go, and replicas that still needed them catch up with a snapshot:
@@ -261,8 +261,8 @@ async fn run_db(
     let Some(running) = start_db(&common, &spec, &mut shutdown).await? else {
         return Ok(());
     };
-    running.pace(&spec, &common.opts, &mut shutdown, wake).await;
-    running.finish(&common.opts).await
+    let unsynced = running.pace(&spec, &common.opts, &mut shutdown, wake).await;
+    running.finish(&common.opts, unsynced).await
 }
 
 /// Open the stores and the database and start the replica tasks; `None`
@@ -326,19 +326,22 @@ async fn start_db(
 
 impl Running {
     /// Look, sync and sleep until `shutdown` (or once); the decisions are
-    /// `Pacer`'s, this is the I/O around them. Ends with a final sync.
+    /// `Pacer`'s, this is the I/O around them. Ends with a final sync;
+    /// returns its error (or `-once`'s sync's), if it failed.
     async fn pace(
         &self,
         spec: &DatabaseSpec,
         opts: &Options,
         shutdown: &mut watch::Receiver<bool>,
         mut wake: Option<crate::file_watch::Subscription>,
-    ) {
+    ) -> Option<String> {
         let Running { database, capturer, meta, replicas, txid_tx, .. } = self;
         // Writes arriving within this long of a sync wait for the next one.
         let batch = spec.replicas.iter().map(|r| r.sync_interval).min().unwrap_or(spec.monitor_interval);
         let mut pacer = Pacer::new(batch, spec.monitor_interval, opts.force_snapshot, tokio::time::Instant::now());
         let mut validation = ValidationClock::new(spec.validation_interval);
+        let mut failures = RepeatFilter::default();
+        let mut failed = None;
         loop {
             let stamp = wal_stamp(&spec.path);
             let validate = validation.due(|| capturer.lock().map(|c| c.state().txid).unwrap_or(0));
@@ -352,18 +355,27 @@ impl Running {
                         // A mismatch needs its healing snapshot at once.
                         let again = validation.record(synced.validation, database, replicas);
                         txid_tx.send_replace(synced.durable);
+                        if failures.recovered() {
+                            tracing::info!(database = %database, "sync succeeded again");
+                        }
+                        failed = None;
                         SyncOutcome::Ran { captured: synced.captured, in_flight: synced.in_flight, again }
                     }
                     Err(e) => {
-                        tracing::warn!(database = %database, "sync failed (will retry): {e:#}");
-                        SyncOutcome::Failed
+                        let stuck = e.downcast_ref::<CaptureError>().is_some_and(CaptureError::needs_operator);
+                        let retry = if stuck { "retried with back-off" } else { "will retry" };
+                        if let Some(line) = failures.failed(format!("{e:#}"), tokio::time::Instant::now()) {
+                            tracing::warn!(database = %database, "sync failed ({retry}): {line}");
+                        }
+                        failed = Some(format!("{e:#}"));
+                        if stuck { SyncOutcome::Stuck } else { SyncOutcome::Failed }
                     }
                 };
                 pacer.synced(started, stamp, outcome);
                 collect_spool(meta, replicas);
             }
             if opts.once {
-                break;
+                return failed;
             }
             // While writes keep coming the next look is at the end of the
             // batch anyway: notifications would only wake us to wait. Once
@@ -378,20 +390,20 @@ impl Running {
             wait_for_next_look(&mut pacer, wake.as_ref(), shutdown).await;
             if *shutdown.borrow() {
                 // Final sync: capture what the application wrote last.
-                match sync_once(capturer, false, false).await {
+                return match sync_once(capturer, false, false).await {
                     Ok(synced) => {
                         txid_tx.send_replace(synced.durable);
+                        None
                     }
-                    Err(e) => tracing::warn!(database = %database, "final sync failed: {e:#}"),
-                }
-                break;
+                    Err(e) => Some(format!("{e:#}")),
+                };
             }
         }
     }
 
     /// Wait for the replicas to ship what was captured, stop them, and
-    /// fail if one is still behind.
-    async fn finish(self, opts: &Options) -> anyhow::Result<()> {
+    /// fail if one is still behind or the last sync (`unsynced`) failed.
+    async fn finish(self, opts: &Options, unsynced: Option<String>) -> anyhow::Result<()> {
         let Running { database, capturer, meta, replicas, handles, txid_tx, stop_tx } = self;
         let mut target = capturer.lock().map(|c| c.state().txid).unwrap_or(0);
         wait_for_replicas(&replicas, &meta, target, opts.shutdown_sync_timeout).await;
@@ -424,6 +436,12 @@ impl Running {
                 }
             })
             .collect();
+        if let Some(why) = unsynced {
+            anyhow::bail!(
+                "{database}: the last sync before exit failed, so the latest commits are in no replica ({why}); \
+                 the next run captures them from the WAL if it still holds them, or takes a snapshot"
+            );
+        }
         if !behind.is_empty() {
             anyhow::bail!(
                 "not every replica received TXID {target:016x} before exit ({}); the local spool keeps the changes for the next run",

@@ -1,6 +1,7 @@
 //! Writing segments into the spool: a level-0 segment from a sync's
 //! frames, a snapshot from those frames and the read view.
 
+use super::spool::{Budgeted, SpoolTemp};
 use super::{CaptureError, Capturer, SpoolEntry, io_err, spool_path};
 use crate::checksum::{PageHashes, page_hash};
 use crate::clock::now_ms;
@@ -8,7 +9,6 @@ use crate::segment::writer::{LEVEL0_ZSTD_LEVEL, new_compressor};
 use crate::segment::{Header, SNAPSHOT_LEVEL, SegmentName, SegmentWriter};
 use crate::state::{file_stamp, sync_dir};
 use crate::wal::{Scan, WalHeader};
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -36,8 +36,9 @@ pub const UNSYNCED_SPOOL_BYTES: u64 = 1 << 20;
 const IN_MEMORY_L0_BYTES: usize = 1 << 20;
 const _: () = assert!(IN_MEMORY_L0_BYTES as u64 <= UNSYNCED_SPOOL_BYTES);
 
-/// A segment being written to the meta directory.
-type SpoolFile = io::BufWriter<File>;
+/// A segment being written to the meta directory, never into the
+/// filesystem's reserve.
+type SpoolFile = io::BufWriter<Budgeted>;
 
 /// A level-0 segment in the spool and, if it was built in memory, its bytes.
 type SpooledL0 = (SpoolEntry, Option<Arc<[u8]>>);
@@ -49,23 +50,24 @@ impl Capturer {
 
     /// A temp file for a segment, buffered: a level-0 segment then costs
     /// two writes (body, then the patched header) instead of one per part.
-    fn create_temp(&self, what: &str, buffer: usize) -> Result<(PathBuf, SpoolFile), CaptureError> {
-        let tmp = self.meta.temp_path(what);
-        let file = File::create(&tmp).map_err(io_err(&tmp))?;
-        Ok((tmp, io::BufWriter::with_capacity(buffer, file)))
+    fn create_temp(&self, what: &str, buffer: usize) -> Result<(SpoolTemp, SpoolFile), CaptureError> {
+        let tmp = SpoolTemp::new(self.meta.temp_path(what));
+        let file = File::create(tmp.path()).map_err(io_err(tmp.path()))?;
+        Ok((tmp, io::BufWriter::with_capacity(buffer, Budgeted::new(file))))
     }
 
     /// Move a finished temp segment into the spool: durably if it is
     /// larger than `UNSYNCED_SPOOL_BYTES`.
     fn commit_segment(
         &self,
-        tmp: &Path,
+        temp: SpoolTemp,
         out: SpoolFile,
         name: SegmentName,
         header: &Header,
     ) -> Result<SpoolEntry, CaptureError> {
         let dest = self.spool_path(&name);
-        let file = out.into_inner().map_err(|e| io_err(tmp)(e.into_error()))?;
+        let tmp = temp.path();
+        let file = out.into_inner().map_err(|e| io_err(tmp)(e.into_error()))?.into_file();
         let size = file.metadata().map_err(io_err(tmp))?.len();
         let sync = size > UNSYNCED_SPOOL_BYTES;
         if sync {
@@ -73,6 +75,7 @@ impl Capturer {
         }
         drop(file);
         fs::rename(tmp, &dest).map_err(io_err(&dest))?;
+        temp.kept();
         if sync {
             sync_dir(&self.meta.spool()).map_err(io_err(&self.meta.spool()))?;
         }
@@ -98,19 +101,16 @@ impl Capturer {
             let bytes: Arc<[u8]> = built.into_inner().into();
             // Unbuffered: the one write below is the whole segment.
             let (tmp, mut out) = self.create_temp("l0", 0)?;
-            io::Write::write_all(&mut out, &bytes).map_err(io_err(&tmp))?;
+            io::Write::write_all(&mut out, &bytes).map_err(io_err(tmp.path()))?;
             (tmp, out, hashes, header, Some(bytes))
         } else {
             let (tmp, out) = self.create_temp("l0", SEGMENT_WRITE_BUFFER)?;
             let (out, header, hashes) = self.build_l0(out, header, scan, db_pages, h, wal)?;
             (tmp, out, hashes, header, None)
         };
-        if let Err(e) = self.wal_unmoved(h, wal) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
+        self.wal_unmoved(h, wal)?;
         let name = SegmentName { level: 0, min_txid: txid, max_txid: txid };
-        let entry = self.commit_segment(&tmp, out, name, &header)?;
+        let entry = self.commit_segment(tmp, out, name, &header)?;
         self.hashes = hashes;
         self.state.txid = txid;
         self.state.db_pages = db_pages;
@@ -184,37 +184,14 @@ impl Capturer {
             pre_checksum: 0,
             ..Header::default()
         };
-        let mut writer = SegmentWriter::new(out, header).map_err(io_err(&tmp))?;
-        let mut hashes = PageHashes::new(page_size);
-        let from_wal: &BTreeMap<u32, u32> = &scan.pages;
-        let mut buf = vec![0u8; page_size as usize];
-        let mut add = |pgno: u32, view: Option<&[u8]>, writer: &mut SegmentWriter<SpoolFile>| -> io::Result<()> {
-            let page: &[u8] = match (from_wal.get(&pgno), wal) {
-                (Some(&frame), Some((h, f))) => {
-                    h.read_page(f, frame, &mut buf)?;
-                    &buf
-                }
-                _ => view.ok_or_else(|| {
-                    io::Error::other(format!("page {pgno} is in neither the WAL nor the database view"))
-                })?,
-            };
-            hashes.set(pgno, page_hash(pgno, page));
-            writer.add_page(pgno, page)
-        };
-        let dump_pages = view_pages.min(db_pages);
-        self.db.for_each_page(dump_pages, |pgno, data| add(pgno, Some(data), &mut writer))?;
-        for pgno in dump_pages + 1..=db_pages {
-            add(pgno, None, &mut writer).map_err(io_err(&tmp))?;
-        }
-        hashes.resize(db_pages);
-        if let Some(Err(e)) = wal.map(|(h, f)| self.wal_unmoved(h, f)) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
+        let mut writer = SegmentWriter::new(out, header).map_err(io_err(tmp.path()))?;
+        let hashes = self.snapshot_pages(&mut writer, tmp.path(), scan, wal, [page_size, view_pages, db_pages])?;
+        if let Some((h, f)) = wal {
+            self.wal_unmoved(h, f)?;
         }
         if !new_txid && hashes.checksum() != self.state.checksum {
             // The incremental state and the database disagree: trust the
             // database and restart the chain rather than ship a lie.
-            let _ = fs::remove_file(&tmp);
             self.gap =
                 Some("the database does not match the captured state (changed while sluice was not watching?)".into());
             return Err(CaptureError::Io {
@@ -222,9 +199,9 @@ impl Capturer {
                 source: io::Error::other("state mismatch; the next sync takes a fresh snapshot"),
             });
         }
-        let (out, header) = writer.finish(db_pages, hashes.checksum()).map_err(io_err(&tmp))?;
+        let (out, header) = writer.finish(db_pages, hashes.checksum()).map_err(io_err(tmp.path()))?;
         let name = SegmentName { level: SNAPSHOT_LEVEL, min_txid: 1, max_txid: txid };
-        let entry = self.commit_segment(&tmp, out, name, &header)?;
+        let entry = self.commit_segment(tmp, out, name, &header)?;
         self.hashes = hashes;
         self.state.page_size = page_size;
         self.state.txid = txid;
@@ -238,5 +215,55 @@ impl Capturer {
             self.state.db_stamp = file_stamp(self.db.path());
         }
         Ok(entry)
+    }
+
+    /// Pages `1..=db_pages` into a snapshot's `writer` (temp file `tmp`):
+    /// those of this sync's frames from the WAL, the rest as the read
+    /// transaction sees them (`view_pages` of them). Returns their hashes.
+    fn snapshot_pages(
+        &self,
+        writer: &mut SegmentWriter<SpoolFile>,
+        tmp: &Path,
+        scan: &Scan,
+        wal: Option<&(WalHeader, File)>,
+        [page_size, view_pages, db_pages]: [u32; 3],
+    ) -> Result<PageHashes, CaptureError> {
+        let wal_path = self.db.wal_path();
+        let mut hashes = PageHashes::new(page_size);
+        let mut buf = vec![0u8; page_size as usize];
+        let mut add = |pgno: u32, view: Option<&[u8]>| -> Result<(), CaptureError> {
+            let page: &[u8] = match (scan.pages.get(&pgno), wal) {
+                (Some(&frame), Some((h, f))) => {
+                    h.read_page(f, frame, &mut buf).map_err(io_err(&wal_path))?;
+                    &buf
+                }
+                _ => view.ok_or_else(|| CaptureError::Io {
+                    path: self.db.path().to_path_buf(),
+                    source: io::Error::other(format!("page {pgno} is in neither the WAL nor the database view")),
+                })?,
+            };
+            hashes.set(pgno, page_hash(pgno, page));
+            writer.add_page(pgno, page).map_err(io_err(tmp))
+        };
+        // An error on our side (the WAL, the spool's disk) is kept as it
+        // is: `for_each_page` would report it as the database's.
+        let mut failed = None;
+        let dump_pages = view_pages.min(db_pages);
+        let read = self.db.for_each_page(dump_pages, |pgno, data| {
+            add(pgno, Some(data)).map_err(|e| {
+                let msg = e.to_string();
+                failed = Some(e);
+                io::Error::other(msg)
+            })
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        read?;
+        for pgno in dump_pages + 1..=db_pages {
+            add(pgno, None)?;
+        }
+        hashes.resize(db_pages);
+        Ok(hashes)
     }
 }

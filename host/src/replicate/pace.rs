@@ -32,7 +32,21 @@ pub enum SyncOutcome {
     Ran { captured: bool, in_flight: bool, again: bool },
     /// It failed: retried after a batch, not at every write.
     Failed,
+    /// It failed in a way only an operator can fix (the spool's disk is
+    /// full): retried with a back-off from a batch up to
+    /// `STUCK_RETRY_MAX`, since every attempt would fail the same way.
+    Stuck,
 }
+
+/// Longest pause between retries of a sync that needs an operator. The
+/// application is not held back meanwhile (capture lets go of its read
+/// transaction, see `Capturer::sync`), so waiting costs only how soon
+/// replication resumes once the operator has acted.
+pub const STUCK_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// A failure that keeps coming back is logged again at most this often
+/// (with how many times it happened), not at every retry.
+pub const REPEAT_LOG_EVERY: Duration = Duration::from_secs(300);
 
 /// When to look next, and whether a file-watch notification may cut the
 /// wait short.
@@ -63,6 +77,8 @@ pub struct Pacer<S> {
     /// a transaction was half-written.
     busy: bool,
     in_flight: bool,
+    /// The pause after a sync that needs an operator (zero otherwise).
+    stuck: Duration,
 }
 
 impl<S: PartialEq> Pacer<S> {
@@ -78,6 +94,7 @@ impl<S: PartialEq> Pacer<S> {
             recheck: IN_FLIGHT_RECHECK,
             busy: false,
             in_flight: false,
+            stuck: Duration::ZERO,
         }
     }
 
@@ -105,8 +122,13 @@ impl<S: PartialEq> Pacer<S> {
                 self.last_stamp = Some(stamp);
                 (self.busy, self.in_flight) = (captured, in_flight);
                 self.look_anyway |= again;
+                self.stuck = Duration::ZERO;
             }
             SyncOutcome::Failed => self.busy = true,
+            SyncOutcome::Stuck => {
+                self.busy = true;
+                self.stuck = (self.stuck * 2).clamp(self.batch, STUCK_RETRY_MAX.max(self.batch));
+            }
         }
         if self.busy {
             self.last_sync = started;
@@ -136,7 +158,7 @@ impl<S: PartialEq> Pacer<S> {
             at
         } else {
             self.recheck = IN_FLIGHT_RECHECK;
-            if self.busy { self.last_sync + self.batch } else { now + self.monitor }
+            if self.busy { self.last_sync + self.pause() } else { now + self.monitor }
         };
         // Waiting on a half-written transaction, its own writes' events
         // would only cut the back-off short.
@@ -148,7 +170,50 @@ impl<S: PartialEq> Pacer<S> {
     /// at once; a busy database at most once per batch). Returns when.
     pub fn woke(&mut self) -> Instant {
         self.look_anyway = true;
-        self.last_sync + self.batch
+        self.last_sync + self.pause()
+    }
+
+    /// The least time between a busy sync and the next.
+    fn pause(&self) -> Duration {
+        self.batch.max(self.stuck)
+    }
+}
+
+/// Keeps a failure that repeats from flooding the log: the first one is
+/// logged, the same one again only every `REPEAT_LOG_EVERY` with a count,
+/// and the recovery once. Two failures are the same when their messages
+/// differ only in numbers (free bytes, page numbers, TXIDs).
+#[derive(Debug, Default)]
+pub struct RepeatFilter {
+    /// The failing message without its digits, when it was last logged,
+    /// and how many times it has happened since.
+    failing: Option<(String, Instant, u64)>,
+}
+
+impl RepeatFilter {
+    /// A failure with this message: the line to log, if any.
+    pub fn failed(&mut self, msg: String, now: Instant) -> Option<String> {
+        let key: String = msg.chars().filter(|c| !c.is_ascii_digit()).collect();
+        match &mut self.failing {
+            Some((last, logged, count)) if *last == key => {
+                *count += 1;
+                if now.duration_since(*logged) < REPEAT_LOG_EVERY {
+                    return None;
+                }
+                let line = format!("{msg} (failed {count} times since last said)");
+                (*logged, *count) = (now, 0);
+                Some(line)
+            }
+            _ => {
+                self.failing = Some((key, now, 0));
+                Some(msg)
+            }
+        }
+    }
+
+    /// A success: whether a failure had been logged (say it recovered).
+    pub fn recovered(&mut self) -> bool {
+        self.failing.take().is_some()
     }
 }
 
@@ -219,6 +284,45 @@ mod tests {
         assert!(!p.quiet());
         assert_eq!(p.next_look(t0).at, t0 + BATCH);
         assert_eq!(p.should_sync(&1, false), Some(false), "the stamp was not recorded: the retry syncs");
+    }
+
+    #[test]
+    fn a_sync_that_needs_an_operator_backs_off_and_a_success_resets_it() {
+        let t0 = Instant::now();
+        let mut p = pacer(t0);
+        let mut pauses = Vec::new();
+        for _ in 0..8 {
+            p.should_sync(&1, false);
+            p.synced(t0, 1, SyncOutcome::Stuck);
+            assert!(!p.quiet(), "a stuck database keeps its watch disarmed");
+            pauses.push(p.next_look(t0).at - t0);
+        }
+        assert_eq!(pauses[0], BATCH);
+        assert_eq!(pauses[1], BATCH * 2);
+        assert_eq!(*pauses.last().unwrap(), STUCK_RETRY_MAX);
+        assert_eq!(p.woke(), t0 + STUCK_RETRY_MAX, "a write does not cut the back-off short");
+        p.should_sync(&1, false);
+        p.synced(t0, 1, ran(true, false));
+        assert_eq!(p.next_look(t0).at, t0 + BATCH);
+    }
+
+    #[test]
+    fn a_repeating_failure_is_logged_once_then_every_few_minutes_with_a_count() {
+        let t0 = Instant::now();
+        let mut f = RepeatFilter::default();
+        assert!(!f.recovered(), "nothing failed yet");
+        assert_eq!(f.failed("disk full (0 MB free)".into(), t0).as_deref(), Some("disk full (0 MB free)"));
+        for i in 1..100 {
+            assert_eq!(f.failed(format!("disk full ({i} MB free)"), t0 + Duration::from_secs(i)), None);
+        }
+        let later = t0 + REPEAT_LOG_EVERY;
+        assert_eq!(
+            f.failed("disk full (7 MB free)".into(), later).as_deref(),
+            Some("disk full (7 MB free) (failed 100 times since last said)")
+        );
+        assert_eq!(f.failed("other".into(), later).as_deref(), Some("other"), "a different failure is said at once");
+        assert!(f.recovered());
+        assert!(!f.recovered(), "recovery is said once");
     }
 
     #[test]

@@ -1,0 +1,224 @@
+//! Faults from outside sluice's own code: a full disk under the spool, a
+//! log written beside the database. The real `sluice` binary replicates a
+//! database written by this test process (another process), to the file
+//! backend.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+fn file_url(dir: &Path) -> String {
+    format!("file://{}", dir.display())
+}
+
+fn config(dir: &Path, db: &Path, replica: &str) -> PathBuf {
+    let text = format!(
+        "dbs:\n  - path: {}\n    monitor-interval: 50ms\n    replicas:\n      - url: {replica}\n        sync-interval: 100ms\n",
+        db.display()
+    );
+    let path = dir.join("sluice.yml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `sluice replicate -config CONFIG ARGS`, stdout and stderr into `log`.
+fn start(config: &Path, args: &[&str], log: &Path) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    sluice()
+        .args(["replicate", "-config"])
+        .arg(config)
+        .args(args)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("start sluice replicate")
+}
+
+fn interrupt(child: Child) -> std::process::ExitStatus {
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    child.wait_with_output().unwrap().status
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// A log written into the database's directory must not wake the
+/// database's loop: each line did, the look logged more at trace level,
+/// and the log grew until the disk was full (46 GB in 22 minutes).
+#[test]
+fn a_log_beside_the_database_does_not_feed_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, 4096);
+    let replica = file_url(&dir.path().join("replica"));
+    let config = config(dir.path(), &db, &replica);
+    // Named after the database, as `app.db.log` often is.
+    let log = dir.path().join("app.db.log");
+    let child = {
+        let mut cmd = sluice();
+        cmd.env_remove("SLUICE_LOG");
+        let out = std::fs::File::create(&log).unwrap();
+        cmd.args(["replicate", "-log-level", "trace", "-config"])
+            .arg(&config)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap()
+    };
+    for i in 0..5 {
+        conn.execute("INSERT INTO t(a) VALUES (?1)", [format!("row {i}")]).unwrap();
+    }
+    let want = conn.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap();
+    wait_until("the replica holds every row", Duration::from_secs(30), || {
+        restored_rows(&replica, dir.path()) == Some(want)
+    });
+    // Idle now: only the monitor interval's polling may log.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = file_len(&log);
+    std::thread::sleep(Duration::from_secs(3));
+    let grew = file_len(&log) - before;
+    let status = interrupt(child);
+    assert!(status.success(), "sluice exited with {status}");
+    assert!(grew < 64 << 10, "an idle database's log grew {grew} bytes in 3 s: its own lines wake it");
+}
+
+/// Rows of table `t` in the latest restore of `replica`, if it restores.
+fn restored_rows(replica: &str, scratch: &Path) -> Option<i64> {
+    let out = scratch.join("check.db");
+    let _ = std::fs::remove_file(&out);
+    let status = sluice().args(["restore", "-o"]).arg(&out).arg(replica).output().ok()?;
+    if !status.status.success() {
+        return None;
+    }
+    let conn = rusqlite::Connection::open(&out).ok()?;
+    conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).ok()
+}
+
+/// A tmpfs of `mb` MB mounted at a new directory, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` when this process may not mount (not root): said, not hidden.
+    fn mount(mb: u64) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // SAFETY: getuid has no preconditions.
+            let root = unsafe { libc::getuid() } == 0;
+            assert!(!root, "running as root, yet a tmpfs could not be mounted");
+            eprintln!("SKIPPED: mounting a small filesystem needs root");
+            return None;
+        }
+        Some(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn free(&self) -> u64 {
+        let out = Command::new("df").args(["-B1", "--output=avail"]).arg(self.path()).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// The spool's disk fills up: sluice must never take the application's
+/// room on it. Before, a snapshot's partial temp file took the last free
+/// bytes and stayed, retried every second, and every commit of the
+/// application failed with "database or disk is full", even after sluice
+/// exited; the log blamed the database. Now capture stops short of a
+/// reserve, removes what it wrote, says once that the spool's disk is
+/// full, and catches up by itself when space comes back.
+#[test]
+fn a_full_spool_disk_never_takes_the_applications_room() {
+    let Some(disk) = SmallDisk::mount(64) else { return };
+    let outside = tempfile::tempdir().unwrap();
+    let db = disk.path().join("app.db");
+    let conn = create_db(&db, 4096);
+    // 18 MB that does not compress: the snapshot needs all of it.
+    for _ in 0..180 {
+        conn.execute("INSERT INTO t(a, b) VALUES ('big', randomblob(100000))", []).unwrap();
+    }
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    let filler = disk.path().join("filler");
+    let keep_free = 11_000_000;
+    std::fs::write(&filler, vec![1u8; (disk.free() - keep_free) as usize]).unwrap();
+    let replica = file_url(&outside.path().join("replica"));
+    let config = config(outside.path(), &db, &replica);
+    let log = outside.path().join("sluice.log");
+    let child = start(&config, &[], &log);
+
+    // The application commits for a while; none of its commits may fail,
+    // and sluice leaves it the reserve (its own WAL may take some of it).
+    let mut failed = Vec::new();
+    let mut least_free = u64::MAX;
+    for i in 0..150 {
+        if let Err(e) = conn.execute("INSERT INTO t(a) VALUES (?1)", [format!("small {i}")]) {
+            failed.push(e.to_string());
+        }
+        least_free = least_free.min(disk.free());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(failed.is_empty(), "{} of 150 commits failed, e.g. {}; sluice's log:\n{text}", failed.len(), failed[0]);
+    let reserve = (64u64 << 20) / 10;
+    assert!(least_free + (1 << 20) >= reserve, "sluice left the application {least_free} bytes, not {reserve}");
+    let said = text.matches("the disk of sluice's meta directory is full").count();
+    assert!(said >= 1, "the full spool disk was not reported:\n{text}");
+    assert!(said <= 2, "the full spool disk was reported {said} times in 3 s, not once:\n{text}");
+    assert!(!text.contains("while reading page"), "the database was blamed for the spool's disk:\n{text}");
+
+    // Space comes back: replication catches up without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let want = conn.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap();
+    wait_until("the replica caught up", Duration::from_secs(90), || {
+        restored_rows(&replica, outside.path()) == Some(want)
+    });
+    let status = interrupt(child);
+    assert!(status.success(), "sluice exited with {status}:\n{}", std::fs::read_to_string(&log).unwrap());
+    let meta = disk.path().join(".app.db-sluice");
+    let temps: Vec<_> = walk(&meta).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp")).collect();
+    assert!(temps.is_empty(), "partial files left in the meta directory: {temps:?}");
+    let got = restore_image(&replica, &outside.path().join("restored.db"), None, 4096);
+    assert_same_image(&image(&conn), &got, "after the disk was freed");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
