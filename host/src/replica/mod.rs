@@ -7,6 +7,7 @@
 pub mod client;
 pub mod compact;
 pub mod error;
+pub mod lease;
 pub mod plan;
 mod recent;
 pub mod retention;
