@@ -76,7 +76,9 @@ pub enum Step {
 /// What a put answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutAnswer {
-    Done { etag: String },
+    Done {
+        etag: String,
+    },
     /// The precondition failed: someone else's lease, or our own put
     /// that landed although its answer was lost.
     Taken,
