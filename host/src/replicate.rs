@@ -419,7 +419,7 @@ impl Running {
         }
         let behind: Vec<String> = replicas
             .iter()
-            .filter(|r| r.shared.shipped.load(Ordering::SeqCst) < target)
+            .filter(|r| r.shared.shipped.load(Ordering::SeqCst) < target || r.shared.locked_out.load(Ordering::SeqCst))
             .map(|r| {
                 let at = r.shared.shipped.load(Ordering::SeqCst);
                 match r.shared.failing() {

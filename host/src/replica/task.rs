@@ -119,10 +119,14 @@ pub struct ReplicaShared {
     pub held: AtomicU64,
     /// The last failure, and whether a retry could help it.
     pub last_error: std::sync::Mutex<Option<(String, bool)>>,
+    /// Another process holds the replica's lease (decision 17): a run
+    /// ending so has not replicated, whatever our position says.
+    pub locked_out: AtomicBool,
 }
 
 impl ReplicaShared {
     fn record_success(&self) {
+        self.locked_out.store(false, Ordering::SeqCst);
         self.failures.store(0, Ordering::SeqCst);
         if let Ok(mut e) = self.last_error.lock() {
             *e = None;
@@ -130,6 +134,8 @@ impl ReplicaShared {
     }
 
     fn record_failure(&self, e: &ReplicaError) {
+        let locked_out = matches!(e, ReplicaError::LeaseHeld { .. } | ReplicaError::LeaseLost { .. });
+        self.locked_out.store(locked_out, Ordering::SeqCst);
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some((format!("{e}"), e.is_retryable()));
         }
