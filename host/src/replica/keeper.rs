@@ -284,9 +284,8 @@ fn is_dead(holder: &Holder, me: &Holder) -> bool {
         return false;
     }
     // SAFETY: signal 0 only checks that the process exists.
-    let gone = unsafe { libc::kill(holder.pid as i32, 0) } == -1
-        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-    gone
+    (unsafe { libc::kill(holder.pid as i32, 0) }) == -1
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 fn hostname() -> String {

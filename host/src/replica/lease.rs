@@ -311,7 +311,9 @@ impl Lease {
         }
         // The holder's own TTL is what it promised to renew within.
         let ttl = holder.as_ref().map_or(self.ttl, |h| Duration::from_millis(h.ttl_ms.max(1)));
-        if self.once && !dead && !age.is_some_and(|a| a > ttl) {
+        // A lease not modified for its TTL by our clock may be a dead
+        // holder's: `-once` makes sure by watching it; any other it refuses.
+        if self.once && !dead && age.is_none_or(|a| a <= ttl) {
             self.state = State::Refused(holder.clone());
             self.decided = true;
             return event.or(Some(Event::Refused(holder)));
