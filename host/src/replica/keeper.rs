@@ -271,6 +271,24 @@ pub fn refusal(standing: &Standing, store: &PluginStore, ttl: Duration) -> Repli
     ReplicaError::LeaseUnconfirmed { labels, why, class: Class::Transient }
 }
 
+/// Returns when the lease is no longer as the last pass found it (`held`),
+/// if the loop is `failing` (a replica waiting for its lease ships as
+/// soon as it gets it); never otherwise: each renewal changes the
+/// standing, and must not wake an idle loop.
+pub async fn lease_flipped(lease: &mut watch::Receiver<Standing>, failing: bool, held: bool) {
+    if failing {
+        loop {
+            if lease.borrow_and_update().holds(boottime()) != held {
+                return;
+            }
+            if lease.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+    std::future::pending::<()>().await
+}
+
 /// A holder on this machine, in our pid namespace (same boot, same
 /// namespace, so its pid means the same process to us), whose process is
 /// gone: it renews nothing, so waiting for its lease to expire would only

@@ -6,7 +6,7 @@
 use super::client::{self, Listing};
 use super::compact;
 use super::error::{Class, ReplicaError};
-use super::keeper::{Keeper, refusal};
+use super::keeper::{Keeper, lease_flipped, refusal};
 use super::lease::Standing;
 use super::recent::Recent;
 use super::retention::{self, RetentionConfig};
@@ -522,24 +522,6 @@ impl ReplicaTask {
         let warm = self.store.warm_expires_in().map(|d| d + Duration::from_millis(1));
         [compaction, snapshot, warm].into_iter().flatten().fold(MAX_IDLE_WAIT, Duration::min).max(interval)
     }
-}
-
-/// Returns when the lease is no longer as the last pass found it (`held`),
-/// if the loop is `failing` (a replica waiting for its lease ships as
-/// soon as it gets it); never otherwise: each renewal changes the
-/// standing, and must not wake an idle loop.
-async fn lease_flipped(lease: &mut watch::Receiver<Standing>, failing: bool, held: bool) {
-    if failing {
-        loop {
-            if lease.borrow_and_update().holds(boottime()) != held {
-                return;
-            }
-            if lease.changed().await.is_err() {
-                break;
-            }
-        }
-    }
-    std::future::pending::<()>().await
 }
 
 /// The next spool entry that continues the replica from `shipped`: a
