@@ -222,10 +222,11 @@ fn a_killed_holder_on_this_machine_is_taken_over_at_once() {
     let cfg = config(dir.path(), "app", &db, &url, "60s", None);
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let mut a = start(&cfg, &log_a);
-    let shipped = write_until_shipped(&conn, &url, 0, Duration::from_secs(60));
+    write_until_shipped(&conn, &url, 0, Duration::from_secs(60));
     write_for(&conn, 6, Duration::from_millis(300));
     a.kill().unwrap();
     a.wait().unwrap();
+    let shipped = replica_txid(&url);
     assert!(dir.path().join("replica/sluice-lease.json").exists(), "kill -9 leaves the lease behind");
     let restarted = Instant::now();
     let b = start(&cfg, &log_b);
@@ -250,7 +251,7 @@ fn a_clean_exit_releases_the_lease_and_once_refuses_a_live_holder() {
     let cfg = config(dir.path(), "app", &db, &url, "60s", None);
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let a = start(&cfg, &log_a);
-    let shipped = write_until_shipped(&conn, &url, 0, Duration::from_secs(60));
+    write_until_shipped(&conn, &url, 0, Duration::from_secs(60));
 
     // Another database (its own meta directory) pointed at this replica.
     let other = dir.path().join("other.db");
@@ -265,6 +266,7 @@ fn a_clean_exit_releases_the_lease_and_once_refuses_a_live_holder() {
     let status = interrupt(a);
     assert!(status.success(), "{}", read(&log_a));
     assert!(!dir.path().join("replica/sluice-lease.json").exists(), "a clean exit releases the lease");
+    let shipped = replica_txid(&url);
     let restarted = Instant::now();
     let b = start(&cfg, &log_b);
     let txid = write_until_shipped(&conn, &url, shipped, Duration::from_secs(30));
