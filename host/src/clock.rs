@@ -21,3 +21,20 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let dt = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
     Some((dt.unix_timestamp_nanos() / 1_000_000) as i64)
 }
+
+/// Time since boot, counting suspend (`CLOCK_BOOTTIME`): the lease's
+/// clock. A holder must not believe its lease still valid after the
+/// machine slept through its expiry, which `Instant` (`CLOCK_MONOTONIC`,
+/// stopped while suspended) would let it.
+pub fn boottime() -> std::time::Duration {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const CLOCK: libc::clockid_t = libc::CLOCK_BOOTTIME;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC;
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    if unsafe { libc::clock_gettime(CLOCK, &mut ts) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
+}

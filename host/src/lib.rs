@@ -16,8 +16,8 @@
 //! - `state`: one database's crash-safe local state (TXID, WAL position,
 //!   page hashes) and its spool directory, in the meta directory.
 //! - `replica`: one replica's life in its store: shipping from the spool,
-//!   compaction, asking for snapshots, retention, and choosing the
-//!   segments a restore needs.
+//!   compaction, asking for snapshots, retention, the lease that keeps
+//!   it to one writer, and choosing the segments a restore needs.
 //! - `restore`: plan, download, apply with every checksum verified,
 //!   SQLite's integrity check, fsync, rename; `restore -f` follows.
 //! - `plugin`: loading and confining storage plugins (wasmtime components,

@@ -299,6 +299,8 @@ async fn start_db(
             sync_interval: r.sync_interval,
             snapshot_interval: r.snapshot_interval,
             retention: r.retention.clone(),
+            lease_timeout: r.lease_timeout,
+            once: common.opts.once,
         };
         let task = ReplicaTask::new(store, settings, meta.clone());
         replicas.push(Replica { name: r.name.clone(), database: database.clone(), shared: task.shared.clone() });
@@ -310,17 +312,16 @@ async fn start_db(
     tracing::info!(database = %database, replicas = replicas.len(), "replicating");
 
     // Know which replicas need a snapshot before the first sync (matters
-    // for -once, which syncs exactly once).
-    let ready_by = tokio::time::Instant::now() + READY_WAIT;
+    // for -once, which syncs exactly once). A replica waiting for another
+    // process's lease is ready at once; under -once, one whose holder
+    // looks dead is waited for while it makes sure (up to its lease
+    // timeout; decision 17).
+    let lease_wait = if common.opts.once { spec.replicas.iter().map(|r| r.lease_timeout).max() } else { None };
+    let ready_by = tokio::time::Instant::now() + READY_WAIT + lease_wait.unwrap_or_default();
     while replicas.iter().any(|r| !r.shared.ready.load(Ordering::SeqCst)) && tokio::time::Instant::now() < ready_by {
         tokio::time::sleep(CATCH_UP_POLL).await;
     }
-    // A replica ahead of the local state (state lost, or replicated from
-    // another host): continue after its TXIDs rather than reuse them.
-    let held = replicas.iter().map(|r| r.shared.held.load(Ordering::SeqCst)).max().unwrap_or(0);
-    if let Ok(mut c) = capturer.lock() {
-        c.continue_after(held);
-    }
+    continue_after_replicas(&capturer, &replicas);
     Ok(Some(Running { database, capturer, meta, replicas, handles, txid_tx, stop_tx }))
 }
 
@@ -343,6 +344,9 @@ impl Running {
         let mut failures = RepeatFilter::default();
         let mut failed = None;
         loop {
+            if continue_after_replicas(capturer, replicas) {
+                pacer.look_anyway();
+            }
             let stamp = wal_stamp(&spec.path);
             let validate = validation.due(|| capturer.lock().map(|c| c.state().txid).unwrap_or(0));
             if validate {
@@ -427,7 +431,7 @@ impl Running {
         }
         let behind: Vec<String> = replicas
             .iter()
-            .filter(|r| r.shared.shipped.load(Ordering::SeqCst) < target)
+            .filter(|r| r.shared.shipped.load(Ordering::SeqCst) < target || r.shared.locked_out.load(Ordering::SeqCst))
             .map(|r| {
                 let at = r.shared.shipped.load(Ordering::SeqCst);
                 match r.shared.failing() {
@@ -585,6 +589,21 @@ async fn sync_once(capturer: &Arc<Mutex<Capturer>>, snapshot: bool, validate: bo
         Ok(Synced { durable: Durable { txid: c.state().txid, fresh: report.fresh }, captured, in_flight: report.in_flight, validation })
     })
     .await?
+}
+
+/// A replica ahead of the capture (local state lost, replicated from
+/// another host, or a replica that got its lease late and found another
+/// process's TXIDs): continue after its TXIDs with a snapshot rather than
+/// reuse them. Such a replica ships nothing until the capture is past
+/// them (`ReplicaTask::ship`). True if the capture jumped.
+fn continue_after_replicas(capturer: &Arc<Mutex<Capturer>>, replicas: &[Replica]) -> bool {
+    let held = replicas.iter().map(|r| r.shared.held.load(Ordering::SeqCst)).max().unwrap_or(0);
+    let Ok(mut c) = capturer.lock() else { return false };
+    if held <= c.state().txid {
+        return false;
+    }
+    c.continue_after(held);
+    true
 }
 
 fn replica_wants_snapshot(replicas: &[Replica], meta: &MetaDir) -> bool {

@@ -67,6 +67,9 @@ pub struct ReplicaConfig {
     /// How often to check the capture against the live database
     /// (Litestream 0.3's key, which Litestream parses and never uses).
     pub validation_interval: Option<String>,
+    /// How long the replica's lease outlives its holder's last renewal
+    /// (one writer per replica, DESIGN.md decision 17).
+    pub lease_timeout: Option<String>,
     /// A custom storage plugin (`.wasm`) for this replica.
     pub plugin: Option<PathBuf>,
     /// Confinement of this replica's plugin.

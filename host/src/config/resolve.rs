@@ -27,6 +27,10 @@ pub const DEFAULT_VALIDATION_INTERVAL: Duration = Duration::from_secs(24 * 3600)
 /// Litestream 0.5's compaction levels: L1 every 30s, L2 every 5m, L3 hourly.
 pub const DEFAULT_LEVELS: [Duration; 3] =
     [Duration::from_secs(30), Duration::from_secs(300), Duration::from_secs(3600)];
+pub use crate::replica::lease::DEFAULT_LEASE_TIMEOUT;
+/// The shortest `lease-timeout`: renewals come every quarter of it, and a
+/// store's round trip must fit well inside that.
+const MIN_LEASE_TIMEOUT: Duration = Duration::from_millis(400);
 /// Compaction levels sit below the snapshot level (9).
 const MAX_LEVELS: usize = 8;
 
@@ -41,6 +45,9 @@ pub struct ReplicaSpec {
     pub sync_interval: Duration,
     pub snapshot_interval: Duration,
     pub retention: RetentionConfig,
+    /// `lease-timeout`: how long the replica's lease outlives its last
+    /// renewal (`replica::lease::DEFAULT_LEASE_TIMEOUT`).
+    pub lease_timeout: Duration,
 }
 
 /// A database ready to replicate.
@@ -130,6 +137,7 @@ fn merged(r: &ReplicaConfig, d: &ReplicaConfig) -> ReplicaConfig {
         retention,
         snapshot_interval,
         validation_interval,
+        lease_timeout,
         plugin,
         sandbox
     )
@@ -210,7 +218,12 @@ pub fn replica(
         Some(v) => duration(v, &format!("{}: snapshot-interval", ctx()))?,
         None => opt_duration(&global.snapshot.interval, "snapshot.interval", DEFAULT_SNAPSHOT_INTERVAL)?,
     };
+    let lease_timeout = opt_duration(&r.lease_timeout, &format!("{}: lease-timeout", ctx()), DEFAULT_LEASE_TIMEOUT)?;
+    if lease_timeout < MIN_LEASE_TIMEOUT {
+        bail!("{}: lease-timeout must be at least {MIN_LEASE_TIMEOUT:?} (it is renewed every quarter of it)", ctx());
+    }
     Ok(ReplicaSpec {
+        lease_timeout,
         name: r.name.clone().unwrap_or_else(|| kind.clone()),
         url,
         settings,
@@ -366,6 +379,22 @@ mod tests {
         assert!(rep.settings.contains(&("region".into(), "nyc3".into())));
         assert_eq!(rep.retention.level_intervals, DEFAULT_LEVELS.to_vec());
         assert_eq!(r.dbs[0].capture.min_checkpoint_page_count, 1000);
+        assert_eq!(rep.lease_timeout, DEFAULT_LEASE_TIMEOUT);
+    }
+
+    #[test]
+    fn lease_timeout_is_a_replica_key_with_a_global_default() {
+        let text = "lease-timeout: 30s\ndbs:\n  - path: /d\n    replicas:\n      - url: /tmp/a\n      - url: /tmp/b\n        lease-timeout: 2s\n";
+        let parsed = parse(text, Path::new("c.yml"), false).unwrap();
+        assert!(parsed.warnings.is_empty(), "a known key: {:?}", parsed.warnings);
+        let r = resolve(&parsed.config).unwrap();
+        let timeouts: Vec<Duration> = r.dbs[0].replicas.iter().map(|r| r.lease_timeout).collect();
+        assert_eq!(timeouts, [Duration::from_secs(30), Duration::from_secs(2)]);
+        assert!(!r.dbs[0].replicas[0].settings.iter().any(|(k, _)| k == "lease-timeout"), "not a plugin setting");
+        let short =
+            parse("dbs:\n  - path: /d\n    replica: {url: /tmp/a, lease-timeout: 10ms}\n", Path::new("c"), false);
+        let e = resolve(&short.unwrap().config).unwrap_err().to_string();
+        assert!(e.contains("lease-timeout"), "{e}");
     }
 
     #[test]

@@ -77,6 +77,22 @@ pub enum ReplicaError {
     /// A compaction failed; `class` from what caused it (`class_of_chain`).
     #[error("replica {replica}: {msg}")]
     Compaction { replica: String, msg: String, class: Class },
+    /// Another process holds the replica's lease (decision 17): this one
+    /// waits for it (`-once` gives up), writing nothing.
+    #[error(
+        "{labels}: {holder} holds this replica's lease, so this process writes nothing to it{once}: stop that process, or point this database at another replica path (a lease left by a process that died is taken over {ttl} after its last renewal)"
+    )]
+    LeaseHeld { labels: String, holder: String, ttl: String, once: &'static str },
+    /// Our lease was taken over (we were stopped, or cut off from the
+    /// store, for longer than its timeout): writes stopped at once.
+    #[error(
+        "{labels}: {holder} took over this replica's lease (this process was stopped, or cut off from the store, for longer than the lease timeout); this process stopped writing to it at once"
+    )]
+    LeaseLost { labels: String, holder: String },
+    /// The lease could not be confirmed recently enough: nothing is
+    /// written, as another process could take over meanwhile.
+    #[error("{labels}: this replica's lease is not confirmed ({why}); nothing is written to the replica until it is")]
+    LeaseUnconfirmed { labels: String, why: String, class: Class },
 }
 
 impl ReplicaError {
@@ -90,6 +106,8 @@ impl ReplicaError {
             ReplicaError::Store { .. } => Class::Transient,
             ReplicaError::Bug { .. } => Class::Bug,
             ReplicaError::Compaction { class, .. } => *class,
+            ReplicaError::LeaseHeld { .. } | ReplicaError::LeaseLost { .. } => Class::Operator,
+            ReplicaError::LeaseUnconfirmed { class, .. } => *class,
         }
     }
 
@@ -100,6 +118,9 @@ impl ReplicaError {
     /// What the operator should do about an error of this class (empty for
     /// transient ones).
     pub fn advice(&self) -> &'static str {
+        if let ReplicaError::LeaseLost { .. } = self {
+            return "two processes replicate to this replica: stop one of them, or give each database its own replica path; this one writes again only once it holds the lease, and the local spool keeps the changes meanwhile";
+        }
         match self.class() {
             Class::Transient => "",
             Class::Operator => {
@@ -158,6 +179,18 @@ mod tests {
         assert_eq!(ReplicaError::Bug { replica: "r".into(), msg: "m".into() }.class(), Class::Bug);
         assert_eq!(ReplicaError::Conflict { replica: "r".into(), key: "k".into() }.class(), Class::Operator);
         assert_eq!(ReplicaError::Store { replica: "r".into(), msg: "m".into() }.class(), Class::Transient);
+    }
+
+    #[test]
+    fn a_lease_held_or_lost_needs_an_operator_and_is_not_retried_as_transient() {
+        let held = ReplicaError::LeaseHeld { labels: "l".into(), holder: "h".into(), ttl: "1m".into(), once: "" };
+        assert_eq!(held.class(), Class::Operator);
+        assert!(!held.is_retryable(), "a -once run and a shutdown do not wait for it");
+        let lost = ReplicaError::LeaseLost { labels: "l".into(), holder: "h".into() };
+        assert_eq!(lost.class(), Class::Operator);
+        assert!(lost.advice().contains("stop one of them"));
+        let unsure = ReplicaError::LeaseUnconfirmed { labels: "l".into(), why: "w".into(), class: Class::Transient };
+        assert!(unsure.is_retryable());
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! Replicas: the segments of one database in one store, reached through
 //! a plugin. `client` talks to the store, `plan` picks segments for a
 //! restore, `compact` and `retention` keep the replica small (`recent`
-//! spares a compaction fetching back what was just uploaded), and `task`
-//! is the loop that ships and maintains one replica.
+//! spares a compaction fetching back what was just uploaded), `task`
+//! is the loop that ships and maintains one replica, and `lease` (the
+//! decisions) with `keeper` (its I/O) keeps it to one writer.
 
 pub mod client;
 pub mod compact;
 pub mod error;
+mod keeper;
+pub mod lease;
 pub mod plan;
 mod recent;
 pub mod retention;

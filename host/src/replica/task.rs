@@ -6,10 +6,12 @@
 use super::client::{self, Listing};
 use super::compact;
 use super::error::{Class, ReplicaError};
+use super::keeper::{Keeper, lease_flipped, refusal};
+use super::lease::Standing;
 use super::recent::Recent;
 use super::retention::{self, RetentionConfig};
 use crate::capture::{Durable, SpoolEntry, list_spool, spool_path};
-use crate::clock::now_ms;
+use crate::clock::{boottime, now_ms};
 use crate::plugin::PluginStore;
 use crate::segment::SegmentName;
 use crate::state::{MetaDir, Record};
@@ -45,7 +47,14 @@ impl Spell {
     /// corrupt data or a bug, once per class with what to do.
     fn report(&mut self, e: &ReplicaError, replica: &str, database: &str) {
         let class = e.class();
-        if class == Class::Transient {
+        if let ReplicaError::LeaseHeld { .. } = e {
+            // Waiting for another process is a warning, said once: it
+            // ends by itself if that process stops or dies.
+            if self.told != Some(class) {
+                tracing::warn!(replica = %replica, database = %database, "{e}");
+                self.told = Some(class);
+            }
+        } else if class == Class::Transient {
             match self.told {
                 None => {
                     tracing::warn!(replica = %replica, database = %database, "replica sync failed; retrying with backoff (nothing is lost): {e}")
@@ -86,6 +95,12 @@ pub struct ReplicaSettings {
     pub sync_interval: Duration,
     pub snapshot_interval: Duration,
     pub retention: RetentionConfig,
+    /// How long the replica's lease outlives its last renewal (decision
+    /// 17, `lease::DEFAULT_LEASE_TIMEOUT`).
+    pub lease_timeout: Duration,
+    /// A `-once` run: a lease held by a live process is given up on, not
+    /// waited for.
+    pub once: bool,
 }
 
 /// What a replica shares with its database's capture loop.
@@ -104,10 +119,14 @@ pub struct ReplicaShared {
     pub held: AtomicU64,
     /// The last failure, and whether a retry could help it.
     pub last_error: std::sync::Mutex<Option<(String, bool)>>,
+    /// Another process holds the replica's lease (decision 17): a run
+    /// ending so has not replicated, whatever our position says.
+    pub locked_out: AtomicBool,
 }
 
 impl ReplicaShared {
     fn record_success(&self) {
+        self.locked_out.store(false, Ordering::SeqCst);
         self.failures.store(0, Ordering::SeqCst);
         if let Ok(mut e) = self.last_error.lock() {
             *e = None;
@@ -115,6 +134,8 @@ impl ReplicaShared {
     }
 
     fn record_failure(&self, e: &ReplicaError) {
+        let locked_out = matches!(e, ReplicaError::LeaseHeld { .. } | ReplicaError::LeaseLost { .. });
+        self.locked_out.store(locked_out, Ordering::SeqCst);
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some((format!("{e}"), e.is_retryable()));
         }
@@ -133,7 +154,7 @@ struct Persisted {
 }
 
 pub struct ReplicaTask {
-    pub store: PluginStore,
+    pub store: Arc<PluginStore>,
     pub settings: ReplicaSettings,
     pub meta: MetaDir,
     pub shared: Arc<ReplicaShared>,
@@ -144,6 +165,12 @@ pub struct ReplicaTask {
     /// Level-0 segments uploaded from memory, for the next compaction;
     /// kept only while level 0 is compacted at all.
     recent: Recent,
+    /// What the lease's keeper says we may do, and the keeper until `run`
+    /// starts it.
+    lease: watch::Receiver<Standing>,
+    keeper: Option<Keeper>,
+    /// The lease tenure our listing belongs to.
+    lease_generation: u64,
 }
 
 impl ReplicaTask {
@@ -153,6 +180,8 @@ impl ReplicaTask {
         let persisted: Persisted = position.load().unwrap_or_default();
         shared.shipped.store(persisted.shipped, Ordering::SeqCst);
         let levels = settings.retention.level_intervals.len();
+        let store = Arc::new(store);
+        let (keeper, lease) = Keeper::new(store.clone(), settings.lease_timeout, settings.once);
         ReplicaTask {
             store,
             settings,
@@ -162,7 +191,26 @@ impl ReplicaTask {
             listing: None,
             last_compaction: vec![Instant::now(); levels],
             recent: Recent::default(),
+            lease,
+            keeper: Some(keeper),
+            lease_generation: 0,
         }
+    }
+
+    /// Whether this process may write to the replica now: only while it
+    /// holds the lease. A new tenure refetches the listing, since another
+    /// process may have written meanwhile.
+    fn may_write(&mut self) -> Result<(), ReplicaError> {
+        let standing = self.lease.borrow().clone();
+        if !standing.holds(boottime()) {
+            return Err(refusal(&standing, &self.store, self.settings.lease_timeout));
+        }
+        if standing.generation != self.lease_generation {
+            self.lease_generation = standing.generation;
+            self.listing = None;
+            self.recent.clear();
+        }
+        Ok(())
     }
 
     /// The replica's listing (fetched once, then kept current locally, so
@@ -203,6 +251,13 @@ impl ReplicaTask {
     pub async fn ship(&mut self, durable: &Durable) -> Result<u64, ReplicaError> {
         self.listing().await?;
         let (fresh, durable) = (durable.fresh.as_ref(), durable.txid);
+        if self.shared.held.load(Ordering::SeqCst) > durable {
+            // The replica is ahead of the capture (taken over from another
+            // process or host): anything we ship now would reuse its TXIDs.
+            // The capture continues after it with a snapshot first
+            // (`replicate::continue_after_replicas`).
+            return Ok(0);
+        }
         if !self.shared.wants_snapshot.load(Ordering::SeqCst) {
             let shipped = self.shared.shipped.load(Ordering::SeqCst);
             if shipped >= durable {
@@ -253,6 +308,7 @@ impl ReplicaTask {
     /// damaged (a power failure before it reached the disk): it is dropped,
     /// and the replica asks for a snapshot.
     async fn upload(&mut self, entry: &SpoolEntry, bytes: Option<std::sync::Arc<[u8]>>) -> Result<bool, ReplicaError> {
+        self.may_write()?;
         let shipped = self.shared.shipped.load(Ordering::SeqCst);
         let kept = bytes.clone();
         let remote = match client::upload(&self.store, entry, None, bytes).await {
@@ -294,6 +350,7 @@ impl ReplicaTask {
             if inputs.len() < 2 {
                 continue;
             }
+            self.may_write()?;
             let (name, remote) =
                 compact::compact(&self.store, &inputs, level as u32, scratch, &self.meta.spool(), &self.recent).await?;
             if level == 0 {
@@ -311,6 +368,7 @@ impl ReplicaTask {
         let cfg = self.settings.retention.clone();
         let doomed = retention::deletable(self.listing().await?, now_ms(), &cfg);
         if !doomed.is_empty() {
+            self.may_write()?;
             client::delete(&self.store, &doomed).await?;
             let listing = self.listing().await?;
             for n in &doomed {
@@ -324,13 +382,39 @@ impl ReplicaTask {
 
     /// Run until `stop` flips, waking on new TXIDs. Once `hurry` flips
     /// (the process is shutting down), failures are retried without the
-    /// long backoff so the final sync gets out.
+    /// long backoff so the final sync gets out. The lease is kept beside
+    /// it, and released at the end, after the final shipping, so the next
+    /// process need not wait for it to expire.
     pub async fn run(
         mut self,
+        txids: watch::Receiver<Durable>,
+        hurry: watch::Receiver<bool>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let (release, released) = watch::channel(false);
+        let keeper = self.keeper.take().map(|k| tokio::spawn(k.run(released)));
+        // The first pass waits for the lease's first answer, so that one
+        // waiting for another process is `ready` at once, as `start_db`
+        // needs, rather than after a TTL.
+        let mut lease = self.lease.clone();
+        tokio::select! {
+            _ = lease.wait_for(|s| s.decided) => {}
+            _ = stop.changed() => {}
+        }
+        self.serve(txids, hurry, stop).await;
+        let _ = release.send(true);
+        if let Some(k) = keeper {
+            let _ = k.await;
+        }
+    }
+
+    async fn serve(
+        &mut self,
         mut txids: watch::Receiver<Durable>,
         mut hurry: watch::Receiver<bool>,
         mut stop: watch::Receiver<bool>,
     ) {
+        let mut lease = self.lease.clone();
         let scratch = self.meta.path().join(format!("scratch-{}", sanitize(&self.settings.name)));
         let mut failing: Option<Spell> = None;
         // When something last went up: new TXIDs ship at once unless that
@@ -338,7 +422,12 @@ impl ReplicaTask {
         let mut last_upload = tokio::time::Instant::now() - self.settings.sync_interval;
         loop {
             let before = self.shared.shipped.load(Ordering::SeqCst);
-            let listed = self.listing().await.map(|_| ());
+            // Nothing is listed, let alone written, without the lease.
+            let held = self.lease.borrow().holds(boottime());
+            let listed = match self.may_write() {
+                Ok(()) => self.listing().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
             self.shared.ready.store(true, Ordering::SeqCst);
             let result = async {
                 listed?;
@@ -380,6 +469,7 @@ impl ReplicaTask {
                 r = txids.changed() => { if r.is_err() { return; } woke_by_txid = true; }
                 _ = hurry.changed() => {}
                 _ = stop.changed() => {}
+                _ = lease_flipped(&mut lease, failing.is_some(), held) => {}
             }
             if woke_by_txid && failing.is_some() && !*hurry.borrow() {
                 // Keep backing off while failing, even if writes keep coming.
@@ -387,6 +477,7 @@ impl ReplicaTask {
                     _ = tokio::time::sleep_until(deadline) => {}
                     _ = hurry.changed() => {}
                     _ = stop.changed() => {}
+                    _ = lease_flipped(&mut lease, true, held) => {}
                 }
             } else if woke_by_txid {
                 // Ship at once, but at most once per sync interval: what

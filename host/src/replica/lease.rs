@@ -1,0 +1,533 @@
+//! One writer per replica (DESIGN.md, decision 17): a lease object in the
+//! replica names the one process that may write to it. This module holds
+//! the decisions, as a state machine fed with what the store answered and
+//! the time; `keeper` does the I/O around it.
+//!
+//! Expiry never compares clocks across machines: a waiter reads the
+//! lease's etag and takes over only when it has stayed the same for the
+//! holder's TTL on the waiter's own clock, with a put `if-match` that
+//! etag, so a renewal in between (or another waiter quicker than us) makes
+//! the takeover fail. The holder renews every TTL/4 and stops writing once
+//! TTL minus a margin has passed since it sent its last renewal that
+//! landed: a waiter's count can only start after that put landed.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The lease's key, at the replica root: `SegmentName::parse` needs a
+/// `<level>/` directory, so no listing takes it for a segment, and it is
+/// not a `.sluice-` name, which the file plugin keeps to itself.
+pub const LEASE_KEY: &str = "sluice-lease.json";
+
+/// How long a lease outlives its holder's last renewal. A minute: a
+/// holder renews four times in it, so a store failing for half a minute
+/// costs no write, while a replica whose holder died without releasing
+/// (kill -9 on another machine, a lost host) is taken over a minute
+/// later; the local spool keeps the changes meanwhile. `lease-timeout`
+/// changes it per replica.
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Who holds a lease: the body of the lease object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// Random per process: the only field that decides "ours".
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub database: String,
+    /// When this process first took the lease (RFC 3339, for people).
+    pub acquired: String,
+    /// How long the lease outlives the holder's last renewal.
+    pub ttl_ms: u64,
+    /// Counts the holder's puts: each body differs, so each etag does
+    /// (S3's etag of a plain put is the body's MD5).
+    #[serde(default)]
+    pub renewal: u64,
+    /// Boot and pid namespace of `pid`: another process with the same
+    /// one can tell whether the holder is still alive (`kill(pid, 0)`).
+    #[serde(default)]
+    pub pid_space: String,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "process {} on host {} (database {}, since {})", self.pid, self.host, self.database, self.acquired)
+    }
+}
+
+/// A put's precondition, as the state machine asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    IfAbsent,
+    IfMatch(String),
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Put our body under this condition.
+    Put(Condition),
+    /// Read the lease (etag, body, age).
+    Read,
+    /// Nothing until this much time has passed (or a release).
+    Sleep(Duration),
+}
+
+/// What a put answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutAnswer {
+    Done {
+        etag: String,
+    },
+    /// The precondition failed: someone else's lease, or our own put
+    /// that landed although its answer was lost.
+    Taken,
+    /// Anything else: it may or may not have landed.
+    Failed,
+}
+
+/// What a read found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadAnswer {
+    Absent,
+    Found {
+        etag: String,
+        /// `None` if the body is not a lease we can read.
+        holder: Option<Holder>,
+        /// Our wall clock minus the store's modification time, if known.
+        age: Option<Duration>,
+        /// The holder is a process on this machine, in our pid space,
+        /// that no longer exists.
+        dead: bool,
+    },
+    Failed,
+}
+
+/// Something the keeper logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Acquired,
+    TookOver(Option<Holder>),
+    Waiting(Option<Holder>),
+    Lost(Option<Holder>),
+    Refused(Option<Holder>),
+}
+
+/// What the replica task needs to know: whether it may write, and if not,
+/// why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// Writes are allowed until this time (the keeper's clock), if held.
+    pub valid_until: Option<Duration>,
+    /// Counts acquisitions: a new one means the replica may have changed
+    /// while we did not hold it (its listing must be fetched again).
+    pub generation: u64,
+    /// Another process holds it (`other` names it, if its body is
+    /// readable): we wait for it.
+    pub waiting: bool,
+    pub other: Option<Holder>,
+    /// Since the last time we held it, another process took it from us.
+    pub lost: bool,
+    /// `-once` found a live holder and gives up.
+    pub refused: bool,
+    /// The first attempt has an answer: the replica task may report.
+    pub decided: bool,
+    /// Why the last call to the store failed, for the replica task's
+    /// report (the keeper fills it in).
+    pub problem: Option<String>,
+}
+
+impl Standing {
+    pub fn holds(&self, now: Duration) -> bool {
+        self.valid_until.is_some_and(|v| now < v)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Create the lease if absent.
+    Acquire,
+    /// Read it: someone else's, or an answer that left us unsure.
+    Check,
+    /// Another's, at `etag`; taken over at `due` if still at it.
+    Waiting { etag: String, holder: Option<Holder>, due: Duration },
+    /// Ours, at `etag`.
+    Held { etag: String },
+    /// `-once` met a live holder.
+    Refused(Option<Holder>),
+}
+
+/// The lease of one replica, as this process sees it.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    id: String,
+    ttl: Duration,
+    once: bool,
+    state: State,
+    /// When to act next (renew, read again, retry).
+    next_at: Duration,
+    /// When the last put of ours that surely landed was sent, while this
+    /// tenure lasts: writes are allowed until TTL minus the margin after.
+    confirmed: Option<Duration>,
+    generation: u64,
+    lost: bool,
+    decided: bool,
+    /// The other holder last reported, so a change is reported once.
+    reported: Option<String>,
+}
+
+impl Lease {
+    /// `id` is ours (see `Holder::id`); `once` gives up on a live holder
+    /// instead of waiting for it.
+    pub fn new(id: String, ttl: Duration, once: bool) -> Lease {
+        Lease {
+            id,
+            ttl,
+            once,
+            state: State::Acquire,
+            next_at: Duration::ZERO,
+            confirmed: None,
+            generation: 0,
+            lost: false,
+            decided: false,
+            reported: None,
+        }
+    }
+
+    /// Renewals, and reads while waiting, come this often.
+    pub fn every(&self) -> Duration {
+        (self.ttl / 4).max(Duration::from_millis(10))
+    }
+
+    /// A failed call is tried again this soon: several times within the
+    /// margin, without hammering a store that is down.
+    fn retry(&self) -> Duration {
+        (self.ttl / 16).clamp(Duration::from_millis(10), Duration::from_secs(5))
+    }
+
+    /// Writes stop this long before a waiter could take over, leaving
+    /// room for a write already under way and two failed renewals.
+    fn margin(&self) -> Duration {
+        self.ttl / 4
+    }
+
+    /// What to do at `now`.
+    pub fn step(&self, now: Duration) -> Step {
+        if let State::Waiting { etag, due, .. } = &self.state {
+            return if now >= *due {
+                Step::Put(Condition::IfMatch(etag.clone()))
+            } else if now >= self.next_at {
+                Step::Read
+            } else {
+                Step::Sleep(self.next_at.min(*due) - now)
+            };
+        }
+        if now < self.next_at {
+            return Step::Sleep(self.next_at - now);
+        }
+        match &self.state {
+            State::Acquire => Step::Put(Condition::IfAbsent),
+            State::Check | State::Waiting { .. } => Step::Read,
+            State::Held { etag } => Step::Put(Condition::IfMatch(etag.clone())),
+            State::Refused(_) => Step::Sleep(self.ttl),
+        }
+    }
+
+    /// A put sent at `sent` answered at `now`.
+    pub fn put_answered(&mut self, sent: Duration, now: Duration, answer: PutAnswer) -> Option<Event> {
+        match answer {
+            PutAnswer::Done { etag } => {
+                let event = match (&self.state, self.confirmed) {
+                    (State::Waiting { holder, .. }, _) => Some(Event::TookOver(holder.clone())),
+                    (_, None) => Some(Event::Acquired),
+                    (_, Some(_)) => None,
+                };
+                if self.confirmed.is_none() {
+                    self.generation += 1;
+                }
+                self.state = State::Held { etag };
+                self.confirmed = Some(sent);
+                (self.lost, self.decided, self.reported) = (false, true, None);
+                self.next_at = sent + self.every();
+                event
+            }
+            PutAnswer::Taken => {
+                // Read who has it; a renewal that finds another's lost it.
+                self.state = State::Check;
+                self.next_at = now;
+                None
+            }
+            PutAnswer::Failed => {
+                // A takeover that may have landed is checked by reading.
+                if matches!(self.state, State::Waiting { .. }) {
+                    self.state = State::Check;
+                }
+                self.next_at = now + self.retry();
+                self.decided = true;
+                None
+            }
+        }
+    }
+
+    /// A read answered at `now`.
+    pub fn read_answered(&mut self, now: Duration, answer: ReadAnswer) -> Option<Event> {
+        match answer {
+            ReadAnswer::Failed => {
+                self.next_at = now + self.retry();
+                self.decided = true;
+                None
+            }
+            ReadAnswer::Absent => {
+                // Released (or deleted by hand): create it. If it was ours,
+                // this tenure ended: whoever deleted it may have written.
+                self.confirmed = None;
+                self.state = State::Acquire;
+                self.next_at = now;
+                None
+            }
+            ReadAnswer::Found { etag, holder, .. } if holder.as_ref().is_some_and(|h| h.id == self.id) => {
+                // A put of ours landed although its answer was lost: renew
+                // at once, to learn since when it is ours.
+                self.state = State::Held { etag };
+                self.next_at = now;
+                None
+            }
+            ReadAnswer::Found { etag, holder, age, dead } => self.found_another(now, etag, holder, age, dead),
+        }
+    }
+
+    fn found_another(
+        &mut self,
+        now: Duration,
+        etag: String,
+        holder: Option<Holder>,
+        age: Option<Duration>,
+        dead: bool,
+    ) -> Option<Event> {
+        let mut event = None;
+        if self.confirmed.take().is_some() {
+            self.lost = true;
+            event = Some(Event::Lost(holder.clone()));
+        }
+        // The holder's own TTL is what it promised to renew within.
+        let ttl = holder.as_ref().map_or(self.ttl, |h| Duration::from_millis(h.ttl_ms.max(1)));
+        // A lease not modified for its TTL by our clock may be a dead
+        // holder's: `-once` makes sure by watching it; any other it refuses.
+        if self.once && !dead && age.is_none_or(|a| a <= ttl) {
+            self.state = State::Refused(holder.clone());
+            self.decided = true;
+            return event.or(Some(Event::Refused(holder)));
+        }
+        let due = match &self.state {
+            // A dead holder renews nothing: no need to watch it.
+            _ if dead => now,
+            State::Waiting { etag: seen, due, .. } if *seen == etag => *due,
+            _ => now + ttl,
+        };
+        let id = holder.as_ref().map(|h| h.id.clone());
+        if event.is_none() && (self.reported.is_none() || self.reported != id) && !dead {
+            event = Some(Event::Waiting(holder.clone()));
+        }
+        self.reported = id.or(Some(String::new()));
+        // `-once` decides when it holds or gives up, the rest at once
+        // (but not for a dead holder: it is taken over right away).
+        self.decided |= !self.once && !dead;
+        self.state = State::Waiting { etag, holder, due };
+        self.next_at = now + self.every();
+        event
+    }
+
+    /// What the replica task may do.
+    pub fn standing(&self) -> Standing {
+        let valid_until = match self.state {
+            State::Held { .. } => self.confirmed.map(|c| c + self.ttl - self.margin()),
+            _ => None,
+        };
+        let other = match &self.state {
+            State::Waiting { holder, .. } | State::Refused(holder) => holder.clone(),
+            _ => None,
+        };
+        Standing {
+            valid_until,
+            generation: self.generation,
+            waiting: matches!(self.state, State::Waiting { .. } | State::Refused(_)),
+            other,
+            lost: self.lost,
+            refused: matches!(self.state, State::Refused(_)),
+            decided: self.decided,
+            problem: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    fn holder(id: &str) -> Holder {
+        Holder {
+            id: id.into(),
+            host: "h".into(),
+            pid: 7,
+            database: "/d".into(),
+            acquired: "t".into(),
+            ttl_ms: TTL.as_millis() as u64,
+            renewal: 0,
+            pid_space: String::new(),
+        }
+    }
+
+    fn found(etag: &str, id: &str) -> ReadAnswer {
+        ReadAnswer::Found { etag: etag.into(), holder: Some(holder(id)), age: None, dead: false }
+    }
+
+    fn done(etag: &str) -> PutAnswer {
+        PutAnswer::Done { etag: etag.into() }
+    }
+
+    /// A lease we hold at `etag`, confirmed by a put sent at time 0.
+    fn held(etag: &str) -> Lease {
+        let mut l = Lease::new("me".into(), TTL, false);
+        assert_eq!(l.step(s(0)), Step::Put(Condition::IfAbsent));
+        assert_eq!(l.put_answered(s(0), s(0), done(etag)), Some(Event::Acquired));
+        l
+    }
+
+    #[test]
+    fn an_absent_lease_is_created_renewed_every_quarter_ttl_and_valid_until_the_margin() {
+        let mut l = held("e1");
+        let st = l.standing();
+        assert!(st.decided && st.holds(s(0)) && st.holds(s(44)) && !st.holds(s(45)), "{st:?}");
+        assert_eq!(st.generation, 1);
+        assert_eq!(l.step(s(10)), Step::Sleep(s(5)));
+        assert_eq!(l.step(s(15)), Step::Put(Condition::IfMatch("e1".into())));
+        assert_eq!(l.put_answered(s(15), s(16), done("e2")), None, "a renewal is not news");
+        assert!(l.standing().holds(s(59)), "valid from the renewal's sending");
+        assert_eq!(l.standing().generation, 1, "a renewal is the same tenure");
+        assert_eq!(l.step(s(30)), Step::Put(Condition::IfMatch("e2".into())));
+    }
+
+    #[test]
+    fn failing_renewals_are_retried_and_writes_stop_before_a_waiter_could_take_over() {
+        let mut l = held("e1");
+        assert_eq!(l.put_answered(s(15), s(16), PutAnswer::Failed), None);
+        assert_eq!(l.step(s(17)), Step::Sleep(Duration::from_millis(2750)), "retried after ttl/16");
+        assert!(l.standing().holds(s(44)), "the last landed put still counts");
+        assert!(!l.standing().holds(s(45)), "not renewed for ttl minus the margin: stop writing");
+        // The failed renewal had landed: if-match the old etag now fails,
+        // and the read shows our own body.
+        assert_eq!(l.put_answered(s(20), s(20), PutAnswer::Taken), None);
+        assert!(!l.standing().holds(s(20)), "unsure: no writes until known");
+        assert_eq!(l.step(s(20)), Step::Read);
+        assert_eq!(l.read_answered(s(20), found("e2", "me")), None);
+        assert_eq!(l.step(s(20)), Step::Put(Condition::IfMatch("e2".into())), "renewed at once");
+        assert_eq!(l.put_answered(s(20), s(21), done("e3")), None);
+        assert!(l.standing().holds(s(64)) && !l.standing().lost);
+        assert_eq!(l.standing().generation, 1, "still our tenure");
+    }
+
+    #[test]
+    fn a_renewal_refused_because_another_took_over_stops_writes_at_once() {
+        let mut l = held("e1");
+        assert_eq!(l.put_answered(s(100), s(100), PutAnswer::Taken), None);
+        assert!(!l.standing().holds(s(100)));
+        assert_eq!(l.read_answered(s(100), found("x1", "other")), Some(Event::Lost(Some(holder("other")))));
+        let st = l.standing();
+        assert!(st.lost && !st.holds(s(100)) && st.decided, "{st:?}");
+        assert_eq!(st.other, Some(holder("other")));
+        // It waits like anyone else, and a later takeover is a new tenure.
+        assert_eq!(l.step(s(160)), Step::Put(Condition::IfMatch("x1".into())));
+        assert_eq!(l.put_answered(s(160), s(160), done("e9")), Some(Event::TookOver(Some(holder("other")))));
+        assert_eq!(l.standing().generation, 2, "the replica may have changed meanwhile");
+        assert!(!l.standing().lost);
+    }
+
+    #[test]
+    fn a_waiter_takes_over_only_after_the_etag_stayed_the_same_for_the_ttl() {
+        let mut l = Lease::new("me".into(), TTL, false);
+        assert_eq!(l.put_answered(s(0), s(0), PutAnswer::Taken), None);
+        assert!(!l.standing().decided, "not decided before knowing whose it is");
+        assert_eq!(l.read_answered(s(1), found("x1", "other")), Some(Event::Waiting(Some(holder("other")))));
+        assert!(l.standing().decided && !l.standing().holds(s(1)));
+        assert_eq!(l.step(s(2)), Step::Sleep(s(14)), "reads again every ttl/4");
+        assert_eq!(l.step(s(16)), Step::Read);
+        // Renewed meanwhile: the count starts again, and is not reported again.
+        assert_eq!(l.read_answered(s(16), found("x2", "other")), None);
+        assert_eq!(l.read_answered(s(32), found("x2", "other")), None);
+        assert_eq!(l.read_answered(s(48), found("x2", "other")), None);
+        assert_eq!(l.read_answered(s(64), found("x2", "other")), None);
+        assert_eq!(l.step(s(70)), Step::Sleep(s(6)), "wakes when the ttl is up");
+        assert_eq!(l.step(s(76)), Step::Put(Condition::IfMatch("x2".into())));
+        // Another waiter was quicker: watch the new holder from now.
+        assert_eq!(l.put_answered(s(76), s(76), PutAnswer::Taken), None);
+        assert_eq!(l.read_answered(s(76), found("y1", "third")), Some(Event::Waiting(Some(holder("third")))));
+        assert_eq!(l.step(s(136)), Step::Put(Condition::IfMatch("y1".into())));
+    }
+
+    #[test]
+    fn the_holders_own_ttl_governs_and_a_release_is_taken_at_once() {
+        let mut l = Lease::new("me".into(), Duration::from_secs(2), false);
+        let mut long = holder("other");
+        long.ttl_ms = 60_000;
+        let answer = ReadAnswer::Found { etag: "x".into(), holder: Some(long), age: None, dead: false };
+        l.read_answered(s(0), answer);
+        assert_eq!(l.step(s(59)), Step::Read, "our short ttl does not cut the holder's promise");
+        assert_eq!(l.read_answered(s(59), ReadAnswer::Absent), None);
+        assert_eq!(l.step(s(59)), Step::Put(Condition::IfAbsent), "a released lease is created at once");
+    }
+
+    #[test]
+    fn a_dead_holder_on_this_machine_is_taken_over_at_once() {
+        let mut l = Lease::new("me".into(), TTL, false);
+        let dead = ReadAnswer::Found { etag: "x".into(), holder: Some(holder("old")), age: None, dead: true };
+        assert_eq!(l.read_answered(s(5), dead), None, "nothing to warn about");
+        assert!(!l.standing().decided, "the task waits for the takeover rather than report a wait");
+        assert_eq!(l.step(s(5)), Step::Put(Condition::IfMatch("x".into())));
+    }
+
+    #[test]
+    fn once_refuses_a_live_holder_and_waits_out_one_that_looks_stale() {
+        let live = ReadAnswer::Found { etag: "x".into(), holder: Some(holder("o")), age: Some(s(3)), dead: false };
+        let mut l = Lease::new("me".into(), TTL, true);
+        assert_eq!(l.read_answered(s(0), live), Some(Event::Refused(Some(holder("o")))));
+        let st = l.standing();
+        assert!(st.refused && st.decided && !st.holds(s(0)), "{st:?}");
+        let stale = ReadAnswer::Found { etag: "x".into(), holder: Some(holder("o")), age: Some(s(600)), dead: false };
+        let mut l = Lease::new("me".into(), TTL, true);
+        assert_eq!(l.read_answered(s(0), stale), Some(Event::Waiting(Some(holder("o")))));
+        assert!(!l.standing().decided && !l.standing().refused, "waits a ttl on its own clock first");
+        assert_eq!(l.step(s(60)), Step::Put(Condition::IfMatch("x".into())));
+        let unknown = ReadAnswer::Found { etag: "x".into(), holder: Some(holder("o")), age: None, dead: false };
+        let mut l = Lease::new("me".into(), TTL, true);
+        assert!(matches!(l.read_answered(s(0), unknown), Some(Event::Refused(_))), "no age: assume alive");
+    }
+
+    #[test]
+    fn an_unsure_first_put_becomes_a_tenure_only_once_confirmed() {
+        let mut l = Lease::new("me".into(), TTL, false);
+        assert_eq!(l.put_answered(s(0), s(1), PutAnswer::Failed), None);
+        assert!(l.standing().decided, "a failing store is reported, not waited for");
+        assert_eq!(l.step(s(1)), Step::Sleep(Duration::from_millis(3750)));
+        assert_eq!(l.put_answered(s(5), s(5), PutAnswer::Taken), None);
+        assert_eq!(l.read_answered(s(5), found("e1", "me")), None, "our first put had landed");
+        assert!(!l.standing().holds(s(5)), "since when is unknown");
+        assert_eq!(l.put_answered(s(5), s(6), done("e2")), Some(Event::Acquired));
+        assert_eq!(l.standing().generation, 1);
+        assert!(l.standing().holds(s(49)));
+    }
+
+    #[test]
+    fn a_lease_body_round_trips_and_names_its_holder() {
+        let h = holder("abc");
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(serde_json::from_str::<Holder>(&json).unwrap(), h);
+        assert_eq!(h.to_string(), "process 7 on host h (database /d, since t)");
+        assert!(crate::segment::SegmentName::parse(LEASE_KEY).is_none(), "never taken for a segment");
+    }
+}
