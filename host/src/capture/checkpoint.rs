@@ -6,6 +6,38 @@ use super::{CaptureError, Capturer, PASSIVE_LOCK_WAIT};
 use crate::db::CheckpointMode;
 use std::time::{Duration, Instant};
 
+/// A WAL this many times past `min-checkpoint-page-count` means the brief
+/// waits for the write lock (`PASSIVE_LOCK_WAIT`) keep losing it to a
+/// writer that never pauses: it holds the lock nearly all the time, and
+/// SQLite's busy handler only polls. Without the lock the WAL never
+/// restarts (the writer's own read view keeps it from being reset), so it
+/// grew without bound (4 GB at 8,000 transactions a second). Past this, a
+/// checkpoint waits up to the busy timeout for the lock, as Litestream's
+/// forced checkpoints do; our own thread waits, never the application.
+const INSIST_FACTOR: u32 = 4;
+
+/// What a checkpoint after a sync should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Plan {
+    /// Empty the WAL afterwards (it is past `truncate-page-n`).
+    truncate: bool,
+    /// Wait up to the busy timeout for the write lock (see `INSIST_FACTOR`).
+    insist: bool,
+}
+
+/// The checkpoint for a WAL of `frames` captured frames, if one is due:
+/// `interval_due` when `checkpoint-interval` has passed since the last,
+/// `truncate_allowed` unless a TRUNCATE recently lost the lock.
+fn plan(frames: u32, config: &super::CaptureConfig, interval_due: bool, truncate_allowed: bool) -> Option<Plan> {
+    let past_min = frames >= config.min_checkpoint_page_count;
+    if !(past_min || (frames > 0 && interval_due)) {
+        return None;
+    }
+    let truncate = frames >= config.truncate_page_n && truncate_allowed;
+    let insist = truncate || frames >= config.min_checkpoint_page_count.saturating_mul(INSIST_FACTOR);
+    Some(Plan { truncate, insist })
+}
+
 /// After a TRUNCATE could not get the write lock within the busy timeout,
 /// the pause before the next attempt, so a never-idle writer does not cost
 /// every sync a whole busy timeout.
@@ -29,14 +61,8 @@ impl Capturer {
     /// with nothing left unshipped. Without the lock (writers kept it busy)
     /// the checkpoint still copies what it safely can.
     pub fn maybe_checkpoint(&mut self) -> Result<Option<CheckpointMode>, CaptureError> {
-        let frames = self.wal_frames();
-        let mode = if frames >= self.config.truncate_page_n {
-            CheckpointMode::Truncate
-        } else if frames >= self.config.min_checkpoint_page_count
-            || (frames > 0 && self.last_checkpoint.elapsed() >= self.config.checkpoint_interval)
-        {
-            CheckpointMode::Passive
-        } else {
+        let due = self.last_checkpoint.elapsed() >= self.config.checkpoint_interval;
+        let Some(plan) = plan(self.wal_frames(), &self.config, due, Instant::now() >= self.truncate_retry_at) else {
             return Ok(None);
         };
         // A pending gap means the next sync writes a snapshot, which must
@@ -45,16 +71,22 @@ impl Capturer {
             return Ok(None);
         }
         self.last_checkpoint = Instant::now();
-        let truncate = mode == CheckpointMode::Truncate && Instant::now() >= self.truncate_retry_at;
-        let wait = if truncate { self.config.busy_timeout } else { PASSIVE_LOCK_WAIT };
+        let wait = if plan.insist { self.config.busy_timeout } else { PASSIVE_LOCK_WAIT };
+        if plan.insist {
+            // Copy the bulk first, without the lock (our read view keeps it
+            // to captured frames): the application then waits only for
+            // the tail to be captured and copied.
+            self.db.checkpoint(CheckpointMode::Passive)?;
+        }
         if !self.db.hold_write_lock(wait)? {
-            if truncate {
+            if plan.truncate {
                 tracing::info!(database = %self.db.path().display(), frames = self.wal_frames(), "the WAL is past truncate-page-n but writers kept the write lock busy; checkpointing passively, TRUNCATE retried in {TRUNCATE_RETRY:?}");
                 self.truncate_retry_at = Instant::now() + TRUNCATE_RETRY;
             }
             self.db.checkpoint(CheckpointMode::Passive)?;
             return Ok(Some(CheckpointMode::Passive));
         }
+        let truncate = plan.truncate;
         let result = self.checkpoint_locked();
         let released = self.db.release_write_lock();
         let copied_all = result?;
@@ -95,5 +127,28 @@ impl Capturer {
             self.db.refresh_read_lock()?;
         }
         Ok(copied_all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::CaptureConfig;
+
+    #[test]
+    fn a_wal_far_past_the_threshold_waits_for_the_write_lock() {
+        let c = CaptureConfig::default();
+        let min = c.min_checkpoint_page_count;
+        assert_eq!(plan(0, &c, true, true), None, "nothing to copy");
+        assert_eq!(plan(min - 1, &c, false, true), None, "below the threshold, interval not due");
+        assert_eq!(plan(1, &c, true, true), Some(Plan { truncate: false, insist: false }), "interval due");
+        assert_eq!(plan(min, &c, false, true), Some(Plan { truncate: false, insist: false }));
+        assert_eq!(plan(min * INSIST_FACTOR, &c, false, true), Some(Plan { truncate: false, insist: true }));
+        assert_eq!(plan(c.truncate_page_n, &c, false, true), Some(Plan { truncate: true, insist: true }));
+        assert_eq!(
+            plan(c.truncate_page_n, &c, false, false),
+            Some(Plan { truncate: false, insist: true }),
+            "a TRUNCATE that lost the lock waits its turn, but the WAL is still far past the threshold"
+        );
     }
 }

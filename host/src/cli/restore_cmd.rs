@@ -56,6 +56,14 @@ pub fn resolve_target(
             return Ok((spec, Some(path.clone()), path.display().to_string()));
         }
     }
+    if !target.contains("://") && std::path::Path::new(target).is_file() {
+        // A database path that the config does not list: read as a replica
+        // directory it failed deep in the plugin sandbox ("File exists").
+        bail!(
+            "`{target}` is a file, not a replica directory, and no config file lists it as a database; \
+             pass -config with the file that lists it, or the replica's path or URL"
+        );
+    }
     let db = config::from_url(std::path::Path::new("-"), target, &file)?;
     let spec = db.replicas.into_iter().next().context("no replica")?;
     Ok((spec, None, "-".into()))
