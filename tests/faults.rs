@@ -269,7 +269,7 @@ fn a_writer_that_never_pauses_still_lets_the_wal_restart() {
     while Instant::now() < until {
         conn.execute("INSERT INTO t(a) VALUES (?1)", [format!("row {commits}")]).unwrap();
         commits += 1;
-        if commits % 200 == 0 {
+        if commits.is_multiple_of(200) {
             // Salt-1 of the WAL header changes at every restart.
             if let Ok(header) = std::fs::read(&wal).map(|b| b.get(16..20).map(<[u8]>::to_vec)) {
                 epochs.extend(header);

@@ -16,6 +16,18 @@ use std::time::{Duration, Instant};
 /// forced checkpoints do; our own thread waits, never the application.
 const INSIST_FACTOR: u32 = 4;
 
+/// Pauses, doubling, between tries of the checkpoint under the write lock
+/// while it finds the checkpointer busy, for up to the busy timeout. The
+/// application's own auto-checkpoint runs right after each of its commits,
+/// once the write lock is free, which is just when we take it; it copies
+/// what we captured (no further than our read view), with an fsync, often
+/// for longer than 20 ms. Under a writer that never pauses, one try (then
+/// 20 ms of them) mostly met it, copied nothing, and the WAL never
+/// restarted. Waiting is cheap: that checkpoint is doing our work, and the
+/// connection running it is not writing meanwhile.
+const LOCKED_BUSY_PAUSE: Duration = Duration::from_millis(1);
+const LOCKED_BUSY_PAUSE_MAX: Duration = Duration::from_millis(16);
+
 /// What a checkpoint after a sync should be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Plan {
@@ -111,7 +123,13 @@ impl Capturer {
             return Ok(false);
         }
         let Some(mark) = self.state.wal else { return Ok(false) };
-        let passive = self.db.checkpoint(CheckpointMode::Passive)?;
+        let mut passive = self.db.checkpoint(CheckpointMode::Passive)?;
+        let (started, mut pause) = (Instant::now(), LOCKED_BUSY_PAUSE);
+        while passive.busy && started.elapsed() < self.config.busy_timeout {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(LOCKED_BUSY_PAUSE_MAX);
+            passive = self.db.checkpoint(CheckpointMode::Passive)?;
+        }
         if passive.log_frames > mark.pos.frames as i64 {
             // Cannot happen while we hold the write lock. Our read view kept
             // the checkpoint off the uncaptured frames, but their capture is
@@ -123,6 +141,7 @@ impl Capturer {
             return Ok(false);
         }
         let copied_all = !passive.busy && passive.checkpointed == passive.log_frames;
+        tracing::trace!(database = %self.db.path().display(), "checkpoint under the write lock: {} of {} frames copied{}", passive.checkpointed, passive.log_frames, if passive.busy { ", busy" } else { "" });
         if copied_all {
             self.db.refresh_read_lock()?;
         }
