@@ -240,11 +240,11 @@ fn a_database_file_given_for_a_replica_says_what_to_pass() {
 }
 
 /// A writer that never pauses holds SQLite's write lock nearly all the
-/// time, and the WAL only restarts after a checkpoint that held it. Before,
-/// sluice's checkpoints waited 20 ms for the lock, always lost, and the WAL
-/// grew without bound (4 GB at 8,000 transactions a second). Now the WAL
-/// restarts again and again while the writer never stops, and every commit
-/// restores.
+/// time, and the WAL only restarts after a checkpoint that held it: the
+/// WAL must keep restarting while the writer never stops, and every commit
+/// must restore. (This writer, in a debug build, is slower than the Python
+/// one that grew the WAL to 4 GB; the WAL sizes of that one are measured
+/// by hand and quoted in the README's known gaps.)
 #[test]
 fn a_writer_that_never_pauses_still_lets_the_wal_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -255,7 +255,7 @@ fn a_writer_that_never_pauses_still_lets_the_wal_restart() {
     std::fs::write(
         &config,
         format!(
-            "dbs:\n  - path: {}\n    monitor-interval: 50ms\n    min-checkpoint-page-count: 200\n    replicas:\n      - url: {replica}\n        sync-interval: 100ms\n",
+            "dbs:\n  - path: {}\n    monitor-interval: 50ms\n    replicas:\n      - url: {replica}\n        sync-interval: 100ms\n",
             db.display()
         ),
     )
@@ -279,6 +279,7 @@ fn a_writer_that_never_pauses_still_lets_the_wal_restart() {
     let status = interrupt(child);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "sluice exited with {status}:\n{text}");
+    eprintln!("{commits} commits, {} WAL epochs", epochs.len());
     assert!(
         epochs.len() >= 3,
         "the WAL restarted {} times in 8 s under {commits} back-to-back commits:\n{text}",

@@ -42,9 +42,11 @@ pub(super) fn remove_stale_temps(dir: &Path) {
 /// is full". Capture stops short of this instead, and the application
 /// keeps its room.
 pub const DISK_RESERVE_PERCENT: u64 = 10;
-/// ... but never more than this, so a large disk is not held back by a
-/// reserve larger than any application needs to ride out an outage.
-pub const DISK_RESERVE_MAX_BYTES: u64 = 1 << 30;
+/// ... but never more than this: room for the application to keep
+/// committing and checkpointing for a while, and small enough that a
+/// nearly full large disk still replicates (a 1 GiB cap stopped every
+/// capture on a shared 270 GB disk with 990 MB free).
+pub const DISK_RESERVE_MAX_BYTES: u64 = 64 << 20;
 /// Free space is read (one `fstatvfs`) before a segment's first write and
 /// again after every this many bytes: at most this much is written past a
 /// reading, so capture asks for this much beyond the reserve.
@@ -156,15 +158,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_reserve_is_a_tenth_of_the_disk_up_to_a_gib() {
+    fn the_reserve_is_a_tenth_of_the_disk_up_to_64_mib() {
         const MB: u64 = 1_000_000;
         // 60 MB disk: 6 MB reserve, plus a check interval of headroom.
         assert!(room_for(8 * MB, 60 * MB, 4096));
         assert!(!room_for(6 * MB, 60 * MB, 4096));
         assert!(!room_for(8 * MB, 60 * MB, 3 * MB), "a large write needs its own size beyond the reserve");
-        // 1 TB disk: the reserve stops at 1 GiB.
-        assert!(room_for(2 << 30, 1_000_000 * MB, 4096));
-        assert!(!room_for(1 << 30, 1_000_000 * MB, 4096));
+        // 1 TB disk: the reserve stops at 64 MiB.
+        assert!(room_for(66 << 20, 1_000_000 * MB, 4096));
+        assert!(!room_for(64 << 20, 1_000_000 * MB, 4096));
     }
 
     #[test]
