@@ -124,10 +124,8 @@ impl SmallDisk {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            // SAFETY: getuid has no preconditions.
-            let root = unsafe { libc::getuid() } == 0;
-            assert!(!root, "running as root, yet a tmpfs could not be mounted");
-            eprintln!("SKIPPED: mounting a small filesystem needs root");
+            // Not root, or a container without CAP_SYS_ADMIN: said loudly.
+            eprintln!("SKIPPED: this test needs to mount a small tmpfs (root with CAP_SYS_ADMIN)");
             return None;
         }
         Some(SmallDisk { dir })
