@@ -249,15 +249,7 @@ fn a_writer_that_never_pauses_still_lets_the_wal_restart() {
     let db = dir.path().join("app.db");
     let conn = create_db(&db, 4096);
     let replica = file_url(&dir.path().join("replica"));
-    let config = dir.path().join("sluice.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "dbs:\n  - path: {}\n    monitor-interval: 50ms\n    replicas:\n      - url: {replica}\n        sync-interval: 100ms\n",
-            db.display()
-        ),
-    )
-    .unwrap();
+    let config = config(dir.path(), &db, &replica);
     let log = dir.path().join("sluice.log");
     let child = start(&config, &[], &log);
     let wal = db.with_file_name("app.db-wal");
