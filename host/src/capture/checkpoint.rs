@@ -41,11 +41,14 @@ struct Plan {
 /// `interval_due` when `checkpoint-interval` has passed since the last,
 /// `truncate_allowed` unless a TRUNCATE recently lost the lock.
 fn plan(frames: u32, config: &super::CaptureConfig, interval_due: bool, truncate_allowed: bool) -> Option<Plan> {
-    let past_min = frames >= config.min_checkpoint_page_count;
+    // Past `truncate-page-n` is due on its own, even when a configuration
+    // sets `min-checkpoint-page-count` above it (nothing forbids either order).
+    let past_truncate = frames >= config.truncate_page_n;
+    let past_min = frames >= config.min_checkpoint_page_count || past_truncate;
     if !(past_min || (frames > 0 && interval_due)) {
         return None;
     }
-    let truncate = frames >= config.truncate_page_n && truncate_allowed;
+    let truncate = past_truncate && truncate_allowed;
     let insist = truncate || frames >= config.min_checkpoint_page_count.saturating_mul(INSIST_FACTOR);
     Some(Plan { truncate, insist })
 }
@@ -169,5 +172,13 @@ mod tests {
             Some(Plan { truncate: false, insist: true }),
             "a TRUNCATE that lost the lock waits its turn, but the WAL is still far past the threshold"
         );
+    }
+
+    #[test]
+    fn truncate_page_n_is_due_even_below_a_larger_minimum() {
+        let c = CaptureConfig { min_checkpoint_page_count: 1000, truncate_page_n: 40, ..CaptureConfig::default() };
+        assert_eq!(plan(39, &c, false, true), None);
+        assert_eq!(plan(40, &c, false, true), Some(Plan { truncate: true, insist: true }));
+        assert_eq!(plan(40, &c, false, false), Some(Plan { truncate: false, insist: false }));
     }
 }
