@@ -142,8 +142,18 @@ pub struct Capturer {
     state: State,
     hashes: PageHashes,
     config: CaptureConfig,
-    /// Why the next sync must snapshot, if it must.
+    /// Why continuity was lost, if it was: the next sync bridges the gap
+    /// (`capture/resume.rs`).
     gap: Option<String>,
+    /// The state is the base of the replica's chain: what a replica holds
+    /// at the state's TXID is what the state's page hashes describe, so a
+    /// gap can be bridged by the pages that differ. False until the state
+    /// was loaded or a snapshot written, and after `distrust`.
+    resumable: bool,
+    /// Where each captured page's digest goes (`capture/digests.rs`).
+    digests: digests::Writer,
+    /// A failed digest write was reported (once a process is enough).
+    digests_failed: bool,
     inode: (u64, u64),
     last_checkpoint: Instant,
     /// No TRUNCATE attempt before this (see `TRUNCATE_RETRY`).
@@ -188,7 +198,9 @@ impl Capturer {
         let meta = MetaDir::open(meta_dir.clone()).map_err(io_err(&meta_dir))?;
         let inode = file_id(db_path).map_err(io_err(db_path))?;
         let (page_size, _) = db.page_info()?;
-        let (state, hashes, gap) = match meta.load() {
+        let loaded = meta.load();
+        let resumable = loaded.is_some();
+        let (state, hashes, gap) = match loaded {
             None => (
                 State::new(page_size),
                 PageHashes::new(page_size),
@@ -200,6 +212,7 @@ impl Capturer {
             }
         };
         remove_stale_temps(meta.path());
+        let digests = digests::Writer::new(meta.path());
         let mut capturer = Capturer {
             db,
             meta,
@@ -207,6 +220,9 @@ impl Capturer {
             hashes,
             config,
             gap,
+            resumable,
+            digests,
+            digests_failed: false,
             inode,
             last_checkpoint: Instant::now(),
             truncate_retry_at: Instant::now(),
@@ -318,6 +334,7 @@ impl Capturer {
             let pos = scan.end.or(from).unwrap_or_else(|| h.start());
             self.state.wal = Some(WalMark { pos });
         }
+        self.flush_digests();
         self.meta.save(&self.state, &self.hashes).map_err(io_err(self.meta.path()))?;
         self.live = true;
         self.view_is_state = report.transactions == 0 && report.segments.is_empty();
@@ -367,19 +384,13 @@ impl Capturer {
         snapshot: bool,
         report: &mut SyncReport,
     ) -> Result<(), CaptureError> {
-        // The gap stays recorded until its snapshot is: a snapshot that
-        // fails leaves the next sync a gap to fill, never a chain to extend.
+        // The gap stays recorded until it is bridged: a sync that fails
+        // leaves the next one a gap to fill, never a chain to extend.
         if let Some(why) = self.gap.clone() {
-            let database = self.db.path().display().to_string();
-            if self.state.txid == 0 {
-                tracing::info!(database = %database, "first sync: taking the initial snapshot");
-            } else {
-                tracing::warn!(database = %database, "replication chain restarts with a snapshot: {why}");
-            }
-            let entry = self.write_snapshot(scan, wal, true)?;
+            let entry = self.bridge_gap(&why, scan, wal)?;
             self.gap = None;
             report.gap = Some(why);
-            report.segments.push(entry);
+            report.segments.extend(entry);
             return Ok(());
         }
         if scan.end.is_some() {
@@ -440,13 +451,24 @@ impl Capturer {
         }
     }
 
+    /// Write the digests gathered by this sync; a failure is reported once
+    /// and costs nothing but pages shipped on some later resume.
+    fn flush_digests(&mut self) {
+        self.digests.flush();
+        if let Some((path, e)) = self.digests.take_error()
+            && !std::mem::replace(&mut self.digests_failed, true)
+        {
+            tracing::warn!(database = %self.db.path().display(), "cannot write page digests to {}: {e}; replication goes on, but a restart after a gap may ship more pages than changed", path.display());
+        }
+    }
+
     /// Make the next TXID follow `txid` if a replica already holds it; the
     /// chain then restarts with a snapshot (our state is not its base).
     pub fn continue_after(&mut self, txid: u64) {
         if txid > self.state.txid {
             tracing::warn!(database = %self.db.path().display(), "a replica holds TXID {txid:016x}, past the local state's {:016x}; continuing after it with a snapshot", self.state.txid);
             self.state.txid = txid;
-            self.gap = Some("a replica is ahead of the local state".into());
+            self.distrust("a replica is ahead of the local state");
         }
     }
 }
@@ -471,6 +493,8 @@ fn startup_gap(db: &Db, state: &State) -> io::Result<Option<String>> {
 }
 
 mod checkpoint;
+mod digests;
+mod resume;
 mod segments;
 mod spool;
 mod validate;

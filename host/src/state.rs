@@ -1,7 +1,9 @@
 //! Local replication state of one database, kept in its meta directory
 //! (`.<name>-sluice` beside the database, like Litestream's meta path):
 //! where in the WAL capture stands, the TXID, the checksum, per-page
-//! hashes, and the spool of segments not yet shipped everywhere.
+//! hashes, and the spool of segments not yet shipped everywhere. Beside
+//! them, the pages' digests (`capture/digests.rs`), which only ever decide
+//! how little a resume after a gap may ship.
 //!
 //! Crash safety: a segment is in the spool before the state that counts
 //! it is written. The state is written in place into the older of two

@@ -137,7 +137,7 @@ impl Capturer {
             // Cannot happen while we hold the write lock. Our read view kept
             // the checkpoint off the uncaptured frames, but their capture is
             // no longer certain: restart the chain rather than guess.
-            self.gap = Some(format!(
+            self.distrust(format!(
                 "the WAL grew to {} frames past the capture at {} while sluice held the write lock",
                 passive.log_frames, mark.pos.frames
             ));

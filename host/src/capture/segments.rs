@@ -2,8 +2,8 @@
 //! frames, a snapshot from those frames and the read view.
 
 use super::spool::{Budgeted, SpoolTemp};
-use super::{CaptureError, Capturer, SpoolEntry, io_err, spool_path};
-use crate::checksum::{PageHashes, page_hash};
+use super::{CaptureError, Capturer, SpoolEntry, digests, io_err, spool_path};
+use crate::checksum::PageHashes;
 use crate::clock::now_ms;
 use crate::segment::writer::{LEVEL0_ZSTD_LEVEL, new_compressor};
 use crate::segment::{Header, SNAPSHOT_LEVEL, SegmentName, SegmentWriter};
@@ -58,7 +58,7 @@ impl Capturer {
 
     /// Move a finished temp segment into the spool: durably if it is
     /// larger than `UNSYNCED_SPOOL_BYTES`.
-    fn commit_segment(
+    pub(super) fn commit_segment(
         &self,
         temp: SpoolTemp,
         out: SpoolFile,
@@ -152,13 +152,26 @@ impl Capturer {
             }
             existing = pgno <= grew_from;
             h.read_page(wal, frame, &mut buf).map_err(io_err(&wal_path))?;
-            hashes.set(pgno, page_hash(pgno, &buf));
+            let (entry, hash) = digests::entry(pgno, &buf);
+            hashes.set(pgno, hash);
+            self.digests.put(pgno, &entry);
             writer.add_page(pgno, &buf).map_err(io_err(self.meta.path()))?;
         }
         let (out, header, compressor) =
             writer.finish_keep(db_pages, hashes.checksum()).map_err(io_err(self.meta.path()))?;
         self.compressor = Some(compressor);
         Ok((out, header, hashes))
+    }
+
+    /// A segment writer over a new temp file in the spool.
+    pub(super) fn segment_writer(
+        &self,
+        what: &str,
+        header: Header,
+    ) -> Result<(SpoolTemp, SegmentWriter<SpoolFile>), CaptureError> {
+        let (tmp, out) = self.create_temp(what, SEGMENT_WRITE_BUFFER)?;
+        let writer = SegmentWriter::new(out, header).map_err(io_err(tmp.path()))?;
+        Ok((tmp, writer))
     }
 
     /// A snapshot at the current state: pages from this sync's frames where
@@ -175,7 +188,6 @@ impl Capturer {
         let (page_size, view_pages) = self.db.page_info()?;
         let db_pages = scan.db_pages.unwrap_or(if new_txid { view_pages } else { self.state.db_pages });
         let txid = if new_txid { self.state.txid + 1 } else { self.state.txid };
-        let (tmp, out) = self.create_temp("snapshot", SEGMENT_WRITE_BUFFER)?;
         let header = Header {
             page_size,
             min_txid: 1,
@@ -184,16 +196,16 @@ impl Capturer {
             pre_checksum: 0,
             ..Header::default()
         };
-        let mut writer = SegmentWriter::new(out, header).map_err(io_err(tmp.path()))?;
-        let hashes = self.snapshot_pages(&mut writer, tmp.path(), scan, wal, [page_size, view_pages, db_pages])?;
+        let (tmp, mut writer) = self.segment_writer("snapshot", header)?;
+        let sizes = [page_size, view_pages, db_pages];
+        let (hashes, _) = self.snapshot_pages(&mut writer, tmp.path(), scan, wal, sizes, None)?;
         if let Some((h, f)) = wal {
             self.wal_unmoved(h, f)?;
         }
         if !new_txid && hashes.checksum() != self.state.checksum {
             // The incremental state and the database disagree: trust the
             // database and restart the chain rather than ship a lie.
-            self.gap =
-                Some("the database does not match the captured state (changed while sluice was not watching?)".into());
+            self.distrust("the database does not match the captured state (changed while sluice was not watching?)");
             return Err(CaptureError::Io {
                 path: self.db.path().to_path_buf(),
                 source: io::Error::other("state mismatch; the next sync takes a fresh snapshot"),
@@ -202,35 +214,45 @@ impl Capturer {
         let (out, header) = writer.finish(db_pages, hashes.checksum()).map_err(io_err(tmp.path()))?;
         let name = SegmentName { level: SNAPSHOT_LEVEL, min_txid: 1, max_txid: txid };
         let entry = self.commit_segment(tmp, out, name, &header)?;
+        self.record(hashes, &header, wal.is_none());
+        Ok(entry)
+    }
+
+    /// Make the state what a segment written from a full pass over the
+    /// pages (`hashes`, with `header`) says: a snapshot's or a resume's.
+    pub(super) fn record(&mut self, hashes: PageHashes, header: &Header, no_wal: bool) {
         self.hashes = hashes;
-        self.state.page_size = page_size;
-        self.state.txid = txid;
-        self.state.db_pages = db_pages;
+        self.state.page_size = header.page_size;
+        self.state.txid = header.max_txid;
+        self.state.db_pages = header.db_pages;
         self.state.checksum = header.post_checksum;
         self.state.timestamp_ms = header.timestamp_ms;
-        if wal.is_none() {
+        if no_wal {
             // The next epoch's salt-1 stays what the last WAL we saw
             // implies (set when it went away), or unknown. It is never read
             // from the `-shm`: see `crate::db` for why nothing here opens it.
             self.state.db_stamp = file_stamp(self.db.path());
         }
-        Ok(entry)
     }
 
-    /// Pages `1..=db_pages` into a snapshot's `writer` (temp file `tmp`):
-    /// those of this sync's frames from the WAL, the rest as the read
-    /// transaction sees them (`view_pages` of them). Returns their hashes.
-    fn snapshot_pages(
-        &self,
+    /// Every page at the read view, as `write_snapshot` describes, hashed
+    /// and digested (`capture::digests`). With `base`, the stored digests
+    /// of the replica's pages, only the pages that differ from it go into
+    /// `writer`. Returns the hashes of all pages and how many went in.
+    pub(super) fn snapshot_pages(
+        &mut self,
         writer: &mut SegmentWriter<SpoolFile>,
         tmp: &Path,
         scan: &Scan,
         wal: Option<&(WalHeader, File)>,
         [page_size, view_pages, db_pages]: [u32; 3],
-    ) -> Result<PageHashes, CaptureError> {
-        let wal_path = self.db.wal_path();
+        base: Option<&[digests::Entry]>,
+    ) -> Result<(PageHashes, u32), CaptureError> {
+        let (db, state_hashes, digest_writer) = (&self.db, self.hashes.as_slice(), &mut self.digests);
+        let wal_path = db.wal_path();
         let mut hashes = PageHashes::new(page_size);
         let mut buf = vec![0u8; page_size as usize];
+        let mut written = 0u32;
         let mut add = |pgno: u32, view: Option<&[u8]>| -> Result<(), CaptureError> {
             let page: &[u8] = match (scan.pages.get(&pgno), wal) {
                 (Some(&frame), Some((h, f))) => {
@@ -238,18 +260,29 @@ impl Capturer {
                     &buf
                 }
                 _ => view.ok_or_else(|| CaptureError::Io {
-                    path: self.db.path().to_path_buf(),
+                    path: db.path().to_path_buf(),
                     source: io::Error::other(format!("page {pgno} is in neither the WAL nor the database view")),
                 })?,
             };
-            hashes.set(pgno, page_hash(pgno, page));
+            let (entry, hash) = digests::entry(pgno, page);
+            hashes.set(pgno, hash);
+            let i = pgno as usize - 1;
+            let unchanged = base.is_some_and(|stored| match (stored.get(i), state_hashes.get(i)) {
+                (Some(stored), Some(&state_hash)) => digests::unchanged(stored, state_hash, &entry),
+                _ => false,
+            });
+            if unchanged {
+                return Ok(());
+            }
+            written += 1;
+            digest_writer.put(pgno, &entry);
             writer.add_page(pgno, page).map_err(io_err(tmp))
         };
         // An error on our side (the WAL, the spool's disk) is kept as it
         // is: `for_each_page` would report it as the database's.
         let mut failed = None;
         let dump_pages = view_pages.min(db_pages);
-        let read = self.db.for_each_page(dump_pages, |pgno, data| {
+        let read = db.for_each_page(dump_pages, |pgno, data| {
             add(pgno, Some(data)).map_err(|e| {
                 let msg = e.to_string();
                 failed = Some(e);
@@ -264,6 +297,6 @@ impl Capturer {
             add(pgno, None)?;
         }
         hashes.resize(db_pages);
-        Ok(hashes)
+        Ok((hashes, written))
     }
 }

@@ -280,3 +280,138 @@ fn a_wal_reset_while_capture_reads_it_is_not_recorded() {
     let report = cap.sync(false).unwrap();
     assert_eq!((report.gap, report.transactions), (None, 0), "the retried snapshot already holds the new commit");
 }
+
+/// The database's pages as a fresh reader sees them, concatenated.
+fn pages_now(path: &Path) -> Vec<u8> {
+    let db = Db::open(path, Duration::from_secs(5)).unwrap();
+    let (_, pages) = db.page_info().unwrap();
+    let mut out = Vec::new();
+    db.for_each_page(pages, |_, page| {
+        out.extend_from_slice(page);
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+/// What a restore of the spool's chain gives (the snapshot at TXID 1 and
+/// every level-0 segment after it), every checksum verified.
+fn restore_spool(meta: &Path) -> Vec<u8> {
+    use crate::segment::apply::{FileSink, apply};
+    let mut entries = list_spool(&meta.join("spool")).unwrap();
+    entries.sort_by_key(|e| e.name.min_txid);
+    let out = tempfile::tempfile().unwrap();
+    let mut hashes = PageHashes::new(4096);
+    let mut sink = FileSink::new(out.try_clone().unwrap(), 4096);
+    for e in &entries {
+        let mut reader = crate::segment::SegmentReader::open(&e.path).unwrap();
+        apply(&mut reader, &mut sink, Some(&mut hashes)).unwrap_or_else(|err| panic!("{}: {err}", e.name));
+    }
+    drop(sink.into_file().unwrap());
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut &out, &mut bytes).unwrap();
+    bytes
+}
+
+/// A sluice that stopped (or was killed) after capturing TXID 2, while the
+/// application went on committing and restarted the WAL: the capture
+/// reopened on it, and the pages its restart must ship.
+fn restart_after_a_wal_reset(dir: &Path, meddle: impl FnOnce(&Path)) -> (Capturer, SyncReport) {
+    let path = dir.join("db");
+    let meta = dir.join("meta");
+    let conn = app(&path);
+    for _ in 0..200 {
+        conn.execute("INSERT INTO t(v) VALUES (randomblob(3000))", []).unwrap();
+    }
+    let mut cap = Capturer::open(&path, meta.clone(), small_thresholds()).unwrap();
+    assert!(cap.sync(false).unwrap().gap.is_some(), "the first sync snapshots");
+    conn.execute("UPDATE t SET v = randomblob(3000) WHERE id = 7", []).unwrap();
+    assert_eq!(cap.sync(false).unwrap().gap, None);
+    drop(cap);
+    conn.execute("UPDATE t SET v = randomblob(3000) WHERE id = 50", []).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    conn.execute("INSERT INTO t(v) VALUES (randomblob(100))", []).unwrap();
+    meddle(&meta);
+    let mut cap = Capturer::open(&path, meta, small_thresholds()).unwrap();
+    let report = cap.sync(false).unwrap();
+    assert!(report.gap.is_some(), "the WAL was restarted while sluice was away");
+    (cap, report)
+}
+
+#[test]
+fn a_restart_after_a_wal_reset_ships_only_the_pages_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cap, report) = restart_after_a_wal_reset(dir.path(), |_| {});
+    let [seg] = &report.segments[..] else { panic!("{:?}", report.segments) };
+    assert_eq!((seg.name.level, seg.name.min_txid, seg.name.max_txid), (0, 3, 3), "the chain continues");
+    let header = *crate::segment::SegmentReader::open(&seg.path).unwrap().header();
+    assert!(header.page_count < 12, "{} of {} pages shipped", header.page_count, header.db_pages);
+    assert_eq!(restore_spool(cap.meta().path()), pages_now(&dir.path().join("db")));
+    assert_eq!(cap.state().checksum, checksum_now(&dir.path().join("db")));
+}
+
+/// Digests a crash left ahead of the state (entries for content the
+/// replica never received) or garbled are never trusted: those pages ship.
+#[test]
+fn digests_that_do_not_match_the_state_are_never_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let (cap, report) = restart_after_a_wal_reset(dir.path(), |meta| {
+        let db = Db::open(&path, Duration::from_secs(5)).unwrap();
+        let (_, pages) = db.page_info().unwrap();
+        let mut ahead = digests::Writer::new(meta);
+        db.for_each_page(pages, |pgno, page| {
+            ahead.put(pgno, &digests::entry(pgno, page).0);
+            Ok(())
+        })
+        .unwrap();
+        ahead.flush();
+        file_write_at(&digests::path(meta), &[0xa5; 40 * digests::ENTRY], 100 * digests::ENTRY as u64);
+    });
+    assert_eq!(report.segments.len(), 1);
+    assert_eq!(restore_spool(cap.meta().path()), pages_now(&path));
+}
+
+/// Sluice closed last and nothing changed since: no segment at all, and
+/// the chain goes on from the same TXID.
+#[test]
+fn a_restart_where_nothing_changed_ships_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let meta = dir.path().join("meta");
+    let conn = app(&path);
+    conn.execute("INSERT INTO t(v) VALUES (randomblob(30000))", []).unwrap();
+    let mut cap = Capturer::open(&path, meta.clone(), small_thresholds()).unwrap();
+    cap.sync(false).unwrap();
+    drop((cap, conn));
+    // The last connection to close checkpoints and removes the WAL.
+    let last = Connection::open(&path).unwrap();
+    last.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    drop(last);
+    let mut cap = Capturer::open(&path, meta.clone(), small_thresholds()).unwrap();
+    let report = cap.sync(false).unwrap();
+    assert!(report.gap.is_some() && report.segments.is_empty(), "{report:?}");
+    assert_eq!(cap.state().txid, 1);
+    let conn = app(&path);
+    conn.execute("INSERT INTO t(v) VALUES (randomblob(300))", []).unwrap();
+    let report = cap.sync(false).unwrap();
+    assert_eq!((report.gap, report.segments[0].name.min_txid), (None, 2));
+    assert_eq!(restore_spool(&meta), pages_now(&path));
+}
+
+/// A replica ahead of the state (another machine wrote it) has a base we
+/// know nothing of: a snapshot, never a resume.
+#[test]
+fn a_replica_ahead_of_the_state_gets_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let conn = app(&path);
+    conn.execute("INSERT INTO t(v) VALUES (randomblob(30000))", []).unwrap();
+    let mut cap = Capturer::open(&path, dir.path().join("meta"), small_thresholds()).unwrap();
+    cap.sync(false).unwrap();
+    cap.continue_after(40);
+    conn.execute("INSERT INTO t(v) VALUES (1)", []).unwrap();
+    let report = cap.sync(false).unwrap();
+    let [seg] = &report.segments[..] else { panic!("{:?}", report.segments) };
+    assert_eq!((seg.name.level, seg.name.max_txid), (crate::segment::SNAPSHOT_LEVEL, 41));
+}

@@ -86,8 +86,7 @@ impl Capturer {
     }
 
     fn mismatch(&mut self, txid: u64, detail: String) -> Validation {
-        self.gap =
-            Some(format!("validation found the capture at TXID {txid:016x} differs from the database ({detail})"));
+        self.distrust(format!("validation found the capture at TXID {txid:016x} differs from the database ({detail})"));
         Validation::Mismatch { txid, detail }
     }
 }
