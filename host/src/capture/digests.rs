@@ -46,15 +46,44 @@ pub fn path(meta: &Path) -> PathBuf {
     meta.join(FILE_NAME)
 }
 
-/// The stored entries of pages `1..=pages`, or `None` if the file is
-/// missing, shorter, or unreadable: then nothing can be compared.
-pub fn load(meta: &Path, pages: u32) -> Option<Vec<Entry>> {
-    let bytes = std::fs::read(path(meta)).ok()?;
-    let want = pages as usize * ENTRY;
-    if bytes.len() < want {
-        return None;
+/// The stored entries of pages `1..=pages`, read in order a chunk at a
+/// time (a resume's pass over the pages): memory stays bounded whatever the
+/// database's size.
+pub struct Stored {
+    file: File,
+    pages: u32,
+    chunk: Vec<u8>,
+    chunk_start: u32,
+}
+
+impl Stored {
+    /// The stored entries, or `None` if the file is missing, shorter than
+    /// `pages` entries, or unreadable: then nothing can be compared.
+    pub fn open(meta: &Path, pages: u32) -> Option<Stored> {
+        let file = File::open(path(meta)).ok()?;
+        let len = file.metadata().ok()?.len();
+        (len >= pages as u64 * ENTRY as u64).then(|| Stored { file, pages, chunk: Vec::new(), chunk_start: 0 })
     }
-    Some(bytes[..want].chunks_exact(ENTRY).map(|c| c.try_into().unwrap_or([0; ENTRY])).collect())
+
+    /// Page `pgno`'s stored entry; `None` past the stored pages or if it
+    /// cannot be read (the page then ships).
+    pub fn get(&mut self, pgno: u32) -> Option<Entry> {
+        if pgno == 0 || pgno > self.pages {
+            return None;
+        }
+        let in_chunk = pgno >= self.chunk_start && ((pgno - self.chunk_start) as usize) < self.chunk.len() / ENTRY;
+        if !in_chunk {
+            let count = ((self.pages - pgno + 1) as usize).min(RUN_BYTES / ENTRY);
+            self.chunk.resize(count * ENTRY, 0);
+            self.chunk_start = pgno;
+            if self.file.read_exact_at(&mut self.chunk, (pgno as u64 - 1) * ENTRY as u64).is_err() {
+                self.chunk.clear();
+                return None;
+            }
+        }
+        let at = (pgno - self.chunk_start) as usize * ENTRY;
+        self.chunk[at..at + ENTRY].try_into().ok()
+    }
 }
 
 /// Whether `stored` may stand for a page whose state records `state_hash`
@@ -143,10 +172,11 @@ mod tests {
         }
         w.flush();
         assert!(w.take_error().is_none());
-        let stored = load(dir.path(), 7).unwrap();
-        assert_eq!(stored[6], entry(7, &[7u8; 512]).0);
-        assert_eq!(stored[1], entry(2, &[2u8; 512]).0);
-        assert_eq!(stored[4], [0; ENTRY], "never written");
-        assert!(load(dir.path(), 8).is_none(), "the file does not cover page 8");
+        let mut stored = Stored::open(dir.path(), 7).unwrap();
+        assert_eq!(stored.get(2), Some(entry(2, &[2u8; 512]).0));
+        assert_eq!(stored.get(7), Some(entry(7, &[7u8; 512]).0));
+        assert_eq!(stored.get(5), Some([0; ENTRY]), "never written");
+        assert_eq!(stored.get(8), None, "past the stored pages");
+        assert!(Stored::open(dir.path(), 8).is_none(), "the file does not cover page 8");
     }
 }

@@ -8,7 +8,7 @@
 //! (DESIGN.md, decision 19). A snapshot restarts the chain only when the
 //! state cannot serve as that base.
 
-use super::digests::{self, Entry};
+use super::digests::Stored;
 use super::{CaptureError, Capturer, SpoolEntry, io_err};
 use crate::clock::now_ms;
 use crate::segment::{Header, SegmentName};
@@ -54,11 +54,11 @@ impl Capturer {
 
     /// The stored digests of the replica's pages, if the state is the
     /// replica's base (see `resumable`) and the digests cover it.
-    fn resume_base(&self, page_size: u32) -> Option<Vec<Entry>> {
+    fn resume_base(&self, page_size: u32) -> Option<Stored> {
         if !self.resumable || self.state.txid == 0 || self.state.page_size != page_size {
             return None;
         }
-        digests::load(self.meta.path(), self.state.db_pages)
+        Stored::open(self.meta.path(), self.state.db_pages)
     }
 
     /// The pages that differ from the state as the next TXID; `Ok(None)`
@@ -78,7 +78,7 @@ impl Capturer {
         };
         let (tmp, mut writer) = self.segment_writer("resume", header)?;
         let sizes = [page_size, view_pages, db_pages];
-        let (hashes, changed) = self.snapshot_pages(&mut writer, tmp.path(), scan, wal, sizes, Some(&base))?;
+        let (hashes, changed) = self.snapshot_pages(&mut writer, tmp.path(), scan, wal, sizes, Some(base))?;
         if let Some((h, f)) = wal {
             self.wal_unmoved(h, f)?;
         }

@@ -246,7 +246,7 @@ impl Capturer {
         scan: &Scan,
         wal: Option<&(WalHeader, File)>,
         [page_size, view_pages, db_pages]: [u32; 3],
-        base: Option<&[digests::Entry]>,
+        mut base: Option<digests::Stored>,
     ) -> Result<(PageHashes, u32), CaptureError> {
         let (db, state_hashes, digest_writer) = (&self.db, self.hashes.as_slice(), &mut self.digests);
         let wal_path = db.wal_path();
@@ -267,10 +267,10 @@ impl Capturer {
             let (entry, hash) = digests::entry(pgno, page);
             hashes.set(pgno, hash);
             let i = pgno as usize - 1;
-            let unchanged = base.is_some_and(|stored| match (stored.get(i), state_hashes.get(i)) {
-                (Some(stored), Some(&state_hash)) => digests::unchanged(stored, state_hash, &entry),
+            let unchanged = match (base.as_mut().and_then(|b| b.get(pgno)), state_hashes.get(i)) {
+                (Some(stored), Some(&state_hash)) => digests::unchanged(&stored, state_hash, &entry),
                 _ => false,
-            });
+            };
             if unchanged {
                 return Ok(());
             }
