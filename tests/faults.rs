@@ -278,3 +278,106 @@ fn a_writer_that_never_pauses_still_lets_the_wal_restart() {
     let got = restore_image(&replica, &dir.path().join("restored.db"), None, 4096);
     assert_same_image(&image(&conn), &got, "after the writer stopped");
 }
+
+/// Whether the file replica in `dir` holds a segment.
+fn has_segment(dir: &Path) -> bool {
+    walk(dir).iter().any(|p| p.to_string_lossy().ends_with(".seg"))
+}
+
+/// `sluice replicate` on `config` until it exits by itself, killed after
+/// `limit`: its status (`None` if it had to be killed) and output.
+fn run_until_exit(config: &Path, limit: Duration) -> (Option<std::process::ExitStatus>, String) {
+    let log = config.with_extension("log");
+    let mut child = start(config, &[], &log);
+    let until = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > until {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status, std::fs::read_to_string(&log).unwrap())
+}
+
+/// A configuration error (a URL no plugin serves) ends the run at once with
+/// one message and a failing status, as Litestream's "unknown replica
+/// type" does. Before, the error was logged and the process stayed up with
+/// nothing to do until it was signalled, then exited 0.
+#[test]
+fn a_replica_no_plugin_serves_ends_the_run_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    drop(create_db(&db, 4096));
+    let config = config(dir.path(), &db, "foo://bucket/path");
+    let (status, log) = run_until_exit(&config, Duration::from_secs(30));
+    let status = status.unwrap_or_else(|| panic!("still running after 30 s:\n{log}"));
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("no bundled plugin serves foo://bucket/path"), "{log}");
+    assert!(!log.contains("replicating"), "nothing starts before the configuration holds:\n{log}");
+}
+
+/// Two `dbs:` entries, each to its own file replica under `dir`.
+fn two_databases(dir: &Path, dbs: [&Path; 2]) -> (PathBuf, [PathBuf; 2]) {
+    let replicas = [dir.join("r0"), dir.join("r1")];
+    let mut text = String::from("dbs:\n");
+    for (db, r) in dbs.iter().zip(&replicas) {
+        text.push_str(&format!(
+            "  - path: {}\n    monitor-interval: 50ms\n    replicas:\n      - url: {}\n        sync-interval: 100ms\n",
+            db.display(),
+            file_url(r)
+        ));
+    }
+    let path = dir.join("sluice.yml");
+    std::fs::write(&path, text).unwrap();
+    (path, replicas)
+}
+
+/// A database that cannot be opened (here: not SQLite yet) is retried with
+/// back-off and said once while the other database replicates; once it is
+/// a database it replicates without a restart. Litestream retries too.
+/// Before, it was logged once and abandoned until the process restarted.
+#[test]
+fn a_database_that_cannot_be_opened_yet_is_retried_not_abandoned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = (dir.path().join("good.db"), dir.path().join("bad.db"));
+    let conn = create_db(&good, 4096);
+    std::fs::write(&bad, b"not a database yet, but it will be").unwrap();
+    let (config, replicas) = two_databases(dir.path(), [&good, &bad]);
+    let log = dir.path().join("log");
+    let child = start(&config, &[], &log);
+    conn.execute("INSERT INTO t(a) VALUES ('x')", []).unwrap();
+    wait_until("the good database is replicated", Duration::from_secs(60), || has_segment(&replicas[0]));
+    std::thread::sleep(Duration::from_secs(3));
+    let said = std::fs::read_to_string(&log).unwrap().matches("cannot open the database").count();
+    assert_eq!(said, 1, "said once, then retried quietly:\n{}", std::fs::read_to_string(&log).unwrap());
+    std::fs::remove_file(&bad).unwrap();
+    drop(create_db(&bad, 4096));
+    wait_until("the once-unopenable database is replicated", Duration::from_secs(60), || has_segment(&replicas[1]));
+    let status = interrupt(child);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{text}");
+    assert!(text.contains("the database opened; replicating"), "{text}");
+}
+
+/// A database never opened by the time the run ends fails the run: its
+/// changes are in no replica.
+#[test]
+fn a_database_never_opened_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = (dir.path().join("good.db"), dir.path().join("bad.db"));
+    drop(create_db(&good, 4096));
+    std::fs::write(&bad, b"not a database").unwrap();
+    let (config, replicas) = two_databases(dir.path(), [&good, &bad]);
+    let log = dir.path().join("log");
+    let child = start(&config, &[], &log);
+    wait_until("the good database is replicated", Duration::from_secs(60), || has_segment(&replicas[0]));
+    let status = interrupt(child);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("was never opened, so nothing of it was replicated"), "{text}");
+}

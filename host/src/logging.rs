@@ -24,8 +24,12 @@ pub fn init(level: &str, format: Format) {
     // Never the file watcher's per-event lines, whatever was asked: a log
     // written where a database lives raises an event per line, and each
     // was logged at trace, which raised the next (46 GB in 22 minutes).
-    // Nothing else logs per file event.
-    if let Ok(cap) = NO_SELF_FEEDING.parse() {
+    // Nothing else logs per file event. Only where trace was asked for:
+    // the cap is a directive of its own, which would otherwise raise the
+    // watcher to debug under `info`.
+    if filter.max_level_hint() == Some(tracing_subscriber::filter::LevelFilter::TRACE)
+        && let Ok(cap) = NO_SELF_FEEDING.parse()
+    {
         filter = filter.add_directive(cap);
     }
     // Colours only on a terminal: log files and journals get plain text.

@@ -4,13 +4,11 @@
 //! gets a snapshot instead.
 
 use crate::capture::{CaptureError, Capturer, Durable, Validation, list_spool};
-use crate::config::{DatabaseSpec, ReplicaSpec};
+use crate::config::DatabaseSpec;
 use crate::metrics;
-use crate::plugin::{Labels, LoadedPlugin, PluginStore, Runtime, bundled};
+use crate::plugin::{PluginStore, Runtime};
 use crate::replica::{ReplicaSettings, ReplicaShared, ReplicaTask};
 use crate::state::MetaDir;
-use anyhow::Context;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -18,7 +16,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 mod pace;
+mod start;
 use pace::{Pacer, RepeatFilter, SyncOutcome};
+pub use start::{Plugins, open_store};
+use start::{open_stores, open_when_present};
 
 /// Local spool ceiling per database. Past it the oldest level-0 segments
 /// go, and replicas that still needed them catch up with a snapshot:
@@ -43,102 +44,41 @@ pub struct Options {
     pub heartbeat: Option<(String, Duration)>,
 }
 
-/// Loaded plugins shared by all replicas of a run: one compile each.
-#[derive(Default)]
-pub struct Plugins {
-    loaded: tokio::sync::Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+/// The databases of a run, each with its replicas' stores open.
+pub struct Prepared {
+    dbs: Vec<(DatabaseSpec, Vec<PluginStore>)>,
+    opts: Options,
 }
 
-impl Plugins {
-    pub async fn for_replica(
-        &self,
-        runtime: &Arc<Runtime>,
-        explicit: Option<&Path>,
-        url: &str,
-    ) -> anyhow::Result<Arc<LoadedPlugin>> {
-        let key = match explicit {
-            Some(p) => p.display().to_string(),
-            None => format!(
-                "bundled:{}",
-                bundled::for_url(url).with_context(|| format!(
-                    "no bundled plugin serves {url}; set `plugin:` to a .wasm for this store"
-                ))?
-            ),
-        };
-        let mut loaded = self.loaded.lock().await;
-        if let Some(p) = loaded.get(&key) {
-            return Ok(p.clone());
-        }
-        let plugin = match explicit {
-            Some(p) => runtime.load_file(p).await?,
-            None => runtime.load_bundled(key.trim_start_matches("bundled:")).await?,
-        };
-        loaded.insert(key, plugin.clone());
-        Ok(plugin)
+/// Open every replica's store of every database before anything starts: a
+/// configuration error (no plugin for a URL, a plugin that does not load, a
+/// sandbox that cannot be prepared) ends the run at once, naming database
+/// and replica, as Litestream's "unknown replica type" does, instead of
+/// leaving a process that replicates less than its configuration says.
+pub async fn prepare(runtime: Arc<Runtime>, dbs: Vec<DatabaseSpec>, opts: Options) -> anyhow::Result<Prepared> {
+    let plugins = Plugins::default();
+    let mut prepared = Vec::with_capacity(dbs.len());
+    for spec in dbs {
+        let stores = open_stores(&runtime, &plugins, &spec, opts.default_plugin.as_deref()).await?;
+        prepared.push((spec, stores));
     }
-}
-
-/// Open a replica's store (plugin, sandbox, labels).
-pub async fn open_store(
-    runtime: &Arc<Runtime>,
-    plugins: &Plugins,
-    spec: &ReplicaSpec,
-    default_plugin: Option<&Path>,
-    database: &str,
-) -> anyhow::Result<PluginStore> {
-    let plugin = plugins.for_replica(runtime, spec.plugin.as_deref().or(default_plugin), &spec.url).await?;
-    let sandbox = spec
-        .sandbox
-        .resolve(plugin.info(), &spec.url, &spec.settings)
-        .with_context(|| format!("database {database} replica {}: cannot prepare the plugin sandbox", spec.name))?;
-    let labels = Labels { plugin: String::new(), database: database.to_string(), replica: spec.name.clone() };
-    Ok(PluginStore::new(plugin, spec.url.clone(), spec.settings.clone(), sandbox, labels))
-}
-
-/// Refuse a replica whose plugin would get a directory that holds the
-/// database: a plugin runs in this process, and its closing any descriptor
-/// of the database or its `-shm` (by mistake, or as a hostile tenant's
-/// plugin on purpose) would release the SQLite locks capture depends on
-/// (see `crate::db`).
-fn refuse_directory_holding(db: &Path, store: &PluginStore, replica: &str) -> anyhow::Result<()> {
-    let Some(dir) = &store.sandbox().directory else { return Ok(()) };
-    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    // SQLite follows a symlinked database to its real file, beside which
-    // the -wal and -shm live.
-    let db_dir = canonical(db).parent().map(Path::to_path_buf).unwrap_or_default();
-    if db_dir.starts_with(canonical(dir)) {
-        anyhow::bail!(
-            "database {} replica {replica}: the replica directory {} holds the database, and its plugin could reach the database's files; put the replica in a directory outside {}",
-            db.display(),
-            dir.display(),
-            dir.display()
-        );
-    }
-    Ok(())
+    Ok(Prepared { dbs: prepared, opts })
 }
 
 /// Replicate every database until `shutdown` (or once).
-pub async fn run(
-    runtime: Arc<Runtime>,
-    dbs: Vec<DatabaseSpec>,
-    opts: Options,
-    shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let plugins = Arc::new(Plugins::default());
+pub async fn run(prepared: Prepared, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let Prepared { dbs, opts } = prepared;
     let health = Health::default();
     let files = if opts.once { None } else { crate::file_watch::FileWatch::new() };
     if let Some((url, every)) = opts.heartbeat.clone() {
         tokio::spawn(heartbeat(url, every, health.clone(), shutdown.clone()));
     }
     let mut tasks = tokio::task::JoinSet::new();
-    for spec in dbs {
-        let (common, shutdown) = (
-            Common { runtime: runtime.clone(), plugins: plugins.clone(), health: health.clone(), opts: opts.clone() },
-            shutdown.clone(),
-        );
+    for (spec, stores) in dbs {
+        let (common, shutdown) = (Common { health: health.clone(), opts: opts.clone() }, shutdown.clone());
         let wake = files.as_ref().map(|f| f.subscribe(&spec.path));
         // Errors from here on already name the database.
-        tasks.spawn(run_db(common, spec, shutdown, wake));
+        tasks.spawn(run_db(common, spec, stores, shutdown, wake));
     }
     let mut first_error = None;
     while let Some(result) = tasks.join_next().await {
@@ -231,8 +171,6 @@ async fn heartbeat(url: String, every: Duration, health: Health, mut shutdown: w
 /// What the loops of every database share.
 #[derive(Clone)]
 struct Common {
-    runtime: Arc<Runtime>,
-    plugins: Arc<Plugins>,
     health: Health,
     opts: Options,
 }
@@ -255,33 +193,27 @@ struct Running {
 async fn run_db(
     common: Common,
     spec: DatabaseSpec,
+    stores: Vec<PluginStore>,
     mut shutdown: watch::Receiver<bool>,
     wake: Option<crate::file_watch::Subscription>,
 ) -> anyhow::Result<()> {
-    let Some(running) = start_db(&common, &spec, &mut shutdown).await? else {
+    let Some(running) = start_db(&common, &spec, stores, &mut shutdown).await? else {
         return Ok(());
     };
     let unsynced = running.pace(&spec, &common.opts, &mut shutdown, wake).await;
     running.finish(&common.opts, unsynced).await
 }
 
-/// Open the stores and the database and start the replica tasks; `None`
+/// Open the database and start the replica tasks; `None`
 /// if shut down while waiting for the database to exist.
 async fn start_db(
     common: &Common,
     spec: &DatabaseSpec,
+    stores: Vec<PluginStore>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Running>> {
     let database = spec.path.display().to_string();
     let meta_dir = spec.meta_path.clone().unwrap_or_else(|| MetaDir::default_for(&spec.path));
-    // Every store is opened and checked before the database is touched.
-    let mut stores = Vec::new();
-    for r in &spec.replicas {
-        let store =
-            open_store(&common.runtime, &common.plugins, r, common.opts.default_plugin.as_deref(), &database).await?;
-        refuse_directory_holding(&spec.path, &store, &r.name)?;
-        stores.push(store);
-    }
     let Some(capturer) = open_when_present(spec, meta_dir, shutdown, common.opts.once).await? else {
         return Ok(None);
     };
@@ -453,35 +385,6 @@ impl Running {
             );
         }
         Ok(())
-    }
-}
-
-/// Open the database for capture, waiting for it to appear if it does not
-/// exist yet (an application creating it on first start); `None` if
-/// shut down first.
-async fn open_when_present(
-    spec: &DatabaseSpec,
-    meta_dir: PathBuf,
-    shutdown: &mut watch::Receiver<bool>,
-    once: bool,
-) -> anyhow::Result<Option<Capturer>> {
-    let mut logged = false;
-    loop {
-        if spec.path.exists() || once {
-            let (path, capture_cfg, meta) = (spec.path.clone(), spec.capture.clone(), meta_dir.clone());
-            return Ok(Some(tokio::task::spawn_blocking(move || Capturer::open(&path, meta, capture_cfg)).await??));
-        }
-        if !logged {
-            tracing::warn!(database = %spec.path.display(), "database does not exist yet; waiting for it to be created");
-            logged = true;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(spec.monitor_interval) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
-            return Ok(None);
-        }
     }
 }
 

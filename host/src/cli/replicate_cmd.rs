@@ -111,14 +111,26 @@ pub async fn run(make_runtime: impl FnOnce() -> anyhow::Result<Arc<Runtime>>, ar
             }
         });
     }
-    let engine = tokio::spawn(replicate::run(runtime, dbs, opts, stop_rx));
+    // A configuration error stops the run here, before the application
+    // (-exec) starts and before anything replicates.
+    let prepared = replicate::prepare(runtime, dbs, opts).await?;
+    let mut engine = tokio::spawn(replicate::run(prepared, stop_rx));
 
     let code = match (exec, signals) {
         (Some(cmd), Some(signals)) => run_child(&cmd, &stop_tx, signals).await?,
         (None, Some(mut signals)) => {
-            signals.recv().await;
-            tracing::info!("signal received, syncing before exit");
-            let _ = stop_tx.send(true);
+            tokio::select! {
+                _ = signals.recv() => {
+                    tracing::info!("signal received, syncing before exit");
+                    let _ = stop_tx.send(true);
+                }
+                // Every database's loop ended without being asked to: only
+                // errors do that, and nothing is left to replicate.
+                ended = &mut engine => {
+                    ended.context("replication task panicked")??;
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
             ExitCode::SUCCESS
         }
         (Some(_), None) => bail!("-exec cannot be combined with -once"),
