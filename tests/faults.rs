@@ -117,9 +117,14 @@ struct SmallDisk {
 impl SmallDisk {
     /// `None` when this process may not mount (not root): said, not hidden.
     fn mount(mb: u64) -> Option<SmallDisk> {
+        SmallDisk::mount_with(&format!("size={mb}m"))
+    }
+
+    /// A tmpfs mounted with `options` (`mount -o`).
+    fn mount_with(options: &str) -> Option<SmallDisk> {
         let dir = tempfile::tempdir().unwrap();
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(dir.path())
             .status()
             .is_ok_and(|s| s.success());
@@ -380,4 +385,24 @@ fn a_database_never_opened_fails_the_run() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!status.success(), "{text}");
     assert!(text.contains("was never opened, so nothing of it was replicated"), "{text}");
+}
+
+/// A replica directory that cannot be written is refused at start, naming
+/// it. Before, an existing read-only one failed every upload with "I/O
+/// error (os error 29)" and no path (what the sandbox makes of EROFS), and
+/// a missing one on a read-only filesystem said "cannot prepare the plugin
+/// sandbox: Read-only file system (os error 30)".
+#[test]
+fn a_read_only_replica_directory_is_named_at_start() {
+    let Some(disk) = SmallDisk::mount_with("ro,size=1m") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    drop(create_db(&db, 4096));
+    for replica in [disk.path().to_path_buf(), disk.path().join("sub/dir")] {
+        let config = config(dir.path(), &db, &file_url(&replica));
+        let (status, log) = run_until_exit(&config, Duration::from_secs(30));
+        assert!(status.is_some_and(|s| !s.success()), "{log}");
+        let named = format!("replica directory {}", replica.display());
+        assert!(log.contains(&named) && log.contains("Read-only file system"), "{log}");
+    }
 }

@@ -88,7 +88,9 @@ impl SandboxConfig {
     pub fn resolve(&self, info: &PluginInfo, url: &str, settings: &[(String, String)]) -> std::io::Result<Sandbox> {
         let directory = if info.needs_directory {
             let dir = local_dir_of_url(url)?;
-            std::fs::create_dir_all(&dir)?;
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot create the replica directory {}: {e}", dir.display()))
+            })?;
             Some(dir)
         } else {
             None

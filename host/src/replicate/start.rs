@@ -114,9 +114,25 @@ pub async fn open_stores(
     for r in &spec.replicas {
         let store = open_store(runtime, plugins, r, default_plugin, &database).await?;
         refuse_directory_holding(&spec.path, &store, &r.name)?;
+        if let Some(dir) = &store.sandbox().directory {
+            writable(dir).with_context(|| format!("database {database} replica {}", r.name))?;
+        }
         stores.push(store);
     }
     Ok(stores)
+}
+
+/// Refuse a replica directory that cannot be written. Inside the sandbox a
+/// read-only filesystem reaches the plugin as a bare "I/O error (os error
+/// 29)" on its first upload, with no path; here it can be said plainly.
+fn writable(dir: &Path) -> anyhow::Result<()> {
+    rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).map_err(|e| {
+        anyhow::anyhow!(
+            "the replica directory {} cannot be written ({}); make it writable or point the replica elsewhere",
+            dir.display(),
+            std::io::Error::from(e)
+        )
+    })
 }
 
 /// Open the database for capture, waiting for it to appear if it does not
