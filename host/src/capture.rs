@@ -150,6 +150,9 @@ pub struct Capturer {
     /// gap can be bridged by the pages that differ. False until the state
     /// was loaded or a snapshot written, and after `distrust`.
     resumable: bool,
+    /// Every replica was listed and none is ahead of the state (see
+    /// `replicas_known`): what makes `resumable` safe to act on.
+    replicas_known: bool,
     /// Where each captured page's digest goes (`capture/digests.rs`).
     digests: digests::Writer,
     /// A failed digest write was reported (once a process is enough).
@@ -221,6 +224,7 @@ impl Capturer {
             config,
             gap,
             resumable,
+            replicas_known: false,
             digests,
             digests_failed: false,
             inode,
@@ -246,6 +250,11 @@ impl Capturer {
 
     pub fn db_path(&self) -> &Path {
         self.db.path()
+    }
+
+    /// Continuity was lost, and the next sync bridges the gap.
+    pub fn gap_pending(&self) -> bool {
+        self.gap.is_some()
     }
 
     /// Spool segments beyond the recorded TXID are leftovers of a crash
@@ -455,10 +464,14 @@ impl Capturer {
     /// and costs nothing but pages shipped on some later resume.
     fn flush_digests(&mut self) {
         self.digests.flush();
-        if let Some((path, e)) = self.digests.take_error()
-            && !std::mem::replace(&mut self.digests_failed, true)
-        {
-            tracing::warn!(database = %self.db.path().display(), "cannot write page digests to {}: {e}; replication goes on, but a restart after a gap may ship more pages than changed", path.display());
+        if let Some((path, e)) = self.digests.take_error() {
+            // Stale entries are caught by their page hashes, but those can
+            // be made to collide: no resume trusts a file that missed a
+            // write until a snapshot has rewritten every entry.
+            self.resumable = false;
+            if !std::mem::replace(&mut self.digests_failed, true) {
+                tracing::warn!(database = %self.db.path().display(), "cannot write page digests to {}: {e}; replication goes on, but a gap before the next snapshot takes a snapshot", path.display());
+            }
         }
     }
 

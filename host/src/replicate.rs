@@ -250,7 +250,16 @@ async fn start_db(
     // timeout; decision 17).
     let lease_wait = if common.opts.once { spec.replicas.iter().map(|r| r.lease_timeout).max() } else { None };
     let ready_by = tokio::time::Instant::now() + READY_WAIT + lease_wait.unwrap_or_default();
-    while replicas.iter().any(|r| !r.shared.ready.load(Ordering::SeqCst)) && tokio::time::Instant::now() < ready_by {
+    // A gap found at start is bridged by a resume only once every replica
+    // was listed (decision 19): wait for that too, unless a replica is
+    // another process's (then it will not be listed, and a snapshot is due).
+    let gap = capturer.lock().map(|c| c.gap_pending()).unwrap_or(false);
+    let waiting = |r: &Replica| {
+        let s = &r.shared;
+        !s.ready.load(Ordering::SeqCst)
+            || (gap && !s.listed.load(Ordering::SeqCst) && !s.locked_out.load(Ordering::SeqCst))
+    };
+    while replicas.iter().any(waiting) && tokio::time::Instant::now() < ready_by {
         tokio::time::sleep(CATCH_UP_POLL).await;
     }
     continue_after_replicas(&capturer, &replicas);
@@ -502,6 +511,10 @@ async fn sync_once(capturer: &Arc<Mutex<Capturer>>, snapshot: bool, validate: bo
 fn continue_after_replicas(capturer: &Arc<Mutex<Capturer>>, replicas: &[Replica]) -> bool {
     let held = replicas.iter().map(|r| r.shared.held.load(Ordering::SeqCst)).max().unwrap_or(0);
     let Ok(mut c) = capturer.lock() else { return false };
+    // Until every replica was listed, one may be ahead of the state
+    // unseen (a state rolled back by a power failure, another writer):
+    // a gap meanwhile takes a snapshot, which needs no base.
+    c.replicas_known(replicas.iter().all(|r| r.shared.listed.load(Ordering::SeqCst)));
     if held <= c.state().txid {
         return false;
     }

@@ -15,6 +15,13 @@ use crate::segment::{Header, SegmentName};
 use crate::wal::{Scan, WalHeader};
 use std::fs::File;
 
+/// A resume that would ship more than this share of the pages (a VACUUM
+/// while sluice was away, a state from before page digests) gives way to a
+/// snapshot: that costs a second read of the database, but the chain then
+/// restarts from a self-contained image, which restores without the older
+/// snapshot and a segment nearly its size, and compacts as one.
+const RESUME_MAX_SHARE: (u64, u64) = (1, 2);
+
 /// What a resume wrote.
 struct Resumed {
     /// The level-0 segment, or none when no page differed.
@@ -34,38 +41,57 @@ impl Capturer {
         wal: Option<&(WalHeader, File)>,
     ) -> Result<Option<SpoolEntry>, CaptureError> {
         let database = self.db.path().display().to_string();
-        if let Some(r) = self.write_resume(scan, wal)? {
-            let shipped = match &r.entry {
-                Some(e) => format!("; they go out as TXID {:016x}", e.name.max_txid),
-                None => String::new(),
-            };
-            tracing::info!(database = %database, "replication resumes after a gap ({why}): {} of {} pages differ from the replica{shipped}", r.changed, r.pages);
-            return Ok(r.entry);
-        }
+        let not_resumed = match self.write_resume(scan, wal)? {
+            Err(reason) => reason,
+            Ok(r) => {
+                let shipped = match &r.entry {
+                    Some(e) => format!("; they go out as TXID {:016x}", e.name.max_txid),
+                    None => String::new(),
+                };
+                tracing::info!(database = %database, "replication resumes after a gap ({why}): {} of {} pages differ from the replica{shipped}", r.changed, r.pages);
+                return Ok(r.entry);
+            }
+        };
         if self.state.txid == 0 {
             tracing::info!(database = %database, "first sync: taking the initial snapshot");
         } else {
-            tracing::warn!(database = %database, "replication chain restarts with a snapshot: {why}");
+            tracing::warn!(database = %database, "replication chain restarts with a snapshot: {why} ({not_resumed})");
         }
-        let entry = self.write_snapshot(scan, wal, true)?;
-        self.resumable = true;
-        Ok(Some(entry))
+        Ok(Some(self.write_snapshot(scan, wal, true)?))
     }
 
     /// The stored digests of the replica's pages, if the state is the
-    /// replica's base (see `resumable`) and the digests cover it.
-    fn resume_base(&self, page_size: u32) -> Option<Stored> {
-        if !self.resumable || self.state.txid == 0 || self.state.page_size != page_size {
-            return None;
+    /// replica's base (see `resumable`, `replicas_known`) and the digests
+    /// cover it; else why a resume cannot be.
+    fn resume_base(&self, page_size: u32) -> Result<Stored, String> {
+        if self.state.txid == 0 {
+            return Err("no replica yet".into());
+        }
+        if !self.resumable {
+            return Err("the local state is not known to be the replica's".into());
+        }
+        if !self.replicas_known {
+            return Err("not every replica could be listed yet, and one may hold more than the local state".into());
+        }
+        if self.state.page_size != page_size {
+            return Err(format!("the page size changed from {} to {page_size}", self.state.page_size));
         }
         Stored::open(self.meta.path(), self.state.db_pages)
+            .ok_or_else(|| "no page digests cover the database (a state from an earlier version?)".into())
     }
 
-    /// The pages that differ from the state as the next TXID; `Ok(None)`
-    /// when the state cannot serve as the base.
-    fn write_resume(&mut self, scan: &Scan, wal: Option<&(WalHeader, File)>) -> Result<Option<Resumed>, CaptureError> {
+    /// The pages that differ from the state as the next TXID; `Ok(Err(why
+    /// not))` when the state cannot serve as the base, or most pages differ.
+    fn write_resume(
+        &mut self,
+        scan: &Scan,
+        wal: Option<&(WalHeader, File)>,
+    ) -> Result<Result<Resumed, String>, CaptureError> {
         let (page_size, view_pages) = self.db.page_info()?;
-        let Some(base) = self.resume_base(page_size) else { return Ok(None) };
+        let base = match self.resume_base(page_size) {
+            Ok(base) => base,
+            Err(why) => return Ok(Err(why)),
+        };
         let db_pages = scan.db_pages.unwrap_or(view_pages);
         let txid = self.state.txid + 1;
         let header = Header {
@@ -82,24 +108,36 @@ impl Capturer {
         if let Some((h, f)) = wal {
             self.wal_unmoved(h, f)?;
         }
+        if changed as u64 * RESUME_MAX_SHARE.1 > db_pages as u64 * RESUME_MAX_SHARE.0 {
+            return Ok(Err(format!("{changed} of {db_pages} pages differ from the replica's")));
+        }
         if changed == 0 && db_pages == self.state.db_pages && hashes.checksum() == self.state.checksum {
             // The replica already holds the database (sluice was the last
             // to close it, say): nothing to ship, the temp file goes.
             if wal.is_none() {
                 self.state.db_stamp = crate::state::file_stamp(self.db.path());
             }
-            return Ok(Some(Resumed { entry: None, changed, pages: db_pages }));
+            return Ok(Ok(Resumed { entry: None, changed, pages: db_pages }));
         }
         let (out, header) = writer.finish(db_pages, hashes.checksum()).map_err(io_err(tmp.path()))?;
         let name = SegmentName { level: 0, min_txid: txid, max_txid: txid };
         let entry = self.commit_segment(tmp, out, name, &header)?;
         self.record(hashes, &header, wal.is_none());
-        Ok(Some(Resumed { entry: Some(entry), changed, pages: db_pages }))
+        Ok(Ok(Resumed { entry: Some(entry), changed, pages: db_pages }))
+    }
+
+    /// Whether every replica was listed and none holds more than the
+    /// state: until then a replica may be ahead unseen (a state rolled back
+    /// by a power failure, another writer), and a gap takes a snapshot,
+    /// which needs no base.
+    pub fn replicas_known(&mut self, known: bool) {
+        self.replicas_known = known;
     }
 
     /// Restart the chain with a snapshot at the next sync, and never bridge
     /// this gap from the state: something says the state may not be what
     /// the replica holds, or that it is not the replica's base.
+
     pub(super) fn distrust(&mut self, why: impl Into<String>) {
         self.gap = Some(why.into());
         self.resumable = false;

@@ -215,6 +215,8 @@ impl Capturer {
         let name = SegmentName { level: SNAPSHOT_LEVEL, min_txid: 1, max_txid: txid };
         let entry = self.commit_segment(tmp, out, name, &header)?;
         self.record(hashes, &header, wal.is_none());
+        // Every page's digest was just rewritten, from the base itself.
+        self.resumable = true;
         Ok(entry)
     }
 
@@ -249,6 +251,7 @@ impl Capturer {
         mut base: Option<digests::Stored>,
     ) -> Result<(PageHashes, u32), CaptureError> {
         let (db, state_hashes, digest_writer) = (&self.db, self.hashes.as_slice(), &mut self.digests);
+        let lock_page = crate::checksum::lock_page(page_size);
         let wal_path = db.wal_path();
         let mut hashes = PageHashes::new(page_size);
         let mut buf = vec![0u8; page_size as usize];
@@ -268,6 +271,9 @@ impl Capturer {
             hashes.set(pgno, hash);
             let i = pgno as usize - 1;
             let unchanged = match (base.as_mut().and_then(|b| b.get(pgno)), state_hashes.get(i)) {
+                // SQLite never reads or writes the lock-byte page (its
+                // hash is 0 in the state whatever it holds): never news.
+                _ if base.is_some() && pgno == lock_page => true,
                 (Some(stored), Some(&state_hash)) => digests::unchanged(&stored, state_hash, &entry),
                 _ => false,
             };

@@ -317,6 +317,11 @@ fn restore_spool(meta: &Path) -> Vec<u8> {
 /// application went on committing and restarted the WAL: the capture
 /// reopened on it, and the pages its restart must ship.
 fn restart_after_a_wal_reset(dir: &Path, meddle: impl FnOnce(&Path)) -> (Capturer, SyncReport) {
+    restart_after_a_wal_reset_with(dir, true, meddle)
+}
+
+/// The same, `known` saying whether every replica was listed first.
+fn restart_after_a_wal_reset_with(dir: &Path, known: bool, meddle: impl FnOnce(&Path)) -> (Capturer, SyncReport) {
     let path = dir.join("db");
     let meta = dir.join("meta");
     let conn = app(&path);
@@ -333,6 +338,7 @@ fn restart_after_a_wal_reset(dir: &Path, meddle: impl FnOnce(&Path)) -> (Capture
     conn.execute("INSERT INTO t(v) VALUES (randomblob(100))", []).unwrap();
     meddle(&meta);
     let mut cap = Capturer::open(&path, meta, small_thresholds()).unwrap();
+    cap.replicas_known(known);
     let report = cap.sync(false).unwrap();
     assert!(report.gap.is_some(), "the WAL was restarted while sluice was away");
     (cap, report)
@@ -389,6 +395,7 @@ fn a_restart_where_nothing_changed_ships_nothing() {
     last.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
     drop(last);
     let mut cap = Capturer::open(&path, meta.clone(), small_thresholds()).unwrap();
+    cap.replicas_known(true);
     let report = cap.sync(false).unwrap();
     assert!(report.gap.is_some() && report.segments.is_empty(), "{report:?}");
     assert_eq!(cap.state().txid, 1);
@@ -414,4 +421,51 @@ fn a_replica_ahead_of_the_state_gets_a_snapshot() {
     let report = cap.sync(false).unwrap();
     let [seg] = &report.segments[..] else { panic!("{:?}", report.segments) };
     assert_eq!((seg.name.level, seg.name.max_txid), (crate::segment::SNAPSHOT_LEVEL, 41));
+}
+
+/// The pages a segment holds.
+fn segment_pages(path: &Path) -> Vec<u32> {
+    let mut pages = Vec::new();
+    crate::segment::SegmentReader::open(path)
+        .unwrap()
+        .for_each_page(|pgno, _| {
+            pages.push(pgno);
+            Ok(())
+        })
+        .unwrap();
+    pages
+}
+
+/// A stored entry whose page hash is the state's but whose SHA-256 is not
+/// the page's: the page ships (the 64-bit hash alone decides nothing).
+#[test]
+fn a_page_whose_digest_differs_ships_even_if_its_page_hash_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, report) = restart_after_a_wal_reset(dir.path(), |meta| {
+        file_write_at(&digests::path(meta), &[0x5a; 8], 2 * digests::ENTRY as u64);
+    });
+    let pages = segment_pages(&report.segments[0].path);
+    assert!(pages.contains(&3) && pages.len() < 12, "{pages:?}");
+}
+
+/// A gap before every replica was listed may hide a replica ahead of the
+/// state: a snapshot, which needs no base.
+#[test]
+fn a_gap_before_the_replicas_are_known_takes_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, report) = restart_after_a_wal_reset_with(dir.path(), false, |_| {});
+    assert_eq!(report.segments[0].name.level, crate::segment::SNAPSHOT_LEVEL);
+}
+
+/// When most pages changed (here: the digests are gone), a snapshot
+/// restarts the chain rather than a level-0 segment nearly its size.
+#[test]
+fn a_gap_where_most_pages_differ_takes_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cap, report) = restart_after_a_wal_reset(dir.path(), |meta| {
+        let len = fs::metadata(digests::path(meta)).unwrap().len() as usize;
+        file_write_at(&digests::path(meta), &vec![0; len], 0);
+    });
+    assert_eq!(report.segments[0].name.level, crate::segment::SNAPSHOT_LEVEL);
+    assert_eq!(cap.state().checksum, checksum_now(&dir.path().join("db")));
 }

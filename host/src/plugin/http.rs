@@ -134,10 +134,61 @@ fn map_reqwest_error(e: reqwest::Error) -> wasmtime_wasi_http::Error {
     if e.is_timeout() {
         E::ConnectionTimeout
     } else if e.is_connect() {
-        E::ConnectionRefused
+        connect_error(&e)
     } else if e.is_request() || e.is_body() || e.is_decode() {
         E::ConnectionTerminated
     } else {
         E::InternalError(Some(e.to_string()))
+    }
+}
+
+/// What kind of connect error `e` is. reqwest calls a failed DNS lookup, a
+/// refused or unreachable destination and a failed TLS handshake all
+/// "connect" errors; told apart from its causes, the plugin and the log
+/// say which (a misspelt host was reported as "connection refused").
+fn connect_error(e: &reqwest::Error) -> wasmtime_wasi_http::Error {
+    use std::io::ErrorKind as K;
+    use wasmtime_wasi_http::Error as E;
+    let (mut causes, mut io_kind) = (Vec::new(), None);
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        causes.push(s.to_string());
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            io_kind.get_or_insert(io.kind());
+        }
+        source = s.source();
+    }
+    let text = causes.join(": ");
+    // hyper-util's resolver wraps every lookup failure as "dns error".
+    if text.contains("dns error") {
+        return E::DnsError { rcode: Some(text), info_code: None };
+    }
+    match io_kind {
+        Some(K::ConnectionRefused) => E::ConnectionRefused,
+        Some(K::HostUnreachable | K::NetworkUnreachable) => E::DestinationUnavailable,
+        Some(K::TimedOut) => E::ConnectionTimeout,
+        _ if text.contains("certificate") => E::TlsCertificateError,
+        _ => E::InternalError(Some(text)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn connect_failure(url: &str) -> wasmtime_wasi_http::Error {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+        map_reqwest_error(client.get(url).send().await.unwrap_err())
+    }
+
+    #[tokio::test]
+    async fn a_host_that_does_not_resolve_is_a_dns_error_not_a_refusal() {
+        let got = connect_failure("http://no-such-host.invalid:9/").await;
+        assert!(matches!(got, wasmtime_wasi_http::Error::DnsError { .. }), "{got:?}");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let got = connect_failure(&format!("http://127.0.0.1:{port}/")).await;
+        assert!(matches!(got, wasmtime_wasi_http::Error::ConnectionRefused), "{got:?}");
     }
 }

@@ -117,6 +117,8 @@ pub struct ReplicaShared {
     pub ready: AtomicBool,
     /// The highest TXID the replica held when first listed.
     pub held: AtomicU64,
+    /// The replica has been listed, so `held` is what it holds.
+    pub listed: AtomicBool,
     /// The last failure, and whether a retry could help it.
     pub last_error: std::sync::Mutex<Option<(String, bool)>>,
     /// Another process holds the replica's lease (decision 17): a run
@@ -222,6 +224,7 @@ impl ReplicaTask {
             // hand) or ahead (another host): trust what it holds.
             let held = listing.keys().map(|n| n.max_txid).max().unwrap_or(0);
             self.shared.held.store(held, Ordering::SeqCst);
+            self.shared.listed.store(true, Ordering::SeqCst);
             let shipped = self.shared.shipped.load(Ordering::SeqCst);
             if held < shipped || !listing.keys().any(|n| n.is_snapshot()) {
                 self.set_shipped(0)?;
