@@ -7,8 +7,9 @@
 //! captured completely, which our read transaction guarantees while this
 //! process holds it (SQLite never checkpoints past a reader's view, and a
 //! restart needs everything checkpointed). Anything else — sluice was down
-//! while the WAL was reset, the file was replaced — is a gap, and a gap
-//! means a snapshot.
+//! while the WAL was reset, the file was replaced — is a gap, bridged by
+//! the pages that differ from the replica's or by a snapshot
+//! (`capture/resume.rs`).
 
 use crate::checksum::PageHashes;
 use crate::db::{Db, DbError};
@@ -64,7 +65,7 @@ pub enum CaptureError {
     #[error(
         "{path}: the disk of sluice's meta directory is full ({source}); nothing was recorded and the partial \
          file was removed. Free space there or point meta-dir at a larger filesystem: capture resumes by itself \
-         (with a snapshot if the WAL was checkpointed meanwhile)"
+         (from the pages that changed if the WAL was checkpointed meanwhile)"
     )]
     DiskFull { path: PathBuf, source: io::Error },
 }
@@ -129,7 +130,8 @@ pub struct SyncReport {
     pub transactions: u64,
     /// WAL bytes (frames) captured.
     pub wal_bytes: u64,
-    /// Continuity was lost and a snapshot restarted the chain.
+    /// Continuity was lost: the segments bridge the gap (pages that
+    /// differ from the replica's, or a snapshot restarting the chain).
     pub gap: Option<String>,
     /// The WAL ends in frames of a transaction not committed yet.
     pub in_flight: bool,

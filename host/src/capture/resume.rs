@@ -137,7 +137,6 @@ impl Capturer {
     /// Restart the chain with a snapshot at the next sync, and never bridge
     /// this gap from the state: something says the state may not be what
     /// the replica holds, or that it is not the replica's base.
-
     pub(super) fn distrust(&mut self, why: impl Into<String>) {
         self.gap = Some(why.into());
         self.resumable = false;
