@@ -206,7 +206,10 @@ async fn upload_inner(
     match store.put_stream(&mut session, &key, body, Vec::new(), precondition).await {
         Ok(meta) => {
             store.recycle(session);
-            Ok(RemoteSegment { size: meta.size, timestamp_ms, modified_ms: meta.modified_ms })
+            // A store that does not say when serves our clock: retention
+            // ages segments from their upload.
+            let modified_ms = meta.modified_ms.or_else(|| u64::try_from(now_ms()).ok());
+            Ok(RemoteSegment { size: meta.size, timestamp_ms, modified_ms })
         }
         Err(e) if matches!(e.storage(), Some(StorageError::PreconditionFailed(_))) => {
             // Ours from an earlier attempt, or another writer's? Compare the

@@ -15,9 +15,12 @@ use std::sync::Arc;
 
 /// The run of `level` segments to compact into `level + 1`, with their
 /// listing entries: contiguous, starting after the newest segment already
-/// at `level + 1`.
+/// at any level above (snapshots aside). What a higher level covers needs
+/// no compaction: after retention removed `level + 1` segments a level
+/// above covers, counting from `level + 1` alone rebuilt them all from the
+/// first TXID while shipping waited.
 pub fn plan(listing: &Listing, level: u32) -> Listing {
-    let done = listing.keys().filter(|n| n.level == level + 1).map(|n| n.max_txid).max().unwrap_or(0);
+    let done = listing.keys().filter(|n| n.level > level && !n.is_snapshot()).map(|n| n.max_txid).max().unwrap_or(0);
     let mut run = Listing::new();
     for (n, remote) in listing.iter().filter(|(n, _)| n.level == level && n.min_txid > done) {
         match run.last_key_value() {
@@ -364,6 +367,20 @@ mod tests {
     /// or into a file, give the same segment: newest page wins, a shrink
     /// drops pages (and a later write brings one back), the last input's
     /// size and checksum, the first's TXID.
+    #[test]
+    fn a_run_starts_after_what_any_higher_level_covers() {
+        let seg = |level, min_txid, max_txid| {
+            (SegmentName { level, min_txid, max_txid }, RemoteSegment { size: 1, timestamp_ms: 0, modified_ms: None })
+        };
+        let mut listing: Listing = [seg(0, 2, 2), seg(0, 3, 3), seg(0, 4, 4), seg(0, 5, 5), seg(9, 1, 5)].into();
+        let keys = |l: Listing| l.into_keys().map(|n| n.min_txid).collect::<Vec<_>>();
+        assert_eq!(keys(plan(&listing, 0)), vec![2, 3, 4, 5], "a snapshot covers nothing for compaction");
+        listing.extend([seg(2, 2, 3)]);
+        assert_eq!(keys(plan(&listing, 0)), vec![4, 5], "level 2 covers up to 3, level 1 is gone");
+        listing.extend([seg(1, 4, 4)]);
+        assert_eq!(keys(plan(&listing, 0)), vec![5]);
+    }
+
     #[test]
     fn in_memory_and_file_merges_agree() {
         let dir = tempfile::tempdir().unwrap();

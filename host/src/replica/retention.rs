@@ -42,7 +42,11 @@ pub fn deletable(listing: &Listing, now_ms: i64, cfg: &RetentionConfig) -> Vec<S
         } else {
             cfg.level_intervals.get(name.level as usize).copied().unwrap_or(cfg.snapshot_retention)
         };
-        let old = seg.timestamp_ms < now_ms - window.as_millis() as i64;
+        // Age counts from when the segment reached the store, not from its
+        // newest transaction: a compaction of transactions shipped late
+        // (the store was failing) looked old at once and went early.
+        let created = seg.modified_ms.map_or(seg.timestamp_ms, |m| m as i64);
+        let old = created < now_ms - window.as_millis() as i64;
         let covered = listing.keys().any(|c| {
             !c.is_snapshot() && c.level > name.level && c.min_txid <= name.min_txid && c.max_txid >= name.max_txid
         });
@@ -101,5 +105,20 @@ mod tests {
         assert!(del.contains(&SegmentName { level: 1, min_txid: 3, max_txid: 5 }));
         assert!(!del.contains(&SegmentName { level: 9, min_txid: 1, max_txid: 5 }));
         assert!(!del.contains(&SegmentName { level: 0, min_txid: 6, max_txid: 6 }));
+    }
+
+    #[test]
+    fn a_level_is_aged_by_when_it_reached_the_store() {
+        let cfg = RetentionConfig {
+            snapshot_retention: Duration::from_secs(3600),
+            l0_retention: Duration::from_millis(10),
+            level_intervals: vec![Duration::ZERO, Duration::from_millis(30), Duration::from_millis(300)],
+        };
+        // Level 1 3-5 holds transactions of t=100 but was uploaded at 990.
+        let mut listing = l(&[(9, 1, 2, 0), (1, 3, 5, 100), (2, 3, 5, 100)]);
+        let late = SegmentName { level: 1, min_txid: 3, max_txid: 5 };
+        listing.get_mut(&late).unwrap().modified_ms = Some(990);
+        assert!(!deletable(&listing, 1000, &cfg).contains(&late), "uploaded 10 ms ago");
+        assert!(deletable(&listing, 1100, &cfg).contains(&late), "and 110 ms ago, past level 2's 30 ms");
     }
 }
