@@ -53,3 +53,6 @@ pub mod restore;
 pub mod segment;
 pub mod state;
 pub mod wal;
+
+#[cfg(test)]
+mod fuzz;
