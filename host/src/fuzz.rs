@@ -13,7 +13,7 @@
 //! `SLUICE_FUZZ_SEED` picks the sequence (a failure names both).
 
 use rand::rngs::StdRng;
-use rand::{Rng, RngExt, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use std::time::{Duration, Instant};
 
 /// Inputs per target in the quick (CI) mode: a few seconds each in a
