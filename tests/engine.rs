@@ -579,10 +579,17 @@ fn exec_child_final_sync_exit_status_and_metrics() {
     )
     .unwrap();
     // The "application": waits, writes one row, and fails with status 3.
-    let app = format!(
-        "sleep 1; python3 -c \"import sqlite3; c=sqlite3.connect('{}'); c.execute(\\\"INSERT INTO t(a) VALUES ('from-child')\\\"); c.commit()\"; sleep 0.3; exit 3",
-        db.display()
-    );
+    // -exec runs no shell of its own (as Litestream): a script needs one.
+    let script = dir.path().join("app.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "sleep 1; python3 -c \"import sqlite3; c=sqlite3.connect('{}'); c.execute(\\\"INSERT INTO t(a) VALUES ('from-child')\\\"); c.commit()\"; sleep 0.3; exit 3",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let app = format!("sh '{}'", script.display());
     let mut child = sluice()
         .args(["replicate", "-config"])
         .arg(&config)
@@ -603,6 +610,43 @@ fn exec_child_final_sync_exit_status_and_metrics() {
         .query_row("SELECT count(*) FROM t WHERE a = 'from-child'", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 1, "the child's last write was not synced before exit");
+}
+
+/// SIGTERM to sluice reaches the `-exec` application itself, which is run
+/// without a shell in between (Litestream's way): sluice waits for it and
+/// exits with its status. Before, `sh -c` got the signal and the
+/// application was left running, orphaned.
+#[test]
+fn exec_forwards_sigterm_to_the_application_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    drop(create_db(&db, 4096));
+    let config = write_config(dir.path(), &db, &[file_url(&dir.path().join("replica"))]);
+    let app = "python3 -c 'import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\nprint(\"up\", flush=True)\ntime.sleep(60)'";
+    let mut child = sluice()
+        .args(["replicate", "-config"])
+        .arg(&config)
+        .args(["-exec", app])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "up", "the application did not start");
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let until = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < until, "sluice did not exit after SIGTERM: the application never got it");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(7), "sluice must exit with the application's status");
 }
 
 fn http_get(port: u16, path: &str) -> String {

@@ -170,10 +170,17 @@ async fn restore_missing(
 
 /// Run the application; forward SIGINT/SIGTERM; on its exit, stop
 /// replication (final sync) and exit with its status.
+///
+/// The command line is split into words (quotes as a shell has them) and
+/// run directly, as Litestream does: a shell in between received the
+/// signals and left the application running, orphaned, when sluice exited.
+/// A command that needs a shell says so: `-exec "sh -c '...'"`.
 async fn run_child(cmd: &str, stop: &watch::Sender<bool>, mut signals: Signals) -> anyhow::Result<ExitCode> {
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
+    let words = shlex::split(cmd)
+        .filter(|w| !w.is_empty())
+        .with_context(|| format!("-exec `{cmd}`: unbalanced quotes or an empty command"))?;
+    let mut child = tokio::process::Command::new(&words[0])
+        .args(&words[1..])
         .spawn()
         .with_context(|| format!("cannot start -exec command `{cmd}`"))?;
     let pid = child.id().map(|p| p as i32);
