@@ -150,7 +150,8 @@ pub struct Capturer {
     /// The state is the base of the replica's chain: what a replica holds
     /// at the state's TXID is what the state's page hashes describe, so a
     /// gap can be bridged by the pages that differ. False until the state
-    /// was loaded or a snapshot written, and after `distrust`.
+    /// was loaded or a snapshot written, after `distrust`, and after a
+    /// digest write failed (until a snapshot rewrote them all).
     resumable: bool,
     /// Every replica was listed and none is ahead of the state (see
     /// `replicas_known`): what makes `resumable` safe to act on.
