@@ -139,7 +139,7 @@ mod wal {
     /// What capture does with a WAL: the header, a scan from the start and
     /// from a mark, and every page the scan names.
     fn read(dir: &std::path::Path, bytes: &[u8]) -> usize {
-        let path = dir.join("fuzz-wal");
+        let path = dir.join("mutated_wal");
         std::fs::File::create(&path).unwrap().write_all(bytes).unwrap();
         let Ok(Some((h, file))) = WalHeader::from_file(std::fs::File::open(&path).unwrap()) else { return 0 };
         let Ok(scan) = h.scan(&file, h.start(), None) else { return 1 };
