@@ -343,11 +343,13 @@ fn misnamed_segments_are_refused_by_name() {
     let url = file_url(&replica);
     let conn = create_db(&db, 4096);
     // Snapshot 1-1, level-0 segments, and two later snapshots: a checkpoint
-    // while sluice is not running restarts the chain with one.
+    // while sluice is not running, with the local page digests gone (a
+    // state from before them), restarts the chain with one.
     for (i, snapshot) in [false, false, false, false, true, false, false, true].into_iter().enumerate() {
         conn.execute("INSERT INTO t(a, b) VALUES (?1, randomblob(3000))", [i as i64]).unwrap();
         if snapshot {
             conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+            std::fs::remove_file(dir.path().join(".app.db-sluice/pages.digest")).unwrap();
         }
         run_ok(sluice().args(["replicate", "-once"]).arg(&db).arg(&url));
     }

@@ -255,9 +255,10 @@ impl Capturer {
         self.db.path()
     }
 
-    /// Continuity was lost, and the next sync bridges the gap.
-    pub fn gap_pending(&self) -> bool {
-        self.gap.is_some()
+    /// Continuity was lost and the local state could bridge the gap, once
+    /// every replica was listed (see `replicas_known`).
+    pub fn resume_pending(&self) -> bool {
+        self.gap.is_some() && self.resumable && self.state.txid > 0
     }
 
     /// Spool segments beyond the recorded TXID are leftovers of a crash
@@ -402,7 +403,12 @@ impl Capturer {
             let entry = self.bridge_gap(&why, scan, wal)?;
             self.gap = None;
             report.gap = Some(why);
+            let was_snapshot = entry.as_ref().is_some_and(|e| e.name.is_snapshot());
             report.segments.extend(entry);
+            if snapshot && !was_snapshot {
+                // A resume is no snapshot: one asked for still comes.
+                report.segments.push(self.write_snapshot(scan, wal, false)?);
+            }
             return Ok(());
         }
         if scan.end.is_some() {

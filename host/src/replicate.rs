@@ -251,15 +251,19 @@ async fn start_db(
     let lease_wait = if common.opts.once { spec.replicas.iter().map(|r| r.lease_timeout).max() } else { None };
     let ready_by = tokio::time::Instant::now() + READY_WAIT + lease_wait.unwrap_or_default();
     // A gap found at start is bridged by a resume only once every replica
-    // was listed (decision 19): wait for that too, unless a replica is
-    // another process's (then it will not be listed, and a snapshot is due).
-    let gap = capturer.lock().map(|c| c.gap_pending()).unwrap_or(false);
-    let waiting = |r: &Replica| {
-        let s = &r.shared;
-        !s.ready.load(Ordering::SeqCst)
-            || (gap && !s.listed.load(Ordering::SeqCst) && !s.locked_out.load(Ordering::SeqCst))
-    };
-    while replicas.iter().any(waiting) && tokio::time::Instant::now() < ready_by {
+    // was listed (decision 19): wait for that too, for up to READY_WAIT,
+    // unless a replica is another process's (then it will not be listed,
+    // and a snapshot is due).
+    let resume = capturer.lock().map(|c| c.resume_pending()).unwrap_or(false);
+    let listed_by = tokio::time::Instant::now() + READY_WAIT;
+    let unlisted = |r: &Replica| !r.shared.listed.load(Ordering::SeqCst) && !r.shared.locked_out.load(Ordering::SeqCst);
+    loop {
+        let now = tokio::time::Instant::now();
+        let unready = replicas.iter().any(|r| !r.shared.ready.load(Ordering::SeqCst)) && now < ready_by;
+        let unlisted = resume && replicas.iter().any(unlisted) && now < listed_by;
+        if !(unready || unlisted) {
+            break;
+        }
         tokio::time::sleep(CATCH_UP_POLL).await;
     }
     continue_after_replicas(&capturer, &replicas);

@@ -28,7 +28,7 @@ pub struct Keeper {
     /// The store enforces preconditions; else the weaker emulation.
     conditional: bool,
     tx: watch::Sender<Standing>,
-    problem: Option<String>,
+    problem: Option<(String, Class)>,
 }
 
 impl Keeper {
@@ -113,9 +113,15 @@ impl Keeper {
     }
 
     /// Note a failed call for the replica task's report.
-    fn failed(&mut self, what: &str, e: impl std::fmt::Display) {
+    fn failed(&mut self, what: &str, e: &crate::plugin::PluginError) {
+        self.problem_of(what, e, Class::of_plugin(e));
+    }
+
+    /// The same, with the class the task's error takes: an access denied
+    /// cannot heal by retrying, and `-once` must not wait for it.
+    fn problem_of(&mut self, what: &str, e: impl std::fmt::Display, class: Class) {
         tracing::debug!("{}: {what} the replica's lease failed: {e}", self.store.labels());
-        self.problem = Some(format!("{what} {LEASE_KEY} failed: {e}"));
+        self.problem = Some((format!("{what} {LEASE_KEY} failed: {e}"), class));
     }
 
     async fn put(&mut self, condition: &Condition) -> PutAnswer {
@@ -143,7 +149,7 @@ impl Keeper {
         let body = match serde_json::to_vec(&self.me) {
             Ok(b) => b,
             Err(e) => {
-                self.failed("encoding", e);
+                self.problem_of("encoding", e, Class::Bug);
                 return PutAnswer::Failed;
             }
         };
@@ -152,7 +158,7 @@ impl Keeper {
         let mut session = match self.store.session().await {
             Ok(s) => s,
             Err(e) => {
-                self.failed("putting", e);
+                self.failed("putting", &e);
                 return PutAnswer::Failed;
             }
         };
@@ -160,7 +166,7 @@ impl Keeper {
             Ok(meta) => PutAnswer::Done { etag: meta.etag },
             Err(e) if matches!(e.storage(), Some(StorageError::PreconditionFailed(_))) => PutAnswer::Taken,
             Err(e) => {
-                self.failed("putting", e);
+                self.failed("putting", &e);
                 PutAnswer::Failed
             }
         }
@@ -199,7 +205,7 @@ impl Keeper {
         let mut session = match self.store.session().await {
             Ok(s) => s,
             Err(e) => {
-                self.failed("reading", e);
+                self.failed("reading", &e);
                 return ReadAnswer::Failed;
             }
         };
@@ -208,7 +214,7 @@ impl Keeper {
             Ok(m) => m,
             Err(e) if absent(&e) => return ReadAnswer::Absent,
             Err(e) => {
-                self.failed("reading", e);
+                self.failed("reading", &e);
                 return ReadAnswer::Failed;
             }
         };
@@ -216,7 +222,7 @@ impl Keeper {
             Ok(b) => b,
             Err(e) if absent(&e) => return ReadAnswer::Absent,
             Err(e) => {
-                self.failed("reading", e);
+                self.failed("reading", &e);
                 return ReadAnswer::Failed;
             }
         };
@@ -267,8 +273,11 @@ pub fn refusal(standing: &Standing, store: &PluginStore, ttl: Duration) -> Repli
         let once = if standing.refused { " (`-once` does not wait for it)" } else { "" };
         return ReplicaError::LeaseHeld { labels, holder, ttl: humantime::format_duration(ttl).to_string(), once };
     }
-    let why = standing.problem.clone().unwrap_or_else(|| "not yet acquired, or not renewed in time".into());
-    ReplicaError::LeaseUnconfirmed { labels, why, class: Class::Transient }
+    let (why, class) = standing
+        .problem
+        .clone()
+        .unwrap_or_else(|| ("not yet acquired, or not renewed in time".into(), Class::Transient));
+    ReplicaError::LeaseUnconfirmed { labels, why, class }
 }
 
 /// Returns when the lease is no longer as the last pass found it (`held`),

@@ -134,7 +134,7 @@ pub struct Standing {
     pub decided: bool,
     /// Why the last call to the store failed, for the replica task's
     /// report (the keeper fills it in).
-    pub problem: Option<String>,
+    pub problem: Option<(String, super::error::Class)>,
 }
 
 impl Standing {
