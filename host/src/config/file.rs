@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// Keys Litestream 0.3/0.5 accept that sluice reads but does not act on;
 /// listed so they raise no "unknown key" warning.
-const ACCEPTED_ELSEWHERE: &[&str] = &["socket", "mcp-addr", "watch", "age", "retention-check-interval"];
+const ACCEPTED_ELSEWHERE: &[&str] = &["socket", "mcp-addr", "watch", "retention-check-interval"];
 
 /// `logging:`
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -74,9 +74,30 @@ pub struct ReplicaConfig {
     pub plugin: Option<PathBuf>,
     /// Confinement of this replica's plugin.
     pub sandbox: Option<SandboxConfig>,
+    /// Client-side encryption (Litestream 0.3's key; decision 20).
+    pub age: Option<AgeConfig>,
     /// Anything else is passed to the plugin as a setting.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// `age:` of a replica: X25519 keys as the `age` tool writes them.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AgeConfig {
+    /// `AGE-SECRET-KEY-1...`: decrypt (restore, compaction).
+    #[serde(default)]
+    pub identities: Vec<String>,
+    /// `age1...`: what segments are encrypted to.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+}
+
+/// Never prints the identities (a config is logged at debug level).
+impl std::fmt::Debug for AgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AgeConfig {{ {} identities, recipients: {:?} }}", self.identities.len(), self.recipients)
+    }
 }
 
 /// A database entry.

@@ -7,8 +7,10 @@ use super::file::{DbConfig, FileConfig, ReplicaConfig};
 use crate::capture::CaptureConfig;
 use crate::plugin::{SandboxConfig, normalize_url};
 use crate::replica::retention::RetentionConfig;
+use crate::segment::sealed::Keys;
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -48,6 +50,8 @@ pub struct ReplicaSpec {
     /// `lease-timeout`: how long the replica's lease outlives its last
     /// renewal (`replica::lease::DEFAULT_LEASE_TIMEOUT`).
     pub lease_timeout: Duration,
+    /// `age:`: the replica's segments are encrypted (decision 20).
+    pub age: Option<Arc<Keys>>,
 }
 
 /// A database ready to replicate.
@@ -139,7 +143,8 @@ fn merged(r: &ReplicaConfig, d: &ReplicaConfig) -> ReplicaConfig {
         validation_interval,
         lease_timeout,
         plugin,
-        sandbox
+        sandbox,
+        age
     )
 }
 
@@ -222,8 +227,15 @@ pub fn replica(
     if lease_timeout < MIN_LEASE_TIMEOUT {
         bail!("{}: lease-timeout must be at least {MIN_LEASE_TIMEOUT:?} (it is renewed every quarter of it)", ctx());
     }
+    let age = match &r.age {
+        Some(a) => {
+            Some(Arc::new(Keys::parse(&a.recipients, &a.identities).map_err(|e| anyhow::anyhow!("{}: {e}", ctx()))?))
+        }
+        None => None,
+    };
     Ok(ReplicaSpec {
         lease_timeout,
+        age,
         name: r.name.clone().unwrap_or_else(|| kind.clone()),
         url,
         settings,
@@ -380,6 +392,26 @@ mod tests {
         assert_eq!(rep.retention.level_intervals, DEFAULT_LEVELS.to_vec());
         assert_eq!(r.dbs[0].capture.min_checkpoint_page_count, 1000);
         assert_eq!(rep.lease_timeout, DEFAULT_LEASE_TIMEOUT);
+    }
+
+    #[test]
+    fn age_keys_are_the_hosts_never_a_plugin_setting() {
+        use age::secrecy::ExposeSecret;
+        let id = age::x25519::Identity::generate();
+        let (public, secret) = (id.to_public().to_string(), id.to_string().expose_secret().to_string());
+        let text = format!(
+            "dbs:\n  - path: /d\n    replicas:\n      - url: /tmp/a\n        age:\n          identities: [{secret}]\n          recipients: [{public}]\n      - url: /tmp/b\n"
+        );
+        let parsed = parse(&text, Path::new("c.yml"), false).unwrap();
+        assert!(parsed.warnings.is_empty(), "a known key: {:?}", parsed.warnings);
+        let r = resolve(&parsed.config).unwrap();
+        let reps = &r.dbs[0].replicas;
+        assert!(reps[0].age.is_some() && reps[1].age.is_none());
+        assert!(!reps[0].settings.iter().any(|(k, v)| k == "age" || v.contains(&secret)), "keys reached the plugin");
+        assert!(!format!("{:?}", parsed.config).contains(&secret), "the config's Debug shows the secret key");
+        let wrong = text.replace(&public, "age1notakey");
+        let e = resolve(&parse(&wrong, Path::new("c"), false).unwrap().config).unwrap_err().to_string();
+        assert!(e.contains("replica #1") && e.contains("recipients[0]"), "{e}");
     }
 
     #[test]

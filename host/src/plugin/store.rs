@@ -47,6 +47,10 @@ pub struct PluginStore {
     config: StoreConfig,
     sandbox: Sandbox,
     labels: Arc<Labels>,
+    /// The replica's age keys, if its segments are encrypted (decision
+    /// 20). The plugin never sees them: `replica::client` seals what goes
+    /// up and opens what comes back.
+    keys: Option<Arc<crate::segment::sealed::Keys>>,
     /// A small-io session parked for reuse, and when it was parked.
     warm: std::sync::Mutex<Option<(Instance, std::time::Instant)>>,
 }
@@ -61,7 +65,25 @@ impl PluginStore {
         labels: Labels,
     ) -> Self {
         let labels = Arc::new(Labels { plugin: plugin.info().name.clone(), ..labels });
-        PluginStore { plugin, config: StoreConfig { url, settings }, sandbox, labels, warm: Default::default() }
+        PluginStore {
+            plugin,
+            config: StoreConfig { url, settings },
+            sandbox,
+            labels,
+            keys: None,
+            warm: Default::default(),
+        }
+    }
+
+    /// Encrypt this replica's segments with `keys` (decision 20).
+    pub fn with_keys(mut self, keys: Option<Arc<crate::segment::sealed::Keys>>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// The replica's age keys, if it is encrypted.
+    pub fn keys(&self) -> Option<&Arc<crate::segment::sealed::Keys>> {
+        self.keys.as_ref()
     }
 
     pub fn info(&self) -> &PluginInfo {

@@ -3,12 +3,14 @@
 //! (only-if-absent writes, ranged downloads, batched deletes).
 
 use super::error::ReplicaError;
+use super::sealing;
 use crate::capture::SpoolEntry;
 use crate::clock::now_ms;
 use crate::plugin::retry::retry;
 use crate::plugin::{ByteRange, PluginStore, Precondition, SMALL_IO_BYTES, StorageError};
 use crate::segment::format::HEADER_SIZE;
 use crate::segment::reader::verify_bytes;
+use crate::segment::sealed::PEEK_BYTES;
 use crate::segment::{Header, SegmentName};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -193,6 +195,19 @@ async fn upload_inner(
         });
     }
     let timestamp_ms = timestamp_ms.or(in_header).unwrap_or_else(now_ms);
+    let (prefix, file, len, identity) = match store.keys() {
+        None => (prefix, file, len, Identity::Plain(digest)),
+        Some(keys) if file.is_none() => {
+            let (sealed, header) = sealing::seal_bytes(store, keys, prefix.as_ref())?;
+            let len = sealed.len() as u64;
+            (Prefix::Read(sealed), None, len, Identity::Sealed(header))
+        }
+        Some(keys) => {
+            drop(file);
+            let (file, len, header) = sealing::seal_file(store, keys, &entry.path).await?;
+            (Prefix::Read(Vec::new()), Some(file), len, Identity::Sealed(header))
+        }
+    };
     let precondition =
         if store.info().capabilities.conditional_writes { Precondition::IfAbsent } else { Precondition::None };
     // What was read ahead, then the rest of the file (if any), cut at the
@@ -212,22 +227,55 @@ async fn upload_inner(
             Ok(RemoteSegment { size: meta.size, timestamp_ms, modified_ms })
         }
         Err(e) if matches!(e.storage(), Some(StorageError::PreconditionFailed(_))) => {
-            // Ours from an earlier attempt, or another writer's? Compare the
-            // object's own header and trailer (metadata may be missing if
-            // the earlier attempt died half-way).
-            let mut s = retry!(store.session())?;
-            let existing = retry!(s.head(&key))?;
-            let head = retry!(s.get(&key, Some(ByteRange { offset: 0, length: HEADER_SIZE as u64 })))?;
-            let tail = retry!(s.get(&key, Some(ByteRange { offset: existing.size.saturating_sub(16), length: 16 })))?;
-            let same = existing.size == len && identity_of(&head, &tail) == digest;
-            if same {
-                Ok(RemoteSegment { size: existing.size, timestamp_ms, modified_ms: existing.modified_ms })
-            } else {
-                Err(ReplicaError::Conflict { replica: store.labels().replica.clone(), key })
+            let existing = already_there(store, &key, len, &identity).await?;
+            match existing {
+                Some(size_and_time) => {
+                    Ok(RemoteSegment { size: size_and_time.0, timestamp_ms, modified_ms: size_and_time.1 })
+                }
+                None => Err(ReplicaError::Conflict { replica: store.labels().replica.clone(), key }),
             }
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// What identifies a segment being uploaded, to recognise our own earlier
+/// attempt in the store.
+enum Identity {
+    /// `identity_of` its header and trailer.
+    Plain(String),
+    /// Its plaintext header (which carries its own hash, the TXIDs and the
+    /// database checksums): sealing is randomised, so the ciphertext of a
+    /// retried upload differs from the first attempt's.
+    Sealed(Header),
+}
+
+/// After an only-if-absent write was refused: is the object there ours
+/// from an earlier attempt (Some(size, modified)), or another writer's?
+/// Compared by the object's own header and trailer (metadata may be
+/// missing if the earlier attempt died half-way), or for a sealed one by
+/// the plaintext header inside.
+async fn already_there(
+    store: &PluginStore,
+    key: &str,
+    len: u64,
+    identity: &Identity,
+) -> Result<Option<(u64, Option<u64>)>, ReplicaError> {
+    let mut s = retry!(store.session())?;
+    let existing = retry!(s.head(key))?;
+    let same = match identity {
+        Identity::Plain(digest) => {
+            let head = retry!(s.get(key, Some(ByteRange { offset: 0, length: HEADER_SIZE as u64 })))?;
+            let tail = retry!(s.get(key, Some(ByteRange { offset: existing.size.saturating_sub(16), length: 16 })))?;
+            existing.size == len && identity_of(&head, &tail) == *digest
+        }
+        Identity::Sealed(header) => {
+            let start = retry!(s.get(key, Some(ByteRange { offset: 0, length: PEEK_BYTES })))?;
+            crate::segment::sealed::is_sealed(&start) && sealing::peek(store, key, &start)? == *header
+        }
+    };
+    store.recycle(s);
+    Ok(same.then_some((existing.size, existing.modified_ms)))
 }
 
 /// Download a segment into `dest` with ranged reads. `size`, the size
@@ -276,7 +324,9 @@ async fn download_inner(
     // Not synced: `dest` is scratch (a restore's or a compaction's), read
     // back at once and deleted; after a crash the work is redone anyway.
     file.flush().await.map_err(|e| local(store, format!("cannot write {}", dest.display()), e))?;
+    drop(file);
     store.recycle(session);
+    sealing::open_file(store, &key, dest).await?;
     Ok(offset)
 }
 
@@ -311,7 +361,7 @@ async fn fetch_inner(store: &PluginStore, name: &SegmentName, size: u64) -> Resu
             msg: format!("{key} is {} bytes, the listing said {size} (changed by someone else?)", bytes.len()),
         });
     }
-    Ok(bytes)
+    sealing::open_bytes(store, &key, bytes)
 }
 
 /// Delete segments in batches the plugin accepts.

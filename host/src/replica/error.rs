@@ -64,6 +64,10 @@ pub enum ReplicaError {
     /// another's bytes, or one that does not decode).
     #[error("replica {replica} holds corrupt data: {msg}")]
     Corrupt { replica: String, msg: String },
+    /// An encrypted segment that could not be opened (decision 20):
+    /// `class` says whether a key is missing or the object is damaged.
+    #[error("replica {replica}: cannot decrypt {key}: {msg}")]
+    Sealed { replica: String, key: String, msg: String, class: Class },
     /// A local file operation failed (the spool, scratch files, the
     /// replica's position).
     #[error("replica {replica}: {what}: {source}")]
@@ -105,7 +109,7 @@ impl ReplicaError {
             ReplicaError::Local { source, .. } => Class::of_io(source),
             ReplicaError::Store { .. } => Class::Transient,
             ReplicaError::Bug { .. } => Class::Bug,
-            ReplicaError::Compaction { class, .. } => *class,
+            ReplicaError::Compaction { class, .. } | ReplicaError::Sealed { class, .. } => *class,
             ReplicaError::LeaseHeld { .. } | ReplicaError::LeaseLost { .. } => Class::Operator,
             ReplicaError::LeaseUnconfirmed { class, .. } => *class,
         }
@@ -143,7 +147,7 @@ pub fn class_of_chain(e: &anyhow::Error) -> Class {
             return match f {
                 F::Io(io) => Class::of_io(io),
                 // Written by a newer sluice: upgrading heals it.
-                F::Version(_) | F::Flags(_) => Class::Operator,
+                F::Version(_) | F::Flags(_) | F::Encrypted => Class::Operator,
                 _ => Class::Corrupt,
             };
         }

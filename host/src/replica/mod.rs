@@ -1,7 +1,8 @@
 //! Replicas: the segments of one database in one store, reached through
 //! a plugin. `client` talks to the store, `plan` picks segments for a
 //! restore, `compact` and `retention` keep the replica small (`recent`
-//! spares a compaction fetching back what was just uploaded), `task`
+//! spares a compaction fetching back what was just uploaded, `sealing`
+//! encrypts what goes up and decrypts what comes back), `task`
 //! is the loop that ships and maintains one replica, and `lease` (the
 //! decisions) with `keeper` (its I/O) keeps it to one writer.
 
@@ -13,6 +14,7 @@ pub mod lease;
 pub mod plan;
 mod recent;
 pub mod retention;
+mod sealing;
 pub mod task;
 
 pub use client::{Listing, RemoteSegment};

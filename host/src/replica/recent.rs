@@ -20,16 +20,18 @@ const PROCESS_BYTES: u64 = 64 << 20;
 /// Bytes held by every `Recent` of the process.
 static HELD: AtomicU64 = AtomicU64::new(0);
 
-/// One replica's recently uploaded level-0 segments, exactly as uploaded.
+/// One replica's recently uploaded level-0 segments (plaintext, as
+/// uploaded before any encryption), each with the size the store holds.
 #[derive(Default)]
 pub struct Recent {
-    segments: BTreeMap<SegmentName, Arc<[u8]>>,
+    segments: BTreeMap<SegmentName, (Arc<[u8]>, u64)>,
     bytes: u64,
 }
 
 impl Recent {
-    /// Keep `bytes`, just uploaded as `name`, if both budgets allow.
-    pub fn insert(&mut self, name: SegmentName, bytes: Arc<[u8]>) {
+    /// Keep `bytes`, just uploaded as `name` (`stored` bytes in the store:
+    /// more when encrypted), if both budgets allow.
+    pub fn insert(&mut self, name: SegmentName, bytes: Arc<[u8]>, stored: u64) {
         let len = bytes.len() as u64;
         if name.level != 0 || self.bytes + len > REPLICA_BYTES || self.segments.contains_key(&name) {
             return;
@@ -39,13 +41,13 @@ impl Recent {
             return;
         }
         self.bytes += len;
-        self.segments.insert(name, bytes);
+        self.segments.insert(name, (bytes, stored));
     }
 
     /// The bytes uploaded as `name`, if kept and `size` long (what the
     /// listing says the store holds).
     pub fn get(&self, name: &SegmentName, size: u64) -> Option<Arc<[u8]>> {
-        self.segments.get(name).filter(|b| b.len() as u64 == size).cloned()
+        self.segments.get(name).filter(|(_, stored)| *stored == size).map(|(b, _)| b.clone())
     }
 
     /// Drop what no later level-0 compaction reads: segments up to
@@ -63,7 +65,7 @@ impl Recent {
     }
 
     fn remove(&mut self, name: &SegmentName) {
-        if let Some(b) = self.segments.remove(name) {
+        if let Some((b, _)) = self.segments.remove(name) {
             self.bytes -= b.len() as u64;
             HELD.fetch_sub(b.len() as u64, Ordering::Relaxed);
         }
@@ -91,15 +93,15 @@ mod tests {
     #[test]
     fn kept_within_budget_and_forgotten_when_consumed() {
         let mut recent = Recent::default();
-        recent.insert(l0(1), Arc::from(vec![1u8; 100]));
-        recent.insert(l0(2), Arc::from(vec![2u8; 100]));
-        recent.insert(SegmentName { level: 1, min_txid: 1, max_txid: 2 }, Arc::from(vec![3u8; 100]));
-        recent.insert(l0(3), Arc::from(vec![0u8; REPLICA_BYTES as usize]));
+        recent.insert(l0(1), Arc::from(vec![1u8; 100]), 100);
+        recent.insert(l0(2), Arc::from(vec![2u8; 100]), 100);
+        recent.insert(SegmentName { level: 1, min_txid: 1, max_txid: 2 }, Arc::from(vec![3u8; 100]), 100);
+        recent.insert(l0(3), Arc::from(vec![0u8; REPLICA_BYTES as usize]), REPLICA_BYTES);
         assert_eq!(recent.bytes, 200, "only level 0, only within the budget");
         assert_eq!(recent.get(&l0(1), 100).as_deref(), Some(&[1u8; 100][..]));
         assert!(recent.get(&l0(1), 99).is_none(), "a size the listing disagrees with is not trusted");
         assert!(recent.get(&l0(3), REPLICA_BYTES).is_none());
-        recent.insert(l0(4), Arc::from(vec![4u8; 100]));
+        recent.insert(l0(4), Arc::from(vec![4u8; 100]), 100);
         recent.forget(1, &[l0(4)]);
         assert!(recent.get(&l0(1), 100).is_none() && recent.get(&l0(4), 100).is_none());
         assert!(recent.get(&l0(2), 100).is_some());

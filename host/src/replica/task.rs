@@ -329,12 +329,13 @@ impl ReplicaTask {
         if entry.name.is_snapshot() {
             self.shared.wants_snapshot.store(false, Ordering::SeqCst);
         }
+        let stored = remote.size;
         if let Some(l) = self.listing.as_mut() {
             l.insert(entry.name, remote);
         }
         if let Some(b) = kept.filter(|_| self.settings.retention.level_intervals.first().is_some_and(|i| !i.is_zero()))
         {
-            self.recent.insert(entry.name, b);
+            self.recent.insert(entry.name, b, stored);
         }
         self.set_shipped(entry.name.max_txid.max(shipped))?;
         Ok(true)

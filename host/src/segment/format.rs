@@ -16,7 +16,8 @@ pub const VERSION_BLOCKS: u16 = 2;
 pub const HEADER_SIZE: usize = 88;
 pub const TRAILER_SIZE: usize = 16;
 pub const INDEX_ENTRY_SIZE: usize = 20;
-/// Flag bit reserved for client-side encryption (not in v1).
+/// Flag bit of an encrypted segment's outer header (`sealed.rs`); the
+/// segment inside has no flags.
 pub const FLAG_ENCRYPTED: u32 = 1;
 /// Level of snapshots.
 pub const SNAPSHOT_LEVEL: u32 = 9;
@@ -29,8 +30,13 @@ pub enum FormatError {
     BadMagic,
     #[error("segment format version {0} is not supported by this sluice (it reads versions 1 and 2): upgrade sluice")]
     Version(u16),
-    #[error("segment uses flags {0:#x} this sluice does not support (encrypted?)")]
+    #[error("segment uses flags {0:#x} this sluice does not support: upgrade sluice")]
     Flags(u32),
+    /// An encrypted segment met where no age identities are configured.
+    #[error(
+        "segment is encrypted (age): read it through a config whose replica has `age: {{identities: [...]}}` that decrypt it"
+    )]
+    Encrypted,
     #[error("segment header is corrupt (checksum mismatch)")]
     HeaderChecksum,
     #[error("segment is truncated or corrupt: {0}")]
@@ -116,7 +122,18 @@ impl Header {
         m
     }
 
+    /// Decode a plaintext segment's header (no flags set).
     pub fn decode(b: &[u8]) -> Result<Header, FormatError> {
+        let h = Header::decode_any(b)?;
+        match h.flags {
+            0 => Ok(h),
+            FLAG_ENCRYPTED => Err(FormatError::Encrypted),
+            other => Err(FormatError::Flags(other)),
+        }
+    }
+
+    /// Decode a header whatever its flags (a sealed object's outer one).
+    pub fn decode_any(b: &[u8]) -> Result<Header, FormatError> {
         if b.len() < HEADER_SIZE {
             return Err(FormatError::Corrupt(format!("header is {} bytes, expected {HEADER_SIZE}", b.len())));
         }
@@ -144,9 +161,6 @@ impl Header {
             post_checksum: be64(b, 64),
             index_offset: be64(b, 72),
         };
-        if h.flags != 0 {
-            return Err(FormatError::Flags(h.flags));
-        }
         if !(512..=65536).contains(&h.page_size) || !h.page_size.is_power_of_two() {
             return Err(FormatError::Corrupt(format!("page size {}", h.page_size)));
         }

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod format;
 pub mod reader;
+pub mod sealed;
 pub mod writer;
 
 pub use format::{FormatError, Header, SNAPSHOT_LEVEL, SegmentName};
