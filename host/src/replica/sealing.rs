@@ -106,6 +106,12 @@ pub async fn open_file(store: &PluginStore, key: &str, path: &Path) -> Result<()
 
 /// The plaintext header of a sealed object from its first bytes.
 pub fn peek(store: &PluginStore, key: &str, start: &[u8]) -> Result<Header, ReplicaError> {
+    if !is_sealed(start) {
+        return Err(ReplicaError::Store {
+            replica: store.labels().replica.clone(),
+            msg: format!("{key} is not encrypted"),
+        });
+    }
     keys_for(store, key)?.peek(start).map_err(|e| open_failed(store, key, e))
 }
 

@@ -73,6 +73,9 @@ impl Keys {
             .iter()
             .enumerate()
             .map(|(i, s)| {
+                if s.trim().is_empty() {
+                    return Err(format!("age identities[{i}] is empty (an unset environment variable?)"));
+                }
                 age::x25519::Identity::from_str(s.trim()).map_err(|e| {
                     format!("age identities[{i}] is not an age X25519 secret key (AGE-SECRET-KEY-1...): {e}")
                 })
@@ -236,6 +239,21 @@ mod tests {
         let err = Header::decode(&s[..HEADER_SIZE]).unwrap_err();
         assert!(err.to_string().contains("encrypted"), "{err}");
         assert_eq!(keys.peek(&s[..(PEEK_BYTES as usize).min(s.len())]).unwrap(), header);
+    }
+
+    /// An upload retried after a lost answer meets its own first attempt:
+    /// the ciphertexts differ (age is randomised) but the headers peeked
+    /// inside are equal, and another segment's are not.
+    #[test]
+    fn a_retried_upload_is_recognised_by_the_header_inside() {
+        let (r, i) = keypair();
+        let keys = Keys::parse(&[r], &[i]).unwrap();
+        let plain = segment(30);
+        let (first, second) = (sealed(&keys, &plain), sealed(&keys, &plain));
+        assert_ne!(first, second);
+        let peek = |s: &[u8]| keys.peek(&s[..(PEEK_BYTES as usize).min(s.len())]).unwrap();
+        assert_eq!(peek(&first), peek(&second));
+        assert_ne!(peek(&first), peek(&sealed(&keys, &segment(31))));
     }
 
     #[test]
