@@ -342,16 +342,17 @@ fn misnamed_segments_are_refused_by_name() {
     let replica = dir.path().join("replica");
     let url = file_url(&replica);
     let conn = create_db(&db, 4096);
-    // Snapshot 1-1, level-0 segments, and two later snapshots: a checkpoint
-    // while sluice is not running, with the local page digests gone (a
-    // state from before them), restarts the chain with one.
+    // Snapshot 1-1, level-0 segments, and two later snapshots, asked for
+    // with `-force-snapshot` (which once spooled the snapshot and shipped
+    // the level-0 segment instead, the replica being at the TXID before).
     for (i, snapshot) in [false, false, false, false, true, false, false, true].into_iter().enumerate() {
         conn.execute("INSERT INTO t(a, b) VALUES (?1, randomblob(3000))", [i as i64]).unwrap();
+        let mut cmd = sluice();
+        cmd.args(["replicate", "-once"]);
         if snapshot {
-            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
-            std::fs::remove_file(dir.path().join(".app.db-sluice/pages.digest")).unwrap();
+            cmd.arg("-force-snapshot");
         }
-        run_ok(sluice().args(["replicate", "-once"]).arg(&db).arg(&url));
+        run_ok(cmd.arg(&db).arg(&url));
     }
     let listed = segments(&url);
     let snapshots: Vec<&(u64, u64, u64, String)> = listed.iter().filter(|s| s.0 == 9 && s.2 > 1).collect();

@@ -285,6 +285,11 @@ impl Running {
         // Writes arriving within this long of a sync wait for the next one.
         let batch = spec.replicas.iter().map(|r| r.sync_interval).min().unwrap_or(spec.monitor_interval);
         let mut pacer = Pacer::new(batch, spec.monitor_interval, opts.force_snapshot, tokio::time::Instant::now());
+        if opts.force_snapshot {
+            // Every replica is to receive it, including one already at the
+            // current TXID (which would otherwise take only newer changes).
+            replicas.iter().for_each(|r| r.shared.wants_snapshot.store(true, Ordering::SeqCst));
+        }
         let mut validation = ValidationClock::new(spec.validation_interval);
         let mut failures = RepeatFilter::default();
         let mut failed = None;

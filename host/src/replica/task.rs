@@ -299,6 +299,13 @@ impl ReplicaTask {
                 }
                 return Ok(uploaded);
             };
+            if next.name.is_snapshot() && self.listing.as_ref().is_some_and(|l| l.contains_key(&next.name)) {
+                // The replica holds this very snapshot (one forced with
+                // nothing new to capture): it is there, so it counts.
+                self.shared.wants_snapshot.store(false, Ordering::SeqCst);
+                self.set_shipped(next.name.max_txid.max(shipped))?;
+                continue;
+            }
             if !self.upload(next, None).await? {
                 return Ok(uploaded);
             }
