@@ -17,7 +17,7 @@ c.commit()
 PY
 
 cargo run -q -p sluice -- replicate -once "$work/app.db" "file://$work/backup"
-cargo run -q -p sluice -- ltx "file://$work/backup"
+cargo run -q -p sluice -- ltx -level all "file://$work/backup"
 cargo run -q -p sluice -- restore -integrity-check quick -o "$work/restored.db" "file://$work/backup"
 
 python3 - "$work/app.db" "$work/restored.db" <<'PY'

@@ -177,7 +177,7 @@ fn kill_dash_nine_loop_still_restores_exactly() {
     let out = dir.path().join("out.db");
     assert_same_image(&want, &restore_image(&url, &out, None, 1024), "after kill -9 loop");
     // Every TXID the replica can restore verifies its checksums.
-    let listing = run_ok(sluice().args(["ltx", "--json", &url]));
+    let listing = run_ok(sluice().args(["ltx", "-level", "all", "--json", &url]));
     let rows: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
     let ends: Vec<u64> = rows
         .as_array()
@@ -272,7 +272,7 @@ fn damaged_replicas_are_refused_by_name() {
 /// The replica's segments as `sluice ltx --json` lists them: (level, min
 /// TXID, max TXID, key).
 fn segments(url: &str) -> Vec<(u64, u64, u64, String)> {
-    let out = run_ok(sluice().args(["ltx", "--json", url]));
+    let out = run_ok(sluice().args(["ltx", "-level", "all", "--json", url]));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let txid = |r: &serde_json::Value, k: &str| u64::from_str_radix(r[k].as_str().unwrap(), 16).unwrap();
     rows.as_array()
@@ -687,7 +687,7 @@ fn compaction_snapshots_and_retention_keep_restores_exact() {
     let want = image(&conn);
     std::thread::sleep(Duration::from_millis(1500));
     stop(child);
-    let listing = run_ok(sluice().args(["ltx", "--json", &url]));
+    let listing = run_ok(sluice().args(["ltx", "-level", "all", "--json", &url]));
     let rows: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
     let rows = rows.as_array().unwrap();
     let level = |l: u64| rows.iter().filter(|r| r["level"].as_u64() == Some(l)).count();
@@ -740,7 +740,7 @@ fn a_run_holding_a_segment_over_a_mib_compacts() {
     // Level 1 is compacted every second; wait for one that covers the big
     // transaction (its segment is TXID 2, after the first snapshot).
     let listed = |url: &str| -> Vec<serde_json::Value> {
-        let out = run_ok(sluice().args(["ltx", "--json", url]));
+        let out = run_ok(sluice().args(["ltx", "-level", "all", "--json", url]));
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().clone()
     };
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -439,7 +439,8 @@ fn wrong_credentials_fail_clearly_and_touch_nothing() {
         }
     }
     // Nothing reached the replica.
-    let listing = run_ok(with_env_keys(sl(), ACCESS_KEY, SECRET_KEY).args(["ltx", "--json", &s3.url("bad")]));
+    let listing =
+        run_ok(with_env_keys(sl(), ACCESS_KEY, SECRET_KEY).args(["ltx", "-level", "all", "--json", &s3.url("bad")]));
     let rows: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
     assert_eq!(rows.as_array().map(|a| a.len()), Some(0), "segments reached the replica: {rows}");
     // The database still opens and its content is intact.

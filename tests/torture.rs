@@ -451,7 +451,7 @@ fn verify(s: &Scenario, db: &Path, url: &str, out: &Path) -> usize {
 }
 
 fn listed_txids(url: &str) -> Vec<u64> {
-    let out = run_ok(sluice().args(["ltx", "--json", url]));
+    let out = run_ok(sluice().args(["ltx", "-level", "all", "--json", url]));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut txids: Vec<u64> = rows
         .as_array()

@@ -16,6 +16,11 @@ pub fn rfc3339(ms: i64) -> String {
     dt.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
+/// RFC 3339 to the second, as Litestream's JSON prints times.
+pub fn rfc3339_seconds(ms: i64) -> String {
+    rfc3339(ms.div_euclid(1000) * 1000)
+}
+
 /// Parse RFC 3339 into milliseconds since the epoch.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let dt = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;

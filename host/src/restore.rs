@@ -15,10 +15,14 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 
-/// Segments downloaded at once: enough to keep a high-latency store busy
-/// (#1077: parallel ranged downloads took a restore from 35 to 5 minutes),
-/// few enough that temp space stays a handful of segments.
+/// Segments downloaded at once by default (`restore -parallelism`):
+/// enough to keep a high-latency store busy (#1077: parallel ranged
+/// downloads took a restore from 35 to 5 minutes), few enough that temp
+/// space stays a handful of segments.
 pub const PARALLEL_DOWNLOADS: usize = 4;
+/// The most `-parallelism` allows: each download holds a chunk in memory
+/// and a scratch file, and a plugin instance of its own.
+pub const MAX_PARALLELISM: usize = 64;
 
 /// How thoroughly to check the result with SQLite itself before it takes
 /// the output's name. The checksums prove the file is what the replica
@@ -48,6 +52,8 @@ pub struct RestoreOptions {
     pub integrity: IntegrityCheck,
     pub dry_run: bool,
     pub progress: bool,
+    /// Segments downloaded at once (at least 1).
+    pub parallelism: usize,
 }
 
 /// What a restore did.
@@ -164,7 +170,7 @@ async fn apply_plan(
         .truncate(true)
         .open(tmp)
         .with_context(|| format!("cannot create {}", tmp.display()))?;
-    apply_segments(store, listing, plan, file, None, tmp, opts.progress).await
+    apply_segments(store, listing, plan, file, None, tmp, opts).await
 }
 
 /// Download `plan` (in parallel) and apply it in order onto `file`, whose
@@ -177,8 +183,9 @@ async fn apply_segments(
     file: std::fs::File,
     hashes: Option<PageHashes>,
     base: &Path,
-    progress: bool,
+    opts: &RestoreOptions,
 ) -> anyhow::Result<(u64, Option<PageHashes>)> {
+    let progress = opts.progress;
     let tmp = base;
     let total: u64 = plan.iter().filter_map(|n| listing.get(n)).map(|s| s.size).sum();
     let bar = progress.then(|| {
@@ -211,7 +218,7 @@ async fn apply_segments(
                 (name, got)
             }
         })
-        .buffered(PARALLEL_DOWNLOADS);
+        .buffered(opts.parallelism.max(1));
     let mut failure = None;
     while let Some((name, got)) = downloads.next().await {
         let step = async {
@@ -338,7 +345,8 @@ pub async fn follow(
             .write(true)
             .open(&opts.output)
             .with_context(|| format!("cannot open {}", opts.output.display()))?;
-        match apply_segments(store, &listing, &plan, file, hashes.take(), &opts.output, false).await {
+        let quiet = RestoreOptions { progress: false, ..opts.clone() };
+        match apply_segments(store, &listing, &plan, file, hashes.take(), &opts.output, &quiet).await {
             Ok((_, after)) => {
                 hashes = after;
                 txid = plan.last().map_or(txid, |n| n.max_txid);

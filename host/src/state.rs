@@ -289,6 +289,11 @@ impl MetaDir {
     }
 
     /// Forget everything (`sluice reset`): the next sync snapshots.
+    /// The files `reset` would remove from the meta directory `dir`.
+    pub fn reset_files(dir: &Path) -> Vec<PathBuf> {
+        SLOT_FILES.into_iter().chain(EARLIER_LAYOUT_FILES).map(|f| dir.join(f)).filter(|p| p.exists()).collect()
+    }
+
     pub fn reset(&self) -> io::Result<()> {
         if let Ok(mut slots) = self.slots.lock() {
             *slots = Slots::default();

@@ -138,7 +138,7 @@ pub fn workload(conn: &Connection, rng: &mut StdRng, ops: usize) {
 
 /// The newest TXID a replica holds, via `sluice ltx --json`.
 pub fn replica_txid(url: &str) -> u64 {
-    let out = run_ok(sluice().args(["ltx", "--json", url]));
+    let out = run_ok(sluice().args(["ltx", "-level", "all", "--json", url]));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     rows.as_array()
         .unwrap()

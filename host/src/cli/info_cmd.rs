@@ -2,7 +2,7 @@
 
 use super::replicate_cmd::load_config;
 use super::restore_cmd::resolve_target;
-use crate::clock::rfc3339;
+use crate::clock::{rfc3339, rfc3339_seconds};
 use crate::config;
 use crate::plugin::Runtime;
 use crate::replicate::{Plugins, open_store};
@@ -10,8 +10,32 @@ use crate::state::MetaDir;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// The config file, which `databases` and `status` cannot do without
+/// (Litestream: "config file not found").
+fn required_config(config_path: Option<&PathBuf>, expand: bool) -> anyhow::Result<config::FileConfig> {
+    match load_config(config_path, expand)? {
+        (Some(_), file) => Ok(file),
+        (None, _) => anyhow::bail!(
+            "config file not found (looked for $SLUICE_CONFIG, $LITESTREAM_CONFIG, /etc/sluice.yml, /etc/litestream.yml): pass -config PATH"
+        ),
+    }
+}
+
+/// `version -verbose`: what this build is made of.
+pub fn build_details() {
+    let plugins: Vec<String> = crate::plugin::bundled::NAMES
+        .iter()
+        .map(|n| format!("{n} (sha256 {})", crate::plugin::bundled::sha256(n).map_or("?", |h| &h[..h.len().min(12)])))
+        .collect();
+    println!("Contract:        sluice:storage@0.1.0 (wit/storage.wit)");
+    println!("Bundled plugins: {}", plugins.join(", "));
+    println!("Plugin runtime:  wasmtime, wasm32-wasip2 components");
+    println!("OS/Arch:         {}/{}", std::env::consts::OS, std::env::consts::ARCH);
+    println!("Build:           {}", if cfg!(debug_assertions) { "debug" } else { "release" });
+}
+
 pub fn databases(config_path: Option<&PathBuf>, expand: bool, json: bool) -> anyhow::Result<()> {
-    let (_, file) = load_config(config_path, expand)?;
+    let file = required_config(config_path, expand)?;
     let resolved = config::resolve(&file)?;
     if json {
         let rows: Vec<_> = resolved
@@ -35,7 +59,7 @@ pub async fn ltx(
     target: &str,
     config_path: Option<&PathBuf>,
     expand: bool,
-    level: Option<&str>,
+    level: &str,
     json: bool,
     plugin: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
@@ -43,14 +67,19 @@ pub async fn ltx(
     let store = open_store(&runtime, &Plugins::default(), &spec, plugin, &label).await?;
     let listing = crate::replica::client::list(&store).await?;
     let want: Option<u32> = match level {
-        None | Some("all") => None,
-        Some(l) => Some(l.parse().map_err(|_| anyhow::anyhow!("-level must be a number or `all`, got {l}"))?),
+        "all" => None,
+        l => Some(
+            l.parse()
+                .ok()
+                .filter(|&n: &u32| n <= 9)
+                .ok_or_else(|| anyhow::anyhow!("-level must be 0-9 or `all`, got {l}"))?,
+        ),
     };
     let rows: Vec<_> = listing.iter().filter(|(n, _)| want.is_none_or(|w| n.level == w)).collect();
     if json {
         let out: Vec<_> = rows
             .iter()
-            .map(|(n, s)| serde_json::json!({"level": n.level, "min_txid": format!("{:016x}", n.min_txid), "max_txid": format!("{:016x}", n.max_txid), "size": s.size, "created": rfc3339(s.timestamp_ms)}))
+            .map(|(n, s)| serde_json::json!({"level": n.level, "min_txid": format!("{:016x}", n.min_txid), "max_txid": format!("{:016x}", n.max_txid), "size": s.size, "timestamp": rfc3339_seconds(s.timestamp_ms), "created": rfc3339(s.timestamp_ms)}))
             .collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -70,7 +99,7 @@ pub async fn ltx(
 }
 
 pub fn status(config_path: Option<&PathBuf>, expand: bool, db: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let (_, file) = load_config(config_path, expand)?;
+    let file = required_config(config_path, expand)?;
     let resolved = config::resolve(&file)?;
     let mut rows = Vec::new();
     for d in &resolved.dbs {
@@ -132,7 +161,7 @@ pub fn status(config_path: Option<&PathBuf>, expand: bool, db: Option<&str>, jso
     Ok(())
 }
 
-pub fn reset(config_path: Option<&PathBuf>, expand: bool, db: &str) -> anyhow::Result<()> {
+pub fn reset(config_path: Option<&PathBuf>, expand: bool, db: &str, dry_run: bool) -> anyhow::Result<()> {
     let (_, file) = load_config(config_path, expand)?;
     let path = std::path::absolute(config::resolve::db_path(db))?;
     let meta = config::resolve(&file)?
@@ -141,6 +170,12 @@ pub fn reset(config_path: Option<&PathBuf>, expand: bool, db: &str) -> anyhow::R
         .find(|d| d.path == path)
         .and_then(|d| d.meta_path)
         .unwrap_or_else(|| MetaDir::default_for(&path));
+    if dry_run {
+        for f in MetaDir::reset_files(&meta) {
+            println!("would remove {}", f.display());
+        }
+        return Ok(());
+    }
     MetaDir::open(meta.clone())?.reset()?;
     println!("reset local state of {} ({}); the next sync takes a snapshot", path.display(), meta.display());
     Ok(())

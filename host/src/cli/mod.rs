@@ -98,6 +98,9 @@ enum Command {
         /// Replica to restore from, by name (configured databases).
         #[arg(long)]
         replica: Option<String>,
+        /// Segments downloaded at once.
+        #[arg(long, default_value_t = crate::restore::PARALLEL_DOWNLOADS, value_parser = parse_parallelism)]
+        parallelism: usize,
         /// Follow: keep applying new changes to the output until interrupted.
         #[arg(short = 'f', long = "follow")]
         follow: bool,
@@ -117,14 +120,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List a replica's segments (Litestream's `ltx`).
-    #[command(alias = "segments")]
+    /// List a replica's segments (Litestream's `ltx`; `wal` is its old name).
+    #[command(aliases = ["segments", "wal"])]
     Ltx {
         #[command(flatten)]
         config: ConfigArgs,
-        /// Level to list, or `all`.
-        #[arg(long)]
-        level: Option<String>,
+        /// Level to list (0-9), or `all`.
+        #[arg(long, default_value = "0")]
+        level: String,
         #[arg(long)]
         json: bool,
         #[arg(long)]
@@ -144,6 +147,9 @@ enum Command {
     Reset {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Print the files that would be removed, removing nothing.
+        #[arg(long)]
+        dry_run: bool,
         db: String,
     },
     /// Inspect, check and export storage plugins.
@@ -152,7 +158,11 @@ enum Command {
         command: PluginCommand,
     },
     /// Print the version.
-    Version,
+    Version {
+        /// Also the build's details: contract, bundled plugins, runtime, platform.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,6 +196,14 @@ enum PluginCommand {
     },
     /// Write the bundled plugins into DIR as NAME.wasm.
     Export { dir: PathBuf },
+}
+
+/// `restore -parallelism`: 1 to `MAX_PARALLELISM`.
+fn parse_parallelism(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=crate::restore::MAX_PARALLELISM).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number of downloads from 1 to {}, got `{s}`", crate::restore::MAX_PARALLELISM)),
+    }
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -265,8 +283,11 @@ fn runtime() -> anyhow::Result<std::sync::Arc<Runtime>> {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Version => {
+        Command::Version { verbose } => {
             println!("sluice v{}", env!("CARGO_PKG_VERSION"));
+            if verbose {
+                info_cmd::build_details();
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Replicate {
@@ -305,6 +326,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             integrity_check,
             replica,
+            parallelism,
             follow,
             follow_interval,
             plugin,
@@ -329,6 +351,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 integrity: integrity_check,
                 plugin,
                 replica,
+                parallelism,
                 follow,
                 target,
             };
@@ -344,7 +367,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &target,
                 config.config.as_ref(),
                 !config.no_expand_env,
-                level.as_deref(),
+                &level,
                 json,
                 plugin.as_deref(),
             )
@@ -355,8 +378,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             info_cmd::status(config.config.as_ref(), !config.no_expand_env, db.as_deref(), json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reset { config, db } => {
-            info_cmd::reset(config.config.as_ref(), !config.no_expand_env, &db)?;
+        Command::Reset { config, dry_run, db } => {
+            info_cmd::reset(config.config.as_ref(), !config.no_expand_env, &db, dry_run)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin { command } => match command {

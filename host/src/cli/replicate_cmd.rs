@@ -54,6 +54,7 @@ pub async fn run(make_runtime: impl FnOnce() -> anyhow::Result<Arc<Runtime>>, ar
     let heartbeat = globals.as_ref().and_then(|r| r.heartbeat.clone());
     let (dbs, exec, timeout) = match (&args.db_path, args.replica_urls.is_empty()) {
         (Some(db), false) => {
+            let db = &config::resolve::db_path(&db.to_string_lossy());
             let mut spec = config::from_url(db, &args.replica_urls[0], &file)?;
             for (i, url) in args.replica_urls.iter().enumerate().skip(1) {
                 let extra = config::from_url(db, url, &file)?;
@@ -156,6 +157,7 @@ async fn restore_missing(
             integrity: IntegrityCheck::default(),
             dry_run: false,
             progress: false,
+            parallelism: restore::PARALLEL_DOWNLOADS,
         };
         let listing = crate::replica::client::list(&store).await?;
         if listing.is_empty() {

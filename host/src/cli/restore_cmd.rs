@@ -27,6 +27,8 @@ pub struct Args {
     pub integrity: IntegrityCheck,
     pub plugin: Option<PathBuf>,
     pub replica: Option<String>,
+    /// `-parallelism`: segments downloaded at once.
+    pub parallelism: usize,
     /// `-f`: keep applying new changes, checking this often.
     pub follow: Option<std::time::Duration>,
     pub target: String,
@@ -40,7 +42,9 @@ pub fn resolve_target(
     replica: Option<&str>,
 ) -> anyhow::Result<(ReplicaSpec, Option<PathBuf>, String)> {
     let (_, file) = load_config(config, expand)?;
-    if !target.contains("://") {
+    // `sqlite://` marks a database path, as in Litestream.
+    let is_path = !target.contains("://") || target.starts_with("sqlite://");
+    if is_path {
         let path = std::path::absolute(config::resolve::db_path(target))?;
         let resolved = config::resolve(&file)?;
         if let Some(db) = resolved.dbs.into_iter().find(|d| d.path == path) {
@@ -56,7 +60,7 @@ pub fn resolve_target(
             return Ok((spec, Some(path.clone()), path.display().to_string()));
         }
     }
-    if !target.contains("://") && std::path::Path::new(target).is_file() {
+    if is_path && config::resolve::db_path(target).is_file() {
         // A database path that the config does not list: read as a replica
         // directory it failed deep in the plugin sandbox ("File exists").
         bail!(
@@ -119,6 +123,7 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
         integrity: args.integrity,
         dry_run: args.dry_run,
         progress: std::io::stderr().is_terminal() && !args.json,
+        parallelism: args.parallelism,
     };
     let started = std::time::Instant::now();
     let outcome = restore::restore_from_listing(&store, &listing, &opts).await?;

@@ -1,0 +1,76 @@
+//! The command line as Litestream users' scripts call it: flags and
+//! commands of Litestream 0.5 that sluice takes the same way (issue 16's
+//! "Commands and flags"), driven through the real binary.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Output;
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn ltx_rows(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = run_ok(sluice().args(args));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+}
+
+fn config(dir: &Path, db: &Path, url: &str) -> std::path::PathBuf {
+    let path = dir.join("sluice.yml");
+    std::fs::write(&path, format!("dbs:\n  - path: {}\n    replica:\n      url: {url}\n", db.display())).unwrap();
+    path
+}
+
+#[test]
+fn litestream_flags_and_commands_scripts_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, 4096);
+    conn.execute("INSERT INTO t(a) VALUES ('one')", []).unwrap();
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let sqlite_db = format!("sqlite://{}", db.display());
+    // `sqlite://` marks a database path on the command line.
+    run_ok(sluice().args(["replicate", "-once", &sqlite_db, &url]));
+    conn.execute("INSERT INTO t(a) VALUES ('two')", []).unwrap();
+    run_ok(sluice().args(["replicate", "-once", &sqlite_db, &url]));
+
+    // `ltx` lists level 0 unless told `-level all`; `wal` is its old name;
+    // JSON rows carry Litestream's field names.
+    let all = ltx_rows(&["ltx", "-level", "all", "-json", &url]);
+    assert!(all.iter().any(|r| r["level"] == 9), "no snapshot listed: {all:?}");
+    assert!(all.iter().all(|r| r["timestamp"].as_str().is_some_and(|t| t.ends_with('Z') && !t.contains('.'))));
+    let level0 = ltx_rows(&["ltx", "-json", &url]);
+    assert!(level0.iter().all(|r| r["level"] == 0), "the default lists other levels: {level0:?}");
+    assert_eq!(level0, ltx_rows(&["wal", "-json", &url]));
+    let bad = sluice().args(["ltx", "-level", "10", &url]).output().unwrap();
+    assert!(!bad.status.success() && text(&bad).contains("0-9"), "{}", text(&bad));
+
+    // restore -parallelism, and a configured database named `sqlite://`.
+    let cfg = config(dir.path(), &db, &url);
+    let out = dir.path().join("out.db");
+    run_ok(sluice().args(["restore", "-parallelism", "2", "-config"]).arg(&cfg).arg("-o").arg(&out).arg(&sqlite_db));
+    let rows: i64 =
+        rusqlite::Connection::open(&out).unwrap().query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 2);
+    let zero =
+        sluice().args(["restore", "-parallelism", "0", "-o"]).arg(dir.path().join("x.db")).arg(&url).output().unwrap();
+    assert!(!zero.status.success() && text(&zero).contains("from 1 to"), "{}", text(&zero));
+
+    // reset -dry-run names the local state and removes none of it.
+    let dry = run_ok(sluice().args(["reset", "-dry-run", "-config"]).arg(&cfg).arg(&db));
+    let listed: Vec<String> =
+        text(&dry).lines().filter_map(|l| l.strip_prefix("would remove ").map(String::from)).collect();
+    assert!(!listed.is_empty(), "nothing listed:\n{}", text(&dry));
+    assert!(listed.iter().all(|p| Path::new(p).exists()), "a dry run removed {listed:?}");
+
+    // status and databases need a config, and say so.
+    for command in ["status", "databases"] {
+        let out = sluice().arg(command).current_dir(dir.path()).output().unwrap();
+        assert!(!out.status.success(), "{command} without a config exited 0:\n{}", text(&out));
+        assert!(text(&out).contains("config file not found"), "{command}: {}", text(&out));
+    }
+    let verbose = run_ok(sluice().args(["version", "-verbose"]));
+    assert!(text(&verbose).contains("Bundled plugins") && text(&verbose).contains("sluice:storage@"));
+}
