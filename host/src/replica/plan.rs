@@ -105,6 +105,16 @@ fn path_to(came_from: &BTreeMap<u64, Option<&SegmentName>>, goal: u64) -> Vec<Se
     plan
 }
 
+/// Where the chain to the replica's newest TXID `held` breaks, if it does:
+/// the TXID a restore reaches. Retention and compaction always keep the
+/// newest TXID restorable, so a break means objects vanished.
+pub fn chain_broken(listing: &Listing, held: u64) -> Option<u64> {
+    match restore_plan(listing, Target::Txid(held)) {
+        Err(PlanError::Unreachable { reached, .. }) => Some(reached),
+        _ => None,
+    }
+}
+
 /// For `restore -f`: the segments that carry a database at `txid` to the
 /// newest TXID reachable from it (empty if nothing new).
 pub fn follow_plan(listing: &Listing, txid: u64) -> Vec<SegmentName> {
@@ -117,6 +127,20 @@ pub fn follow_plan(listing: &Listing, txid: u64) -> Vec<SegmentName> {
 mod tests {
     use super::super::client::RemoteSegment;
     use super::*;
+
+    #[test]
+    fn a_hole_before_the_newest_txid_is_found_an_intact_chain_is_not() {
+        let seg = |level, min, max| {
+            (
+                SegmentName { level, min_txid: min, max_txid: max },
+                crate::replica::RemoteSegment { size: 1, timestamp_ms: 0, modified_ms: None },
+            )
+        };
+        let mut listing: Listing = [seg(9, 1, 5), seg(0, 6, 6), seg(0, 7, 7), seg(1, 6, 7)].into_iter().collect();
+        assert_eq!(chain_broken(&listing, 7), None);
+        listing.insert(seg(0, 9, 9).0, seg(0, 9, 9).1);
+        assert_eq!(chain_broken(&listing, 9), Some(7), "TXID 8 was lost");
+    }
 
     fn listing(names: &[(u32, u64, u64, i64)]) -> Listing {
         names

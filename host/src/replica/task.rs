@@ -229,6 +229,13 @@ impl ReplicaTask {
             if held < shipped || !listing.keys().any(|n| n.is_snapshot()) {
                 self.set_shipped(0)?;
                 self.shared.wants_snapshot.store(true, Ordering::SeqCst);
+            } else if let Some(reached) = super::plan::chain_broken(&listing, held) {
+                tracing::warn!(
+                    database = %self.store.labels().database,
+                    "replica {}: segments after TXID {reached:016x} are missing (the store lost objects it had accepted, or someone deleted them); a snapshot restores the chain",
+                    self.settings.name
+                );
+                self.shared.wants_snapshot.store(true, Ordering::SeqCst);
             }
             self.listing = Some(listing);
         }
