@@ -79,8 +79,11 @@ impl Proxy {
                 std::thread::spawn(move || {
                     let decide = |method: &str, target: &str| {
                         let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
-                        let fault =
-                            if down.load(Ordering::SeqCst) { Fault::Reset } else { policy(&Request { method, target, n }) };
+                        let fault = if down.load(Ordering::SeqCst) {
+                            Fault::Reset
+                        } else {
+                            policy(&Request { method, target, n })
+                        };
                         if !matches!(fault, Fault::None | Fault::Delay(_)) {
                             faults.fetch_add(1, Ordering::SeqCst);
                         }
@@ -235,7 +238,9 @@ pub fn proxy_connection(
                         w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
                     }
                     copy_body(&text, &mut reader, &mut std::io::sink())?;
-                    w.write_all(b"HTTP/1.1 200 OK\r\nETag: \"d41d8cd98f00b204e9800998ecf8427e\"\r\nContent-Length: 0\r\n\r\n")?;
+                    w.write_all(
+                        b"HTTP/1.1 200 OK\r\nETag: \"d41d8cd98f00b204e9800998ecf8427e\"\r\nContent-Length: 0\r\n\r\n",
+                    )?;
                     w.flush()?;
                 }
                 Fault::SlowDown | Fault::Status(..) => {
