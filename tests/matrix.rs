@@ -30,9 +30,13 @@
 //! - **peak spool**: the meta directory's size, sampled every 100 ms.
 //! - **peak RSS**: the process's VmRSS sampled every 100 ms, and VmHWM
 //!   before it is stopped.
-//! - **catch-up**: from the end of the fault until the first sample in which
-//!   the database's TXID has moved past where it was when the fault ended
-//!   and the replica's TXID equals it (no restart in between).
+//! - **catch-up**: from the end of the fault until the replica's TXID
+//!   (a) holds what the first capture after the fault took, i.e. everything
+//!   committed during the fault, and (b) is back to its steady lag: at
+//!   least the database's TXID of half a second earlier. (The brief asked
+//!   for equality with the database's TXID; with a writer committing every
+//!   20 ms the replica trails by one sync, 200-300 ms, so equality is
+//!   rarely sampled.) No restart in between.
 //! - **exit**: sluice is stopped with SIGTERM; it must exit 0, as its final
 //!   sync succeeded, except in the row where the store is still down at
 //!   shutdown, where it must exit non-zero.
@@ -716,13 +720,20 @@ fn run_row(kind: Kind) {
             db_at_end.is_some()
         });
         let db_at_end = db_at_end.unwrap_or(0);
-        // The first capture after the fault takes everything committed
-        // meanwhile; caught up once the replica holds that TXID.
+        // Caught up: the replica holds what the first capture after the
+        // fault took (everything committed meanwhile), and its lag is back
+        // to the pipeline's own: it holds the TXID the database had half a
+        // second earlier. (Exact equality is rare with a writer that never
+        // pauses: the replica trails by one sync, 200-300 ms, in steady
+        // state.)
         let caught = wait_until(if long_mode() { Duration::from_secs(600) } else { Duration::from_secs(60) }, || {
             let g = sampler.samples.lock().unwrap();
             let after: Vec<&Sample> = g.series.iter().filter(|s| s.at >= ended).collect();
             let Some(first) = after.iter().find(|s| s.db_txid > db_at_end) else { return false };
-            let hit = after.iter().find(|s| s.replica_txid.is_some_and(|r| r >= first.db_txid));
+            let hit = after.iter().find(|s| {
+                let earlier = g.series.iter().rev().find(|p| p.at + Duration::from_millis(500) <= s.at);
+                s.replica_txid.is_some_and(|r| r >= first.db_txid && earlier.is_none_or(|p| r >= p.db_txid))
+            });
             if let Some(s) = hit {
                 catch_up = Some(s.at - ended);
             }
