@@ -409,13 +409,13 @@ impl FaultProxy {
         let faults = AtomicUsize::new(0);
         let (r, s) = (resets.clone(), slowdowns.clone());
         let policy: Policy = Arc::new(move |req: &Request| {
-            if req.n % every != 0 {
+            if !req.n.is_multiple_of(every) {
                 return Fault::None;
             }
             let k = faults.fetch_add(1, Ordering::SeqCst);
             if k >= max_faults {
                 Fault::None
-            } else if k % 2 == 0 {
+            } else if k.is_multiple_of(2) {
                 r.fetch_add(1, Ordering::SeqCst);
                 Fault::Reset
             } else {
