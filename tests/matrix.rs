@@ -21,7 +21,9 @@
 //!   must hold exactly rows `1..=k` with their content — a commit is all or
 //!   nothing, so a hole or a foreign row is a wrong restore — and `k` must
 //!   grow with the TXID. **durable** is `k` at the highest TXID reported
-//!   before SIGTERM.
+//!   before SIGTERM, which must restore; an older TXID may refuse (noted)
+//!   once its level-0 segments outlived `l0-retention` and were removed
+//!   (the long mode).
 //! - **restored**: rows of the latest restore after the run, which must
 //!   also equal the live database page for page (`common::image`).
 //! - **verdict**: `exact`, `refused naming <object>` (the restore failed and
@@ -895,9 +897,13 @@ fn check_reported(
                     durable = Some(k);
                 }
             }
+            // Past `l0-retention` (5 min), level-0 segments a higher level
+            // covers are deleted, and with them restore points between
+            // that level's segment ends (Litestream 0.5's trade): a refusal
+            // there is noted; the highest TXID must restore.
+            Restored::Refused(what) if Some(t) != highest => refused.push(format!("{t:x} ({what})")),
             Restored::Refused(what) => {
-                verdict.get_or_insert(format!("refused naming {what}"));
-                refused.push(format!("{t:x}"));
+                verdict = Some(format!("refused naming {what}"));
             }
             Restored::Wrong(what) => {
                 wrong = Some(format!("TXID {t:x}: {what}"));
