@@ -6,94 +6,14 @@
 
 mod common;
 
+use common::proxy::{Fault, Policy, Proxy, Request};
+use common::seaweed::{ACCESS_KEY, BUCKET, SECRET_KEY, Seaweed};
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-const ACCESS_KEY: &str = "sluice-test";
-const SECRET_KEY: &str = "sluice-test-secret";
-const BUCKET: &str = "sluice-test";
-
-// ---------------------------------------------------------------------------
-// SeaweedFS
-
-/// A SeaweedFS S3 server on 127.0.0.1, stopped (its whole process group)
-/// when dropped.
-struct Seaweed {
-    port: u16,
-    pid: Option<i32>,
-    /// Removed after the server is stopped (fields drop after `drop`).
-    _dir: tempfile::TempDir,
-}
-
-/// Whether every port the script will use is free right now.
-fn ports_free(port: u16) -> bool {
-    (0..=5).chain(10000..=10005).all(|off| TcpListener::bind(("127.0.0.1", port + off)).is_ok())
-}
-
-impl Seaweed {
-    fn start() -> Seaweed {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/s3/start-seaweedfs.sh");
-        let mut last_err = String::new();
-        for _ in 0..5 {
-            // 12000..22000: the helper ports (+1..+5, +10000..+10005) stay
-            // below Linux's ephemeral range, so outgoing connections do not
-            // take them while the server starts.
-            let port = (0..50)
-                .map(|_| 12000 + (rand::random::<u16>() % 10000))
-                .find(|&p| ports_free(p))
-                .expect("no free port range");
-            let dir = tempfile::tempdir().unwrap();
-            let out = Command::new("bash")
-                .arg(&script)
-                .arg(port.to_string())
-                .arg(dir.path().join("weed"))
-                .output()
-                .expect("run start-seaweedfs.sh");
-            let pid =
-                std::fs::read_to_string(dir.path().join("weed/weed.pid")).ok().and_then(|s| s.trim().parse().ok());
-            let server = Seaweed { port, pid, _dir: dir };
-            if out.status.success() && pid.is_some() {
-                return server;
-            }
-            last_err = format!("port {port}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-            drop(server);
-        }
-        panic!("could not start SeaweedFS: {last_err}");
-    }
-
-    fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The replica URL for `prefix`, MinIO style (`?endpoint=`).
-    fn url(&self, prefix: &str) -> String {
-        format!("s3://{BUCKET}/{prefix}?endpoint={}", self.endpoint())
-    }
-}
-
-impl Drop for Seaweed {
-    fn drop(&mut self) {
-        let Some(pid) = self.pid else { return };
-        // SAFETY: signalling the process group the script started with setsid.
-        unsafe {
-            libc::kill(-pid, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        // SAFETY: signal 0 only checks that the process still exists.
-        while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Running sluice
@@ -475,215 +395,41 @@ fn wrong_secret_on_the_command_line_fails_fast_with_the_cause() {
 // ---------------------------------------------------------------------------
 // Fault injection
 
-/// What the proxy does to a request.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Fault {
-    None,
-    /// Close the client's connection with a TCP reset, answering nothing.
-    Reset,
-    /// Answer `503 Slow Down` with S3's XML error.
-    SlowDown,
-}
-
-/// An HTTP/1.1 proxy on 127.0.0.1 in front of `upstream` that injects a
-/// fault into every `every`-th request (alternating resets and 503
-/// SlowDown), at most `max_faults` times. Requests are forwarded byte for
-/// byte, Host header included, so SigV4 signatures made for the proxy's
-/// address verify upstream.
+/// A proxy in front of `upstream` that injects a fault into every
+/// `every`-th request (alternating resets and 503 SlowDown), at most
+/// `max_faults` times (the proxy itself is `common::proxy`).
 struct FaultProxy {
-    port: u16,
-    requests: Arc<AtomicUsize>,
+    proxy: Proxy,
     resets: Arc<AtomicUsize>,
     slowdowns: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
 }
 
 impl FaultProxy {
     fn start(upstream: u16, every: usize, max_faults: usize) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let p = FaultProxy {
-            port,
-            requests: Arc::default(),
-            resets: Arc::default(),
-            slowdowns: Arc::default(),
-            stop: Arc::default(),
-        };
-        let (requests, resets, slowdowns, stop) =
-            (p.requests.clone(), p.resets.clone(), p.slowdowns.clone(), p.stop.clone());
-        let faults = Arc::new(AtomicUsize::new(0));
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(client) = client else { continue };
-                let (requests, resets, slowdowns, faults) =
-                    (requests.clone(), resets.clone(), slowdowns.clone(), faults.clone());
-                std::thread::spawn(move || {
-                    let decide = || {
-                        let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
-                        if n % every != 0 {
-                            return Fault::None;
-                        }
-                        let k = faults.fetch_add(1, Ordering::SeqCst);
-                        if k >= max_faults {
-                            Fault::None
-                        } else if k % 2 == 0 {
-                            resets.fetch_add(1, Ordering::SeqCst);
-                            Fault::Reset
-                        } else {
-                            slowdowns.fetch_add(1, Ordering::SeqCst);
-                            Fault::SlowDown
-                        }
-                    };
-                    let _ = proxy_connection(client, upstream, decide);
-                });
+        let (resets, slowdowns): (Arc<AtomicUsize>, Arc<AtomicUsize>) = Default::default();
+        let faults = AtomicUsize::new(0);
+        let (r, s) = (resets.clone(), slowdowns.clone());
+        let policy: Policy = Arc::new(move |req: &Request| {
+            if !req.n.is_multiple_of(every) {
+                return Fault::None;
+            }
+            let k = faults.fetch_add(1, Ordering::SeqCst);
+            if k >= max_faults {
+                Fault::None
+            } else if k.is_multiple_of(2) {
+                r.fetch_add(1, Ordering::SeqCst);
+                Fault::Reset
+            } else {
+                s.fetch_add(1, Ordering::SeqCst);
+                Fault::SlowDown
             }
         });
-        p
+        FaultProxy { proxy: Proxy::start(upstream, policy), resets, slowdowns }
     }
 
     fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.proxy.endpoint()
     }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
-/// Read a request head (through the blank line); None at a clean EOF.
-fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<Vec<u8>>> {
-    let mut head = Vec::new();
-    loop {
-        let mut line = Vec::new();
-        if r.read_until(b'\n', &mut line)? == 0 {
-            return if head.is_empty() { Ok(None) } else { Err(std::io::ErrorKind::UnexpectedEof.into()) };
-        }
-        head.extend_from_slice(&line);
-        if line == b"\r\n" || line == b"\n" {
-            return Ok(Some(head));
-        }
-    }
-}
-
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-/// Copy a request body (Content-Length or chunked) from `r` to `w`.
-fn copy_body(head: &str, r: &mut impl BufRead, w: &mut impl Write) -> std::io::Result<()> {
-    if header(head, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-        loop {
-            let mut line = Vec::new();
-            r.read_until(b'\n', &mut line)?;
-            w.write_all(&line)?;
-            let size_text = String::from_utf8_lossy(&line);
-            let size = usize::from_str_radix(size_text.trim().split(';').next().unwrap_or("0").trim(), 16)
-                .map_err(|_| std::io::Error::other("bad chunk size"))?;
-            if size == 0 {
-                // Trailers, then the blank line.
-                loop {
-                    let mut t = Vec::new();
-                    r.read_until(b'\n', &mut t)?;
-                    w.write_all(&t)?;
-                    if t == b"\r\n" || t == b"\n" || t.is_empty() {
-                        return Ok(());
-                    }
-                }
-            }
-            std::io::copy(&mut r.take(size as u64 + 2), w)?;
-        }
-    }
-    let len: u64 = header(head, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let copied = std::io::copy(&mut r.take(len), w)?;
-    if copied != len {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(())
-}
-
-/// Make closing the socket abort the connection with a TCP RST.
-fn set_linger_zero(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: setsockopt on a socket we own, with a correctly sized struct.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as u32,
-        );
-    }
-}
-
-/// One client connection: requests go upstream one by one (parsed, so each
-/// can be faulted); responses are copied back verbatim by another thread.
-/// Clients do not pipeline, so an injected answer never interleaves with
-/// an upstream one.
-fn proxy_connection(client: TcpStream, upstream_port: u16, mut decide: impl FnMut() -> Fault) -> std::io::Result<()> {
-    let upstream = TcpStream::connect(("127.0.0.1", upstream_port))?;
-    let mut to_client = client.try_clone()?;
-    let mut from_upstream = upstream.try_clone()?;
-    let aborted = Arc::new(AtomicBool::new(false));
-    let aborted2 = aborted.clone();
-    let responses = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from_upstream, &mut to_client);
-        if !aborted2.load(Ordering::SeqCst) {
-            let _ = to_client.shutdown(Shutdown::Write);
-        }
-    });
-    let mut reader = BufReader::new(client.try_clone()?);
-    let mut to_upstream = upstream.try_clone()?;
-    let result = (|| -> std::io::Result<()> {
-        while let Some(head) = read_head(&mut reader)? {
-            let text = String::from_utf8_lossy(&head).into_owned();
-            match decide() {
-                Fault::None => {
-                    to_upstream.write_all(&head)?;
-                    copy_body(&text, &mut reader, &mut to_upstream)?;
-                    to_upstream.flush()?;
-                }
-                Fault::Reset => {
-                    // The socket closes (with RST) when the last handle goes.
-                    aborted.store(true, Ordering::SeqCst);
-                    set_linger_zero(&client);
-                    return Ok(());
-                }
-                Fault::SlowDown => {
-                    let expect_continue =
-                        header(&text, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-                    if !expect_continue {
-                        copy_body(&text, &mut reader, &mut std::io::sink())?;
-                    }
-                    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message><RequestId>fault-proxy</RequestId></Error>";
-                    let answer = format!(
-                        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let mut w = client.try_clone()?;
-                    w.write_all(answer.as_bytes())?;
-                    w.flush()?;
-                    let _ = upstream.shutdown(Shutdown::Both);
-                    let _ = client.shutdown(Shutdown::Write);
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
-    })();
-    let _ = upstream.shutdown(Shutdown::Both);
-    let _ = responses.join();
-    result
 }
 
 /// Replicate through a fault proxy (every `every`-th request faulted, at
@@ -718,7 +464,7 @@ fn replicate_through_faults(seed: u64, every: usize, max_faults: usize, secs: f6
     let log = rep.stop();
 
     let (requests, resets, slowdowns) = (
-        proxy.requests.load(Ordering::SeqCst),
+        proxy.proxy.requests.load(Ordering::SeqCst),
         proxy.resets.load(Ordering::SeqCst),
         proxy.slowdowns.load(Ordering::SeqCst),
     );

@@ -2,6 +2,9 @@
 //! randomised workloads, and page-for-page comparison.
 #![allow(dead_code)]
 
+pub mod proxy;
+pub mod seaweed;
+
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt};
 use rusqlite::Connection;
