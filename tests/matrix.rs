@@ -946,19 +946,16 @@ fn row4b_store_down_at_shutdown_fails_the_exit() {
     run_row(Kind::DownAtShutdown);
 }
 
-/// Ignored: it fails. sluice lists a replica once and then keeps the
-/// listing locally (`replica/task.rs`, `listing()`), so a segment the store
-/// acknowledged and lost goes unnoticed by shipping: the replica TXID
-/// metric says every later TXID is durable and SIGTERM exits 0, but no TXID
-/// after the lost segment restores ("the segments after TXID … are
-/// missing") until a later snapshot (24 h by default). The level-1
-/// compaction 30 s later does hit it (`get 0000/….seg failed: NoSuchKey`),
-/// logs one WARN "replica sync failed; retrying with backoff (nothing is
-/// lost)", then "replica recovered" once the next upload succeeds, and
-/// leaves the hole as it was. The restore refuses rather than restoring
-/// wrong. Run it with `--ignored`.
+/// A segment the store acknowledged and then lost goes unnoticed until
+/// the replica is listed again: sluice keeps its listing and refetches it
+/// after an error, here the level-1 compaction meeting the missing object
+/// (every 30 s). The fresh listing shows the newest TXID unreachable, and
+/// sluice sends a snapshot (`plan::chain_broken`). The highest TXID
+/// reported must then restore exactly; the ones reported between the lost
+/// segment and that snapshot refuse ("the segments after TXID … are
+/// missing"), never restore wrong. (Before, the hole stayed until the next
+/// scheduled snapshot, 24 h by default.)
 #[test]
-#[ignore = "sluice never re-lists the replica: a lost acknowledged PUT leaves TXIDs reported durable unrestorable"]
 fn row5_store_loses_an_acknowledged_put() {
     run_row(Kind::LostPut);
 }
