@@ -559,6 +559,9 @@ fn fill(path: &Path) {
 enum Kind {
     Resets,
     Errors,
+    /// Issue 19's "lag amplified under faults": errors on 30% of requests,
+    /// 0-800 ms added to the rest, compaction levels of 10 s and 30 s.
+    ErrorsSlowLevels,
     Latency,
     Down,
     DownAtShutdown,
@@ -588,13 +591,14 @@ fn policy(kind: Kind, on: Arc<AtomicBool>, lost: Arc<Mutex<Vec<String>>>) -> Pol
         }
         match kind {
             Kind::Resets if rand::random::<f64>() < 0.10 => Fault::Reset,
-            Kind::Errors if rand::random::<f64>() < 0.30 => match rand::random::<u8>() % 4 {
+            Kind::Errors | Kind::ErrorsSlowLevels if rand::random::<f64>() < 0.30 => match rand::random::<u8>() % 4 {
                 0 => Fault::Status(500, "InternalError"),
                 1 => Fault::Status(503, "ServiceUnavailable"),
                 2 => Fault::Status(429, "SlowDown"),
                 _ => Fault::SlowDown,
             },
             Kind::Latency => Fault::Delay(Duration::from_millis(200)),
+            Kind::ErrorsSlowLevels => Fault::Delay(Duration::from_millis(rand::random::<u64>() % 800)),
             // The first level-0 segment PUT after the fault starts.
             Kind::LostPut
                 if req.method == "PUT"
@@ -615,6 +619,10 @@ fn fault_name(kind: Kind) -> String {
     match kind {
         Kind::Resets => format!("1. connection resets on 10% of requests ({other})"),
         Kind::Errors => format!("2. 500/503/429/SlowDown on 30% of requests ({other})"),
+        Kind::ErrorsSlowLevels => format!(
+            "2b. as 2, the rest delayed 0-800 ms, levels 10 s / 30 s ({})",
+            if long_mode() { "3 min" } else { "45 s" }
+        ),
         Kind::Latency => format!("3. +200 ms on every request ({other})"),
         Kind::Down => format!("4. store down {down}, then back"),
         Kind::DownAtShutdown => "4b. store down at shutdown".into(),
@@ -632,6 +640,8 @@ fn run_row(kind: Kind) {
         Kind::DownAtShutdown => dur(5, 5),
         // Long enough for a level-1 compaction (every 30 s) to run after it.
         Kind::LostPut => dur(35, 70),
+        // Long enough for both compaction levels to run under the faults.
+        Kind::ErrorsSlowLevels => dur(45, 180),
         _ => dur(12, 180),
     };
     let s3 = Seaweed::start();
@@ -664,7 +674,11 @@ fn run_row(kind: Kind) {
         }
         _ => (db_dir.join(".app.db-sluice"), String::new()),
     };
-    let extra_global = if kind == Kind::DownAtShutdown { "shutdown-sync-timeout: 5s\n" } else { "" };
+    let extra_global = match kind {
+        Kind::DownAtShutdown => "shutdown-sync-timeout: 5s\n",
+        Kind::ErrorsSlowLevels => "levels:\n  - interval: 10s\n  - interval: 30s\n",
+        _ => "",
+    };
     drop(create_db(&db, 4096));
     let port = free_port();
     let config = write_config(work.path(), &db, &target, port, &extra_db, extra_global);
@@ -929,6 +943,11 @@ fn row1_connection_resets() {
 #[test]
 fn row2_server_errors_and_slowdown() {
     run_row(Kind::Errors);
+}
+
+#[test]
+fn row2b_errors_latency_and_short_levels() {
+    run_row(Kind::ErrorsSlowLevels);
 }
 
 #[test]

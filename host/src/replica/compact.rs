@@ -127,6 +127,17 @@ pub async fn compact(
     Ok((output, uploaded?))
 }
 
+/// Merge spooled segments (contiguous, ascending) into one, in memory when
+/// small, else into `out`: a replica behind by many level-0 segments sends
+/// them as one (`catch_up`). Blocking.
+pub fn merge_spooled(entries: &[SpoolEntry], sparse: &Path, out: &Path) -> anyhow::Result<(Header, Option<Vec<u8>>)> {
+    let in_memory = entries.iter().map(|e| e.size).sum::<u64>() <= IN_MEMORY_BYTES;
+    let inputs = entries.iter().map(|e| Input::Spooled(e.name, e.path.clone())).collect();
+    let merged = merge(inputs, sparse, (!in_memory).then_some(out));
+    remove_scratch(&[], sparse);
+    merged
+}
+
 fn scratch_files(inputs: &[Input]) -> Vec<PathBuf> {
     inputs
         .iter()

@@ -6,6 +6,7 @@
 //! is the loop that ships and maintains one replica, and `lease` (the
 //! decisions) with `keeper` (its I/O) keeps it to one writer.
 
+mod catch_up;
 pub mod client;
 pub mod compact;
 pub mod error;

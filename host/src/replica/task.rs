@@ -3,9 +3,10 @@
 //! runs on its own, so a slow or failing one delays no other and never the
 //! database: capture only ever writes to the local spool.
 
+use super::catch_up;
 use super::client::{self, Listing};
 use super::compact;
-use super::error::{Class, ReplicaError};
+use super::error::{Class, ReplicaError, class_of_chain};
 use super::keeper::{Keeper, lease_flipped, refusal};
 use super::lease::Standing;
 use super::recent::Recent;
@@ -295,10 +296,24 @@ impl ReplicaTask {
             source,
         })?;
         spool.retain(|e| e.name.max_txid <= durable);
-        let mut uploaded = 0;
+        let (mut uploaded, mut merging) = (0, true);
         loop {
             let shipped = self.shared.shipped.load(Ordering::SeqCst);
             let wants = self.shared.wants_snapshot.load(Ordering::SeqCst);
+            let run = if merging && !wants { catch_up::backlog(&spool, shipped) } else { Vec::new() };
+            if !run.is_empty() {
+                match self.upload_run(&run).await {
+                    Ok(true) => uploaded += 1,
+                    Ok(false) => return Ok(uploaded),
+                    // The segments still go up, one by one.
+                    Err(e @ ReplicaError::Compaction { .. }) => {
+                        tracing::warn!(database = %self.store.labels().database, "{e}; sending them one by one");
+                        merging = false;
+                    }
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
             let Some(next) = next_to_ship(&spool, shipped, wants) else {
                 if spool.iter().any(|e| e.name.max_txid > shipped) {
                     // The chain we need was dropped from the spool.
@@ -318,6 +333,43 @@ impl ReplicaTask {
             }
             uploaded += 1;
         }
+    }
+
+    /// Send `run` (contiguous level-0 segments from the spool) merged into
+    /// one level-0 segment over their TXIDs (`catch_up`).
+    async fn upload_run(&mut self, run: &[SpoolEntry]) -> Result<bool, ReplicaError> {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else { return Ok(true) };
+        let name = SegmentName { level: 0, min_txid: first.name.min_txid, max_txid: last.name.max_txid };
+        let replica = self.settings.name.clone();
+        let scratch = self.meta.path().join(format!("scratch-{}", sanitize(&replica)));
+        std::fs::create_dir_all(&scratch).map_err(|source| ReplicaError::Local {
+            replica: replica.clone(),
+            what: format!("cannot create {}", scratch.display()),
+            source,
+        })?;
+        let out = scratch.join(format!("run-{}", name.file_name()));
+        let (entries, sparse, o) = (run.to_vec(), scratch.join("run.sparse"), out.clone());
+        let merged = tokio::task::spawn_blocking(move || compact::merge_spooled(&entries, &sparse, &o))
+            .await
+            .map_err(|e| ReplicaError::Bug { replica: replica.clone(), msg: format!("the merge thread failed: {e}") })?
+            .map_err(|e| ReplicaError::Compaction {
+                replica,
+                msg: format!("cannot merge the backlog {name}: {e:#}"),
+                class: class_of_chain(&e),
+            });
+        let (header, bytes) = match merged {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_file(&out);
+                return Err(e);
+            }
+        };
+        let size = bytes.as_ref().map_or_else(|| std::fs::metadata(&out).map_or(0, |m| m.len()), |b| b.len() as u64);
+        let entry = SpoolEntry { name, path: out.clone(), size, timestamp_ms: header.timestamp_ms };
+        tracing::debug!(database = %self.store.labels().database, "catching up: {} segments as {name}", run.len());
+        let result = self.upload(&entry, bytes.map(std::sync::Arc::from)).await;
+        let _ = std::fs::remove_file(&out);
+        result
     }
 
     /// Upload one spooled segment (from `bytes` if given, else from the
