@@ -12,7 +12,7 @@ use age::secrecy::ExposeSecret;
 use common::*;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 /// Written into rows between random text, so some copy of it is stored
@@ -41,27 +41,6 @@ fn config(dir: &Path, db: &Path, recipients: &[&str], identities: &[&str]) -> Pa
     let path = dir.join("sluice.yml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn start(config: &Path) -> Child {
-    sluice()
-        .args(["replicate", "-config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sluice replicate")
-}
-
-fn stop(child: Child) -> String {
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "sluice exited with {}:\n{stderr}", out.status);
-    stderr
 }
 
 /// Commit for `secs`: rows holding the marker and incompressible bytes,
@@ -138,7 +117,7 @@ fn an_encrypted_replica_holds_no_plaintext_and_restores_exactly() {
     let conn = create_db(&db, 4096);
     let (recipient, identity) = keypair();
     let config = config(dir.path(), &db, &[&recipient], &[&identity]);
-    let child = start(&config);
+    let child = start_replicator(&config);
     write_for(&conn, 21, 7);
     let want = image(&conn);
     std::thread::sleep(Duration::from_millis(1500));
@@ -183,7 +162,7 @@ fn rotated_keys_read_old_and_new_and_a_wrong_key_is_named() {
     let conn = create_db(&db, 4096);
     let ((old_r, old_i), (new_r, new_i)) = (keypair(), keypair());
     let first = config(dir.path(), &db, &[&old_r], &[&old_i]);
-    let child = start(&first);
+    let child = start_replicator(&first);
     write_for(&conn, 5, 3);
     std::thread::sleep(Duration::from_millis(800));
     stop(child);
@@ -192,7 +171,7 @@ fn rotated_keys_read_old_and_new_and_a_wrong_key_is_named() {
     let early = image(&conn);
 
     let both = config(dir.path(), &db, &[&new_r], &[&old_i, &new_i]);
-    let child = start(&both);
+    let child = start_replicator(&both);
     // Past the 4 s snapshot interval, so a snapshot under the new key lands.
     write_for(&conn, 6, 6);
     let want = image(&conn);

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn file_url(dir: &Path) -> String {
@@ -42,16 +42,6 @@ fn restore_at_every_txid_equals_the_database_then() {
     }
 }
 
-fn start_replicator(config: &Path) -> Child {
-    sluice()
-        .args(["replicate", "-config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sluice replicate")
-}
-
 /// `dir/app.db` and its file replica `dir/replica`, in a config file whose
 /// top-level keys `top` come before one `dbs:` entry syncing every 100 ms.
 fn one_database(dir: &Path, top: &str) -> (rusqlite::Connection, String, std::path::PathBuf) {
@@ -78,17 +68,6 @@ fn write_config(dir: &Path, db: &Path, replicas: &[String]) -> std::path::PathBu
     let path = dir.join("sluice.yml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn stop(child: Child) -> String {
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "sluice exited with {}:\n{stderr}", out.status);
-    stderr
 }
 
 /// A writer in another process keeps committing (and checkpointing) while

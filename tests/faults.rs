@@ -5,9 +5,10 @@
 
 mod common;
 
+use common::small_disk::SmallDisk;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 fn file_url(dir: &Path) -> String {
@@ -107,49 +108,6 @@ fn restored_rows(replica: &str, scratch: &Path) -> Option<i64> {
     }
     let conn = rusqlite::Connection::open(&out).ok()?;
     conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).ok()
-}
-
-/// A tmpfs of `mb` MB mounted at a new directory, unmounted when dropped.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    /// `None` when this process may not mount (not root): said, not hidden.
-    fn mount(mb: u64) -> Option<SmallDisk> {
-        SmallDisk::mount_with(&format!("size={mb}m"))
-    }
-
-    /// A tmpfs mounted with `options` (`mount -o`).
-    fn mount_with(options: &str) -> Option<SmallDisk> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // Not root, or a container without CAP_SYS_ADMIN: said loudly.
-            eprintln!("SKIPPED: this test needs to mount a small tmpfs (root with CAP_SYS_ADMIN)");
-            return None;
-        }
-        Some(SmallDisk { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn free(&self) -> u64 {
-        let out = Command::new("df").args(["-B1", "--output=avail"]).arg(self.path()).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap()
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
-    }
 }
 
 /// The spool's disk fills up: sluice must never take the application's

@@ -60,6 +60,7 @@ mod common;
 
 use common::proxy::{Fault, Policy, Proxy};
 use common::seaweed::{ACCESS_KEY, BUCKET, SECRET_KEY, Seaweed};
+use common::small_disk::SmallDisk;
 use common::*;
 use rusqlite::Connection;
 use std::collections::BTreeSet;
@@ -509,38 +510,6 @@ fn restore(url: &str, out: &Path, txid: Option<u64>) -> Restored {
 
 // ---------------------------------------------------------------------------
 // Disks
-
-/// A tmpfs of `mb` MB mounted at a new directory, unmounted when dropped
-/// (as in tests/faults.rs).
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(mb: u64) -> Option<SmallDisk> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("SKIPPED: this row needs to mount a small tmpfs (root with CAP_SYS_ADMIN)");
-            return None;
-        }
-        Some(SmallDisk { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
-    }
-}
 
 /// Fill the filesystem of `path`'s directory with `path` until it is full.
 fn fill(path: &Path) {

@@ -4,6 +4,7 @@
 
 pub mod proxy;
 pub mod seaweed;
+pub mod small_disk;
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt};
@@ -171,3 +172,27 @@ pub fn seeded(seed: u64) -> StdRng {
 
 /// Keep `Rng` in scope for callers.
 pub fn _rng_marker<R: Rng>(_: &R) {}
+
+/// `sluice replicate -config CONFIG`, its stderr kept for `stop`.
+pub fn start_replicator(config: &Path) -> std::process::Child {
+    sluice()
+        .args(["replicate", "-config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sluice replicate")
+}
+
+/// Interrupt a replicator started by `start_replicator`; it must exit 0.
+/// Returns its stderr.
+pub fn stop(child: std::process::Child) -> String {
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "sluice exited with {}:\n{stderr}", out.status);
+    stderr
+}
