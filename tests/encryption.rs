@@ -55,15 +55,6 @@ fn write_for(conn: &rusqlite::Connection, seed: u64, secs: u64) {
     }
 }
 
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() { out.extend(files(&p)) } else { out.push(p) }
-    }
-    out
-}
-
 /// 32-byte runs of the database's pages that are not one repeated byte:
 /// any of them in a replica's bytes is plaintext.
 fn page_runs(conn: &rusqlite::Connection) -> HashSet<[u8; 32]> {
@@ -84,7 +75,7 @@ fn page_runs(conn: &rusqlite::Connection) -> HashSet<[u8; 32]> {
 /// windows of its bytes are runs of the database's pages.
 fn plaintext_in(replica: &Path, runs: &HashSet<[u8; 32]>) -> (usize, usize) {
     let (mut marked, mut found) = (0, 0);
-    for f in files(replica) {
+    for f in walk(replica) {
         let bytes = std::fs::read(&f).unwrap();
         marked += usize::from(bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()));
         found += bytes.windows(32).filter(|w| runs.contains(*w)).count();
@@ -129,7 +120,7 @@ fn an_encrypted_replica_holds_no_plaintext_and_restores_exactly() {
     assert!(marked > 0 && found > 0, "the check finds no plaintext even in the plain replica ({marked}, {found})");
     let (marked, found) = plaintext_in(&dir.path().join("sealed"), &runs);
     assert_eq!((marked, found), (0, 0), "plaintext in the encrypted replica (files with the marker, page runs)");
-    let sealed = files(&dir.path().join("sealed"));
+    let sealed = walk(&dir.path().join("sealed"));
     let levels: HashSet<String> =
         sealed.iter().filter_map(|p| p.parent()?.file_name()?.to_str().map(String::from)).collect();
     assert!(levels.contains("0001") && levels.contains("0009"), "no compaction or snapshot happened: {levels:?}");

@@ -171,19 +171,6 @@ fn a_full_spool_disk_never_takes_the_applications_room() {
     assert_same_image(&image(&conn), &got, "after the disk was freed");
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// A database path that no config lists, given where a replica is
 /// expected: said plainly, not "cannot prepare the plugin sandbox: File
 /// exists (os error 17)".

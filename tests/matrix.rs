@@ -1080,16 +1080,3 @@ fn row6_damaged_objects_in_the_replica() {
     }
     assert!(failures.is_empty(), "{}\n{}", failures.join("\n"), tail(&log, 40));
 }
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}

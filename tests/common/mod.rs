@@ -196,3 +196,17 @@ pub fn stop(child: std::process::Child) -> String {
     assert!(out.status.success(), "sluice exited with {}:\n{stderr}", out.status);
     stderr
 }
+
+/// Every file under `dir`, recursively (none if it does not exist).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
