@@ -20,8 +20,12 @@ pub const MAX_BYTES: u64 = 32 << 20;
 
 /// The level-0 segments after `shipped` to send as one: contiguous from
 /// `shipped + 1`, at most `MAX_SEGMENTS` and `MAX_BYTES` (always at least
-/// two), and only if at least `MIN_SEGMENTS` are pending.
-pub fn backlog(spool: &[SpoolEntry], shipped: u64) -> Vec<SpoolEntry> {
+/// two), and only if at least `MIN_SEGMENTS` are pending. `ends_at`, the
+/// end of a level-0 segment from `shipped + 1` the replica already lists
+/// (an earlier attempt whose answer was lost), ends the run there too: the
+/// retry then has the same name and is recognised as ours, where a run
+/// with another end would overlap it.
+pub fn backlog(spool: &[SpoolEntry], shipped: u64, ends_at: Option<u64>) -> Vec<SpoolEntry> {
     if shipped == 0 {
         return Vec::new();
     }
@@ -29,7 +33,10 @@ pub fn backlog(spool: &[SpoolEntry], shipped: u64) -> Vec<SpoolEntry> {
     level0.sort_by_key(|e| e.name.min_txid);
     let (mut run, mut bytes, mut next) = (Vec::new(), 0u64, shipped + 1);
     for e in level0.into_iter().skip_while(|e| e.name.min_txid <= shipped) {
-        let full = run.len() >= MAX_SEGMENTS || (run.len() >= 2 && bytes + e.size > MAX_BYTES);
+        let full = match ends_at {
+            Some(end) => e.name.max_txid > end,
+            None => run.len() >= MAX_SEGMENTS || (run.len() >= 2 && bytes + e.size > MAX_BYTES),
+        };
         if e.name.min_txid != next || full {
             break;
         }
@@ -59,22 +66,29 @@ mod tests {
     #[test]
     fn a_long_backlog_goes_as_one_run_a_short_one_segment_by_segment() {
         let spool: Vec<SpoolEntry> = (1..=40).map(|t| l0(t, 100)).collect();
-        let run = backlog(&spool, 10);
+        let run = backlog(&spool, 10, None);
         assert_eq!((run.first().unwrap().name.min_txid, run.last().unwrap().name.max_txid), (11, 40));
-        assert!(backlog(&spool, 30).is_empty(), "10 pending go one by one");
-        assert!(backlog(&spool, 0).is_empty(), "a replica with nothing gets a snapshot, not a run");
+        assert!(backlog(&spool, 30, None).is_empty(), "10 pending go one by one");
+        assert!(backlog(&spool, 0, None).is_empty(), "a replica with nothing gets a snapshot, not a run");
+    }
+
+    #[test]
+    fn a_retry_ends_where_the_attempt_the_replica_holds_ended() {
+        let spool: Vec<SpoolEntry> = (1..=100).map(|t| l0(t, 100)).collect();
+        let run = backlog(&spool, 10, Some(40));
+        assert_eq!((run.first().unwrap().name.min_txid, run.last().unwrap().name.max_txid), (11, 40));
     }
 
     #[test]
     fn a_run_stops_at_a_gap_and_at_its_bounds() {
         let mut spool: Vec<SpoolEntry> = (1..=40).map(|t| l0(t, 100)).filter(|e| e.name.min_txid != 25).collect();
-        let run = backlog(&spool, 10);
+        let run = backlog(&spool, 10, None);
         assert_eq!(run.last().unwrap().name.max_txid, 24, "the run ends before the missing TXID");
         spool = (1..=40).map(|t| l0(t, MAX_BYTES / 4)).collect();
-        assert_eq!(backlog(&spool, 10).len(), 4, "bytes bound the run");
+        assert_eq!(backlog(&spool, 10, None).len(), 4, "bytes bound the run");
         spool = (1..=(MAX_SEGMENTS as u64 + 100)).map(|t| l0(t, 1)).collect();
-        assert_eq!(backlog(&spool, 1).len(), MAX_SEGMENTS);
+        assert_eq!(backlog(&spool, 1, None).len(), MAX_SEGMENTS);
         spool = (1..=40).map(|t| l0(t, MAX_BYTES)).collect();
-        assert_eq!(backlog(&spool, 10).len(), 2, "two at least, whatever their size");
+        assert_eq!(backlog(&spool, 10, None).len(), 2, "two at least, whatever their size");
     }
 }

@@ -300,7 +300,14 @@ impl ReplicaTask {
         loop {
             let shipped = self.shared.shipped.load(Ordering::SeqCst);
             let wants = self.shared.wants_snapshot.load(Ordering::SeqCst);
-            let run = if merging && !wants { catch_up::backlog(&spool, shipped) } else { Vec::new() };
+            let run = if merging && !wants {
+                let listed = self.listing.as_ref().and_then(|l| {
+                    l.keys().filter(|n| n.level == 0 && n.min_txid == shipped + 1).map(|n| n.max_txid).max()
+                });
+                catch_up::backlog(&spool, shipped, listed)
+            } else {
+                Vec::new()
+            };
             if !run.is_empty() {
                 match self.upload_run(&run).await {
                     Ok(true) => uploaded += 1,
