@@ -20,6 +20,8 @@
 //!   it to one writer, and choosing the segments a restore needs.
 //! - `restore`: plan, download, apply with every checksum verified,
 //!   SQLite's integrity check, fsync, rename; `restore -f` follows.
+//! - `litestream`: Litestream's own backups (0.5 LTX files, 0.3
+//!   generations), restored and listed so that a migrating user keeps them.
 //! - `plugin`: loading and confining storage plugins (wasmtime components,
 //!   the sandbox, `wasi:http`), the host side of `wit/storage.wit`, and the
 //!   store the rest of sluice uses.
@@ -44,6 +46,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod file_watch;
+pub mod litestream;
 pub mod logging;
 pub mod metrics;
 pub mod plugin;

@@ -66,7 +66,7 @@ pub struct RestoreOutcome {
     pub hashes: Option<PageHashes>,
 }
 
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
@@ -75,7 +75,7 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
 /// SQLite's files beside a database: they would be applied to it.
 const SIDECARS: [&str; 3] = ["-wal", "-shm", "-journal"];
 
-fn remove_sidecars(db: &Path) {
+pub(crate) fn remove_sidecars(db: &Path) {
     for suffix in SIDECARS {
         let _ = std::fs::remove_file(sidecar(db, suffix));
     }
@@ -131,18 +131,32 @@ pub async fn restore_from_listing(
     if opts.dry_run {
         return Ok(RestoreOutcome { plan, txid, bytes_downloaded: 0, hashes: None });
     }
+    let steps = &plan;
+    let build = |tmp: PathBuf| async move { apply_plan(store, listing, steps, &tmp, opts).await };
+    let (bytes, hashes) = into_output(opts, build).await?;
+    Ok(RestoreOutcome { plan, txid, bytes_downloaded: bytes, hashes })
+}
+
+/// Build a restore in `<output>.tmp` with `build`, check it with SQLite,
+/// and only then give it the output's name (fsynced): whatever fails, the
+/// output is untouched and the scratch file removed.
+pub async fn into_output<T, F, Fut>(opts: &RestoreOptions, build: F) -> anyhow::Result<T>
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
     let dir = opts.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = sidecar(&opts.output, ".tmp");
     // Leftovers of an earlier build's check: nothing may reach the output.
     remove_sidecars(&tmp);
-    let result = apply_plan(store, listing, &plan, &tmp, opts).await;
+    let result = build(tmp.clone()).await;
     let checked = match result {
         Ok(b) => check_off_runtime(&tmp, opts.integrity).await.map(|()| b),
         Err(e) => Err(e),
     };
     remove_sidecars(&tmp);
-    let (bytes, hashes) = match checked {
+    let built = match checked {
         Ok(b) => b,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
@@ -153,7 +167,7 @@ pub async fn restore_from_listing(
     std::fs::rename(&tmp, &opts.output)
         .with_context(|| format!("cannot move the restored database into {}", opts.output.display()))?;
     sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))?;
-    Ok(RestoreOutcome { plan, txid, bytes_downloaded: bytes, hashes })
+    Ok(built)
 }
 
 async fn apply_plan(

@@ -7,6 +7,7 @@ use crate::config;
 use crate::plugin::Runtime;
 use crate::replicate::{Plugins, open_store};
 use crate::state::MetaDir;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -65,7 +66,18 @@ pub async fn ltx(
 ) -> anyhow::Result<()> {
     let (spec, _, label) = resolve_target(target, config_path, expand, None)?;
     let store = open_store(&runtime, &Plugins::default(), &spec, plugin, &label).await?;
-    let listing = crate::replica::client::list(&store).await?;
+    let mut listing = crate::replica::client::list(&store).await?;
+    let mut source = None;
+    if listing.is_empty() {
+        match crate::litestream::find(&store).await? {
+            Some(crate::litestream::Backup::Ltx(files)) => {
+                listing = crate::litestream::ltx_backup::as_listing(&files);
+                source = Some(format!("{} (read-only)", crate::litestream::Backup::Ltx(files).describe()));
+            }
+            Some(crate::litestream::Backup::Generations(gens)) => return generations(&gens, json),
+            None => {}
+        }
+    }
     let want: Option<u32> = match level {
         "all" => None,
         l => Some(
@@ -84,6 +96,9 @@ pub async fn ltx(
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
+    if let Some(source) = source {
+        println!("{source}");
+    }
     println!("{:<6} {:<17} {:<17} {:>12}  created", "level", "min_txid", "max_txid", "size");
     for (n, s) in rows {
         println!(
@@ -94,6 +109,33 @@ pub async fn ltx(
             s.size,
             rfc3339(s.timestamp_ms)
         );
+    }
+    Ok(())
+}
+
+/// `ltx` of a Litestream 0.3 replica: its snapshots and WAL segments.
+fn generations(gens: &BTreeMap<String, crate::litestream::generations::Generation>, json: bool) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for (name, g) in gens {
+        for (index, o) in &g.snapshots {
+            rows.push((name.as_str(), "snapshot", *index, 0u32, o));
+        }
+        for ((index, offset), o) in &g.wal {
+            rows.push((name.as_str(), "wal", *index, *offset, o));
+        }
+    }
+    if json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|(g, kind, index, offset, o)| serde_json::json!({"generation": g, "type": kind, "index": index, "offset": offset, "size": o.size, "created": rfc3339(o.modified_ms)}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("a Litestream 0.3 backup (read-only)");
+    println!("{:<17} {:<9} {:<9} {:>10} {:>12}  created", "generation", "type", "index", "offset", "size");
+    for (g, kind, index, offset, o) in rows {
+        println!("{g:<17} {kind:<9} {index:08x}  {offset:>10} {:>12}  {}", o.size, rfc3339(o.modified_ms));
     }
     Ok(())
 }

@@ -161,7 +161,13 @@ async fn restore_missing(
         };
         let listing = crate::replica::client::list(&store).await?;
         if listing.is_empty() {
-            tracing::info!(database = %db.path.display(), "no database and no backup yet; starting fresh");
+            match crate::litestream::find(&store).await? {
+                Some(backup) => {
+                    let done = backup.restore(&store, &opts).await?;
+                    tracing::info!(database = %db.path.display(), "restored missing database at {} from {}", done.position, backup.describe());
+                }
+                None => tracing::info!(database = %db.path.display(), "no database and no backup yet; starting fresh"),
+            }
             continue;
         }
         let outcome = restore::restore_from_listing(&store, &listing, &opts).await?;

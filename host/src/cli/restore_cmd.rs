@@ -109,13 +109,6 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
     restore::check_output(&output, args.force || args.dry_run)?;
     let listing =
         crate::replica::client::list(&store).await.with_context(|| format!("cannot list replica {}", spec.url))?;
-    if listing.is_empty() {
-        if args.if_replica_exists {
-            println!("no backups found in {}, skipping restore", spec.url);
-            return Ok(ExitCode::SUCCESS);
-        }
-        bail!("replica {} holds no backup", spec.url);
-    }
     let opts = RestoreOptions {
         output: output.clone(),
         target,
@@ -126,6 +119,25 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
         parallelism: args.parallelism,
     };
     let started = std::time::Instant::now();
+    if listing.is_empty() {
+        // Not one of ours: perhaps the Litestream backup of a user who
+        // just swapped the binary (decision 22).
+        let found =
+            crate::litestream::find(&store).await.with_context(|| format!("cannot list replica {}", spec.url))?;
+        let Some(backup) = found else {
+            if args.if_replica_exists {
+                println!("no backups found in {}, skipping restore", spec.url);
+                return Ok(ExitCode::SUCCESS);
+            }
+            bail!("replica {} holds no backup", spec.url);
+        };
+        if args.follow.is_some() {
+            bail!("{} holds {}: -f follows sluice replicas only", spec.url, backup.describe());
+        }
+        let done = backup.restore(&store, &opts).await.with_context(|| format!("cannot restore from {}", spec.url))?;
+        report_litestream(&args, &output, &backup, &done, started.elapsed());
+        return Ok(ExitCode::SUCCESS);
+    }
     let outcome = restore::restore_from_listing(&store, &listing, &opts).await?;
     if args.json {
         let plan: Vec<String> = outcome.plan.iter().map(|n| n.key()).collect();
@@ -162,4 +174,41 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
         restore::follow(&store, &opts, outcome, interval, stop_rx).await?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a restore from a Litestream backup did, as `restore` reports its
+/// own (`-json`: the same fields; `txid` is null for Litestream 0.3).
+fn report_litestream(
+    args: &Args,
+    output: &std::path::Path,
+    backup: &crate::litestream::Backup,
+    done: &crate::litestream::Restored,
+    took: std::time::Duration,
+) {
+    let txid = done.txid.map(|t| format!("{t:016x}"));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"output": output, "txid": txid, "position": done.position, "segments": done.keys, "dry_run": args.dry_run, "bytes": done.bytes_downloaded, "source": backup.describe()})
+        );
+        return;
+    }
+    let (verb, from) = match args.dry_run {
+        true => ("would restore", "from"),
+        false => ("restored", "from"),
+    };
+    println!(
+        "{verb} {} at {} {from} {} ({} files, {} bytes) in {:.2?}",
+        output.display(),
+        done.position,
+        backup.describe(),
+        done.keys.len(),
+        done.bytes_downloaded,
+        took
+    );
+    if args.dry_run {
+        for k in &done.keys {
+            println!("  {k}");
+        }
+    }
 }

@@ -7,7 +7,7 @@ use super::sealing;
 use crate::capture::SpoolEntry;
 use crate::clock::now_ms;
 use crate::plugin::retry::retry;
-use crate::plugin::{ByteRange, PluginStore, Precondition, SMALL_IO_BYTES, StorageError};
+use crate::plugin::{ByteRange, ObjectMeta, PluginStore, Precondition, SMALL_IO_BYTES, StorageError};
 use crate::segment::format::HEADER_SIZE;
 use crate::segment::reader::verify_bytes;
 use crate::segment::sealed::PEEK_BYTES;
@@ -51,21 +51,29 @@ pub async fn list(store: &PluginStore) -> Result<Listing, ReplicaError> {
 }
 
 async fn list_inner(store: &PluginStore) -> Result<Listing, ReplicaError> {
+    let mut out = Listing::new();
+    for o in list_objects(store).await? {
+        let Some(name) = SegmentName::parse(&o.key) else { continue };
+        // Segments carry no metadata: the upload time is within a sync
+        // of the segment's own timestamp.
+        let timestamp_ms = o.modified_ms.map_or(0, |m| m as i64);
+        out.insert(name, RemoteSegment { size: o.size, timestamp_ms, modified_ms: o.modified_ms });
+    }
+    Ok(out)
+}
+
+/// Every object in the replica, segments or not (a Litestream backup's
+/// files, for one), in the plugin's key order.
+pub async fn list_objects(store: &PluginStore) -> Result<Vec<ObjectMeta>, ReplicaError> {
     // A listing moves names, not data: the warm small-io instance runs its
     // directory reads inline. On a new session each entry's read and stat
     // was a trip to the blocking pool, most of a small restore's time.
     let mut session = retry!(store.small_io_session())?;
-    let mut out = Listing::new();
+    let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let page = retry!(session.list("", cursor.as_deref(), LIST_PAGE))?;
-        for o in page.objects {
-            let Some(name) = SegmentName::parse(&o.key) else { continue };
-            // Segments carry no metadata: the upload time is within a sync
-            // of the segment's own timestamp.
-            let timestamp_ms = o.modified_ms.map_or(0, |m| m as i64);
-            out.insert(name, RemoteSegment { size: o.size, timestamp_ms, modified_ms: o.modified_ms });
-        }
+        out.extend(page.objects);
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => {
@@ -291,20 +299,30 @@ pub async fn download(
     dest: &Path,
     chunk: u64,
 ) -> Result<u64, ReplicaError> {
+    download_key(store, &name.key(), size, dest, chunk).await
+}
+
+/// [`download`] by key: any object of the replica, a segment or not.
+pub async fn download_key(
+    store: &PluginStore,
+    key: &str,
+    size: u64,
+    dest: &Path,
+    chunk: u64,
+) -> Result<u64, ReplicaError> {
     let started = std::time::Instant::now();
-    let result = download_inner(store, name, size, dest, chunk).await;
+    let result = download_inner(store, key, size, dest, chunk).await;
     observe(store, "get", *result.as_ref().unwrap_or(&0), started, result.is_ok());
     result
 }
 
 async fn download_inner(
     store: &PluginStore,
-    name: &SegmentName,
+    key: &str,
     size: u64,
     dest: &Path,
     chunk: u64,
 ) -> Result<u64, ReplicaError> {
-    let key = name.key();
     let small = size <= SMALL_IO_BYTES;
     let mut session = if small { retry!(store.small_io_session())? } else { retry!(store.session())? };
     let mut file = tokio::fs::File::create(dest)
@@ -315,7 +333,7 @@ async fn download_inner(
     loop {
         let length = if small { SMALL_IO_BYTES } else { chunk.max(1) };
         let range = ranged.then_some(ByteRange { offset, length });
-        let chunk = retry!(session.get(&key, range))?;
+        let chunk = retry!(session.get(key, range))?;
         file.write_all(&chunk).await.map_err(|e| local(store, format!("cannot write {}", dest.display()), e))?;
         offset += chunk.len() as u64;
         if !ranged || (chunk.len() as u64) < length {
@@ -327,7 +345,7 @@ async fn download_inner(
     file.flush().await.map_err(|e| local(store, format!("cannot write {}", dest.display()), e))?;
     drop(file);
     store.recycle(session);
-    sealing::open_file(store, &key, dest).await?;
+    sealing::open_file(store, key, dest).await?;
     Ok(offset)
 }
 

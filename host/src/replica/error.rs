@@ -75,6 +75,12 @@ pub enum ReplicaError {
     /// The store does not hold what was listed or asked for.
     #[error("replica {replica}: {msg}")]
     Store { replica: String, msg: String },
+    /// The replica's path holds a backup Litestream wrote (decision 22):
+    /// nothing is written beside it.
+    #[error(
+        "replica {replica} holds {what}: sluice does not start a second history beside it. Restore from it (`sluice restore -o DB_PATH URL`), then point this replica at a new, empty path (or move Litestream's files away)"
+    )]
+    Foreign { replica: String, what: String },
     /// sluice broke one of its own rules.
     #[error("replica {replica}: {msg} (a bug in sluice: please report it)")]
     Bug { replica: String, msg: String },
@@ -103,7 +109,7 @@ impl ReplicaError {
     pub fn class(&self) -> Class {
         match self {
             ReplicaError::Plugin(e) => Class::of_plugin(e),
-            ReplicaError::Conflict { .. } => Class::Operator,
+            ReplicaError::Conflict { .. } | ReplicaError::Foreign { .. } => Class::Operator,
             // Dropped by the shipping loop, which asks for a snapshot.
             ReplicaError::DamagedSpool { .. } | ReplicaError::Corrupt { .. } => Class::Corrupt,
             ReplicaError::Local { source, .. } => Class::of_io(source),

@@ -221,6 +221,12 @@ impl ReplicaTask {
     async fn listing(&mut self) -> Result<&mut Listing, ReplicaError> {
         if self.listing.is_none() {
             let listing = client::list(&self.store).await?;
+            if listing.is_empty()
+                && let Some(backup) = crate::litestream::find(&self.store).await?
+            {
+                let (replica, what) = (self.settings.name.clone(), backup.describe());
+                return Err(ReplicaError::Foreign { replica, what });
+            }
             // The replica may be behind our record (a replica wiped by
             // hand) or ahead (another host): trust what it holds.
             let held = listing.keys().map(|n| n.max_txid).max().unwrap_or(0);
