@@ -3,14 +3,11 @@
 //! keys are warned about with their line, not fatal) and strict where a
 //! wrong value would silently do the wrong thing.
 
+use super::keys;
 use crate::plugin::SandboxConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// Keys Litestream 0.3/0.5 accept that sluice reads but does not act on;
-/// listed so they raise no "unknown key" warning.
-const ACCEPTED_ELSEWHERE: &[&str] = &["socket", "mcp-addr", "watch", "retention-check-interval"];
 
 /// `logging:`
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -20,6 +17,8 @@ pub struct LoggingConfig {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub stderr: Option<bool>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// `snapshot:`
@@ -28,6 +27,8 @@ pub struct LoggingConfig {
 pub struct SnapshotConfig {
     pub interval: Option<String>,
     pub retention: Option<String>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// One entry of `levels:`.
@@ -119,6 +120,11 @@ pub struct DbConfig {
     pub replica: Option<ReplicaConfig>,
     #[serde(default)]
     pub replicas: Vec<ReplicaConfig>,
+    /// Per-database `snapshot:` (Litestream 0.5): noted, the global one
+    /// applies.
+    pub snapshot: Option<serde_yaml::Value>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// The whole file.
@@ -137,6 +143,9 @@ pub struct FileConfig {
     /// Pinged while every replica is healthy (dead-man's switch services).
     pub heartbeat_url: Option<String>,
     pub heartbeat_interval: Option<String>,
+    /// Litestream 0.5's `retention: {enabled}`, or 0.3's `retention: 24h`
+    /// as every replica's default (moved to `defaults` by `parse`).
+    pub retention: Option<serde_yaml::Value>,
     #[serde(default)]
     pub dbs: Vec<DbConfig>,
     /// Every replica key may also appear at the top level as a default.
@@ -144,11 +153,14 @@ pub struct FileConfig {
     pub defaults: ReplicaConfig,
 }
 
-/// What parsing found besides the config: warnings to log.
+/// What parsing found besides the config: warnings and notes to log.
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub config: FileConfig,
     pub warnings: Vec<String>,
+    /// Litestream keys sluice takes without acting on them as Litestream
+    /// does, each with what sluice does instead.
+    pub notes: Vec<String>,
 }
 
 /// Expand `$VAR` and `${VAR}` (unset variables become empty, as in Go).
@@ -159,42 +171,83 @@ pub fn expand_env(text: &str) -> String {
 /// Parse config text; `path` is only for messages.
 pub fn parse(text: &str, path: &Path, expand: bool) -> anyhow::Result<Parsed> {
     let text = if expand { expand_env(text) } else { text.to_string() };
-    let config: FileConfig = if text.trim().is_empty() {
-        FileConfig::default()
-    } else {
-        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text)).map_err(|e| {
-            let at = e.path().to_string();
-            let at = if at == "." { String::new() } else { format!(" at `{at}`") };
-            anyhow::anyhow!("{}{at}: {}", path.display(), e.into_inner())
-        })?
-    };
-    let mut warnings = Vec::new();
-    let mut unknown = Vec::new();
-    collect_unknown(&config.defaults.extra, &mut unknown);
-    for db in &config.dbs {
-        for r in db.replica.iter().chain(db.replicas.iter()) {
-            collect_unknown(&r.extra, &mut unknown);
+    if text.trim().is_empty() {
+        return Ok(Parsed::default());
+    }
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not valid YAML: {e}", path.display()))?;
+    let mut config: FileConfig = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+        // Flattened sections hide the failing key from serde: find it.
+        if let Some(why) = keys::culprit(&value, path, &text) {
+            return anyhow::anyhow!("{why}");
         }
+        let at = e.path().to_string();
+        let at = if at == "." { String::new() } else { format!(" at `{at}`") };
+        anyhow::anyhow!("{}{at}: {}", path.display(), e.into_inner())
+    })?;
+    normalize(&mut config, path, &text)?;
+    let mut warnings = Vec::new();
+    for (ctx, key) in unknown_keys(&config) {
+        let line = keys::line_of(&text, &key, None);
+        let at = line.map_or_else(|| path.display().to_string(), |n| format!("{}:{n}", path.display()));
+        warnings.push(format!("{at}: unknown key `{ctx}{key}` (ignored; check its spelling)"));
     }
-    for key in unknown {
-        let line = text
-            .lines()
-            .position(|l| l.trim_start().trim_start_matches("- ").starts_with(&format!("{key}:")))
-            .map(|i| i + 1);
-        warnings.push(match line {
-            Some(n) => format!("{}:{n}: unknown key `{key}` (ignored; check its spelling)", path.display()),
-            None => format!("{}: unknown key `{key}` (ignored; check its spelling)", path.display()),
-        });
+    let mut notes = keys::notes(&value, path, &text);
+    if let Some(i) = config.dbs.iter().position(|d| d.snapshot.is_some()) {
+        notes.push(format!(
+            "{}: `dbs[{i}].snapshot`: the global snapshot settings (snapshot.interval, snapshot.retention) apply to every database",
+            path.display()
+        ));
     }
-    Ok(Parsed { config, warnings })
+    Ok(Parsed { notes, config, warnings })
 }
 
-fn collect_unknown(extra: &BTreeMap<String, serde_yaml::Value>, out: &mut Vec<String>) {
-    for key in extra.keys() {
-        if !ACCEPTED_ELSEWHERE.contains(&key.as_str()) && !out.contains(key) {
-            out.push(key.clone());
+/// Litestream's value forms sluice reads another way: a top-level
+/// `retention: 24h` (0.3) is every replica's default; sizes such as
+/// `part-size: 5MiB` become bytes.
+fn normalize(config: &mut FileConfig, path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(serde_yaml::Value::String(s)) = &config.retention
+        && config.defaults.retention.is_none()
+    {
+        config.defaults.retention = Some(s.clone());
+    }
+    let replicas = config.dbs.iter_mut().flat_map(|d| d.replica.iter_mut().chain(d.replicas.iter_mut()));
+    for r in std::iter::once(&mut config.defaults).chain(replicas) {
+        if let Some(serde_yaml::Value::String(s)) = &r.part_size {
+            let bytes = parse_size::parse_size(s.trim()).map_err(|e| {
+                let line = keys::line_of(text, "part-size", r.part_size.as_ref());
+                let at = line.map_or_else(|| path.display().to_string(), |n| format!("{}:{n}", path.display()));
+                anyhow::anyhow!("{at}: `part-size: {s}` is not a size (e.g. 5MiB, 8MB, 5242880): {e}")
+            })?;
+            r.part_size = Some(serde_yaml::Value::Number(bytes.into()));
         }
     }
+    Ok(())
+}
+
+/// Keys no level knows, with where they are (`dbs[0].`), once each.
+fn unknown_keys(config: &FileConfig) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut add = |ctx: String, extra: &BTreeMap<String, serde_yaml::Value>| {
+        for key in extra.keys().filter(|k| !keys::is_noted(k)) {
+            if !out.iter().any(|(_, k)| k == key) {
+                out.push((ctx.clone(), key.clone()));
+            }
+        }
+    };
+    add(String::new(), &config.defaults.extra);
+    add("logging.".into(), &config.logging.extra);
+    add("snapshot.".into(), &config.snapshot.extra);
+    for (i, db) in config.dbs.iter().enumerate() {
+        add(format!("dbs[{i}]."), &db.extra);
+        for r in db.replica.iter() {
+            add(format!("dbs[{i}].replica."), &r.extra);
+        }
+        for (j, r) in db.replicas.iter().enumerate() {
+            add(format!("dbs[{i}].replicas[{j}]."), &r.extra);
+        }
+    }
+    out
 }
 
 /// Litestream's default config locations, then ours.
@@ -253,7 +306,10 @@ dbs:
         let text = "dbs:\n  - path: /x.db\n    replica:\n      url: s3://${SLUICE_TEST_BUCKET}/db\n      regoin: x\n";
         let p = parse(text, Path::new("c.yml"), true).unwrap();
         assert_eq!(p.config.dbs[0].replica.as_ref().unwrap().url.as_deref(), Some("s3://mybucket/db"));
-        assert_eq!(p.warnings, vec!["c.yml:5: unknown key `regoin` (ignored; check its spelling)".to_string()]);
+        assert_eq!(
+            p.warnings,
+            vec!["c.yml:5: unknown key `dbs[0].replica.regoin` (ignored; check its spelling)".to_string()]
+        );
         let p = parse(text, Path::new("c.yml"), false).unwrap();
         assert_eq!(p.config.dbs[0].replica.as_ref().unwrap().url.as_deref(), Some("s3://${SLUICE_TEST_BUCKET}/db"));
     }
@@ -263,5 +319,24 @@ dbs:
         let err =
             parse("dbs:\n  - path: /x\n    min-checkpoint-page-count: lots\n", Path::new("c.yml"), false).unwrap_err();
         assert!(err.to_string().contains("min-checkpoint-page-count"), "{err}");
+    }
+
+    /// Every key of Litestream 0.5's reference config is recognised: none
+    /// is called a typo, those sluice does not act on are noted, sizes and
+    /// `retention: {enabled}` parse; misspellings are caught at each level.
+    #[test]
+    fn litestream_05_keys_are_recognised_and_typos_caught_everywhere() {
+        let text = "logging:\n  level: info\n  stderr: true\n  source: true\nretention:\n  enabled: false\nl0-retention-check-interval: 30s\nverify-compaction: true\nshutdown-sync-interval: 1s\nmax-sync-ltx-files: 10\nauto-recover: true\nvalidation:\n  interval: 1h\nmeta-dir: /var/lib/x\npart-size: 5MiB\ndbs:\n  - path: /a.db\n    max-sync-wal-bytes: 1000\n    snapshot:\n      interval: 1h\n    replica:\n      url: s3://b/a\n      part-size: 16MB\n      require-content-md5: true\n";
+        let p = parse(text, Path::new("c.yml"), false).unwrap();
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(p.notes.len(), 12, "{:#?}", p.notes);
+        assert_eq!(p.config.defaults.part_size, Some(serde_yaml::Value::Number(5_242_880u64.into())));
+        let r = p.config.dbs[0].replica.as_ref().unwrap();
+        assert_eq!(r.part_size, Some(serde_yaml::Value::Number(16_000_000u64.into())));
+        let typos = "logging:\n  levl: info\nsnapshot:\n  intervl: 1h\ndbs:\n  - path: /a.db\n    monitor-intervall: 1s\n    replicas:\n      - url: s3://b/a\n";
+        let w = parse(typos, Path::new("c.yml"), false).unwrap().warnings;
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].starts_with("c.yml:2: unknown key `logging.levl`"), "{w:?}");
+        assert!(w[2].starts_with("c.yml:7: unknown key `dbs[0].monitor-intervall`"), "{w:?}");
     }
 }

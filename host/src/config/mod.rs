@@ -2,6 +2,7 @@
 //! resolution into what the engine runs (`resolve`).
 
 pub mod file;
+pub mod keys;
 pub mod resolve;
 
 pub use file::{FileConfig, default_path, parse};
@@ -14,6 +15,9 @@ pub fn load(path: &std::path::Path, expand_env: bool) -> anyhow::Result<FileConf
     let parsed = file::parse(&text, path, expand_env)?;
     for w in &parsed.warnings {
         tracing::warn!("{w}");
+    }
+    for n in &parsed.notes {
+        tracing::info!("{n}");
     }
     Ok(parsed.config)
 }
