@@ -1,6 +1,10 @@
 //! Prometheus metrics (`addr:` in the config): Litestream's metric set with
-//! a `sluice_` prefix, per database and per replica, plus plugin calls.
+//! a `sluice_` prefix, per database and per replica, plus plugin calls;
+//! the same values under Litestream's own names and labels (so existing
+//! dashboards and alerts keep working), and the standard `process_*` set.
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
     CounterVec, Encoder, GaugeVec, HistogramVec, TextEncoder, register_counter_vec, register_gauge_vec,
     register_histogram_vec,
@@ -37,8 +41,74 @@ metric!(PLUGIN_CALLS_TOTAL: CounterVec = register_counter_vec!("sluice_plugin_ca
 metric!(PLUGIN_ERRORS_TOTAL: CounterVec = register_counter_vec!("sluice_plugin_errors_total", "Plugin calls that failed, by kind", &["plugin", "db", "replica", "call", "kind"]));
 metric!(PLUGIN_CALL_DURATION: HistogramVec = register_histogram_vec!("sluice_plugin_call_duration_seconds", "Duration of plugin calls", &["plugin", "db", "replica", "call"], DURATION_BUCKETS.to_vec()));
 
-/// Record one replica operation.
-pub fn replica_op(db: &str, replica: &str, op: &str, bytes: u64, seconds: f64, ok: bool) {
+// Litestream's replica-operation metrics are labelled by replica type
+// (`s3`, `file`: the plugin's name) and operation, not by database.
+metric!(LS_REPLICA_OPERATION_TOTAL: CounterVec = register_counter_vec!("litestream_replica_operation_total", "Replica operations (Litestream's name)", &["replica_type", "operation"]));
+metric!(LS_REPLICA_OPERATION_BYTES: CounterVec = register_counter_vec!("litestream_replica_operation_bytes", "Bytes moved by replica operations (Litestream's name)", &["replica_type", "operation"]));
+
+/// The sluice metrics Litestream has with the same labels, served again
+/// under its names (`litestream_...`) at every scrape.
+struct LitestreamNames {
+    descs: Vec<Desc>,
+}
+
+fn renamed() -> [&'static dyn Collector; 10] {
+    [
+        &*DB_SIZE,
+        &*WAL_SIZE,
+        &*TOTAL_WAL_BYTES,
+        &*TXID,
+        &*SYNC_COUNT,
+        &*SYNC_ERROR_COUNT,
+        &*SYNC_SECONDS,
+        &*CHECKPOINT_COUNT,
+        &*CHECKPOINT_ERROR_COUNT,
+        &*CHECKPOINT_SECONDS,
+    ]
+}
+
+fn litestream_name(name: &str) -> String {
+    name.replacen("sluice_", "litestream_", 1)
+}
+
+impl Collector for LitestreamNames {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut out: Vec<MetricFamily> = renamed().iter().flat_map(|c| c.collect()).collect();
+        for family in &mut out {
+            let name = litestream_name(family.name());
+            family.set_name(name);
+        }
+        out
+    }
+}
+
+/// Registers the renamed set and the process metrics once, before the
+/// first scrape.
+static EXTRA_COLLECTORS: LazyLock<()> = LazyLock::new(|| {
+    let descs = renamed()
+        .iter()
+        .flat_map(|c| c.desc().into_iter().cloned().collect::<Vec<_>>())
+        .filter_map(|d| {
+            Desc::new(litestream_name(&d.fq_name), d.help.clone(), d.variable_labels.clone(), Default::default()).ok()
+        })
+        .collect();
+    if let Err(e) = prometheus::register(Box::new(LitestreamNames { descs })) {
+        tracing::warn!("metrics under Litestream's names are unavailable: {e}");
+    }
+    let process = prometheus::process_collector::ProcessCollector::for_self();
+    if let Err(e) = prometheus::register(Box::new(process)) {
+        tracing::warn!("process metrics are unavailable: {e}");
+    }
+});
+
+/// Record one replica operation; `replica_type` is the plugin's name.
+pub fn replica_op(db: &str, replica: &str, replica_type: &str, op: &str, bytes: u64, seconds: f64, ok: bool) {
+    LS_REPLICA_OPERATION_TOTAL.with_label_values(&[replica_type, op]).inc();
+    LS_REPLICA_OPERATION_BYTES.with_label_values(&[replica_type, op]).inc_by(bytes as f64);
     let labels = [db, replica, op];
     REPLICA_OPERATION_TOTAL.with_label_values(&labels).inc();
     REPLICA_OPERATION_BYTES.with_label_values(&labels).inc_by(bytes as f64);
@@ -50,6 +120,7 @@ pub fn replica_op(db: &str, replica: &str, op: &str, bytes: u64, seconds: f64, o
 
 /// The text exposition of every metric.
 pub fn render() -> String {
+    LazyLock::force(&EXTRA_COLLECTORS);
     let mut buf = Vec::new();
     if TextEncoder::new().encode(&prometheus::gather(), &mut buf).is_err() {
         return String::new();
@@ -107,7 +178,7 @@ mod tests {
         CHECKPOINT_ERROR_COUNT.with_label_values(&["/d", "passive"]).inc();
         CHECKPOINT_SECONDS.with_label_values(&["/d", "passive"]).inc();
         REPLICA_TXID.with_label_values(&["/d", "r"]).set(1.0);
-        replica_op("/d", "r", "put", 10, 0.1, false);
+        replica_op("/d", "r", "s3", "put", 10, 0.1, false);
         PLUGIN_CALLS_TOTAL.with_label_values(&["p", "/d", "r", "put"]).inc();
         PLUGIN_ERRORS_TOTAL.with_label_values(&["p", "/d", "r", "put", "transient"]).inc();
         PLUGIN_CALL_DURATION.with_label_values(&["p", "/d", "r", "put"]).observe(0.1);
@@ -132,6 +203,11 @@ mod tests {
             "sluice_plugin_call_duration_seconds",
         ] {
             assert!(text.contains(name), "{name} missing from the metrics page");
+            let theirs = litestream_name(name);
+            let mirrored = !name.contains("operation") && !name.contains("plugin");
+            assert!(!mirrored || text.contains(&format!("{theirs}{{db=\"/d\"")), "{theirs} missing:\n{text}");
         }
+        assert!(text.contains("litestream_replica_operation_total{operation=\"put\",replica_type=\"s3\"} 1"), "{text}");
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }
 }

@@ -415,7 +415,7 @@ async fn delete_inner(store: &PluginStore, names: &[SegmentName]) -> Result<(), 
 
 fn observe(store: &PluginStore, op: &str, bytes: u64, started: std::time::Instant, ok: bool) {
     let l = store.labels();
-    crate::metrics::replica_op(&l.database, &l.replica, op, bytes, started.elapsed().as_secs_f64(), ok);
+    crate::metrics::replica_op(&l.database, &l.replica, &l.plugin, op, bytes, started.elapsed().as_secs_f64(), ok);
 }
 
 fn local(store: &PluginStore, what: String, source: std::io::Error) -> ReplicaError {
