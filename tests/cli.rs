@@ -74,3 +74,41 @@ fn litestream_flags_and_commands_scripts_use() {
     let verbose = run_ok(sluice().args(["version", "-verbose"]));
     assert!(text(&verbose).contains("Bundled plugins") && text(&verbose).contains("sluice:storage@"));
 }
+
+/// Logs as Litestream writes them: `replicate` logs to stdout unless
+/// `logging.stderr: true`; `LOG_LEVEL` is honoured and `-log-level` wins;
+/// an unknown level warns and logs at info (it used to silence
+/// everything); `logging.type: json` lines carry `time`, `level`, `msg`.
+#[test]
+fn logs_go_where_litestream_sends_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let _conn = create_db(&db, 4096);
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let write = |logging: &str| {
+        let path = dir.path().join("sluice.yml");
+        let text = format!("{logging}dbs:\n  - path: {}\n    replica:\n      url: {url}\n", db.display());
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let once = |config: &Path, extra: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = sluice();
+        cmd.env_remove("SLUICE_LOG_STDERR").env_remove("SLUICE_LOG").envs(env.iter().copied());
+        let out = run_ok(cmd.args(["replicate", "-once"]).args(extra).arg("-config").arg(config));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (out, err) = once(&write(""), &[], &[]);
+    assert!(out.contains("INFO") && !err.contains("INFO"), "stdout:\n{out}\nstderr:\n{err}");
+    let (out, err) = once(&write("logging:\n  stderr: true\n"), &[], &[]);
+    assert!(err.contains("INFO") && !out.contains("INFO"), "stdout:\n{out}\nstderr:\n{err}");
+    let plain = write("");
+    let (out, _) = once(&plain, &[], &[("LOG_LEVEL", "debug")]);
+    assert!(out.contains("DEBUG"), "LOG_LEVEL=debug:\n{out}");
+    let (out, _) = once(&plain, &["-log-level", "warn"], &[("LOG_LEVEL", "debug")]);
+    assert!(!out.contains("DEBUG") && !out.contains("INFO"), "-log-level warn:\n{out}");
+    let (out, _) = once(&plain, &["-log-level", "verbose"], &[]);
+    assert!(out.contains("unknown log level `verbose`") && out.contains("INFO"), "{out}");
+    let (out, _) = once(&write("logging:\n  type: json\n"), &[], &[]);
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert!(first["time"].is_string() && first["level"] == "INFO" && first["msg"].is_string(), "{first}");
+}

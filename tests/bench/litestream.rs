@@ -63,6 +63,8 @@ impl Tool {
         match self {
             Tool::Sluice | Tool::SluiceAge => {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+                // Its logs on stderr, where the bench keeps them.
+                c.env("SLUICE_LOG_STDERR", "1");
                 c.env(
                     "SLUICE_CACHE_DIR",
                     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-compile-cache"),

@@ -20,7 +20,9 @@ pub fn sluice() -> Command {
     let bin = std::env::var_os("SLUICE_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_sluice").into());
     let mut cmd = Command::new(bin);
     let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-compile-cache");
-    cmd.env("SLUICE_CACHE_DIR", cache).env("SLUICE_LOG", "sluice=debug,warn");
+    // Logs to stderr, where the tests read them (replicate's default is
+    // stdout, as Litestream's; tests/cli.rs checks that).
+    cmd.env("SLUICE_CACHE_DIR", cache).env("SLUICE_LOG", "sluice=debug,warn").env("SLUICE_LOG_STDERR", "1");
     for var in [
         "LITESTREAM_CONFIG",
         "SLUICE_CONFIG",

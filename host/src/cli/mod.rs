@@ -242,8 +242,7 @@ pub fn main() -> ExitCode {
         libc::mallopt(libc::M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD);
     }
     let cli = Cli::parse_from(args::normalize(std::env::args()));
-    let (level, json) = logging_settings(&cli);
-    crate::logging::init(&level, if json { crate::logging::Format::Json } else { crate::logging::Format::Text });
+    crate::logging::init(&logging_settings(&cli));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -260,21 +259,22 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// `-log-level` wins over the config file's `logging:` section.
-fn logging_settings(cli: &Cli) -> (String, bool) {
+/// `-log-level`, `LOG_LEVEL` and the config file's `logging:` section.
+fn logging_settings(cli: &Cli) -> crate::logging::Settings {
     let config = match &cli.command {
         Command::Replicate { config, .. } => Some(config),
         _ => None,
     };
     let file =
         config.and_then(|c| replicate_cmd::load_config(c.config.as_ref(), !c.no_expand_env).ok()).map(|(_, f)| f);
-    let level = cli
-        .log_level
-        .clone()
-        .or_else(|| file.as_ref().and_then(|f| f.logging.level.clone()))
-        .unwrap_or_else(|| "info".into());
-    let json = file.is_some_and(|f| f.logging.kind.as_deref() == Some("json"));
-    (level.to_ascii_lowercase(), json)
+    let env_level = std::env::var("LOG_LEVEL").ok();
+    let daemon = config.is_some();
+    crate::logging::Settings::resolve(
+        cli.log_level.as_deref(),
+        env_level.as_deref(),
+        file.as_ref().map(|f| &f.logging),
+        daemon,
+    )
 }
 
 fn runtime() -> anyhow::Result<std::sync::Arc<Runtime>> {
