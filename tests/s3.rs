@@ -531,3 +531,67 @@ fn restore_through_faults_retries() {
     assert!(res.status.success(), "restore gave up after {faults} faults:\n{text}");
     assert_same_image(&image(&conn), &file_image(&out, 4096), "restore through faults");
 }
+
+// ---------------------------------------------------------------------------
+// part-size and concurrency
+
+/// Litestream's `part-size` and `concurrency` shape a large upload: the
+/// number of part requests follows `part-size`, and with `concurrency` the
+/// parts are in flight together. The proxy holds every part request for
+/// `HOLD` before forwarding it, so a part that starts within `HOLD` of
+/// another overlaps it; one at a time, each starts only after the one
+/// before was answered (this holds however slow the machine).
+#[test]
+fn part_size_and_concurrency_shape_large_uploads() {
+    use std::sync::Mutex;
+    const HOLD: Duration = Duration::from_millis(700);
+    let s3 = Seaweed::start();
+    let starts: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let seen = starts.clone();
+    let proxy = Proxy::start(
+        s3.port,
+        Arc::new(move |r| {
+            if r.method != "PUT" || !r.target.contains("partNumber=") {
+                return Fault::None;
+            }
+            let prefix = r.target.split('/').nth(2).unwrap_or("").to_string();
+            seen.lock().unwrap().push((prefix, Instant::now()));
+            Fault::Delay(HOLD)
+        }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("big.db");
+    let conn = create_db(&db, 4096);
+    conn.execute_batch("CREATE TABLE big(b BLOB)").unwrap();
+    for _ in 0..22 {
+        conn.execute("INSERT INTO big VALUES (randomblob(1000000))", []).unwrap();
+    }
+    let want = image(&conn);
+    let run = |prefix: &str, tuning: &str| {
+        let config = dir.path().join(format!("{prefix}.yml"));
+        let url = format!("s3://{BUCKET}/{prefix}?endpoint={}", proxy.endpoint());
+        // Each run its own local state, so each takes a whole snapshot.
+        let meta = dir.path().join(format!("{prefix}-meta"));
+        let text = format!(
+            "dbs:\n  - path: {}\n    meta-path: {}\n    replica:\n      url: {url}\n{tuning}",
+            db.display(),
+            meta.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        run_ok(&mut with_env_keys(sl(), ACCESS_KEY, SECRET_KEY).args(["replicate", "-once", "-config"]).arg(&config));
+        let out = dir.path().join(format!("{prefix}-restored.db"));
+        run_ok(&mut with_env_keys(sl(), ACCESS_KEY, SECRET_KEY).args(["restore", "-o"]).arg(&out).arg(&url));
+        assert_same_image(&want, &file_image(&out, 4096), prefix);
+        let times: Vec<Instant> = starts.lock().unwrap().iter().filter(|(p, _)| p == prefix).map(|(_, t)| *t).collect();
+        let overlapping = times.iter().map(|a| times.iter().filter(|b| **b >= *a && **b < *a + HOLD).count()).max();
+        (times.len(), overlapping.unwrap_or(0))
+    };
+    let (parts, together) = run("serial", "      part-size: 5MiB\n");
+    assert!(parts >= 4, "{parts} parts of 5 MiB for a 22 MB snapshot");
+    assert_eq!(together, 1, "parts overlapped without concurrency");
+    let (parts4, together4) = run("parallel", "      part-size: 5MiB\n      concurrency: 4\n");
+    assert_eq!(parts4, parts, "the same part size gives the same parts");
+    assert!(together4 >= 2, "no parts in flight together with concurrency: 4");
+    let (big_parts, _) = run("bigparts", "      part-size: 10MiB\n");
+    assert!(big_parts * 2 <= parts + 1, "{big_parts} parts of 10 MiB against {parts} of 5 MiB");
+}

@@ -98,7 +98,8 @@ impl Runtime {
             .and_then(PluginPre::new)
             .map_err(|e| load_error(source, format!("does not fit the sluice:storage@0.1.0 contract: {e:#}")))?;
         let labels = Arc::new(Labels { plugin: source.to_string(), database: "-".into(), replica: "-".into() });
-        let mut instance = instantiate(self, &pre, &Sandbox::default(), labels).await?;
+        let permit = runtime_permit(self, &labels).await?;
+        let mut instance = instantiate(self, &pre, &Sandbox::default(), labels, permit).await?;
         let info = instance.info().await?;
         drop(instance);
         Ok(Arc::new(LoadedPlugin { runtime: self.clone(), pre, source: source.to_string(), info }))
@@ -189,7 +190,21 @@ impl LoadedPlugin {
     /// A fresh instance in its own store, confined by `sandbox`. Waits for
     /// a slot if `MAX_LIVE_INSTANCES` are alive.
     pub async fn instantiate(&self, sandbox: &Sandbox, labels: Arc<Labels>) -> Result<Instance, PluginError> {
-        instantiate(&self.runtime, &self.pre, sandbox, labels).await
+        let permit = runtime_permit(&self.runtime, &labels).await?;
+        instantiate(&self.runtime, &self.pre, sandbox, labels, permit).await
+    }
+
+    /// An instance only if a live slot is free now (`None` otherwise):
+    /// for extra, optional parallelism that must never wait for a slot
+    /// while holding one (a wait that could deadlock when every slot is
+    /// held by someone waiting for a second).
+    pub async fn instantiate_if_free(
+        &self,
+        sandbox: &Sandbox,
+        labels: Arc<Labels>,
+    ) -> Option<Result<Instance, PluginError>> {
+        let permit = self.try_live_slot()?;
+        Some(instantiate(&self.runtime, &self.pre, sandbox, labels, permit).await)
     }
 
     /// A live slot for a warm instance going back to work, if one is free
@@ -209,13 +224,8 @@ impl LoadedPlugin {
     }
 }
 
-/// A fresh instance of `pre` in its own confined store.
-async fn instantiate(
-    runtime: &Runtime,
-    pre: &PluginPre<HostState>,
-    sandbox: &Sandbox,
-    labels: Arc<Labels>,
-) -> Result<Instance, PluginError> {
+/// A live slot, waiting for one if none is free.
+async fn runtime_permit(runtime: &Runtime, labels: &Arc<Labels>) -> Result<Permit, PluginError> {
     let permit = runtime.permits.clone().acquire_owned().await.map_err(|_| PluginError {
         labels: labels.clone(),
         op: "instantiate".into(),
@@ -224,6 +234,17 @@ async fn instantiate(
     if let Some(clock) = runtime.clock.get() {
         clock.unpark();
     }
+    Ok(permit)
+}
+
+/// A fresh instance of `pre` in its own confined store, in `permit`'s slot.
+async fn instantiate(
+    runtime: &Runtime,
+    pre: &PluginPre<HostState>,
+    sandbox: &Sandbox,
+    labels: Arc<Labels>,
+    permit: Permit,
+) -> Result<Instance, PluginError> {
     let fail = |kind| PluginError { labels: labels.clone(), op: "instantiate".into(), kind };
     let state = HostState::new(sandbox, labels.clone(), runtime.client().clone())
         .map_err(|e| fail(ErrorKind::Load(format!("sandbox setup failed: {e:#}"))))?;

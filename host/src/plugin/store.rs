@@ -53,6 +53,37 @@ pub struct PluginStore {
     keys: Option<Arc<crate::segment::sealed::Keys>>,
     /// A small-io session parked for reuse, and when it was parked.
     warm: std::sync::Mutex<Option<(Instance, std::time::Instant)>>,
+    /// `part-size` and `concurrency` of large uploads.
+    tuning: UploadTuning,
+}
+
+/// Most parts of one upload in flight at once (`concurrency`): each holds
+/// a part in the host and in its plugin instance.
+pub const MAX_UPLOAD_CONCURRENCY: usize = 16;
+
+/// Litestream's `part-size` and `concurrency` (settings, or the URL's
+/// `partSize`/`concurrency`), for any plugin with multipart uploads.
+/// Unparsable values are left to the plugin, which refuses them by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadTuning {
+    pub part_size: Option<u64>,
+    /// Parts in flight at once; 1 (one at a time) unless asked: more
+    /// holds more parts in memory, and pays only on a high-latency store.
+    pub concurrency: usize,
+}
+
+impl UploadTuning {
+    pub fn from_config(url: &str, settings: &[(String, String)]) -> UploadTuning {
+        let query: Vec<(String, String)> =
+            url::Url::parse(url).map(|u| u.query_pairs().into_owned().collect()).unwrap_or_default();
+        let look = |setting: &str, param: &str| {
+            let from_settings = settings.iter().find(|(k, _)| k == setting).map(|(_, v)| v.trim().to_string());
+            from_settings.or_else(|| query.iter().find(|(k, _)| k == param).map(|(_, v)| v.clone()))
+        };
+        let part_size = look("part-size", "partSize").and_then(|v| v.parse::<u64>().ok()).filter(|&n| n > 0);
+        let concurrency = look("concurrency", "concurrency").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1);
+        UploadTuning { part_size, concurrency: concurrency.clamp(1, MAX_UPLOAD_CONCURRENCY) }
+    }
 }
 
 impl PluginStore {
@@ -65,7 +96,9 @@ impl PluginStore {
         labels: Labels,
     ) -> Self {
         let labels = Arc::new(Labels { plugin: plugin.info().name.clone(), ..labels });
+        let tuning = UploadTuning::from_config(&url, &settings);
         PluginStore {
+            tuning,
             plugin,
             config: StoreConfig { url, settings },
             sandbox,
@@ -88,6 +121,13 @@ impl PluginStore {
 
     pub fn info(&self) -> &PluginInfo {
         self.plugin.info()
+    }
+
+    /// This replica's multipart part size: its `part-size` if set, else
+    /// [`PART_SIZE`], within the plugin's bounds.
+    pub fn part_size(&self) -> u64 {
+        let caps = &self.info().capabilities;
+        self.tuning.part_size.unwrap_or(PART_SIZE).clamp(caps.min_part_size.max(1), caps.max_part_size.max(1))
     }
 
     pub fn labels(&self) -> &Arc<Labels> {
@@ -180,7 +220,7 @@ impl PluginStore {
         precondition: Precondition,
     ) -> Result<ObjectMeta, PluginError> {
         let caps = &self.info().capabilities;
-        let part_size = part_size(caps);
+        let part_size = self.part_size();
         let single_limit = part_size.min(caps.max_put_size).max(1);
         let first = read_up_to(&mut reader, single_limit + 1, key, &self.labels).await?;
         if first.len() as u64 <= single_limit || !caps.multipart_upload {
@@ -216,51 +256,121 @@ impl PluginStore {
         }
     }
 
-    /// Upload the stream in parts of `part_size`, through one reused
-    /// buffer (starting with the bytes already read into `buf`).
+    /// Upload the stream in parts of `part_size` (starting with the bytes
+    /// already read into `carry`), up to `concurrency` at once: `session`
+    /// plus extra sessions taken only while a live slot is free, so the
+    /// parallelism never waits for a slot (memory: one part per session).
     async fn upload_parts(
         &self,
         session: &mut Instance,
         key: &str,
         upload_id: &str,
-        mut buf: Vec<u8>,
+        mut carry: Vec<u8>,
         mut reader: impl AsyncRead + Unpin,
         part_size: u64,
     ) -> Result<Vec<UploadedPart>, PluginError> {
-        let max_parts = self.info().capabilities.max_parts;
-        let part_size = part_size as usize;
-        let mut parts = Vec::new();
+        let mut idle = vec![Slot::Main(session)];
+        let mut running = futures::stream::FuturesUnordered::new();
+        let (mut done, mut number, mut read_all) = (Vec::new(), 0u32, false);
         loop {
-            if buf.len() < part_size {
-                let want = (part_size - buf.len()) as u64;
-                (&mut reader).take(want).read_to_end(&mut buf).await.map_err(|e| io_error(&self.labels, key, e))?;
+            while !read_all && running.len() < self.tuning.concurrency {
+                let Some(slot) = self.free_slot(&mut idle).await else { break };
+                let Some(part) = self.next_part(&mut carry, &mut reader, part_size as usize, key).await? else {
+                    read_all = true;
+                    idle.push(slot);
+                    break;
+                };
+                number += 1;
+                self.check_part_count(number, part_size, key)?;
+                running.push(send_part(slot, key, upload_id, number, part));
             }
-            if buf.is_empty() {
-                break;
-            }
-            let carry = buf.split_off(buf.len().min(part_size));
-            let number = parts.len() as u32 + 1;
-            if max_parts > 0 && number > max_parts {
-                return Err(PluginError {
-                    labels: self.labels.clone(),
-                    op: format!("upload {key}"),
-                    kind: super::error::StorageError::InvalidConfig(format!(
-                        "object needs more than the plugin's max-parts ({max_parts}) parts of {part_size} bytes"
-                    ))
-                    .into(),
-                });
-            }
-            let sha = Sha256::digest(&buf);
-            parts.push(retry!(session.upload_part(key, upload_id, number, &buf, Some(&sha)))?);
-            let short = buf.len() < part_size;
-            buf.clear();
-            buf.extend_from_slice(&carry);
-            if short && buf.is_empty() {
-                break;
+            match futures::StreamExt::next(&mut running).await {
+                Some((slot, result)) => {
+                    done.push(result?);
+                    idle.push(slot);
+                }
+                None => break,
             }
         }
-        Ok(parts)
+        done.sort_by_key(|p: &UploadedPart| p.part_number);
+        Ok(done)
     }
+
+    /// An idle session, or a new one if a live slot is free now.
+    async fn free_slot<'s>(&self, idle: &mut Vec<Slot<'s>>) -> Option<Slot<'s>> {
+        if let Some(slot) = idle.pop() {
+            return Some(slot);
+        }
+        match self.plugin.instantiate_if_free(&self.sandbox, self.labels.clone()).await? {
+            Ok(mut instance) => instance.open(&self.config).await.ok().map(|()| Slot::Extra(instance)),
+            Err(_) => None,
+        }
+    }
+
+    /// The next part of the stream: `carry` (bytes read ahead) topped up
+    /// to `part_size`; `None` at the end.
+    async fn next_part(
+        &self,
+        carry: &mut Vec<u8>,
+        reader: &mut (impl AsyncRead + Unpin),
+        part_size: usize,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
+        if carry.len() < part_size {
+            let want = part_size - carry.len();
+            carry.reserve_exact(want);
+            reader.take(want as u64).read_to_end(carry).await.map_err(|e| io_error(&self.labels, key, e))?;
+        }
+        if carry.is_empty() {
+            return Ok(None);
+        }
+        let rest = carry.split_off(carry.len().min(part_size));
+        Ok(Some(std::mem::replace(carry, rest)))
+    }
+
+    fn check_part_count(&self, number: u32, part_size: u64, key: &str) -> Result<(), PluginError> {
+        let max_parts = self.info().capabilities.max_parts;
+        if max_parts == 0 || number <= max_parts {
+            return Ok(());
+        }
+        Err(PluginError {
+            labels: self.labels.clone(),
+            op: format!("upload {key}"),
+            kind: super::error::StorageError::InvalidConfig(format!(
+                "object needs more than the plugin's max-parts ({max_parts}) parts of {part_size} bytes; raise part-size"
+            ))
+            .into(),
+        })
+    }
+}
+
+/// A session uploading parts: the caller's, or an extra one of its own.
+enum Slot<'s> {
+    Main(&'s mut Instance),
+    Extra(Instance),
+}
+
+impl Slot<'_> {
+    fn get(&mut self) -> &mut Instance {
+        match self {
+            Slot::Main(i) => i,
+            Slot::Extra(i) => i,
+        }
+    }
+}
+
+/// Upload one part on `slot`, giving the slot back with the result.
+async fn send_part<'s>(
+    mut slot: Slot<'s>,
+    key: &str,
+    upload_id: &str,
+    number: u32,
+    part: Vec<u8>,
+) -> (Slot<'s>, Result<UploadedPart, PluginError>) {
+    let sha = Sha256::digest(&part);
+    let session = slot.get();
+    let result = retry!(session.upload_part(key, upload_id, number, &part, Some(&sha)));
+    (slot, result)
 }
 
 async fn read_up_to(
@@ -357,7 +467,20 @@ fn clean_path(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize_url;
+    use super::{MAX_UPLOAD_CONCURRENCY, UploadTuning, normalize_url};
+
+    #[test]
+    fn part_size_and_concurrency_come_from_settings_or_the_url() {
+        let s = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let t = UploadTuning::from_config("s3://b/p", &s(&[("part-size", "5242880"), ("concurrency", "4")]));
+        assert_eq!(t, UploadTuning { part_size: Some(5 << 20), concurrency: 4 });
+        let t = UploadTuning::from_config("s3://b/p?partSize=8388608&concurrency=99", &[]);
+        assert_eq!(t, UploadTuning { part_size: Some(8 << 20), concurrency: MAX_UPLOAD_CONCURRENCY });
+        let t = UploadTuning::from_config("s3://b/p?concurrency=3", &s(&[("concurrency", "2")]));
+        assert_eq!(t.concurrency, 2, "a setting wins over the URL");
+        assert_eq!(UploadTuning::from_config("s3://b/p", &[]), UploadTuning { part_size: None, concurrency: 1 });
+        assert_eq!(UploadTuning::from_config("s3://b/p", &s(&[("concurrency", "0")])).concurrency, 1);
+    }
 
     #[test]
     fn file_urls_and_paths_become_clean_absolute_paths() {
