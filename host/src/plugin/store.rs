@@ -302,7 +302,7 @@ impl PluginStore {
             return Some(slot);
         }
         match self.plugin.instantiate_if_free(&self.sandbox, self.labels.clone()).await? {
-            Ok(mut instance) => instance.open(&self.config).await.ok().map(|()| Slot::Extra(instance)),
+            Ok(mut instance) => instance.open(&self.config).await.ok().map(|()| Slot::Extra(Box::new(instance))),
             Err(_) => None,
         }
     }
@@ -347,7 +347,7 @@ impl PluginStore {
 /// A session uploading parts: the caller's, or an extra one of its own.
 enum Slot<'s> {
     Main(&'s mut Instance),
-    Extra(Instance),
+    Extra(Box<Instance>),
 }
 
 impl Slot<'_> {
