@@ -578,9 +578,9 @@ fn part_size_and_concurrency_shape_large_uploads() {
             meta.display()
         );
         std::fs::write(&config, text).unwrap();
-        run_ok(&mut with_env_keys(sl(), ACCESS_KEY, SECRET_KEY).args(["replicate", "-once", "-config"]).arg(&config));
+        run_ok(with_env_keys(sl(), ACCESS_KEY, SECRET_KEY).args(["replicate", "-once", "-config"]).arg(&config));
         let out = dir.path().join(format!("{prefix}-restored.db"));
-        run_ok(&mut with_env_keys(sl(), ACCESS_KEY, SECRET_KEY).args(["restore", "-o"]).arg(&out).arg(&url));
+        run_ok(with_env_keys(sl(), ACCESS_KEY, SECRET_KEY).args(["restore", "-o"]).arg(&out).arg(&url));
         assert_same_image(&want, &file_image(&out, 4096), prefix);
         let times: Vec<Instant> = starts.lock().unwrap().iter().filter(|(p, _)| p == prefix).map(|(_, t)| *t).collect();
         let overlapping = times.iter().map(|a| times.iter().filter(|b| **b >= *a && **b < *a + HOLD).count()).max();
