@@ -112,3 +112,79 @@ fn logs_go_where_litestream_sends_them() {
     let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert!(first["time"].is_string() && first["level"] == "INFO" && first["msg"].is_string(), "{first}");
 }
+
+/// README's "Coming from Litestream" table stays true: every flag is in
+/// its command's help, every config key parses without an "unknown key"
+/// warning, each "noted" key is noted and each "yes" key is not, and the
+/// control-socket commands marked "no" do not exist.
+#[test]
+fn the_compatibility_table_is_true() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let start = readme.find("| Litestream 0.5 | where | sluice |").expect("the table in README.md");
+    let rows: Vec<Vec<String>> = readme[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| l.trim_matches('|').split(" | ").map(|c| c.trim().to_string()).collect())
+        .collect();
+    assert!(rows.len() > 50, "{} rows", rows.len());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let _conn = create_db(&db, 4096);
+    let (mut flags, mut keys) = (0, 0);
+    for row in &rows {
+        let (item, place, verdict) = (&row[0], row[1].as_str(), row[2].as_str());
+        let code: Vec<&str> = item.split('`').skip(1).step_by(2).collect();
+        match place {
+            "command" if verdict.starts_with("no:") => {
+                for cmd in code {
+                    let out = sluice().args([cmd, "-h"]).output().unwrap();
+                    assert!(!out.status.success(), "`{cmd}` exists; the table says it does not");
+                }
+            }
+            "command" => {
+                let (cmd, flag) = code[0].split_once(" -").unwrap();
+                let help = text(&run_ok(sluice().args([cmd, "-h"])));
+                assert!(
+                    help.contains(&format!("--{flag} "))
+                        || help.contains(&format!("-{flag},"))
+                        || help.contains(&format!("--{flag}\n")),
+                    "`{cmd} -{flag}` is not in its help:\n{help}"
+                );
+                flags += 1;
+            }
+            _ if verdict.starts_with("no:") || item.contains("...") => {}
+            _ => {
+                check_key(dir.path(), &db, code[0], place, verdict == "noted");
+                keys += 1;
+            }
+        }
+    }
+    assert!(flags > 20 && keys > 35, "{flags} flags, {keys} keys checked");
+}
+
+/// `fragment` (`key: value`) placed at `place` of a config parses, without
+/// an unknown-key warning, noted or not as the table says.
+fn check_key(dir: &Path, db: &Path, fragment: &str, place: &str, noted: bool) {
+    let url = format!("file://{}", dir.join("replica").display());
+    let text = match place {
+        "global" => format!("{fragment}\ndbs:\n  - path: {}\n    replica:\n      url: {url}\n", db.display()),
+        "database" => format!("dbs:\n  - path: {}\n    {fragment}\n    replica:\n      url: {url}\n", db.display()),
+        "replica" => format!("dbs:\n  - path: {}\n    replica:\n      url: {url}\n      {fragment}\n", db.display()),
+        other => panic!("unknown place `{other}`"),
+    };
+    let config = dir.join("compat.yml");
+    std::fs::write(&config, &text).unwrap();
+    let out = sluice().args(["databases", "-config"]).arg(&config).output().unwrap();
+    let all = text_of(&out);
+    assert!(out.status.success(), "`{fragment}` ({place}) does not parse:\n{all}");
+    assert!(!all.contains("unknown key"), "`{fragment}` ({place}) is called unknown:\n{all}");
+    let key = fragment.split(':').next().unwrap();
+    let said =
+        all.contains(&format!("`{key}`:")) || all.contains(&format!("`{key}.")) || all.contains(&format!(".{key}`"));
+    assert_eq!(said, noted, "`{fragment}` ({place}): noted {said}, the table says {noted}:\n{all}");
+}
+
+fn text_of(out: &Output) -> String {
+    text(out)
+}

@@ -1,4 +1,4 @@
-//! Existing Litestream backups (DESIGN.md decision 22), written by the real
+//! Existing Litestream backups (DESIGN.md decision 23), written by the real
 //! Litestream binaries (0.5.17: LZ4-block pages; 0.5.15: LZ4-frame pages;
 //! 0.3.13: generations) while this test process writes the database, then
 //! restored by sluice and compared with the source and with Litestream's

@@ -32,7 +32,7 @@ pub const NOTED: &[(&str, &str)] = &[
 ];
 
 /// `retention: {enabled: ...}` (Litestream 0.5), as noted.
-pub const RETENTION_ENABLED_NOTE: &str = "retention.enabled: sluice deletes only what snapshot.retention and l0-retention let go; set them long to keep more";
+pub const RETENTION_ENABLED_NOTE: &str = "`retention.enabled`: sluice deletes only what snapshot.retention and l0-retention let go; set them long to keep more";
 
 fn noted(key: &str) -> Option<&'static str> {
     NOTED.iter().find(|(k, _)| *k == key).map(|(_, n)| *n)
@@ -70,13 +70,14 @@ fn at(path: &Path, line: Option<usize>) -> String {
 }
 
 /// Notes for the Litestream keys present anywhere in `value` (the parsed
-/// file), one per key.
+/// file), one per key, each named by its path (`logging.source`,
+/// `dbs[0].max-sync-wal-bytes`).
 pub fn notes(value: &Value, path: &Path, text: &str) -> Vec<String> {
-    let mut seen = Vec::new();
-    walk_keys(value, &mut |key, v| {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    walk_keys(value, "", &mut |at_path, key, v| {
         let note = match (key, v) {
             ("retention", Value::Mapping(_)) => Some(RETENTION_ENABLED_NOTE.to_string()),
-            (k, _) => noted(k).map(|n| format!("`{k}`: {n}")),
+            (k, _) => noted(k).map(|n| format!("`{at_path}`: {n}")),
         };
         if let Some(n) = note.filter(|_| !seen.iter().any(|(k, _)| k == key)) {
             seen.push((key.to_string(), format!("{}: {n}", at(path, line_of(text, key, Some(v))))));
@@ -85,17 +86,22 @@ pub fn notes(value: &Value, path: &Path, text: &str) -> Vec<String> {
     seen.into_iter().map(|(_, n)| n).collect()
 }
 
-fn walk_keys(value: &Value, f: &mut impl FnMut(&str, &Value)) {
+/// Every key in `value` with its dotted path below `prefix`.
+fn walk_keys(value: &Value, prefix: &str, f: &mut impl FnMut(&str, &str, &Value)) {
     match value {
         Value::Mapping(m) => {
             for (k, v) in m {
-                if let Some(k) = k.as_str() {
-                    f(k, v);
-                }
-                walk_keys(v, f);
+                let Some(k) = k.as_str() else { continue };
+                let here = if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+                f(&here, k, v);
+                walk_keys(v, &here, f);
             }
         }
-        Value::Sequence(s) => s.iter().for_each(|v| walk_keys(v, f)),
+        Value::Sequence(s) => {
+            for (i, v) in s.iter().enumerate() {
+                walk_keys(v, &format!("{prefix}[{i}]"), f);
+            }
+        }
         _ => {}
     }
 }

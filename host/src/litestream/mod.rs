@@ -1,5 +1,5 @@
 //! Litestream's own backups, read so that a user who swaps the binary keeps
-//! them (DESIGN.md decision 22): Litestream 0.5's LTX files (`ltx`,
+//! them (DESIGN.md decision 23): Litestream 0.5's LTX files (`ltx`,
 //! `ltx_backup`) and 0.3's generations (`generations`). Read-only: sluice
 //! restores and lists them, and refuses to replicate into a path that holds
 //! one (a second history beside Litestream's would be restored by neither

@@ -75,7 +75,7 @@ pub enum ReplicaError {
     /// The store does not hold what was listed or asked for.
     #[error("replica {replica}: {msg}")]
     Store { replica: String, msg: String },
-    /// The replica's path holds a backup Litestream wrote (decision 22):
+    /// The replica's path holds a backup Litestream wrote (decision 23):
     /// nothing is written beside it.
     #[error(
         "replica {replica} holds {what}: sluice does not start a second history beside it. Restore from it (`sluice restore -o DB_PATH URL`), then point this replica at a new, empty path (or move Litestream's files away)"
