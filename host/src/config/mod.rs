@@ -1,6 +1,7 @@
 //! Configuration: the Litestream-compatible file (`file`) and its
 //! resolution into what the engine runs (`resolve`).
 
+pub mod credentials;
 pub mod file;
 pub mod keys;
 pub mod resolve;

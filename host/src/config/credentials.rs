@@ -1,0 +1,91 @@
+//! Credentials a replica's config does not give, found as Litestream's AWS
+//! SDK finds them: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (and
+//! `AWS_SESSION_TOKEN`), then `LITESTREAM_*` (and `SLUICE_*`), then the
+//! shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, else
+//! `~/.aws/credentials`) under the profile `AWS_PROFILE` (else `default`).
+
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+}
+
+/// Never prints the secret or the token.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials {{ access_key_id: {:?}, .. }}", self.access_key_id)
+    }
+}
+
+/// From the environment or the shared file; `None` if neither has any.
+/// A shared file that exists but cannot be read or parsed is an error
+/// naming it (silently signing anonymously would fail later, obscurely).
+pub fn from_environment() -> anyhow::Result<Option<Credentials>> {
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    for prefix in ["AWS", "LITESTREAM", "SLUICE"] {
+        if let Some(id) = get(&format!("{prefix}_ACCESS_KEY_ID")) {
+            let secret = get(&format!("{prefix}_SECRET_ACCESS_KEY"));
+            let token = if prefix == "AWS" { get("AWS_SESSION_TOKEN") } else { None };
+            return Ok(Some(Credentials { access_key_id: id, secret_access_key: secret, session_token: token }));
+        }
+    }
+    let Some(file) = get("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from).or_else(default_file) else {
+        return Ok(None);
+    };
+    let profile = get("AWS_PROFILE").unwrap_or_else(|| "default".into());
+    shared_file(&file, &profile)
+}
+
+fn default_file() -> Option<PathBuf> {
+    dirs::home_dir().map(|h| h.join(".aws/credentials")).filter(|p| p.exists())
+}
+
+/// The `profile` section of the shared credentials file at `path`.
+pub fn shared_file(path: &Path, profile: &str) -> anyhow::Result<Option<Credentials>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => anyhow::bail!("cannot read the AWS credentials file {}: {e}", path.display()),
+    };
+    let ini = ini::Ini::load_from_str(&text)
+        .map_err(|e| anyhow::anyhow!("the AWS credentials file {} is not valid INI: {e}", path.display()))?;
+    let Some(section) = ini.section(Some(profile)) else { return Ok(None) };
+    let get = |k: &str| section.get(k).map(str::trim).filter(|v| !v.is_empty()).map(String::from);
+    Ok(get("aws_access_key_id").map(|id| Credentials {
+        access_key_id: id,
+        secret_access_key: get("aws_secret_access_key"),
+        session_token: get("aws_session_token"),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_profile_section_is_read_and_others_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials");
+        let text = "[default]\naws_access_key_id = AKIADEFAULT\naws_secret_access_key = d/s\n\n[backup]\naws_access_key_id=AKIABACKUP\naws_secret_access_key=b/s\naws_session_token=tok\n";
+        std::fs::write(&file, text).unwrap();
+        let d = shared_file(&file, "default").unwrap().unwrap();
+        assert_eq!((d.access_key_id.as_str(), d.secret_access_key.as_deref()), ("AKIADEFAULT", Some("d/s")));
+        let b = shared_file(&file, "backup").unwrap().unwrap();
+        assert_eq!(b.session_token.as_deref(), Some("tok"));
+        assert_eq!(shared_file(&file, "nope").unwrap(), None);
+        assert_eq!(shared_file(&dir.path().join("missing"), "default").unwrap(), None);
+        assert!(!format!("{b:?}").contains("b/s"), "the secret is printed");
+    }
+
+    #[test]
+    fn a_broken_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials");
+        std::fs::write(&file, "[default\naws_access_key_id = x\n").unwrap();
+        let err = shared_file(&file, "default").unwrap_err().to_string();
+        assert!(err.contains("credentials") && err.contains("INI"), "{err}");
+    }
+}
