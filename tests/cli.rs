@@ -188,3 +188,34 @@ fn check_key(dir: &Path, db: &Path, fragment: &str, place: &str, noted: bool) {
 fn text_of(out: &Output) -> String {
     text(out)
 }
+
+/// Directory mode: every database under `dir` is replicated to the replica
+/// path plus its path below `dir` (Litestream's layout) and restores from
+/// there; a file that is not SQLite is skipped with a warning.
+#[test]
+fn a_directory_of_databases_each_gets_its_own_replica_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("tenants")).unwrap();
+    let a = create_db(&data.join("a.db"), 4096);
+    let b = create_db(&data.join("tenants/b.db"), 4096);
+    let mut rng = seeded(3);
+    workload(&a, &mut rng, 30);
+    workload(&b, &mut rng, 60);
+    std::fs::write(data.join("notes.db"), "plain text").unwrap();
+    let replica = dir.path().join("replica");
+    let config = dir.path().join("sluice.yml");
+    let yaml = format!(
+        "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    recursive: true\n    replica:\n      url: file://{}\n",
+        data.display(),
+        replica.display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let out = run_ok(sluice().args(["replicate", "-once", "-config"]).arg(&config));
+    assert!(text(&out).contains("notes.db matches `pattern` but is not a SQLite database"), "{}", text(&out));
+    for (rel, conn) in [("a.db", &a), ("tenants/b.db", &b)] {
+        let restored = dir.path().join(format!("restored-{}", rel.replace('/', "-")));
+        run_ok(sluice().args(["restore", "-o"]).arg(&restored).arg(format!("file://{}/{rel}", replica.display())));
+        assert_same_image(&image(conn), &file_image(&restored, 4096), rel);
+    }
+}

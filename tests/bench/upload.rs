@@ -65,15 +65,11 @@ fn make_db(path: &Path, mb: u64) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(b BLOB);").unwrap();
     for _ in 0..mb {
-        conn.execute_batch("BEGIN; INSERT INTO t SELECT randomblob(65536) FROM generate_series(1, 16); COMMIT;")
-            .or_else(|_| {
-                let tx = conn.unchecked_transaction()?;
-                for _ in 0..16 {
-                    tx.execute("INSERT INTO t VALUES (randomblob(65536))", [])?;
-                }
-                tx.commit()
-            })
-            .unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        for _ in 0..16 {
+            tx.execute("INSERT INTO t VALUES (randomblob(65536))", []).unwrap();
+        }
+        tx.commit().unwrap();
     }
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
 }

@@ -325,12 +325,46 @@ fn expand_dir(db: &DbConfig) -> anyhow::Result<Vec<PathBuf>> {
                     stack.push(p);
                 }
             } else if e.file_name().to_str().is_some_and(|n| pattern.matches(n)) {
-                out.push(p);
+                match is_sqlite(&p) {
+                    true => out.push(p),
+                    false => tracing::warn!(
+                        "{} matches `pattern` but is not a SQLite database (yet); skipped until sluice restarts",
+                        p.display()
+                    ),
+                }
             }
         }
     }
     out.sort();
     Ok(out)
+}
+
+/// Whether `path` starts with SQLite's header (an empty or foreign file
+/// in a `dir` does not stop the others).
+fn is_sqlite(path: &Path) -> bool {
+    let mut magic = [0u8; 16];
+    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+        && &magic == b"SQLite format 3\0"
+}
+
+/// A `dir` entry's database at `rel` (its path below `dir`): the entry
+/// with every replica's URL (or path) and its meta-path extended by `rel`,
+/// so each database has a place of its own (Litestream's layout; sharing
+/// one made all but one of them fail).
+fn member(db: &DbConfig, rel: &Path) -> DbConfig {
+    let rel = rel.to_string_lossy();
+    let under = |base: &str| format!("{}/{rel}", base.trim_end_matches('/'));
+    let mut m = db.clone();
+    for r in m.replica.iter_mut().chain(m.replicas.iter_mut()) {
+        if let Some(url) = &r.url {
+            let (base, query) = url.split_once('?').map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
+            r.url = Some(query.map_or_else(|| under(base), |q| format!("{}?{q}", under(base))));
+        } else if let Some(path) = &r.path {
+            r.path = Some(under(path));
+        }
+    }
+    m.meta_path = m.meta_path.as_deref().map(under);
+    m
 }
 
 /// Resolve the whole file.
@@ -339,9 +373,12 @@ pub fn resolve(cfg: &FileConfig) -> anyhow::Result<Resolved> {
     for db in &cfg.dbs {
         match (&db.path, &db.dir) {
             (Some(p), _) => dbs.push(database(db, std::path::absolute(db_path(p))?, cfg)?),
-            (None, Some(_)) => {
+            (None, Some(dir)) => {
+                let dir = std::path::absolute(db_path(dir))?;
                 for p in expand_dir(db)? {
-                    dbs.push(database(db, std::path::absolute(p)?, cfg)?);
+                    let p = std::path::absolute(p)?;
+                    let rel = p.strip_prefix(&dir).unwrap_or(&p).to_path_buf();
+                    dbs.push(database(&member(db, &rel), p, cfg)?);
                 }
             }
             (None, None) => bail!("a database entry needs `path` (or `dir` and `pattern`)"),
@@ -481,5 +518,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("validation-interval"), "{e}");
+    }
+
+    #[test]
+    fn a_directory_gives_each_database_its_own_replica_path_and_skips_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mk = |rel: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            rusqlite::Connection::open(&p).unwrap().execute_batch("CREATE TABLE t(x)").unwrap();
+        };
+        mk("a.db");
+        mk("tenants/b.db");
+        std::fs::write(dir.path().join("junk.db"), "not a database").unwrap();
+        std::fs::write(dir.path().join("new.db"), "").unwrap();
+        let text = format!(
+            "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    recursive: true\n    replicas:\n      - url: s3://bucket/backups?endpoint=127.0.0.1:9000\n      - type: s3\n        bucket: b2\n        path: p2\n",
+            dir.path().display()
+        );
+        let r = resolve(&parse(&text, Path::new("c"), false).unwrap().config).unwrap();
+        let got: Vec<(String, String, String)> = r
+            .dbs
+            .iter()
+            .map(|d| {
+                let rel = d.path.strip_prefix(dir.path()).unwrap().display().to_string();
+                (rel, d.replicas[0].url.clone(), d.replicas[1].url.clone())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a.db".into(), "s3://bucket/backups/a.db?endpoint=127.0.0.1:9000".into(), "s3://b2/p2/a.db".into()),
+                (
+                    "tenants/b.db".into(),
+                    "s3://bucket/backups/tenants/b.db?endpoint=127.0.0.1:9000".into(),
+                    "s3://b2/p2/tenants/b.db".into()
+                ),
+            ]
+        );
     }
 }
