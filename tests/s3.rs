@@ -595,3 +595,34 @@ fn part_size_and_concurrency_shape_large_uploads() {
     let (big_parts, _) = run("bigparts", "      part-size: 10MiB\n");
     assert!(big_parts * 2 <= parts + 1, "{big_parts} parts of 10 MiB against {parts} of 5 MiB");
 }
+
+/// Keys from the AWS shared credentials file, as Litestream's SDK reads it
+/// (`AWS_SHARED_CREDENTIALS_FILE`, `AWS_PROFILE`), for `replicate`,
+/// `restore` and `plugin check` alike; without them the store refuses.
+#[test]
+fn the_shared_credentials_file_and_profile_are_read() {
+    let s3 = Seaweed::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, 4096);
+    workload(&conn, &mut seeded(5), 40);
+    let file = dir.path().join("credentials");
+    let text = format!(
+        "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[backup]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+    );
+    std::fs::write(&file, text).unwrap();
+    let url = s3.url("shared");
+    let with_file = |profile: &str| {
+        let mut cmd = sl();
+        cmd.env("AWS_SHARED_CREDENTIALS_FILE", &file).env("AWS_PROFILE", profile);
+        cmd
+    };
+    run_ok(with_file("backup").args(["replicate", "-once"]).arg(&db).arg(&url));
+    let out = dir.path().join("restored.db");
+    run_ok(with_file("backup").args(["restore", "-o"]).arg(&out).arg(&url));
+    assert_same_image(&image(&conn), &file_image(&out, 4096), "restored with the profile's keys");
+    let checked = with_file("backup").args(["plugin", "check"]).arg(s3.url("check")).output().unwrap();
+    assert!(checked.status.success(), "plugin check:\n{}", String::from_utf8_lossy(&checked.stdout));
+    let wrong = with_file("default").args(["restore", "-o"]).arg(dir.path().join("x.db")).arg(&url).output().unwrap();
+    assert!(!wrong.status.success(), "the default profile's wrong keys restored");
+}

@@ -78,6 +78,7 @@ pub async fn check(
     sandbox: &SandboxConfig,
 ) -> anyhow::Result<bool> {
     let url = normalize_url(url).with_context(|| format!("bad replica URL {url}"))?;
+    let settings = with_environment_credentials(settings)?;
     let loaded = load_for(runtime, plugin, Some(&url)).await?;
     let sb = sandbox
         .resolve(loaded.info(), &url, &settings)
@@ -116,4 +117,18 @@ pub fn export(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         written.push(path);
     }
     Ok(written)
+}
+
+/// `-s` settings, plus credentials from where `replicate` finds them (the
+/// environment, the shared credentials file) unless `-s` gives a key.
+fn with_environment_credentials(mut settings: Vec<(String, String)>) -> anyhow::Result<Vec<(String, String)>> {
+    if settings.iter().any(|(k, _)| k == "access-key-id") {
+        return Ok(settings);
+    }
+    if let Some(c) = crate::config::credentials::from_environment()? {
+        settings.push(("access-key-id".into(), c.access_key_id));
+        let rest = [("secret-access-key", c.secret_access_key), ("session-token", c.session_token)];
+        settings.extend(rest.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))));
+    }
+    Ok(settings)
 }

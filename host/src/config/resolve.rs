@@ -100,19 +100,6 @@ pub fn db_path(raw: &str) -> PathBuf {
     }
 }
 
-/// Credentials from the environment: Litestream's rule is explicit config
-/// first, then `AWS_*`, then `LITESTREAM_*` (and `SLUICE_*`).
-fn env_credentials() -> (Option<String>, Option<String>) {
-    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    for prefix in ["AWS", "LITESTREAM", "SLUICE"] {
-        let id = get(&format!("{prefix}_ACCESS_KEY_ID"));
-        if id.is_some() {
-            return (id, get(&format!("{prefix}_SECRET_ACCESS_KEY")));
-        }
-    }
-    (None, None)
-}
-
 /// Merge a replica over the global defaults (replica fields win).
 fn merged(r: &ReplicaConfig, d: &ReplicaConfig) -> ReplicaConfig {
     macro_rules! pick {
@@ -181,13 +168,16 @@ pub fn replica(
             settings.push((k.to_string(), v));
         }
     };
-    let (env_id, env_secret) = env_credentials();
-    let explicit = r.access_key_id.is_some();
-    set("access-key-id", r.access_key_id.clone().or(env_id.clone()));
-    set(
-        "secret-access-key",
-        if explicit { r.secret_access_key.clone() } else { r.secret_access_key.clone().or(env_secret) },
-    );
+    // Litestream's rule: explicit config first, then the environment and
+    // the shared credentials file (config/credentials.rs).
+    if r.access_key_id.is_some() {
+        set("access-key-id", r.access_key_id.clone());
+        set("secret-access-key", r.secret_access_key.clone());
+    } else if let Some(c) = super::credentials::from_environment()? {
+        set("access-key-id", Some(c.access_key_id));
+        set("secret-access-key", r.secret_access_key.clone().or(c.secret_access_key));
+        set("session-token", c.session_token);
+    }
     set("region", r.region.clone());
     set("endpoint", r.endpoint.clone());
     if r.url.is_none() {
