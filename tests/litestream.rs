@@ -262,3 +262,37 @@ fn litestream_backups_are_checked_seen_and_not_written_over() {
     assert!(err.contains(snapshot.file_name().unwrap().to_str().unwrap()), "{err}");
     assert!(!bad.exists() && !dir.path().join("bad.db.tmp").exists());
 }
+
+/// `databases -json`, `status -json` and `ltx -json` carry every field
+/// Litestream 0.5.17 prints for the same config (sluice adds its own).
+#[test]
+fn json_outputs_carry_litestreams_field_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_db(dir.path());
+    let replica = dir.path().join("replica");
+    let child = replicate("0.5.17", dir.path(), &db, &format!("url: file://{}", replica.display()));
+    write_while(&db, child, 2.0);
+    let config = dir.path().join("litestream.yml");
+    let keys = |out: &[u8]| -> Vec<String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(out).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(out)));
+        let first = v.as_array().and_then(|a| a.first()).cloned().unwrap_or_default();
+        first.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+    };
+    for args in [vec!["databases", "-json"], vec!["status", "-json"]] {
+        let theirs = ls("0.5.17").args(&args).arg("-config").arg(&config).output().unwrap();
+        let ours = run_ok(sluice().args(&args).arg("-config").arg(&config));
+        let (theirs, ours) = (keys(&theirs.stdout), keys(&ours.stdout));
+        assert!(!theirs.is_empty(), "Litestream printed no {args:?}");
+        for k in &theirs {
+            assert!(ours.contains(k), "{args:?}: Litestream's `{k}` is missing from sluice's {ours:?}");
+        }
+    }
+    let url = format!("file://{}", replica.display());
+    let theirs = ls("0.5.17").args(["ltx", "-json", &url]).output().unwrap();
+    let ours = run_ok(sluice().args(["ltx", "-json", &url]));
+    assert!(!keys(&theirs.stdout).is_empty(), "Litestream listed nothing");
+    for k in keys(&theirs.stdout) {
+        assert!(keys(&ours.stdout).contains(&k), "ltx: Litestream's `{k}` is missing");
+    }
+}

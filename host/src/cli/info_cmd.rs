@@ -42,7 +42,11 @@ pub fn databases(config_path: Option<&PathBuf>, expand: bool, json: bool) -> any
         let rows: Vec<_> = resolved
             .dbs
             .iter()
-            .map(|d| serde_json::json!({"path": d.path, "replicas": d.replicas.iter().map(|r| serde_json::json!({"name": r.name, "url": r.url})).collect::<Vec<_>>()}))
+            .map(|d| {
+                // Litestream's one `replica` (its type), then all of ours.
+                let kind = d.replicas.first().map(|r| r.url.split_once("://").map_or("file", |(s, _)| s));
+                serde_json::json!({"path": d.path, "replica": kind, "replicas": d.replicas.iter().map(|r| serde_json::json!({"name": r.name, "url": r.url})).collect::<Vec<_>>()})
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
@@ -170,12 +174,23 @@ pub fn status(config_path: Option<&PathBuf>, expand: bool, db: Option<&str>, jso
                 serde_json::json!({"name": r.name, "url": r.url, "txid": format!("{shipped:016x}")})
             })
             .collect();
+        let txid = state.as_ref().map(|(s, _)| format!("{:016x}", s.txid));
+        let status = match (d.path.exists(), &state) {
+            (false, _) => "no database",
+            (true, None) => "not initialized",
+            (true, Some(_)) => "ok",
+        };
         rows.push(serde_json::json!({
+            // Litestream's fields first (`wal_size` as it writes it).
+            "database": d.path,
+            "status": status,
+            "local_txid": txid,
+            "wal_size": si_bytes(wal_size),
+            "wal_bytes": wal_size,
             "path": d.path,
-            "txid": state.as_ref().map(|(s, _)| format!("{:016x}", s.txid)),
+            "txid": txid,
             "db_pages": state.as_ref().map(|(s, _)| s.db_pages),
             "last_capture": state.as_ref().map(|(s, _)| rfc3339(s.timestamp_ms)),
-            "wal_size": wal_size,
             "replicas": replicas,
         }));
     }
@@ -187,7 +202,7 @@ pub fn status(config_path: Option<&PathBuf>, expand: bool, db: Option<&str>, jso
                 "{}  txid={} wal={}B last={}",
                 r["path"].as_str().unwrap_or("?"),
                 r["txid"].as_str().unwrap_or("none"),
-                r["wal_size"],
+                r["wal_bytes"],
                 r["last_capture"].as_str().unwrap_or("never")
             );
             for rep in r["replicas"].as_array().into_iter().flatten() {
@@ -221,4 +236,31 @@ pub fn reset(config_path: Option<&PathBuf>, expand: bool, db: &str, dry_run: boo
     MetaDir::open(meta.clone())?.reset()?;
     println!("reset local state of {} ({}); the next sync takes a snapshot", path.display(), meta.display());
     Ok(())
+}
+
+/// Bytes as Litestream's status writes them (Go's humanize.Bytes: SI
+/// units, one decimal below 10).
+fn si_bytes(n: u64) -> String {
+    if n < 10 {
+        return format!("{n} B");
+    }
+    let units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let e = ((n as f64).ln() / 1000f64.ln()).floor() as usize;
+    let e = e.min(units.len() - 1);
+    let val = (n as f64 / 1000f64.powi(e as i32) * 10.0 + 0.5).floor() / 10.0;
+    match val < 10.0 {
+        true => format!("{val:.1} {}", units[e]),
+        false => format!("{val:.0} {}", units[e]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_as_litestreams() {
+        assert_eq!(super::si_bytes(0), "0 B");
+        assert_eq!(super::si_bytes(988_832), "989 kB");
+        assert_eq!(super::si_bytes(1_234_567), "1.2 MB");
+        assert_eq!(super::si_bytes(512), "512 B");
+    }
 }
