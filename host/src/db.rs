@@ -431,7 +431,9 @@ mod tests {
     #[test]
     fn only_this_module_opens_the_database_files() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let allowed = ["db.rs", "restore.rs"];
+        // restore.rs and litestream/generations.rs write the sidecars of a
+        // restore's scratch file, never of a live database.
+        let allowed = ["db.rs", "restore.rs", "generations.rs"];
         let mut offenders = Vec::new();
         let mut stack = vec![root.clone()];
         while let Some(dir) = stack.pop() {
