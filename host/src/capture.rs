@@ -13,9 +13,10 @@
 
 use crate::checksum::PageHashes;
 use crate::db::{Db, DbError};
+use crate::fsutil::file_stamp;
 use crate::segment::SegmentName;
 use crate::segment::writer::Compressor;
-use crate::state::{MetaDir, State, WalMark, file_stamp};
+use crate::state::{MetaDir, State, WalMark};
 use crate::wal::{Scan, WalHeader, WalPos};
 use std::fs::{self, File};
 use std::io;

@@ -36,6 +36,8 @@
 //! - `checksum`: page hashes and the whole-database checksum (XOR of page
 //!   hashes, updatable page by page).
 //! - `clock`: wall-clock milliseconds and RFC 3339.
+//! - `fsutil`: filesystem helpers (directory fsync, a file's size and
+//!   mtime stamp).
 //! - `logging`: `tracing` set-up.
 //! - `cli`: the Litestream-compatible command line; thin.
 
@@ -46,6 +48,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod file_watch;
+pub mod fsutil;
 pub mod litestream;
 pub mod logging;
 pub mod metrics;

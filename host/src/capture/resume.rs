@@ -115,7 +115,7 @@ impl Capturer {
             // The replica already holds the database (sluice was the last
             // to close it, say): nothing to ship, the temp file goes.
             if wal.is_none() {
-                self.state.db_stamp = crate::state::file_stamp(self.db.path());
+                self.state.db_stamp = crate::fsutil::file_stamp(self.db.path());
             }
             return Ok(Ok(Resumed { entry: None, changed, pages: db_pages }));
         }
