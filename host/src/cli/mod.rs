@@ -7,10 +7,12 @@ mod plugin_cmd;
 mod replicate_cmd;
 mod restore_cmd;
 
+use crate::config::FileConfig;
 use crate::plugin::{Runtime, SandboxConfig};
 use crate::restore::IntegrityCheck;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use replicate_cmd::ConfigFile;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,82 +39,9 @@ struct ConfigArgs {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Replicate databases continuously (config file, or DB_PATH REPLICA_URL...).
-    Replicate {
-        #[command(flatten)]
-        config: ConfigArgs,
-        /// Run this command as a child; replicate while it runs, exit with its status.
-        #[arg(long)]
-        exec: Option<String>,
-        /// Sync once, ship, and exit.
-        #[arg(long)]
-        once: bool,
-        /// Take a snapshot at start.
-        #[arg(long)]
-        force_snapshot: bool,
-        /// Accepted for Litestream compatibility; retention is always enforced.
-        #[arg(long)]
-        enforce_retention: bool,
-        /// Restore a missing database from its replica before replicating.
-        #[arg(long)]
-        restore_if_db_not_exists: bool,
-        /// Storage plugin (.wasm) for replicas that name none.
-        #[arg(long)]
-        plugin: Option<PathBuf>,
-        /// Database to replicate (instead of a config file).
-        db_path: Option<PathBuf>,
-        /// Replica URL(s) for DB_PATH.
-        replica_urls: Vec<String>,
-    },
+    Replicate(replicate_cmd::Args),
     /// Restore a database from a replica.
-    Restore {
-        #[command(flatten)]
-        config: ConfigArgs,
-        /// Output path (required when restoring from a URL).
-        #[arg(short = 'o', long = "o")]
-        output: Option<PathBuf>,
-        /// Restore to this TXID (hex).
-        #[arg(long)]
-        txid: Option<String>,
-        /// Restore to the newest state at or before this time (RFC 3339).
-        #[arg(long)]
-        timestamp: Option<String>,
-        /// Do nothing (exit 0) if the output database exists.
-        #[arg(long)]
-        if_db_not_exists: bool,
-        /// Do nothing (exit 0) if the replica has no backup.
-        #[arg(long)]
-        if_replica_exists: bool,
-        /// Print the plan only.
-        #[arg(long)]
-        dry_run: bool,
-        /// Replace an existing output.
-        #[arg(long)]
-        force: bool,
-        /// JSON output.
-        #[arg(long)]
-        json: bool,
-        /// Check the result with SQLite before writing it: none, quick
-        /// (PRAGMA quick_check) or full (PRAGMA integrity_check).
-        #[arg(long, value_enum, default_value_t)]
-        integrity_check: IntegrityCheck,
-        /// Replica to restore from, by name (configured databases).
-        #[arg(long)]
-        replica: Option<String>,
-        /// Segments downloaded at once.
-        #[arg(long, default_value_t = crate::restore::PARALLEL_DOWNLOADS, value_parser = parse_parallelism)]
-        parallelism: usize,
-        /// Follow: keep applying new changes to the output until interrupted.
-        #[arg(short = 'f', long = "follow")]
-        follow: bool,
-        /// How often `-f` checks the replica for new changes.
-        #[arg(long, default_value = "1s")]
-        follow_interval: String,
-        /// Storage plugin (.wasm) to read the replica with.
-        #[arg(long)]
-        plugin: Option<PathBuf>,
-        /// Configured database path, or replica URL.
-        target: String,
-    },
+    Restore(RestoreArgs),
     /// List configured databases.
     Databases {
         #[command(flatten)]
@@ -163,6 +92,57 @@ enum Command {
         #[arg(long)]
         verbose: bool,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct RestoreArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Output path (required when restoring from a URL).
+    #[arg(short = 'o', long = "o")]
+    output: Option<PathBuf>,
+    /// Restore to this TXID (hex).
+    #[arg(long)]
+    txid: Option<String>,
+    /// Restore to the newest state at or before this time (RFC 3339).
+    #[arg(long)]
+    timestamp: Option<String>,
+    /// Do nothing (exit 0) if the output database exists.
+    #[arg(long)]
+    if_db_not_exists: bool,
+    /// Do nothing (exit 0) if the replica has no backup.
+    #[arg(long)]
+    if_replica_exists: bool,
+    /// Print the plan only.
+    #[arg(long)]
+    dry_run: bool,
+    /// Replace an existing output.
+    #[arg(long)]
+    force: bool,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+    /// Check the result with SQLite before writing it: none, quick
+    /// (PRAGMA quick_check) or full (PRAGMA integrity_check).
+    #[arg(long, value_enum, default_value_t)]
+    integrity_check: IntegrityCheck,
+    /// Replica to restore from, by name (configured databases).
+    #[arg(long)]
+    replica: Option<String>,
+    /// Segments downloaded at once.
+    #[arg(long, default_value_t = crate::restore::PARALLEL_DOWNLOADS, value_parser = parse_parallelism)]
+    parallelism: usize,
+    /// Follow: keep applying new changes to the output until interrupted.
+    #[arg(short = 'f', long = "follow")]
+    follow: bool,
+    /// How often `-f` checks the replica for new changes.
+    #[arg(long, default_value = "1s")]
+    follow_interval: String,
+    /// Storage plugin (.wasm) to read the replica with.
+    #[arg(long)]
+    plugin: Option<PathBuf>,
+    /// Configured database path, or replica URL.
+    target: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -241,8 +221,15 @@ pub fn main() -> ExitCode {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
         libc::mallopt(libc::M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD);
     }
-    let cli = Cli::parse_from(args::normalize(std::env::args()));
-    crate::logging::init(&logging_settings(&cli));
+    let Cli { log_level, command } = Cli::parse_from(args::normalize(std::env::args()));
+    // `replicate` reads its config file once, here: its `logging:` section
+    // sets up the logging that its warnings then go to.
+    let replicate_config = match &command {
+        Command::Replicate(args) => Some(args.config.read()),
+        _ => None,
+    };
+    let file = replicate_config.as_ref().and_then(|c| c.as_ref().ok()).map(|c| &c.parsed.config);
+    crate::logging::init(&logging_settings(log_level.as_deref(), replicate_config.is_some(), file));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -250,7 +237,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(command, replicate_config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -259,30 +246,20 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// `-log-level`, `LOG_LEVEL` and the config file's `logging:` section.
-fn logging_settings(cli: &Cli) -> crate::logging::Settings {
-    let config = match &cli.command {
-        Command::Replicate { config, .. } => Some(config),
-        _ => None,
-    };
-    let file =
-        config.and_then(|c| replicate_cmd::load_config(c.config.as_ref(), !c.no_expand_env).ok()).map(|(_, f)| f);
+/// `-log-level`, `LOG_LEVEL` and the config file's `logging:` section;
+/// `replicate` (a daemon) logs as Litestream's does.
+fn logging_settings(log_level: Option<&str>, replicate: bool, file: Option<&FileConfig>) -> crate::logging::Settings {
     let env_level = std::env::var("LOG_LEVEL").ok();
-    let daemon = config.is_some();
-    crate::logging::Settings::resolve(
-        cli.log_level.as_deref(),
-        env_level.as_deref(),
-        file.as_ref().map(|f| &f.logging),
-        daemon,
-    )
+    crate::logging::Settings::resolve(log_level, env_level.as_deref(), file.map(|f| &f.logging), replicate)
 }
 
 fn runtime() -> anyhow::Result<std::sync::Arc<Runtime>> {
     Runtime::with_default_cache().context("cannot start the plugin runtime")
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+/// `replicate_config`: `replicate`'s config file, which `main` read.
+async fn run(command: Command, replicate_config: Option<anyhow::Result<ConfigFile>>) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Version { verbose } => {
             println!("sluice v{}", env!("CARGO_PKG_VERSION"));
             if verbose {
@@ -290,88 +267,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replicate {
-            config,
-            exec,
-            once,
-            force_snapshot,
-            enforce_retention: _,
-            restore_if_db_not_exists,
-            plugin,
-            db_path,
-            replica_urls,
-        } => {
-            let args = replicate_cmd::Args {
-                config: config.config,
-                no_expand_env: config.no_expand_env,
-                exec,
-                once,
-                force_snapshot,
-                restore_if_db_not_exists,
-                plugin,
-                db_path,
-                replica_urls,
-            };
-            replicate_cmd::run(runtime, args).await
+        Command::Replicate(args) => {
+            let config = replicate_config.unwrap_or_else(|| args.config.read());
+            replicate_cmd::run(runtime, args, config).await
         }
-        Command::Restore {
-            config,
-            output,
-            txid,
-            timestamp,
-            if_db_not_exists,
-            if_replica_exists,
-            dry_run,
-            force,
-            json,
-            integrity_check,
-            replica,
-            parallelism,
-            follow,
-            follow_interval,
-            plugin,
-            target,
-        } => {
-            let follow = if follow {
-                Some(crate::config::resolve::duration(&follow_interval, "-follow-interval")?)
-            } else {
-                None
-            };
-            let args = restore_cmd::Args {
-                config: config.config,
-                no_expand_env: config.no_expand_env,
-                output,
-                txid,
-                timestamp,
-                if_db_not_exists,
-                if_replica_exists,
-                dry_run,
-                force,
-                json,
-                integrity: integrity_check,
-                plugin,
-                replica,
-                parallelism,
-                follow,
-                target,
-            };
-            restore_cmd::run(runtime()?, args).await
-        }
+        Command::Restore(args) => restore_cmd::run(runtime()?, args.into_restore_cmd()?).await,
         Command::Databases { config, json } => {
             info_cmd::databases(config.config.as_ref(), !config.no_expand_env, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ltx { config, level, json, plugin, target } => {
-            info_cmd::ltx(
-                runtime()?,
-                &target,
-                config.config.as_ref(),
-                !config.no_expand_env,
-                &level,
-                json,
-                plugin.as_deref(),
-            )
-            .await?;
+            let expand = !config.no_expand_env;
+            info_cmd::ltx(runtime()?, &target, config.config.as_ref(), expand, &level, json, plugin.as_deref()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config, json, db } => {
@@ -382,23 +289,55 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             info_cmd::reset(config.config.as_ref(), !config.no_expand_env, &db, dry_run)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugin { command } => match command {
-            PluginCommand::Info { plugin, json } => {
-                plugin_cmd::info(&runtime()?, &plugin, json).await?;
-                Ok(ExitCode::SUCCESS)
+        Command::Plugin { command } => plugin(command).await,
+    }
+}
+
+impl RestoreArgs {
+    fn into_restore_cmd(self) -> anyhow::Result<restore_cmd::Args> {
+        let follow = if self.follow {
+            Some(crate::config::resolve::duration(&self.follow_interval, "-follow-interval")?)
+        } else {
+            None
+        };
+        Ok(restore_cmd::Args {
+            config: self.config.config,
+            no_expand_env: self.config.no_expand_env,
+            output: self.output,
+            txid: self.txid,
+            timestamp: self.timestamp,
+            if_db_not_exists: self.if_db_not_exists,
+            if_replica_exists: self.if_replica_exists,
+            dry_run: self.dry_run,
+            force: self.force,
+            json: self.json,
+            integrity: self.integrity_check,
+            plugin: self.plugin,
+            replica: self.replica,
+            parallelism: self.parallelism,
+            follow,
+            target: self.target,
+        })
+    }
+}
+
+async fn plugin(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommand::Info { plugin, json } => {
+            plugin_cmd::info(&runtime()?, &plugin, json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Check { plugin, settings, memory_mib, cpu_ms, allow_hosts, url } => {
+            let allow_hosts = (!allow_hosts.is_empty()).then_some(allow_hosts);
+            let sandbox = SandboxConfig { memory_mib, cpu_ms, allow_hosts };
+            let ok = plugin_cmd::check(&runtime()?, plugin.as_deref(), &url, settings, &sandbox).await?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        PluginCommand::Export { dir } => {
+            for path in plugin_cmd::export(&dir)? {
+                println!("{}", path.display());
             }
-            PluginCommand::Check { plugin, settings, memory_mib, cpu_ms, allow_hosts, url } => {
-                let allow_hosts = (!allow_hosts.is_empty()).then_some(allow_hosts);
-                let sandbox = SandboxConfig { memory_mib, cpu_ms, allow_hosts };
-                let ok = plugin_cmd::check(&runtime()?, plugin.as_deref(), &url, settings, &sandbox).await?;
-                Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-            }
-            PluginCommand::Export { dir } => {
-                for path in plugin_cmd::export(&dir)? {
-                    println!("{}", path.display());
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-        },
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! Litestream's `-exec` (run the application as a child; final sync when
 //! it exits; exit with its status) and `-once`.
 
-use crate::config::{self, DatabaseSpec, FileConfig};
+use super::ConfigArgs;
+use crate::config::{self, DatabaseSpec, FileConfig, file::Parsed};
 use crate::plugin::Runtime;
 use crate::replicate::{self, Options};
 use crate::restore::{self, IntegrityCheck, RestoreOptions};
@@ -10,66 +11,154 @@ use anyhow::{Context, bail};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
+#[derive(clap::Args, Debug)]
 pub struct Args {
-    pub config: Option<PathBuf>,
-    pub no_expand_env: bool,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Run this command as a child; replicate while it runs, exit with its status.
+    #[arg(long)]
     pub exec: Option<String>,
+    /// Sync once, ship, and exit.
+    #[arg(long)]
     pub once: bool,
+    /// Take a snapshot at start.
+    #[arg(long)]
     pub force_snapshot: bool,
+    /// Accepted for Litestream compatibility; retention is always enforced.
+    #[arg(long)]
+    pub enforce_retention: bool,
+    /// Restore a missing database from its replica before replicating.
+    #[arg(long)]
     pub restore_if_db_not_exists: bool,
+    /// Storage plugin (.wasm) for replicas that name none.
+    #[arg(long)]
     pub plugin: Option<PathBuf>,
+    /// Database to replicate (instead of a config file).
     pub db_path: Option<PathBuf>,
+    /// Replica URL(s) for DB_PATH.
     pub replica_urls: Vec<String>,
 }
 
+/// A config file read and parsed, its warnings not logged yet: `replicate`
+/// reads its file before logging exists (the file's `logging:` section
+/// decides how to log) and logs them once it does.
+pub struct ConfigFile {
+    /// `None` when no file was named and none exists at the defaults.
+    pub path: Option<PathBuf>,
+    pub parsed: Parsed,
+}
+
+impl ConfigArgs {
+    pub fn read(&self) -> anyhow::Result<ConfigFile> {
+        read_config(self.config.as_ref(), !self.no_expand_env)
+    }
+}
+
 /// Load the config file named by `-config`, the environment or the
-/// default locations. Without `-config`, a missing default is no error.
+/// default locations, logging its warnings. Without `-config`, a missing
+/// default is no error.
 pub fn load_config(explicit: Option<&PathBuf>, expand: bool) -> anyhow::Result<(Option<PathBuf>, FileConfig)> {
-    match explicit {
-        Some(p) => Ok((Some(p.clone()), config::load(p, expand)?)),
+    let ConfigFile { path, parsed } = read_config(explicit, expand)?;
+    parsed.log_messages();
+    Ok((path, parsed.config))
+}
+
+/// `load_config` without logging the warnings.
+fn read_config(explicit: Option<&PathBuf>, expand: bool) -> anyhow::Result<ConfigFile> {
+    let (path, parsed) = match explicit {
+        Some(p) => (Some(p.clone()), config::read(p, expand)?),
         None => match config::default_path() {
-            Some(p) if p.exists() => Ok((Some(p.clone()), config::load(&p, expand)?)),
+            Some(p) if p.exists() => (Some(p.clone()), config::read(&p, expand)?),
             Some(p)
                 if std::env::var_os("LITESTREAM_CONFIG").is_some() || std::env::var_os("SLUICE_CONFIG").is_some() =>
             {
                 bail!("config file {} (from the environment) does not exist", p.display())
             }
-            _ => Ok((None, FileConfig::default())),
+            _ => (None, Parsed::default()),
         },
-    }
+    };
+    Ok(ConfigFile { path, parsed })
 }
 
-pub async fn run(make_runtime: impl FnOnce() -> anyhow::Result<Arc<Runtime>>, args: Args) -> anyhow::Result<ExitCode> {
+/// What `replicate` runs, from the command line or the config file.
+struct Plan {
+    dbs: Vec<DatabaseSpec>,
+    exec: Option<String>,
+    shutdown_sync_timeout: Duration,
+}
+
+/// `config` is the file `main` read before setting up logging (`Err` if
+/// that failed, reported here as any other error).
+pub async fn run(
+    make_runtime: impl FnOnce() -> anyhow::Result<Arc<Runtime>>,
+    args: Args,
+    config: anyhow::Result<ConfigFile>,
+) -> anyhow::Result<ExitCode> {
     // SIGTERM and SIGINT are ours before anything else: one that arrives
     // while the config loads or plugins compile ends in a clean exit, not
     // in the default death by signal. (`-once` keeps the default: it has
     // no shutdown to run.)
     let mut signals = if args.once { None } else { Some(Signals::new().context("cannot handle SIGTERM/SIGINT")?) };
     let runtime = make_runtime()?;
-    let (config_path, file) = load_config(args.config.as_ref(), !args.no_expand_env)?;
+    let ConfigFile { path: config_path, parsed } = config?;
+    parsed.log_messages();
+    let file = parsed.config;
     let globals = config::resolve(&file).ok();
     let addr = globals.as_ref().and_then(|r| r.addr.clone());
     let heartbeat = globals.as_ref().and_then(|r| r.heartbeat.clone());
-    let (dbs, exec, timeout) = match (&args.db_path, args.replica_urls.is_empty()) {
-        (Some(db), false) => {
-            let db = &config::resolve::db_path(&db.to_string_lossy());
-            let mut spec = config::from_url(db, &args.replica_urls[0], &file)?;
-            for (i, url) in args.replica_urls.iter().enumerate().skip(1) {
-                let extra = config::from_url(db, url, &file)?;
-                spec.replicas.extend(extra.replicas.into_iter().map(|mut r| {
-                    r.name = format!("{}{}", r.name, i + 1);
-                    r
-                }));
-            }
-            (vec![spec], args.exec.clone(), config::resolve::DEFAULT_SHUTDOWN_SYNC_TIMEOUT)
-        }
+    let plan = plan(&args, config_path, &file)?;
+    if args.once && plan.exec.is_some() {
+        bail!("-exec cannot be combined with -once");
+    }
+    if args.restore_if_db_not_exists || plan.dbs.iter().any(|d| d.restore_if_db_not_exists) {
+        restore_missing_unless_signalled(&runtime, &plan.dbs, args.plugin.as_deref(), signals.as_mut()).await?;
+    }
+    let opts = Options {
+        once: args.once,
+        force_snapshot: args.force_snapshot,
+        shutdown_sync_timeout: plan.shutdown_sync_timeout,
+        default_plugin: args.plugin.clone(),
+        heartbeat,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(addr) = addr {
+        serve_metrics(addr, stop_rx.clone());
+    }
+    // A configuration error stops the run here, before the application
+    // (-exec) starts and before anything replicates.
+    let prepared = replicate::prepare(runtime, plan.dbs, opts).await?;
+    let mut engine = tokio::spawn(replicate::run(prepared, stop_rx));
+    let code = match (plan.exec, signals) {
+        (Some(cmd), Some(signals)) => run_child(&cmd, &stop_tx, signals).await?,
+        (None, Some(signals)) => match until_signal(signals, &stop_tx, &mut engine).await? {
+            Some(code) => return Ok(code),
+            None => ExitCode::SUCCESS,
+        },
+        (Some(_), None) => bail!("-exec cannot be combined with -once"),
+        (None, None) => ExitCode::SUCCESS,
+    };
+    engine.await.context("replication task panicked")??;
+    Ok(code)
+}
+
+/// The databases to replicate: `DB_PATH REPLICA_URL...` if given, else
+/// the config file's.
+fn plan(args: &Args, config_path: Option<PathBuf>, file: &FileConfig) -> anyhow::Result<Plan> {
+    match (&args.db_path, args.replica_urls.is_empty()) {
+        (Some(db), false) => Ok(Plan {
+            dbs: vec![from_urls(db, &args.replica_urls, file)?],
+            exec: args.exec.clone(),
+            shutdown_sync_timeout: config::resolve::DEFAULT_SHUTDOWN_SYNC_TIMEOUT,
+        }),
         (Some(_), true) => {
             bail!("replicate DB_PATH needs a REPLICA_URL too (e.g. sluice replicate /data/app.db s3://bucket/app)")
         }
         (None, _) => {
-            let resolved = config::resolve(&file)?;
+            let resolved = config::resolve(file)?;
             if resolved.dbs.is_empty() {
                 match config_path {
                     Some(p) => bail!("{} lists no databases under `dbs:`", p.display()),
@@ -78,67 +167,74 @@ pub async fn run(make_runtime: impl FnOnce() -> anyhow::Result<Arc<Runtime>>, ar
                     ),
                 }
             }
-            (resolved.dbs, args.exec.clone().or(resolved.exec), resolved.shutdown_sync_timeout)
-        }
-    };
-    if args.once && exec.is_some() {
-        bail!("-exec cannot be combined with -once");
-    }
-    if args.restore_if_db_not_exists || dbs.iter().any(|d| d.restore_if_db_not_exists) {
-        let restore = restore_missing(&runtime, &dbs, args.plugin.as_deref());
-        match signals.as_mut() {
-            // A restore can take minutes: a signal stops it (its temp file is
-            // removed by the next restore) rather than waiting for it.
-            Some(signals) => tokio::select! {
-                restored = restore => restored?,
-                _ = signals.recv() => bail!("interrupted by a signal while restoring missing databases; nothing was replicated"),
-            },
-            None => restore.await?,
+            let exec = args.exec.clone().or(resolved.exec);
+            Ok(Plan { dbs: resolved.dbs, exec, shutdown_sync_timeout: resolved.shutdown_sync_timeout })
         }
     }
-    let opts = Options {
-        once: args.once,
-        force_snapshot: args.force_snapshot,
-        shutdown_sync_timeout: timeout,
-        default_plugin: args.plugin.clone(),
-        heartbeat,
-    };
-    let (stop_tx, stop_rx) = watch::channel(false);
-    if let Some(addr) = addr {
-        let rx = stop_rx.clone();
-        tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(&addr, rx).await {
-                tracing::error!("{e:#}");
-            }
-        });
-    }
-    // A configuration error stops the run here, before the application
-    // (-exec) starts and before anything replicates.
-    let prepared = replicate::prepare(runtime, dbs, opts).await?;
-    let mut engine = tokio::spawn(replicate::run(prepared, stop_rx));
+}
 
-    let code = match (exec, signals) {
-        (Some(cmd), Some(signals)) => run_child(&cmd, &stop_tx, signals).await?,
-        (None, Some(mut signals)) => {
-            tokio::select! {
-                _ = signals.recv() => {
-                    tracing::info!("signal received, syncing before exit");
-                    let _ = stop_tx.send(true);
-                }
-                // Every database's loop ended without being asked to: only
-                // errors do that, and nothing is left to replicate.
-                ended = &mut engine => {
-                    ended.context("replication task panicked")??;
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
-            ExitCode::SUCCESS
+/// One database replicated to every URL given, the replicas after the
+/// first named with their position (`s3`, `s32`, ...).
+fn from_urls(db: &std::path::Path, urls: &[String], file: &FileConfig) -> anyhow::Result<DatabaseSpec> {
+    let db = &config::resolve::db_path(&db.to_string_lossy());
+    let Some(first) = urls.first() else { bail!("replicate DB_PATH needs a REPLICA_URL too") };
+    let mut spec = config::from_url(db, first, file)?;
+    for (i, url) in urls.iter().enumerate().skip(1) {
+        let extra = config::from_url(db, url, file)?;
+        spec.replicas.extend(extra.replicas.into_iter().map(|mut r| {
+            r.name = format!("{}{}", r.name, i + 1);
+            r
+        }));
+    }
+    Ok(spec)
+}
+
+/// `restore_missing`, given up when a signal arrives.
+async fn restore_missing_unless_signalled(
+    runtime: &Arc<Runtime>,
+    dbs: &[DatabaseSpec],
+    plugin: Option<&std::path::Path>,
+    signals: Option<&mut Signals>,
+) -> anyhow::Result<()> {
+    let restore = restore_missing(runtime, dbs, plugin);
+    match signals {
+        // A restore can take minutes: a signal stops it (its temp file is
+        // removed by the next restore) rather than waiting for it.
+        Some(signals) => tokio::select! {
+            restored = restore => restored,
+            _ = signals.recv() => bail!("interrupted by a signal while restoring missing databases; nothing was replicated"),
+        },
+        None => restore.await,
+    }
+}
+
+fn serve_metrics(addr: String, stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        if let Err(e) = crate::metrics::serve(&addr, stop).await {
+            tracing::error!("{e:#}");
         }
-        (Some(_), None) => bail!("-exec cannot be combined with -once"),
-        (None, None) => ExitCode::SUCCESS,
-    };
-    engine.await.context("replication task panicked")??;
-    Ok(code)
+    });
+}
+
+/// Replicate until a signal asks for the final sync (`None`: the caller
+/// waits for it), or until every database's loop ended unasked: only
+/// errors do that, and nothing is left to replicate (`Some(FAILURE)`).
+async fn until_signal(
+    mut signals: Signals,
+    stop: &watch::Sender<bool>,
+    engine: &mut JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<Option<ExitCode>> {
+    tokio::select! {
+        _ = signals.recv() => {
+            tracing::info!("signal received, syncing before exit");
+            let _ = stop.send(true);
+            Ok(None)
+        }
+        ended = engine => {
+            ended.context("replication task panicked")??;
+            Ok(Some(ExitCode::FAILURE))
+        }
+    }
 }
 
 async fn restore_missing(
