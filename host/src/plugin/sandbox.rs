@@ -175,7 +175,10 @@ pub fn derive_allowlist(url: &str, settings: &[(String, String)]) -> Vec<String>
     hosts
 }
 
-/// Provider domains a replica URL can name directly (Litestream's table).
+/// Provider domains a replica URL can name directly (Litestream's table,
+/// as in `plugins/s3/src/provider.rs`). The host keeps its own copy because
+/// the allowlist must not come from the plugin it confines: DESIGN.md
+/// decision 22.
 const KNOWN_PROVIDER_DOMAINS: &[&str] = &[
     "amazonaws.com",
     "digitaloceanspaces.com",
