@@ -3,7 +3,7 @@
 //! for a replica; the spool is bounded, and a replica that falls out of it
 //! gets a snapshot instead.
 
-use crate::capture::{CaptureError, Capturer, Durable, Validation, list_spool};
+use crate::capture::{CaptureError, Capturer, Durable, list_spool};
 use crate::config::DatabaseSpec;
 use crate::metrics;
 use crate::plugin::{PluginStore, Runtime};
@@ -15,11 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
+mod heartbeat;
 mod pace;
 mod start;
+mod sync;
+use heartbeat::{Health, heartbeat};
 use pace::{Pacer, RepeatFilter, SyncOutcome};
 pub use start::{Plugins, open_store};
 use start::{open_stores, open_when_present};
+use sync::{Synced, ValidationClock, sync_once};
 
 /// Local spool ceiling per database. Past it the oldest level-0 segments
 /// go, and replicas that still needed them catch up with a snapshot:
@@ -140,34 +144,6 @@ fn wal_stamp(db: &Path) -> Stamp {
     ))
 }
 
-/// Every replica of every database, for the heartbeat.
-#[derive(Clone, Default)]
-struct Health(Arc<Mutex<Vec<Arc<ReplicaShared>>>>);
-
-impl Health {
-    fn healthy(&self) -> bool {
-        self.0.lock().map(|r| r.iter().all(|s| s.failures.load(Ordering::SeqCst) == 0)).unwrap_or(false)
-    }
-}
-
-/// Ping `url` every `every` while all replicas are healthy, so a
-/// dead-man's-switch service notices when replication stops.
-async fn heartbeat(url: String, every: Duration, health: Health, mut shutdown: watch::Receiver<bool>) {
-    let client = reqwest::Client::new();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
-        }
-        if health.healthy()
-            && let Err(e) =
-                client.get(&url).timeout(Duration::from_secs(30)).send().await.and_then(|r| r.error_for_status())
-        {
-            tracing::warn!("heartbeat to {url} failed: {e}");
-        }
-    }
-}
-
 /// What the loops of every database share.
 #[derive(Clone)]
 struct Common {
@@ -223,6 +199,33 @@ async fn start_db(
     let recorded = capturer.lock().map(|c| c.state().txid).unwrap_or(0);
     let (txid_tx, txid_rx) = watch::channel(Durable { txid: recorded, fresh: None });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let channels = TaskChannels { durable: txid_rx, shutdown: shutdown.clone(), stop: stop_rx };
+    let (replicas, handles) = start_replicas(common, spec, stores, &meta, channels);
+    tracing::info!(database = %database, replicas = replicas.len(), "replicating");
+    let resume = capturer.lock().map(|c| c.resume_pending()).unwrap_or(false);
+    wait_until_ready(spec, &replicas, common.opts.once, resume).await;
+    continue_after_replicas(&capturer, &replicas);
+    Ok(Some(Running { database, capturer, meta, replicas, handles, txid_tx, stop_tx }))
+}
+
+/// What a replica task listens to.
+struct TaskChannels {
+    /// What capture has made durable.
+    durable: watch::Receiver<Durable>,
+    shutdown: watch::Receiver<bool>,
+    /// Stop once shipped.
+    stop: watch::Receiver<bool>,
+}
+
+/// Spawn one task per replica of `spec`, each with its store.
+fn start_replicas(
+    common: &Common,
+    spec: &DatabaseSpec,
+    stores: Vec<PluginStore>,
+    meta: &MetaDir,
+    channels: TaskChannels,
+) -> (Vec<Replica>, Vec<tokio::task::JoinHandle<()>>) {
+    let database = spec.path.display().to_string();
     let mut replicas = Vec::new();
     let mut handles = Vec::new();
     for (r, store) in spec.replicas.iter().zip(stores) {
@@ -236,25 +239,25 @@ async fn start_db(
         };
         let task = ReplicaTask::new(store, settings, meta.clone());
         replicas.push(Replica { name: r.name.clone(), database: database.clone(), shared: task.shared.clone() });
-        if let Ok(mut h) = common.health.0.lock() {
-            h.push(task.shared.clone());
-        }
-        handles.push(tokio::spawn(task.run(txid_rx.clone(), shutdown.clone(), stop_rx.clone())));
+        common.health.add(task.shared.clone());
+        let TaskChannels { durable, shutdown, stop } = &channels;
+        handles.push(tokio::spawn(task.run(durable.clone(), shutdown.clone(), stop.clone())));
     }
-    tracing::info!(database = %database, replicas = replicas.len(), "replicating");
+    (replicas, handles)
+}
 
-    // Know which replicas need a snapshot before the first sync (matters
-    // for -once, which syncs exactly once). A replica waiting for another
-    // process's lease is ready at once; under -once, one whose holder
-    // looks dead is waited for while it makes sure (up to its lease
-    // timeout; decision 17).
-    let lease_wait = if common.opts.once { spec.replicas.iter().map(|r| r.lease_timeout).max() } else { None };
+/// Know which replicas need a snapshot before the first sync (matters for
+/// -once, which syncs exactly once). A replica waiting for another
+/// process's lease is ready at once; under -once, one whose holder looks
+/// dead is waited for while it makes sure (up to its lease timeout;
+/// decision 17).
+async fn wait_until_ready(spec: &DatabaseSpec, replicas: &[Replica], once: bool, resume: bool) {
+    let lease_wait = if once { spec.replicas.iter().map(|r| r.lease_timeout).max() } else { None };
     let ready_by = tokio::time::Instant::now() + READY_WAIT + lease_wait.unwrap_or_default();
     // A gap found at start is bridged by a resume only once every replica
     // was listed (decision 19): wait for that too, for up to READY_WAIT,
     // unless a replica is another process's (then it will not be listed,
     // and a snapshot is due).
-    let resume = capturer.lock().map(|c| c.resume_pending()).unwrap_or(false);
     let listed_by = tokio::time::Instant::now() + READY_WAIT;
     let unlisted = |r: &Replica| !r.shared.listed.load(Ordering::SeqCst) && !r.shared.locked_out.load(Ordering::SeqCst);
     loop {
@@ -266,8 +269,6 @@ async fn start_db(
         }
         tokio::time::sleep(CATCH_UP_POLL).await;
     }
-    continue_after_replicas(&capturer, &replicas);
-    Ok(Some(Running { database, capturer, meta, replicas, handles, txid_tx, stop_tx }))
 }
 
 impl Running {
@@ -281,7 +282,7 @@ impl Running {
         shutdown: &mut watch::Receiver<bool>,
         mut wake: Option<crate::file_watch::Subscription>,
     ) -> Option<String> {
-        let Running { database, capturer, meta, replicas, txid_tx, .. } = self;
+        let Running { capturer, meta, replicas, .. } = self;
         // Writes arriving within this long of a sync wait for the next one.
         let batch = spec.replicas.iter().map(|r| r.sync_interval).min().unwrap_or(spec.monitor_interval);
         let mut pacer = Pacer::new(batch, spec.monitor_interval, opts.force_snapshot, tokio::time::Instant::now());
@@ -304,26 +305,11 @@ impl Running {
             }
             if let Some(snapshot) = pacer.should_sync(&stamp, replica_wants_snapshot(replicas, meta)) {
                 let started = tokio::time::Instant::now();
-                let outcome = match sync_once(capturer, snapshot, validate).await {
-                    Ok(synced) => {
-                        // A mismatch needs its healing snapshot at once.
-                        let again = validation.record(synced.validation, database, replicas);
-                        txid_tx.send_replace(synced.durable);
-                        if failures.recovered() {
-                            tracing::info!(database = %database, "sync succeeded again");
-                        }
-                        failed = None;
-                        SyncOutcome::Ran { captured: synced.captured, in_flight: synced.in_flight, again }
-                    }
-                    Err(e) => {
-                        let stuck = e.downcast_ref::<CaptureError>().is_some_and(CaptureError::needs_operator);
-                        let retry = if stuck { "retried with back-off" } else { "will retry" };
-                        if let Some(line) = failures.failed(format!("{e:#}"), tokio::time::Instant::now()) {
-                            tracing::warn!(database = %database, "sync failed ({retry}): {line}");
-                        }
-                        failed = Some(format!("{e:#}"));
-                        if stuck { SyncOutcome::Stuck } else { SyncOutcome::Failed }
-                    }
+                let result = sync_once(capturer, snapshot, validate).await;
+                failed = result.as_ref().err().map(|e| format!("{e:#}"));
+                let outcome = match result {
+                    Ok(synced) => self.synced(synced, &mut validation, &mut failures),
+                    Err(e) => self.sync_failed(&e, &mut failures),
                 };
                 pacer.synced(started, stamp, outcome);
                 collect_spool(meta, replicas);
@@ -343,15 +329,43 @@ impl Running {
             }
             wait_for_next_look(&mut pacer, wake.as_ref(), shutdown).await;
             if *shutdown.borrow() {
-                // Final sync: capture what the application wrote last.
-                return match sync_once(capturer, false, false).await {
-                    Ok(synced) => {
-                        txid_tx.send_replace(synced.durable);
-                        None
-                    }
-                    Err(e) => Some(format!("{e:#}")),
-                };
+                return self.final_sync().await;
             }
+        }
+    }
+
+    /// Publish a sync's outcome to the replicas, and what it means for
+    /// pacing.
+    fn synced(&self, synced: Synced, validation: &mut ValidationClock, failures: &mut RepeatFilter) -> SyncOutcome {
+        // A mismatch needs its healing snapshot at once.
+        let again = validation.record(synced.validation, &self.database, &self.replicas);
+        self.txid_tx.send_replace(synced.durable);
+        if failures.recovered() {
+            tracing::info!(database = %self.database, "sync succeeded again");
+        }
+        SyncOutcome::Ran { captured: synced.captured, in_flight: synced.in_flight, again }
+    }
+
+    /// Log a failed sync (a repeated failure only now and then), and say
+    /// how soon to retry it.
+    fn sync_failed(&self, e: &anyhow::Error, failures: &mut RepeatFilter) -> SyncOutcome {
+        let stuck = e.downcast_ref::<CaptureError>().is_some_and(CaptureError::needs_operator);
+        let retry = if stuck { "retried with back-off" } else { "will retry" };
+        if let Some(line) = failures.failed(format!("{e:#}"), tokio::time::Instant::now()) {
+            tracing::warn!(database = %self.database, "sync failed ({retry}): {line}");
+        }
+        if stuck { SyncOutcome::Stuck } else { SyncOutcome::Failed }
+    }
+
+    /// The sync at shutdown, capturing what the application wrote last;
+    /// its error, if it failed.
+    async fn final_sync(&self) -> Option<String> {
+        match sync_once(&self.capturer, false, false).await {
+            Ok(synced) => {
+                self.txid_tx.send_replace(synced.durable);
+                None
+            }
+            Err(e) => Some(format!("{e:#}")),
         }
     }
 
@@ -404,112 +418,6 @@ impl Running {
         }
         Ok(())
     }
-}
-
-/// What a sync did, for the capture loop's pacing.
-struct Synced {
-    durable: Durable,
-    /// It wrote a segment (new transactions or a snapshot).
-    captured: bool,
-    /// The WAL ends in a transaction still being written.
-    in_flight: bool,
-    /// What validating the capture found, if it was asked for, and how
-    /// long it took.
-    validation: Option<(Validation, Duration)>,
-}
-
-/// When to validate the capture next (`validation-interval`): when due,
-/// at the first sync that finds nothing new, and only if something was
-/// captured since the last validation (an idle database costs nothing).
-struct ValidationClock {
-    every: Option<Duration>,
-    next: tokio::time::Instant,
-    validated_txid: u64,
-}
-
-impl ValidationClock {
-    fn new(every: Option<Duration>) -> ValidationClock {
-        let next = tokio::time::Instant::now() + every.unwrap_or_default();
-        ValidationClock { every, next, validated_txid: 0 }
-    }
-
-    fn due(&self, txid: impl FnOnce() -> u64) -> bool {
-        self.every.is_some() && tokio::time::Instant::now() >= self.next && txid() != self.validated_txid
-    }
-
-    /// Note what a validation found; true if it found a mismatch.
-    fn record(&mut self, found: Option<(Validation, Duration)>, database: &str, replicas: &[Replica]) -> bool {
-        let (Some(every), Some((found, took))) = (self.every, found) else { return false };
-        let mismatch = matches!(found, Validation::Mismatch { .. });
-        match found {
-            Validation::NotNow => return false,
-            Validation::Failed(why) => {
-                tracing::warn!(database = %database, "validation could not run (retried in {every:?}): {why}")
-            }
-            Validation::Matched { txid, pages } => {
-                metrics::VALIDATION_COUNT.with_label_values(&[database]).inc();
-                tracing::debug!(database = %database, "validation: the live database matches the capture at TXID {txid:016x} ({pages} pages, {took:?})");
-                self.validated_txid = txid;
-            }
-            Validation::Mismatch { txid, detail } => {
-                metrics::VALIDATION_COUNT.with_label_values(&[database]).inc();
-                metrics::VALIDATION_ERROR_COUNT.with_label_values(&[database]).inc();
-                let names: Vec<&str> = replicas.iter().map(|r| r.name.as_str()).collect();
-                tracing::error!(database = %database, replicas = %names.join(","), "validation failed at TXID {txid:016x}: {detail}; replicas {} hold a capture that is not the database there, healing them with a fresh snapshot", names.join(", "));
-            }
-        }
-        self.next = tokio::time::Instant::now() + every;
-        mismatch
-    }
-}
-
-/// Run one capture on a blocking thread; returns what it made durable.
-/// With `validate`, checks the capture against the live database if this
-/// sync leaves the view at the captured state.
-async fn sync_once(capturer: &Arc<Mutex<Capturer>>, snapshot: bool, validate: bool) -> anyhow::Result<Synced> {
-    let c = capturer.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut c = c.lock().map_err(|_| anyhow::anyhow!("capture state poisoned by an earlier panic"))?;
-        let db = c.db_path().display().to_string();
-        let started = std::time::Instant::now();
-        let report = c.sync(snapshot);
-        metrics::SYNC_COUNT.with_label_values(&[&db]).inc();
-        metrics::SYNC_SECONDS.with_label_values(&[&db]).inc_by(started.elapsed().as_secs_f64());
-        let report = report.inspect_err(|_| metrics::SYNC_ERROR_COUNT.with_label_values(&[&db]).inc())?;
-        // A validation that cannot run (an I/O error reading the database)
-        // is reported by the clock and retried at the next interval; it
-        // never fails the sync, which would also stop checkpoints.
-        let validation = validate.then(|| {
-            let started = std::time::Instant::now();
-            let found = c.validate().unwrap_or_else(|e| Validation::Failed(format!("{e}")));
-            (found, started.elapsed())
-        });
-        let state = c.state();
-        metrics::TXID.with_label_values(&[&db]).set(state.txid as f64);
-        metrics::DB_SIZE.with_label_values(&[&db]).set(state.db_pages as f64 * state.page_size as f64);
-        metrics::TOTAL_WAL_BYTES.with_label_values(&[&db]).inc_by(report.wal_bytes as f64);
-        metrics::WAL_SIZE.with_label_values(&[&db]).set(std::fs::metadata(crate::db::wal_path(c.db_path())).map_or(0.0, |m| m.len() as f64));
-        if report.transactions > 0 || !report.segments.is_empty() {
-            tracing::debug!(database = %c.db_path().display(), txid = c.state().txid, "captured {} transactions into {} segments", report.transactions, report.segments.len());
-        }
-        let started = std::time::Instant::now();
-        match c.maybe_checkpoint() {
-            Ok(Some(mode)) => {
-                let labels = [db.as_str(), mode.name()];
-                metrics::CHECKPOINT_COUNT.with_label_values(&labels).inc();
-                metrics::CHECKPOINT_SECONDS.with_label_values(&labels).inc_by(started.elapsed().as_secs_f64());
-                tracing::debug!(database = %db, "checkpoint {mode:?}");
-            }
-            Ok(None) => {}
-            Err(e) => {
-                metrics::CHECKPOINT_ERROR_COUNT.with_label_values(&[db.as_str(), "passive"]).inc();
-                return Err(e.into());
-            }
-        }
-        let captured = !report.segments.is_empty();
-        Ok(Synced { durable: Durable { txid: c.state().txid, fresh: report.fresh }, captured, in_flight: report.in_flight, validation })
-    })
-    .await?
 }
 
 /// A replica ahead of the capture (local state lost, replicated from
