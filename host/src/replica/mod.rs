@@ -3,7 +3,9 @@
 //! restore, `compact` and `retention` keep the replica small (`recent`
 //! spares a compaction fetching back what was just uploaded, `sealing`
 //! encrypts what goes up and decrypts what comes back), `task`
-//! is the loop that ships and maintains one replica, and `lease` (the
+//! is the loop that ships and maintains one replica (`shared`: its
+//! settings and what the capture loop sees of it; `spell`: how it
+//! reports failures and backs off), and `lease` (the
 //! decisions) with `keeper` (its I/O) keeps it to one writer.
 
 mod catch_up;
@@ -16,9 +18,12 @@ pub mod plan;
 mod recent;
 pub mod retention;
 mod sealing;
+mod shared;
+mod spell;
 pub mod task;
 
 pub use client::{Listing, RemoteSegment};
 pub use error::{Class, ReplicaError};
 pub use plan::Target;
-pub use task::{ReplicaSettings, ReplicaShared, ReplicaTask};
+pub use shared::{ReplicaSettings, ReplicaShared};
+pub use task::ReplicaTask;

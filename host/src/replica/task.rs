@@ -6,150 +6,27 @@
 use super::catch_up;
 use super::client::{self, Listing};
 use super::compact;
-use super::error::{Class, ReplicaError, class_of_chain};
+use super::error::{ReplicaError, class_of_chain};
 use super::keeper::{Keeper, lease_flipped, refusal};
 use super::lease::Standing;
 use super::recent::Recent;
-use super::retention::{self, RetentionConfig};
-use crate::capture::{Durable, SpoolEntry, list_spool, spool_path};
+use super::retention;
+use super::shared::{ReplicaSettings, ReplicaShared};
+use super::spell::Spell;
+use crate::capture::{Durable, Fresh, SpoolEntry, list_spool, spool_path};
 use crate::clock::{boottime, now_ms};
 use crate::plugin::PluginStore;
 use crate::segment::SegmentName;
 use crate::state::{MetaDir, Record};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-/// First retry delay after a failure; doubles up to `MAX_BACKOFF`.
-const MIN_BACKOFF: Duration = Duration::from_secs(1);
-/// Litestream's ceiling: a store down for long is retried every 5 minutes.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-/// The least wait before retrying what a person must fix (or a bug):
-/// retrying sooner would only repeat the error.
-const NOT_TRANSIENT_BACKOFF: Duration = Duration::from_secs(60);
-
-/// A spell of failures of one replica: since when, the next backoff, and
-/// the class of error the operator was last told about.
-struct Spell {
-    since: Instant,
-    backoff: Duration,
-    told: Option<Class>,
-}
-
-impl Spell {
-    fn new() -> Spell {
-        Spell { since: Instant::now(), backoff: MIN_BACKOFF, told: None }
-    }
-
-    /// Log `e` as its class asks: the first transient error of a spell as
-    /// a warning (the rest quietly), an error that needs a person, or is
-    /// corrupt data or a bug, once per class with what to do.
-    fn report(&mut self, e: &ReplicaError, replica: &str, database: &str) {
-        let class = e.class();
-        if let ReplicaError::LeaseHeld { .. } = e {
-            // Waiting for another process is a warning, said once: it
-            // ends by itself if that process stops or dies.
-            if self.told != Some(class) {
-                tracing::warn!(replica = %replica, database = %database, "{e}");
-                self.told = Some(class);
-            }
-        } else if class == Class::Transient {
-            match self.told {
-                None => {
-                    tracing::warn!(replica = %replica, database = %database, "replica sync failed; retrying with backoff (nothing is lost): {e}")
-                }
-                Some(_) => tracing::debug!(replica = %replica, "replica sync failed again: {e}"),
-            }
-            self.told.get_or_insert(class);
-        } else if self.told != Some(class) {
-            tracing::error!(replica = %replica, database = %database, "replica failed and will not recover by itself: {e}; {}", e.advice());
-            self.told = Some(class);
-        }
-    }
-
-    /// How long to wait before the next pass after an error of `class`.
-    fn next_wait(&mut self, class: Class, progressed: bool, hurry: bool) -> Duration {
-        if progressed {
-            // Segments did go up: the store works, just not always.
-            self.backoff = MIN_BACKOFF;
-        }
-        if class != Class::Transient {
-            self.backoff = self.backoff.max(NOT_TRANSIENT_BACKOFF);
-        }
-        let wait = if hurry { MIN_BACKOFF } else { crate::plugin::retry::jittered(self.backoff) };
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        wait
-    }
-}
 
 /// The longest an idle replica sleeps between passes: retention is
 /// checked on these passes and need not be timelier than this (Litestream
 /// checks it hourly).
 const MAX_IDLE_WAIT: Duration = Duration::from_secs(10);
-
-/// Per-replica settings.
-#[derive(Debug, Clone)]
-pub struct ReplicaSettings {
-    pub name: String,
-    pub sync_interval: Duration,
-    pub snapshot_interval: Duration,
-    pub retention: RetentionConfig,
-    /// How long the replica's lease outlives its last renewal (decision
-    /// 17, `lease::DEFAULT_LEASE_TIMEOUT`).
-    pub lease_timeout: Duration,
-    /// A `-once` run: a lease held by a live process is given up on, not
-    /// waited for.
-    pub once: bool,
-}
-
-/// What a replica shares with its database's capture loop.
-#[derive(Debug, Default)]
-pub struct ReplicaShared {
-    /// Highest TXID this replica holds contiguously.
-    pub shipped: AtomicU64,
-    /// The replica needs a snapshot (new replica, fell behind the spool,
-    /// snapshot interval).
-    pub wants_snapshot: AtomicBool,
-    /// Consecutive failures, for status and metrics.
-    pub failures: AtomicU64,
-    /// The first attempt to learn the replica's state finished (either way).
-    pub ready: AtomicBool,
-    /// The highest TXID the replica held when first listed.
-    pub held: AtomicU64,
-    /// The replica has been listed, so `held` is what it holds.
-    pub listed: AtomicBool,
-    /// The last failure, and whether a retry could help it.
-    pub last_error: std::sync::Mutex<Option<(String, bool)>>,
-    /// Another process holds the replica's lease (decision 17): a run
-    /// ending so has not replicated, whatever our position says.
-    pub locked_out: AtomicBool,
-}
-
-impl ReplicaShared {
-    fn record_success(&self) {
-        self.locked_out.store(false, Ordering::SeqCst);
-        self.failures.store(0, Ordering::SeqCst);
-        if let Ok(mut e) = self.last_error.lock() {
-            *e = None;
-        }
-    }
-
-    fn record_failure(&self, e: &ReplicaError) {
-        let locked_out = matches!(e, ReplicaError::LeaseHeld { .. } | ReplicaError::LeaseLost { .. });
-        self.locked_out.store(locked_out, Ordering::SeqCst);
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = Some((format!("{e}"), e.is_retryable()));
-        }
-        self.failures.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// The last error, if the replica is failing.
-    pub fn failing(&self) -> Option<(String, bool)> {
-        self.last_error.lock().ok().and_then(|e| e.clone())
-    }
-}
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 struct Persisted {
@@ -275,26 +152,10 @@ impl ReplicaTask {
             // (`replicate::continue_after_replicas`).
             return Ok(0);
         }
-        if !self.shared.wants_snapshot.load(Ordering::SeqCst) {
-            let shipped = self.shared.shipped.load(Ordering::SeqCst);
-            if shipped >= durable {
-                return Ok(0);
-            }
-            // A sync usually adds one level-0 segment, often still in
-            // memory: try it before listing the spool. Once up, our position
-            // is `durable`; if it was damaged, a snapshot is wanted. Either
-            // way nothing else ships now.
-            let name = SegmentName { level: 0, min_txid: shipped + 1, max_txid: durable };
-            if shipped > 0 {
-                if let Some(f) = fresh.filter(|f| f.entry.name == name) {
-                    return Ok(u64::from(self.upload(&f.entry, Some(f.bytes.clone())).await?));
-                }
-                let path = spool_path(&self.meta.spool(), &name);
-                if let Ok(m) = std::fs::metadata(&path) {
-                    let entry = SpoolEntry { name, path, size: m.len(), timestamp_ms: 0 };
-                    return Ok(u64::from(self.upload(&entry, None).await?));
-                }
-            }
+        if !self.shared.wants_snapshot.load(Ordering::SeqCst)
+            && let Some(uploaded) = self.ship_next(fresh, durable).await?
+        {
+            return Ok(uploaded);
         }
         let mut spool = list_spool(&self.meta.spool()).map_err(|source| ReplicaError::Local {
             replica: self.settings.name.clone(),
@@ -302,18 +163,41 @@ impl ReplicaTask {
             source,
         })?;
         spool.retain(|e| e.name.max_txid <= durable);
+        self.ship_spool(&spool).await
+    }
+
+    /// A sync usually adds one level-0 segment, often still in memory: try
+    /// it before listing the spool. Once up, our position is `durable`; if
+    /// it was damaged, a snapshot is wanted. Either way nothing else ships
+    /// now. `None` if the spool must be listed.
+    async fn ship_next(&mut self, fresh: Option<&Fresh>, durable: u64) -> Result<Option<u64>, ReplicaError> {
+        let shipped = self.shared.shipped.load(Ordering::SeqCst);
+        if shipped >= durable {
+            return Ok(Some(0));
+        }
+        let name = SegmentName { level: 0, min_txid: shipped + 1, max_txid: durable };
+        if shipped > 0 {
+            if let Some(f) = fresh.filter(|f| f.entry.name == name) {
+                return Ok(Some(u64::from(self.upload(&f.entry, Some(f.bytes.clone())).await?)));
+            }
+            let path = spool_path(&self.meta.spool(), &name);
+            if let Ok(m) = std::fs::metadata(&path) {
+                let entry = SpoolEntry { name, path, size: m.len(), timestamp_ms: 0 };
+                return Ok(Some(u64::from(self.upload(&entry, None).await?)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Upload from `spool` in order until the replica is at its end: a
+    /// backlog merged into one segment (`catch_up`), else segment by
+    /// segment. Returns how many uploads went up.
+    async fn ship_spool(&mut self, spool: &[SpoolEntry]) -> Result<u64, ReplicaError> {
         let (mut uploaded, mut merging) = (0, true);
         loop {
             let shipped = self.shared.shipped.load(Ordering::SeqCst);
             let wants = self.shared.wants_snapshot.load(Ordering::SeqCst);
-            let run = if merging && !wants {
-                let listed = self.listing.as_ref().and_then(|l| {
-                    l.keys().filter(|n| n.level == 0 && n.min_txid == shipped + 1).map(|n| n.max_txid).max()
-                });
-                catch_up::backlog(&spool, shipped, listed)
-            } else {
-                Vec::new()
-            };
+            let run = if merging && !wants { self.backlog(spool, shipped) } else { Vec::new() };
             if !run.is_empty() {
                 match self.upload_run(&run).await {
                     Ok(true) => uploaded += 1,
@@ -327,7 +211,7 @@ impl ReplicaTask {
                 }
                 continue;
             }
-            let Some(next) = next_to_ship(&spool, shipped, wants) else {
+            let Some(next) = next_to_ship(spool, shipped, wants) else {
                 if spool.iter().any(|e| e.name.max_txid > shipped) {
                     // The chain we need was dropped from the spool.
                     self.shared.wants_snapshot.store(true, Ordering::SeqCst);
@@ -346,6 +230,16 @@ impl ReplicaTask {
             }
             uploaded += 1;
         }
+    }
+
+    /// The spooled segments after `shipped` to send merged, if a backlog
+    /// built up (`catch_up::backlog`).
+    fn backlog(&self, spool: &[SpoolEntry], shipped: u64) -> Vec<SpoolEntry> {
+        let listed = self
+            .listing
+            .as_ref()
+            .and_then(|l| l.keys().filter(|n| n.level == 0 && n.min_txid == shipped + 1).map(|n| n.max_txid).max());
+        catch_up::backlog(spool, shipped, listed)
     }
 
     /// Send `run` (contiguous level-0 segments from the spool) merged into
@@ -507,44 +401,17 @@ impl ReplicaTask {
             let before = self.shared.shipped.load(Ordering::SeqCst);
             // Nothing is listed, let alone written, without the lease.
             let held = self.lease.borrow().holds(boottime());
-            let listed = match self.may_write() {
-                Ok(()) => self.listing().await.map(|_| ()),
-                Err(e) => Err(e),
-            };
-            self.shared.ready.store(true, Ordering::SeqCst);
-            let shutting_down = *hurry.borrow();
-            let result = async {
-                listed?;
-                let durable = txids.borrow().clone();
-                self.ship(&durable).await?;
-                // At shutdown only shipping counts: a compaction, retention
-                // or a snapshot falling due then (under faults, minutes of
-                // work) made the final wait run out before the last TXID
-                // was up. The next run does them.
-                if shutting_down { Ok(()) } else { self.maintain(&scratch).await }
-            }
-            .await;
+            let result = self.pass(&txids, &hurry, &scratch).await;
             let progressed = self.shared.shipped.load(Ordering::SeqCst) > before;
             if progressed {
                 last_upload = tokio::time::Instant::now();
             }
             let wait = match result {
                 Ok(()) => {
-                    if let Some(spell) = failing.take() {
-                        tracing::info!(replica = %self.settings.name, database = %self.store.labels().database, "replica recovered after {:.0?} of failures", spell.since.elapsed());
-                    }
-                    self.shared.record_success();
+                    self.recovered(failing.take());
                     self.idle_wait(&txids.borrow())
                 }
-                Err(e) => {
-                    self.shared.record_failure(&e);
-                    // Listing may be stale after errors: refetch next time.
-                    self.listing = None;
-                    self.recent.clear();
-                    let spell = failing.get_or_insert_with(Spell::new);
-                    spell.report(&e, &self.settings.name, &self.store.labels().database);
-                    spell.next_wait(e.class(), progressed, *hurry.borrow())
-                }
+                Err(e) => self.failed(&e, failing.get_or_insert_with(Spell::new), progressed, *hurry.borrow()),
             };
             if *stop.borrow() {
                 return;
@@ -577,6 +444,49 @@ impl ReplicaTask {
 }
 
 impl ReplicaTask {
+    /// One pass: list the replica (with the lease), ship, and unless
+    /// shutting down, maintain it.
+    async fn pass(
+        &mut self,
+        txids: &watch::Receiver<Durable>,
+        hurry: &watch::Receiver<bool>,
+        scratch: &std::path::Path,
+    ) -> Result<(), ReplicaError> {
+        let listed = match self.may_write() {
+            Ok(()) => self.listing().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        self.shared.ready.store(true, Ordering::SeqCst);
+        let shutting_down = *hurry.borrow();
+        listed?;
+        let durable = txids.borrow().clone();
+        self.ship(&durable).await?;
+        // At shutdown only shipping counts: a compaction, retention or a
+        // snapshot falling due then (under faults, minutes of work) made
+        // the final wait run out before the last TXID was up. The next run
+        // does them.
+        if shutting_down { Ok(()) } else { self.maintain(scratch).await }
+    }
+
+    /// A good pass, ending `spell` if one was on.
+    fn recovered(&self, spell: Option<Spell>) {
+        if let Some(spell) = spell {
+            tracing::info!(replica = %self.settings.name, database = %self.store.labels().database, "replica recovered after {:.0?} of failures", spell.since.elapsed());
+        }
+        self.shared.record_success();
+    }
+
+    /// A failed pass: record and report it, forget what may be stale, and
+    /// say how long to back off.
+    fn failed(&mut self, e: &ReplicaError, spell: &mut Spell, progressed: bool, hurry: bool) -> Duration {
+        self.shared.record_failure(e);
+        // Listing may be stale after errors: refetch next time.
+        self.listing = None;
+        self.recent.clear();
+        spell.report(e, &self.settings.name, &self.store.labels().database);
+        spell.next_wait(e.class(), progressed, hurry)
+    }
+
     /// How long to sleep after a good pass when no new TXID comes: a sync
     /// interval while anything is left to ship, else until the next
     /// compaction, snapshot or the warm session's expiry is due, at most
@@ -666,21 +576,5 @@ mod tests {
         assert_eq!(next(6, true), None, "a snapshot behind our position is not wanted");
         let gap = [entry(9, 1, 3), entry(0, 6, 6)];
         assert_eq!(next_to_ship(&gap, 4, false), None, "a missing level-0 segment is not skipped");
-    }
-
-    #[test]
-    fn backoff_doubles_for_transient_errors_and_starts_at_a_minute_for_the_rest() {
-        let mut spell = Spell::new();
-        let first = spell.next_wait(Class::Transient, false, false);
-        assert!(first >= MIN_BACKOFF && first <= MIN_BACKOFF * 3 / 2, "{first:?}");
-        let second = spell.next_wait(Class::Transient, false, false);
-        assert!(second >= MIN_BACKOFF * 2, "{second:?}");
-        assert!(spell.next_wait(Class::Transient, true, false) <= MIN_BACKOFF * 3 / 2, "progress resets it");
-        let operator = spell.next_wait(Class::Operator, false, false);
-        assert!(operator >= NOT_TRANSIENT_BACKOFF, "{operator:?}");
-        assert_eq!(spell.next_wait(Class::Bug, false, true), MIN_BACKOFF, "a shutdown in a hurry retries at once");
-        for _ in 0..20 {
-            assert!(spell.next_wait(Class::Transient, false, false) <= MAX_BACKOFF * 3 / 2);
-        }
     }
 }

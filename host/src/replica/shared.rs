@@ -1,0 +1,70 @@
+//! What a replica task is configured with, and what it shares with its
+//! database's capture loop (position, whether it wants a snapshot, its
+//! health).
+
+use super::error::ReplicaError;
+use super::retention::RetentionConfig;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Per-replica settings.
+#[derive(Debug, Clone)]
+pub struct ReplicaSettings {
+    pub name: String,
+    pub sync_interval: Duration,
+    pub snapshot_interval: Duration,
+    pub retention: RetentionConfig,
+    /// How long the replica's lease outlives its last renewal (decision
+    /// 17, `lease::DEFAULT_LEASE_TIMEOUT`).
+    pub lease_timeout: Duration,
+    /// A `-once` run: a lease held by a live process is given up on, not
+    /// waited for.
+    pub once: bool,
+}
+
+/// What a replica shares with its database's capture loop.
+#[derive(Debug, Default)]
+pub struct ReplicaShared {
+    /// Highest TXID this replica holds contiguously.
+    pub shipped: AtomicU64,
+    /// The replica needs a snapshot (new replica, fell behind the spool,
+    /// snapshot interval).
+    pub wants_snapshot: AtomicBool,
+    /// Consecutive failures, for status and metrics.
+    pub failures: AtomicU64,
+    /// The first attempt to learn the replica's state finished (either way).
+    pub ready: AtomicBool,
+    /// The highest TXID the replica held when first listed.
+    pub held: AtomicU64,
+    /// The replica has been listed, so `held` is what it holds.
+    pub listed: AtomicBool,
+    /// The last failure, and whether a retry could help it.
+    pub last_error: std::sync::Mutex<Option<(String, bool)>>,
+    /// Another process holds the replica's lease (decision 17): a run
+    /// ending so has not replicated, whatever our position says.
+    pub locked_out: AtomicBool,
+}
+
+impl ReplicaShared {
+    pub(super) fn record_success(&self) {
+        self.locked_out.store(false, Ordering::SeqCst);
+        self.failures.store(0, Ordering::SeqCst);
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = None;
+        }
+    }
+
+    pub(super) fn record_failure(&self, e: &ReplicaError) {
+        let locked_out = matches!(e, ReplicaError::LeaseHeld { .. } | ReplicaError::LeaseLost { .. });
+        self.locked_out.store(locked_out, Ordering::SeqCst);
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some((format!("{e}"), e.is_retryable()));
+        }
+        self.failures.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The last error, if the replica is failing.
+    pub fn failing(&self) -> Option<(String, bool)> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+}
