@@ -145,66 +145,9 @@ pub fn replica(
 ) -> anyhow::Result<ReplicaSpec> {
     let r = merged(r, defaults);
     let ctx = || format!("database {} replica #{}", db.display(), index + 1);
-    let kind = match (&r.kind, &r.url) {
-        (Some(k), _) => k.clone(),
-        (None, Some(url)) => url.split_once("://").map_or("file".to_string(), |(s, _)| s.to_string()),
-        (None, None) if r.path.is_some() => "file".into(),
-        (None, None) => bail!("{}: needs `url`, or `type` with its fields (e.g. `type: s3` and `bucket`)", ctx()),
-    };
-    let url = match (&r.url, kind.as_str()) {
-        (Some(u), _) => u.clone(),
-        (None, "file") => r.path.clone().with_context(|| format!("{}: a file replica needs `path`", ctx()))?,
-        (None, "s3") => {
-            let bucket =
-                r.bucket.clone().with_context(|| format!("{}: an s3 replica needs `bucket` (or `url`)", ctx()))?;
-            format!("s3://{bucket}/{}", r.path.as_deref().unwrap_or("").trim_start_matches('/'))
-        }
-        (None, other) => bail!("{}: type `{other}` needs `url` (and a `plugin:` for that store)", ctx()),
-    };
-    let url = normalize_url(&url).with_context(|| format!("{}: bad replica path {url}", ctx()))?;
-    let mut settings: Vec<(String, String)> = Vec::new();
-    let mut set = |k: &str, v: Option<String>| {
-        if let Some(v) = v.filter(|v| !v.is_empty()) {
-            settings.push((k.to_string(), v));
-        }
-    };
-    // Litestream's rule: explicit config first, then the environment and
-    // the shared credentials file (config/credentials.rs).
-    if r.access_key_id.is_some() {
-        set("access-key-id", r.access_key_id.clone());
-        set("secret-access-key", r.secret_access_key.clone());
-    } else if let Some(c) = super::credentials::from_environment()? {
-        set("access-key-id", Some(c.access_key_id));
-        set("secret-access-key", r.secret_access_key.clone().or(c.secret_access_key));
-        set("session-token", c.session_token);
-    }
-    set("region", r.region.clone());
-    set("endpoint", r.endpoint.clone());
-    if r.url.is_none() {
-        set("bucket", r.bucket.clone());
-    }
-    set("force-path-style", r.force_path_style.map(|b| b.to_string()));
-    set("skip-verify", r.skip_verify.map(|b| b.to_string()));
-    set("storage-class", r.storage_class.clone());
-    set("sign-payload", r.sign_payload.map(|b| b.to_string()));
-    set("part-size", r.part_size.as_ref().map(yaml_scalar));
-    set("concurrency", r.concurrency.map(|c| c.to_string()));
-    set("sse-customer-key", r.sse_customer_key.clone());
-    set("sse-customer-algorithm", r.sse_customer_algorithm.clone());
-    set("sse-kms-key-id", r.sse_kms_key_id.clone());
-    for (k, v) in &r.extra {
-        set(k, Some(yaml_scalar(v)));
-    }
-    let mut levels = Vec::new();
-    for (i, l) in global.levels.clone().unwrap_or_default().iter().enumerate() {
-        levels.push(duration(&l.interval, &format!("levels[{i}].interval"))?);
-    }
-    if global.levels.is_none() {
-        levels = DEFAULT_LEVELS.to_vec();
-    }
-    if levels.len() > MAX_LEVELS {
-        bail!("at most {MAX_LEVELS} compaction levels are supported (level 9 holds snapshots)");
-    }
+    let (kind, url) = replica_url(&r, &ctx)?;
+    let settings = plugin_settings(&r)?;
+    let levels = level_intervals(global)?;
     let snapshot_retention = match &r.retention {
         Some(v) => duration(v, &format!("{}: retention", ctx()))?,
         None => opt_duration(&global.snapshot.retention, "snapshot.retention", DEFAULT_SNAPSHOT_RETENTION)?,
@@ -239,6 +182,84 @@ pub fn replica(
             level_intervals: levels,
         },
     })
+}
+
+/// The replica's kind (its URL's scheme, or `type:`) and its URL, built
+/// from Litestream's `type`/`bucket`/`path` fields when it has none.
+fn replica_url(r: &ReplicaConfig, ctx: &dyn Fn() -> String) -> anyhow::Result<(String, String)> {
+    let kind = match (&r.kind, &r.url) {
+        (Some(k), _) => k.clone(),
+        (None, Some(url)) => url.split_once("://").map_or("file".to_string(), |(s, _)| s.to_string()),
+        (None, None) if r.path.is_some() => "file".into(),
+        (None, None) => bail!("{}: needs `url`, or `type` with its fields (e.g. `type: s3` and `bucket`)", ctx()),
+    };
+    let url = match (&r.url, kind.as_str()) {
+        (Some(u), _) => u.clone(),
+        (None, "file") => r.path.clone().with_context(|| format!("{}: a file replica needs `path`", ctx()))?,
+        (None, "s3") => {
+            let bucket =
+                r.bucket.clone().with_context(|| format!("{}: an s3 replica needs `bucket` (or `url`)", ctx()))?;
+            format!("s3://{bucket}/{}", r.path.as_deref().unwrap_or("").trim_start_matches('/'))
+        }
+        (None, other) => bail!("{}: type `{other}` needs `url` (and a `plugin:` for that store)", ctx()),
+    };
+    let url = normalize_url(&url).with_context(|| format!("{}: bad replica path {url}", ctx()))?;
+    Ok((kind, url))
+}
+
+/// The settings the plugin receives: the store's keys the replica sets
+/// (credentials from the environment or the shared credentials file when
+/// it names none), and any key sluice does not know, passed through.
+fn plugin_settings(r: &ReplicaConfig) -> anyhow::Result<Vec<(String, String)>> {
+    let mut settings: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: Option<String>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            settings.push((k.to_string(), v));
+        }
+    };
+    // Litestream's rule: explicit config first, then the environment and
+    // the shared credentials file (config/credentials.rs).
+    if r.access_key_id.is_some() {
+        set("access-key-id", r.access_key_id.clone());
+        set("secret-access-key", r.secret_access_key.clone());
+    } else if let Some(c) = super::credentials::from_environment()? {
+        set("access-key-id", Some(c.access_key_id));
+        set("secret-access-key", r.secret_access_key.clone().or(c.secret_access_key));
+        set("session-token", c.session_token);
+    }
+    set("region", r.region.clone());
+    set("endpoint", r.endpoint.clone());
+    if r.url.is_none() {
+        set("bucket", r.bucket.clone());
+    }
+    set("force-path-style", r.force_path_style.map(|b| b.to_string()));
+    set("skip-verify", r.skip_verify.map(|b| b.to_string()));
+    set("storage-class", r.storage_class.clone());
+    set("sign-payload", r.sign_payload.map(|b| b.to_string()));
+    set("part-size", r.part_size.as_ref().map(yaml_scalar));
+    set("concurrency", r.concurrency.map(|c| c.to_string()));
+    set("sse-customer-key", r.sse_customer_key.clone());
+    set("sse-customer-algorithm", r.sse_customer_algorithm.clone());
+    set("sse-kms-key-id", r.sse_kms_key_id.clone());
+    for (k, v) in &r.extra {
+        set(k, Some(yaml_scalar(v)));
+    }
+    Ok(settings)
+}
+
+/// The compaction intervals of levels 1.. (`levels:`, else Litestream's).
+fn level_intervals(global: &FileConfig) -> anyhow::Result<Vec<Duration>> {
+    let mut levels = Vec::new();
+    for (i, l) in global.levels.clone().unwrap_or_default().iter().enumerate() {
+        levels.push(duration(&l.interval, &format!("levels[{i}].interval"))?);
+    }
+    if global.levels.is_none() {
+        levels = DEFAULT_LEVELS.to_vec();
+    }
+    if levels.len() > MAX_LEVELS {
+        bail!("at most {MAX_LEVELS} compaction levels are supported (level 9 holds snapshots)");
+    }
+    Ok(levels)
 }
 
 fn yaml_scalar(v: &serde_yaml::Value) -> String {
