@@ -186,36 +186,9 @@ async fn upload_inner(
     bytes: Option<Arc<[u8]>>,
 ) -> Result<RemoteSegment, ReplicaError> {
     let key = entry.name.key();
-    let path = entry.path.clone();
-    let spooled = match bytes {
-        Some(bytes) => whole(Prefix::Given(bytes)),
-        None => tokio::task::spawn_blocking(move || open_spooled(&path))
-            .await
-            .map_err(|e| bug(store, format!("reading {} failed: {e}", entry.path.display())))?
-            .map_err(|e| local(store, format!("cannot read spooled {}", entry.path.display()), e))?,
-    };
-    let Spooled { file, prefix, len, identity: digest, timestamp_ms: in_header, damaged } = spooled;
-    if let Some(msg) = damaged {
-        return Err(ReplicaError::DamagedSpool {
-            replica: store.labels().replica.clone(),
-            path: entry.path.display().to_string(),
-            msg,
-        });
-    }
-    let timestamp_ms = timestamp_ms.or(in_header).unwrap_or_else(now_ms);
-    let (prefix, file, len, identity) = match store.keys() {
-        None => (prefix, file, len, Identity::Plain(digest)),
-        Some(keys) if file.is_none() => {
-            let (sealed, header) = sealing::seal_bytes(store, keys, prefix.as_ref())?;
-            let len = sealed.len() as u64;
-            (Prefix::Read(sealed), None, len, Identity::Sealed(header))
-        }
-        Some(keys) => {
-            drop(file);
-            let (file, len, header) = sealing::seal_file(store, keys, &entry.path).await?;
-            (Prefix::Read(Vec::new()), Some(file), len, Identity::Sealed(header))
-        }
-    };
+    let spooled = read_spooled(store, entry, bytes).await?;
+    let timestamp_ms = timestamp_ms.or(spooled.timestamp_ms).unwrap_or_else(now_ms);
+    let (prefix, file, len, identity) = seal_if_keyed(store, &entry.path, spooled).await?;
     let precondition =
         if store.info().capabilities.conditional_writes { Precondition::IfAbsent } else { Precondition::None };
     // What was read ahead, then the rest of the file (if any), cut at the
@@ -245,6 +218,55 @@ async fn upload_inner(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The segment to upload, from `bytes` if given, else read from the
+/// spool; refused if damaged.
+async fn read_spooled(
+    store: &PluginStore,
+    entry: &SpoolEntry,
+    bytes: Option<Arc<[u8]>>,
+) -> Result<Spooled, ReplicaError> {
+    let path = entry.path.clone();
+    let mut spooled = match bytes {
+        Some(bytes) => whole(Prefix::Given(bytes)),
+        None => tokio::task::spawn_blocking(move || open_spooled(&path))
+            .await
+            .map_err(|e| bug(store, format!("reading {} failed: {e}", entry.path.display())))?
+            .map_err(|e| local(store, format!("cannot read spooled {}", entry.path.display()), e))?,
+    };
+    if let Some(msg) = spooled.damaged.take() {
+        return Err(ReplicaError::DamagedSpool {
+            replica: store.labels().replica.clone(),
+            path: entry.path.display().to_string(),
+            msg,
+        });
+    }
+    Ok(spooled)
+}
+
+/// What goes up (bytes read ahead, the rest of the file if any, the
+/// length) and what identifies it: the segment as it is, or sealed for an
+/// encrypted replica.
+async fn seal_if_keyed(
+    store: &PluginStore,
+    path: &std::path::Path,
+    spooled: Spooled,
+) -> Result<(Prefix, Option<std::fs::File>, u64, Identity), ReplicaError> {
+    let Spooled { file, prefix, len, identity: digest, .. } = spooled;
+    Ok(match store.keys() {
+        None => (prefix, file, len, Identity::Plain(digest)),
+        Some(keys) if file.is_none() => {
+            let (sealed, header) = sealing::seal_bytes(store, keys, prefix.as_ref())?;
+            let len = sealed.len() as u64;
+            (Prefix::Read(sealed), None, len, Identity::Sealed(header))
+        }
+        Some(keys) => {
+            drop(file);
+            let (file, len, header) = sealing::seal_file(store, keys, path).await?;
+            (Prefix::Read(Vec::new()), Some(file), len, Identity::Sealed(header))
+        }
+    })
 }
 
 /// What identifies a segment being uploaded, to recognise our own earlier
