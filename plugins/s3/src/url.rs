@@ -144,26 +144,7 @@ pub fn resolve(config: &Config) -> Result<S3Config, Error> {
     };
 
     let detected = provider::detect(&url.host);
-    let mut path = url.path.clone();
-    let setting_bucket = config.get("bucket").map(str::to_string);
-    let mut bucket = setting_bucket.or(detected.bucket.clone());
-    if bucket.is_none() {
-        // The host names only the service: the bucket is the path's first segment.
-        let trimmed = path.trim_start_matches('/');
-        let (first, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
-        bucket = Some(first.to_string());
-        path = rest.to_string();
-    }
-    if let Some(p) = config.get("path") {
-        path = p.to_string();
-    }
-    let bucket = bucket.filter(|b| !b.is_empty()).ok_or_else(|| {
-        Error::invalid_config(format!(
-            "no bucket in replica URL {}: use s3://BUCKET/PATH or set `bucket`",
-            config.url
-        ))
-    })?;
-    check_bucket(&bucket)?;
+    let (bucket, path) = bucket_and_path(config, &url.path, detected.bucket)?;
 
     let mut provider = detected.provider;
     let explicit_endpoint = look.get("endpoint", "endpoint");
@@ -190,20 +171,7 @@ pub fn resolve(config: &Config) -> Result<S3Config, Error> {
 
     let sign_payload = look.bool("sign-payload", "signPayload")?.unwrap_or(true);
     let conditional_writes = look.bool("conditional-writes", "conditionalWrites")?.unwrap_or(true);
-    if look.bool("skip-verify", "skipVerify")? == Some(true) && provider.scheme == "https" {
-        return Err(Error::unsupported(
-            "skip-verify is not supported: the sluice host always verifies TLS certificates; \
-             use an http:// endpoint on a trusted network or give the store a trusted certificate",
-        ));
-    }
-    // Part size and concurrency are the host's decisions (it streams parts
-    // to the plugin); accept Litestream's parameters but check they are numbers.
-    for (setting, query) in [("part-size", "partSize"), ("concurrency", "concurrency")] {
-        if let Some(v) = look.get(setting, query) {
-            v.parse::<u64>()
-                .map_err(|_| Error::invalid_config(format!("`{setting}` must be a whole number, got `{v}`")))?;
-        }
-    }
+    check_accepted(&look, provider.scheme)?;
 
     Ok(S3Config {
         location: Location {
@@ -219,6 +187,52 @@ pub fn resolve(config: &Config) -> Result<S3Config, Error> {
         sign_payload,
         conditional_writes,
     })
+}
+
+/// The bucket (the `bucket` setting, else the host name's, else the
+/// path's first segment) and the path inside it (the `path` setting, else
+/// the URL's).
+fn bucket_and_path(config: &Config, url_path: &str, host_bucket: Option<String>) -> Result<(String, String), Error> {
+    let mut path = url_path.to_string();
+    let mut bucket = config.get("bucket").map(str::to_string).or(host_bucket);
+    if bucket.is_none() {
+        // The host names only the service: the bucket is the path's first segment.
+        let trimmed = path.trim_start_matches('/');
+        let (first, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+        bucket = Some(first.to_string());
+        path = rest.to_string();
+    }
+    if let Some(p) = config.get("path") {
+        path = p.to_string();
+    }
+    let bucket = bucket.filter(|b| !b.is_empty()).ok_or_else(|| {
+        Error::invalid_config(format!(
+            "no bucket in replica URL {}: use s3://BUCKET/PATH or set `bucket`",
+            config.url
+        ))
+    })?;
+    check_bucket(&bucket)?;
+    Ok((bucket, path))
+}
+
+/// Litestream settings accepted but not acted on here: refuse
+/// `skip-verify` on https (the host always verifies TLS), and check that
+/// part size and concurrency, the host's decisions (it streams parts to
+/// the plugin), are numbers.
+fn check_accepted(look: &Lookup<'_>, scheme: &str) -> Result<(), Error> {
+    if look.bool("skip-verify", "skipVerify")? == Some(true) && scheme == "https" {
+        return Err(Error::unsupported(
+            "skip-verify is not supported: the sluice host always verifies TLS certificates; \
+             use an http:// endpoint on a trusted network or give the store a trusted certificate",
+        ));
+    }
+    for (setting, query) in [("part-size", "partSize"), ("concurrency", "concurrency")] {
+        if let Some(v) = look.get(setting, query) {
+            v.parse::<u64>()
+                .map_err(|_| Error::invalid_config(format!("`{setting}` must be a whole number, got `{v}`")))?;
+        }
+    }
+    Ok(())
 }
 
 /// The provider an explicit endpoint implies: its scheme (defaulted), its

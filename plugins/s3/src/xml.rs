@@ -4,7 +4,7 @@
 
 use quick_xml::Reader;
 use quick_xml::escape::{escape, resolve_predefined_entity};
-use quick_xml::events::Event;
+use quick_xml::events::{BytesRef, Event};
 
 /// An element: its local name (namespace prefix dropped), the text of a
 /// leaf, and its children.
@@ -72,15 +72,7 @@ pub fn parse(body: &[u8]) -> Result<Node, String> {
                 }
             }
             Event::GeneralRef(r) => {
-                let resolved = match r.resolve_char_ref().map_err(|e| format!("bad XML reference: {e}"))? {
-                    Some(c) => c.to_string(),
-                    None => {
-                        let name = r.decode().map_err(|e| format!("bad XML reference: {e}"))?;
-                        resolve_predefined_entity(&name)
-                            .ok_or_else(|| format!("unknown XML entity &{name};"))?
-                            .to_string()
-                    }
-                };
+                let resolved = resolve_reference(&r)?;
                 if let Some(node) = stack.last_mut() {
                     node.text.push_str(&resolved);
                 }
@@ -89,6 +81,22 @@ pub fn parse(body: &[u8]) -> Result<Node, String> {
             Event::Decl(_) | Event::PI(_) | Event::Comment(_) | Event::DocType(_) => {}
         }
     }
+}
+
+/// The text a character reference (`&#38;`) or predefined entity
+/// (`&amp;`) stands for.
+fn resolve_reference(r: &BytesRef<'_>) -> Result<String, String> {
+    Ok(
+        match r.resolve_char_ref().map_err(|e| format!("bad XML reference: {e}"))? {
+            Some(c) => c.to_string(),
+            None => {
+                let name = r.decode().map_err(|e| format!("bad XML reference: {e}"))?;
+                resolve_predefined_entity(&name)
+                    .ok_or_else(|| format!("unknown XML entity &{name};"))?
+                    .to_string()
+            }
+        },
+    )
 }
 
 fn local(name: &[u8]) -> String {
