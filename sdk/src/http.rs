@@ -5,7 +5,8 @@
 use crate::Error;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    ErrorCode, Fields, IncomingBody, Method as WasiMethod, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, Method as WasiMethod, OutgoingBody, OutgoingRequest,
+    RequestOptions, Scheme,
 };
 use wasip2::io::streams::StreamError;
 
@@ -120,6 +121,27 @@ impl<'a> Request<'a> {
     /// the caller maps them, since only it knows what a 404 means.
     pub fn send(self) -> Result<Response, Error> {
         let parts = split_url(&self.url)?;
+        let request = self.outgoing(&parts)?;
+        let body = request.body().map_err(|()| Error::permanent("request body already taken"))?;
+        // Hand the request over before writing the body: the host streams
+        // it out as it arrives, so writing first would fill its buffer.
+        let future = outgoing_handler::handle(request, Some(request_options()))
+            .map_err(|e| map_error_code(e, parts.authority))?;
+        if let Err(write_error) = write_body(body, self.body, parts.authority) {
+            // A refused or failed request shows up first as a broken body
+            // stream; the response future carries the real reason.
+            future.subscribe().block();
+            return Err(match future.get() {
+                Some(Ok(Err(code))) => map_error_code(code, parts.authority),
+                _ => write_error,
+            });
+        }
+        receive(future, parts.authority)
+    }
+
+    /// The request without its body: method, URL and headers, with
+    /// `content-length` added when a body is sent.
+    fn outgoing(&self, parts: &UrlParts<'_>) -> Result<OutgoingRequest, Error> {
         let mut headers: Vec<(String, Vec<u8>)> =
             self.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec())).collect();
         let sends_body = !self.body.is_empty() || matches!(self.method, Method::Put | Method::Post);
@@ -142,47 +164,40 @@ impl<'a> Request<'a> {
         request.set_scheme(Some(&scheme)).map_err(|()| bad("scheme"))?;
         request.set_authority(Some(parts.authority)).map_err(|()| bad("host"))?;
         request.set_path_with_query(Some(parts.path_and_query)).map_err(|()| bad("path"))?;
-
-        let options = RequestOptions::new();
-        // Setting options can only fail if the host does not support them,
-        // in which case its own defaults apply.
-        let _ = options.set_connect_timeout(Some(CONNECT_TIMEOUT_NS));
-        let _ = options.set_first_byte_timeout(Some(FIRST_BYTE_TIMEOUT_NS));
-        let _ = options.set_between_bytes_timeout(Some(BETWEEN_BYTES_TIMEOUT_NS));
-
-        let body = request.body().map_err(|()| Error::permanent("request body already taken"))?;
-        // Hand the request over before writing the body: the host streams
-        // it out as it arrives, so writing first would fill its buffer.
-        let future =
-            outgoing_handler::handle(request, Some(options)).map_err(|e| map_error_code(e, parts.authority))?;
-        if let Err(write_error) = write_body(body, self.body, parts.authority) {
-            // A refused or failed request shows up first as a broken body
-            // stream; the response future carries the real reason.
-            future.subscribe().block();
-            return Err(match future.get() {
-                Some(Ok(Err(code))) => map_error_code(code, parts.authority),
-                _ => write_error,
-            });
-        }
-
-        future.subscribe().block();
-        let response = match future.get() {
-            Some(Ok(Ok(r))) => r,
-            Some(Ok(Err(code))) => return Err(map_error_code(code, parts.authority)),
-            Some(Err(())) => return Err(Error::permanent("response already taken")),
-            None => return Err(Error::transient("response not ready after waiting for it")),
-        };
-        let status = response.status();
-        let headers = response
-            .headers()
-            .entries()
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
-            .collect();
-        let incoming = response.consume().map_err(|()| Error::permanent("response body already taken"))?;
-        let body = read_body(incoming, parts.authority)?;
-        Ok(Response { status, headers, body })
+        Ok(request)
     }
+}
+
+/// The timeouts of every request.
+fn request_options() -> RequestOptions {
+    let options = RequestOptions::new();
+    // Setting options can only fail if the host does not support them,
+    // in which case its own defaults apply.
+    let _ = options.set_connect_timeout(Some(CONNECT_TIMEOUT_NS));
+    let _ = options.set_first_byte_timeout(Some(FIRST_BYTE_TIMEOUT_NS));
+    let _ = options.set_between_bytes_timeout(Some(BETWEEN_BYTES_TIMEOUT_NS));
+    options
+}
+
+/// Wait for the response and read it whole.
+fn receive(future: FutureIncomingResponse, authority: &str) -> Result<Response, Error> {
+    future.subscribe().block();
+    let response = match future.get() {
+        Some(Ok(Ok(r))) => r,
+        Some(Ok(Err(code))) => return Err(map_error_code(code, authority)),
+        Some(Err(())) => return Err(Error::permanent("response already taken")),
+        None => return Err(Error::transient("response not ready after waiting for it")),
+    };
+    let status = response.status();
+    let headers = response
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
+        .collect();
+    let incoming = response.consume().map_err(|()| Error::permanent("response body already taken"))?;
+    let body = read_body(incoming, authority)?;
+    Ok(Response { status, headers, body })
 }
 
 fn write_body(body: OutgoingBody, bytes: &[u8], authority: &str) -> Result<(), Error> {
