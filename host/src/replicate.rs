@@ -234,6 +234,7 @@ fn start_replicas(
             sync_interval: r.sync_interval,
             snapshot_interval: r.snapshot_interval,
             retention: r.retention.clone(),
+            compaction: r.compaction.clone(),
             lease_timeout: r.lease_timeout,
             once: common.opts.once,
         };

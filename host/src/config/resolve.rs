@@ -6,6 +6,7 @@
 use super::file::{DbConfig, FileConfig, ReplicaConfig};
 use crate::capture::CaptureConfig;
 use crate::plugin::{SandboxConfig, normalize_url};
+use crate::replica::compact::CompactionConfig;
 use crate::replica::retention::RetentionConfig;
 use crate::segment::sealed::Keys;
 use anyhow::{Context, bail};
@@ -47,6 +48,7 @@ pub struct ReplicaSpec {
     pub sync_interval: Duration,
     pub snapshot_interval: Duration,
     pub retention: RetentionConfig,
+    pub compaction: CompactionConfig,
     /// `lease-timeout`: how long the replica's lease outlives its last
     /// renewal (`replica::lease::DEFAULT_LEASE_TIMEOUT`).
     pub lease_timeout: Duration,
@@ -179,8 +181,8 @@ pub fn replica(
         retention: RetentionConfig {
             snapshot_retention,
             l0_retention: opt_duration(&global.l0_retention, "l0-retention", DEFAULT_L0_RETENTION)?,
-            level_intervals: levels,
         },
+        compaction: CompactionConfig { level_intervals: levels },
     })
 }
 
@@ -437,7 +439,7 @@ mod tests {
         assert_eq!(rep.url, "s3://SPACENAME/db");
         assert!(rep.settings.contains(&("endpoint".into(), "nyc3.digitaloceanspaces.com".into())));
         assert!(rep.settings.contains(&("region".into(), "nyc3".into())));
-        assert_eq!(rep.retention.level_intervals, DEFAULT_LEVELS.to_vec());
+        assert_eq!(rep.compaction.level_intervals, DEFAULT_LEVELS.to_vec());
         assert_eq!(r.dbs[0].capture.min_checkpoint_page_count, 1000);
         assert_eq!(rep.lease_timeout, DEFAULT_LEASE_TIMEOUT);
     }

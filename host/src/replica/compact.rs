@@ -12,6 +12,15 @@ use crate::segment::reader::Block;
 use crate::segment::{FormatError, Header, SegmentName, SegmentReader, SegmentWriter};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// When each level is compacted (`levels:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactionConfig {
+    /// Compaction intervals of levels 1..=n (zero: that level is not
+    /// built).
+    pub level_intervals: Vec<Duration>,
+}
 
 /// The run of `level` segments to compact into `level + 1`, with their
 /// listing entries: contiguous, starting after the newest segment already

@@ -9,6 +9,7 @@
 //! trade between restore granularity and object count.
 
 use super::client::Listing;
+use super::compact::CompactionConfig;
 use crate::segment::SegmentName;
 use std::time::Duration;
 
@@ -16,11 +17,16 @@ use std::time::Duration;
 pub struct RetentionConfig {
     pub snapshot_retention: Duration,
     pub l0_retention: Duration,
-    /// Compaction intervals of levels 1..=n.
-    pub level_intervals: Vec<Duration>,
 }
 
-pub fn deletable(listing: &Listing, now_ms: i64, cfg: &RetentionConfig) -> Vec<SegmentName> {
+/// The segments to delete now. A level's window above level 0 is the
+/// next level's compaction interval (`compaction`).
+pub fn deletable(
+    listing: &Listing,
+    now_ms: i64,
+    cfg: &RetentionConfig,
+    compaction: &CompactionConfig,
+) -> Vec<SegmentName> {
     let cutoff = now_ms - cfg.snapshot_retention.as_millis() as i64;
     let mut out = Vec::new();
     // The oldest restore point inside the window.
@@ -40,7 +46,7 @@ pub fn deletable(listing: &Listing, now_ms: i64, cfg: &RetentionConfig) -> Vec<S
         let window = if name.level == 0 {
             cfg.l0_retention
         } else {
-            cfg.level_intervals.get(name.level as usize).copied().unwrap_or(cfg.snapshot_retention)
+            compaction.level_intervals.get(name.level as usize).copied().unwrap_or(cfg.snapshot_retention)
         };
         // Age counts from when the segment reached the store, not from its
         // newest transaction: a compaction of transactions shipped late
@@ -78,11 +84,9 @@ mod tests {
 
     #[test]
     fn keeps_what_the_window_needs() {
-        let cfg = RetentionConfig {
-            snapshot_retention: Duration::from_millis(100),
-            l0_retention: Duration::from_millis(10),
-            level_intervals: vec![Duration::ZERO, Duration::from_millis(30)],
-        };
+        let cfg =
+            RetentionConfig { snapshot_retention: Duration::from_millis(100), l0_retention: Duration::from_millis(10) };
+        let levels = CompactionConfig { level_intervals: vec![Duration::ZERO, Duration::from_millis(30)] };
         // Snapshots at t=0 (txid 2) and t=150 (txid 5); now = 200, window starts at 100.
         let listing = l(&[
             (9, 1, 2, 0),
@@ -93,14 +97,14 @@ mod tests {
             (0, 6, 6, 195),
             (1, 3, 5, 150),
         ]);
-        let del = deletable(&listing, 200, &cfg);
+        let del = deletable(&listing, 200, &cfg, &levels);
         // Oldest needed point is TXID 4 (t=120): needs snapshot 1-2 and segments after it.
         assert!(!del.contains(&SegmentName { level: 9, min_txid: 1, max_txid: 2 }));
         // L0 3..5 are covered by L1 3-5 and old enough.
         assert!(del.contains(&SegmentName { level: 0, min_txid: 3, max_txid: 3 }));
         assert!(!del.contains(&SegmentName { level: 0, min_txid: 6, max_txid: 6 }));
         // Now = 1000: only the newest snapshot and what follows remain.
-        let del = deletable(&listing, 1000, &cfg);
+        let del = deletable(&listing, 1000, &cfg, &levels);
         assert!(del.contains(&SegmentName { level: 9, min_txid: 1, max_txid: 2 }));
         assert!(del.contains(&SegmentName { level: 1, min_txid: 3, max_txid: 5 }));
         assert!(!del.contains(&SegmentName { level: 9, min_txid: 1, max_txid: 5 }));
@@ -109,16 +113,16 @@ mod tests {
 
     #[test]
     fn a_level_is_aged_by_when_it_reached_the_store() {
-        let cfg = RetentionConfig {
-            snapshot_retention: Duration::from_secs(3600),
-            l0_retention: Duration::from_millis(10),
+        let cfg =
+            RetentionConfig { snapshot_retention: Duration::from_secs(3600), l0_retention: Duration::from_millis(10) };
+        let levels = CompactionConfig {
             level_intervals: vec![Duration::ZERO, Duration::from_millis(30), Duration::from_millis(300)],
         };
         // Level 1 3-5 holds transactions of t=100 but was uploaded at 990.
         let mut listing = l(&[(9, 1, 2, 0), (1, 3, 5, 100), (2, 3, 5, 100)]);
         let late = SegmentName { level: 1, min_txid: 3, max_txid: 5 };
         listing.get_mut(&late).unwrap().modified_ms = Some(990);
-        assert!(!deletable(&listing, 1000, &cfg).contains(&late), "uploaded 10 ms ago");
-        assert!(deletable(&listing, 1100, &cfg).contains(&late), "and 110 ms ago, past level 2's 30 ms");
+        assert!(!deletable(&listing, 1000, &cfg, &levels).contains(&late), "uploaded 10 ms ago");
+        assert!(deletable(&listing, 1100, &cfg, &levels).contains(&late), "and 110 ms ago, past level 2's 30 ms");
     }
 }

@@ -2,6 +2,7 @@
 //! database's capture loop (position, whether it wants a snapshot, its
 //! health).
 
+use super::compact::CompactionConfig;
 use super::error::ReplicaError;
 use super::retention::RetentionConfig;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +15,7 @@ pub struct ReplicaSettings {
     pub sync_interval: Duration,
     pub snapshot_interval: Duration,
     pub retention: RetentionConfig,
+    pub compaction: CompactionConfig,
     /// How long the replica's lease outlives its last renewal (decision
     /// 17, `lease::DEFAULT_LEASE_TIMEOUT`).
     pub lease_timeout: Duration,

@@ -59,7 +59,7 @@ impl ReplicaTask {
         let position = meta.record(&state_name(&settings.name));
         let persisted: Persisted = position.load().unwrap_or_default();
         shared.shipped.store(persisted.shipped, Ordering::SeqCst);
-        let levels = settings.retention.level_intervals.len();
+        let levels = settings.compaction.level_intervals.len();
         let store = Arc::new(store);
         let (keeper, lease) = Keeper::new(store.clone(), settings.lease_timeout, settings.once);
         ReplicaTask {
@@ -306,7 +306,7 @@ impl ReplicaTask {
         if let Some(l) = self.listing.as_mut() {
             l.insert(entry.name, remote);
         }
-        if let Some(b) = kept.filter(|_| self.settings.retention.level_intervals.first().is_some_and(|i| !i.is_zero()))
+        if let Some(b) = kept.filter(|_| self.settings.compaction.level_intervals.first().is_some_and(|i| !i.is_zero()))
         {
             self.recent.insert(entry.name, b, stored);
         }
@@ -317,8 +317,8 @@ impl ReplicaTask {
     /// Compact levels whose interval has passed; request a snapshot when
     /// the newest is older than the snapshot interval; apply retention.
     pub async fn maintain(&mut self, scratch: &std::path::Path) -> Result<(), ReplicaError> {
-        for level in 0..self.settings.retention.level_intervals.len() {
-            let interval = self.settings.retention.level_intervals[level];
+        for level in 0..self.settings.compaction.level_intervals.len() {
+            let interval = self.settings.compaction.level_intervals[level];
             if interval.is_zero() || self.last_compaction[level].elapsed() < interval {
                 continue;
             }
@@ -342,8 +342,8 @@ impl ReplicaTask {
         {
             self.shared.wants_snapshot.store(true, Ordering::SeqCst);
         }
-        let cfg = self.settings.retention.clone();
-        let doomed = retention::deletable(self.listing().await?, now_ms(), &cfg);
+        let (cfg, levels) = (self.settings.retention.clone(), self.settings.compaction.clone());
+        let doomed = retention::deletable(self.listing().await?, now_ms(), &cfg, &levels);
         if !doomed.is_empty() {
             self.may_write()?;
             client::delete(&self.store, &doomed).await?;
@@ -502,7 +502,7 @@ impl ReplicaTask {
         }
         let compaction = self
             .settings
-            .retention
+            .compaction
             .level_intervals
             .iter()
             .zip(&self.last_compaction)
