@@ -257,7 +257,8 @@ fn runtime() -> anyhow::Result<std::sync::Arc<Runtime>> {
     Runtime::with_default_cache().context("cannot start the plugin runtime")
 }
 
-/// `replicate_config`: `replicate`'s config file, which `main` read.
+/// Run the command; `replicate_config` is `replicate`'s config file, which
+/// `main` read before setting up logging.
 async fn run(command: Command, replicate_config: Option<anyhow::Result<ConfigFile>>) -> anyhow::Result<ExitCode> {
     match command {
         Command::Version { verbose } => {
@@ -268,6 +269,7 @@ async fn run(command: Command, replicate_config: Option<anyhow::Result<ConfigFil
             Ok(ExitCode::SUCCESS)
         }
         Command::Replicate(args) => {
+            // Read by `main` to set up logging; read here only if it was not.
             let config = replicate_config.unwrap_or_else(|| args.config.read());
             replicate_cmd::run(runtime, args, config).await
         }
