@@ -99,8 +99,8 @@ pub async fn run(
     config: anyhow::Result<ConfigFile>,
 ) -> anyhow::Result<ExitCode> {
     // SIGTERM and SIGINT are ours before anything else: one that arrives
-    // while the config loads or plugins compile ends in a clean exit, not
-    // in the default death by signal. (`-once` keeps the default: it has
+    // while the plugin runtime starts or plugins compile ends in a clean
+    // exit, not in the default death by signal. (`-once` keeps the default: it has
     // no shutdown to run.)
     let mut signals = if args.once { None } else { Some(Signals::new().context("cannot handle SIGTERM/SIGINT")?) };
     let runtime = make_runtime()?;
