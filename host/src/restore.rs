@@ -4,14 +4,16 @@
 //! with its name; the output is never left half-written under its name.
 
 use crate::checksum::PageHashes;
+use crate::fsutil::sync_dir;
 use crate::plugin::{PluginStore, SMALL_IO_BYTES};
 use crate::replica::client::{self, Listing};
 use crate::replica::plan::{Target, restore_plan};
 use crate::segment::apply::{FileSink, apply};
-use crate::segment::format::misnamed_in;
 use crate::segment::{SegmentName, SegmentReader};
-use crate::state::sync_dir;
 use anyhow::{Context, bail};
+
+mod follow;
+pub use follow::follow;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 
@@ -199,79 +201,26 @@ async fn apply_segments(
     base: &Path,
     opts: &RestoreOptions,
 ) -> anyhow::Result<(u64, Option<PageHashes>)> {
-    let progress = opts.progress;
-    let tmp = base;
     let total: u64 = plan.iter().filter_map(|n| listing.get(n)).map(|s| s.size).sum();
-    let bar = progress.then(|| {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} restoring {msg} [{bar:30}] {bytes}/{total_bytes} ({eta})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    });
-    let mut sink: Option<FileSink> = Some(FileSink::new(file, 0));
-    let mut hashes = hashes;
-    let mut downloaded = 0u64;
-    let temp_for = |n: &SegmentName| sidecar(tmp, &format!(".{}", n.file_name()));
+    let bar = opts.progress.then(|| progress_bar(total));
+    let mut applier = Applier { sink: Some(FileSink::new(file, 0)), hashes, downloaded: 0 };
+    let temp_for = |n: &SegmentName| sidecar(base, &format!(".{}", n.file_name()));
     let mut downloads = futures::stream::iter(plan.iter().copied())
-        .map(|name| {
-            let path = temp_for(&name);
-            let listed = listing.get(&name).map_or(u64::MAX, |s| s.size);
-            async move {
-                // A small segment comes into memory in one call: no temp file
-                // to create, write, read back and delete.
-                let got = match listed <= SMALL_IO_BYTES {
-                    true => client::fetch(store, &name, listed).await.map(Fetched::Bytes),
-                    false => client::download(store, &name, listed, &path, client::DOWNLOAD_CHUNK)
-                        .await
-                        .map(|size| Fetched::File(path, size)),
-                };
-                (name, got)
-            }
-        })
+        .map(|name| fetch(store, listing, name, temp_for(&name)))
         .buffered(opts.parallelism.max(1));
     let mut failure = None;
     while let Some((name, got)) = downloads.next().await {
-        let step = async {
-            let got = got.with_context(|| format!("cannot download segment {name}"))?;
-            let size = got.len();
-            downloaded += size;
-            let mut s = sink.take().context("internal: sink lost")?;
-            let mut h = hashes.take();
-            let applied = tokio::task::spawn_blocking(move || {
-                let (opened, temp) = match got {
-                    Fetched::Bytes(bytes) => (SegmentReader::from_bytes(bytes), None),
-                    Fetched::File(path, _) => (SegmentReader::open(&path), Some(path)),
-                };
-                // The name, not the header, is what the plan chose: bytes of
-                // another segment under it would restore another state.
-                let checked = opened.and_then(|reader| name.check_header(reader.header()).map(|()| reader));
-                let r = checked.map_err(anyhow::Error::from).and_then(|mut reader| {
-                    s.page_size = reader.header().page_size;
-                    let hs = h.get_or_insert_with(|| PageHashes::new(reader.header().page_size));
-                    apply(&mut reader, &mut s, Some(hs)).map_err(anyhow::Error::from)
-                });
-                if let Some(path) = temp {
-                    let _ = std::fs::remove_file(path);
+        match applier.apply(store, name, got).await {
+            Ok(size) => {
+                if let Some(bar) = &bar {
+                    bar.set_message(name.key());
+                    bar.inc(size);
                 }
-                r.map(|()| (s, h))
-            })
-            .await?;
-            let (s, h) = applied.with_context(|| format!("segment {name} of replica {} is unusable", store.url()))?;
-            sink = Some(s);
-            hashes = h;
-            if let Some(bar) = &bar {
-                bar.set_message(name.key());
-                bar.inc(size);
             }
-            anyhow::Ok(())
-        };
-        if let Err(e) = step.await {
-            failure = Some(e);
-            break;
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
         }
     }
     drop(downloads);
@@ -284,111 +233,93 @@ async fn apply_segments(
     if let Some(e) = failure {
         return Err(e);
     }
-    let file =
-        sink.context("internal: sink lost")?.into_file().with_context(|| format!("cannot write {}", tmp.display()))?;
-    file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
-    Ok((downloaded, hashes))
+    let sink = applier.sink.context("internal: sink lost")?;
+    let file = sink.into_file().with_context(|| format!("cannot write {}", base.display()))?;
+    file.sync_all().with_context(|| format!("cannot sync {}", base.display()))?;
+    Ok((applier.downloaded, applier.hashes))
 }
 
-/// `restore -f`: after restoring, keep applying new segments to the output
-/// every `interval` until `stop`. Each step is verified like a restore (the
-/// checksum before each segment must match the file), so a follower never
-/// drifts; if the replica's chain restarted with a new snapshot, the output
-/// is rebuilt from it.
-pub async fn follow(
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} restoring {msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Fetch one planned segment: a small one into memory in one call (no
+/// temp file to create, write, read back and delete), a larger one to
+/// `path`.
+async fn fetch(
     store: &PluginStore,
-    opts: &RestoreOptions,
-    first: RestoreOutcome,
-    interval: std::time::Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let (mut txid, mut hashes) = (first.txid, first.hashes);
-    // Set when the output can no longer be extended in place (the chain
-    // restarted, or applying failed part-way); cleared by a successful rebuild.
-    let mut rebuild = false;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return Ok(()),
-        }
-        let listing = match client::list(store).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!("follow: cannot list {} (will retry): {e}", store.url());
-                continue;
-            }
-        };
-        let plan = crate::replica::plan::follow_plan(&listing, txid);
-        if plan.is_empty() && !rebuild {
-            rebuild = listing.keys().any(|n| n.is_snapshot() && n.max_txid > txid)
-                && !listing.keys().any(|n| n.min_txid == txid + 1);
-            if rebuild {
-                tracing::info!(
-                    "follow: the replica restarted its chain with a snapshot; rebuilding {}",
-                    opts.output.display()
-                );
-            }
-        }
-        if rebuild {
-            // A live replica's listing can briefly show a new chain whose
-            // later segments are still being uploaded; a failed rebuild keeps
-            // the previous output (restore writes OUT.tmp) and tries again.
-            match restore_from_listing(
-                store,
-                &listing,
-                &RestoreOptions { force: true, target: Target::Latest, ..opts.clone() },
-            )
+    listing: &Listing,
+    name: SegmentName,
+    path: PathBuf,
+) -> (SegmentName, Result<Fetched, crate::replica::ReplicaError>) {
+    let listed = listing.get(&name).map_or(u64::MAX, |s| s.size);
+    let got = match listed <= SMALL_IO_BYTES {
+        true => client::fetch(store, &name, listed).await.map(Fetched::Bytes),
+        false => client::download(store, &name, listed, &path, client::DOWNLOAD_CHUNK)
             .await
-            {
-                Ok(again) => {
-                    (txid, hashes, rebuild) = (again.txid, again.hashes, false);
-                    tracing::info!("follow: rebuilt {} at TXID {txid:016x}", opts.output.display());
-                }
-                Err(e) if misnamed_in(&e) => {
-                    return Err(e.context(format!("follow: cannot rebuild {}", opts.output.display())));
-                }
-                Err(e) => tracing::warn!("follow: cannot rebuild {} yet (will retry): {e:#}", opts.output.display()),
-            }
-            continue;
-        }
-        if plan.is_empty() {
-            continue;
-        }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&opts.output)
-            .with_context(|| format!("cannot open {}", opts.output.display()))?;
-        let quiet = RestoreOptions { progress: false, ..opts.clone() };
-        match apply_segments(store, &listing, &plan, file, hashes.take(), &opts.output, &quiet).await {
-            Ok((_, after)) => {
-                hashes = after;
-                txid = plan.last().map_or(txid, |n| n.max_txid);
-                tracing::info!(
-                    "follow: applied {} segments to {}, now at TXID {txid:016x}",
-                    plan.len(),
-                    opts.output.display()
-                );
-            }
-            // A segment holding another's bytes stays so (segments are
-            // immutable): stop, naming it, rather than retry forever. The
-            // check comes before its pages are applied, so the output is
-            // the verified state after the segment before it.
-            Err(e) if misnamed_in(&e) => {
-                return Err(e.context(format!("follow: cannot apply new segments to {}", opts.output.display())));
-            }
-            Err(e) => {
-                // The output may hold part of the failed step: only a rebuild
-                // makes it a verified state again.
-                tracing::warn!("follow: cannot apply new segments to {} (will rebuild): {e:#}", opts.output.display());
-                rebuild = true;
-            }
-        }
+            .map(|size| Fetched::File(path, size)),
+    };
+    (name, got)
+}
+
+/// The file being restored, as segments are applied to it in order.
+struct Applier {
+    sink: Option<FileSink>,
+    hashes: Option<PageHashes>,
+    downloaded: u64,
+}
+
+impl Applier {
+    /// Apply one fetched segment (off the async runtime); its size.
+    async fn apply(
+        &mut self,
+        store: &PluginStore,
+        name: SegmentName,
+        got: Result<Fetched, crate::replica::ReplicaError>,
+    ) -> anyhow::Result<u64> {
+        let got = got.with_context(|| format!("cannot download segment {name}"))?;
+        let size = got.len();
+        self.downloaded += size;
+        let s = self.sink.take().context("internal: sink lost")?;
+        let h = self.hashes.take();
+        let applied = tokio::task::spawn_blocking(move || apply_one(name, got, s, h)).await?;
+        let (s, h) = applied.with_context(|| format!("segment {name} of replica {} is unusable", store.url()))?;
+        (self.sink, self.hashes) = (Some(s), h);
+        Ok(size)
     }
 }
 
-/// [`integrity_check`] on the blocking pool: a full check of a large
-/// database takes seconds, which would stall a follower's runtime.
+/// Check `got` is the segment `name` says and apply it to `sink`; its
+/// temp file, if any, is removed either way.
+fn apply_one(
+    name: SegmentName,
+    got: Fetched,
+    mut sink: FileSink,
+    mut hashes: Option<PageHashes>,
+) -> anyhow::Result<(FileSink, Option<PageHashes>)> {
+    let (opened, temp) = match got {
+        Fetched::Bytes(bytes) => (SegmentReader::from_bytes(bytes), None),
+        Fetched::File(path, _) => (SegmentReader::open(&path), Some(path)),
+    };
+    // The name, not the header, is what the plan chose: bytes of another
+    // segment under it would restore another state.
+    let checked = opened.and_then(|reader| name.check_header(reader.header()).map(|()| reader));
+    let result = checked.map_err(anyhow::Error::from).and_then(|mut reader| {
+        sink.page_size = reader.header().page_size;
+        let hs = hashes.get_or_insert_with(|| PageHashes::new(reader.header().page_size));
+        apply(&mut reader, &mut sink, Some(hs)).map_err(anyhow::Error::from)
+    });
+    if let Some(path) = temp {
+        let _ = std::fs::remove_file(path);
+    }
+    result.map(|()| (sink, hashes))
+}
+
 async fn check_off_runtime(path: &Path, mode: IntegrityCheck) -> anyhow::Result<()> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || integrity_check(&path, mode))
@@ -499,5 +430,67 @@ mod tests {
         assert_eq!(immutable_uri(Path::new("/x/a b?#%.db")), "file:///x/a%20b%3f%23%25.db?immutable=1");
         assert_eq!(immutable_uri(Path::new("//x/y.db")), "file:////x/y.db?immutable=1");
         assert_eq!(immutable_uri(Path::new("y.db")), "file:y.db?immutable=1");
+    }
+
+    #[test]
+    fn an_output_with_content_or_leftovers_is_refused_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.db");
+        assert!(check_output(&out, false).is_ok(), "a missing output");
+        std::fs::write(&out, "").unwrap();
+        assert!(check_output(&out, false).is_ok(), "an empty output");
+        std::fs::write(sidecar(&out, "-wal"), "x").unwrap();
+        assert!(check_output(&out, false).unwrap_err().to_string().contains("-wal"));
+        std::fs::write(&out, "data").unwrap();
+        assert!(check_output(&out, false).unwrap_err().to_string().contains("-force"));
+        assert!(check_output(&out, true).is_ok());
+    }
+
+    fn opts(output: &Path) -> RestoreOptions {
+        RestoreOptions {
+            output: output.to_path_buf(),
+            target: Target::Latest,
+            force: false,
+            integrity: IntegrityCheck::Quick,
+            dry_run: false,
+            progress: false,
+            parallelism: 1,
+        }
+    }
+
+    /// Whatever fails (the build, or SQLite's check of what it built), the
+    /// output keeps its old content and no scratch file is left; a sound
+    /// build takes the output's name.
+    #[tokio::test]
+    async fn the_output_changes_only_to_a_checked_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.db");
+        std::fs::write(&out, "old").unwrap();
+        let failed: anyhow::Result<()> = into_output(&opts(&out), |tmp: PathBuf| async move {
+            std::fs::write(&tmp, "half")?;
+            anyhow::bail!("download failed")
+        })
+        .await;
+        assert!(failed.unwrap_err().to_string().contains("download failed"));
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "old");
+        assert_eq!(leftovers(dir.path()), ["out.db"]);
+        let corrupt = into_output(&opts(&out), |tmp: PathBuf| async move {
+            std::fs::write(&tmp, vec![7u8; 8192])?;
+            Ok(())
+        })
+        .await;
+        assert!(corrupt.is_err(), "a file SQLite refuses took the output's name");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "old");
+        assert_eq!(leftovers(dir.path()), ["out.db"]);
+        into_output(&opts(&out), |tmp: PathBuf| async move {
+            wal_db(&tmp);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let n: i64 =
+            rusqlite::Connection::open(&out).unwrap().query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(leftovers(dir.path()), ["out.db"]);
     }
 }

@@ -25,10 +25,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use xxhash_rust::xxh3::xxh3_64;
 
-// Its home is `crate::fsutil`; `restore.rs` still imports it from here
-// (that file is being changed on another branch; switch it there).
-pub use crate::fsutil::sync_dir;
-
 /// The two slots the state alternates between. Rewriting a file in place
 /// costs a write; a temp file renamed over the old one cost a new inode
 /// and freeing the old one on every sync, which on ext4 without a journal
