@@ -154,68 +154,68 @@ pub fn status(config_path: Option<&PathBuf>, expand: bool, db: Option<&str>, jso
         {
             continue;
         }
-        let meta_dir = d.meta_path.clone().unwrap_or_else(|| MetaDir::default_for(&d.path));
-        let state = MetaDir::open(meta_dir.clone()).ok().and_then(|m| m.load());
-        let wal_size = std::fs::metadata(crate::db::wal_path(&d.path)).map(|m| m.len()).unwrap_or(0);
-        let replicas: Vec<_> = d
-            .replicas
-            .iter()
-            .map(|r| {
-                let name: String = r
-                    .name
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-                    .collect();
-                let shipped = std::fs::read_to_string(meta_dir.join(format!("replica-{name}.json")))
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                    .and_then(|v| v["shipped"].as_u64())
-                    .unwrap_or(0);
-                serde_json::json!({"name": r.name, "url": r.url, "txid": format!("{shipped:016x}")})
-            })
-            .collect();
-        let txid = state.as_ref().map(|(s, _)| format!("{:016x}", s.txid));
-        let status = match (d.path.exists(), &state) {
-            (false, _) => "no database",
-            (true, None) => "not initialized",
-            (true, Some(_)) => "ok",
-        };
-        rows.push(serde_json::json!({
-            // Litestream's fields first (`wal_size` as it writes it).
-            "database": d.path,
-            "status": status,
-            "local_txid": txid,
-            "wal_size": si_bytes(wal_size),
-            "wal_bytes": wal_size,
-            "path": d.path,
-            "txid": txid,
-            "db_pages": state.as_ref().map(|(s, _)| s.db_pages),
-            "last_capture": state.as_ref().map(|(s, _)| rfc3339(s.timestamp_ms)),
-            "replicas": replicas,
-        }));
+        rows.push(status_row(d));
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        for r in rows {
-            println!(
-                "{}  txid={} wal={}B last={}",
-                r["path"].as_str().unwrap_or("?"),
-                r["txid"].as_str().unwrap_or("none"),
-                r["wal_bytes"],
-                r["last_capture"].as_str().unwrap_or("never")
-            );
-            for rep in r["replicas"].as_array().into_iter().flatten() {
-                println!(
-                    "  {} {} shipped={}",
-                    rep["name"].as_str().unwrap_or("?"),
-                    rep["url"].as_str().unwrap_or("?"),
-                    rep["txid"].as_str().unwrap_or("?")
-                );
-            }
+        return Ok(());
+    }
+    for r in rows {
+        println!(
+            "{}  txid={} wal={}B last={}",
+            r["path"].as_str().unwrap_or("?"),
+            r["txid"].as_str().unwrap_or("none"),
+            r["wal_bytes"],
+            r["last_capture"].as_str().unwrap_or("never")
+        );
+        for rep in r["replicas"].as_array().into_iter().flatten() {
+            let field = |k: &str| rep[k].as_str().unwrap_or("?").to_string();
+            println!("  {} {} shipped={}", field("name"), field("url"), field("txid"));
         }
     }
     Ok(())
+}
+
+/// One database's status, from its local state alone (no store is asked).
+fn status_row(d: &config::DatabaseSpec) -> serde_json::Value {
+    let meta_dir = d.meta_path.clone().unwrap_or_else(|| MetaDir::default_for(&d.path));
+    let state = MetaDir::open(meta_dir.clone()).ok().and_then(|m| m.load());
+    let wal_size = std::fs::metadata(crate::db::wal_path(&d.path)).map(|m| m.len()).unwrap_or(0);
+    let replicas: Vec<_> = d
+        .replicas
+        .iter()
+        .map(|r| serde_json::json!({"name": r.name, "url": r.url, "txid": format!("{:016x}", shipped(&meta_dir, &r.name))}))
+        .collect();
+    let txid = state.as_ref().map(|(s, _)| format!("{:016x}", s.txid));
+    let status = match (d.path.exists(), &state) {
+        (false, _) => "no database",
+        (true, None) => "not initialized",
+        (true, Some(_)) => "ok",
+    };
+    serde_json::json!({
+        // Litestream's fields first (`wal_size` as it writes it).
+        "database": d.path,
+        "status": status,
+        "local_txid": txid,
+        "wal_size": si_bytes(wal_size),
+        "wal_bytes": wal_size,
+        "path": d.path,
+        "txid": txid,
+        "db_pages": state.as_ref().map(|(s, _)| s.db_pages),
+        "last_capture": state.as_ref().map(|(s, _)| rfc3339(s.timestamp_ms)),
+        "replicas": replicas,
+    })
+}
+
+/// The TXID a replica's position file says was shipped (0 if none).
+fn shipped(meta_dir: &std::path::Path, replica: &str) -> u64 {
+    let name: String =
+        replica.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    std::fs::read_to_string(meta_dir.join(format!("replica-{name}.json")))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["shipped"].as_u64())
+        .unwrap_or(0)
 }
 
 pub fn reset(config_path: Option<&PathBuf>, expand: bool, db: &str, dry_run: bool) -> anyhow::Result<()> {

@@ -79,31 +79,12 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
     }
     let (spec, db_path, label) =
         resolve_target(&args.target, args.config.as_ref(), !args.no_expand_env, args.replica.as_deref())?;
-    let output = match (&args.output, &db_path) {
-        (Some(o), _) => o.clone(),
-        (None, Some(p)) => p.clone(),
-        (None, None) if !args.target.contains("://") => bail!(
-            "`{}` is not a database in the config file; to restore from a replica path or URL, pass -o OUTPUT_PATH",
-            args.target
-        ),
-        (None, None) => bail!("restoring from a replica URL needs -o OUTPUT_PATH"),
-    };
+    let output = output_path(&args, db_path)?;
     if args.if_db_not_exists && output.exists() {
         println!("database already exists at {}, skipping restore", output.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let target = match (&args.txid, &args.timestamp) {
-        (Some(_), Some(_)) => bail!("use either -txid or -timestamp, not both"),
-        (Some(t), None) => Target::Txid(
-            u64::from_str_radix(t.trim_start_matches("0x"), 16)
-                .with_context(|| format!("-txid `{t}` is not a hexadecimal TXID (e.g. 000000000000002a)"))?,
-        ),
-        (None, Some(ts)) => Target::Timestamp(
-            crate::clock::parse_rfc3339(ts)
-                .with_context(|| format!("-timestamp `{ts}` is not RFC 3339 (e.g. 2026-11-25T17:45:29Z)"))?,
-        ),
-        (None, None) => Target::Latest,
-    };
+    let target = target(&args)?;
     let plugins = Plugins::default();
     let store = open_store(&runtime, &plugins, &spec, args.plugin.as_deref(), &label).await?;
     restore::check_output(&output, args.force || args.dry_run)?;
@@ -120,51 +101,10 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
     };
     let started = std::time::Instant::now();
     if listing.is_empty() {
-        // Not one of ours: perhaps the Litestream backup of a user who
-        // just swapped the binary (decision 22).
-        let found =
-            crate::litestream::find(&store).await.with_context(|| format!("cannot list replica {}", spec.url))?;
-        let Some(backup) = found else {
-            if args.if_replica_exists {
-                println!("no backups found in {}, skipping restore", spec.url);
-                return Ok(ExitCode::SUCCESS);
-            }
-            bail!("replica {} holds no backup", spec.url);
-        };
-        if args.follow.is_some() {
-            bail!("{} holds {}: -f follows sluice replicas only", spec.url, backup.describe());
-        }
-        let done = backup.restore(&store, &opts).await.with_context(|| format!("cannot restore from {}", spec.url))?;
-        report_litestream(&args, &output, &backup, &done, started.elapsed());
-        return Ok(ExitCode::SUCCESS);
+        return from_litestream(&store, &spec.url, &args, &opts, started).await;
     }
     let outcome = restore::restore_from_listing(&store, &listing, &opts).await?;
-    if args.json {
-        let plan: Vec<String> = outcome.plan.iter().map(|n| n.key()).collect();
-        println!(
-            "{}",
-            serde_json::json!({"output": output, "txid": format!("{:016x}", outcome.txid), "segments": plan, "dry_run": args.dry_run, "bytes": outcome.bytes_downloaded})
-        );
-    } else if args.dry_run {
-        println!(
-            "would restore TXID {:016x} to {} from {} segments:",
-            outcome.txid,
-            output.display(),
-            outcome.plan.len()
-        );
-        for n in &outcome.plan {
-            println!("  {n}");
-        }
-    } else {
-        println!(
-            "restored {} at TXID {:016x} from {} segments ({} bytes) in {:.2?}",
-            output.display(),
-            outcome.txid,
-            outcome.plan.len(),
-            outcome.bytes_downloaded,
-            started.elapsed()
-        );
-    }
+    report(&args, &output, &outcome, started.elapsed());
     if let (Some(interval), false) = (args.follow, args.dry_run) {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -174,6 +114,85 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
         restore::follow(&store, &opts, outcome, interval, stop_rx).await?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `-o`, else the configured database's own path.
+fn output_path(args: &Args, db_path: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match (&args.output, db_path) {
+        (Some(o), _) => Ok(o.clone()),
+        (None, Some(p)) => Ok(p),
+        (None, None) if !args.target.contains("://") => bail!(
+            "`{}` is not a database in the config file; to restore from a replica path or URL, pass -o OUTPUT_PATH",
+            args.target
+        ),
+        (None, None) => bail!("restoring from a replica URL needs -o OUTPUT_PATH"),
+    }
+}
+
+/// `-txid`, `-timestamp`, or the latest state.
+fn target(args: &Args) -> anyhow::Result<Target> {
+    Ok(match (&args.txid, &args.timestamp) {
+        (Some(_), Some(_)) => bail!("use either -txid or -timestamp, not both"),
+        (Some(t), None) => Target::Txid(
+            u64::from_str_radix(t.trim_start_matches("0x"), 16)
+                .with_context(|| format!("-txid `{t}` is not a hexadecimal TXID (e.g. 000000000000002a)"))?,
+        ),
+        (None, Some(ts)) => Target::Timestamp(
+            crate::clock::parse_rfc3339(ts)
+                .with_context(|| format!("-timestamp `{ts}` is not RFC 3339 (e.g. 2026-11-25T17:45:29Z)"))?,
+        ),
+        (None, None) => Target::Latest,
+    })
+}
+
+/// A replica with no segment of ours: perhaps the Litestream backup of a
+/// user who just swapped the binary (decision 23).
+async fn from_litestream(
+    store: &crate::plugin::PluginStore,
+    url: &str,
+    args: &Args,
+    opts: &RestoreOptions,
+    started: std::time::Instant,
+) -> anyhow::Result<ExitCode> {
+    let found = crate::litestream::find(store).await.with_context(|| format!("cannot list replica {url}"))?;
+    let Some(backup) = found else {
+        if args.if_replica_exists {
+            println!("no backups found in {url}, skipping restore");
+            return Ok(ExitCode::SUCCESS);
+        }
+        bail!("replica {url} holds no backup");
+    };
+    if args.follow.is_some() {
+        bail!("{url} holds {}: -f follows sluice replicas only", backup.describe());
+    }
+    let done = backup.restore(store, opts).await.with_context(|| format!("cannot restore from {url}"))?;
+    report_litestream(args, &opts.output, &backup, &done, started.elapsed());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the restore did: JSON, the dry run's plan, or one line.
+fn report(args: &Args, output: &std::path::Path, outcome: &restore::RestoreOutcome, took: std::time::Duration) {
+    if args.json {
+        let plan: Vec<String> = outcome.plan.iter().map(|n| n.key()).collect();
+        println!(
+            "{}",
+            serde_json::json!({"output": output, "txid": format!("{:016x}", outcome.txid), "segments": plan, "dry_run": args.dry_run, "bytes": outcome.bytes_downloaded})
+        );
+    } else if args.dry_run {
+        let (txid, n) = (outcome.txid, outcome.plan.len());
+        println!("would restore TXID {txid:016x} to {} from {n} segments:", output.display());
+        for n in &outcome.plan {
+            println!("  {n}");
+        }
+    } else {
+        println!(
+            "restored {} at TXID {:016x} from {} segments ({} bytes) in {took:.2?}",
+            output.display(),
+            outcome.txid,
+            outcome.plan.len(),
+            outcome.bytes_downloaded,
+        );
+    }
 }
 
 /// What a restore from a Litestream backup did, as `restore` reports its
