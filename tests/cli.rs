@@ -219,3 +219,12 @@ fn a_directory_of_databases_each_gets_its_own_replica_path() {
         assert_same_image(&image(conn), &file_image(&restored, 4096), rel);
     }
 }
+
+/// Every command's `-h` ends with examples.
+#[test]
+fn every_command_help_has_examples() {
+    for cmd in ["replicate", "restore", "databases", "ltx", "status", "reset", "plugin", "version"] {
+        let help = text(&run_ok(sluice().args([cmd, "-h"])));
+        assert!(help.contains("Examples:\n  sluice "), "`{cmd} -h` has no examples:\n{help}");
+    }
+}

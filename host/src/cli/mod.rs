@@ -2,6 +2,7 @@
 //! and the runtime, call the library, map the outcome to an exit status.
 
 mod args;
+mod examples;
 mod info_cmd;
 mod plugin_cmd;
 mod replicate_cmd;
@@ -39,10 +40,13 @@ struct ConfigArgs {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Replicate databases continuously (config file, or DB_PATH REPLICA_URL...).
+    #[command(after_help = examples::REPLICATE)]
     Replicate(replicate_cmd::Args),
     /// Restore a database from a replica.
+    #[command(after_help = examples::RESTORE)]
     Restore(RestoreArgs),
     /// List configured databases.
+    #[command(after_help = examples::DATABASES)]
     Databases {
         #[command(flatten)]
         config: ConfigArgs,
@@ -50,7 +54,7 @@ enum Command {
         json: bool,
     },
     /// List a replica's segments (Litestream's `ltx`; `wal` is its old name).
-    #[command(aliases = ["segments", "wal"])]
+    #[command(aliases = ["segments", "wal"], after_help = examples::LTX)]
     Ltx {
         #[command(flatten)]
         config: ConfigArgs,
@@ -65,6 +69,7 @@ enum Command {
         target: String,
     },
     /// Replication status of configured databases.
+    #[command(after_help = examples::STATUS)]
     Status {
         #[command(flatten)]
         config: ConfigArgs,
@@ -73,6 +78,7 @@ enum Command {
         db: Option<String>,
     },
     /// Forget a database's local state; the next sync snapshots.
+    #[command(after_help = examples::RESET)]
     Reset {
         #[command(flatten)]
         config: ConfigArgs,
@@ -82,11 +88,13 @@ enum Command {
         db: String,
     },
     /// Inspect, check and export storage plugins.
+    #[command(after_help = examples::PLUGIN)]
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
     },
     /// Print the version.
+    #[command(after_help = examples::VERSION)]
     Version {
         /// Also the build's details: contract, bundled plugins, runtime, platform.
         #[arg(long)]
