@@ -71,32 +71,20 @@ fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
 
     #[test]
     fn lines_carry_litestreams_field_names() {
-        let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
-        let sink = buf.clone();
+        let sink = crate::logging::Sink::default();
+        let writer = sink.clone();
         let subscriber =
-            tracing_subscriber::fmt().with_writer(move || Writer(sink.clone())).event_format(LitestreamJson).finish();
+            tracing_subscriber::fmt().with_writer(move || writer.clone()).event_format(LitestreamJson).finish();
         tracing::subscriber::with_default(subscriber, || tracing::warn!(db = "/a.db", n = 3, "replica behind"));
-        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         let v: Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(v["level"], "WARN");
         assert_eq!(v["msg"], "replica behind");
         assert_eq!(v["db"], "/a.db");
         assert_eq!(v["n"], 3);
         assert!(v["time"].as_str().unwrap().ends_with('Z'), "{v}");
-    }
-
-    struct Writer(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Writer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 }

@@ -179,14 +179,18 @@ async fn apply_plan(
     tmp: &Path,
     opts: &RestoreOptions,
 ) -> anyhow::Result<(u64, Option<PageHashes>)> {
-    let file = std::fs::OpenOptions::new()
+    apply_segments(store, listing, plan, create_scratch(tmp)?, None, tmp, opts).await
+}
+
+/// The restore's scratch file, created empty (readable: the check reads it).
+pub(crate) fn create_scratch(tmp: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
         .open(tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    apply_segments(store, listing, plan, file, None, tmp, opts).await
+        .with_context(|| format!("cannot create {}", tmp.display()))
 }
 
 /// Download `plan` (in parallel) and apply it in order onto `file`, whose

@@ -7,7 +7,7 @@ use crate::plugin::{ObjectMeta, PluginStore};
 use crate::replica::Target;
 use crate::replica::client::{self, Listing, RemoteSegment};
 use crate::replica::plan::restore_plan;
-use crate::restore::{RestoreOptions, sidecar};
+use crate::restore::{RestoreOptions, create_scratch, sidecar};
 use crate::segment::SegmentName;
 use crate::segment::format::SNAPSHOT_LEVEL;
 use anyhow::{Context, bail};
@@ -102,14 +102,7 @@ pub fn plan(files: &[LtxFile], target: Target) -> anyhow::Result<Vec<LtxFile>> {
 /// Download `plan` (`opts.parallelism` at once) and apply it in order to
 /// the empty file `tmp`; returns the bytes downloaded.
 pub async fn apply(store: &PluginStore, plan: &[LtxFile], tmp: &Path, opts: &RestoreOptions) -> anyhow::Result<u64> {
-    let out = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    let out = std::sync::Arc::new(out);
+    let out = std::sync::Arc::new(create_scratch(tmp)?);
     let scratch = |f: &LtxFile| sidecar(tmp, &format!(".{:016x}-{:016x}.ltx", f.min_txid, f.max_txid));
     let mut downloads = futures::stream::iter(plan.iter().cloned())
         .map(|f| {
