@@ -272,25 +272,47 @@ impl PluginStore {
         let mut idle = vec![Slot::Main(session)];
         let mut running = futures::stream::FuturesUnordered::new();
         let (mut done, mut number, mut read_all) = (Vec::new(), 0u32, false);
+        // The first failure stops new parts; the parts in flight are waited
+        // for, never cancelled mid-call (a plugin call dropped half-way
+        // could leave its instance, the caller's session among them, in a
+        // state the abort that follows must not meet).
+        let mut failure: Option<PluginError> = None;
         loop {
-            while !read_all && running.len() < self.tuning.concurrency {
+            while failure.is_none() && !read_all && running.len() < self.tuning.concurrency {
                 let Some(slot) = self.free_slot(&mut idle).await else { break };
-                let Some(part) = self.next_part(&mut carry, &mut reader, part_size as usize, key).await? else {
-                    read_all = true;
-                    idle.push(slot);
-                    break;
-                };
-                number += 1;
-                self.check_part_count(number, part_size, key)?;
-                running.push(send_part(slot, key, upload_id, number, part));
+                let part = self.next_part(&mut carry, &mut reader, part_size as usize, key).await;
+                let part = part.and_then(|p| {
+                    let counted = p.as_ref().map(|_| self.check_part_count(number + 1, part_size, key));
+                    counted.transpose().map(|_| p)
+                });
+                match part {
+                    Ok(Some(part)) => {
+                        number += 1;
+                        running.push(send_part(slot, key, upload_id, number, part));
+                    }
+                    Ok(None) => {
+                        read_all = true;
+                        idle.push(slot);
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        idle.push(slot);
+                    }
+                }
             }
             match futures::StreamExt::next(&mut running).await {
                 Some((slot, result)) => {
-                    done.push(result?);
+                    match result {
+                        Ok(part) => done.push(part),
+                        Err(e) => failure = failure.or(Some(e)),
+                    }
                     idle.push(slot);
                 }
                 None => break,
             }
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
         done.sort_by_key(|p: &UploadedPart| p.part_number);
         Ok(done)
