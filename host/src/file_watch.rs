@@ -145,6 +145,15 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.arm(false);
+        // A database removed while running leaves no route behind.
+        let Some(dir) = &self.dir else { return };
+        let Ok(mut dirs) = self.watch.dirs.lock() else { return };
+        if let Some(d) = dirs.get_mut(dir) {
+            d.dbs.retain(|(_, wake)| !Arc::ptr_eq(wake, &self.wake));
+            if d.dbs.is_empty() && d.armed == 0 {
+                dirs.remove(dir);
+            }
+        }
     }
 }
 

@@ -28,7 +28,11 @@
 //! - `config`: the Litestream-compatible configuration file, resolved into
 //!   what the engine runs.
 //! - `replicate`: the per-database loop: watch, capture, checkpoint, feed
-//!   one task per replica, keep the spool bounded.
+//!   one task per replica, keep the spool bounded; the registry of the
+//!   databases a run replicates, which may change while it runs (watched
+//!   directories, the control socket).
+//! - `control`: the control socket (Litestream 0.5's `socket:`), both the
+//!   daemon's side and the CLI's.
 //! - `file_watch`: one inotify watcher for the process, waking a database's
 //!   loop when its files change.
 //! - `metrics`: Prometheus metrics, Litestream's set with a `sluice_`
@@ -46,6 +50,7 @@ pub mod checksum;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod db;
 pub mod file_watch;
 pub mod fsutil;

@@ -15,12 +15,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
+mod dir_watch;
 mod heartbeat;
+mod live;
 mod pace;
+mod registry;
 mod start;
 mod sync;
+pub use dir_watch::watch_dir;
 use heartbeat::{Health, heartbeat};
+pub use live::{Live, State, SyncReport};
 use pace::{Pacer, RepeatFilter, SyncOutcome};
+pub use registry::{Added, Registry, Summary, Toggled};
 pub use start::{Plugins, open_store};
 use start::{open_stores, open_when_present};
 use sync::{Synced, ValidationClock, sync_once};
@@ -48,51 +54,30 @@ pub struct Options {
     pub heartbeat: Option<(String, Duration)>,
 }
 
-/// The databases of a run, each with its replicas' stores open.
-pub struct Prepared {
-    dbs: Vec<(DatabaseSpec, Vec<PluginStore>)>,
-    opts: Options,
-}
-
 /// Open every replica's store of every database before anything starts: a
 /// configuration error (no plugin for a URL, a plugin that does not load, a
 /// sandbox that cannot be prepared) ends the run at once, naming database
 /// and replica, as Litestream's "unknown replica type" does, instead of
 /// leaving a process that replicates less than its configuration says.
-pub async fn prepare(runtime: Arc<Runtime>, dbs: Vec<DatabaseSpec>, opts: Options) -> anyhow::Result<Prepared> {
-    let plugins = Plugins::default();
-    let mut prepared = Vec::with_capacity(dbs.len());
-    for spec in dbs {
-        let stores = open_stores(&runtime, &plugins, &spec, opts.default_plugin.as_deref()).await?;
-        prepared.push((spec, stores));
+/// Then start each database's loop.
+pub async fn prepare(runtime: Arc<Runtime>, dbs: Vec<DatabaseSpec>, opts: Options) -> anyhow::Result<Arc<Registry>> {
+    let registry = Registry::new(runtime, opts);
+    for spec in &dbs {
+        registry.check(spec).await?;
     }
-    Ok(Prepared { dbs: prepared, opts })
+    for spec in dbs {
+        registry.add(spec).await?;
+    }
+    Ok(registry)
 }
 
-/// Replicate every database until `shutdown` (or once).
-pub async fn run(prepared: Prepared, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let Prepared { dbs, opts } = prepared;
-    let health = Health::default();
-    let files = if opts.once { None } else { crate::file_watch::FileWatch::new() };
-    if let Some((url, every)) = opts.heartbeat.clone() {
-        tokio::spawn(heartbeat(url, every, health.clone(), shutdown.clone()));
+/// Replicate the registry's databases until `shutdown` (or once); see
+/// `Registry::run` for `keep_alive`.
+pub async fn run(registry: Arc<Registry>, shutdown: watch::Receiver<bool>, keep_alive: bool) -> anyhow::Result<()> {
+    if let Some((url, every)) = registry.options().heartbeat.clone() {
+        tokio::spawn(heartbeat(url, every, registry.health(), shutdown.clone()));
     }
-    let mut tasks = tokio::task::JoinSet::new();
-    for (spec, stores) in dbs {
-        let (common, shutdown) = (Common { health: health.clone(), opts: opts.clone() }, shutdown.clone());
-        let wake = files.as_ref().map(|f| f.subscribe(&spec.path));
-        // Errors from here on already name the database.
-        tasks.spawn(run_db(common, spec, stores, shutdown, wake));
-    }
-    let mut first_error = None;
-    while let Some(result) = tasks.join_next().await {
-        let outcome = result.map_err(anyhow::Error::from).and_then(|r| r);
-        if let Err(e) = outcome {
-            tracing::error!("{e:#}");
-            first_error.get_or_insert(e);
-        }
-    }
-    first_error.map_or(Ok(()), Err)
+    registry.run(shutdown, keep_alive).await
 }
 
 struct Replica {
@@ -107,6 +92,7 @@ async fn wait_for_next_look(
     pacer: &mut Pacer<Stamp>,
     wake: Option<&crate::file_watch::Subscription>,
     shutdown: &mut watch::Receiver<bool>,
+    live: &Live,
 ) {
     let next = pacer.next_look(tokio::time::Instant::now());
     let notified = async {
@@ -120,6 +106,8 @@ async fn wait_for_next_look(
         _ = tokio::time::sleep_until(next.at) => {}
         _ = notified => woke = true,
         _ = shutdown.changed() => {}
+        // A sync asked for (control socket) is not held to the batch.
+        _ = live.requested() => return,
     }
     if woke && !*shutdown.borrow() {
         tokio::select! {
@@ -162,6 +150,8 @@ struct Running {
     txid_tx: watch::Sender<Durable>,
     /// Tells the replica tasks to stop once they have shipped.
     stop_tx: watch::Sender<bool>,
+    /// What the registry sees of this loop, and its requests.
+    live: Arc<Live>,
 }
 
 /// Replicate one database until `shutdown` (or once): start, the loop of
@@ -172,8 +162,9 @@ async fn run_db(
     stores: Vec<PluginStore>,
     mut shutdown: watch::Receiver<bool>,
     wake: Option<crate::file_watch::Subscription>,
+    live: Arc<Live>,
 ) -> anyhow::Result<()> {
-    let Some(running) = start_db(&common, &spec, stores, &mut shutdown).await? else {
+    let Some(running) = start_db(&common, &spec, stores, &mut shutdown, live).await? else {
         return Ok(());
     };
     let unsynced = running.pace(&spec, &common.opts, &mut shutdown, wake).await;
@@ -187,6 +178,7 @@ async fn start_db(
     spec: &DatabaseSpec,
     stores: Vec<PluginStore>,
     shutdown: &mut watch::Receiver<bool>,
+    live: Arc<Live>,
 ) -> anyhow::Result<Option<Running>> {
     let database = spec.path.display().to_string();
     let meta_dir = spec.meta_path.clone().unwrap_or_else(|| MetaDir::default_for(&spec.path));
@@ -201,11 +193,14 @@ async fn start_db(
     let (stop_tx, stop_rx) = watch::channel(false);
     let channels = TaskChannels { durable: txid_rx, shutdown: shutdown.clone(), stop: stop_rx };
     let (replicas, handles) = start_replicas(common, spec, stores, &meta, channels);
+    live.set_replicas(replicas.iter().map(|r| r.shared.clone()).collect());
+    live.record_sync(None, recorded, None);
+    live.set_state(live::State::Replicating);
     tracing::info!(database = %database, replicas = replicas.len(), "replicating");
     let resume = capturer.lock().map(|c| c.resume_pending()).unwrap_or(false);
     wait_until_ready(spec, &replicas, common.opts.once, resume).await;
     continue_after_replicas(&capturer, &replicas);
-    Ok(Some(Running { database, capturer, meta, replicas, handles, txid_tx, stop_tx }))
+    Ok(Some(Running { database, capturer, meta, replicas, handles, txid_tx, stop_tx, live }))
 }
 
 /// What a replica task listens to.
@@ -240,7 +235,7 @@ fn start_replicas(
         };
         let task = ReplicaTask::new(store, settings, meta.clone());
         replicas.push(Replica { name: r.name.clone(), database: database.clone(), shared: task.shared.clone() });
-        common.health.add(task.shared.clone());
+        common.health.add(&task.shared);
         let TaskChannels { durable, shutdown, stop } = &channels;
         handles.push(tokio::spawn(task.run(durable.clone(), shutdown.clone(), stop.clone())));
     }
@@ -299,6 +294,10 @@ impl Running {
             if continue_after_replicas(capturer, replicas) {
                 pacer.look_anyway();
             }
+            let asked = self.live.pending_request();
+            if asked.is_some() {
+                pacer.look_anyway();
+            }
             let stamp = wal_stamp(&spec.path);
             let validate = validation.due(|| capturer.lock().map(|c| c.state().txid).unwrap_or(0));
             if validate {
@@ -312,6 +311,8 @@ impl Running {
                     Ok(synced) => self.synced(synced, &mut validation, &mut failures),
                     Err(e) => self.sync_failed(&e, &mut failures),
                 };
+                let txid = self.capturer.lock().map(|c| c.state().txid).unwrap_or(0);
+                self.live.record_sync(asked, txid, failed.clone());
                 pacer.synced(started, stamp, outcome);
                 collect_spool(meta, replicas);
             }
@@ -328,7 +329,7 @@ impl Running {
                 pacer.armed();
                 continue;
             }
-            wait_for_next_look(&mut pacer, wake.as_ref(), shutdown).await;
+            wait_for_next_look(&mut pacer, wake.as_ref(), shutdown, &self.live).await;
             if *shutdown.borrow() {
                 return self.final_sync().await;
             }
@@ -373,7 +374,7 @@ impl Running {
     /// Wait for the replicas to ship what was captured, stop them, and
     /// fail if one is still behind or the last sync (`unsynced`) failed.
     async fn finish(self, opts: &Options, unsynced: Option<String>) -> anyhow::Result<()> {
-        let Running { database, capturer, meta, replicas, handles, txid_tx, stop_tx } = self;
+        let Running { database, capturer, meta, replicas, handles, txid_tx, stop_tx, .. } = self;
         let mut target = capturer.lock().map(|c| c.state().txid).unwrap_or(0);
         wait_for_replicas(&replicas, &meta, target, opts.shutdown_sync_timeout).await;
         if opts.once && replica_wants_snapshot(&replicas, &meta) {

@@ -40,3 +40,70 @@ pub const PLUGIN: &str = "Examples:
 
 pub const VERSION: &str = "Examples:
   sluice version -verbose";
+
+/// The control-socket commands need `replicate` running with
+/// `socket: {enabled: true}` in its config.
+macro_rules! socket_note {
+    () => {
+        "They ask a `sluice replicate` whose config has `socket: {enabled: true, path: ...}`."
+    };
+}
+
+pub const INFO: &str = concat!(
+    "Examples:
+  sluice info
+  sluice info -json -socket /tmp/sluice.sock
+",
+    socket_note!()
+);
+
+pub const LIST: &str = concat!(
+    "Examples:
+  sluice list
+  sluice list -json -socket /tmp/sluice.sock
+",
+    socket_note!()
+);
+
+pub const SYNC: &str = concat!(
+    "Examples:
+  sluice sync /var/lib/app/app.db
+  sluice sync -wait /var/lib/app/app.db                     # until every replica has it
+  sluice sync -wait -timeout 120 -json /var/lib/app/app.db
+",
+    socket_note!()
+);
+
+pub const START: &str = concat!(
+    "Examples:
+  sluice start /var/lib/app/app.db                          # after a `stop`
+  sluice start -socket /tmp/sluice.sock -json /var/lib/app/app.db
+",
+    socket_note!()
+);
+
+pub const STOP: &str = concat!(
+    "Examples:
+  sluice stop /var/lib/app/app.db                           # final sync, then stop; stays registered
+  sluice stop -timeout 10 -json /var/lib/app/app.db
+",
+    socket_note!()
+);
+
+pub const REGISTER: &str = concat!(
+    "Examples:
+  sluice register -replica s3://mybucket/db /path/to/db
+  sluice register -replica file:///backup/path /path/to/db
+  sluice register -socket /tmp/sluice.sock -json -replica s3://mybucket/db /path/to/db
+",
+    socket_note!()
+);
+
+pub const UNREGISTER: &str = concat!(
+    "Examples:
+  sluice unregister /path/to/db                             # final sync, then forget it
+  sluice unregister -dry-run /path/to/db
+  sluice unregister -timeout 10 -json /path/to/db
+",
+    socket_note!()
+);

@@ -2,6 +2,7 @@
 //! and the runtime, call the library, map the outcome to an exit status.
 
 mod args;
+mod control_cmd;
 mod examples;
 mod info_cmd;
 mod plugin_cmd;
@@ -93,6 +94,27 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Show information about a running `replicate` (control socket).
+    #[command(after_help = examples::INFO)]
+    Info(control_cmd::QueryArgs),
+    /// List the databases a running `replicate` manages (control socket).
+    #[command(after_help = examples::LIST)]
+    List(control_cmd::QueryArgs),
+    /// Force an immediate sync of a database (control socket).
+    #[command(after_help = examples::SYNC)]
+    Sync(control_cmd::SyncArgs),
+    /// Start replicating a database again after `stop` (control socket).
+    #[command(after_help = examples::START)]
+    Start(control_cmd::PathArgs),
+    /// Stop replicating a database, after its final sync (control socket).
+    #[command(after_help = examples::STOP)]
+    Stop(control_cmd::PathArgs),
+    /// Add a database to a running `replicate` (control socket).
+    #[command(after_help = examples::REGISTER)]
+    Register(control_cmd::RegisterArgs),
+    /// Remove a database from a running `replicate`, after its final sync (control socket).
+    #[command(after_help = examples::UNREGISTER)]
+    Unregister(control_cmd::UnregisterArgs),
     /// Print the version.
     #[command(after_help = examples::VERSION)]
     Version {
@@ -300,6 +322,13 @@ async fn run(command: Command, replicate_config: Option<anyhow::Result<ConfigFil
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin { command } => plugin(command).await,
+        Command::Info(a) => control_cmd::info(a).await.map(|_| ExitCode::SUCCESS),
+        Command::List(a) => control_cmd::list(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Sync(a) => control_cmd::sync(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Start(a) => control_cmd::toggle(a, true).await.map(|_| ExitCode::SUCCESS),
+        Command::Stop(a) => control_cmd::toggle(a, false).await.map(|_| ExitCode::SUCCESS),
+        Command::Register(a) => control_cmd::register(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Unregister(a) => control_cmd::unregister(a).await.map(|_| ExitCode::SUCCESS),
     }
 }
 

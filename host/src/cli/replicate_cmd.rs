@@ -3,7 +3,7 @@
 //! it exits; exit with its status) and `-once`.
 
 use super::ConfigArgs;
-use crate::config::{self, DatabaseSpec, FileConfig, file::Parsed};
+use crate::config::{self, DatabaseSpec, FileConfig, dirs::WatchedDir, file::Parsed, socket::SocketSpec};
 use crate::plugin::Runtime;
 use crate::replicate::{self, Options};
 use crate::restore::{self, IntegrityCheck, RestoreOptions};
@@ -89,6 +89,12 @@ struct Plan {
     dbs: Vec<DatabaseSpec>,
     exec: Option<String>,
     shutdown_sync_timeout: Duration,
+    /// The control socket, if the config enables it.
+    socket: Option<SocketSpec>,
+    /// `dir` entries with `watch: true`.
+    watched: Vec<WatchedDir>,
+    /// The file's globals, defaults of databases registered while running.
+    file_defaults: Arc<FileConfig>,
 }
 
 /// `config` is the file `main` read before setting up logging (`Err` if
@@ -130,8 +136,17 @@ pub async fn run(
     }
     // A configuration error stops the run here, before the application
     // (-exec) starts and before anything replicates.
-    let prepared = replicate::prepare(runtime, plan.dbs, opts).await?;
-    let mut engine = tokio::spawn(replicate::run(prepared, stop_rx));
+    let registry = replicate::prepare(runtime, plan.dbs, opts).await?;
+    let socket = if args.once { None } else { plan.socket };
+    if let Some(socket) = &socket {
+        crate::control::serve(socket, registry.clone(), plan.file_defaults.clone(), stop_rx.clone())?;
+    }
+    let watching = if args.once { Vec::new() } else { plan.watched };
+    let keep_alive = socket.is_some() || !watching.is_empty();
+    for dir in watching {
+        crate::replicate::watch_dir(dir, registry.clone(), stop_rx.clone());
+    }
+    let mut engine = tokio::spawn(replicate::run(registry, stop_rx, keep_alive));
     let code = match (plan.exec, signals) {
         (Some(cmd), Some(signals)) => run_child(&cmd, &stop_tx, signals).await?,
         (None, Some(signals)) => match until_signal(signals, &stop_tx, &mut engine).await? {
@@ -153,13 +168,18 @@ fn plan(args: &Args, config_path: Option<PathBuf>, file: &FileConfig) -> anyhow:
             dbs: vec![from_urls(db, &args.replica_urls, file)?],
             exec: args.exec.clone(),
             shutdown_sync_timeout: config::resolve::DEFAULT_SHUTDOWN_SYNC_TIMEOUT,
+            socket: None,
+            watched: Vec::new(),
+            file_defaults: Arc::new(file.clone()),
         }),
         (Some(_), true) => {
             bail!("replicate DB_PATH needs a REPLICA_URL too (e.g. sluice replicate /data/app.db s3://bucket/app)")
         }
         (None, _) => {
             let resolved = config::resolve(file)?;
-            if resolved.dbs.is_empty() {
+            // With a control socket or a watched directory, databases may
+            // come later (Litestream starts with none then too).
+            if resolved.dbs.is_empty() && resolved.socket.is_none() && resolved.watched.is_empty() {
                 match config_path {
                     Some(p) => bail!("{} lists no databases under `dbs:`", p.display()),
                     None => bail!(
@@ -168,7 +188,14 @@ fn plan(args: &Args, config_path: Option<PathBuf>, file: &FileConfig) -> anyhow:
                 }
             }
             let exec = args.exec.clone().or(resolved.exec);
-            Ok(Plan { dbs: resolved.dbs, exec, shutdown_sync_timeout: resolved.shutdown_sync_timeout })
+            Ok(Plan {
+                dbs: resolved.dbs,
+                exec,
+                shutdown_sync_timeout: resolved.shutdown_sync_timeout,
+                socket: resolved.socket,
+                watched: resolved.watched,
+                file_defaults: Arc::new(file.clone()),
+            })
         }
     }
 }

@@ -109,6 +109,8 @@ pub struct DbConfig {
     pub dir: Option<String>,
     pub pattern: Option<String>,
     pub recursive: Option<bool>,
+    /// Pick up databases created and removed below `dir` while running.
+    pub watch: Option<bool>,
     pub meta_path: Option<String>,
     pub monitor_interval: Option<String>,
     pub checkpoint_interval: Option<String>,
@@ -143,6 +145,8 @@ pub struct FileConfig {
     /// Pinged while every replica is healthy (dead-man's switch services).
     pub heartbeat_url: Option<String>,
     pub heartbeat_interval: Option<String>,
+    /// The control socket (`config::socket`).
+    pub socket: Option<serde_yaml::Value>,
     /// Litestream 0.5's `retention: {enabled}`, or 0.3's `retention: 24h`
     /// as every replica's default (moved to `defaults` by `parse`).
     pub retention: Option<serde_yaml::Value>,

@@ -12,7 +12,6 @@ use std::path::Path;
 /// Litestream 0.3/0.5 keys sluice accepts and does not act on as Litestream
 /// does, with what it does instead. Logged once at info when present.
 pub const NOTED: &[(&str, &str)] = &[
-    ("socket", "the control socket is not implemented: use signals and the metrics endpoint"),
     ("mcp-addr", "sluice has no MCP server"),
     ("retention-check-interval", "retention is enforced after every compaction pass"),
     ("l0-retention-check-interval", "level-0 retention is enforced after every compaction pass"),
@@ -28,7 +27,6 @@ pub const NOTED: &[(&str, &str)] = &[
         "local state lives in each database's meta-path (default: beside the database); set meta-path per database",
     ),
     ("source", "log lines carry their target, not the source file and line"),
-    ("watch", "directories are not watched for new databases yet: restart sluice to pick them up"),
 ];
 
 /// `retention: {enabled: ...}` (Litestream 0.5), as noted.

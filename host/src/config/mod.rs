@@ -2,9 +2,11 @@
 //! resolution into what the engine runs (`resolve`).
 
 pub mod credentials;
+pub mod dirs;
 pub mod file;
 pub mod keys;
 pub mod resolve;
+pub mod socket;
 
 pub use file::{FileConfig, default_path, parse};
 pub use resolve::{DatabaseSpec, ReplicaSpec, Resolved, from_url, resolve};

@@ -76,6 +76,11 @@ pub struct DatabaseSpec {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub dbs: Vec<DatabaseSpec>,
+    /// `dir` entries with `watch: true`: databases appear and go while
+    /// running.
+    pub watched: Vec<super::dirs::WatchedDir>,
+    /// The control socket, if enabled.
+    pub socket: Option<super::socket::SocketSpec>,
     pub addr: Option<String>,
     pub exec: Option<String>,
     pub shutdown_sync_timeout: Duration,
@@ -273,7 +278,7 @@ fn yaml_scalar(v: &serde_yaml::Value) -> String {
     }
 }
 
-fn database(db: &DbConfig, path: PathBuf, global: &FileConfig) -> anyhow::Result<DatabaseSpec> {
+pub(super) fn database(db: &DbConfig, path: PathBuf, global: &FileConfig) -> anyhow::Result<DatabaseSpec> {
     let what = |f: &str| format!("database {}: {f}", path.display());
     let defaults = CaptureConfig::default();
     let capture = CaptureConfig {
@@ -323,75 +328,26 @@ fn database(db: &DbConfig, path: PathBuf, global: &FileConfig) -> anyhow::Result
     })
 }
 
-/// Databases named by `dir` + `pattern` (+ `recursive`), found now.
-fn expand_dir(db: &DbConfig) -> anyhow::Result<Vec<PathBuf>> {
-    let dir = db_path(db.dir.as_deref().unwrap_or("."));
-    let pattern = glob::Pattern::new(db.pattern.as_deref().unwrap_or("*.db")).context("invalid `pattern`")?;
-    let mut out = Vec::new();
-    let mut stack = vec![dir.clone()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).with_context(|| format!("cannot read dir {}", d.display()))?;
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                if db.recursive.unwrap_or(false) {
-                    stack.push(p);
-                }
-            } else if e.file_name().to_str().is_some_and(|n| pattern.matches(n)) {
-                match is_sqlite(&p) {
-                    true => out.push(p),
-                    false => tracing::warn!(
-                        "{} matches `pattern` but is not a SQLite database (yet); skipped until sluice restarts",
-                        p.display()
-                    ),
-                }
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Whether `path` starts with SQLite's header (an empty or foreign file
-/// in a `dir` does not stop the others).
-fn is_sqlite(path: &Path) -> bool {
-    let mut magic = [0u8; 16];
-    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
-        && &magic == b"SQLite format 3\0"
-}
-
-/// A `dir` entry's database at `rel` (its path below `dir`): the entry
-/// with every replica's URL (or path) and its meta-path extended by `rel`,
-/// so each database has a place of its own (Litestream's layout; sharing
-/// one made all but one of them fail).
-fn member(db: &DbConfig, rel: &Path) -> DbConfig {
-    let rel = rel.to_string_lossy();
-    let under = |base: &str| format!("{}/{rel}", base.trim_end_matches('/'));
-    let mut m = db.clone();
-    for r in m.replica.iter_mut().chain(m.replicas.iter_mut()) {
-        if let Some(url) = &r.url {
-            let (base, query) = url.split_once('?').map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
-            r.url = Some(query.map_or_else(|| under(base), |q| format!("{}?{q}", under(base))));
-        } else if let Some(path) = &r.path {
-            r.path = Some(under(path));
-        }
-    }
-    m.meta_path = m.meta_path.as_deref().map(under);
-    m
-}
-
 /// Resolve the whole file.
 pub fn resolve(cfg: &FileConfig) -> anyhow::Result<Resolved> {
     let mut dbs = Vec::new();
+    let mut watched = Vec::new();
     for db in &cfg.dbs {
         match (&db.path, &db.dir) {
             (Some(p), _) => dbs.push(database(db, std::path::absolute(db_path(p))?, cfg)?),
-            (None, Some(dir)) => {
-                let dir = std::path::absolute(db_path(dir))?;
-                for p in expand_dir(db)? {
-                    let p = std::path::absolute(p)?;
-                    let rel = p.strip_prefix(&dir).unwrap_or(&p).to_path_buf();
-                    dbs.push(database(&member(db, &rel), p, cfg)?);
+            (None, Some(_)) => {
+                let dir = super::dirs::WatchedDir::new(db, cfg)?;
+                let found = dir.scan()?;
+                for p in &found.not_sqlite {
+                    tracing::warn!(
+                        "{} matches `pattern` but is not a SQLite database (yet); skipped{}",
+                        p.display(),
+                        if dir.watch { " until it is one" } else { " until sluice restarts (or set `watch: true`)" }
+                    );
+                }
+                dbs.extend(found.dbs);
+                if dir.watch {
+                    watched.push(dir);
                 }
             }
             (None, None) => bail!("a database entry needs `path` (or `dir` and `pattern`)"),
@@ -399,6 +355,8 @@ pub fn resolve(cfg: &FileConfig) -> anyhow::Result<Resolved> {
     }
     Ok(Resolved {
         dbs,
+        watched,
+        socket: socket(cfg)?,
         addr: cfg.addr.clone().filter(|a| !a.is_empty()),
         exec: cfg.exec.clone().filter(|e| !e.is_empty()),
         shutdown_sync_timeout: opt_duration(
@@ -413,6 +371,10 @@ pub fn resolve(cfg: &FileConfig) -> anyhow::Result<Resolved> {
             None => None,
         },
     })
+}
+
+fn socket(cfg: &FileConfig) -> anyhow::Result<Option<super::socket::SocketSpec>> {
+    cfg.socket.as_ref().map_or(Ok(None), super::socket::SocketSpec::resolve)
 }
 
 /// A database replicated to one URL from the command line, with the

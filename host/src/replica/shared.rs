@@ -45,12 +45,16 @@ pub struct ReplicaShared {
     /// Another process holds the replica's lease (decision 17): a run
     /// ending so has not replicated, whatever our position says.
     pub locked_out: AtomicBool,
+    /// When the replica last did something successfully (milliseconds
+    /// since the epoch; 0: never), for the control socket's `list`.
+    pub last_success_ms: AtomicU64,
 }
 
 impl ReplicaShared {
     pub(super) fn record_success(&self) {
         self.locked_out.store(false, Ordering::SeqCst);
         self.failures.store(0, Ordering::SeqCst);
+        self.last_success_ms.store(crate::clock::now_ms().max(0) as u64, Ordering::SeqCst);
         if let Ok(mut e) = self.last_error.lock() {
             *e = None;
         }

@@ -3,23 +3,26 @@
 
 use crate::replica::ReplicaShared;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// Every replica of every database, for the heartbeat.
 #[derive(Clone, Default)]
-pub struct Health(Arc<Mutex<Vec<Arc<ReplicaShared>>>>);
+/// Weak: a database removed while running drops out of it.
+pub struct Health(Arc<Mutex<Vec<Weak<ReplicaShared>>>>);
 
 impl Health {
-    pub fn add(&self, replica: Arc<ReplicaShared>) {
+    pub fn add(&self, replica: &Arc<ReplicaShared>) {
         if let Ok(mut h) = self.0.lock() {
-            h.push(replica);
+            h.retain(|r| r.strong_count() > 0);
+            h.push(Arc::downgrade(replica));
         }
     }
 
     fn healthy(&self) -> bool {
-        self.0.lock().map(|r| r.iter().all(|s| s.failures.load(Ordering::SeqCst) == 0)).unwrap_or(false)
+        let Ok(replicas) = self.0.lock() else { return false };
+        replicas.iter().filter_map(Weak::upgrade).all(|s| s.failures.load(Ordering::SeqCst) == 0)
     }
 }
 

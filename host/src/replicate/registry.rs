@@ -1,0 +1,313 @@
+//! The databases of a `replicate` run, which may change while it runs
+//! (the control socket's `register`/`unregister`/`start`/`stop`, a
+//! watched `dir`): each database runs its own loop (`run_db`) under a
+//! shutdown signal of its own, so one can be stopped, with its final
+//! sync, while the others go on.
+//!
+//! Two locks: the map's, held only to find or insert an entry, never
+//! across an await that waits on a loop; and each entry's own, held for a
+//! whole operation on it (a stop waits for the final sync), so a `start`
+//! cannot open a second capture of a database whose first is still
+//! finishing.
+
+use super::live::{Live, State};
+use super::{Common, Options, Plugins, open_stores, run_db};
+use crate::config::DatabaseSpec;
+use crate::file_watch::FileWatch;
+use crate::plugin::Runtime;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{Mutex, Notify, watch};
+use tokio::task::JoinHandle;
+
+/// A database's running loop.
+struct Loop {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+struct Entry {
+    spec: DatabaseSpec,
+    live: Arc<Live>,
+    /// Serialises operations on this database.
+    op: Arc<Mutex<Option<Loop>>>,
+}
+
+/// What `add` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    Added,
+    AlreadyPresent,
+}
+
+/// What `start` or `stop` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toggled {
+    /// It changed the database's state.
+    Done,
+    /// The database already was in the state asked for.
+    Already,
+}
+
+/// One database, as `list` shows it.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub path: PathBuf,
+    pub state: State,
+    pub last_sync_at: Option<SystemTime>,
+    pub txid: u64,
+}
+
+/// See the module documentation.
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    plugins: Plugins,
+    common: Common,
+    files: Option<Arc<FileWatch>>,
+    dbs: Mutex<BTreeMap<PathBuf, Entry>>,
+    /// Shutdown began: nothing starts any more.
+    closing: AtomicBool,
+    /// A loop ended (on its own, or asked to).
+    ended: Arc<Notify>,
+    pub started_at: SystemTime,
+}
+
+impl Registry {
+    pub fn new(runtime: Arc<Runtime>, opts: Options) -> Arc<Registry> {
+        let files = if opts.once { None } else { FileWatch::new() };
+        Arc::new(Registry {
+            runtime,
+            plugins: Plugins::default(),
+            common: Common { health: super::Health::default(), opts },
+            files,
+            dbs: Mutex::new(BTreeMap::new()),
+            closing: AtomicBool::new(false),
+            ended: Arc::new(Notify::new()),
+            started_at: SystemTime::now(),
+        })
+    }
+
+    pub(super) fn options(&self) -> &Options {
+        &self.common.opts
+    }
+
+    /// Whether `spec`'s replica stores open (plugins load, sandboxes can
+    /// be prepared), without starting anything.
+    pub async fn check(&self, spec: &DatabaseSpec) -> anyhow::Result<()> {
+        open_stores(&self.runtime, &self.plugins, spec, self.common.opts.default_plugin.as_deref()).await.map(drop)
+    }
+
+    pub(super) fn health(&self) -> super::Health {
+        self.common.health.clone()
+    }
+
+    /// Open `spec`'s replica stores and start replicating it. An error is
+    /// the configuration's (no plugin for a URL, a sandbox that cannot be
+    /// prepared), and nothing was added.
+    pub async fn add(&self, spec: DatabaseSpec) -> anyhow::Result<Added> {
+        if self.closing.load(Ordering::SeqCst) {
+            anyhow::bail!("sluice is shutting down; {} was not added", spec.path.display());
+        }
+        if self.dbs.lock().await.contains_key(&spec.path) {
+            return Ok(Added::AlreadyPresent);
+        }
+        let path = spec.path.clone();
+        let live = Live::new();
+        let task = self.spawn(&spec, live.clone()).await?;
+        let mut dbs = self.dbs.lock().await;
+        if dbs.contains_key(&path) {
+            // Added meanwhile by another caller: this loop goes again.
+            drop(dbs);
+            let _ = task.stop.send(true);
+            let _ = task.task.await;
+            return Ok(Added::AlreadyPresent);
+        }
+        dbs.insert(path, Entry { spec, live, op: Arc::new(Mutex::new(Some(task))) });
+        Ok(Added::Added)
+    }
+
+    /// Open the stores and spawn the loop of `spec`.
+    async fn spawn(&self, spec: &DatabaseSpec, live: Arc<Live>) -> anyhow::Result<Loop> {
+        let stores =
+            open_stores(&self.runtime, &self.plugins, spec, self.common.opts.default_plugin.as_deref()).await?;
+        let (stop, shutdown) = watch::channel(false);
+        let wake = self.files.as_ref().map(|f| f.subscribe(&spec.path));
+        let (common, spec, ended) = (self.common.clone(), spec.clone(), self.ended.clone());
+        let task = tokio::spawn(async move {
+            let result = run_db(common, spec, stores, shutdown, wake, live.clone()).await;
+            live.set_state(State::Stopped);
+            ended.notify_one();
+            result
+        });
+        Ok(Loop { stop, task })
+    }
+
+    /// The entry of `path`: its live view, spec and operation lock.
+    async fn entry(&self, path: &Path) -> Option<(Arc<Live>, DatabaseSpec, Arc<Mutex<Option<Loop>>>)> {
+        let dbs = self.dbs.lock().await;
+        dbs.get(path).map(|e| (e.live.clone(), e.spec.clone(), e.op.clone()))
+    }
+
+    pub async fn live(&self, path: &Path) -> Option<Arc<Live>> {
+        self.entry(path).await.map(|(live, _, _)| live)
+    }
+
+    /// Stop replicating `path` (its final sync included, for up to
+    /// `timeout`), keeping it registered. `None`: not registered. An error:
+    /// the final sync failed or did not finish in time.
+    pub async fn stop(&self, path: &Path, timeout: Duration) -> Option<anyhow::Result<Toggled>> {
+        let (_, _, op) = self.entry(path).await?;
+        let mut running = op.lock().await;
+        if running.is_none() {
+            return Some(Ok(Toggled::Already));
+        }
+        Some(finish(path, &mut running, timeout).await.map(|_| Toggled::Done))
+    }
+
+    /// Start replicating `path` again after a `stop`. `None`: not registered.
+    pub async fn start(&self, path: &Path) -> Option<anyhow::Result<Toggled>> {
+        let (live, spec, op) = self.entry(path).await?;
+        let mut running = op.lock().await;
+        if let Some(l) = running.as_ref().filter(|l| !l.task.is_finished()) {
+            if *l.stop.borrow() {
+                return Some(Err(anyhow::anyhow!(
+                    "{} is still finishing the final sync of an earlier stop; try again later",
+                    path.display()
+                )));
+            }
+            return Some(Ok(Toggled::Already));
+        }
+        if self.closing.load(Ordering::SeqCst) {
+            return Some(Err(anyhow::anyhow!("sluice is shutting down")));
+        }
+        if let Some(ended) = running.take() {
+            // It ended on its own (an error, already logged): start afresh.
+            let _ = ended.task.await;
+        }
+        live.set_state(State::Opening);
+        Some(self.spawn(&spec, live).await.map(|task| {
+            *running = Some(task);
+            Toggled::Done
+        }))
+    }
+
+    /// Stop replicating `path` (as `stop`) and forget it. `None`: not
+    /// registered.
+    pub async fn remove(&self, path: &Path, timeout: Duration) -> Option<anyhow::Result<()>> {
+        let (_, _, op) = self.entry(path).await?;
+        let mut running = op.lock().await;
+        let result = finish(path, &mut running, timeout).await;
+        if running.is_none() {
+            // (Another remove may have gone first while this one waited.)
+            self.dbs.lock().await.remove(path);
+        }
+        Some(result)
+    }
+
+    pub async fn list(&self) -> Vec<Summary> {
+        let dbs = self.dbs.lock().await;
+        dbs.iter()
+            .map(|(path, e)| Summary {
+                path: path.clone(),
+                state: e.live.state(),
+                last_sync_at: e.live.last_sync_at(),
+                txid: e.live.txid(),
+            })
+            .collect()
+    }
+
+    pub async fn count(&self) -> usize {
+        self.dbs.lock().await.len()
+    }
+
+    /// Paths registered now.
+    pub async fn paths(&self) -> Vec<PathBuf> {
+        self.dbs.lock().await.keys().cloned().collect()
+    }
+
+    /// Replicate until `shutdown`, then stop every database (each with
+    /// its final sync) and return the first error. Without `keep_alive`
+    /// (no control socket, no watched directory, or `-once`), the run also
+    /// ends once every loop has ended on its own: only errors (or
+    /// `-once`'s single sync) end one, and nothing could start another.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>, keep_alive: bool) -> anyhow::Result<()> {
+        let mut first_error = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = self.ended.notified() => {}
+            }
+            self.reap(&mut first_error).await;
+            if *shutdown.borrow() || (!keep_alive && self.all_ended().await) {
+                break;
+            }
+        }
+        self.closing.store(true, Ordering::SeqCst);
+        let entries: Vec<(PathBuf, Arc<Mutex<Option<Loop>>>)> =
+            self.dbs.lock().await.iter().map(|(p, e)| (p.clone(), e.op.clone())).collect();
+        // Every loop hears the shutdown at once and syncs concurrently;
+        // each bounds its own final sync (shutdown-sync-timeout).
+        let mut stopping = Vec::new();
+        for (path, op) in entries {
+            let mut running = op.lock_owned().await;
+            if let Some(task) = running.take() {
+                let _ = task.stop.send(true);
+                stopping.push((path, task.task));
+            }
+        }
+        for (path, task) in stopping {
+            if let Err(e) = joined(task.await) {
+                tracing::error!("{e:#}");
+                first_error.get_or_insert(e.context(format!("database {}", path.display())));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Collect loops that ended on their own, logging their errors.
+    async fn reap(&self, first_error: &mut Option<anyhow::Error>) {
+        let ops: Vec<Arc<Mutex<Option<Loop>>>> = self.dbs.lock().await.values().map(|e| e.op.clone()).collect();
+        for op in ops {
+            // An entry busy with an operation is that operation's to reap.
+            let Ok(mut running) = op.try_lock() else { continue };
+            if running.as_ref().is_some_and(|l| l.task.is_finished())
+                && let Some(task) = running.take()
+                && let Err(e) = joined(task.task.await)
+            {
+                tracing::error!("{e:#}");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+
+    async fn all_ended(&self) -> bool {
+        let dbs = self.dbs.lock().await;
+        dbs.values().all(|e| e.live.state() == State::Stopped)
+    }
+}
+
+/// Ask the loop in `running` to stop and wait for it (its final sync) up
+/// to `timeout`. A loop still finishing then stays in `running` (it ends
+/// on its own deadline, shutdown-sync-timeout), so that no second loop
+/// captures the database beside it meanwhile.
+async fn finish(path: &Path, running: &mut Option<Loop>, timeout: Duration) -> anyhow::Result<()> {
+    let Some(task) = running.as_mut() else { return Ok(()) };
+    let _ = task.stop.send(true);
+    match tokio::time::timeout(timeout, &mut task.task).await {
+        Ok(result) => {
+            *running = None;
+            joined(result)
+        }
+        Err(_) => anyhow::bail!(
+            "{}: the final sync did not finish within {timeout:?}; it goes on, and the database stays registered until it ends",
+            path.display()
+        ),
+    }
+}
+
+fn joined(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    result.map_err(|e| anyhow::anyhow!("a database's loop panicked: {e}"))?
+}
