@@ -116,7 +116,7 @@ fn logs_go_where_litestream_sends_them() {
 /// README's "Coming from Litestream" table stays true: every flag is in
 /// its command's help, every config key parses without an "unknown key"
 /// warning, each "noted" key is noted and each "yes" key is not, and the
-/// control-socket commands marked "no" do not exist.
+/// commands marked "no" do not exist.
 #[test]
 fn the_compatibility_table_is_true() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
@@ -223,7 +223,10 @@ fn a_directory_of_databases_each_gets_its_own_replica_path() {
 /// Every command's `-h` ends with examples.
 #[test]
 fn every_command_help_has_examples() {
-    for cmd in ["replicate", "restore", "databases", "ltx", "status", "reset", "plugin", "version"] {
+    let socket = ["info", "list", "sync", "start", "stop", "register", "unregister"];
+    for cmd in
+        ["replicate", "restore", "databases", "ltx", "status", "reset", "plugin", "version"].into_iter().chain(socket)
+    {
         let help = text(&run_ok(sluice().args([cmd, "-h"])));
         assert!(help.contains("Examples:\n  sluice "), "`{cmd} -h` has no examples:\n{help}");
     }
