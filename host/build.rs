@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Bundled plugins: (package, env var carrying the built component's path).
-const BUNDLED: &[(&str, &str)] =
-    &[("sluice-plugin-file", "SLUICE_PLUGIN_FILE_WASM"), ("sluice-plugin-s3", "SLUICE_PLUGIN_S3_WASM")];
+const BUNDLED: &[(&str, &str)] = &[
+    ("sluice-plugin-file", "SLUICE_PLUGIN_FILE_WASM"),
+    ("sluice-plugin-s3", "SLUICE_PLUGIN_S3_WASM"),
+    ("sluice-plugin-webdav", "SLUICE_PLUGIN_WEBDAV_WASM"),
+];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 

@@ -21,7 +21,8 @@ const BETWEEN_BYTES_TIMEOUT_NS: u64 = 60_000_000_000;
 /// Read size for response bodies: large enough to keep calls few.
 const READ_CHUNK: u64 = 256 * 1024;
 
-/// HTTP methods a storage plugin needs.
+/// HTTP methods: the common ones, and any other by name (`PROPFIND`,
+/// `MKCOL`, `PROPPATCH` for WebDAV).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     /// GET
@@ -34,6 +35,22 @@ pub enum Method {
     Post,
     /// DELETE
     Delete,
+    /// Any other method, by its name.
+    Other(&'static str),
+}
+
+impl Method {
+    /// The method's name on the wire (what request signing covers).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Put => "PUT",
+            Method::Post => "POST",
+            Method::Delete => "DELETE",
+            Method::Other(name) => name,
+        }
+    }
 }
 
 /// An outgoing request. The body is borrowed so large parts are not copied.
@@ -65,6 +82,32 @@ impl Response {
     /// The body as (lossy) UTF-8, for error messages and XML parsing.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// The contract's error for an HTTP error status, for stores whose
+/// statuses mean what HTTP says (`what` names the operation and object):
+/// 401/403 access denied, 404/410 not found, 409/412 precondition failed,
+/// 408/5xx transient, 429 and 503 with `Retry-After` throttled, other 4xx
+/// permanent. A store with its own error documents (S3's XML) maps those
+/// first.
+pub fn status_error(what: &str, response: &Response) -> Error {
+    let body = response.text();
+    let detail = body.trim().chars().take(300).collect::<String>();
+    let msg = format!(
+        "{what}: HTTP {}{}",
+        response.status,
+        if detail.is_empty() { String::new() } else { format!(": {detail}") }
+    );
+    let retry_after = response.header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(|s| s * 1000);
+    match response.status {
+        401 | 403 => Error::access_denied(msg),
+        404 | 410 => Error::not_found(msg),
+        409 | 412 => Error::precondition_failed(msg),
+        429 => Error::throttled(msg, retry_after),
+        503 if retry_after.is_some() => Error::throttled(msg, retry_after),
+        408 | 500..=599 => Error::transient(msg),
+        _ => Error::permanent(msg),
     }
 }
 
@@ -157,6 +200,7 @@ impl<'a> Request<'a> {
             Method::Put => WasiMethod::Put,
             Method::Post => WasiMethod::Post,
             Method::Delete => WasiMethod::Delete,
+            Method::Other(name) => WasiMethod::Other(name.to_string()),
         };
         let scheme = if parts.scheme == "https" { Scheme::Https } else { Scheme::Http };
         let bad = |what: &str| Error::invalid_config(format!("bad {what} in URL {}", self.url));

@@ -73,6 +73,7 @@ mod error;
 pub mod http;
 pub mod log;
 mod types;
+pub mod xml;
 
 pub use bindings::sluice::storage::types::{
     ByteRange, Capabilities, DeleteFailure, Error, ListPage, ObjectMeta, PluginInfo, Precondition, PutOptions,

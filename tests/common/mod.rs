@@ -6,6 +6,7 @@ pub mod litestream_bin;
 pub mod proxy;
 pub mod seaweed;
 pub mod small_disk;
+pub mod webdav;
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt};

@@ -233,7 +233,7 @@ fn normalize(config: &mut FileConfig, path: &Path, text: &str) -> anyhow::Result
 fn unknown_keys(config: &FileConfig) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut add = |ctx: String, extra: &BTreeMap<String, serde_yaml::Value>| {
-        for key in extra.keys().filter(|k| !keys::is_noted(k)) {
+        for key in extra.keys().filter(|k| !keys::is_noted(k) && !keys::is_backend_setting(k)) {
             if !out.iter().any(|(_, k)| k == key) {
                 out.push((ctx.clone(), key.clone()));
             }

@@ -29,6 +29,10 @@ pub const NOTED: &[(&str, &str)] = &[
     ("source", "log lines carry their target, not the source file and line"),
 ];
 
+/// Replica keys of Litestream's other backends, handed to the plugin as
+/// settings (the bundled plugin for the URL's scheme reads them).
+pub const BACKEND_SETTINGS: &[&str] = &["webdav-url", "webdav-username", "webdav-password"];
+
 /// `retention: {enabled: ...}` (Litestream 0.5), as noted.
 pub const RETENTION_ENABLED_NOTE: &str = "`retention.enabled`: sluice deletes only what snapshot.retention and l0-retention let go; set them long to keep more";
 
@@ -107,6 +111,11 @@ fn walk_keys(value: &Value, prefix: &str, f: &mut impl FnMut(&str, &str, &Value)
 /// Whether an unknown key is one sluice notes rather than warns about.
 pub fn is_noted(key: &str) -> bool {
     noted(key).is_some() || key == "retention"
+}
+
+/// Whether a key is a backend's setting, passed to its plugin.
+pub fn is_backend_setting(key: &str) -> bool {
+    BACKEND_SETTINGS.contains(&key)
 }
 
 /// Why the file does not parse, at its key and line: each key is tried

@@ -208,7 +208,13 @@ fn replica_url(r: &ReplicaConfig, ctx: &dyn Fn() -> String) -> anyhow::Result<(S
                 r.bucket.clone().with_context(|| format!("{}: an s3 replica needs `bucket` (or `url`)", ctx()))?;
             format!("s3://{bucket}/{}", r.path.as_deref().unwrap_or("").trim_start_matches('/'))
         }
-        (None, other) => bail!("{}: type `{other}` needs `url` (and a `plugin:` for that store)", ctx()),
+        // Another store named by `type` and `path` (Litestream's `type:
+        // webdav` with `webdav-url`): the plugin finds its server in the
+        // settings.
+        (None, other) if r.path.is_some() => {
+            format!("{other}:///{}", r.path.as_deref().unwrap_or_default().trim_start_matches('/'))
+        }
+        (None, other) => bail!("{}: type `{other}` needs `url` or `path` (and a `plugin:` for that store)", ctx()),
     };
     let url = normalize_url(&url).with_context(|| format!("{}: bad replica path {url}", ctx()))?;
     Ok((kind, url))

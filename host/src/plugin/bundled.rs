@@ -1,16 +1,18 @@
 //! Plugins compiled into the binary by `build.rs`.
 
 /// Names of the bundled plugins, in the order `plugin export` writes them.
-pub const NAMES: &[&str] = &["file", "s3"];
+pub const NAMES: &[&str] = &["file", "s3", "webdav"];
 
 static FILE: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_FILE_WASM"));
 static S3: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_S3_WASM"));
+static WEBDAV: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_WEBDAV_WASM"));
 
 /// The component bytes of a bundled plugin.
 pub fn bytes(name: &str) -> Option<&'static [u8]> {
     match name {
         "file" => Some(FILE),
         "s3" => Some(S3),
+        "webdav" => Some(WEBDAV),
         _ => None,
     }
 }
@@ -20,6 +22,7 @@ pub fn sha256(name: &str) -> Option<&'static str> {
     match name {
         "file" => Some(env!("SLUICE_PLUGIN_FILE_WASM_SHA256")),
         "s3" => Some(env!("SLUICE_PLUGIN_S3_WASM_SHA256")),
+        "webdav" => Some(env!("SLUICE_PLUGIN_WEBDAV_WASM_SHA256")),
         _ => None,
     }
 }
@@ -29,6 +32,7 @@ pub fn for_url(url: &str) -> Option<&'static str> {
     match url.split_once("://").map(|(scheme, _)| scheme) {
         None | Some("file") => Some("file"),
         Some("s3") => Some("s3"),
+        Some("webdav" | "webdavs") => Some("webdav"),
         _ => None,
     }
 }

@@ -122,8 +122,9 @@ fn local_dir_of_url(url: &str) -> std::io::Result<PathBuf> {
 
 /// Derive the hosts a replica URL implies: the URL's host and its
 /// subdomains, its parent domain (`bucket.region.provider.com` talks to
-/// `region.provider.com`), any `endpoint` given in the query or settings,
-/// and AWS for a bare bucket name.
+/// `region.provider.com`, S3 only), any `endpoint` or `*-url` setting
+/// (`webdav-url`) given in the query or settings, and AWS for a bare S3
+/// bucket name.
 pub fn derive_allowlist(url: &str, settings: &[(String, String)]) -> Vec<String> {
     let mut hosts = Vec::new();
     let mut add = |host: &str| {
@@ -141,14 +142,22 @@ pub fn derive_allowlist(url: &str, settings: &[(String, String)]) -> Vec<String>
     if parsed.scheme() == "file" {
         return hosts;
     }
+    // A server named apart from the URL: S3's `endpoint`, or a setting
+    // whose name says it is one (`webdav-url`).
+    let names_server = |k: &str| k == "endpoint" || k.ends_with("-url");
     let endpoints = parsed
         .query_pairs()
-        .filter(|(k, _)| k == "endpoint")
+        .filter(|(k, _)| names_server(k))
         .map(|(_, v)| v.into_owned())
-        .chain(settings.iter().filter(|(k, _)| k == "endpoint").map(|(_, v)| v.clone()))
+        .chain(settings.iter().filter(|(k, _)| names_server(k)).map(|(_, v)| v.clone()))
         .collect::<Vec<_>>();
+    // S3's URLs name buckets that talk to a parent domain (below); other
+    // schemes name their server.
+    let s3 = parsed.scheme() == "s3";
     if let Some(host) = parsed.host_str() {
         add(host);
+    }
+    if let Some(host) = parsed.host_str().filter(|_| s3) {
         let is_ip = host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[');
         let labels: Vec<&str> = host.split('.').collect();
         if !is_ip && labels.len() >= 2 {
@@ -322,6 +331,17 @@ mod tests {
         assert!(!host_allowed(&hosts, "evil.com"));
         assert!(!host_allowed(&hosts, "digitaloceanspaces.com.evil.com"));
         assert!(!host_allowed(&hosts, "xnyc3.digitaloceanspaces.com"));
+    }
+
+    #[test]
+    fn allowlist_of_other_schemes_is_their_server() {
+        assert_eq!(
+            derive_allowlist("webdav://u:p@dav.example.com/backups", &[]),
+            ["dav.example.com", "*.dav.example.com"]
+        );
+        let hosts =
+            derive_allowlist("webdav://ignored/app", &[("webdav-url".into(), "https://cloud.example.com/dav".into())]);
+        assert_eq!(hosts, ["ignored", "*.ignored", "cloud.example.com", "*.cloud.example.com"]);
     }
 
     #[test]

@@ -111,14 +111,9 @@ impl Client {
         } else {
             hex::encode(Sha256::digest(req.body))
         };
-        let method = match req.method {
-            Method::Get => "GET",
-            Method::Head => "HEAD",
-            Method::Put => "PUT",
-            Method::Post => "POST",
-            Method::Delete => "DELETE",
-        };
-        let signed = self.signer.sign(method, &req.url, &req.headers, &payload_hash)?;
+        let signed = self
+            .signer
+            .sign(req.method.as_str(), &req.url, &req.headers, &payload_hash)?;
         let mut request = Request::new(req.method, req.url.as_str()).body(req.body);
         for (k, v) in req.headers.iter().chain(&signed) {
             request = request.header(k.as_str(), v.as_str());

@@ -1,0 +1,87 @@
+//! A wsgidav server (`pip install wsgidav cheroot`) on 127.0.0.1 for the
+//! WebDAV tests, with Basic authentication.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const USER: &str = "sluice";
+pub const PASSWORD: &str = "dav-secret";
+
+/// A running wsgidav serving a temporary directory, stopped when dropped.
+pub struct WebDav {
+    pub port: u16,
+    child: Child,
+    pub root: tempfile::TempDir,
+}
+
+impl WebDav {
+    pub fn start() -> WebDav {
+        let root = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = root.path().join("dav.yaml");
+        let data = root.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let yaml = format!(
+            "host: 127.0.0.1\nport: {port}\nprovider_mapping:\n  \"/\": {}\nhttp_authenticator:\n  accept_basic: true\n  accept_digest: false\n  default_to_digest: false\nsimple_dc:\n  user_mapping:\n    \"*\":\n      \"{USER}\":\n        password: \"{PASSWORD}\"\nverbose: 1\nlogging:\n  enable: false\n",
+            data.display()
+        );
+        std::fs::write(&config, yaml).unwrap();
+        let child = wsgidav()
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start wsgidav");
+        let server = WebDav { port, child, root };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "wsgidav did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// `webdav://USER:PASSWORD@127.0.0.1:PORT/path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("webdav://{USER}:{PASSWORD}@127.0.0.1:{}/{path}", self.port)
+    }
+}
+
+static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `wsgidav` from PATH, else installed from PyPI under target/wsgidav on
+/// first use (as the S3 tests install SeaweedFS).
+fn wsgidav() -> Command {
+    if Command::new("wsgidav").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return Command::new("wsgidav");
+    }
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wsgidav");
+    let bin = dir.join("bin/wsgidav");
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if !bin.exists() {
+        let out = Command::new("python3")
+            .args(["-m", "pip", "install", "-q", "--target"])
+            .arg(&dir)
+            .args(["wsgidav", "cheroot"])
+            .output()
+            .expect("run pip");
+        assert!(
+            out.status.success() && bin.exists(),
+            "cannot install wsgidav from PyPI (pip install --target {} wsgidav cheroot): {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut cmd = Command::new("python3");
+    cmd.arg(&bin).env("PYTHONPATH", &dir);
+    cmd
+}
+
+impl Drop for WebDav {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
