@@ -10,8 +10,8 @@ mod common;
 use common::litestream_bin::litestream;
 use common::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const PAGE: u32 = 4096;
@@ -21,22 +21,6 @@ fn ctl(socket: &Path, cmd: &str, args: &[&str]) -> Value {
     let out = run_ok(sluice().arg(cmd).arg("-socket").arg(socket).arg("-json").args(args));
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{cmd}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-/// A replicator with the control socket on, started on `config_body`
-/// (the `dbs:` part and anything else), once its socket answers.
-fn start_with_socket(dir: &Path, config_body: &str) -> (Child, PathBuf) {
-    let socket = dir.join("ctl.sock");
-    let config = dir.join("sluice.yml");
-    let text = format!("socket:\n  enabled: true\n  path: {}\n  permissions: 0600\n{config_body}", socket.display());
-    std::fs::write(&config, text).unwrap();
-    let child = start_replicator(&config);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !sluice().args(["info", "-socket"]).arg(&socket).output().unwrap().status.success() {
-        assert!(Instant::now() < deadline, "the control socket never answered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (child, socket)
 }
 
 /// `sync -wait`: every replica holds what the database holds now.

@@ -11,7 +11,7 @@ use common::webdav::{PASSWORD, USER, WebDav};
 use common::*;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PAGE: u32 = 4096;
 
@@ -48,21 +48,8 @@ fn replicates_and_restores_at_every_synced_txid() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let conn = create_db(&db, PAGE);
-    let socket = dir.path().join("ctl.sock");
-    let config = dir.path().join("sluice.yml");
-    let yaml = format!(
-        "socket:\n  enabled: true\n  path: {}\ndbs:\n  - path: {}\n    replica:\n      url: {}\n",
-        socket.display(),
-        db.display(),
-        dav.url("backups/app")
-    );
-    std::fs::write(&config, yaml).unwrap();
-    let child = start_replicator(&config);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !sluice().args(["info", "-socket"]).arg(&socket).output().unwrap().status.success() {
-        assert!(Instant::now() < deadline, "replicate did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let body = format!("dbs:\n  - path: {}\n    replica:\n      url: {}\n", db.display(), dav.url("backups/app"));
+    let (child, socket) = start_with_socket(dir.path(), &body);
     let mut rng = seeded(21);
     let mut points = Vec::new();
     for _ in 0..6 {

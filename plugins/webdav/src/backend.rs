@@ -264,12 +264,7 @@ impl Backend for WebDav {
     }
 
     fn delete(&self, keys: Vec<String>) -> Result<Vec<DeleteFailure>, Error> {
-        if keys.len() > MAX_BATCH as usize {
-            return Err(Error::invalid_config(format!(
-                "delete of {} keys exceeds max-delete-batch {MAX_BATCH}",
-                keys.len()
-            )));
-        }
+        check_delete_batch(keys.len(), MAX_BATCH)?;
         let mut failures = Vec::new();
         for key in keys {
             if let Err(error) = self.delete_one(&key) {
