@@ -40,6 +40,10 @@ fn a_wrong_password_says_so() {
     assert!(!out.status.success());
     let all = text(&out);
     assert!(all.contains("401") || all.to_lowercase().contains("access denied"), "{all}");
+    // Said once, not as a failure of every case.
+    let fails: Vec<&str> = all.lines().filter(|l| l.starts_with("FAIL ")).collect();
+    assert_eq!(fails.len(), 1, "{all}");
+    assert!(fails[0].contains("credentials"), "{all}");
 }
 
 #[test]

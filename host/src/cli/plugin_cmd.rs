@@ -94,7 +94,8 @@ pub async fn check(
         }
         Outcome::Fail(why) => {
             failed += 1;
-            println!("FAIL  {}: {why}", case.name);
+            let kind = if case.needed { "" } else { " (optional: replication works without it)" };
+            println!("FAIL  {}{kind}: {why}", case.name);
         }
         Outcome::Skip(why) => {
             skipped += 1;

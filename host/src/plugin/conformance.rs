@@ -26,7 +26,22 @@ pub enum Outcome {
 pub struct CaseResult {
     pub name: &'static str,
     pub outcome: Outcome,
+    /// Replication needs it to pass (the others are capabilities a plugin
+    /// may declare it lacks, or promises the host does not lean on).
+    pub needed: bool,
 }
+
+/// Cases replication can do without: conditional writes (the lease falls
+/// back, decision 17), ranged reads (whole objects are fetched instead),
+/// multipart uploads (objects must then fit one put), object metadata.
+const OPTIONAL: &[&str] = &[
+    "head reports size, etag and metadata",
+    "ranged reads",
+    "put if-absent",
+    "put if-match",
+    "large object in parts",
+    "aborted upload leaves nothing",
+];
 
 type CaseResultInner = Result<Outcome, String>;
 
@@ -47,7 +62,7 @@ pub async fn run(store: &PluginStore, mut on_case: impl FnMut(&CaseResult)) -> V
     let prefix = format!("sluice-check-{:016x}/", rand::random::<u64>());
     let mut results = Vec::new();
     let mut record = |name: &'static str, r: CaseResultInner| {
-        let result = CaseResult { name, outcome: r.unwrap_or_else(Outcome::Fail) };
+        let result = CaseResult { name, outcome: r.unwrap_or_else(Outcome::Fail), needed: !OPTIONAL.contains(&name) };
         on_case(&result);
         results.push(result);
     };
@@ -60,7 +75,16 @@ pub async fn run(store: &PluginStore, mut on_case: impl FnMut(&CaseResult)) -> V
     };
     record("open store", Ok(Outcome::Pass));
     let p = prefix.as_str();
+    // Wrong credentials or a missing bucket would fail every case the same
+    // way: say it once and stop.
+    if let Err(e) = session.list(p, None, 1).await
+        && matches!(e.storage(), Some(StorageError::AccessDenied(_) | StorageError::InvalidConfig(_)))
+    {
+        record("store accepts the credentials", Err(format!("{e}; fix the credentials or URL and run again")));
+        return results;
+    }
     record("put then get returns the same bytes", put_get(&mut session, p).await);
+    record("objects outlive the plugin instance", fresh_instance(store, &mut session, p).await);
     record("empty object", empty_object(&mut session, p).await);
     record("head reports size, etag and metadata", head(&mut session, p).await);
     record("overwrite replaces the object", overwrite(&mut session, p).await);
@@ -85,6 +109,18 @@ async fn put_get(s: &mut Instance, p: &str) -> CaseResultInner {
     ensure(meta.size == data.len() as u64, || format!("put reported size {}", meta.size))?;
     let back = s.get(&key, None).await.map_err(|e| e.to_string())?;
     ensure(back == data, || format!("got {} bytes back, not the {} written", back.len(), data.len()))?;
+    Ok(Outcome::Pass)
+}
+
+/// Written by one instance, read by a new one: a plugin that kept objects
+/// in its own memory (lost with every instance, which is per batch) fails.
+async fn fresh_instance(store: &PluginStore, s: &mut Instance, p: &str) -> CaseResultInner {
+    let key = format!("{p}fresh/object.bin");
+    let data = pattern(10_000, 3);
+    s.put(&key, &data, &opts()).await.map_err(|e| e.to_string())?;
+    let mut other = store.session().await.map_err(|e| e.to_string())?;
+    let back = other.get(&key, None).await.map_err(|e| format!("a new instance cannot read it: {e}"))?;
+    ensure(back == data, || "a new instance read different bytes".into())?;
     Ok(Outcome::Pass)
 }
 
