@@ -3,14 +3,16 @@
 use crate::{ByteRange, Capabilities, ListPage, ObjectMeta, PluginInfo, Precondition, PutOptions};
 
 impl Capabilities {
-    /// A store with no conditional writes, ranged reads or multipart, and
-    /// modest limits. Adjust fields as the store allows.
+    /// A store with ranged reads, no conditional writes or multipart, and
+    /// modest limits: without multipart an object must fit one put, so the
+    /// largest object is the largest put (64 MiB), and `plugin info` says
+    /// so. Adjust fields as the store allows.
     pub fn minimal() -> Self {
         Capabilities {
             conditional_writes: false,
             ranged_reads: true,
             multipart_upload: false,
-            max_object_size: None,
+            max_object_size: Some(64 << 20),
             max_put_size: 64 << 20,
             min_part_size: 0,
             max_part_size: 64 << 20,

@@ -226,8 +226,14 @@ impl PluginStore {
         if first.len() as u64 <= single_limit || !caps.multipart_upload {
             let mut body = first;
             if !caps.multipart_upload {
-                // No multipart: the object must fit one put.
-                reader.read_to_end(&mut body).await.map_err(|e| io_error(&self.labels, key, e))?;
+                // No multipart: the object must fit one put, up to the
+                // plugin's largest object (read one byte past it to know).
+                let largest = caps.max_object_size.unwrap_or(caps.max_put_size).max(caps.max_put_size);
+                let rest = largest.saturating_sub(body.len() as u64) + 1;
+                (&mut reader).take(rest).read_to_end(&mut body).await.map_err(|e| io_error(&self.labels, key, e))?;
+                if body.len() as u64 > largest {
+                    return Err(too_large(&self.labels, key, largest));
+                }
             }
             let options = PutOptions { precondition, metadata, content_sha256: Some(Sha256::digest(&body).to_vec()) };
             let body = bytes::Bytes::from(body);
@@ -424,6 +430,20 @@ const READ_FIRST_CHUNK: u64 = 64 << 10;
 /// Spare room `read_up_to` reserves past its limit: tokio's `read_to_end`
 /// asks for 32 bytes more whenever the buffer is full.
 const READ_SLACK: usize = 64;
+
+/// An object larger than a plugin without multipart uploads can store:
+/// the operator's to solve (another store), said with the limit.
+fn too_large(labels: &Arc<Labels>, key: &str, largest: u64) -> PluginError {
+    let msg = format!(
+        "the object is larger than the {} MiB this plugin stores in one piece (it has no multipart upload); replicate to a store whose plugin offers multipart uploads (S3, file)",
+        largest >> 20
+    );
+    PluginError {
+        labels: labels.clone(),
+        op: format!("put {key}"),
+        kind: super::error::StorageError::Unsupported(msg).into(),
+    }
+}
 
 fn io_error(labels: &Arc<Labels>, key: &str, e: std::io::Error) -> PluginError {
     PluginError {
