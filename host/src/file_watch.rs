@@ -22,6 +22,8 @@ use tokio::sync::Notify;
 struct Dir {
     dbs: Vec<(PathBuf, Arc<Notify>)>,
     armed: usize,
+    /// The inotify watch on it is in place (armed and accepted).
+    watching: bool,
 }
 
 type Dirs = Arc<Mutex<HashMap<PathBuf, Dir>>>;
@@ -38,11 +40,18 @@ impl FileWatch {
         let dirs: Dirs = Arc::default();
         let routes = dirs.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(routes) = routes.lock() else { return };
+            // Events were lost (the kernel's queue overflowed): any database
+            // may have changed, and each looks once more.
+            let lost = event.as_ref().map_or(true, notify::Event::need_rescan);
+            if lost {
+                routes.values().flat_map(|d| &d.dbs).for_each(|(_, wake)| wake.notify_one());
+                return;
+            }
             let Ok(event) = event else { return };
             if matches!(event.kind, EventKind::Access(_)) {
                 return;
             }
-            let Ok(routes) = routes.lock() else { return };
             for path in &event.paths {
                 let Some(dir) = path.parent().and_then(|d| routes.get(d)) else { continue };
                 for (db, wake) in &dir.dbs {
@@ -88,13 +97,27 @@ impl FileWatch {
         });
         let Some(counts) = counts else { return };
         let result = match counts {
-            (0, 1) => watcher.watch(dir, RecursiveMode::NonRecursive),
-            (1, 0) => watcher.unwatch(dir),
-            _ => Ok(()),
+            (0, 1) => watcher.watch(dir, RecursiveMode::NonRecursive).map(|()| Some(true)),
+            (1, 0) => watcher.unwatch(dir).map(|()| Some(false)),
+            _ => Ok(None),
         };
-        if let Err(e) = result {
-            tracing::debug!("cannot change the watch on {}: {e}; polling covers it", dir.display());
+        let watching = match result {
+            Ok(changed) => changed,
+            Err(e) => {
+                tracing::debug!("cannot change the watch on {}: {e}; polling covers it", dir.display());
+                Some(false)
+            }
+        };
+        if let (Some(on), Ok(mut dirs)) = (watching, self.dirs.lock())
+            && let Some(entry) = dirs.get_mut(dir)
+        {
+            entry.watching = on;
         }
+    }
+
+    /// Whether `dir` is watched now.
+    fn watching(&self, dir: &Path) -> bool {
+        self.dirs.lock().is_ok_and(|dirs| dirs.get(dir).is_some_and(|d| d.watching))
     }
 }
 
@@ -136,6 +159,12 @@ impl Subscription {
         on
     }
 
+    /// Armed, with the watch on the directory in place: the next write
+    /// wakes the database's loop.
+    pub fn watching(&self) -> bool {
+        self.armed && self.dir.as_ref().is_some_and(|d| self.watch.watching(d))
+    }
+
     /// Resolves on the next change while armed; never while disarmed.
     pub async fn changed(&self) {
         if self.armed { self.wake.notified().await } else { std::future::pending().await }
@@ -174,7 +203,9 @@ mod tests {
         let mut sub = watch.subscribe(&db);
         std::fs::write(&db, b"x").unwrap();
         assert!(!woke(&sub).await, "a disarmed subscription must not wake");
+        assert!(!sub.watching(), "disarmed: nothing watches for it");
         assert!(sub.arm(true), "arming reports that it armed");
+        assert!(sub.watching(), "armed: the directory's watch is in place");
         assert!(!sub.arm(true), "arming twice is a no-op");
         std::fs::write(db.with_file_name("app.db-wal"), b"y").unwrap();
         assert!(woke(&sub).await, "a write to the WAL wakes an armed subscription");
@@ -188,6 +219,7 @@ mod tests {
             assert!(!woke(&sub).await, "{beside} beside the database does not wake it");
         }
         sub.arm(false);
+        assert!(!sub.watching());
         std::fs::write(&db, b"xx").unwrap();
         assert!(!woke(&sub).await, "disarmed again: no wake-up");
         // A wake-up left over from before re-arming is dropped.

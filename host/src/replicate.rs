@@ -329,6 +329,7 @@ impl Running {
                 pacer.armed();
                 continue;
             }
+            pacer.watched(wake.as_ref().is_some_and(|w| w.watching()));
             wait_for_next_look(&mut pacer, wake.as_ref(), shutdown, &self.live).await;
             if *shutdown.borrow() {
                 return self.final_sync().await;

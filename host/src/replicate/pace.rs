@@ -44,6 +44,14 @@ pub enum SyncOutcome {
 /// replication resumes once the operator has acted.
 pub const STUCK_RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// How often a quiet database is looked at while the file watch on its
+/// directory is in place: the watch wakes the loop at its next write, so
+/// this look is only the fallback for a lost notification (an overflowed
+/// event queue), which then costs latency, never data (the read lock
+/// keeps the WAL). At `monitor-interval` (1 s) every idle database cost
+/// two `statx` and a few wake-ups a second, for nothing.
+pub const WATCHED_IDLE_LOOK: Duration = Duration::from_secs(60);
+
 /// A failure that keeps coming back is logged again at most this often
 /// (with how many times it happened), not at every retry.
 pub const REPEAT_LOG_EVERY: Duration = Duration::from_secs(300);
@@ -79,6 +87,9 @@ pub struct Pacer<S> {
     in_flight: bool,
     /// The pause after a sync that needs an operator (zero otherwise).
     stuck: Duration,
+    /// A file watch on the database's directory is in place: quiet looks
+    /// are `WATCHED_IDLE_LOOK` apart, not `monitor`.
+    watched: bool,
 }
 
 impl<S: PartialEq> Pacer<S> {
@@ -95,7 +106,13 @@ impl<S: PartialEq> Pacer<S> {
             busy: false,
             in_flight: false,
             stuck: Duration::ZERO,
+            watched: false,
         }
+    }
+
+    /// Whether a file watch will wake the loop at the database's next write.
+    pub fn watched(&mut self, watched: bool) {
+        self.watched = watched;
     }
 
     /// The next look syncs whatever the stamps say (a validation is due).
@@ -158,7 +175,8 @@ impl<S: PartialEq> Pacer<S> {
             at
         } else {
             self.recheck = IN_FLIGHT_RECHECK;
-            if self.busy { self.last_sync + self.pause() } else { now + self.monitor }
+            let quiet = if self.watched { self.monitor.max(WATCHED_IDLE_LOOK) } else { self.monitor };
+            if self.busy { self.last_sync + self.pause() } else { now + quiet }
         };
         // Waiting on a half-written transaction, its own writes' events
         // would only cut the back-off short.
@@ -256,6 +274,22 @@ mod tests {
         assert_eq!(p.should_sync(&1, false), Some(true), "still owed after a failure");
         p.synced(now, 1, ran(true, false));
         assert_eq!(p.should_sync(&1, false), None);
+    }
+
+    #[test]
+    fn a_quiet_watched_database_is_looked_at_rarely_and_a_busy_one_as_before() {
+        let t0 = Instant::now();
+        let mut p: Pacer<u32> = Pacer::new(BATCH, MONITOR, false, t0);
+        p.should_sync(&1, false);
+        p.synced(t0, 1, SyncOutcome::Ran { captured: false, in_flight: false, again: false });
+        p.watched(true);
+        assert_eq!(p.next_look(t0), NextLook { at: t0 + WATCHED_IDLE_LOOK, listen: true });
+        p.watched(false);
+        assert_eq!(p.next_look(t0), NextLook { at: t0 + MONITOR, listen: true }, "no watch: the monitor interval");
+        p.watched(true);
+        p.should_sync(&2, false);
+        p.synced(t0, 2, SyncOutcome::Ran { captured: true, in_flight: false, again: false });
+        assert_eq!(p.next_look(t0).at, t0 + BATCH, "a busy database is paced by its batch, watched or not");
     }
 
     #[test]
