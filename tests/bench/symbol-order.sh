@@ -20,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tracefs=/sys/kernel/tracing
-group=sluice_order
+group="${SLUICE_ORDER_GROUP:-sluice_order}"
 out=host/symbol-order.txt
 work="$(mktemp -d)"
 
