@@ -67,12 +67,20 @@ fn register_stop_start_unregister_while_running() {
         assert!(!info[field].is_null(), "info lacks {field}: {info}");
     }
 
-    // Registered while running: replicated without a restart.
+    // Registered while running: replicated without a restart. Four at
+    // once: exactly one registers it (two captures of one database would
+    // corrupt its local state), the others find it registered.
     workload(&conn_b, &mut rng, 40);
-    let reg = ctl(&socket, "register", &["-replica", &url(&rb), b.to_str().unwrap()]);
-    assert_eq!(reg["status"], "registered", "{reg}");
-    let again = ctl(&socket, "register", &["-replica", &url(&rb), b.to_str().unwrap()]);
-    assert_eq!(again["status"], "already_registered", "{again}");
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let (socket, rb, b) = (socket.clone(), url(&rb), b.to_str().unwrap().to_string());
+            std::thread::spawn(move || ctl(&socket, "register", &["-replica", &rb, &b]))
+        })
+        .collect();
+    let mut answers: Vec<String> =
+        racers.into_iter().map(|r| r.join().unwrap()["status"].as_str().unwrap().to_string()).collect();
+    answers.sort();
+    assert_eq!(answers, ["already_registered", "already_registered", "already_registered", "registered"]);
     workload(&conn_b, &mut rng, 40);
     sync_wait(&socket, &b);
     assert_restores(&rb, &conn_b, &dir.path().join("r1.db"), "b after register");
@@ -127,8 +135,11 @@ fn register_stop_start_unregister_while_running() {
     assert!(String::from_utf8_lossy(&no_daemon.stderr).contains("failed to connect to control socket"));
 
     workload(&conn_a, &mut rng, 10);
-    stop(child);
+    let log = stop(child);
     assert_restores(&ra, &conn_a, &dir.path().join("r5.db"), "a after shutdown (its final sync)");
+    // b's capture started twice: at register and at start, never beside itself.
+    let starts = format!("replicating database={} replicas", b.display());
+    assert_eq!(log.lines().filter(|l| l.contains(&starts)).count(), 2, "{log}");
     drop((conn_a, conn_b));
     assert!(!socket.exists(), "the socket file is removed at exit");
 }

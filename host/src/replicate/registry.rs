@@ -111,22 +111,29 @@ impl Registry {
         if self.closing.load(Ordering::SeqCst) {
             anyhow::bail!("sluice is shutting down; {} was not added", spec.path.display());
         }
-        if self.dbs.lock().await.contains_key(&spec.path) {
-            return Ok(Added::AlreadyPresent);
-        }
-        let path = spec.path.clone();
+        // The entry goes in first, its operation lock held while the loop
+        // starts: two callers adding one path (the socket and a watched
+        // directory) must never open two captures of it.
+        let op = Arc::new(Mutex::new(None));
+        let mut running = op.clone().lock_owned().await;
         let live = Live::new();
-        let task = self.spawn(&spec, live.clone()).await?;
-        let mut dbs = self.dbs.lock().await;
-        if dbs.contains_key(&path) {
-            // Added meanwhile by another caller: this loop goes again.
-            drop(dbs);
-            let _ = task.stop.send(true);
-            let _ = task.task.await;
-            return Ok(Added::AlreadyPresent);
+        {
+            let mut dbs = self.dbs.lock().await;
+            if dbs.contains_key(&spec.path) {
+                return Ok(Added::AlreadyPresent);
+            }
+            dbs.insert(spec.path.clone(), Entry { spec: spec.clone(), live: live.clone(), op });
         }
-        dbs.insert(path, Entry { spec, live, op: Arc::new(Mutex::new(Some(task))) });
-        Ok(Added::Added)
+        match self.spawn(&spec, live).await {
+            Ok(task) => {
+                *running = Some(task);
+                Ok(Added::Added)
+            }
+            Err(e) => {
+                self.dbs.lock().await.remove(&spec.path);
+                Err(e)
+            }
+        }
     }
 
     /// Open the stores and spawn the loop of `spec`.
@@ -183,9 +190,11 @@ impl Registry {
         if self.closing.load(Ordering::SeqCst) {
             return Some(Err(anyhow::anyhow!("sluice is shutting down")));
         }
-        if let Some(ended) = running.take() {
-            // It ended on its own (an error, already logged): start afresh.
-            let _ = ended.task.await;
+        if let Some(ended) = running.take()
+            && let Err(e) = joined(ended.task.await)
+        {
+            // It ended on its own: its error, then a fresh start.
+            tracing::error!("{e:#}");
         }
         live.set_state(State::Opening);
         Some(self.spawn(&spec, live).await.map(|task| {
