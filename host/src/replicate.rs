@@ -62,11 +62,13 @@ pub struct Options {
 /// Then start each database's loop.
 pub async fn prepare(runtime: Arc<Runtime>, dbs: Vec<DatabaseSpec>, opts: Options) -> anyhow::Result<Arc<Registry>> {
     let registry = Registry::new(runtime, opts);
-    for spec in &dbs {
-        registry.check(spec).await?;
-    }
+    let mut opened = Vec::with_capacity(dbs.len());
     for spec in dbs {
-        registry.add(spec).await?;
+        let stores = registry.open(&spec).await?;
+        opened.push((spec, stores));
+    }
+    for (spec, stores) in opened {
+        registry.add_opened(spec, stores).await?;
     }
     Ok(registry)
 }

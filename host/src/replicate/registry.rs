@@ -14,7 +14,7 @@ use super::live::{Live, State};
 use super::{Common, Options, Plugins, open_stores, run_db};
 use crate::config::DatabaseSpec;
 use crate::file_watch::FileWatch;
-use crate::plugin::Runtime;
+use crate::plugin::{PluginStore, Runtime};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -94,10 +94,10 @@ impl Registry {
         &self.common.opts
     }
 
-    /// Whether `spec`'s replica stores open (plugins load, sandboxes can
-    /// be prepared), without starting anything.
-    pub async fn check(&self, spec: &DatabaseSpec) -> anyhow::Result<()> {
-        open_stores(&self.runtime, &self.plugins, spec, self.common.opts.default_plugin.as_deref()).await.map(drop)
+    /// Open `spec`'s replica stores (load plugins, prepare sandboxes); an
+    /// error is the configuration's.
+    pub async fn open(&self, spec: &DatabaseSpec) -> anyhow::Result<Vec<PluginStore>> {
+        open_stores(&self.runtime, &self.plugins, spec, self.common.opts.default_plugin.as_deref()).await
     }
 
     pub(super) fn health(&self) -> super::Health {
@@ -108,6 +108,12 @@ impl Registry {
     /// the configuration's (no plugin for a URL, a sandbox that cannot be
     /// prepared), and nothing was added.
     pub async fn add(&self, spec: DatabaseSpec) -> anyhow::Result<Added> {
+        let stores = self.open(&spec).await?;
+        self.add_opened(spec, stores).await
+    }
+
+    /// `add`, with the stores already open.
+    pub async fn add_opened(&self, spec: DatabaseSpec, stores: Vec<PluginStore>) -> anyhow::Result<Added> {
         if self.closing.load(Ordering::SeqCst) {
             anyhow::bail!("sluice is shutting down; {} was not added", spec.path.display());
         }
@@ -124,22 +130,12 @@ impl Registry {
             }
             dbs.insert(spec.path.clone(), Entry { spec: spec.clone(), live: live.clone(), op });
         }
-        match self.spawn(&spec, live).await {
-            Ok(task) => {
-                *running = Some(task);
-                Ok(Added::Added)
-            }
-            Err(e) => {
-                self.dbs.lock().await.remove(&spec.path);
-                Err(e)
-            }
-        }
+        *running = Some(self.spawn(&spec, live, stores));
+        Ok(Added::Added)
     }
 
-    /// Open the stores and spawn the loop of `spec`.
-    async fn spawn(&self, spec: &DatabaseSpec, live: Arc<Live>) -> anyhow::Result<Loop> {
-        let stores =
-            open_stores(&self.runtime, &self.plugins, spec, self.common.opts.default_plugin.as_deref()).await?;
+    /// Spawn the loop of `spec` on its open stores.
+    fn spawn(&self, spec: &DatabaseSpec, live: Arc<Live>, stores: Vec<PluginStore>) -> Loop {
         let (stop, shutdown) = watch::channel(false);
         let wake = self.files.as_ref().map(|f| f.subscribe(&spec.path));
         let (common, spec, ended) = (self.common.clone(), spec.clone(), self.ended.clone());
@@ -149,7 +145,7 @@ impl Registry {
             ended.notify_one();
             result
         });
-        Ok(Loop { stop, task })
+        Loop { stop, task }
     }
 
     /// The entry of `path`: its live view, spec and operation lock.
@@ -196,9 +192,9 @@ impl Registry {
             // It ended on its own: its error, then a fresh start.
             tracing::error!("{e:#}");
         }
-        live.set_state(State::Opening);
-        Some(self.spawn(&spec, live).await.map(|task| {
-            *running = Some(task);
+        Some(self.open(&spec).await.map(|stores| {
+            live.set_state(State::Opening);
+            *running = Some(self.spawn(&spec, live, stores));
             Toggled::Done
         }))
     }
