@@ -156,14 +156,14 @@ fn timeout(secs: Option<u64>) -> Duration {
 }
 
 async fn info(ctx: &Ctx) -> Answer {
-    let started_ms = ctx.registry.started_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    let uptime = ctx.registry.started_at.elapsed().unwrap_or_default();
+    let started_ms = ctx.registry.started_ms;
+    let uptime_ms = (crate::clock::now_ms() - started_ms).max(0) as u64;
     (
         200,
         json(&InfoResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
-            uptime_seconds: uptime.as_secs(),
+            uptime_seconds: uptime_ms / 1000,
             started_at: crate::clock::rfc3339(started_ms),
             database_count: ctx.registry.count().await,
         }),
@@ -184,9 +184,7 @@ async fn list(ctx: &Ctx) -> Answer {
                 State::Stopped => "stopped",
             }
             .to_string(),
-            last_sync_at: s.last_sync_at.map(|t| {
-                crate::clock::rfc3339(t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
-            }),
+            last_sync_at: s.last_sync_ms.map(crate::clock::rfc3339),
         })
         .collect();
     (200, json(&ListResponse { databases }))

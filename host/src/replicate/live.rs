@@ -6,7 +6,7 @@
 use crate::replica::ReplicaShared;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 /// How often a wait for the replicas to ship looks at their positions.
@@ -88,11 +88,12 @@ impl Live {
         replicas.iter().map(|r| r.shipped.load(Ordering::SeqCst)).min()
     }
 
-    /// When a replica last stored something successfully.
-    pub fn last_sync_at(&self) -> Option<SystemTime> {
+    /// When a replica last stored something successfully, in
+    /// milliseconds since the epoch (`crate::clock`).
+    pub fn last_sync_ms(&self) -> Option<i64> {
         let replicas = self.replicas.lock().ok()?;
         let ms = replicas.iter().map(|r| r.last_success_ms.load(Ordering::SeqCst)).max().filter(|ms| *ms > 0)?;
-        Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+        Some(ms as i64)
     }
 
     /// The loop's side: the newest request not yet served (`Some(its

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -57,7 +57,8 @@ pub enum Toggled {
 pub struct Summary {
     pub path: PathBuf,
     pub state: State,
-    pub last_sync_at: Option<SystemTime>,
+    /// When a replica last stored something (ms since the epoch).
+    pub last_sync_ms: Option<i64>,
     pub txid: u64,
 }
 
@@ -72,7 +73,8 @@ pub struct Registry {
     closing: AtomicBool,
     /// A loop ended (on its own, or asked to).
     ended: Arc<Notify>,
-    pub started_at: SystemTime,
+    /// When the run started (ms since the epoch).
+    pub started_ms: i64,
 }
 
 impl Registry {
@@ -86,7 +88,7 @@ impl Registry {
             dbs: Mutex::new(BTreeMap::new()),
             closing: AtomicBool::new(false),
             ended: Arc::new(Notify::new()),
-            started_at: SystemTime::now(),
+            started_ms: crate::clock::now_ms(),
         })
     }
 
@@ -218,7 +220,7 @@ impl Registry {
             .map(|(path, e)| Summary {
                 path: path.clone(),
                 state: e.live.state(),
-                last_sync_at: e.live.last_sync_at(),
+                last_sync_ms: e.live.last_sync_ms(),
                 txid: e.live.txid(),
             })
             .collect()
