@@ -12,6 +12,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("sluice-plugin-file", "SLUICE_PLUGIN_FILE_WASM"),
     ("sluice-plugin-s3", "SLUICE_PLUGIN_S3_WASM"),
     ("sluice-plugin-webdav", "SLUICE_PLUGIN_WEBDAV_WASM"),
+    ("sluice-plugin-abs", "SLUICE_PLUGIN_ABS_WASM"),
 ];
 
 const WASM_TARGET: &str = "wasm32-wasip2";

@@ -2,6 +2,7 @@
 //! randomised workloads, and page-for-page comparison.
 #![allow(dead_code)]
 
+pub mod azurite;
 pub mod litestream_bin;
 pub mod proxy;
 pub mod seaweed;

@@ -78,7 +78,7 @@ pub async fn check(
     sandbox: &SandboxConfig,
 ) -> anyhow::Result<bool> {
     let url = normalize_url(url).with_context(|| format!("bad replica URL {url}"))?;
-    let settings = with_environment_credentials(settings)?;
+    let settings = with_environment_credentials(settings, &url)?;
     let loaded = load_for(runtime, plugin, Some(&url)).await?;
     let sb = sandbox
         .resolve(loaded.info(), &url, &settings)
@@ -122,7 +122,14 @@ pub fn export(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// `-s` settings, plus credentials from where `replicate` finds them (the
 /// environment, the shared credentials file) unless `-s` gives a key.
-fn with_environment_credentials(mut settings: Vec<(String, String)>) -> anyhow::Result<Vec<(String, String)>> {
+fn with_environment_credentials(
+    mut settings: Vec<(String, String)>,
+    url: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    if url.starts_with("abs://") {
+        settings.extend(crate::config::credentials::azure_from_environment(&settings));
+        return Ok(settings);
+    }
     if settings.iter().any(|(k, _)| k == "access-key-id") {
         return Ok(settings);
     }

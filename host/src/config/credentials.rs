@@ -20,6 +20,20 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// Azure's secrets a replica's config does not give, from Litestream's
+/// variables: `LITESTREAM_AZURE_ACCOUNT_KEY`, else
+/// `LITESTREAM_AZURE_SAS_TOKEN`.
+pub fn azure_from_environment(settings: &[(String, String)]) -> Option<(String, String)> {
+    let given = |k: &str| settings.iter().any(|(name, _)| name == k);
+    if given("account-key") || given("sas-token") {
+        return None;
+    }
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    get("LITESTREAM_AZURE_ACCOUNT_KEY")
+        .map(|key| ("account-key".to_string(), key))
+        .or_else(|| get("LITESTREAM_AZURE_SAS_TOKEN").map(|token| ("sas-token".to_string(), token)))
+}
+
 /// From the environment or the shared file; `None` if neither has any.
 /// A shared file that exists but cannot be read or parsed is an error
 /// naming it (silently signing anonymously would fail later, obscurely).

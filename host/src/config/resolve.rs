@@ -153,7 +153,7 @@ pub fn replica(
     let r = merged(r, defaults);
     let ctx = || format!("database {} replica #{}", db.display(), index + 1);
     let (kind, url) = replica_url(&r, &ctx)?;
-    let settings = plugin_settings(&r)?;
+    let settings = plugin_settings(&r, &kind)?;
     let levels = level_intervals(global)?;
     let snapshot_retention = match &r.retention {
         Some(v) => duration(v, &format!("{}: retention", ctx()))?,
@@ -203,11 +203,12 @@ fn replica_url(r: &ReplicaConfig, ctx: &dyn Fn() -> String) -> anyhow::Result<(S
     let url = match (&r.url, kind.as_str()) {
         (Some(u), _) => u.clone(),
         (None, "file") => r.path.clone().with_context(|| format!("{}: a file replica needs `path`", ctx()))?,
-        (None, "s3") => {
-            let bucket =
-                r.bucket.clone().with_context(|| format!("{}: an s3 replica needs `bucket` (or `url`)", ctx()))?;
-            format!("s3://{bucket}/{}", r.path.as_deref().unwrap_or("").trim_start_matches('/'))
+        // Litestream's `type` with `bucket` and `path` (s3, abs, gs, ...).
+        (None, other) if r.bucket.is_some() => {
+            let bucket = r.bucket.as_deref().unwrap_or_default();
+            format!("{other}://{bucket}/{}", r.path.as_deref().unwrap_or("").trim_start_matches('/'))
         }
+        (None, "s3") => bail!("{}: an s3 replica needs `bucket` (or `url`)", ctx()),
         // Another store named by `type` and `path` (Litestream's `type:
         // webdav` with `webdav-url`): the plugin finds its server in the
         // settings.
@@ -222,8 +223,9 @@ fn replica_url(r: &ReplicaConfig, ctx: &dyn Fn() -> String) -> anyhow::Result<(S
 
 /// The settings the plugin receives: the store's keys the replica sets
 /// (credentials from the environment or the shared credentials file when
-/// it names none), and any key sluice does not know, passed through.
-fn plugin_settings(r: &ReplicaConfig) -> anyhow::Result<Vec<(String, String)>> {
+/// it names none, for the kind of store they belong to), and any key
+/// sluice does not know, passed through.
+fn plugin_settings(r: &ReplicaConfig, kind: &str) -> anyhow::Result<Vec<(String, String)>> {
     let mut settings: Vec<(String, String)> = Vec::new();
     let mut set = |k: &str, v: Option<String>| {
         if let Some(v) = v.filter(|v| !v.is_empty()) {
@@ -232,10 +234,13 @@ fn plugin_settings(r: &ReplicaConfig) -> anyhow::Result<Vec<(String, String)>> {
     };
     // Litestream's rule: explicit config first, then the environment and
     // the shared credentials file (config/credentials.rs).
+    // AWS keys from the environment go only to S3 (or a custom plugin):
+    // a WebDAV or Azure plugin has no use for them.
+    let s3_like = kind == "s3" || r.plugin.is_some();
     if r.access_key_id.is_some() {
         set("access-key-id", r.access_key_id.clone());
         set("secret-access-key", r.secret_access_key.clone());
-    } else if let Some(c) = super::credentials::from_environment()? {
+    } else if let Some(c) = s3_like.then(super::credentials::from_environment).transpose()?.flatten() {
         set("access-key-id", Some(c.access_key_id));
         set("secret-access-key", r.secret_access_key.clone().or(c.secret_access_key));
         set("session-token", c.session_token);
@@ -256,6 +261,9 @@ fn plugin_settings(r: &ReplicaConfig) -> anyhow::Result<Vec<(String, String)>> {
     set("sse-kms-key-id", r.sse_kms_key_id.clone());
     for (k, v) in &r.extra {
         set(k, Some(yaml_scalar(v)));
+    }
+    if kind == "abs" {
+        settings.extend(super::credentials::azure_from_environment(&settings));
     }
     Ok(settings)
 }

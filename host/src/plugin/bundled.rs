@@ -1,11 +1,12 @@
 //! Plugins compiled into the binary by `build.rs`.
 
 /// Names of the bundled plugins, in the order `plugin export` writes them.
-pub const NAMES: &[&str] = &["file", "s3", "webdav"];
+pub const NAMES: &[&str] = &["file", "s3", "webdav", "abs"];
 
 static FILE: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_FILE_WASM"));
 static S3: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_S3_WASM"));
 static WEBDAV: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_WEBDAV_WASM"));
+static ABS: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_ABS_WASM"));
 
 /// The component bytes of a bundled plugin.
 pub fn bytes(name: &str) -> Option<&'static [u8]> {
@@ -13,6 +14,7 @@ pub fn bytes(name: &str) -> Option<&'static [u8]> {
         "file" => Some(FILE),
         "s3" => Some(S3),
         "webdav" => Some(WEBDAV),
+        "abs" => Some(ABS),
         _ => None,
     }
 }
@@ -23,6 +25,7 @@ pub fn sha256(name: &str) -> Option<&'static str> {
         "file" => Some(env!("SLUICE_PLUGIN_FILE_WASM_SHA256")),
         "s3" => Some(env!("SLUICE_PLUGIN_S3_WASM_SHA256")),
         "webdav" => Some(env!("SLUICE_PLUGIN_WEBDAV_WASM_SHA256")),
+        "abs" => Some(env!("SLUICE_PLUGIN_ABS_WASM_SHA256")),
         _ => None,
     }
 }
@@ -33,6 +36,7 @@ pub fn for_url(url: &str) -> Option<&'static str> {
         None | Some("file") => Some("file"),
         Some("s3") => Some("s3"),
         Some("webdav" | "webdavs") => Some("webdav"),
+        Some("abs") => Some("abs"),
         _ => None,
     }
 }

@@ -123,8 +123,8 @@ fn local_dir_of_url(url: &str) -> std::io::Result<PathBuf> {
 /// Derive the hosts a replica URL implies: the URL's host and its
 /// subdomains, its parent domain (`bucket.region.provider.com` talks to
 /// `region.provider.com`, S3 only), any `endpoint` or `*-url` setting
-/// (`webdav-url`) given in the query or settings, and AWS for a bare S3
-/// bucket name.
+/// (`webdav-url`) given in the query or settings, AWS for a bare S3
+/// bucket name, and an Azure account's blob host.
 pub fn derive_allowlist(url: &str, settings: &[(String, String)]) -> Vec<String> {
     let mut hosts = Vec::new();
     let mut add = |host: &str| {
@@ -154,7 +154,16 @@ pub fn derive_allowlist(url: &str, settings: &[(String, String)]) -> Vec<String>
     // S3's URLs name buckets that talk to a parent domain (below); other
     // schemes name their server.
     let s3 = parsed.scheme() == "s3";
-    if let Some(host) = parsed.host_str() {
+    if parsed.scheme() == "abs" {
+        // `abs://ACCOUNT@CONTAINER/PATH` names a container, not a server:
+        // the account's own host, unless an endpoint names another.
+        let account = settings.iter().find(|(k, _)| k == "account-name").map(|(_, v)| v.as_str());
+        if let Some(account) = account.or(Some(parsed.username()).filter(|u| !u.is_empty()))
+            && endpoints.is_empty()
+        {
+            add(&format!("{account}.blob.core.windows.net"));
+        }
+    } else if let Some(host) = parsed.host_str() {
         add(host);
     }
     if let Some(host) = parsed.host_str().filter(|_| s3) {
@@ -342,6 +351,18 @@ mod tests {
         let hosts =
             derive_allowlist("webdav://ignored/app", &[("webdav-url".into(), "https://cloud.example.com/dav".into())]);
         assert_eq!(hosts, ["ignored", "*.ignored", "cloud.example.com", "*.cloud.example.com"]);
+    }
+
+    #[test]
+    fn allowlist_of_azure_is_the_accounts_host_or_the_endpoint() {
+        let hosts = derive_allowlist("abs://acct@backups/db", &[]);
+        assert_eq!(hosts, ["acct.blob.core.windows.net", "*.acct.blob.core.windows.net"]);
+        assert!(!host_allowed(&hosts, "backups"));
+        assert!(!host_allowed(&hosts, "other.blob.core.windows.net"));
+        let hosts = derive_allowlist("abs:///db", &[("account-name".into(), "acct".into())]);
+        assert!(host_allowed(&hosts, "acct.blob.core.windows.net"));
+        let azurite = [("endpoint".into(), "http://127.0.0.1:10000/devstoreaccount1".into())];
+        assert_eq!(derive_allowlist("abs://devstoreaccount1@c01/db", &azurite), ["127.0.0.1", "*.127.0.0.1"]);
     }
 
     #[test]
