@@ -337,3 +337,42 @@ fn encryption_settings_reach_the_config() {
         Err(Error::InvalidConfig(_))
     ));
 }
+
+#[test]
+fn alibaba_oss_urls() {
+    // A bare bucket: Litestream's default region, OSS's S3 endpoint.
+    let l = loc("oss://mybucket/db");
+    assert_eq!(
+        parts(&l),
+        (
+            "mybucket",
+            "db/",
+            "https",
+            "s3.oss-cn-hangzhou.aliyuncs.com",
+            "cn-hangzhou",
+            false
+        )
+    );
+    assert_eq!(
+        l.object_url("db/k"),
+        "https://mybucket.s3.oss-cn-hangzhou.aliyuncs.com/db/k"
+    );
+    // The region from the host name, or from the settings.
+    let l = loc("oss://mybucket.oss-eu-central-1.aliyuncs.com/db");
+    assert_eq!(parts(&l).3, "s3.oss-eu-central-1.aliyuncs.com");
+    assert_eq!(parts(&l).4, "eu-central-1");
+    let l = loc("oss://b.s3.oss-cn-beijing-internal.aliyuncs.com/db");
+    assert_eq!(
+        (l.bucket.as_str(), l.host.as_str(), l.region.as_str()),
+        ("b", "s3.oss-cn-beijing-internal.aliyuncs.com", "cn-beijing")
+    );
+    let c = with("oss://mybucket/db", &[("region", "ap-southeast-1")]).unwrap();
+    assert_eq!(c.location.host, "s3.oss-ap-southeast-1.aliyuncs.com");
+    // An explicit endpoint wins, as for s3://.
+    let l = loc("oss://mybucket/db?endpoint=127.0.0.1:9000");
+    assert_eq!(
+        (l.host.as_str(), l.scheme.as_str(), l.path_style),
+        ("127.0.0.1:9000", "http", true)
+    );
+    assert!(with("gs://mybucket/db", &[]).is_err());
+}
