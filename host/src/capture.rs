@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Checkpoint thresholds (Litestream's names and defaults).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CaptureConfig {
     /// PASSIVE checkpoint once the WAL holds this many frames.
     pub min_checkpoint_page_count: u32,

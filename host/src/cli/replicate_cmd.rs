@@ -5,7 +5,7 @@
 use super::ConfigArgs;
 use crate::config::{self, DatabaseSpec, FileConfig, dirs::WatchedDir, file::Parsed, socket::SocketSpec};
 use crate::plugin::Runtime;
-use crate::replicate::{self, Options};
+use crate::replicate::{self, Options, Reloader};
 use crate::restore::{self, IntegrityCheck, RestoreOptions};
 use anyhow::{Context, bail};
 use std::path::PathBuf;
@@ -109,14 +109,18 @@ pub async fn run(
     // exit, not in the default death by signal. (`-once` keeps the default: it has
     // no shutdown to run.)
     let mut signals = if args.once { None } else { Some(Signals::new().context("cannot handle SIGTERM/SIGINT")?) };
+    // SIGHUP's default would end the run without a final sync.
+    let hangups = if args.once { None } else { Some(hangups().context("cannot handle SIGHUP")?) };
     let runtime = make_runtime()?;
     let ConfigFile { path: config_path, parsed } = config?;
+    let reload_from = config_path.clone().filter(|_| args.db_path.is_none());
     parsed.log_messages();
     let file = parsed.config;
     let globals = config::resolve(&file).ok();
     let addr = globals.as_ref().and_then(|r| r.addr.clone());
     let heartbeat = globals.as_ref().and_then(|r| r.heartbeat.clone());
     let plan = plan(&args, config_path, &file)?;
+    let file_dbs = plan.dbs.clone();
     if args.once && plan.exec.is_some() {
         bail!("-exec cannot be combined with -once");
     }
@@ -145,6 +149,11 @@ pub async fn run(
     let keep_alive = socket.is_some() || !watching.is_empty();
     for dir in watching {
         crate::replicate::watch_dir(dir, registry.clone(), stop_rx.clone());
+    }
+    if let Some(hangups) = hangups {
+        let reloader = reload_from
+            .map(|path| Reloader::new(path, !args.config.no_expand_env, registry.clone(), &file_dbs, keep_alive));
+        tokio::spawn(reload_on_hangup(hangups, reloader, stop_rx.clone()));
     }
     let mut engine = tokio::spawn(replicate::run(registry, stop_rx, keep_alive));
     let code = match (plan.exec, signals) {
@@ -333,6 +342,32 @@ fn forward(pid: Option<i32>, sig: i32) {
         // SAFETY: kill(2) on our own child's pid with a valid signal number.
         unsafe {
             libc::kill(pid, sig);
+        }
+    }
+}
+
+fn hangups() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+}
+
+/// Reload the config file on each SIGHUP until shutdown begins (without a
+/// config file, say there is nothing to reload).
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    mut reloader: Option<Reloader>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        match reloader.as_mut() {
+            Some(r) => r.reload().await,
+            None => tracing::warn!("SIGHUP: no config file to reload (replicating DB_PATH REPLICA_URL); ignored"),
         }
     }
 }

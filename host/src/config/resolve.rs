@@ -57,7 +57,7 @@ pub struct ReplicaSpec {
 }
 
 /// A database ready to replicate.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DatabaseSpec {
     pub path: PathBuf,
     pub meta_path: Option<PathBuf>,

@@ -1,0 +1,113 @@
+//! SIGHUP reloads the config file while `sluice replicate` runs: a
+//! database removed from the file stops after its final sync, one added
+//! starts, one whose replicas changed restarts on its new ones, and the
+//! others go on; a file that no longer reads changes nothing. Each change
+//! is proved by restoring the replicas and comparing them page for page
+//! with the databases this process wrote.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const PAGE: u32 = 4096;
+
+fn url(dir: &Path) -> String {
+    format!("file://{}", dir.display())
+}
+
+/// `sync -wait` through the socket: every replica holds what the database holds now.
+fn sync_wait(socket: &Path, db: &Path) {
+    let out = run_ok(sluice().args(["sync", "-wait", "-json", "-socket"]).arg(socket).arg(db));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["txid"], v["replica_txid"], "{v}");
+}
+
+fn listed(socket: &Path) -> Vec<PathBuf> {
+    let out = run_ok(sluice().args(["list", "-json", "-socket"]).arg(socket));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut paths: Vec<PathBuf> =
+        v["databases"].as_array().unwrap().iter().map(|d| PathBuf::from(d["path"].as_str().unwrap())).collect();
+    paths.sort();
+    paths
+}
+
+/// The config file as `start_with_socket` writes it, with another body.
+fn rewrite(dir: &Path, body: &str) {
+    let socket = dir.join("ctl.sock");
+    let text = format!("socket:\n  enabled: true\n  path: {}\n  permissions: 0600\n{body}", socket.display());
+    std::fs::write(dir.join("sluice.yml"), text).unwrap();
+}
+
+fn hangup(child: &std::process::Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn entry(db: &Path, replicas: &[&Path]) -> String {
+    let mut s = format!("  - path: {}\n    replicas:\n", db.display());
+    for r in replicas {
+        s.push_str(&format!("      - url: {}\n", url(r)));
+    }
+    s
+}
+
+#[test]
+fn sighup_adds_removes_and_restarts_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let (a, b, c) = (p("a.db"), p("b.db"), p("c.db"));
+    let (conn_a, conn_b, conn_c) = (create_db(&a, PAGE), create_db(&b, PAGE), create_db(&c, PAGE));
+    let mut rng = seeded(41);
+    let body = format!("dbs:\n{}{}", entry(&a, &[&p("ra")]), entry(&b, &[&p("rb")]));
+    let (child, socket) = start_with_socket(dir.path(), &body);
+    workload(&conn_a, &mut rng, 30);
+    workload(&conn_b, &mut rng, 30);
+    sync_wait(&socket, &a);
+    sync_wait(&socket, &b);
+    workload(&conn_b, &mut rng, 20);
+    let b_at_removal = image(&conn_b);
+
+    // b goes, c comes, a gains a second replica.
+    rewrite(dir.path(), &format!("dbs:\n{}{}", entry(&a, &[&p("ra"), &p("ra2")]), entry(&c, &[&p("rc")])));
+    hangup(&child);
+    wait_for("the reload", || listed(&socket) == vec![a.clone(), c.clone()]);
+    let removed = restore_image(&url(&p("rb")), &p("check.db"), None, PAGE);
+    assert_same_image(&b_at_removal, &removed, "b's replica after its final sync");
+
+    workload(&conn_a, &mut rng, 30);
+    workload(&conn_b, &mut rng, 30);
+    workload(&conn_c, &mut rng, 30);
+    sync_wait(&socket, &a);
+    sync_wait(&socket, &c);
+    for (replica, conn, what) in [("ra", &conn_a, "a"), ("ra2", &conn_a, "a's new replica"), ("rc", &conn_c, "c")] {
+        let got = restore_image(&url(&p(replica)), &p("check.db"), None, PAGE);
+        assert_same_image(&image(conn), &got, what);
+    }
+    // b is not replicated any more.
+    let still = restore_image(&url(&p("rb")), &p("check.db"), None, PAGE);
+    assert_same_image(&b_at_removal, &still, "b's replica after writes to the removed b");
+
+    // A file that does not parse changes nothing.
+    std::fs::write(dir.path().join("sluice.yml"), "dbs: [unclosed\n").unwrap();
+    hangup(&child);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(listed(&socket), vec![a.clone(), c.clone()]);
+    workload(&conn_a, &mut rng, 20);
+    sync_wait(&socket, &a);
+    let got = restore_image(&url(&p("ra2")), &p("check.db"), None, PAGE);
+    assert_same_image(&image(&conn_a), &got, "a after a reload that failed");
+
+    let log = stop(child);
+    assert!(log.contains("1 added, 1 removed, 1 changed, 0 unchanged"), "{log}");
+    assert!(log.contains("not reloaded, the run goes on unchanged"), "{log}");
+}
