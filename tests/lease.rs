@@ -277,3 +277,42 @@ fn a_clean_exit_releases_the_lease_and_once_refuses_a_live_holder() {
     assert!(status.success(), "{}", read(&log_b));
     assert_restores_to(&conn, &url, &dir.path().join("out.db"), &format!("after a release\n{}", read(&log_b)));
 }
+
+/// The lease's renewal count, from the lease object in a file replica.
+fn renewals(replica: &Path) -> Option<u64> {
+    let body = std::fs::read(replica.join("sluice-lease.json")).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&body).ok()?["renewal"].as_u64()
+}
+
+/// An idle replica costs no storage request: once it has had nothing to
+/// write for one lease timeout its lease rests (no renewals), the next
+/// write renews it, if-match its own etag, and ships; the replica restores
+/// exactly, and a clean exit still releases the resting lease.
+#[test]
+fn an_idle_replicas_lease_rests_and_the_next_write_renews_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, 4096);
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let cfg = config(dir.path(), "app", &db, &url, "2s", None);
+    let log = dir.path().join("app.log");
+    let a = start(&cfg, &log);
+    let shipped = write_until_shipped(&conn, &url, 0, Duration::from_secs(60));
+    // Renewed every half second while busy, then no more: after the
+    // timeout and a renewal period, the count stands still.
+    std::thread::sleep(Duration::from_secs(4));
+    let resting = renewals(&replica).expect("the lease is in the replica");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(renewals(&replica), Some(resting), "an idle replica's lease was renewed:\n{}", read(&log));
+    // A write wakes it: renewed, and shipped.
+    write_until_shipped(&conn, &url, shipped, Duration::from_secs(30));
+    assert!(renewals(&replica).is_some_and(|n| n > resting), "shipped without renewing:\n{}", read(&log));
+    // Idle again, then a clean exit: the resting lease is released, and
+    // the replica holds the database exactly.
+    std::thread::sleep(Duration::from_secs(5));
+    let status = interrupt(a);
+    assert!(status.success(), "{}", read(&log));
+    assert!(renewals(&replica).is_none(), "a clean exit releases even a resting lease:\n{}", read(&log));
+    assert_restores_to(&conn, &url, &dir.path().join("out.db"), &format!("after resting\n{}", read(&log)));
+}

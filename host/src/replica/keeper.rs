@@ -28,12 +28,26 @@ pub struct Keeper {
     /// The store enforces preconditions; else the weaker emulation.
     conditional: bool,
     tx: watch::Sender<Standing>,
+    /// Bumped by the replica task whenever it has something to write.
+    demand: watch::Receiver<u64>,
     problem: Option<(String, Class)>,
 }
 
+/// The replica task's side of `Keeper::demand`: says "I have something
+/// to write", which keeps the lease renewed and wakes a resting one.
+#[derive(Clone)]
+pub struct Demand(watch::Sender<u64>);
+
+impl Demand {
+    pub fn now(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
 impl Keeper {
-    /// A keeper for `store`'s replica, and where it publishes.
-    pub fn new(store: Arc<PluginStore>, ttl: Duration, once: bool) -> (Keeper, watch::Receiver<Standing>) {
+    /// A keeper for `store`'s replica, where it publishes, and how the
+    /// replica task says it wants to write.
+    pub fn new(store: Arc<PluginStore>, ttl: Duration, once: bool) -> (Keeper, watch::Receiver<Standing>, Demand) {
         // Random per keeper, not per process: two databases of one process
         // pointed at one replica must not both think the lease theirs.
         let id = format!("{:016x}", rand::random::<u64>());
@@ -48,14 +62,21 @@ impl Keeper {
             pid_space: pid_space(),
         };
         let (tx, rx) = watch::channel(Standing::default());
+        let (wants, demand) = watch::channel(0);
         let conditional = store.info().capabilities.conditional_writes;
-        (Keeper { store, lease: Lease::new(id, ttl, once), me, conditional, tx, problem: None }, rx)
+        let keeper = Keeper { store, lease: Lease::new(id, ttl, once), me, conditional, tx, demand, problem: None };
+        (keeper, rx, Demand(wants))
     }
 
     /// Keep the lease until `release` flips (or its sender is gone), then
     /// delete it if we hold it, so the next process need not wait.
     pub async fn run(mut self, mut release: watch::Receiver<bool>) {
         loop {
+            if self.demand.has_changed().unwrap_or(false) {
+                let _ = self.demand.borrow_and_update();
+                self.lease.demanded(boottime());
+            }
+            self.lease.rest_if_idle(boottime());
             self.publish();
             if *release.borrow() {
                 break;
@@ -65,6 +86,13 @@ impl Keeper {
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}
                         r = release.changed() => if r.is_err() { break },
+                        // (`changed` marks the demand seen: note it here.)
+                        r = self.demand.changed() => {
+                            if r.is_err() {
+                                break;
+                            }
+                            self.lease.demanded(boottime());
+                        }
                     }
                 }
                 Step::Put(condition) => {
@@ -80,7 +108,7 @@ impl Keeper {
                 }
             }
         }
-        if tokio::time::timeout(RELEASE_TIMEOUT, self.release()).await.is_err() {
+        if tokio::time::timeout(RELEASE_TIMEOUT, self.wake_then_release()).await.is_err() {
             tracing::warn!("{}: releasing the replica's lease timed out; it expires by itself", self.store.labels());
         }
         self.tx.send_replace(Standing { decided: true, ..Standing::default() });
@@ -232,6 +260,21 @@ impl Keeper {
             meta.modified_ms.and_then(|m| u64::try_from(now_ms()).ok()?.checked_sub(m)).map(Duration::from_millis);
         let dead = holder.as_ref().is_some_and(|h| is_dead(h, &self.me));
         ReadAnswer::Found { etag: meta.etag, holder, age, dead }
+    }
+
+    /// A resting lease is renewed first (if still ours), so that it can be
+    /// released rather than left for the next process to wait out.
+    async fn wake_then_release(&mut self) {
+        if self.lease.standing().resting {
+            self.lease.demanded(boottime());
+            if let Step::Put(condition) = self.lease.step(boottime()) {
+                let sent = boottime();
+                let answer = self.put(&condition).await;
+                let event = self.lease.put_answered(sent, boottime(), answer);
+                self.log(event);
+            }
+        }
+        self.release().await;
     }
 
     /// Delete the lease if it is surely ours (still valid: no one else can

@@ -11,6 +11,7 @@
 mod catch_up;
 pub mod client;
 pub mod compact;
+mod due;
 pub mod error;
 mod keeper;
 pub mod lease;
