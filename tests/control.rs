@@ -237,3 +237,64 @@ fn litestream_cli_drives_sluice() {
     drop((conn_a, conn_b));
     stop(child);
 }
+
+/// `/metrics` from `port`.
+fn metrics_page(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port open");
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of `name{db="DB",...}` on a metrics page.
+fn sample(page: &str, name: &str, db: &Path) -> Option<u64> {
+    let prefix = format!("{name}{{db=\"{}\"", db.display());
+    let line = page.lines().find(|l| l.starts_with(&prefix))?;
+    line.rsplit(' ').next()?.parse::<f64>().ok().map(|v| v as u64)
+}
+
+/// Metrics follow the tenants: an idle database's replica TXID catches up
+/// once its replica ships (after its sync interval), with no commit after
+/// it; and a database unregistered while running leaves the page.
+#[test]
+fn metrics_catch_up_while_idle_and_forget_unregistered_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let (conn_a, conn_b) = (create_db(&a, PAGE), create_db(&b, PAGE));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let body = format!(
+        "addr: 127.0.0.1:{port}\ndbs:\n  - path: {}\n    replica:\n      url: {}\n      sync-interval: 5s\n",
+        a.display(),
+        url(&dir.path().join("ra"))
+    );
+    let (child, socket) = start_with_socket(dir.path(), &body);
+    let mut rng = seeded(12);
+    sync_wait(&socket, &a);
+    workload(&conn_a, &mut rng, 20);
+    // No commit from here on: the replica ships within its interval, and
+    // the page says so.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = metrics_page(port);
+        let (txid, replica) = (sample(&page, "sluice_txid", &a), sample(&page, "sluice_replica_txid", &a));
+        if txid.is_some() && txid == replica && replica_txid(&url(&dir.path().join("ra"))) == txid.unwrap() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sluice_replica_txid {replica:?} never reached sluice_txid {txid:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let rb = url(&dir.path().join("rb"));
+    ctl(&socket, "register", &["-replica", &rb, b.to_str().unwrap()]);
+    workload(&conn_b, &mut rng, 20);
+    sync_wait(&socket, &b);
+    assert!(sample(&metrics_page(port), "sluice_txid", &b).is_some(), "b is not on the page");
+    ctl(&socket, "unregister", &[b.to_str().unwrap()]);
+    let page = metrics_page(port);
+    assert!(!page.contains(&format!("\"{}\"", b.display())), "b stayed on the page:\n{page}");
+    assert!(sample(&page, "sluice_txid", &a).is_some(), "a left the page");
+    stop(child);
+    drop((conn_a, conn_b));
+}

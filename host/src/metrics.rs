@@ -3,7 +3,7 @@
 //! the same values under Litestream's own names and labels (so existing
 //! dashboards and alerts keep working), and the standard `process_*` set.
 
-use prometheus::core::{Collector, Desc};
+use prometheus::core::{Collector, Desc, MetricVec, MetricVecBuilder};
 use prometheus::proto::MetricFamily;
 use prometheus::{
     CounterVec, Encoder, GaugeVec, HistogramVec, TextEncoder, register_counter_vec, register_gauge_vec,
@@ -118,6 +118,47 @@ pub fn replica_op(db: &str, replica: &str, replica_type: &str, op: &str, bytes: 
     }
 }
 
+/// Drop every series labelled with database `db`: one removed while
+/// running (unregistered, out of a reloaded config, gone from a watched
+/// directory) must not stay on the metrics page, frozen at its last
+/// values, nor grow it without bound as tenants come and go.
+pub fn forget_database(db: &str) {
+    forget(&DB_SIZE, db);
+    forget(&WAL_SIZE, db);
+    forget(&TOTAL_WAL_BYTES, db);
+    forget(&TXID, db);
+    forget(&SYNC_COUNT, db);
+    forget(&SYNC_ERROR_COUNT, db);
+    forget(&SYNC_SECONDS, db);
+    forget(&VALIDATION_COUNT, db);
+    forget(&VALIDATION_ERROR_COUNT, db);
+    forget(&CHECKPOINT_COUNT, db);
+    forget(&CHECKPOINT_ERROR_COUNT, db);
+    forget(&CHECKPOINT_SECONDS, db);
+    forget(&REPLICA_TXID, db);
+    forget(&REPLICA_OPERATION_TOTAL, db);
+    forget(&REPLICA_OPERATION_BYTES, db);
+    forget(&REPLICA_OPERATION_ERRORS_TOTAL, db);
+    forget(&REPLICA_OPERATION_DURATION, db);
+    forget(&PLUGIN_CALLS_TOTAL, db);
+    forget(&PLUGIN_ERRORS_TOTAL, db);
+    forget(&PLUGIN_CALL_DURATION, db);
+}
+
+/// Remove the series of `vec` whose `db` label is `db`, whatever their
+/// other labels (the vector knows them; we do not).
+fn forget<T: MetricVecBuilder>(vec: &MetricVec<T>, db: &str) {
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: std::collections::HashMap<&str, &str> =
+                metric.get_label().iter().map(|l| (l.name(), l.value())).collect();
+            if labels.get("db") == Some(&db) {
+                let _ = vec.remove(&labels);
+            }
+        }
+    }
+}
+
 /// The text exposition of every metric.
 pub fn render() -> String {
     LazyLock::force(&EXTRA_COLLECTORS);
@@ -209,5 +250,22 @@ mod tests {
         }
         assert!(text.contains("litestream_replica_operation_total{operation=\"put\",replica_type=\"s3\"} 1"), "{text}");
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
+    }
+
+    #[test]
+    fn a_forgotten_database_leaves_the_page_and_the_others_stay() {
+        for db in ["/gone", "/kept"] {
+            TXID.with_label_values(&[db]).set(7.0);
+            CHECKPOINT_COUNT.with_label_values(&[db, "truncate"]).inc();
+            replica_op(db, "r1", "file", "get", 1, 0.1, true);
+            PLUGIN_ERRORS_TOTAL.with_label_values(&["file", db, "r1", "get", "transient"]).inc();
+        }
+        forget_database("/gone");
+        let text = render();
+        assert!(!text.contains("\"/gone\""), "{text}");
+        for name in ["sluice_txid{db=\"/kept\"}", "litestream_txid{db=\"/kept\"}", "db=\"/kept\",mode=\"truncate\""] {
+            assert!(text.contains(name), "{name} missing:\n{text}");
+        }
+        assert!(text.contains("sluice_plugin_errors_total{call=\"get\",db=\"/kept\""), "{text}");
     }
 }

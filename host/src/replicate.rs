@@ -92,11 +92,15 @@ struct Replica {
 
 /// Sleep until the pacer's next look, a file-watch notification it
 /// listens for (then until its batch allows the sync), or shutdown.
+/// Meanwhile, each time a replica ships something, `shipped` runs, so the
+/// spool and metrics catch up without waiting for a commit.
 async fn wait_for_next_look(
     pacer: &mut Pacer<Stamp>,
     wake: Option<&crate::file_watch::Subscription>,
     shutdown: &mut watch::Receiver<bool>,
     live: &Live,
+    replicas: &[Replica],
+    shipped: impl Fn(),
 ) {
     let next = pacer.next_look(tokio::time::Instant::now());
     let notified = async {
@@ -106,12 +110,21 @@ async fn wait_for_next_look(
         }
     };
     let mut woke = false;
-    tokio::select! {
-        _ = tokio::time::sleep_until(next.at) => {}
-        _ = notified => woke = true,
-        _ = shutdown.changed() => {}
-        // A sync asked for (control socket) is not held to the batch.
-        _ = live.requested() => return,
+    tokio::pin!(notified);
+    loop {
+        let news = futures::future::select_all(replicas.iter().map(|r| Box::pin(r.shared.shipped_news.notified())));
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.at) => {}
+            _ = &mut notified => woke = true,
+            _ = shutdown.changed() => {}
+            // A sync asked for (control socket) is not held to the batch.
+            _ = live.requested() => return,
+            _ = news, if !replicas.is_empty() => {
+                shipped();
+                continue;
+            }
+        }
+        break;
     }
     if woke && !*shutdown.borrow() {
         tokio::select! {
@@ -334,7 +347,8 @@ impl Running {
                 continue;
             }
             pacer.watched(wake.as_ref().is_some_and(|w| w.watching()));
-            wait_for_next_look(&mut pacer, wake.as_ref(), shutdown, &self.live).await;
+            let shipped = || collect_spool(meta, replicas);
+            wait_for_next_look(&mut pacer, wake.as_ref(), shutdown, &self.live, replicas, shipped).await;
             if *shutdown.borrow() {
                 return self.final_sync().await;
             }

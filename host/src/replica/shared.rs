@@ -48,6 +48,10 @@ pub struct ReplicaShared {
     /// When the replica last did something successfully (milliseconds
     /// since the epoch; 0: never), for the control socket's `list`.
     pub last_success_ms: AtomicU64,
+    /// Told whenever `shipped` moves: the database's loop then frees the
+    /// spool and updates the metrics without waiting for the next commit
+    /// (a shipped 1.4 GB snapshot stayed on disk until then).
+    pub shipped_news: tokio::sync::Notify,
 }
 
 impl ReplicaShared {

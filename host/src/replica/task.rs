@@ -147,6 +147,7 @@ impl ReplicaTask {
 
     fn set_shipped(&mut self, txid: u64) -> Result<(), ReplicaError> {
         self.shared.shipped.store(txid, Ordering::SeqCst);
+        self.shared.shipped_news.notify_one();
         self.position.save(&Persisted { shipped: txid }).map_err(|source| ReplicaError::Local {
             replica: self.settings.name.clone(),
             what: "cannot record the replica's position".into(),

@@ -210,6 +210,7 @@ impl Registry {
         if running.is_none() {
             // (Another remove may have gone first while this one waited.)
             self.dbs.lock().await.remove(path);
+            crate::metrics::forget_database(&path.display().to_string());
         }
         Some(result)
     }
