@@ -329,6 +329,23 @@ fn plugin_info_reads_a_third_party_plugin() {
     assert!(info.lines().any(|l| l.starts_with("name:") && l.trim_end().ends_with(" hostile")), "{info}");
 }
 
+/// A store that keeps objects in the plugin instance's own memory works
+/// call by call, and the conformance suite fails it on exactly the case
+/// that shows it: objects written by one instance, read by a new one.
+#[test]
+fn the_suite_fails_a_plugin_that_keeps_objects_in_its_own_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let wasm = hostile_wasm().to_str().unwrap();
+    let out = sluice(&["plugin", "check", "--plugin", wasm, "-s", "mode=forgetful", &url]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "a forgetful store passed:\n{stdout}");
+    let fails: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL ")).collect();
+    assert_eq!(fails.len(), 1, "{stdout}");
+    assert!(fails[0].contains("objects outlive the plugin instance"), "{stdout}");
+    assert!(stdout.contains("PASS  put then get returns the same bytes"), "{stdout}");
+}
+
 // ---------------------------------------------------------------------------
 // Hostile plugin: each limit obeyed, then violated
 // ---------------------------------------------------------------------------

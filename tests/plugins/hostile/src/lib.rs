@@ -14,6 +14,10 @@
 //! | `file`   | `path`                | inside the granted dir  | anywhere else                |
 //! | `panic`  | `panic`, `message`    | `panic=no`              | `panic=yes` (the default)    |
 //!
+//! `mode: forgetful` is a working store that keeps objects in the
+//! instance's own memory: every call works within one instance, and a new
+//! instance has lost them all, which the conformance suite must catch.
+//!
 //! Every mode first writes `stderr-kib` KiB of chatter to stderr and
 //! busy-waits `delay-ms` (both default 0), so a violation can be made to
 //! last while a test watches its neighbours keep working.
@@ -24,11 +28,38 @@
 #![cfg(target_arch = "wasm32")]
 
 use sluice_sdk::*;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 struct Hostile {
     config: Config,
+}
+
+thread_local! {
+    /// `forgetful` mode's objects: gone with the instance.
+    static OBJECTS: RefCell<BTreeMap<String, (Vec<u8>, ObjectMeta)>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+impl Hostile {
+    fn forgetful(&self) -> bool {
+        self.config.get("mode") == Some("forgetful")
+    }
+}
+
+/// `forgetful` mode's put: a fresh etag per write, as a real store's.
+fn remember(key: &str, data: Vec<u8>, options: PutOptions) -> ObjectMeta {
+    OBJECTS.with_borrow_mut(|objects| {
+        let mut meta = ObjectMeta::new(key, data.len() as u64, format!("v{}", random_u64()));
+        meta.metadata = options.metadata;
+        objects.insert(key.to_string(), (data, meta.clone()));
+        meta
+    })
+}
+
+fn recalled(key: &str) -> Result<(Vec<u8>, ObjectMeta), Error> {
+    OBJECTS.with_borrow(|objects| objects.get(key).cloned()).ok_or_else(|| Error::not_found(key))
 }
 
 /// A setting, overridden by the put's metadata entry of the same name.
@@ -105,14 +136,20 @@ impl Backend for Hostile {
 
     fn open(config: Config) -> Result<Self, Error> {
         match config.get("mode").unwrap_or("noop") {
-            "noop" | "memory" | "spin" | "http" | "file" | "panic" => Ok(Hostile { config }),
-            other => {
-                Err(Error::invalid_config(format!("unknown mode `{other}` (noop, memory, spin, http, file, panic)")))
-            }
+            "noop" | "memory" | "spin" | "http" | "file" | "panic" | "forgetful" => Ok(Hostile { config }),
+            other => Err(Error::invalid_config(format!(
+                "unknown mode `{other}` (noop, memory, spin, http, file, panic, forgetful)"
+            ))),
         }
     }
 
     fn put(&self, key: &str, data: Vec<u8>, options: PutOptions) -> Result<ObjectMeta, Error> {
+        if self.forgetful() {
+            if options.precondition != Precondition::None {
+                return Err(Error::unsupported("conditional writes"));
+            }
+            return Ok(remember(key, data, options));
+        }
         let c = &self.config;
         let size = data.len() as u64;
         let chatter = number(c, &options, "stderr-kib", 0)?;
@@ -173,22 +210,33 @@ impl Backend for Hostile {
         }
     }
 
-    fn get(&self, key: &str, _range: Option<ByteRange>) -> Result<Vec<u8>, Error> {
+    fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Vec<u8>, Error> {
         match (self.config.get("mode"), self.config.get("path")) {
             (Some("file"), Some(path)) => Ok(std::fs::read(path)?),
+            (Some("forgetful"), _) => Ok(slice_range(&recalled(key)?.0, range).to_vec()),
             _ => Err(Error::not_found(key)),
         }
     }
 
     fn head(&self, key: &str) -> Result<ObjectMeta, Error> {
+        if self.forgetful() {
+            return Ok(recalled(key)?.1);
+        }
         Err(Error::not_found(key))
     }
 
-    fn list(&self, _prefix: &str, _cursor: Option<String>, _max_keys: u32) -> Result<ListPage, Error> {
-        Ok(ListPage { objects: Vec::new(), next_cursor: None })
+    fn list(&self, prefix: &str, cursor: Option<String>, max_keys: u32) -> Result<ListPage, Error> {
+        if !self.forgetful() {
+            return Ok(ListPage { objects: Vec::new(), next_cursor: None });
+        }
+        OBJECTS.with_borrow(|objects| {
+            let keys = objects.keys().filter(|k| k.starts_with(prefix)).cloned();
+            Ok(ListPage::from_sorted_keys(keys, cursor, max_keys, |k| objects[k].1.clone()))
+        })
     }
 
-    fn delete(&self, _keys: Vec<String>) -> Result<Vec<DeleteFailure>, Error> {
+    fn delete(&self, keys: Vec<String>) -> Result<Vec<DeleteFailure>, Error> {
+        OBJECTS.with_borrow_mut(|objects| keys.iter().for_each(|k| drop(objects.remove(k))));
         Ok(Vec::new())
     }
 }
