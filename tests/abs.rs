@@ -44,6 +44,31 @@ fn the_conformance_suite_passes() {
     assert!(summary.contains(" 0 failed") && summary.contains(" 0 skipped"), "{stdout}");
 }
 
+/// A SAS token instead of the account key (`sas-token`, as Litestream's
+/// `LITESTREAM_AZURE_SAS_TOKEN`): the whole suite passes on it, and a
+/// token with a wrong signature is refused as credentials.
+#[test]
+fn a_sas_token_authenticates() {
+    let az = Azurite::start();
+    az.create_container("sas");
+    let token = az.sas_token();
+    let check = |token: &str| {
+        sluice()
+            .args(["plugin", "check"])
+            .arg(az.url("sas", "suite"))
+            .env("LITESTREAM_AZURE_SAS_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let out = check(&token);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("17 passed, 0 failed"), "{}", text(&out));
+    let forged = token.replace("sig=", "sig=AAAA");
+    let out = check(&forged);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("refused the credentials"), "{}", text(&out));
+}
+
 #[test]
 fn a_wrong_key_and_a_missing_container_are_said_once() {
     let az = Azurite::start();

@@ -55,6 +55,15 @@ impl Azurite {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// An account SAS token for the blob service, signed with the key
+    /// (tests/abs/account-sas.js).
+    pub fn sas_token(&self) -> String {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/abs/account-sas.js");
+        let out = Command::new("node").arg(script).output().expect("run node");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     /// `abs://ACCOUNT@CONTAINER/PATH?endpoint=...`; the key comes from
     /// `LITESTREAM_AZURE_ACCOUNT_KEY` (see `with_key`).
     pub fn url(&self, container: &str, path: &str) -> String {
