@@ -164,35 +164,6 @@ fn command_line_replicate_with_writer_then_restore() {
     assert_eq!(check, "ok");
 }
 
-/// Litestream's `oss://` (Alibaba Cloud OSS) goes through the S3 plugin,
-/// with OSS's own credential variables; here against SeaweedFS by
-/// `endpoint`, since no OSS server runs locally (the host-name forms are
-/// unit-tested in plugins/s3/src/url_tests.rs).
-#[test]
-fn oss_urls_replicate_through_the_s3_plugin() {
-    let s3 = Seaweed::start();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("oss://{BUCKET}/oss-db?endpoint={}", s3.endpoint());
-    let conn = create_db(&db, 4096);
-    let mut rng = seeded(11);
-    let oss_keys = |cmd: &mut Command| {
-        cmd.env("OSS_ACCESS_KEY_ID", ACCESS_KEY).env("OSS_ACCESS_KEY_SECRET", SECRET_KEY);
-    };
-    let mut cmd = sl();
-    oss_keys(&mut cmd);
-    cmd.arg("replicate").arg(&db).arg(&url);
-    let rep = Replicator::spawn(cmd, dir.path().join("replicate.log"));
-    write_for(&conn, &mut rng, 3.0);
-    let want = image(&conn);
-    rep.stop();
-    let out = dir.path().join("restored.db");
-    let mut restore = sl();
-    oss_keys(&mut restore);
-    run_ok(restore.args(["restore", "-o"]).arg(&out).arg(&url));
-    assert_same_image(&want, &file_image(&out, 4096), "oss:// replica");
-}
-
 // ---------------------------------------------------------------------------
 // The guide, configuration files
 

@@ -130,12 +130,6 @@ fn with_environment_credentials(
         settings.extend(crate::config::credentials::azure_from_environment(&settings));
         return Ok(settings);
     }
-    if url.starts_with("oss://") {
-        if !settings.iter().any(|(k, _)| k == "access-key-id") {
-            settings.extend(crate::config::credentials::oss_from_environment());
-        }
-        return Ok(settings);
-    }
     if settings.iter().any(|(k, _)| k == "access-key-id") {
         return Ok(settings);
     }

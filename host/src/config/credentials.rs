@@ -34,19 +34,6 @@ pub fn azure_from_environment(settings: &[(String, String)]) -> Option<(String, 
         .or_else(|| get("LITESTREAM_AZURE_SAS_TOKEN").map(|token| ("sas-token".to_string(), token)))
 }
 
-/// Alibaba OSS keys a replica's config does not give, from the variables
-/// Litestream's OSS client reads: `OSS_ACCESS_KEY_ID`,
-/// `OSS_ACCESS_KEY_SECRET` (and `OSS_SESSION_TOKEN`).
-pub fn oss_from_environment() -> Vec<(String, String)> {
-    let names = [
-        ("OSS_ACCESS_KEY_ID", "access-key-id"),
-        ("OSS_ACCESS_KEY_SECRET", "secret-access-key"),
-        ("OSS_SESSION_TOKEN", "session-token"),
-    ];
-    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    names.iter().filter_map(|(var, key)| Some((key.to_string(), get(var)?))).collect()
-}
-
 /// From the environment or the shared file; `None` if neither has any.
 /// A shared file that exists but cannot be read or parsed is an error
 /// naming it (silently signing anonymously would fail later, obscurely).

@@ -265,9 +265,6 @@ fn plugin_settings(r: &ReplicaConfig, kind: &str) -> anyhow::Result<Vec<(String,
     if kind == "abs" {
         settings.extend(super::credentials::azure_from_environment(&settings));
     }
-    if kind == "oss" && r.access_key_id.is_none() {
-        settings.extend(super::credentials::oss_from_environment());
-    }
     Ok(settings)
 }
 

@@ -163,12 +163,6 @@ pub fn derive_allowlist(url: &str, settings: &[(String, String)]) -> Vec<String>
         {
             add(&format!("{account}.blob.core.windows.net"));
         }
-    } else if parsed.scheme() == "oss" {
-        // `oss://BUCKET[.oss-REGION.aliyuncs.com]`: the bucket is no
-        // server; OSS's endpoints all lie below aliyuncs.com.
-        if endpoints.is_empty() {
-            add("aliyuncs.com");
-        }
     } else if let Some(host) = parsed.host_str() {
         add(host);
     }
@@ -369,15 +363,6 @@ mod tests {
         assert!(host_allowed(&hosts, "acct.blob.core.windows.net"));
         let azurite = [("endpoint".into(), "http://127.0.0.1:10000/devstoreaccount1".into())];
         assert_eq!(derive_allowlist("abs://devstoreaccount1@c01/db", &azurite), ["127.0.0.1", "*.127.0.0.1"]);
-    }
-
-    #[test]
-    fn allowlist_of_oss_is_alibabas_domain_or_the_endpoint() {
-        let hosts = derive_allowlist("oss://mybucket/db", &[]);
-        assert!(host_allowed(&hosts, "mybucket.s3.oss-cn-hangzhou.aliyuncs.com"));
-        assert!(!host_allowed(&hosts, "mybucket"));
-        assert!(!host_allowed(&hosts, "s3.amazonaws.com"));
-        assert_eq!(derive_allowlist("oss://b/db?endpoint=127.0.0.1:9000", &[]), ["127.0.0.1", "*.127.0.0.1"]);
     }
 
     #[test]

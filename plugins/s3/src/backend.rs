@@ -114,7 +114,7 @@ impl Backend for S3Backend {
                 "s3",
                 env!("CARGO_PKG_VERSION"),
                 "Amazon S3 and S3-compatible stores (s3://bucket/path); SigV4, conditional writes, multipart",
-                &["s3", "oss"],
+                &["s3"],
             )
         }
     }
@@ -126,8 +126,7 @@ impl Backend for S3Backend {
             _ => {
                 return Err(Error::invalid_config(format!(
                     "no S3 credentials for {}: set `access-key-id` and `secret-access-key` \
-                     (in the config file, or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; \
-                     OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET for oss://)",
+                     (in the config file, or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)",
                     config.url
                 )));
             }

@@ -177,40 +177,6 @@ pub fn detect(authority: &str) -> Detected {
     }
 }
 
-/// Split the host part of an `oss://` URL (Litestream's
-/// `oss://BUCKET[.oss-REGION.aliyuncs.com]/PATH`): OSS's S3-compatible
-/// endpoint is `s3.oss-REGION[-internal].aliyuncs.com`, and OSS takes only
-/// virtual-host addressing. A bare bucket's endpoint follows from the
-/// region (`host: None`); an explicit endpoint is handled by the caller.
-pub fn detect_oss(authority: &str) -> Detected {
-    let (hostname, _) = split_port(authority);
-    let labels: Vec<&str> = hostname.split('.').collect();
-    let at = labels.iter().position(|l| l.starts_with("oss-"));
-    let on_oss = at.is_some_and(|i| labels[i + 1..] == ["aliyuncs", "com"]);
-    let (bucket, host, region) = match at.filter(|_| on_oss) {
-        Some(i) => {
-            let bucket_labels = labels[..i].strip_suffix(&["s3"]).unwrap_or(&labels[..i]);
-            let zone = labels[i];
-            let region = zone.trim_start_matches("oss-").trim_end_matches("-internal");
-            (
-                bucket_labels.join("."),
-                Some(format!("s3.{zone}.aliyuncs.com")),
-                Some(region.to_string()),
-            )
-        }
-        None => (hostname.to_string(), None, None),
-    };
-    Detected {
-        bucket: Some(bucket).filter(|b| !b.is_empty()),
-        provider: Provider {
-            scheme: "https",
-            host,
-            region,
-            path_style: false,
-        },
-    }
-}
-
 /// Match the trailing labels; the leading ones (if any) are the bucket.
 fn match_labels(labels: &[&str], pattern: &[Label]) -> Option<(Option<String>, Option<String>)> {
     if labels.len() < pattern.len() {

@@ -1,8 +1,7 @@
 //! Where the replica lives: the `s3://` URL and the settings, resolved into
 //! bucket, key prefix, endpoint, region and addressing style. The URL
 //! forms and provider detection follow Litestream's, so its users' replica
-//! URLs keep working unchanged. Litestream's `oss://` (Alibaba Cloud OSS)
-//! is served here too, through OSS's S3-compatible API.
+//! URLs keep working unchanged.
 
 use crate::encode::{percent_decode, uri_encode};
 use crate::provider::{self, Provider};
@@ -12,8 +11,6 @@ use sluice_sdk::{Config, Error};
 /// Region assumed when nothing names one: what AWS and most S3-compatible
 /// stores accept (SigV4 needs some region, and MinIO-likes ignore it).
 pub const DEFAULT_REGION: &str = "us-east-1";
-/// Litestream's region for an `oss://` URL that names none.
-pub const OSS_DEFAULT_REGION: &str = "cn-hangzhou";
 
 /// A resolved replica location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,23 +71,15 @@ impl Location {
 
 /// The URL's parts, before settings are applied.
 struct ParsedUrl {
-    /// `oss://` rather than `s3://`.
-    oss: bool,
     host: String,
     path: String,
     query: Vec<(String, String)>,
 }
 
 fn split_url(url: &str) -> Result<ParsedUrl, Error> {
-    let (oss, rest) = match (url.strip_prefix("s3://"), url.strip_prefix("oss://")) {
-        (Some(rest), _) => (false, rest),
-        (None, Some(rest)) => (true, rest),
-        _ => {
-            return Err(Error::invalid_config(format!(
-                "replica URL must start with s3:// or oss://, got {url}"
-            )));
-        }
-    };
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| Error::invalid_config(format!("replica URL must start with s3://, got {url}")))?;
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     if host.contains('@') {
@@ -108,7 +97,6 @@ fn split_url(url: &str) -> Result<ParsedUrl, Error> {
         })
         .collect();
     Ok(ParsedUrl {
-        oss,
         host: host.to_string(),
         path: percent_decode(path),
         query,
@@ -155,11 +143,7 @@ pub fn resolve(config: &Config) -> Result<S3Config, Error> {
         query: &url.query,
     };
 
-    let detected = if url.oss {
-        provider::detect_oss(&url.host)
-    } else {
-        provider::detect(&url.host)
-    };
+    let detected = provider::detect(&url.host);
     let (bucket, path) = bucket_and_path(config, &url.path, detected.bucket)?;
 
     let mut provider = detected.provider;
@@ -167,18 +151,16 @@ pub fn resolve(config: &Config) -> Result<S3Config, Error> {
     if let Some(endpoint) = &explicit_endpoint {
         provider = endpoint_provider(endpoint)?;
     }
-    let default_region = if url.oss { OSS_DEFAULT_REGION } else { DEFAULT_REGION };
     let region = look
         .get("region", "region")
         .or_else(|| provider.region.clone())
-        .unwrap_or_else(|| default_region.to_string());
+        .unwrap_or_else(|| DEFAULT_REGION.to_string());
     let mut path_style = provider.path_style;
     if let Some(force) = look.bool("force-path-style", "forcePathStyle")? {
         path_style = force;
     }
     let host = match provider.host {
         Some(h) => h,
-        None if url.oss => format!("s3.oss-{region}.aliyuncs.com"),
         None => format!("s3.{region}.amazonaws.com"),
     };
     // A dotted bucket in the host name breaks TLS (the wildcard certificate
