@@ -111,3 +111,31 @@ fn sighup_adds_removes_and_restarts_databases() {
     assert!(log.contains("1 added, 1 removed, 1 changed, 0 unchanged"), "{log}");
     assert!(log.contains("not reloaded, the run goes on unchanged"), "{log}");
 }
+
+/// Without a control socket (nothing else keeps the run alive), changing
+/// the only database's replicas restarts it on them instead of ending the
+/// run when its old loop stops.
+#[test]
+fn sighup_restarts_the_only_database_without_ending_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let a = p("a.db");
+    let conn = create_db(&a, PAGE);
+    let mut rng = seeded(42);
+    let config = p("plain.yml");
+    std::fs::write(&config, format!("dbs:\n{}", entry(&a, &[&p("ra")]))).unwrap();
+    let mut child = start_replicator(&config);
+    workload(&conn, &mut rng, 20);
+    wait_for("the first replica", || replica_txid(&url(&p("ra"))) > 0);
+    std::fs::write(&config, format!("dbs:\n{}", entry(&a, &[&p("ra"), &p("ra2")]))).unwrap();
+    hangup(&child);
+    wait_for("the new replica", || std::fs::read_dir(p("ra2")).is_ok_and(|mut d| d.next().is_some()));
+    workload(&conn, &mut rng, 20);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "the run ended when its only database restarted");
+    stop(child);
+    for replica in ["ra", "ra2"] {
+        let got = restore_image(&url(&p(replica)), &p("check.db"), None, PAGE);
+        assert_same_image(&image(&conn), &got, replica);
+    }
+}

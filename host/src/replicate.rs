@@ -112,14 +112,23 @@ async fn wait_for_next_look(
     let mut woke = false;
     tokio::pin!(notified);
     loop {
-        let news = futures::future::select_all(replicas.iter().map(|r| Box::pin(r.shared.shipped_news.notified())));
+        // (`select_all` wants at least one future.)
+        let news = async {
+            match replicas.is_empty() {
+                true => std::future::pending().await,
+                false => {
+                    futures::future::select_all(replicas.iter().map(|r| Box::pin(r.shared.shipped_news.notified())))
+                        .await
+                }
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep_until(next.at) => {}
             _ = &mut notified => woke = true,
             _ = shutdown.changed() => {}
             // A sync asked for (control socket) is not held to the batch.
             _ = live.requested() => return,
-            _ = news, if !replicas.is_empty() => {
+            _ = news => {
                 shipped();
                 continue;
             }

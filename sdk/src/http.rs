@@ -203,7 +203,9 @@ impl<'a> Request<'a> {
             Method::Other(name) => WasiMethod::Other(name.to_string()),
         };
         let scheme = if parts.scheme == "https" { Scheme::Https } else { Scheme::Http };
-        let bad = |what: &str| Error::invalid_config(format!("bad {what} in URL {}", self.url));
+        // Without the query: it may carry a signature (an Azure SAS token).
+        let shown = self.url.split('?').next().unwrap_or_default();
+        let bad = |what: &str| Error::invalid_config(format!("bad {what} in URL {shown}"));
         request.set_method(&method).map_err(|()| bad("method"))?;
         request.set_scheme(Some(&scheme)).map_err(|()| bad("scheme"))?;
         request.set_authority(Some(parts.authority)).map_err(|()| bad("host"))?;

@@ -157,8 +157,10 @@ pub fn derive_allowlist(url: &str, settings: &[(String, String)]) -> Vec<String>
     if parsed.scheme() == "abs" {
         // `abs://ACCOUNT@CONTAINER/PATH` names a container, not a server:
         // the account's own host, unless an endpoint names another.
-        let account = settings.iter().find(|(k, _)| k == "account-name").map(|(_, v)| v.as_str());
-        if let Some(account) = account.or(Some(parsed.username()).filter(|u| !u.is_empty()))
+        let query = parsed.query_pairs().find(|(k, _)| k == "account-name").map(|(_, v)| v.into_owned());
+        let setting = settings.iter().find(|(k, _)| k == "account-name").map(|(_, v)| v.clone());
+        let user = Some(parsed.username().to_string()).filter(|u| !u.is_empty());
+        if let Some(account) = setting.or(query).or(user)
             && endpoints.is_empty()
         {
             add(&format!("{account}.blob.core.windows.net"));
@@ -360,6 +362,8 @@ mod tests {
         assert!(!host_allowed(&hosts, "backups"));
         assert!(!host_allowed(&hosts, "other.blob.core.windows.net"));
         let hosts = derive_allowlist("abs:///db", &[("account-name".into(), "acct".into())]);
+        assert!(host_allowed(&hosts, "acct.blob.core.windows.net"));
+        let hosts = derive_allowlist("abs://c01/db?account-name=acct", &[]);
         assert!(host_allowed(&hosts, "acct.blob.core.windows.net"));
         let azurite = [("endpoint".into(), "http://127.0.0.1:10000/devstoreaccount1".into())];
         assert_eq!(derive_allowlist("abs://devstoreaccount1@c01/db", &azurite), ["127.0.0.1", "*.127.0.0.1"]);

@@ -34,7 +34,7 @@ pub struct Keeper {
 }
 
 /// The replica task's side of `Keeper::demand`: says "I have something
-/// to write", which keeps the lease renewed and wakes a resting one.
+/// to write", which keeps the lease on its short promise (and ends a rest).
 #[derive(Clone)]
 pub struct Demand(watch::Sender<u64>);
 
@@ -64,7 +64,8 @@ impl Keeper {
         let (tx, rx) = watch::channel(Standing::default());
         let (wants, demand) = watch::channel(0);
         let conditional = store.info().capabilities.conditional_writes;
-        let keeper = Keeper { store, lease: Lease::new(id, ttl, once), me, conditional, tx, demand, problem: None };
+        let lease = Lease::new(id, ttl, once, conditional);
+        let keeper = Keeper { store, lease, me, conditional, tx, demand, problem: None };
         (keeper, rx, Demand(wants))
     }
 
@@ -108,7 +109,7 @@ impl Keeper {
                 }
             }
         }
-        if tokio::time::timeout(RELEASE_TIMEOUT, self.wake_then_release()).await.is_err() {
+        if tokio::time::timeout(RELEASE_TIMEOUT, self.release()).await.is_err() {
             tracing::warn!("{}: releasing the replica's lease timed out; it expires by itself", self.store.labels());
         }
         self.tx.send_replace(Standing { decided: true, ..Standing::default() });
@@ -154,6 +155,8 @@ impl Keeper {
 
     async fn put(&mut self, condition: &Condition) -> PutAnswer {
         self.me.renewal += 1;
+        // What waiters will wait for: the rest TTL while resting.
+        self.me.ttl_ms = self.lease.put_ttl().as_millis() as u64;
         let answer =
             if self.conditional { self.put_conditional(condition).await } else { self.put_weak(condition).await };
         if !matches!(answer, PutAnswer::Failed) {
@@ -260,21 +263,6 @@ impl Keeper {
             meta.modified_ms.and_then(|m| u64::try_from(now_ms()).ok()?.checked_sub(m)).map(Duration::from_millis);
         let dead = holder.as_ref().is_some_and(|h| is_dead(h, &self.me));
         ReadAnswer::Found { etag: meta.etag, holder, age, dead }
-    }
-
-    /// A resting lease is renewed first (if still ours), so that it can be
-    /// released rather than left for the next process to wait out.
-    async fn wake_then_release(&mut self) {
-        if self.lease.standing().resting {
-            self.lease.demanded(boottime());
-            if let Step::Put(condition) = self.lease.step(boottime()) {
-                let sent = boottime();
-                let answer = self.put(&condition).await;
-                let event = self.lease.put_answered(sent, boottime(), answer);
-                self.log(event);
-            }
-        }
-        self.release().await;
     }
 
     /// Delete the lease if it is surely ours (still valid: no one else can

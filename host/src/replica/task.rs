@@ -306,15 +306,12 @@ impl ReplicaTask {
         if due {
             self.demand.now();
         }
-        // A resting lease no longer valid: nothing to do costs nothing, and
-        // something to do waits for the renewal just asked for.
+        // A rest just ended (the demand above): the renewal is on its way,
+        // and waiting for it is no failure.
         let standing = self.lease.borrow().clone();
-        if standing.resting && !standing.holds(boottime()) {
-            if due {
-                return Ok(Passed::Waking);
-            }
-            self.shared.ready.store(true, Ordering::SeqCst);
-            return Ok(Passed::Done);
+        let now = boottime();
+        if !standing.holds(now) && standing.waking_until.is_some_and(|w| now < w) {
+            return Ok(Passed::Waking);
         }
         let listed = match self.may_write() {
             Ok(()) => self.listing().await.map(|_| ()),

@@ -73,6 +73,9 @@ pub struct Registry {
     closing: AtomicBool,
     /// A loop ended (on its own, or asked to).
     ended: Arc<Notify>,
+    /// Changes under way that stop a database to start it again (a
+    /// reload): meanwhile the run does not end for want of databases.
+    changing: std::sync::atomic::AtomicUsize,
     /// When the run started (ms since the epoch).
     pub started_ms: i64,
 }
@@ -88,8 +91,16 @@ impl Registry {
             dbs: Mutex::new(BTreeMap::new()),
             closing: AtomicBool::new(false),
             ended: Arc::new(Notify::new()),
+            changing: std::sync::atomic::AtomicUsize::new(0),
             started_ms: crate::clock::now_ms(),
         })
+    }
+
+    /// Hold the run open while databases are stopped and started again
+    /// (see `changing`); dropping the guard lets it end if none is left.
+    pub fn changing(self: &Arc<Self>) -> ChangeGuard {
+        self.changing.fetch_add(1, Ordering::SeqCst);
+        ChangeGuard(self.clone())
     }
 
     pub(super) fn options(&self) -> &Options {
@@ -116,9 +127,6 @@ impl Registry {
 
     /// `add`, with the stores already open.
     pub async fn add_opened(&self, spec: DatabaseSpec, stores: Vec<PluginStore>) -> anyhow::Result<Added> {
-        if self.closing.load(Ordering::SeqCst) {
-            anyhow::bail!("sluice is shutting down; {} was not added", spec.path.display());
-        }
         // The entry goes in first, its operation lock held while the loop
         // starts: two callers adding one path (the socket and a watched
         // directory) must never open two captures of it.
@@ -127,6 +135,11 @@ impl Registry {
         let live = Live::new();
         {
             let mut dbs = self.dbs.lock().await;
+            // Under the map's lock, as `run` sets it: an entry added after
+            // shutdown took its list would get no final sync.
+            if self.closing.load(Ordering::SeqCst) {
+                anyhow::bail!("sluice is shutting down; {} was not added", spec.path.display());
+            }
             if dbs.contains_key(&spec.path) {
                 return Ok(Added::AlreadyPresent);
             }
@@ -253,9 +266,11 @@ impl Registry {
                 break;
             }
         }
-        self.closing.store(true, Ordering::SeqCst);
-        let entries: Vec<(PathBuf, Arc<Mutex<Option<Loop>>>)> =
-            self.dbs.lock().await.iter().map(|(p, e)| (p.clone(), e.op.clone())).collect();
+        let entries: Vec<(PathBuf, Arc<Mutex<Option<Loop>>>)> = {
+            let dbs = self.dbs.lock().await;
+            self.closing.store(true, Ordering::SeqCst);
+            dbs.iter().map(|(p, e)| (p.clone(), e.op.clone())).collect()
+        };
         // Every loop hears the shutdown at once and syncs concurrently;
         // each bounds its own final sync (shutdown-sync-timeout).
         let mut stopping = Vec::new();
@@ -292,8 +307,22 @@ impl Registry {
     }
 
     async fn all_ended(&self) -> bool {
+        if self.changing.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
         let dbs = self.dbs.lock().await;
         dbs.values().all(|e| e.live.state() == State::Stopped)
+    }
+}
+
+/// See `Registry::changing`.
+pub struct ChangeGuard(Arc<Registry>);
+
+impl Drop for ChangeGuard {
+    fn drop(&mut self) {
+        self.0.changing.fetch_sub(1, Ordering::SeqCst);
+        // The run re-checks whether any database is left.
+        self.0.ended.notify_one();
     }
 }
 

@@ -95,6 +95,7 @@ impl Reloader {
             changes.changed.len(),
             changes.unchanged
         );
+        let _open = self.registry.changing();
         self.apply(changes, timeout).await;
         tracing::info!(
             "reloaded {}: {summary}; other settings (socket, metrics address, logging, watched directories) apply at the next start",
@@ -104,7 +105,7 @@ impl Reloader {
 
     async fn apply(&mut self, changes: DbChanges, timeout: Duration) {
         for path in changes.removed {
-            if self.stop(&path, timeout).await {
+            if self.stop(&path, timeout, "no longer in the config file").await {
                 self.mine.remove(&path);
             }
         }
@@ -116,18 +117,22 @@ impl Reloader {
         }
     }
 
-    /// Stop and forget `path`; whether it is gone.
-    async fn stop(&self, path: &Path, timeout: Duration) -> bool {
+    /// Stop and forget `path` (`why` says what the file did); whether it
+    /// is gone. A final sync that failed still ends its loop: it is gone.
+    async fn stop(&self, path: &Path, timeout: Duration, why: &str) -> bool {
+        let database = path.display().to_string();
         match self.registry.remove(path, timeout).await {
-            None | Some(Ok(())) => {
-                tracing::info!(database = %path.display(), "no longer in the config file: stopped after its final sync");
-                true
-            }
-            Some(Err(e)) => {
-                tracing::error!(database = %path.display(), "removed from the config file, but: {e:#}");
-                false
-            }
+            None | Some(Ok(())) => tracing::info!(database = %database, "{why}: stopped after its final sync"),
+            Some(Err(e)) => tracing::error!(database = %database, "{why}, but its final sync failed: {e:#}"),
         }
+        let gone = self.registry.live(path).await.is_none();
+        if !gone {
+            tracing::error!(
+                database = %database,
+                "{why}, but it is still finishing its final sync; send SIGHUP again once it has (`sluice list` shows it)"
+            );
+        }
+        gone
     }
 
     /// Its new stores first: a setting that does not work leaves the
@@ -141,14 +146,18 @@ impl Reloader {
                 return;
             }
         };
-        if !self.stop(&spec.path, timeout).await {
+        if !self.stop(&spec.path, timeout, "its settings changed").await {
             return;
         }
         self.mine.remove(&spec.path);
         match self.registry.add_opened(spec.clone(), stores).await {
-            Ok(_) => {
+            Ok(Added::Added) => {
                 tracing::info!(database = %database, "restarted on its new settings");
                 self.mine.insert(spec.path.clone(), spec);
+            }
+            // The socket or a watched directory registered it meanwhile: theirs.
+            Ok(Added::AlreadyPresent) => {
+                tracing::warn!(database = %database, "registered meanwhile by another way; its new settings were not applied")
             }
             Err(e) => tracing::error!(database = %database, "not restarted on its new settings: {e:#}"),
         }

@@ -125,6 +125,14 @@ impl Abs {
             Some("BlobNotFound") if matches!(precondition, Precondition::IfMatch(_)) => {
                 Error::precondition_failed(format!("{op} {at}: the blob to replace is gone"))
             }
+            Some("BlobArchived") => Error::permanent(format!(
+                "{op} {at}: the blob is in the archive tier (a lifecycle policy?); rehydrate it, and keep the replica's path out of archiving"
+            )),
+            // A 409 that is not a lost race (a lease or legal hold on the
+            // blob, snapshots present): for an operator, not a retry.
+            Some(other) if response.status == 409 && other != "BlobAlreadyExists" => {
+                Error::permanent(format!("{op} {at}: Azure refused it ({other}): {}", response.text().trim()))
+            }
             _ => status_error(&format!("{op} {at}"), response),
         }
     }

@@ -190,7 +190,16 @@ fn credential(config: &Config) -> Result<Credential, Error> {
         return Ok(Credential::SharedKey(decoded));
     }
     if let Some(token) = config.get("sas-token") {
-        return Ok(Credential::Sas(token.trim().trim_start_matches('?').to_string()));
+        let token = token.trim().trim_start_matches('?');
+        // It goes into every URL as it is: only what a query may carry
+        // (its values percent-encoded, as Azure hands tokens out).
+        let fits = token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%&=+/:,".contains(&b));
+        if !fits {
+            return Err(Error::invalid_config(
+                "`sas-token` has characters a URL cannot carry: give it as Azure shows it (percent-encoded)",
+            ));
+        }
+        return Ok(Credential::Sas(token.to_string()));
     }
     Err(Error::access_denied(
         "no credentials for Azure Blob Storage: set `account-key` (or LITESTREAM_AZURE_ACCOUNT_KEY) or `sas-token` (or LITESTREAM_AZURE_SAS_TOKEN)",
@@ -276,6 +285,9 @@ mod tests {
         let bad_key =
             Location::from_config(&Config::new("abs://a@ccc/p", vec![("account-key".into(), "not base64!".into())]));
         assert!(bad_key.unwrap_err().message().contains("base64"));
+        let spaced =
+            Location::from_config(&Config::new("abs://a@ccc/p", vec![("sas-token".into(), "sv=1&sig=a b".into())]));
+        assert!(spaced.unwrap_err().message().contains("sas-token"));
         let none = Location::from_config(&Config::new("abs://a@ccc/p", vec![])).unwrap_err();
         assert!(matches!(none, Error::AccessDenied(_)), "{none:?}");
         assert!(at("abs://a@ccc/../x", &[]).is_err());
