@@ -34,6 +34,54 @@ pub fn azure_from_environment(settings: &[(String, String)]) -> Option<(String, 
         .or_else(|| get("LITESTREAM_AZURE_SAS_TOKEN").map(|token| ("sas-token".to_string(), token)))
 }
 
+/// Google Cloud Storage's settings a replica's config does not give, found
+/// as Google's libraries find them (Application Default Credentials). The
+/// plugin reads no files, so the host hands it the credentials file's text
+/// as `credentials-json`:
+/// - `credentials-json` given: kept; else `credentials-file`: read.
+/// - `STORAGE_EMULATOR_HOST` (`host:port`): the emulator is the
+///   `endpoint` (unless one is given), and no credentials from the
+///   environment go with it, as with Google's libraries.
+/// - else the file `GOOGLE_APPLICATION_CREDENTIALS` names, else gcloud's
+///   `application_default_credentials.json` if it exists.
+///
+/// A named file that cannot be read is an error naming it.
+pub fn gcs_from_environment(settings: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    let given = |settings: &[(String, String)], k: &str| settings.iter().any(|(name, v)| name == k && !v.is_empty());
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if given(settings, "credentials-json") {
+        return Ok(());
+    }
+    let file = settings.iter().rev().find(|(k, v)| k == "credentials-file" && !v.is_empty()).map(|(_, v)| v.clone());
+    let file = match file {
+        Some(f) => Some(PathBuf::from(f)),
+        None => match get("STORAGE_EMULATOR_HOST") {
+            Some(host) => {
+                if !given(settings, "endpoint") {
+                    settings.push(("endpoint".into(), host));
+                }
+                return Ok(());
+            }
+            None => get("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from).or_else(gcloud_default_file),
+        },
+    };
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read the Google credentials file {}: {e}", path.display()))?;
+        settings.retain(|(k, _)| k != "credentials-file");
+        settings.push(("credentials-json".into(), text));
+    }
+    Ok(())
+}
+
+/// gcloud's own ADC file (`gcloud auth application-default login`).
+fn gcloud_default_file() -> Option<PathBuf> {
+    let dir = std::env::var_os("CLOUDSDK_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| dirs::home_dir().map(|h| h.join(".config/gcloud")))?;
+    Some(dir.join("application_default_credentials.json")).filter(|p| p.exists())
+}
+
 /// From the environment or the shared file; `None` if neither has any.
 /// A shared file that exists but cannot be read or parsed is an error
 /// naming it (silently signing anonymously would fail later, obscurely).
