@@ -143,6 +143,22 @@ mod tests {
     }
 
     #[test]
+    fn a_google_credentials_file_is_handed_over_as_its_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key.json");
+        std::fs::write(&file, r#"{"type":"service_account"}"#).unwrap();
+        let mut settings = vec![("credentials-file".to_string(), file.display().to_string())];
+        gcs_from_environment(&mut settings).unwrap();
+        assert_eq!(settings, [("credentials-json".to_string(), r#"{"type":"service_account"}"#.to_string())]);
+        // Given text is kept as it is.
+        gcs_from_environment(&mut settings).unwrap();
+        assert_eq!(settings.len(), 1);
+        let missing = dir.path().join("missing.json").display().to_string();
+        let err = gcs_from_environment(&mut vec![("credentials-file".into(), missing.clone())]).unwrap_err();
+        assert!(err.to_string().contains(&missing), "{err}");
+    }
+
+    #[test]
     fn a_broken_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("credentials");

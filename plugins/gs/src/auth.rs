@@ -61,9 +61,9 @@ impl std::fmt::Debug for Credential {
 }
 
 fn required(value: Option<String>, field: &str, kind: &str) -> Result<String, Error> {
-    value.filter(|v| !v.is_empty()).ok_or_else(|| {
-        Error::invalid_config(format!("the Google credentials file (type {kind}) has no `{field}`"))
-    })
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Error::invalid_config(format!("the Google credentials file (type {kind}) has no `{field}`")))
 }
 
 impl Credential {
@@ -230,7 +230,8 @@ mod tests {
         assert_eq!(c.token_uri(), "http://127.0.0.1:9/token");
         assert_eq!(format!("{c:?}"), "Credential(service account backup@p.iam.gserviceaccount.com)");
         let body = c.token_request(1_800_000_000, &mut OsRng).unwrap();
-        let assertion = body.strip_prefix("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=");
+        let assertion =
+            body.strip_prefix("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=");
         let jwt = assertion.unwrap();
         assert_eq!(jwt.split('.').count(), 3);
         let header: serde_json::Value = serde_json::from_slice(&part(jwt, 0)).unwrap();

@@ -172,8 +172,8 @@ impl Gs {
             if r.status != 200 {
                 return Err(self.error("list", dir, &r, Missing::Bucket));
             }
-            let (objects, next) = listing::page(&r.body)
-                .map_err(|e| Error::transient(format!("list {dir}: unreadable answer: {e}")))?;
+            let (objects, next) =
+                listing::page(&r.body).map_err(|e| Error::transient(format!("list {dir}: unreadable answer: {e}")))?;
             names.extend(objects.into_iter().map(|o| o.name));
             match next {
                 Some(t) => token = Some(t),
@@ -235,8 +235,11 @@ impl Gs {
         let generations: std::collections::HashMap<String, String> =
             parts.iter().map(|p| (upload.part_name(prefix, p.part_number), p.etag.clone())).collect();
         let names = parts.iter().map(|p| upload.part_name(prefix, p.part_number)).collect();
-        let final_options =
-            PutOptions { precondition: upload.precondition.clone(), metadata: upload.metadata.clone(), content_sha256: None };
+        let final_options = PutOptions {
+            precondition: upload.precondition.clone(),
+            metadata: upload.metadata.clone(),
+            content_sha256: None,
+        };
         let mut last = None;
         for step in upload.plan(prefix, names) {
             let sources: Vec<(String, Option<String>)> = step

@@ -39,8 +39,7 @@ pub fn encode(s: &str) -> String {
 impl Location {
     pub fn from_config(config: &Config) -> Result<Location, Error> {
         let url = &config.url;
-        let rest =
-            url.strip_prefix("gs://").ok_or_else(|| Error::invalid_config(format!("not a gs:// URL: {url}")))?;
+        let rest = url.strip_prefix("gs://").ok_or_else(|| Error::invalid_config(format!("not a gs:// URL: {url}")))?;
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let config = &with_query(config, query)?;
         let (url_bucket, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
@@ -166,7 +165,10 @@ mod tests {
         let l = at("gs://backups/db/app", &[]).unwrap();
         assert_eq!(l.bucket, "backups");
         assert_eq!(l.prefix, "db/app/");
-        assert_eq!((l.scheme.as_str(), l.authority.as_str(), l.base_path.as_str()), ("https", "storage.googleapis.com", ""));
+        assert_eq!(
+            (l.scheme.as_str(), l.authority.as_str(), l.base_path.as_str()),
+            ("https", "storage.googleapis.com", "")
+        );
         let name = l.object_name("ltx/0/a b+c.ltx");
         assert_eq!(name, "db/app/ltx/0/a b+c.ltx");
         assert_eq!(l.object_path(&name), "/storage/v1/b/backups/o/db%2Fapp%2Fltx%2F0%2Fa%20b%2Bc.ltx");

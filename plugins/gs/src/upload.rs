@@ -126,7 +126,8 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for precondition in [Precondition::None, Precondition::IfAbsent, Precondition::IfMatch("1796294631718665".into())]
+        for precondition in
+            [Precondition::None, Precondition::IfAbsent, Precondition::IfMatch("1796294631718665".into())]
         {
             let options = PutOptions {
                 precondition,
@@ -159,7 +160,10 @@ mod tests {
         }
         let plan = u.plan("d/", names(33));
         assert_eq!(plan.len(), 2);
-        assert_eq!(plan[0], Compose { sources: names(32), target: Target::Temporary(u.temp_dir("d/") + "chain-000001") });
+        assert_eq!(
+            plan[0],
+            Compose { sources: names(32), target: Target::Temporary(u.temp_dir("d/") + "chain-000001") }
+        );
         assert_eq!(plan[1].sources, vec![u.temp_dir("d/") + "chain-000001", "p33".to_string()]);
         assert_eq!(plan[1].target, Target::Final);
         // 100 parts: 32, then 31 more three times (32 + 31 + 31 = 94), then 6.
