@@ -135,6 +135,41 @@ fn replicates_and_restores_at_every_synced_txid() {
     drop(conn);
 }
 
+/// A snapshot of more than 32 parts (a compose takes at most 32 sources)
+/// goes up as a chain of composes, leaves no temporaries, and restores.
+#[test]
+fn a_snapshot_of_many_parts_is_composed_and_restores() {
+    let gcs = Gcs::start(&["backups"]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, PAGE);
+    // 40 MiB that zstd cannot shrink: 40 parts of the host's 1 MiB.
+    conn.execute_batch(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) \
+         INSERT INTO t(a, b) SELECT 'big' || i, randomblob(1048576) FROM n;",
+    )
+    .unwrap();
+    let body = format!(
+        "dbs:\n  - path: {}\n    replica:\n      type: gs\n      bucket: backups\n      path: db/app\n      endpoint: {}\n",
+        db.display(),
+        gcs.endpoint()
+    );
+    let (child, socket) = start_with_socket(dir.path(), &body);
+    let out = run_ok(sluice().args(["sync", "-wait", "-json", "-socket"]).arg(&socket).arg(&db));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["txid"], v["replica_txid"], "{v}");
+    stop(child);
+    let objects = gcs.objects("backups", "db/app/");
+    // One object larger than 32 parts: it was composed in a chain.
+    assert!(objects.iter().any(|(_, size)| *size > 33 << 20), "{objects:?}");
+    let left: Vec<_> = objects.iter().filter(|(n, _)| n.contains(".sluice-upload/")).collect();
+    assert!(left.is_empty(), "temporaries left behind: {left:?}");
+    let want = image(&conn);
+    assert!(want.len() > 40 * 256, "{} pages", want.len());
+    let got = restore(&gcs, &Gcs::url("backups", "db/app"), &dir.path().join("restored.db"), None);
+    assert_same_image(&want, &got, "the composed snapshot");
+}
+
 /// Litestream 0.5.17 replicates to the emulator (its Go client honours
 /// `STORAGE_EMULATOR_HOST`); sluice restores what it wrote.
 #[test]

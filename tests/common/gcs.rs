@@ -70,6 +70,32 @@ impl Gcs {
     }
 }
 
+impl Gcs {
+    /// Names and sizes of the objects below `prefix` in `bucket`, read straight from
+    /// the emulator's JSON API (temporaries included, unlike a plugin's
+    /// listing).
+    pub fn objects(&self, bucket: &str, prefix: &str) -> Vec<(String, u64)> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let prefix: String = prefix.bytes().map(|b| format!("%{b:02X}")).collect();
+        let request = format!(
+            "GET /storage/v1/b/{bucket}/o?prefix={prefix}&maxResults=1000 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        );
+        conn.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+        // The body may come chunked: the JSON is between the outer braces.
+        let json = &body[body.find('{').unwrap()..=body.rfind('}').unwrap()];
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert!(v.get("nextPageToken").is_none(), "more than one page");
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        let size = |o: &serde_json::Value| o["size"].as_str().unwrap().parse().unwrap();
+        items.iter().map(|o| (o["name"].as_str().unwrap().to_string(), size(o))).collect()
+    }
+}
+
 impl Drop for Gcs {
     fn drop(&mut self) {
         let _ = self.child.kill();
