@@ -88,6 +88,38 @@ fn a_service_account_key_gets_a_token_and_a_wrong_one_is_said_once() {
     assert_eq!(tokens.accepted().len(), before, "the wrong key got a token");
 }
 
+/// gcloud's user credentials (`authorized_user`): the refresh token is
+/// traded for an access token; a revoked one is said once.
+#[test]
+fn user_credentials_trade_their_refresh_token() {
+    let gcs = Gcs::start(&["check"]);
+    let dir = tempfile::tempdir().unwrap();
+    let unused = ServiceAccount::generate(dir.path(), "unused");
+    let tokens = TokenServer::start(dir.path(), &unused);
+    let check = |refresh_token: &str| {
+        let file = dir.path().join("adc.json");
+        let json = serde_json::json!({
+            "type": "authorized_user",
+            "client_id": "764086051850-test.apps.googleusercontent.com",
+            "client_secret": "d-FL95Q19q7MQmFpd7hHD0Ty",
+            "refresh_token": refresh_token,
+            "token_uri": tokens.uri(),
+        });
+        std::fs::write(&file, json.to_string()).unwrap();
+        let mut cmd = sluice();
+        cmd.env("GOOGLE_APPLICATION_CREDENTIALS", &file).args(["plugin", "check", "-s"]);
+        cmd.arg(format!("endpoint={}", gcs.endpoint())).arg(Gcs::url("check", "suite")).output().unwrap()
+    };
+    let out = check(common::gcs::REFRESH_TOKEN);
+    assert!(out.status.success() && summary_of(&out).contains(" 0 failed"), "{}", text(&out));
+    let accepted = tokens.accepted();
+    assert!(accepted.iter().any(|l| l.contains("764086051850-test")), "{accepted:?}\n{}", text(&out));
+    let out = check("1//revoked");
+    let fails = fails(&out);
+    assert_eq!(fails.len(), 1, "{}", text(&out));
+    assert!(fails[0].contains("credentials") && fails[0].contains("expired or revoked"), "{}", text(&out));
+}
+
 #[test]
 fn a_missing_bucket_is_said_once() {
     let gcs = Gcs::start(&["check"]);

@@ -158,7 +158,11 @@ impl ServiceAccount {
     }
 }
 
-/// tests/gs/token_server.py, accepting assertions signed by one key.
+/// The refresh token tests/gs/token_server.py accepts.
+pub const REFRESH_TOKEN: &str = "1//sluice-test-refresh-token";
+
+/// tests/gs/token_server.py, accepting assertions signed by one key (and
+/// `REFRESH_TOKEN`).
 pub struct TokenServer {
     pub port: u16,
     pub log: PathBuf,

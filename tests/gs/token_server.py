@@ -2,12 +2,14 @@
 
 Usage: token_server.py PORT PUBLIC_KEY_PEM LOG_FILE
 
-Answers `POST /token` with the JWT-bearer grant as Google does: the
+Answers `POST /token` as Google does. The JWT-bearer grant: the
 assertion's RS256 signature is checked against PUBLIC_KEY_PEM (with the
 openssl command line), and its claims (aud = this endpoint's URL, the
 devstorage scope, a one-hour lifetime). A good assertion gets an access
 token and its claims are appended to LOG_FILE (one JSON line); anything
-else gets Google's `invalid_grant` answer with HTTP 400.
+else gets Google's `invalid_grant` answer with HTTP 400. The
+refresh-token grant (gcloud's user credentials): REFRESH_TOKEN is the one
+good token, and its client_id is logged as `{"client_id": ...}`.
 """
 
 import base64
@@ -23,6 +25,7 @@ PORT = int(sys.argv[1])
 PUBLIC_KEY = sys.argv[2]
 LOG = sys.argv[3]
 SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
+REFRESH_TOKEN = "1//sluice-test-refresh-token"
 
 
 def b64(part):
@@ -41,6 +44,10 @@ def signature_ok(signed, signature):
 
 def problem(form, audience):
     """What is wrong with the request, or None."""
+    if form.get("grant_type") == ["refresh_token"]:
+        if form.get("refresh_token") != [REFRESH_TOKEN] or not form.get("client_secret"):
+            return "Token has been expired or revoked."
+        return None
     if form.get("grant_type") != ["urn:ietf:params:oauth:grant-type:jwt-bearer"]:
         return "unsupported grant_type"
     parts = form.get("assertion", [""])[0].split(".")
@@ -65,9 +72,12 @@ class Handler(BaseHTTPRequestHandler):
         form = urllib.parse.parse_qs(self.rfile.read(length).decode())
         error = problem(form, "http://127.0.0.1:%d%s" % (PORT, self.path))
         if error is None:
-            claims = b64(form["assertion"][0].split(".")[1])
+            if "assertion" in form:
+                logged = json.loads(b64(form["assertion"][0].split(".")[1]))
+            else:
+                logged = {"client_id": form["client_id"][0]}
             with open(LOG, "a") as log:
-                log.write(json.dumps(json.loads(claims)) + "\n")
+                log.write(json.dumps(logged) + "\n")
             status, body = 200, {"access_token": "ya29.test-token", "expires_in": 3599, "token_type": "Bearer"}
         else:
             status, body = 400, {"error": "invalid_grant", "error_description": error}
