@@ -38,32 +38,40 @@ pub fn azure_from_environment(settings: &[(String, String)]) -> Option<(String, 
 /// as Google's libraries find them (Application Default Credentials). The
 /// plugin reads no files, so the host hands it the credentials file's text
 /// as `credentials-json`:
-/// - `credentials-json` given: kept; else `credentials-file`: read.
 /// - `STORAGE_EMULATOR_HOST` (`host:port`): the emulator is the
 ///   `endpoint` (unless one is given), and no credentials from the
 ///   environment go with it, as with Google's libraries.
-/// - else the file `GOOGLE_APPLICATION_CREDENTIALS` names, else gcloud's
-///   `application_default_credentials.json` if it exists.
+/// - `credentials-json` given: kept; else `credentials-file`: read.
+/// - else (no emulator) the file `GOOGLE_APPLICATION_CREDENTIALS` names,
+///   else gcloud's `application_default_credentials.json` if it exists.
 ///
 /// A named file that cannot be read is an error naming it.
 pub fn gcs_from_environment(settings: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    gcs_settings(settings, |k| std::env::var(k).ok(), gcloud_default_file)
+}
+
+/// `gcs_from_environment` with the environment and gcloud's file given.
+fn gcs_settings(
+    settings: &mut Vec<(String, String)>,
+    env: impl Fn(&str) -> Option<String>,
+    gcloud_file: impl FnOnce() -> Option<PathBuf>,
+) -> anyhow::Result<()> {
     let given = |settings: &[(String, String)], k: &str| settings.iter().any(|(name, v)| name == k && !v.is_empty());
-    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let get = |k: &str| env(k).filter(|v| !v.is_empty());
+    let emulator = get("STORAGE_EMULATOR_HOST");
+    if let Some(host) = &emulator
+        && !given(settings, "endpoint")
+    {
+        settings.push(("endpoint".into(), host.clone()));
+    }
     if given(settings, "credentials-json") {
         return Ok(());
     }
-    let file = settings.iter().rev().find(|(k, v)| k == "credentials-file" && !v.is_empty()).map(|(_, v)| v.clone());
-    let file = match file {
-        Some(f) => Some(PathBuf::from(f)),
-        None => match get("STORAGE_EMULATOR_HOST") {
-            Some(host) => {
-                if !given(settings, "endpoint") {
-                    settings.push(("endpoint".into(), host));
-                }
-                return Ok(());
-            }
-            None => get("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from).or_else(gcloud_default_file),
-        },
+    let named = settings.iter().rev().find(|(k, v)| k == "credentials-file" && !v.is_empty());
+    let file = match named.map(|(_, v)| PathBuf::from(v)) {
+        Some(f) => Some(f),
+        None if emulator.is_some() => None,
+        None => get("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from).or_else(gcloud_file),
     };
     if let Some(path) = file {
         let text = std::fs::read_to_string(&path)
@@ -143,18 +151,33 @@ mod tests {
     }
 
     #[test]
-    fn a_google_credentials_file_is_handed_over_as_its_text() {
+    fn google_credentials_are_found_as_googles_libraries_find_them() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("key.json");
-        std::fs::write(&file, r#"{"type":"service_account"}"#).unwrap();
-        let mut settings = vec![("credentials-file".to_string(), file.display().to_string())];
-        gcs_from_environment(&mut settings).unwrap();
-        assert_eq!(settings, [("credentials-json".to_string(), r#"{"type":"service_account"}"#.to_string())]);
-        // Given text is kept as it is.
-        gcs_from_environment(&mut settings).unwrap();
-        assert_eq!(settings.len(), 1);
+        let (named, adc, gcloud) =
+            (dir.path().join("named.json"), dir.path().join("adc.json"), dir.path().join("g.json"));
+        for (path, text) in [(&named, "named"), (&adc, "adc"), (&gcloud, "gcloud")] {
+            std::fs::write(path, text).unwrap();
+        }
+        let run = |settings: &[(&str, &str)], env: &[(&str, &str)]| {
+            let mut s: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let env = |k: &str| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.to_string());
+            gcs_settings(&mut s, env, || Some(gcloud.clone())).map(|()| s)
+        };
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let file = named.display().to_string();
+        let gac = ("GOOGLE_APPLICATION_CREDENTIALS", adc.to_str().unwrap());
+        // The config's file wins over the environment's, and is read.
+        assert_eq!(run(&[("credentials-file", &file)], &[gac]).unwrap(), [pair("credentials-json", "named")]);
+        assert_eq!(run(&[("credentials-json", "given")], &[gac]).unwrap(), [pair("credentials-json", "given")]);
+        assert_eq!(run(&[], &[gac]).unwrap(), [pair("credentials-json", "adc")]);
+        assert_eq!(run(&[], &[]).unwrap(), [pair("credentials-json", "gcloud")]);
+        // An emulator: its endpoint, and no credentials from the environment.
+        let emulator = ("STORAGE_EMULATOR_HOST", "127.0.0.1:4443");
+        assert_eq!(run(&[], &[gac, emulator]).unwrap(), [pair("endpoint", "127.0.0.1:4443")]);
+        let both = run(&[("credentials-file", &file), ("endpoint", "http://e:1")], &[emulator]).unwrap();
+        assert_eq!(both, [pair("endpoint", "http://e:1"), pair("credentials-json", "named")]);
         let missing = dir.path().join("missing.json").display().to_string();
-        let err = gcs_from_environment(&mut vec![("credentials-file".into(), missing.clone())]).unwrap_err();
+        let err = run(&[("credentials-file", &missing)], &[]).unwrap_err();
         assert!(err.to_string().contains(&missing), "{err}");
     }
 
