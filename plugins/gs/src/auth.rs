@@ -30,6 +30,34 @@ use sluice_sdk::Error;
 /// token it buys lasts as long, far beyond an instance's batch).
 pub const ASSERTION_LIFETIME_SECS: u64 = 3600;
 
+/// A token's lifetime when the answer does not say (Google's is an hour).
+pub const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 3600;
+/// Refresh a token this long before it expires: a request sent just
+/// before the end must not arrive with an expired one.
+pub const TOKEN_REFRESH_MARGIN_SECS: u64 = 300;
+
+/// The access token of an instance, and when to fetch the next.
+#[derive(Default)]
+pub struct TokenCache {
+    token: Option<(String, u64)>,
+}
+
+impl TokenCache {
+    /// The `Authorization` value, while the token is fresh at `now_secs`.
+    pub fn fresh(&self, now_secs: u64) -> Option<&str> {
+        self.token.as_ref().filter(|(_, refresh_at)| now_secs < *refresh_at).map(|(bearer, _)| bearer.as_str())
+    }
+
+    /// Keep a token fetched at `now_secs` that lasts `lifetime_secs`; its
+    /// `Authorization` value.
+    pub fn store(&mut self, token: &str, lifetime_secs: u64, now_secs: u64) -> String {
+        let bearer = format!("Bearer {token}");
+        let refresh_at = now_secs + lifetime_secs.saturating_sub(TOKEN_REFRESH_MARGIN_SECS);
+        self.token = Some((bearer.clone(), refresh_at));
+        bearer
+    }
+}
+
 /// Form values: everything but RFC 3986's unreserved is escaped.
 const FORM: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
@@ -170,14 +198,18 @@ pub fn jwt(
 #[derive(Deserialize)]
 struct TokenAnswer {
     access_token: Option<String>,
+    expires_in: Option<u64>,
     error: Option<String>,
     error_description: Option<String>,
 }
 
-/// The access token of a token endpoint's answer.
-pub fn access_token(body: &[u8]) -> Result<String, String> {
+/// The access token of a token endpoint's answer, and how many seconds
+/// it lasts.
+pub fn access_token(body: &[u8]) -> Result<(String, u64), String> {
     let answer: TokenAnswer = serde_json::from_slice(body).map_err(|e| format!("not a token answer: {e}"))?;
-    answer.access_token.filter(|t| !t.is_empty()).ok_or_else(|| "the answer has no access_token".to_string())
+    let token =
+        answer.access_token.filter(|t| !t.is_empty()).ok_or_else(|| "the answer has no access_token".to_string())?;
+    Ok((token, answer.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME_SECS)))
 }
 
 /// What a token endpoint's error answer says (`error: description`).
@@ -274,9 +306,22 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_refreshed_before_it_expires() {
+        let mut cache = TokenCache::default();
+        assert_eq!(cache.fresh(1000), None);
+        assert_eq!(cache.store("ya29.a", 3599, 1000), "Bearer ya29.a");
+        assert_eq!(cache.fresh(1000 + 3599 - TOKEN_REFRESH_MARGIN_SECS - 1), Some("Bearer ya29.a"));
+        assert_eq!(cache.fresh(1000 + 3599 - TOKEN_REFRESH_MARGIN_SECS), None);
+        // A token shorter than the margin is used for the call that got it only.
+        cache.store("ya29.b", 60, 5000);
+        assert_eq!(cache.fresh(5000), None);
+    }
+
+    #[test]
     fn token_answers() {
         let ok = br#"{"access_token":"ya29.x","expires_in":3599,"token_type":"Bearer"}"#;
-        assert_eq!(access_token(ok).unwrap(), "ya29.x");
+        assert_eq!(access_token(ok).unwrap(), ("ya29.x".to_string(), 3599));
+        assert_eq!(access_token(br#"{"access_token":"t"}"#).unwrap().1, DEFAULT_TOKEN_LIFETIME_SECS);
         let refused = br#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#;
         assert!(access_token(refused).is_err());
         assert_eq!(token_error(refused).as_deref(), Some("invalid_grant: Invalid JWT Signature."));

@@ -20,8 +20,13 @@ enum Missing {
 
 struct Gs {
     at: Location,
-    /// The access token, fetched on the first call (see the crate docs).
-    token: RefCell<Option<String>>,
+    /// The access token, fetched on the first call and again before it
+    /// expires (a warm instance can outlive it; see the crate docs).
+    token: RefCell<auth::TokenCache>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The host's randomness (`wasi:random`) for the signature's blinding.
@@ -85,13 +90,12 @@ impl Gs {
     /// `None` without credentials (an emulator, a public bucket).
     fn authorization(&self) -> Result<Option<String>, Error> {
         let Some(credential) = &self.at.credential else { return Ok(None) };
-        if let Some(token) = self.token.borrow().as_ref() {
-            return Ok(Some(format!("Bearer {token}")));
+        let now = now_secs();
+        if let Some(bearer) = self.token.borrow().fresh(now) {
+            return Ok(Some(bearer.to_string()));
         }
-        let token = fetch_token(credential)?;
-        let header = format!("Bearer {token}");
-        *self.token.borrow_mut() = Some(token);
-        Ok(Some(header))
+        let (token, lifetime) = fetch_token(credential, now)?;
+        Ok(Some(self.token.borrow_mut().store(&token, lifetime, now)))
     }
 
     /// Send a request to an encoded `path`, authorized.
@@ -265,9 +269,9 @@ fn last_generation(last: &Option<Object>, name: &str) -> Option<String> {
     last.as_ref().filter(|o| o.name == name).and_then(|o| o.generation.clone())
 }
 
-/// Trade the credentials for an access token at their `token_uri`.
-fn fetch_token(credential: &Credential) -> Result<String, Error> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+/// Trade the credentials for an access token at their `token_uri`: the
+/// token and its lifetime in seconds.
+fn fetch_token(credential: &Credential, now: u64) -> Result<(String, u64), Error> {
     let form = credential.token_request(now, &mut HostRng)?;
     let uri = credential.token_uri();
     let r = Request::new(Method::Post, uri)
@@ -310,7 +314,7 @@ impl Backend for Gs {
     }
 
     fn open(config: Config) -> Result<Self, Error> {
-        Ok(Gs { at: Location::from_config(&config)?, token: RefCell::new(None) })
+        Ok(Gs { at: Location::from_config(&config)?, token: RefCell::default() })
     }
 
     fn put(&self, key: &str, data: Vec<u8>, options: PutOptions) -> Result<ObjectMeta, Error> {

@@ -9,9 +9,11 @@
 //!   `token_uri` trades for an access token; an `authorized_user` file
 //!   (`gcloud auth application-default login`) trades its refresh token.
 //!   Either way: one token request per plugin instance, on its first
-//!   call, as instances live for one batch of calls (a token lasts an
-//!   hour). Without credentials requests go unauthenticated, as Google's
-//!   libraries do against an emulator (`STORAGE_EMULATOR_HOST`).
+//!   call, as instances live for one batch of calls, and again five
+//!   minutes before the token expires (an hour), as a warm instance
+//!   reused sync after sync can outlive it. Without credentials requests
+//!   go unauthenticated, as Google's libraries do against an emulator
+//!   (`STORAGE_EMULATOR_HOST`).
 //! - Conditional writes: the object's generation is its ETag (it changes
 //!   on every write, and GCS compares it atomically): if-absent is
 //!   `ifGenerationMatch=0`, if-match is `ifGenerationMatch=ETAG`.
