@@ -120,6 +120,26 @@ fn user_credentials_trade_their_refresh_token() {
     assert!(fails[0].contains("credentials") && fails[0].contains("expired or revoked"), "{}", text(&out));
 }
 
+/// The storage API itself refusing (403, as for an account without a role
+/// on the bucket; the emulator checks no credentials, so a proxy answers).
+#[test]
+fn a_refusal_by_the_storage_api_is_said_once() {
+    let gcs = Gcs::start(&["check"]);
+    let refuse: common::proxy::Policy =
+        std::sync::Arc::new(|_: &common::proxy::Request| common::proxy::Fault::Status(403, "AccessDenied"));
+    let proxy = common::proxy::Proxy::start(gcs.port, refuse);
+    let out = sluice()
+        .env("STORAGE_EMULATOR_HOST", proxy.endpoint())
+        .args(["plugin", "check"])
+        .arg(Gcs::url("check", "p"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let fails = fails(&out);
+    assert_eq!(fails.len(), 1, "{}", text(&out));
+    assert!(fails[0].contains("credentials") && fails[0].contains("HTTP 403"), "{}", text(&out));
+}
+
 #[test]
 fn a_missing_bucket_is_said_once() {
     let gcs = Gcs::start(&["check"]);

@@ -123,12 +123,17 @@ impl Gs {
         let at = format!("{op} gs://{}/{name}", self.at.bucket);
         let bucket_said = message.contains("bucket") && message.contains("not exist");
         match response.status {
-            401 | 403 => Error::access_denied(format!(
-                "{at}: Google refused the credentials of {} (HTTP {}{}): check GOOGLE_APPLICATION_CREDENTIALS, credentials-file or credentials-json, and the account's roles on the bucket",
-                self.at.credential.as_ref().map_or("an unauthenticated request".into(), Credential::describe),
-                response.status,
-                if message.is_empty() { String::new() } else { format!(": {message}") }
-            )),
+            401 | 403 => {
+                let who = match &self.at.credential {
+                    Some(c) => format!("the credentials of {}", c.describe()),
+                    None => "a request without credentials (none were found)".to_string(),
+                };
+                let said = if message.is_empty() { String::new() } else { format!(": {message}") };
+                Error::access_denied(format!(
+                    "{at}: Google refused {who} (HTTP {}{said}): check GOOGLE_APPLICATION_CREDENTIALS, credentials-file or credentials-json, and the account's roles on the bucket",
+                    response.status
+                ))
+            }
             404 if missing == Missing::Bucket || bucket_said => Error::invalid_config(format!(
                 "bucket `{}` does not exist: create it first (sluice does not create buckets)",
                 self.at.bucket
