@@ -98,7 +98,13 @@ impl Gs {
         Ok(Some(self.token.borrow_mut().store(&token, lifetime, now)))
     }
 
-    /// Send a request to an encoded `path`, authorized.
+    /// Send a request to an encoded `path`, authorized. A request Google
+    /// calls idempotent (reads and deletes, and writes guarded by
+    /// `ifGenerationMatch`: its retry strategy) is sent again, once and at
+    /// once, when the connection failed before an answer: the usual cause
+    /// is a pooled connection the server had closed (fake-gcs-server
+    /// closes one after every 416 without saying so). Other failures are
+    /// the host's to retry, with its back-off.
     fn send(
         &self,
         method: Method,
@@ -107,14 +113,24 @@ impl Gs {
         headers: &[(&str, String)],
         body: &[u8],
     ) -> Result<Response, Error> {
-        let mut request = Request::new(method, self.at.url(path, query));
-        if let Some(authorization) = self.authorization()? {
-            request = request.header("authorization", authorization);
+        let idempotent = method != Method::Post || query.iter().any(|(k, _)| *k == "ifGenerationMatch");
+        let send = || -> Result<Response, Error> {
+            let mut request = Request::new(method, self.at.url(path, query));
+            if let Some(authorization) = self.authorization()? {
+                request = request.header("authorization", authorization);
+            }
+            for (k, v) in headers {
+                request = request.header(*k, v.clone());
+            }
+            request.body(body).send()
+        };
+        match send() {
+            Err(e) if idempotent && matches!(e, Error::Transient(_)) => {
+                debug!("gs: {} {path}: {}; sending it again", method.as_str(), e.message());
+                send()
+            }
+            other => other,
         }
-        for (k, v) in headers {
-            request = request.header(*k, v.clone());
-        }
-        request.body(body).send()
     }
 
     /// The contract's error for a failed call `op` on object `name`.
