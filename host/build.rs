@@ -13,6 +13,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("sluice-plugin-s3", "SLUICE_PLUGIN_S3_WASM"),
     ("sluice-plugin-webdav", "SLUICE_PLUGIN_WEBDAV_WASM"),
     ("sluice-plugin-abs", "SLUICE_PLUGIN_ABS_WASM"),
+    ("sluice-plugin-gs", "SLUICE_PLUGIN_GS_WASM"),
 ];
 
 const WASM_TARGET: &str = "wasm32-wasip2";

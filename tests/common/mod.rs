@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod gcs;
 pub mod litestream_bin;
 pub mod proxy;
 pub mod seaweed;
@@ -33,6 +34,8 @@ pub fn sluice() -> Command {
         "AWS_SECRET_ACCESS_KEY",
         "LITESTREAM_ACCESS_KEY_ID",
         "LITESTREAM_SECRET_ACCESS_KEY",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "STORAGE_EMULATOR_HOST",
     ] {
         cmd.env_remove(var);
     }

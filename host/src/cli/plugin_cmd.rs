@@ -130,6 +130,10 @@ fn with_environment_credentials(
         settings.extend(crate::config::credentials::azure_from_environment(&settings));
         return Ok(settings);
     }
+    if url.starts_with("gs://") {
+        crate::config::credentials::gcs_from_environment(&mut settings)?;
+        return Ok(settings);
+    }
     if settings.iter().any(|(k, _)| k == "access-key-id") {
         return Ok(settings);
     }

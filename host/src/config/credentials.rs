@@ -34,6 +34,62 @@ pub fn azure_from_environment(settings: &[(String, String)]) -> Option<(String, 
         .or_else(|| get("LITESTREAM_AZURE_SAS_TOKEN").map(|token| ("sas-token".to_string(), token)))
 }
 
+/// Google Cloud Storage's settings a replica's config does not give, found
+/// as Google's libraries find them (Application Default Credentials). The
+/// plugin reads no files, so the host hands it the credentials file's text
+/// as `credentials-json`:
+/// - `STORAGE_EMULATOR_HOST` (`host:port`): the emulator is the
+///   `endpoint` (unless one is given), and no credentials from the
+///   environment go with it, as with Google's libraries.
+/// - `credentials-json` given: kept; else `credentials-file`: read.
+/// - else (no emulator) the file `GOOGLE_APPLICATION_CREDENTIALS` names,
+///   else gcloud's `application_default_credentials.json` if it exists.
+///
+/// A named file that cannot be read is an error naming it.
+pub fn gcs_from_environment(settings: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    gcs_settings(settings, |k| std::env::var(k).ok(), gcloud_default_file)
+}
+
+/// `gcs_from_environment` with the environment and gcloud's file given.
+fn gcs_settings(
+    settings: &mut Vec<(String, String)>,
+    env: impl Fn(&str) -> Option<String>,
+    gcloud_file: impl FnOnce() -> Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let given = |settings: &[(String, String)], k: &str| settings.iter().any(|(name, v)| name == k && !v.is_empty());
+    let get = |k: &str| env(k).filter(|v| !v.is_empty());
+    let emulator = get("STORAGE_EMULATOR_HOST");
+    if let Some(host) = &emulator
+        && !given(settings, "endpoint")
+    {
+        settings.push(("endpoint".into(), host.clone()));
+    }
+    if given(settings, "credentials-json") {
+        return Ok(());
+    }
+    let named = settings.iter().rev().find(|(k, v)| k == "credentials-file" && !v.is_empty());
+    let file = match named.map(|(_, v)| PathBuf::from(v)) {
+        Some(f) => Some(f),
+        None if emulator.is_some() => None,
+        None => get("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from).or_else(gcloud_file),
+    };
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read the Google credentials file {}: {e}", path.display()))?;
+        settings.retain(|(k, _)| k != "credentials-file");
+        settings.push(("credentials-json".into(), text));
+    }
+    Ok(())
+}
+
+/// gcloud's own ADC file (`gcloud auth application-default login`).
+fn gcloud_default_file() -> Option<PathBuf> {
+    let dir = std::env::var_os("CLOUDSDK_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| dirs::home_dir().map(|h| h.join(".config/gcloud")))?;
+    Some(dir.join("application_default_credentials.json")).filter(|p| p.exists())
+}
+
 /// From the environment or the shared file; `None` if neither has any.
 /// A shared file that exists but cannot be read or parsed is an error
 /// naming it (silently signing anonymously would fail later, obscurely).
@@ -92,6 +148,37 @@ mod tests {
         assert_eq!(shared_file(&file, "nope").unwrap(), None);
         assert_eq!(shared_file(&dir.path().join("missing"), "default").unwrap(), None);
         assert!(!format!("{b:?}").contains("b/s"), "the secret is printed");
+    }
+
+    #[test]
+    fn google_credentials_are_found_as_googles_libraries_find_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (named, adc, gcloud) =
+            (dir.path().join("named.json"), dir.path().join("adc.json"), dir.path().join("g.json"));
+        for (path, text) in [(&named, "named"), (&adc, "adc"), (&gcloud, "gcloud")] {
+            std::fs::write(path, text).unwrap();
+        }
+        let run = |settings: &[(&str, &str)], env: &[(&str, &str)]| {
+            let mut s: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let env = |k: &str| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.to_string());
+            gcs_settings(&mut s, env, || Some(gcloud.clone())).map(|()| s)
+        };
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let file = named.display().to_string();
+        let gac = ("GOOGLE_APPLICATION_CREDENTIALS", adc.to_str().unwrap());
+        // The config's file wins over the environment's, and is read.
+        assert_eq!(run(&[("credentials-file", &file)], &[gac]).unwrap(), [pair("credentials-json", "named")]);
+        assert_eq!(run(&[("credentials-json", "given")], &[gac]).unwrap(), [pair("credentials-json", "given")]);
+        assert_eq!(run(&[], &[gac]).unwrap(), [pair("credentials-json", "adc")]);
+        assert_eq!(run(&[], &[]).unwrap(), [pair("credentials-json", "gcloud")]);
+        // An emulator: its endpoint, and no credentials from the environment.
+        let emulator = ("STORAGE_EMULATOR_HOST", "127.0.0.1:4443");
+        assert_eq!(run(&[], &[gac, emulator]).unwrap(), [pair("endpoint", "127.0.0.1:4443")]);
+        let both = run(&[("credentials-file", &file), ("endpoint", "http://e:1")], &[emulator]).unwrap();
+        assert_eq!(both, [pair("endpoint", "http://e:1"), pair("credentials-json", "named")]);
+        let missing = dir.path().join("missing.json").display().to_string();
+        let err = run(&[("credentials-file", &missing)], &[]).unwrap_err();
+        assert!(err.to_string().contains(&missing), "{err}");
     }
 
     #[test]

@@ -31,8 +31,16 @@ pub const NOTED: &[(&str, &str)] = &[
 
 /// Replica keys of Litestream's other backends, handed to the plugin as
 /// settings (the bundled plugin for the URL's scheme reads them).
-pub const BACKEND_SETTINGS: &[&str] =
-    &["webdav-url", "webdav-username", "webdav-password", "account-name", "account-key", "sas-token"];
+pub const BACKEND_SETTINGS: &[&str] = &[
+    "webdav-url",
+    "webdav-username",
+    "webdav-password",
+    "account-name",
+    "account-key",
+    "sas-token",
+    "credentials-file",
+    "credentials-json",
+];
 
 /// `retention: {enabled: ...}` (Litestream 0.5), as noted.
 pub const RETENTION_ENABLED_NOTE: &str = "`retention.enabled`: sluice deletes only what snapshot.retention and l0-retention let go; set them long to keep more";

@@ -1,12 +1,13 @@
 //! Plugins compiled into the binary by `build.rs`.
 
 /// Names of the bundled plugins, in the order `plugin export` writes them.
-pub const NAMES: &[&str] = &["file", "s3", "webdav", "abs"];
+pub const NAMES: &[&str] = &["file", "s3", "webdav", "abs", "gs"];
 
 static FILE: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_FILE_WASM"));
 static S3: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_S3_WASM"));
 static WEBDAV: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_WEBDAV_WASM"));
 static ABS: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_ABS_WASM"));
+static GS: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_GS_WASM"));
 
 /// The component bytes of a bundled plugin.
 pub fn bytes(name: &str) -> Option<&'static [u8]> {
@@ -15,6 +16,7 @@ pub fn bytes(name: &str) -> Option<&'static [u8]> {
         "s3" => Some(S3),
         "webdav" => Some(WEBDAV),
         "abs" => Some(ABS),
+        "gs" => Some(GS),
         _ => None,
     }
 }
@@ -26,6 +28,7 @@ pub fn sha256(name: &str) -> Option<&'static str> {
         "s3" => Some(env!("SLUICE_PLUGIN_S3_WASM_SHA256")),
         "webdav" => Some(env!("SLUICE_PLUGIN_WEBDAV_WASM_SHA256")),
         "abs" => Some(env!("SLUICE_PLUGIN_ABS_WASM_SHA256")),
+        "gs" => Some(env!("SLUICE_PLUGIN_GS_WASM_SHA256")),
         _ => None,
     }
 }
@@ -37,6 +40,7 @@ pub fn for_url(url: &str) -> Option<&'static str> {
         Some("s3") => Some("s3"),
         Some("webdav" | "webdavs") => Some("webdav"),
         Some("abs") => Some("abs"),
+        Some("gs") => Some("gs"),
         _ => None,
     }
 }

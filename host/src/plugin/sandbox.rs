@@ -124,7 +124,8 @@ fn local_dir_of_url(url: &str) -> std::io::Result<PathBuf> {
 /// subdomains, its parent domain (`bucket.region.provider.com` talks to
 /// `region.provider.com`, S3 only), any `endpoint` or `*-url` setting
 /// (`webdav-url`) given in the query or settings, AWS for a bare S3
-/// bucket name, and an Azure account's blob host.
+/// bucket name, an Azure account's blob host, and Google's storage and
+/// token hosts.
 pub fn derive_allowlist(url: &str, settings: &[(String, String)]) -> Vec<String> {
     let mut hosts = Vec::new();
     let mut add = |host: &str| {
@@ -165,6 +166,16 @@ pub fn derive_allowlist(url: &str, settings: &[(String, String)]) -> Vec<String>
         {
             add(&format!("{account}.blob.core.windows.net"));
         }
+    } else if parsed.scheme() == "gs" {
+        // `gs://BUCKET/PATH` names a bucket, not a server: Google's API
+        // host unless an endpoint names another, and the token endpoint
+        // of the credentials (what the plugin signs its JWT for).
+        if endpoints.is_empty() {
+            add(GCS_HOST);
+        }
+        if let Some(json) = settings.iter().rev().find(|(k, _)| k == "credentials-json").map(|(_, v)| v) {
+            add(&gcs_token_host(json));
+        }
     } else if let Some(host) = parsed.host_str() {
         add(host);
     }
@@ -193,6 +204,21 @@ pub fn derive_allowlist(url: &str, settings: &[(String, String)]) -> Vec<String>
         }
     }
     hosts
+}
+
+/// Google Cloud Storage's JSON API host.
+const GCS_HOST: &str = "storage.googleapis.com";
+/// Where Google's credentials files get tokens when they do not say.
+const GCS_TOKEN_HOST: &str = "oauth2.googleapis.com";
+
+/// The host of a Google credentials file's `token_uri` (Google's own when
+/// it has none or is not JSON: the plugin then fails on the file itself).
+fn gcs_token_host(json: &str) -> String {
+    let uri = serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v.get("token_uri").and_then(|u| u.as_str()).map(str::to_string));
+    uri.and_then(|u| url::Url::parse(&u).ok()?.host_str().map(str::to_string))
+        .unwrap_or_else(|| GCS_TOKEN_HOST.to_string())
 }
 
 /// Provider domains a replica URL can name directly (Litestream's table,
@@ -367,6 +393,24 @@ mod tests {
         assert!(host_allowed(&hosts, "acct.blob.core.windows.net"));
         let azurite = [("endpoint".into(), "http://127.0.0.1:10000/devstoreaccount1".into())];
         assert_eq!(derive_allowlist("abs://devstoreaccount1@c01/db", &azurite), ["127.0.0.1", "*.127.0.0.1"]);
+    }
+
+    #[test]
+    fn allowlist_of_gcs_is_googles_hosts_or_the_endpoint() {
+        let hosts = derive_allowlist("gs://backups/db", &[]);
+        assert_eq!(hosts, ["storage.googleapis.com", "*.storage.googleapis.com"]);
+        assert!(!host_allowed(&hosts, "backups"));
+        let key = [("credentials-json".into(), r#"{"type":"service_account"}"#.into())];
+        let hosts = derive_allowlist("gs://backups/db", &key);
+        assert!(host_allowed(&hosts, "storage.googleapis.com") && host_allowed(&hosts, "oauth2.googleapis.com"));
+        assert!(!host_allowed(&hosts, "backups") && !host_allowed(&hosts, "googleapis.com"));
+        let own_token = [
+            ("endpoint".into(), "http://127.0.0.1:4443".into()),
+            ("credentials-json".into(), r#"{"token_uri":"https://sts.example.com/token"}"#.into()),
+        ];
+        let hosts = derive_allowlist("gs://backups/db", &own_token);
+        assert_eq!(hosts, ["sts.example.com", "*.sts.example.com", "127.0.0.1", "*.127.0.0.1"]);
+        assert!(!host_allowed(&hosts, "storage.googleapis.com"));
     }
 
     #[test]
