@@ -284,32 +284,41 @@ fn renewals(replica: &Path) -> Option<u64> {
     serde_json::from_slice::<serde_json::Value>(&body).ok()?["renewal"].as_u64()
 }
 
-/// An idle replica costs no storage request: once it has had nothing to
-/// write for one lease timeout its lease rests (no renewals), the next
-/// write renews it, if-match its own etag, and ships; the replica restores
-/// exactly, and a clean exit still releases the resting lease.
+/// An idle replica's lease rests: once it has had nothing to write for
+/// one lease timeout, one renewal promises sixty timeouts and the next
+/// comes a quarter of that later, so the renewal count stands still; a
+/// second database pointed at the replica by mistake still waits (the
+/// quiet holder is alive); the next write renews with the short promise
+/// and ships; the replica restores to the first database exactly, and a
+/// clean exit releases the resting lease.
 #[test]
 fn an_idle_replicas_lease_rests_and_the_next_write_renews_it() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let conn = create_db(&db, 4096);
+    let (db, other) = (dir.path().join("app.db"), dir.path().join("other.db"));
+    let (conn, _other_conn) = (create_db(&db, 4096), create_db(&other, 4096));
     let replica = dir.path().join("replica");
     let url = format!("file://{}", replica.display());
     let cfg = config(dir.path(), "app", &db, &url, "2s", None);
-    let log = dir.path().join("app.log");
+    let (log, other_log) = (dir.path().join("app.log"), dir.path().join("other.log"));
     let a = start(&cfg, &log);
     let shipped = write_until_shipped(&conn, &url, 0, Duration::from_secs(60));
-    // Renewed every half second while busy, then no more: after the
-    // timeout and a renewal period, the count stands still.
+    // Renewed every half second while busy; resting after the timeout.
     std::thread::sleep(Duration::from_secs(4));
     let resting = renewals(&replica).expect("the lease is in the replica");
-    std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(renewals(&replica), Some(resting), "an idle replica's lease was renewed:\n{}", read(&log));
+    let body: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(replica.join("sluice-lease.json")).unwrap()).unwrap();
+    assert_eq!(body["ttl_ms"], 120_000, "a resting lease promises sixty timeouts: {body}");
+    let b = start(&config(dir.path(), "other", &other, &url, "2s", None), &other_log);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(renewals(&replica), Some(resting), "a resting lease was renewed early:\n{}", read(&log));
+    let text = read(&other_log);
+    assert!(text.contains("holds this replica's lease") && !text.contains("took over"), "{text}");
+    assert!(!interrupt(b).success(), "the second database replicated nothing, and says so");
     // A write wakes it: renewed, and shipped.
     write_until_shipped(&conn, &url, shipped, Duration::from_secs(30));
     assert!(renewals(&replica).is_some_and(|n| n > resting), "shipped without renewing:\n{}", read(&log));
     // Idle again, then a clean exit: the resting lease is released, and
-    // the replica holds the database exactly.
+    // the replica holds the first database exactly.
     std::thread::sleep(Duration::from_secs(5));
     let status = interrupt(a);
     assert!(status.success(), "{}", read(&log));
