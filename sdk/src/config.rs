@@ -60,6 +60,43 @@ impl Config {
     pub fn settings(&self) -> &[(String, String)] {
         &self.settings
     }
+
+    /// This configuration with the settings a URL's query gives
+    /// (`?endpoint=...`, percent-decoded) added before its own, so the
+    /// configuration's win (`get` takes the last).
+    pub fn with_query(&self, query: &str) -> Result<Config, Error> {
+        let mut settings = Vec::new();
+        for pair in query.split(['&', '#']).filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            settings.push((percent_decode(k)?, percent_decode(v)?));
+        }
+        settings.extend(self.settings.iter().cloned());
+        Ok(Config::new(self.url.clone(), settings))
+    }
+}
+
+/// A percent-encoded URL part, decoded; not UTF-8 once decoded is a
+/// configuration error naming it.
+pub fn percent_decode(s: &str) -> Result<String, Error> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| Error::invalid_config(format!("`{s}` is not UTF-8 once decoded")))
+}
+
+/// A replica URL's path as the prefix of its keys: segments decoded,
+/// empty and `.` ones dropped, each followed by `/` (empty at the root);
+/// `..` is refused.
+pub fn key_prefix(path: &str) -> Result<String, Error> {
+    let mut prefix = String::new();
+    for s in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
+        if s == ".." {
+            return Err(Error::invalid_config(format!("path `{path}` must not contain `..`")));
+        }
+        prefix.push_str(&percent_decode(s)?);
+        prefix.push('/');
+    }
+    Ok(prefix)
 }
 
 /// Check a key against the contract's rules: relative, `/`-separated, no
@@ -85,4 +122,20 @@ pub fn check_delete_batch(keys: usize, max: u32) -> Result<(), Error> {
         return Err(Error::invalid_config(format!("delete of {keys} keys exceeds max-delete-batch {max}")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_query_settings_and_key_prefixes() {
+        let c = Config::new("x://h/p", vec![("endpoint".into(), "mine".into())]);
+        let q = c.with_query("endpoint=theirs&region=eu%2D1").unwrap();
+        assert_eq!((q.get("endpoint"), q.get("region")), (Some("mine"), Some("eu-1")));
+        assert_eq!(key_prefix("/db/./a%20b//").unwrap(), "db/a b/");
+        assert_eq!(key_prefix("").unwrap(), "");
+        assert!(key_prefix("a/../b").is_err());
+        assert!(percent_decode("%ff").is_err());
+    }
 }

@@ -73,13 +73,14 @@ mod error;
 pub mod http;
 pub mod log;
 mod types;
+pub mod upload;
 pub mod xml;
 
 pub use bindings::sluice::storage::types::{
     ByteRange, Capabilities, DeleteFailure, Error, ListPage, ObjectMeta, PluginInfo, Precondition, PutOptions,
     Throttle, UploadedPart,
 };
-pub use config::{Config, check_delete_batch, validate_key};
+pub use config::{Config, check_delete_batch, key_prefix, percent_decode, validate_key};
 pub use types::slice_range;
 
 /// A storage backend. Implement this and call [`export_backend!`].

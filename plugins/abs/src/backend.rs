@@ -3,7 +3,7 @@
 
 use crate::listing::{self, bare_etag};
 use crate::location::{Credential, Location};
-use crate::upload::Upload;
+use crate::upload::{Upload, block_id};
 use crate::{API_VERSION, MAX_BATCH, MAX_PART_SIZE, MAX_PARTS, MAX_PUT_SIZE, MIN_PART_SIZE, sign};
 use base64::Engine;
 use md5::{Digest, Md5};
@@ -275,7 +275,7 @@ impl Backend for Abs {
         data: Vec<u8>,
         _content_sha256: Option<Vec<u8>>,
     ) -> Result<UploadedPart, Error> {
-        let block_id = Upload::decode(upload_id)?.block_id(part_number);
+        let block_id = block_id(&Upload::decode(upload_id)?, part_number);
         let query = [("comp", "block".to_string()), ("blockid", block_id.clone())];
         let headers = vec![header("content-md5", md5_base64(&data))];
         let r = self.blob_call(Method::Put, key, &query, headers, &data)?;
@@ -289,7 +289,7 @@ impl Backend for Abs {
         let upload = Upload::decode(upload_id)?;
         let mut body = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
         for part in &parts {
-            body.push_str(&format!("<Latest>{}</Latest>", upload.block_id(part.part_number)));
+            body.push_str(&format!("<Latest>{}</Latest>", block_id(&upload, part.part_number)));
         }
         body.push_str("</BlockList>");
         let mut headers = vec![

@@ -8,8 +8,8 @@
 //! the configuration's win.
 
 use base64::Engine;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
-use sluice_sdk::{Config, Error};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use sluice_sdk::{Config, Error, key_prefix, percent_decode};
 
 /// Bytes escaped in a blob name's path segments: all but RFC 3986's
 /// unreserved characters, so the signed path and the sent path are one
@@ -59,10 +59,10 @@ impl Location {
         let rest =
             url.strip_prefix("abs://").ok_or_else(|| Error::invalid_config(format!("not an abs:// URL: {url}")))?;
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let config = &with_query(config, query)?;
+        let config = &config.with_query(query)?;
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let (url_account, url_container) = match authority.rsplit_once('@') {
-            Some((a, c)) => (Some(decode(a)?), c),
+            Some((a, c)) => (Some(percent_decode(a)?), c),
             None => (None, authority),
         };
         let account = config.get("account-name").map(str::to_string).or(url_account).ok_or_else(|| {
@@ -79,7 +79,7 @@ impl Location {
             base_path,
             account,
             container,
-            prefix: prefix(path)?,
+            prefix: key_prefix(path)?,
             credential: credential(config)?,
         })
     }
@@ -121,25 +121,6 @@ impl Location {
     }
 }
 
-/// The configuration with the URL query's settings after its own (so
-/// `Config::get`, which takes the last, prefers the configuration's).
-fn with_query(config: &Config, query: &str) -> Result<Config, Error> {
-    let mut settings = Vec::new();
-    for pair in query.split(['&', '#']).filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        settings.push((decode(k)?, decode(v)?));
-    }
-    settings.extend(config.settings().iter().cloned());
-    Ok(Config::new(config.url.clone(), settings))
-}
-
-fn decode(s: &str) -> Result<String, Error> {
-    percent_decode_str(s)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| Error::invalid_config(format!("`{s}` is not UTF-8 once decoded")))
-}
-
 /// Azure's rule for container names: 3-63 lowercase letters, digits and
 /// single dashes, starting and ending with a letter or digit.
 fn check_container(container: &str, url: &str) -> Result<(), Error> {
@@ -156,18 +137,6 @@ fn check_container(container: &str, url: &str) -> Result<(), Error> {
     Err(Error::invalid_config(format!(
         "{url}: {said}: abs://[ACCOUNT@]CONTAINER/PATH (or `bucket`) needs a container name of 3-63 lowercase letters, digits and dashes"
     )))
-}
-
-/// The replica's directory, decoded, `.`-free, ending in `/`.
-fn prefix(path: &str) -> Result<String, Error> {
-    let mut segments = Vec::new();
-    for s in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
-        if s == ".." {
-            return Err(Error::invalid_config(format!("path `{path}` must not contain `..`")));
-        }
-        segments.push(decode(s)?);
-    }
-    Ok(segments.iter().map(|s| format!("{s}/")).collect())
 }
 
 /// Scheme, authority and base path of the endpoint.

@@ -3,7 +3,7 @@
 use crate::auth::{self, Credential};
 use crate::listing::{self, Object};
 use crate::location::Location;
-use crate::upload::{Target, Upload};
+use crate::upload::{Parts, Target, Upload};
 use crate::{MAX_BATCH, MAX_PART_SIZE, MAX_PARTS, MAX_PUT_SIZE, MIN_PART_SIZE};
 use sluice_sdk::http::{Method, Request, Response, status_error};
 use sluice_sdk::*;

@@ -7,8 +7,8 @@
 
 use crate::auth::Credential;
 use crate::{DEFAULT_ENDPOINT, UPLOAD_DIR};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
-use sluice_sdk::{Config, Error};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use sluice_sdk::{Config, Error, key_prefix};
 
 /// Bytes escaped in an object name, which travels as one path segment
 /// (`/` included) or as a query value: all but RFC 3986's unreserved.
@@ -41,13 +41,13 @@ impl Location {
         let url = &config.url;
         let rest = url.strip_prefix("gs://").ok_or_else(|| Error::invalid_config(format!("not a gs:// URL: {url}")))?;
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let config = &with_query(config, query)?;
+        let config = &config.with_query(query)?;
         let (url_bucket, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let bucket = config.get("bucket").unwrap_or(url_bucket).to_string();
         check_bucket(&bucket, url)?;
         let (scheme, authority, base_path) = endpoint(config.get("endpoint"))?;
         let credential = config.get("credentials-json").map(Credential::from_json).transpose()?;
-        Ok(Location { scheme, authority, base_path, bucket, prefix: prefix(path)?, credential })
+        Ok(Location { scheme, authority, base_path, bucket, prefix: key_prefix(path)?, credential })
     }
 
     /// The object name of a key.
@@ -85,25 +85,6 @@ impl Location {
     }
 }
 
-/// The configuration with the URL query's settings before its own (so
-/// `Config::get`, which takes the last, prefers the configuration's).
-fn with_query(config: &Config, query: &str) -> Result<Config, Error> {
-    let mut settings = Vec::new();
-    for pair in query.split(['&', '#']).filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        settings.push((decode(k)?, decode(v)?));
-    }
-    settings.extend(config.settings().iter().cloned());
-    Ok(Config::new(config.url.clone(), settings))
-}
-
-fn decode(s: &str) -> Result<String, Error> {
-    percent_decode_str(s)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| Error::invalid_config(format!("`{s}` is not UTF-8 once decoded")))
-}
-
 /// Google's rule for bucket names: 3-63 characters (up to 222 with dots)
 /// of lowercase letters, digits, `-`, `_` and `.`, starting and ending
 /// with a letter or digit.
@@ -121,18 +102,6 @@ fn check_bucket(bucket: &str, url: &str) -> Result<(), Error> {
     Err(Error::invalid_config(format!(
         "{url}: {said}: gs://BUCKET/PATH (or `bucket`) needs a bucket name of 3-63 lowercase letters, digits, dashes, underscores and dots"
     )))
-}
-
-/// The replica's directory, decoded, `.`-free, ending in `/`.
-fn prefix(path: &str) -> Result<String, Error> {
-    let mut segments = Vec::new();
-    for s in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
-        if s == ".." {
-            return Err(Error::invalid_config(format!("path `{path}` must not contain `..`")));
-        }
-        segments.push(decode(s)?);
-    }
-    Ok(segments.iter().map(|s| format!("{s}/")).collect())
 }
 
 /// Scheme, authority and base path of the endpoint. A bare `host:port`

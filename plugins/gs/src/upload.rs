@@ -2,20 +2,11 @@
 //! of composes that assembles them. The contract gives the precondition
 //! and the metadata only to `create-upload`, while GCS applies them to the
 //! final compose, and a store instance must not rely on living until then:
-//! so they travel inside the upload id the host hands back, with a random
-//! nonce that names the upload's temporaries.
+//! so they travel inside the upload id the host hands back (the SDK's
+//! `UploadId`), with a random nonce that names the upload's temporaries.
 
 use crate::{MAX_COMPOSE, UPLOAD_DIR};
-use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
-use sluice_sdk::{Error, Precondition, PutOptions};
-
-/// An upload, as encoded in its id.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Upload {
-    pub nonce: u64,
-    pub precondition: Precondition,
-    pub metadata: Vec<(String, String)>,
-}
+pub use sluice_sdk::upload::UploadId as Upload;
 
 /// Where one compose writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,75 +24,32 @@ pub struct Compose {
     pub target: Target,
 }
 
-fn enc(s: &str) -> String {
-    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+/// Where an upload's parts live, and how they are composed.
+pub trait Parts {
+    /// The directory (object-name prefix) of this upload's temporaries.
+    fn temp_dir(&self, prefix: &str) -> String;
+    /// The temporary object of a part.
+    fn part_name(&self, prefix: &str, part_number: u32) -> String;
+    /// The composes that assemble `sources` in order.
+    fn plan(&self, prefix: &str, sources: Vec<String>) -> Vec<Compose>;
 }
 
-fn dec(s: &str) -> Result<String, Error> {
-    percent_decode_str(s)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| Error::invalid_config(format!("malformed upload id part {s:?}")))
-}
-
-impl Upload {
-    pub fn new(nonce: u64, options: &PutOptions) -> Upload {
-        Upload { nonce, precondition: options.precondition.clone(), metadata: options.metadata.clone() }
-    }
-
-    /// `n=NONCE[&p=a|&p=m:ETAG][&m=KEY:VALUE]...`, every part
-    /// percent-encoded so no separator can be mistaken.
-    pub fn encode(&self) -> String {
-        let mut id = format!("n={:016x}", self.nonce);
-        match &self.precondition {
-            Precondition::None => {}
-            Precondition::IfAbsent => id.push_str("&p=a"),
-            Precondition::IfMatch(etag) => id.push_str(&format!("&p=m:{}", enc(etag))),
-        }
-        for (k, v) in &self.metadata {
-            id.push_str(&format!("&m={}:{}", enc(k), enc(v)));
-        }
-        id
-    }
-
-    pub fn decode(id: &str) -> Result<Upload, Error> {
-        let bad = || Error::invalid_config(format!("{id:?} is not an upload id of this plugin"));
-        let mut upload = Upload { nonce: 0, precondition: Precondition::None, metadata: Vec::new() };
-        let mut parts = id.split('&');
-        let nonce = parts.next().and_then(|n| n.strip_prefix("n=")).ok_or_else(bad)?;
-        upload.nonce = u64::from_str_radix(nonce, 16).map_err(|_| bad())?;
-        for part in parts {
-            match part.split_once('=') {
-                Some(("p", "a")) => upload.precondition = Precondition::IfAbsent,
-                Some(("p", m)) => {
-                    let etag = m.strip_prefix("m:").ok_or_else(bad)?;
-                    upload.precondition = Precondition::IfMatch(dec(etag)?);
-                }
-                Some(("m", kv)) => {
-                    let (k, v) = kv.split_once(':').ok_or_else(bad)?;
-                    upload.metadata.push((dec(k)?, dec(v)?));
-                }
-                _ => return Err(bad()),
-            }
-        }
-        Ok(upload)
-    }
-
+impl Parts for Upload {
     /// The directory (object-name prefix) of this upload's temporaries,
     /// below the replica's `prefix`.
-    pub fn temp_dir(&self, prefix: &str) -> String {
+    fn temp_dir(&self, prefix: &str) -> String {
         format!("{prefix}{UPLOAD_DIR}{:016x}/", self.nonce)
     }
 
     /// The temporary object of a part.
-    pub fn part_name(&self, prefix: &str, part_number: u32) -> String {
+    fn part_name(&self, prefix: &str, part_number: u32) -> String {
         format!("{}part-{part_number:06}", self.temp_dir(prefix))
     }
 
     /// The composes that assemble `sources` in order: one when they fit a
     /// compose, else a chain where each step takes the previous step's
     /// result and the next sources.
-    pub fn plan(&self, prefix: &str, sources: Vec<String>) -> Vec<Compose> {
+    fn plan(&self, prefix: &str, sources: Vec<String>) -> Vec<Compose> {
         let mut steps = Vec::new();
         let mut rest = sources.into_iter().peekable();
         let mut carried: Option<String> = None;
@@ -123,23 +71,7 @@ impl Upload {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn round_trips() {
-        for precondition in
-            [Precondition::None, Precondition::IfAbsent, Precondition::IfMatch("1796294631718665".into())]
-        {
-            let options = PutOptions {
-                precondition,
-                metadata: vec![("timestamp".into(), "2026-12-03T10:00:00Z".into()), ("a-b".into(), "x&y=z:w".into())],
-                content_sha256: None,
-            };
-            let upload = Upload::new(0xfeed_0000_0000_0001, &options);
-            assert_eq!(Upload::decode(&upload.encode()).unwrap(), upload);
-        }
-        assert!(Upload::decode("s3-upload-id").is_err());
-        assert!(Upload::decode("n=zz").is_err());
-    }
+    use sluice_sdk::Precondition;
 
     #[test]
     fn temporaries_live_in_the_upload_directory() {
