@@ -11,8 +11,7 @@ use common::azurite::{ACCOUNT, Azurite, KEY, with_key};
 use common::litestream_bin::litestream;
 use common::*;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
 const PAGE: u32 = 4096;
 
@@ -108,14 +107,7 @@ fn replicates_and_restores_at_every_synced_txid() {
     );
     let (child, socket) = start_with_socket(dir.path(), &body);
     let mut rng = seeded(31);
-    let mut points = Vec::new();
-    for _ in 0..6 {
-        workload(&conn, &mut rng, 25);
-        let out = run_ok(sluice().args(["sync", "-wait", "-json", "-socket"]).arg(&socket).arg(&db));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["txid"], v["replica_txid"], "{v}");
-        points.push((v["txid"].as_u64().unwrap(), image(&conn)));
-    }
+    let points = synced_points(&conn, &db, &socket, &mut rng, 6);
     stop(child);
     let url = az.url("backups", "db/app");
     for (txid, want) in &points {
@@ -142,19 +134,7 @@ fn a_litestream_backup_on_azure_restores() {
         az.endpoint()
     );
     std::fs::write(&config, yaml).unwrap();
-    let mut ls = Command::new(litestream("0.5.17"));
-    let child = with_key(&mut ls)
-        .args(["replicate", "-config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    workload(&conn, &mut rng, 30);
-    std::thread::sleep(Duration::from_secs(3));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
+    let out = litestream_writes(with_key(&mut Command::new(litestream("0.5.17"))), &config, &conn, &mut rng);
     let listed = run_ok(with_key(&mut sluice()).args(["ltx", "-level", "all"]).arg(az.url("litestream", "app")));
     assert!(!listed.stdout.is_empty(), "Litestream wrote nothing:\n{}", text(&out));
     let want = image(&conn);

@@ -13,8 +13,7 @@ use common::gcs::{Gcs, ServiceAccount, TokenServer};
 use common::litestream_bin::litestream;
 use common::*;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
 const PAGE: u32 = 4096;
 
@@ -169,14 +168,7 @@ fn replicates_and_restores_at_every_synced_txid() {
     );
     let (child, socket) = start_with_socket(dir.path(), &body);
     let mut rng = seeded(41);
-    let mut points = Vec::new();
-    for _ in 0..6 {
-        workload(&conn, &mut rng, 25);
-        let out = run_ok(sluice().args(["sync", "-wait", "-json", "-socket"]).arg(&socket).arg(&db));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["txid"], v["replica_txid"], "{v}");
-        points.push((v["txid"].as_u64().unwrap(), image(&conn)));
-    }
+    let points = synced_points(&conn, &db, &socket, &mut rng, 6);
     stop(child);
     assert!(!tokens.accepted().is_empty(), "the replicator never asked for a token");
     let url = Gcs::url("backups", "db/app");
@@ -238,20 +230,7 @@ fn a_litestream_backup_on_gcs_restores() {
         db.display()
     );
     std::fs::write(&config, yaml).unwrap();
-    let child = gcs
-        .on(&mut Command::new(litestream("0.5.17")))
-        .env_remove("AWS_CA_BUNDLE")
-        .args(["replicate", "-config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    workload(&conn, &mut rng, 30);
-    std::thread::sleep(Duration::from_secs(3));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
+    let out = litestream_writes(gcs.on(&mut Command::new(litestream("0.5.17"))), &config, &conn, &mut rng);
     let listed = run_ok(gcs.on(&mut sluice()).args(["ltx", "-level", "all"]).arg(Gcs::url("litestream", "app")));
     assert!(!listed.stdout.is_empty(), "Litestream wrote nothing:\n{}", text(&out));
     let want = image(&conn);

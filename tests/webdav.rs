@@ -10,8 +10,7 @@ use common::litestream_bin::litestream;
 use common::webdav::{PASSWORD, USER, WebDav};
 use common::*;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
 const PAGE: u32 = 4096;
 
@@ -55,14 +54,7 @@ fn replicates_and_restores_at_every_synced_txid() {
     let body = format!("dbs:\n  - path: {}\n    replica:\n      url: {}\n", db.display(), dav.url("backups/app"));
     let (child, socket) = start_with_socket(dir.path(), &body);
     let mut rng = seeded(21);
-    let mut points = Vec::new();
-    for _ in 0..6 {
-        workload(&conn, &mut rng, 25);
-        let out = run_ok(sluice().args(["sync", "-wait", "-json", "-socket"]).arg(&socket).arg(&db));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["txid"], v["replica_txid"], "{v}");
-        points.push((v["txid"].as_u64().unwrap(), image(&conn)));
-    }
+    let points = synced_points(&conn, &db, &socket, &mut rng, 6);
     stop(child);
     // The replica is files on the server, in the replica's own collection.
     assert!(!walk(&dav.root.path().join("data/backups/app")).is_empty());
@@ -90,19 +82,7 @@ fn a_litestream_backup_on_webdav_restores() {
         dav.port
     );
     std::fs::write(&config, yaml).unwrap();
-    let mut ls = Command::new(litestream("0.5.17"));
-    let child = ls
-        .env_remove("AWS_CA_BUNDLE")
-        .args(["replicate", "-config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    workload(&conn, &mut rng, 30);
-    std::thread::sleep(Duration::from_secs(3));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
+    let out = litestream_writes(&mut Command::new(litestream("0.5.17")), &config, &conn, &mut rng);
     assert!(Path::new(&dav.root.path().join("data/ls/app")).exists(), "Litestream wrote nothing:\n{}", text(&out));
     let want = image(&conn);
     let got = restore_image(&dav.url("ls/app"), &dir.path().join("restored.db"), None, PAGE);

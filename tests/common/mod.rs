@@ -259,3 +259,43 @@ pub fn pip_target(dir: &str, packages: &[&str], bin: &str) -> PathBuf {
     }
     bin
 }
+
+/// Write `batches` batches to `conn`, each followed by a `sync -wait`
+/// through `socket`: the TXIDs every replica then held, each with the
+/// database's image at it.
+pub fn synced_points(
+    conn: &Connection,
+    db: &Path,
+    socket: &Path,
+    rng: &mut StdRng,
+    batches: usize,
+) -> Vec<(u64, Vec<u64>)> {
+    let mut points = Vec::new();
+    for _ in 0..batches {
+        workload(conn, rng, 25);
+        let out = run_ok(sluice().args(["sync", "-wait", "-json", "-socket"]).arg(socket).arg(db));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["txid"], v["replica_txid"], "{v}");
+        points.push((v["txid"].as_u64().unwrap(), image(conn)));
+    }
+    points
+}
+
+/// Run Litestream (`cmd`, its environment set) on `config` while `conn`
+/// is written, and stop it with SIGTERM after it had time to ship; its
+/// output.
+pub fn litestream_writes(cmd: &mut Command, config: &Path, conn: &Connection, rng: &mut StdRng) -> Output {
+    let child = cmd
+        .env_remove("AWS_CA_BUNDLE")
+        .args(["replicate", "-config"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    workload(conn, rng, 30);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait_with_output().unwrap()
+}
