@@ -126,12 +126,9 @@ fn with_environment_credentials(
     mut settings: Vec<(String, String)>,
     url: &str,
 ) -> anyhow::Result<Vec<(String, String)>> {
-    if url.starts_with("abs://") {
-        settings.extend(crate::config::credentials::azure_from_environment(&settings));
-        return Ok(settings);
-    }
-    if url.starts_with("gs://") {
-        crate::config::credentials::gcs_from_environment(&mut settings)?;
+    let scheme = url.split_once("://").map_or("file", |(s, _)| s);
+    if matches!(scheme, "abs" | "gs") {
+        crate::config::credentials::store_from_environment(scheme, &mut settings)?;
         return Ok(settings);
     }
     if settings.iter().any(|(k, _)| k == "access-key-id") {

@@ -20,10 +20,22 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// The environment's credentials (and emulator) for a store of `kind`
+/// (its URL scheme) that `settings` do not give: Azure's and Google's; S3's
+/// are `from_environment`, which has its own rule of precedence.
+pub fn store_from_environment(kind: &str, settings: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    match kind {
+        "abs" => settings.extend(azure_from_environment(settings)),
+        "gs" => gcs_from_environment(settings)?,
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Azure's secrets a replica's config does not give, from Litestream's
 /// variables: `LITESTREAM_AZURE_ACCOUNT_KEY`, else
 /// `LITESTREAM_AZURE_SAS_TOKEN`.
-pub fn azure_from_environment(settings: &[(String, String)]) -> Option<(String, String)> {
+fn azure_from_environment(settings: &[(String, String)]) -> Option<(String, String)> {
     let given = |k: &str| settings.iter().any(|(name, _)| name == k);
     if given("account-key") || given("sas-token") {
         return None;
@@ -46,7 +58,7 @@ pub fn azure_from_environment(settings: &[(String, String)]) -> Option<(String, 
 ///   else gcloud's `application_default_credentials.json` if it exists.
 ///
 /// A named file that cannot be read is an error naming it.
-pub fn gcs_from_environment(settings: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+fn gcs_from_environment(settings: &mut Vec<(String, String)>) -> anyhow::Result<()> {
     gcs_settings(settings, |k| std::env::var(k).ok(), gcloud_default_file)
 }
 

@@ -262,11 +262,7 @@ fn plugin_settings(r: &ReplicaConfig, kind: &str) -> anyhow::Result<Vec<(String,
     for (k, v) in &r.extra {
         set(k, Some(yaml_scalar(v)));
     }
-    match kind {
-        "abs" => settings.extend(super::credentials::azure_from_environment(&settings)),
-        "gs" => super::credentials::gcs_from_environment(&mut settings)?,
-        _ => {}
-    }
+    super::credentials::store_from_environment(kind, &mut settings)?;
     Ok(settings)
 }
 
