@@ -127,21 +127,9 @@ fn local_dir_of_url(url: &str) -> std::io::Result<PathBuf> {
 /// bucket name, an Azure account's blob host, and Google's storage and
 /// token hosts.
 pub fn derive_allowlist(url: &str, settings: &[(String, String)]) -> Vec<String> {
-    let mut hosts = Vec::new();
-    let mut add = |host: &str| {
-        let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
-        if host.is_empty() {
-            return;
-        }
-        for h in [host.clone(), format!("*.{host}")] {
-            if !hosts.contains(&h) {
-                hosts.push(h);
-            }
-        }
-    };
-    let Ok(parsed) = url::Url::parse(url) else { return hosts };
+    let Ok(parsed) = url::Url::parse(url) else { return Vec::new() };
     if parsed.scheme() == "file" {
-        return hosts;
+        return Vec::new();
     }
     // A server named apart from the URL: S3's `endpoint`, or a setting
     // whose name says it is one (`webdav-url`).
@@ -152,56 +140,80 @@ pub fn derive_allowlist(url: &str, settings: &[(String, String)]) -> Vec<String>
         .map(|(_, v)| v.into_owned())
         .chain(settings.iter().filter(|(k, _)| names_server(k)).map(|(_, v)| v.clone()))
         .collect::<Vec<_>>();
-    // S3's URLs name buckets that talk to a parent domain (below); other
-    // schemes name their server.
-    let s3 = parsed.scheme() == "s3";
+    let mut named = match parsed.scheme() {
+        "abs" | "gs" => container_hosts(&parsed, settings, endpoints.is_empty()),
+        // S3's URLs name buckets that talk to a parent domain; other
+        // schemes name their server.
+        "s3" => s3_hosts(&parsed, endpoints.is_empty()),
+        _ => parsed.host_str().map(str::to_string).into_iter().collect(),
+    };
+    for endpoint in endpoints {
+        let with_scheme = if endpoint.contains("://") { endpoint } else { format!("http://{endpoint}") };
+        named.extend(url::Url::parse(&with_scheme).ok().as_ref().and_then(|u| u.host_str()).map(str::to_string));
+    }
+    let mut hosts = Vec::new();
+    for host in named {
+        let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        if host.is_empty() {
+            continue;
+        }
+        for h in [host.clone(), format!("*.{host}")] {
+            if !hosts.contains(&h) {
+                hosts.push(h);
+            }
+        }
+    }
+    hosts
+}
+
+/// The hosts of a URL whose host is a container or bucket, not a server
+/// (`abs://ACCOUNT@CONTAINER`, `gs://BUCKET`): the service's own, unless
+/// an endpoint names another.
+fn container_hosts(parsed: &url::Url, settings: &[(String, String)], no_endpoint: bool) -> Vec<String> {
+    let mut hosts = Vec::new();
     if parsed.scheme() == "abs" {
-        // `abs://ACCOUNT@CONTAINER/PATH` names a container, not a server:
-        // the account's own host, unless an endpoint names another.
+        // The account's own host.
         let query = parsed.query_pairs().find(|(k, _)| k == "account-name").map(|(_, v)| v.into_owned());
         let setting = settings.iter().find(|(k, _)| k == "account-name").map(|(_, v)| v.clone());
         let user = Some(parsed.username().to_string()).filter(|u| !u.is_empty());
         if let Some(account) = setting.or(query).or(user)
-            && endpoints.is_empty()
+            && no_endpoint
         {
-            add(&format!("{account}.blob.core.windows.net"));
+            hosts.push(format!("{account}.blob.core.windows.net"));
         }
-    } else if parsed.scheme() == "gs" {
-        // `gs://BUCKET/PATH` names a bucket, not a server: Google's API
-        // host unless an endpoint names another, and the token endpoint
-        // of the credentials (what the plugin signs its JWT for).
-        if endpoints.is_empty() {
-            add(GCS_HOST);
-        }
-        if let Some(json) = settings.iter().rev().find(|(k, _)| k == "credentials-json").map(|(_, v)| v) {
-            add(&gcs_token_host(json));
-        }
-    } else if let Some(host) = parsed.host_str() {
-        add(host);
+        return hosts;
     }
-    if let Some(host) = parsed.host_str().filter(|_| s3) {
-        let is_ip = host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[');
-        let labels: Vec<&str> = host.split('.').collect();
-        if !is_ip && labels.len() >= 2 {
-            // `bucket.region.provider.com` talks to `region.provider.com`,
-            // `bucket.host:port` (MinIO style) to `host:port`.
-            let parent = labels[1..].join(".");
-            if labels.len() >= 3 || parsed.port().is_some() || parent == "localhost" {
-                add(&parent);
-            }
-        }
-        // Anything not naming a known provider is an AWS bucket, reached at
-        // `*.amazonaws.com` whatever its own name looks like.
-        let known = KNOWN_PROVIDER_DOMAINS.iter().any(|d| host == *d || host.ends_with(&format!(".{d}")));
-        if endpoints.is_empty() && !is_ip && parsed.port().is_none() && (!known || host.ends_with("amazonaws.com")) {
-            add("amazonaws.com");
+    // Google's API host, and the token endpoint of the credentials (what
+    // the plugin signs its JWT for).
+    if no_endpoint {
+        hosts.push(GCS_HOST.to_string());
+    }
+    if let Some(json) = settings.iter().rev().find(|(k, _)| k == "credentials-json").map(|(_, v)| v) {
+        hosts.push(gcs_token_host(json));
+    }
+    hosts
+}
+
+/// The hosts of an `s3://` URL: its host, the parent domain a
+/// virtual-host bucket talks to, and AWS for a bucket of no known provider.
+fn s3_hosts(parsed: &url::Url, no_endpoint: bool) -> Vec<String> {
+    let Some(host) = parsed.host_str() else { return Vec::new() };
+    let mut hosts = vec![host.to_string()];
+    let is_ip = host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[');
+    let labels: Vec<&str> = host.split('.').collect();
+    if !is_ip && labels.len() >= 2 {
+        // `bucket.region.provider.com` talks to `region.provider.com`,
+        // `bucket.host:port` (MinIO style) to `host:port`.
+        let parent = labels[1..].join(".");
+        if labels.len() >= 3 || parsed.port().is_some() || parent == "localhost" {
+            hosts.push(parent);
         }
     }
-    for endpoint in endpoints {
-        let with_scheme = if endpoint.contains("://") { endpoint } else { format!("http://{endpoint}") };
-        if let Some(h) = url::Url::parse(&with_scheme).ok().as_ref().and_then(|u| u.host_str()) {
-            add(h);
-        }
+    // Anything not naming a known provider is an AWS bucket, reached at
+    // `*.amazonaws.com` whatever its own name looks like.
+    let known = KNOWN_PROVIDER_DOMAINS.iter().any(|d| host == *d || host.ends_with(&format!(".{d}")));
+    if no_endpoint && !is_ip && parsed.port().is_none() && (!known || host.ends_with("amazonaws.com")) {
+        hosts.push("amazonaws.com".to_string());
     }
     hosts
 }
