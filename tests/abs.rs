@@ -21,14 +21,9 @@ fn text(out: &Output) -> String {
 
 /// Restore `url` (at `txid` if given) with the key from the environment.
 fn restore(url: &str, out: &Path, txid: Option<u64>) -> Vec<u64> {
-    let _ = std::fs::remove_file(out);
     let mut cmd = sluice();
-    with_key(&mut cmd).args(["restore", "-o"]).arg(out);
-    if let Some(t) = txid {
-        cmd.args(["-txid", &format!("{t:016x}")]);
-    }
-    run_ok(cmd.arg(url));
-    file_image(out, PAGE)
+    with_key(&mut cmd);
+    restore_image_with(cmd, url, out, txid, PAGE)
 }
 
 #[test]

@@ -33,14 +33,9 @@ fn summary_of(out: &Output) -> String {
 
 /// Restore `url` (at `txid` if given) from the emulator.
 fn restore(gcs: &Gcs, url: &str, out: &Path, txid: Option<u64>) -> Vec<u64> {
-    let _ = std::fs::remove_file(out);
     let mut cmd = sluice();
-    gcs.on(&mut cmd).args(["restore", "-o"]).arg(out);
-    if let Some(t) = txid {
-        cmd.args(["-txid", &format!("{t:016x}")]);
-    }
-    run_ok(cmd.arg(url));
-    file_image(out, PAGE)
+    gcs.on(&mut cmd);
+    restore_image_with(cmd, url, out, txid, PAGE)
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const ACCOUNT: &str = "devstoreaccount1";
 /// The emulator's published development key (not a secret).
@@ -35,11 +35,7 @@ impl Azurite {
             .spawn()
             .expect("start azurite-blob");
         let server = Azurite { port, child, dir };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "azurite-blob did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        super::wait_for_port(port, "azurite-blob", Duration::from_secs(60));
         server
     }
 

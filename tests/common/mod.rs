@@ -162,8 +162,13 @@ pub fn replica_txid(url: &str) -> u64 {
 
 /// Restore `url` (at `txid` if given) into `out`, returning its image.
 pub fn restore_image(url: &str, out: &Path, txid: Option<u64>, page_size: u32) -> Vec<u64> {
+    restore_image_with(sluice(), url, out, txid, page_size)
+}
+
+/// `restore_image` with `cmd`, a `sluice()` given the environment a store
+/// needs (its credentials, its emulator).
+pub fn restore_image_with(mut cmd: Command, url: &str, out: &Path, txid: Option<u64>, page_size: u32) -> Vec<u64> {
     let _ = std::fs::remove_file(out);
-    let mut cmd = sluice();
     cmd.args(["restore", "-o"]).arg(out);
     if let Some(t) = txid {
         cmd.args(["-txid", &format!("{t:016x}")]);
@@ -298,4 +303,13 @@ pub fn litestream_writes(cmd: &mut Command, config: &Path, conn: &Connection, rn
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait_with_output().unwrap()
+}
+
+/// Wait until a server this test started answers on `port`.
+pub fn wait_for_port(port: u16, what: &str, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not start on port {port}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const USER: &str = "sluice";
 pub const PASSWORD: &str = "dav-secret";
@@ -35,11 +35,7 @@ impl WebDav {
             .spawn()
             .expect("start wsgidav");
         let server = WebDav { port, child, root };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "wsgidav did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        super::wait_for_port(port, "wsgidav", Duration::from_secs(30));
         server
     }
 
