@@ -310,6 +310,9 @@ impl Capturer {
     /// under the write lock.
     fn capture(&mut self, snapshot: bool, defer_gap: bool) -> Result<SyncReport, CaptureError> {
         let path = self.db.path().to_path_buf();
+        // Resting (capture/rest.rs): open again. `live` is false, so
+        // continuity is proved as after a restart.
+        self.db.wake()?;
         if file_id(&path).map_err(io_err(&path))? != self.inode {
             // Replaced underneath us (a restore, a copy): start over. Until
             // the reopen succeeds no inode matches, so a failed one is
@@ -373,7 +376,7 @@ impl Capturer {
                         // Truncated after a complete capture (decision 4).
                         self.state.next_salt1 = Some(mark.pos.salt.0.wrapping_add(1));
                         self.state.db_stamp = file_stamp(self.db.path());
-                    } else if self.gap.is_none() {
+                    } else if self.gap.is_none() && !self.untouched() {
                         // A failed sync had moved our read view past what it
                         // captured; the frames in between may have been
                         // checkpointed and the WAL emptied since.
@@ -457,17 +460,23 @@ impl Capturer {
             // read lock proves the previous one was wholly captured (its
             // salts say nothing: SQLite picks random ones after some
             // TRUNCATEs).
-            Some(_) if live => Ok(Ok(h.start())),
+            Some(_) if live || self.untouched() => Ok(Ok(h.start())),
             Some(_) => Ok(Err("the WAL was reset before sluice had captured all of it (sluice was starting, or the previous sync failed)".into())),
             None => {
-                let untouched = self.state.db_stamp.is_some() && self.state.db_stamp == file_stamp(self.db.path());
-                if live || self.state.next_salt1 == Some(h.salt.0) || untouched {
+                if live || self.state.next_salt1 == Some(h.salt.0) || self.untouched() {
                     Ok(Ok(h.start()))
                 } else {
                     Ok(Err("a new WAL appeared that cannot be tied to the last capture".into()))
                 }
             }
         }
+    }
+
+    /// The database file is as it was when the state's `db_stamp` was
+    /// taken, a moment when every published commit was captured: no
+    /// checkpoint has run since, so no frame left the WAL uncaptured.
+    fn untouched(&self) -> bool {
+        untouched(self.db.path(), &self.state)
     }
 
     /// Write the digests gathered by this sync; a failure is reported once
@@ -508,15 +517,23 @@ fn startup_gap(db: &Db, state: &State) -> io::Result<Option<String>> {
             }
         }
         // Untouched database file: no checkpoint ran, so any WAL holds
-        // every change since, from its first frame. A changed file with no
-        // WAL seen means changes were checkpointed while we were away.
-        (_, None) if state.db_stamp.is_some() && state.db_stamp == file_stamp(db.path()) => None,
+        // every change since, from its first frame (a WAL that restarted
+        // after the recorded one had been copied whole, as resting leaves
+        // it). A changed file means changes were checkpointed while we
+        // were away.
+        _ if untouched(db.path(), state) => None,
         _ => Some("the WAL changed in ways that cannot be followed while sluice was not running".into()),
     })
 }
 
+/// See `Capturer::untouched`.
+fn untouched(db: &Path, state: &State) -> bool {
+    state.db_stamp.is_some() && state.db_stamp == file_stamp(db)
+}
+
 mod checkpoint;
 mod digests;
+mod rest;
 mod resume;
 mod segments;
 mod spool;

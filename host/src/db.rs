@@ -99,6 +99,13 @@ pub struct CheckpointResult {
     pub checkpointed: i64,
 }
 
+impl CheckpointResult {
+    /// Every frame in the log was copied into the database.
+    pub fn copied_all(&self) -> bool {
+        !self.busy && self.checkpointed == self.log_frames
+    }
+}
+
 /// Page cache per connection of ours, in KiB. We read pages once, in
 /// order (snapshots) or not at all through SQLite (the WAL is read as a
 /// file), so SQLite's 2 MiB default per connection would only hold memory,
@@ -115,6 +122,9 @@ pub struct Db {
     writer: Connection,
     writing: bool,
     busy_timeout: Duration,
+    /// Our connections are closed (`rest`): the three above are in-memory
+    /// placeholders holding no descriptor, until `wake`.
+    resting: bool,
 }
 
 impl Db {
@@ -150,8 +160,15 @@ impl Db {
         }
         let second = open().map_err(err)?;
         let writer = open().map_err(err)?;
-        let mut db =
-            Db { path: path.to_path_buf(), conns: [first, second], active: None, writer, writing: false, busy_timeout };
+        let mut db = Db {
+            path: path.to_path_buf(),
+            conns: [first, second],
+            active: None,
+            writer,
+            writing: false,
+            busy_timeout,
+            resting: false,
+        };
         db.refresh_read_lock()?;
         Ok(db)
     }
@@ -179,6 +196,9 @@ impl Db {
     /// and `xShmMap`): no descriptor of ours is opened (see the module
     /// comment). `None` if the wal-index is not mapped or not initialised.
     pub fn published(&self) -> Option<Published> {
+        if self.resting {
+            return None;
+        }
         let conn = &self.conns[self.active.unwrap_or(0)];
         // SAFETY: the handle is a live connection used by this thread only
         // (the capturer is behind a mutex); see `read_published`.
@@ -203,6 +223,55 @@ impl Db {
         Ok(())
     }
 
+    /// Close our connections, which hold the database, its `-wal` and
+    /// `-shm` open (DESIGN.md, decision 29): the caller has captured and
+    /// checkpointed everything, and proves continuity again at `wake`.
+    /// Closing checkpoints nothing (even as the last connection), so it
+    /// never copies a frame committed after that capture.
+    pub fn rest(&mut self) -> Result<(), DbError> {
+        for c in self.conns.iter().chain([&self.writer]) {
+            c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+                .map_err(|e| self.err(e))?;
+        }
+        let _ = self.release_write_lock();
+        let _ = self.release_read_locks();
+        let path = self.path.clone();
+        let placeholder =
+            || Connection::open_in_memory().map_err(|source| DbError::Sqlite { path: path.clone(), source });
+        let old = std::mem::replace(&mut self.conns, [placeholder()?, placeholder()?]);
+        let old_writer = std::mem::replace(&mut self.writer, placeholder()?);
+        self.resting = true;
+        for c in old.into_iter().chain([old_writer]) {
+            c.close().map_err(|(_, e)| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether our connections are closed (`rest`).
+    pub fn resting(&self) -> bool {
+        self.resting
+    }
+
+    /// Open our connections again after `rest`, with a read transaction.
+    pub fn wake(&mut self) -> Result<(), DbError> {
+        if self.resting {
+            *self = Db::open(&self.path, self.busy_timeout)?;
+        }
+        Ok(())
+    }
+
+    /// Refuse to act on the placeholders of a resting `Db`: the caller
+    /// skipped `wake` (a bug, said as one).
+    fn awake(&self) -> Result<(), DbError> {
+        match self.resting {
+            false => Ok(()),
+            true => Err(DbError::Other {
+                path: self.path.clone(),
+                msg: "bug: the database's connections are closed while idle and were not reopened".into(),
+            }),
+        }
+    }
+
     fn err(&self, source: rusqlite::Error) -> DbError {
         DbError::Sqlite { path: self.path.clone(), source }
     }
@@ -210,6 +279,7 @@ impl Db {
     /// Start a read transaction on the idle connection, then end the
     /// older one. The new one sees every commit made before this call.
     pub fn refresh_read_lock(&mut self) -> Result<(), DbError> {
+        self.awake()?;
         let next = self.active.map_or(0, |a| 1 - a);
         let conn = &self.conns[next];
         // Cached statements: this runs every sync, and parsing the SQL
@@ -242,6 +312,7 @@ impl Db {
     /// `release_write_lock`, no transaction can commit. `false` if the
     /// application kept it busy; try again later.
     pub fn hold_write_lock(&mut self, wait: Duration) -> Result<bool, DbError> {
+        self.awake()?;
         if self.writing {
             return Ok(true);
         }
@@ -275,6 +346,7 @@ impl Db {
     /// would stall the application's writers behind it; a busy TRUNCATE
     /// is simply tried again at a later checkpoint.
     pub fn checkpoint(&mut self, mode: CheckpointMode) -> Result<CheckpointResult, DbError> {
+        self.awake()?;
         let conn = &self.conns[self.active.map_or(0, |a| 1 - a)];
         let run = |sql| {
             conn.query_row(sql, [], |r| {
@@ -294,6 +366,7 @@ impl Db {
 
     /// The page size and size in pages, as the current read transaction sees them.
     pub fn page_info(&self) -> Result<(u32, u32), DbError> {
+        self.awake()?;
         let conn = &self.conns[self.active.unwrap_or(0)];
         let size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(|e| self.err(e))?;
         let count: u32 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(|e| self.err(e))?;
@@ -308,6 +381,7 @@ impl Db {
         pages: u32,
         mut f: impl FnMut(u32, &[u8]) -> std::io::Result<()>,
     ) -> Result<(), DbError> {
+        self.awake()?;
         let conn = &self.conns[self.active.unwrap_or(0)];
         let mut stmt = conn
             .prepare("SELECT pgno, data FROM sqlite_dbpage('main') WHERE pgno <= ?1 ORDER BY pgno")

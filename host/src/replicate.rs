@@ -158,6 +158,29 @@ fn wal_stamp(db: &Path) -> Stamp {
     ))
 }
 
+/// Close a quiet database's files (`Capturer::rest`) on a blocking
+/// thread: the files' stamp as it left them, or `None` if it could not
+/// rest now (said at debug; it is tried again later).
+async fn rest_once(capturer: &Arc<Mutex<Capturer>>, db: &Path) -> Option<Stamp> {
+    let (c, db) = (capturer.clone(), db.to_path_buf());
+    let rested = tokio::task::spawn_blocking(move || {
+        let mut c = c.lock().map_err(|_| anyhow::anyhow!("capture state poisoned by an earlier panic"))?;
+        anyhow::Ok(c.rest(|| wal_stamp(&db))?)
+    })
+    .await;
+    match rested {
+        Ok(Ok(stamp)) => stamp,
+        Ok(Err(e)) => {
+            tracing::debug!("could not close the idle database's files: {e:#}");
+            None
+        }
+        Err(e) => {
+            tracing::debug!("could not close the idle database's files: {e}");
+            None
+        }
+    }
+}
+
 /// What the loops of every database share.
 #[derive(Clone)]
 struct Common {
@@ -307,7 +330,8 @@ impl Running {
         let Running { capturer, meta, replicas, .. } = self;
         // Writes arriving within this long of a sync wait for the next one.
         let batch = spec.replicas.iter().map(|r| r.sync_interval).min().unwrap_or(spec.monitor_interval);
-        let mut pacer = Pacer::new(batch, spec.monitor_interval, opts.force_snapshot, tokio::time::Instant::now());
+        let mut pacer = Pacer::new(batch, spec.monitor_interval, opts.force_snapshot, tokio::time::Instant::now())
+            .rest_after(spec.idle_timeout.filter(|_| !opts.once));
         if opts.force_snapshot {
             // Every replica is to receive it, including one already at the
             // current TXID (which would otherwise take only newer changes).
@@ -345,6 +369,10 @@ impl Running {
             if opts.once {
                 return failed;
             }
+            if pacer.should_rest(tokio::time::Instant::now()) {
+                let rested = rest_once(capturer, &spec.path).await;
+                pacer.rested(rested, tokio::time::Instant::now());
+            }
             // While writes keep coming the next look is at the end of the
             // batch anyway: notifications would only wake us to wait. Once
             // quiet, arm them, and look once more for a write that slipped in
@@ -359,6 +387,10 @@ impl Running {
             let shipped = || collect_spool(meta, replicas);
             wait_for_next_look(&mut pacer, wake.as_ref(), shutdown, &self.live, replicas, shipped).await;
             if *shutdown.borrow() {
+                if pacer.resting_unchanged(&wal_stamp(&spec.path)) {
+                    // Nothing was written since every commit was captured.
+                    return None;
+                }
                 return self.final_sync().await;
             }
         }

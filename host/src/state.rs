@@ -66,10 +66,14 @@ pub struct State {
     pub wal: Option<WalMark>,
     /// With no WAL epoch in progress: the salt-1 the next epoch must have.
     pub next_salt1: Option<u32>,
-    /// With no WAL epoch in progress: size and mtime (ns) of the database
-    /// file. A first epoch whose salts cannot be predicted (a fresh
-    /// wal-index picks random ones) still continues the chain if the file
-    /// was not touched, since only a checkpoint writes it.
+    /// Size and mtime (ns) of the database file at a moment when every
+    /// commit SQLite had published was captured (no WAL epoch in
+    /// progress, or resting: DESIGN.md decision 29). A later epoch whose
+    /// salts cannot be tied to the last capture (a fresh wal-index picks
+    /// random ones, a WAL restarted while sluice held no read lock) still
+    /// continues the chain if the file was not touched since, because
+    /// only a checkpoint writes it and frames leave the WAL only once
+    /// checkpointed.
     #[serde(default)]
     pub db_stamp: Option<(u64, i64)>,
 }

@@ -3,7 +3,7 @@
 //! restart (or be truncated) with nothing in it left uncaptured.
 
 use super::{CaptureError, Capturer, PASSIVE_LOCK_WAIT};
-use crate::db::CheckpointMode;
+use crate::db::{CheckpointMode, CheckpointResult};
 use std::time::{Duration, Instant};
 
 /// A WAL this many times past `min-checkpoint-page-count` means the brief
@@ -126,13 +126,7 @@ impl Capturer {
             return Ok(false);
         }
         let Some(mark) = self.state.wal else { return Ok(false) };
-        let mut passive = self.db.checkpoint(CheckpointMode::Passive)?;
-        let (started, mut pause) = (Instant::now(), LOCKED_BUSY_PAUSE);
-        while passive.busy && started.elapsed() < self.config.busy_timeout {
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(LOCKED_BUSY_PAUSE_MAX);
-            passive = self.db.checkpoint(CheckpointMode::Passive)?;
-        }
+        let passive = self.checkpoint_all_locked()?;
         if passive.log_frames > mark.pos.frames as i64 {
             // Cannot happen while we hold the write lock. Our read view kept
             // the checkpoint off the uncaptured frames, but their capture is
@@ -143,12 +137,26 @@ impl Capturer {
             ));
             return Ok(false);
         }
-        let copied_all = !passive.busy && passive.checkpointed == passive.log_frames;
+        let copied_all = passive.copied_all();
         tracing::trace!(database = %self.db.path().display(), "checkpoint under the write lock: {} of {} frames copied{}", passive.checkpointed, passive.log_frames, if passive.busy { ", busy" } else { "" });
         if copied_all {
             self.db.refresh_read_lock()?;
         }
         Ok(copied_all)
+    }
+
+    /// Under the write lock: a PASSIVE checkpoint, tried again while it
+    /// finds the checkpointer busy, for up to the busy timeout (see
+    /// `LOCKED_BUSY_PAUSE`).
+    pub(super) fn checkpoint_all_locked(&mut self) -> Result<CheckpointResult, CaptureError> {
+        let mut passive = self.db.checkpoint(CheckpointMode::Passive)?;
+        let (started, mut pause) = (Instant::now(), LOCKED_BUSY_PAUSE);
+        while passive.busy && started.elapsed() < self.config.busy_timeout {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(LOCKED_BUSY_PAUSE_MAX);
+            passive = self.db.checkpoint(CheckpointMode::Passive)?;
+        }
+        Ok(passive)
     }
 }
 

@@ -6,7 +6,7 @@ use crate::checksum::page_hash;
 use crate::db::CheckpointMode;
 use rusqlite::Connection;
 
-fn app(path: &Path) -> Connection {
+pub(super) fn app(path: &Path) -> Connection {
     let c = Connection::open(path).unwrap();
     c.busy_timeout(Duration::from_secs(5)).unwrap();
     c.pragma_update(None, "journal_mode", "wal").unwrap();
@@ -16,7 +16,7 @@ fn app(path: &Path) -> Connection {
     c
 }
 
-fn small_thresholds() -> CaptureConfig {
+pub(super) fn small_thresholds() -> CaptureConfig {
     CaptureConfig {
         min_checkpoint_page_count: 8,
         truncate_page_n: 40,
@@ -282,7 +282,7 @@ fn a_wal_reset_while_capture_reads_it_is_not_recorded() {
 }
 
 /// The database's pages as a fresh reader sees them, concatenated.
-fn pages_now(path: &Path) -> Vec<u8> {
+pub(super) fn pages_now(path: &Path) -> Vec<u8> {
     let db = Db::open(path, Duration::from_secs(5)).unwrap();
     let (_, pages) = db.page_info().unwrap();
     let mut out = Vec::new();
@@ -296,7 +296,7 @@ fn pages_now(path: &Path) -> Vec<u8> {
 
 /// What a restore of the spool's chain gives (the snapshot at TXID 1 and
 /// every level-0 segment after it), every checksum verified.
-fn restore_spool(meta: &Path) -> Vec<u8> {
+pub(super) fn restore_spool(meta: &Path) -> Vec<u8> {
     use crate::segment::apply::{FileSink, apply};
     let mut entries = list_spool(&meta.join("spool")).unwrap();
     entries.sort_by_key(|e| e.name.min_txid);

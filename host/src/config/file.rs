@@ -118,6 +118,9 @@ pub struct DbConfig {
     pub min_checkpoint_page_count: Option<u32>,
     pub truncate_page_n: Option<u32>,
     pub validation_interval: Option<String>,
+    /// How long a database stays quiet before sluice closes its files
+    /// (DESIGN.md decision 29); `0s` keeps them open.
+    pub idle_timeout: Option<String>,
     pub restore_if_db_not_exists: Option<bool>,
     pub replica: Option<ReplicaConfig>,
     #[serde(default)]

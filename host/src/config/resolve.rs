@@ -16,6 +16,12 @@ use std::time::Duration;
 
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a database stays quiet (nothing captured) before sluice
+/// closes its files, the eight descriptors its three connections hold
+/// (decision 29). Long enough that a database written every few seconds
+/// keeps them open (reopening costs three connections and a stat), short
+/// enough that thousands of idle tenants hold almost none.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_SNAPSHOT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_L0_RETENTION: Duration = Duration::from_secs(300);
@@ -69,6 +75,9 @@ pub struct DatabaseSpec {
     /// replicas', else `DEFAULT_VALIDATION_INTERVAL`; `0` turns it off
     /// (see `capture::validate`).
     pub validation_interval: Option<Duration>,
+    /// Close the database's files after this long quiet (`idle-timeout`,
+    /// `DEFAULT_IDLE_TIMEOUT`; `None`: keep them open).
+    pub idle_timeout: Option<Duration>,
     pub replicas: Vec<ReplicaSpec>,
 }
 
@@ -329,8 +338,10 @@ pub(super) fn database(db: &DbConfig, path: PathBuf, global: &FileConfig) -> any
     let chosen =
         validation.iter().find(|(own, _)| *own).or_else(|| validation.iter().min_by_key(|(_, d)| *d)).map(|(_, d)| *d);
     let validation_interval = Some(chosen.unwrap_or(DEFAULT_VALIDATION_INTERVAL)).filter(|d| !d.is_zero());
+    let idle_timeout = opt_duration(&db.idle_timeout, &what("idle-timeout"), DEFAULT_IDLE_TIMEOUT)?;
     Ok(DatabaseSpec {
         validation_interval,
+        idle_timeout: Some(idle_timeout).filter(|d| !d.is_zero()),
         meta_path: db.meta_path.as_deref().map(db_path),
         monitor_interval: opt_duration(&db.monitor_interval, &what("monitor-interval"), DEFAULT_MONITOR_INTERVAL)?,
         capture,

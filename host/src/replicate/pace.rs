@@ -90,6 +90,14 @@ pub struct Pacer<S> {
     /// A file watch on the database's directory is in place: quiet looks
     /// are `WATCHED_IDLE_LOOK` apart, not `monitor`.
     watched: bool,
+    /// Close the database's files after this long quiet (`idle-timeout`;
+    /// `None`: never). See `should_rest`.
+    rest_after: Option<Duration>,
+    /// The files are closed (a sync opens them again).
+    resting: bool,
+    /// A try at resting that could not (a writer came) is not repeated
+    /// before this.
+    rest_retry_at: Instant,
 }
 
 impl<S: PartialEq> Pacer<S> {
@@ -107,7 +115,47 @@ impl<S: PartialEq> Pacer<S> {
             in_flight: false,
             stuck: Duration::ZERO,
             watched: false,
+            rest_after: None,
+            resting: false,
+            rest_retry_at: now,
         }
+    }
+
+    /// Close the database's files once it was quiet for `after`.
+    pub fn rest_after(mut self, after: Option<Duration>) -> Self {
+        self.rest_after = after.filter(|a| !a.is_zero());
+        self
+    }
+
+    /// Whether to close the database's files now: the last look found
+    /// nothing to capture and nothing half-written, nothing was captured
+    /// for `idle-timeout`, and they are open.
+    pub fn should_rest(&self, now: Instant) -> bool {
+        let Some(after) = self.rest_after else { return false };
+        !self.resting
+            && !self.busy
+            && !self.in_flight
+            && !self.look_anyway
+            && now >= (self.last_sync + after).max(self.rest_retry_at)
+    }
+
+    /// What a try at resting did: `Some(stamp)`, the files' stamp as it
+    /// left them (its checkpoint wrote the database, which is no news);
+    /// `None`, it could not, and is tried again after `idle-timeout`.
+    pub fn rested(&mut self, stamp: Option<S>, now: Instant) {
+        match stamp {
+            Some(stamp) => {
+                self.resting = true;
+                self.last_stamp = Some(stamp);
+            }
+            None => self.rest_retry_at = now + self.rest_after.unwrap_or_default(),
+        }
+    }
+
+    /// Resting, and the files are as they were left (`stamp`): a sync
+    /// would find nothing (the final sync is skipped).
+    pub fn resting_unchanged(&self, stamp: &S) -> bool {
+        self.resting && self.last_stamp.as_ref() == Some(stamp)
     }
 
     /// Whether a file watch will wake the loop at the database's next write.
@@ -133,6 +181,8 @@ impl<S: PartialEq> Pacer<S> {
 
     /// Record a sync that began at `started` with the files at `stamp`.
     pub fn synced(&mut self, started: Instant, stamp: S, outcome: SyncOutcome) {
+        // A sync opens resting files.
+        self.resting = false;
         match outcome {
             SyncOutcome::Ran { captured, in_flight, again } => {
                 self.force_snapshot = false;
@@ -394,6 +444,42 @@ mod tests {
         p.synced(t0, 1, ran(false, false));
         p.armed();
         assert_eq!(p.should_sync(&1, false), None, "a quiet database is looked at by its stamps only");
+    }
+
+    #[test]
+    fn a_database_rests_after_idle_timeout_quiet_and_a_sync_wakes_it() {
+        let t0 = Instant::now();
+        let after = Duration::from_secs(10);
+        let mut p = pacer(t0).rest_after(Some(after));
+        assert!(!p.should_rest(t0), "nothing captured yet, but idle-timeout not passed since start");
+        assert_eq!(p.should_sync(&1, false), Some(false));
+        p.synced(t0, 1, ran(true, false));
+        assert!(!p.should_rest(t0 + after * 2), "the last look captured something");
+        assert_eq!(p.should_sync(&1, false), None);
+        assert!(!p.should_rest(t0 + after - Duration::from_millis(1)));
+        assert!(p.should_rest(t0 + after));
+        p.rested(None, t0 + after);
+        assert!(!p.should_rest(t0 + after + Duration::from_secs(1)), "a failed try waits another idle-timeout");
+        assert!(p.should_rest(t0 + after * 2));
+        p.rested(Some(2), t0 + after * 2);
+        assert!(!p.should_rest(t0 + after * 3), "already resting");
+        assert!(p.resting_unchanged(&2));
+        assert_eq!(p.should_sync(&2, false), None, "the rest's own checkpoint is no news");
+        assert_eq!(p.should_sync(&3, false), Some(false), "a write is");
+        assert!(!p.resting_unchanged(&3));
+        p.synced(t0 + after * 3, 3, ran(true, false));
+        assert!(!p.resting_unchanged(&3), "the sync opened the files");
+        assert_eq!(p.should_sync(&3, false), None);
+        assert!(p.should_rest(t0 + after * 4));
+    }
+
+    #[test]
+    fn without_idle_timeout_a_database_never_rests() {
+        let t0 = Instant::now();
+        let mut p = pacer(t0).rest_after(Some(Duration::ZERO));
+        assert_eq!(p.should_sync(&1, false), Some(false));
+        p.synced(t0, 1, ran(false, false));
+        assert!(!p.should_rest(t0 + Duration::from_secs(3600)));
     }
 
     #[test]

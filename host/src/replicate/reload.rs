@@ -185,6 +185,7 @@ mod tests {
 
     fn spec(path: &str, monitor_ms: u64) -> DatabaseSpec {
         DatabaseSpec {
+            idle_timeout: None,
             path: PathBuf::from(path),
             meta_path: None,
             monitor_interval: Duration::from_millis(monitor_ms),
