@@ -124,8 +124,10 @@ fn run_scenario(s: &Scenario) -> usize {
     // Validation ran against the live database all along; it must never
     // have found the capture wrong (its healing snapshot would hide that
     // from the restores below).
+    let mut rests = 0;
     for life in 1..=run.lives {
         let log = std::fs::read_to_string(dir.path().join(format!("sluice-{life}.log"))).unwrap_or_default();
+        rests += log.matches("files are closed until its next write").count();
         assert!(
             !log.contains("validation failed"),
             "seed {:#x}: life {life}: {}",
@@ -133,8 +135,11 @@ fn run_scenario(s: &Scenario) -> usize {
             log.lines().filter(|l| l.contains("validation")).collect::<Vec<_>>().join("\n")
         );
     }
+    if s.lulls {
+        assert!(rests > 0, "seed {:#x}: the writers fell quiet, but the database never rested", s.seed);
+    }
     let checked = verify(s, &db, &url, &dir.path().join("restored.db"));
-    eprintln!("torture seed {:#x}: {} replicator lives, {checked} TXIDs checked", s.seed, run.lives);
+    eprintln!("torture seed {:#x}: {} replicator lives, {rests} rests, {checked} TXIDs checked", s.seed, run.lives);
     checked
 }
 
@@ -261,6 +266,8 @@ impl Run<'_> {
         let child = sluice()
             .args(["replicate", "-config"])
             .arg(&self.config)
+            // Resting is said at debug: counted below.
+            .env("SLUICE_LOG", "info,sluice::capture::rest=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -327,6 +334,7 @@ impl Run<'_> {
             rate: self.s.rate,
             autocheckpoint: self.s.autocheckpoint,
             extras: self.s.extras,
+            lulls: self.s.lulls,
         }
     }
 

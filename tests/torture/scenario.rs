@@ -51,6 +51,10 @@ pub struct Scenario {
     pub min_checkpoint: u32,
     pub truncate_after: u32,
     pub sync_ms: u64,
+    /// Writers fall quiet now and then, often disconnecting, and the
+    /// replicator closes an idle database's files after 25 ms
+    /// (`idle-timeout`): the database rests and wakes between writes.
+    pub lulls: bool,
 }
 
 impl Scenario {
@@ -77,6 +81,7 @@ impl Scenario {
             min_checkpoint: [20, 100, 1000][rng.random_range(0..3)],
             truncate_after: [200, 2000, 121_359][rng.random_range(0..3)],
             sync_ms: [50, 200, 1000][rng.random_range(0..3)],
+            lulls: rng.random_bool(0.4),
         }
     }
 
@@ -97,6 +102,7 @@ impl Scenario {
             s.sync_ms = 200;
             s.kill_replicator = i != 0;
             s.extras = true;
+            s.lulls = i % 3 == 1;
             out.push(s);
         }
         // The first failure as reported: a closed database (no
@@ -127,8 +133,9 @@ impl Scenario {
 
     /// The replicator's configuration for this scenario.
     pub fn config(&self, db: &std::path::Path, replica: &str) -> String {
+        let idle = if self.lulls { "25ms" } else { "10s" };
         format!(
-            "dbs:\n  - path: {}\n    monitor-interval: 20ms\n    checkpoint-interval: 2s\n    validation-interval: 1s\n    min-checkpoint-page-count: {}\n    truncate-page-n: {}\n    replicas:\n      - url: {replica}\n        sync-interval: {}ms\n",
+            "dbs:\n  - path: {}\n    idle-timeout: {idle}\n    monitor-interval: 20ms\n    checkpoint-interval: 2s\n    validation-interval: 1s\n    min-checkpoint-page-count: {}\n    truncate-page-n: {}\n    replicas:\n      - url: {replica}\n        sync-interval: {}ms\n",
             db.display(),
             self.min_checkpoint,
             self.truncate_after,

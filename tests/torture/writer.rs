@@ -52,6 +52,19 @@ pub struct WriterSpec {
     pub autocheckpoint: i64,
     /// VACUUM, checkpoints in all four modes, reconnects between commits.
     pub extras: bool,
+    /// Fall quiet now and then (see `lull_after`).
+    #[serde(default)]
+    pub lulls: bool,
+}
+
+/// After transaction `seq`, sometimes a pause long enough for the
+/// replicator to close the database's files (its `idle-timeout` is 25 ms
+/// in these scenarios), and whether to disconnect for it: the last
+/// connection to close checkpoints the WAL and deletes it, which the
+/// replicator must notice when it wakes.
+fn lull_after(seed: u64, id: u32, seq: u64) -> Option<(Duration, bool)> {
+    let mut rng = rng_for(seed ^ 0x1011_1011, id, seq);
+    rng.random_bool(0.03).then(|| (Duration::from_millis(rng.random_range(80..500)), rng.random_bool(0.5)))
 }
 
 /// The schema a writer starts from (seq 0), in the database and the model.
@@ -207,6 +220,15 @@ pub fn run(spec: &WriterSpec) -> Result<u64, String> {
         }
         if let Some(p) = pause {
             std::thread::sleep(p);
+        }
+        if let Some((quiet, disconnect)) = spec.lulls.then(|| lull_after(spec.seed, spec.id, seq)).flatten() {
+            if disconnect {
+                conn = rusqlite::Connection::open_in_memory().map_err(|e| format!("close: {e}"))?;
+            }
+            std::thread::sleep(quiet);
+            if disconnect {
+                conn = connect(spec).map_err(|e| format!("reconnect after {seq}: {e}"))?;
+            }
         }
     }
     Ok(seq)
