@@ -135,7 +135,9 @@ fn run_scenario(s: &Scenario) -> usize {
             log.lines().filter(|l| l.contains("validation")).collect::<Vec<_>>().join("\n")
         );
     }
-    if s.lulls {
+    // Databases past 64 MiB never rest (REST_MAX_BYTES), and two writers'
+    // lulls seldom meet.
+    if s.lulls && s.bulk_mb == 0 && s.writers == 1 {
         assert!(rests > 0, "seed {:#x}: the writers fell quiet, but the database never rested", s.seed);
     }
     let checked = verify(s, &db, &url, &dir.path().join("restored.db"));

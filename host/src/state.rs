@@ -122,6 +122,14 @@ impl MetaDir {
         &self.dir
     }
 
+    /// Close the slot files kept open for saving: a resting database
+    /// holds no descriptor (the next save opens its slot again).
+    pub fn close_files(&self) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.files = [None, None];
+        }
+    }
+
     pub fn spool(&self) -> PathBuf {
         self.dir.join(SPOOL_DIR)
     }

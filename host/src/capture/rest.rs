@@ -65,6 +65,7 @@ impl Capturer {
         let looked = look();
         self.state.db_stamp = Some(stamp);
         let saved = self.meta.save(&self.state, &self.hashes).map_err(io_err(self.meta.path()));
+        self.meta.close_files();
         // Whether or not the state was saved, the files are closed: an
         // unsaved stamp only means the wake proves nothing and bridges.
         self.live = false;

@@ -131,12 +131,14 @@ impl<S: PartialEq> Pacer<S> {
     /// nothing to capture and nothing half-written, nothing was captured
     /// for `idle-timeout`, and they are open.
     pub fn should_rest(&self, now: Instant) -> bool {
-        let Some(after) = self.rest_after else { return false };
-        !self.resting
-            && !self.busy
-            && !self.in_flight
-            && !self.look_anyway
-            && now >= (self.last_sync + after).max(self.rest_retry_at)
+        let quiet = !self.busy && !self.in_flight && !self.look_anyway;
+        quiet && self.rest_at().is_some_and(|at| now >= at)
+    }
+
+    /// When the files may be closed, if they are open and may ever be.
+    fn rest_at(&self) -> Option<Instant> {
+        let after = self.rest_after.filter(|_| !self.resting)?;
+        Some((self.last_sync + after).max(self.rest_retry_at))
     }
 
     /// What a try at resting did: `Some(stamp)`, the files' stamp as it
@@ -226,7 +228,8 @@ impl<S: PartialEq> Pacer<S> {
         } else {
             self.recheck = IN_FLIGHT_RECHECK;
             let quiet = if self.watched { self.monitor.max(WATCHED_IDLE_LOOK) } else { self.monitor };
-            if self.busy { self.last_sync + self.pause() } else { now + quiet }
+            let rest = self.rest_at().map_or(now + quiet, |at| at.max(now));
+            if self.busy { self.last_sync + self.pause() } else { (now + quiet).min(rest) }
         };
         // Waiting on a half-written transaction, its own writes' events
         // would only cut the back-off short.
@@ -237,7 +240,11 @@ impl<S: PartialEq> Pacer<S> {
     /// since the last busy sync is over (a write after a quiet spell syncs
     /// at once; a busy database at most once per batch). Returns when.
     pub fn woke(&mut self) -> Instant {
-        self.look_anyway = true;
+        // Resting, the stamps tell every write (`Capturer::rest` let the
+        // clock pass the files' times), and a notification may be the
+        // rest's own checkpoint: forcing a sync would wake the database
+        // for nothing, and rest it again, in a loop.
+        self.look_anyway = !self.resting;
         self.last_sync + self.pause()
     }
 
@@ -457,6 +464,8 @@ mod tests {
         assert!(!p.should_rest(t0 + after * 2), "the last look captured something");
         assert_eq!(p.should_sync(&1, false), None);
         assert!(!p.should_rest(t0 + after - Duration::from_millis(1)));
+        p.watched(true);
+        assert_eq!(p.next_look(t0 + Duration::from_millis(1)).at, t0 + after, "a quiet look comes when it may rest");
         assert!(p.should_rest(t0 + after));
         p.rested(None, t0 + after);
         assert!(!p.should_rest(t0 + after + Duration::from_secs(1)), "a failed try waits another idle-timeout");
@@ -464,6 +473,7 @@ mod tests {
         p.rested(Some(2), t0 + after * 2);
         assert!(!p.should_rest(t0 + after * 3), "already resting");
         assert!(p.resting_unchanged(&2));
+        p.woke();
         assert_eq!(p.should_sync(&2, false), None, "the rest's own checkpoint is no news");
         assert_eq!(p.should_sync(&3, false), Some(false), "a write is");
         assert!(!p.resting_unchanged(&3));

@@ -1,0 +1,127 @@
+//! A quiet database rests (DESIGN.md decision 29): after `idle-timeout`
+//! with nothing to capture, the replicating process holds no descriptor of
+//! the database, its `-wal` or its `-shm` (so no SQLite lock either), and a
+//! write from another process wakes it, ships, and it rests again. The
+//! descriptors are read from `/proc/PID/fd`, from outside; what the
+//! replicas hold is checked by restoring them page for page.
+
+mod common;
+
+use common::*;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const DBS: usize = 12;
+const PAGE: u32 = 4096;
+
+/// The database files (`*.db`, `-wal`, `-shm`) under `dir` that process
+/// `pid` has open.
+fn open_database_files(pid: u32, dir: &Path) -> Vec<PathBuf> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .filter(|target| {
+            let name = target.to_string_lossy();
+            name.ends_with(".db") || name.ends_with(".db-wal") || name.ends_with(".db-shm")
+        })
+        .collect()
+}
+
+fn descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Wait until `pid` holds none of the database files under `dir`.
+fn wait_until_resting(pid: u32, dir: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let open = open_database_files(pid, dir);
+        if open.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: still open after 30 s: {open:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Wait until the replica at `url` holds a TXID past `after`.
+fn wait_for_txid(url: &str, after: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let txid = replica_txid(url);
+        if txid > after {
+            return txid;
+        }
+        assert!(Instant::now() < deadline, "{url} stayed at TXID {txid}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_idle_database_holds_no_descriptor_and_a_write_wakes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mut config = String::from("dbs:\n");
+    let mut urls = Vec::new();
+    let mut held = Vec::new();
+    for i in 0..DBS {
+        let db = data.join(format!("t{i}.db"));
+        let conn = create_db(&db, PAGE);
+        conn.execute("INSERT INTO t(a, b) VALUES ('first', randomblob(3000))", []).unwrap();
+        // Half the applications stay connected, half have closed.
+        if i % 2 == 0 {
+            held.push((db.clone(), conn));
+        }
+        let url = format!("file://{}", dir.path().join(format!("replica{i}")).display());
+        config.push_str(&format!(
+            "  - path: {}\n    idle-timeout: 300ms\n    monitor-interval: 100ms\n    replica:\n      url: {url}\n      sync-interval: 100ms\n",
+            db.display()
+        ));
+        urls.push(url);
+    }
+    let config_path = dir.path().join("sluice.yml");
+    std::fs::write(&config_path, config).unwrap();
+    let child = start_replicator(&config_path);
+    let pid = child.id();
+    let mut txids: Vec<u64> = urls.iter().map(|u| wait_for_txid(u, 0)).collect();
+    wait_until_resting(pid, &data, "after the first snapshots");
+    eprintln!("{DBS} resting databases: the process holds {} descriptors in all", descriptors(pid));
+
+    // Writes from this process (another than sluice's): two held
+    // connections and two fresh ones, which close again (the last
+    // connection to close checkpoints the WAL away before sluice wakes).
+    for i in [0, 2, 1, 3] {
+        let db = data.join(format!("t{i}.db"));
+        let write = |conn: &Connection| {
+            conn.execute("INSERT INTO t(a, b) VALUES ('woke', randomblob(5000))", []).unwrap();
+            conn.execute("UPDATE t SET b = randomblob(100) WHERE id = 1", []).unwrap();
+        };
+        match held.iter().find(|(p, _)| *p == db) {
+            Some((_, conn)) => write(conn),
+            None => write(&Connection::open(&db).unwrap()),
+        }
+    }
+    for i in [0, 1, 2, 3] {
+        txids[i] = wait_for_txid(&urls[i], txids[i]);
+        let db = data.join(format!("t{i}.db"));
+        // Both commits are in the replica, however they were captured.
+        let want = image(&Connection::open(&db).unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = restore_image(&urls[i], &dir.path().join(format!("restored{i}.db")), None, PAGE);
+            if got == want {
+                break;
+            }
+            assert!(Instant::now() < deadline, "database {i}: the replica never caught up");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    wait_until_resting(pid, &data, "after the writes");
+    for (i, url) in urls.iter().enumerate().skip(4) {
+        assert_eq!(replica_txid(url), txids[i], "database {i} was not written and shipped nothing");
+    }
+    let log = stop(child);
+    assert!(!log.contains("ERROR"), "{log}");
+}
