@@ -1,6 +1,7 @@
 //! A quiet database rests (DESIGN.md decision 29): after `idle-timeout`
 //! with nothing to capture, the replicating process holds no descriptor of
-//! the database, its `-wal` or its `-shm` (so no SQLite lock either), and a
+//! the database, its `-wal` or its `-shm` (so no SQLite lock either), nor
+//! of sluice's state beside them, and a
 //! write from another process wakes it, ships, and it rests again. The
 //! descriptors are read from `/proc/PID/fd`, from outside; what the
 //! replicas hold is checked by restoring them page for page.
@@ -15,17 +16,12 @@ use std::time::{Duration, Instant};
 const DBS: usize = 12;
 const PAGE: u32 = 4096;
 
-/// The database files (`*.db`, `-wal`, `-shm`) under `dir` that process
-/// `pid` has open.
+/// The files under `dir` that process `pid` has open: the databases,
+/// their `-wal` and `-shm`, and sluice's state beside them (the state
+/// slot, the page digests, the replicas' records).
 fn open_database_files(pid: u32, dir: &Path) -> Vec<PathBuf> {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
-    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-        .filter(|target| target.starts_with(dir))
-        .filter(|target| {
-            let name = target.to_string_lossy();
-            name.ends_with(".db") || name.ends_with(".db-wal") || name.ends_with(".db-shm")
-        })
-        .collect()
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok()).filter(|target| target.starts_with(dir)).collect()
 }
 
 fn descriptors(pid: u32) -> usize {

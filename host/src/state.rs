@@ -318,7 +318,7 @@ impl MetaDir {
 
     /// Small per-replica state (`<name>.json`), see [`Record`].
     pub fn record(&self, name: &str) -> Record {
-        Record { path: self.dir.join(format!("{name}.json")), file: None }
+        Record { path: self.dir.join(format!("{name}.json")) }
     }
 }
 
@@ -334,7 +334,6 @@ const RECORD_BYTES: usize = 64;
 /// unreadable, a snapshot).
 pub struct Record {
     path: PathBuf,
-    file: Option<File>,
 }
 
 impl Record {
@@ -350,15 +349,14 @@ impl Record {
         }
         bytes.resize(RECORD_BYTES - 1, b' ');
         bytes.push(b'\n');
-        let file = match &mut self.file {
-            Some(f) => f,
-            None => {
-                let f = fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&self.path)?;
-                // An older, longer layout must not leave a tail behind.
-                f.set_len(RECORD_BYTES as u64)?;
-                self.file.insert(f)
-            }
-        };
+        // Opened for each save, not kept: an idle replica of a resting
+        // database then holds no descriptor (decision 29), and a save
+        // comes with an upload, which costs far more than an open.
+        let file = fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&self.path)?;
+        if file.metadata()?.len() != RECORD_BYTES as u64 {
+            // An older, longer layout must not leave a tail behind.
+            file.set_len(RECORD_BYTES as u64)?;
+        }
         file.write_all_at(&bytes, 0)
     }
 }

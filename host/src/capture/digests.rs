@@ -138,6 +138,13 @@ impl Writer {
         self.run.clear();
     }
 
+    /// Write what is gathered and close the file (a resting database
+    /// holds no descriptor); the next write opens it again.
+    pub fn close(&mut self) {
+        self.flush();
+        self.file = None;
+    }
+
     /// The first write that failed since the last call, if one did.
     pub fn take_error(&mut self) -> Option<(PathBuf, io::Error)> {
         self.failed.take().map(|e| (self.path.clone(), e))

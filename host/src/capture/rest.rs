@@ -1,7 +1,8 @@
 //! Resting: an idle database whose every commit is captured lets go of
 //! its files (DESIGN.md, decision 29). Our three connections hold the
-//! database and its `-wal` open, and the `-shm`: eight descriptors per
-//! database, which at thousands of tenants is the process's whole limit.
+//! database and its `-wal` open, and the `-shm`, beside the state slot and
+//! the page digests: nine descriptors per database, which at thousands of
+//! tenants is the process's whole limit.
 //!
 //! Letting go also lets go of the read lock that proves continuity while
 //! sluice runs (decision 2), so the proof becomes the one a restart uses
@@ -66,6 +67,7 @@ impl Capturer {
         self.state.db_stamp = Some(stamp);
         let saved = self.meta.save(&self.state, &self.hashes).map_err(io_err(self.meta.path()));
         self.meta.close_files();
+        self.digests.close();
         // Whether or not the state was saved, the files are closed: an
         // unsaved stamp only means the wake proves nothing and bridges.
         self.live = false;
