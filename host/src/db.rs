@@ -211,16 +211,22 @@ impl Db {
     /// SQLite closing the old one's `-shm` descriptor after the new one had
     /// taken its locks would release those.
     pub fn reopen(&mut self) -> Result<(), DbError> {
+        drop(self.take_connections()?);
+        *self = Db::open(&self.path, self.busy_timeout)?;
+        Ok(())
+    }
+
+    /// End our transactions and hand over our three connections, leaving
+    /// in-memory placeholders (which hold no descriptor) in their place.
+    fn take_connections(&mut self) -> Result<[Connection; 3], DbError> {
         let _ = self.release_write_lock();
         let _ = self.release_read_locks();
         let path = self.path.clone();
         let placeholder =
             || Connection::open_in_memory().map_err(|source| DbError::Sqlite { path: path.clone(), source });
-        let old = std::mem::replace(&mut self.conns, [placeholder()?, placeholder()?]);
-        let old_writer = std::mem::replace(&mut self.writer, placeholder()?);
-        drop((old, old_writer));
-        *self = Db::open(&self.path, self.busy_timeout)?;
-        Ok(())
+        let [a, b] = std::mem::replace(&mut self.conns, [placeholder()?, placeholder()?]);
+        let writer = std::mem::replace(&mut self.writer, placeholder()?);
+        Ok([a, b, writer])
     }
 
     /// Close our connections, which hold the database, its `-wal` and
@@ -233,15 +239,9 @@ impl Db {
             c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
                 .map_err(|e| self.err(e))?;
         }
-        let _ = self.release_write_lock();
-        let _ = self.release_read_locks();
-        let path = self.path.clone();
-        let placeholder =
-            || Connection::open_in_memory().map_err(|source| DbError::Sqlite { path: path.clone(), source });
-        let old = std::mem::replace(&mut self.conns, [placeholder()?, placeholder()?]);
-        let old_writer = std::mem::replace(&mut self.writer, placeholder()?);
+        let old = self.take_connections()?;
         self.resting = true;
-        for c in old.into_iter().chain([old_writer]) {
+        for c in old {
             c.close().map_err(|(_, e)| self.err(e))?;
         }
         Ok(())
