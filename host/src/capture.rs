@@ -350,6 +350,11 @@ impl Capturer {
         if let Some((h, _)) = &wal {
             let pos = scan.end.or(from).unwrap_or_else(|| h.start());
             self.state.wal = Some(WalMark { pos });
+            if scan.end.is_some() {
+                // The stamp vouched for a moment this capture has moved
+                // past: it proves nothing about the new frames' fate.
+                self.state.db_stamp = None;
+            }
         }
         self.flush_digests();
         self.meta.save(&self.state, &self.hashes).map_err(io_err(self.meta.path()))?;
@@ -528,7 +533,7 @@ fn startup_gap(db: &Db, state: &State) -> io::Result<Option<String>> {
 
 /// See `Capturer::untouched`.
 fn untouched(db: &Path, state: &State) -> bool {
-    state.db_stamp.is_some() && state.db_stamp == file_stamp(db)
+    state.db_stamp.is_some_and(crate::fsutil::fine_grained) && state.db_stamp == file_stamp(db)
 }
 
 mod checkpoint;

@@ -224,8 +224,10 @@ impl Db {
         let path = self.path.clone();
         let placeholder =
             || Connection::open_in_memory().map_err(|source| DbError::Sqlite { path: path.clone(), source });
-        let [a, b] = std::mem::replace(&mut self.conns, [placeholder()?, placeholder()?]);
-        let writer = std::mem::replace(&mut self.writer, placeholder()?);
+        // All three first: a failure must leave the real ones in place.
+        let (first, second, third) = (placeholder()?, placeholder()?, placeholder()?);
+        let [a, b] = std::mem::replace(&mut self.conns, [first, second]);
+        let writer = std::mem::replace(&mut self.writer, third);
         Ok([a, b, writer])
     }
 

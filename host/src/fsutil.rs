@@ -10,9 +10,21 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Size and modification time (ns) of a file, to notice it was written.
+/// Size and status-change time (ns) of a file, to notice it was written.
+/// The change time, not the modification time: every write sets both, but
+/// only the modification time can be set back (`cp -p`, `touch -d`,
+/// `rsync -t` overwriting a file in place).
 pub fn file_stamp(path: &Path) -> Option<(u64, i64)> {
     use std::os::unix::fs::MetadataExt;
     let m = fs::metadata(path).ok()?;
-    Some((m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()))
+    Some((m.len(), m.ctime() * 1_000_000_000 + m.ctime_nsec()))
+}
+
+/// Whether a stamp's time can tell two writes apart: a filesystem that
+/// keeps whole seconds (ext4 with 128-byte inodes, ext3, HFS+), two
+/// seconds (vfat) or 10 ms (exFAT) gives a write in the same second the
+/// same time. Such times are whole milliseconds; nanosecond times are
+/// that only one time in a million, which then merely goes untrusted.
+pub fn fine_grained(stamp: (u64, i64)) -> bool {
+    stamp.1 % 1_000_000 != 0
 }

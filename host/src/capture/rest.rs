@@ -16,7 +16,7 @@
 //! whole WAL into the database, and records the file's stamp.
 
 use super::{CaptureError, Capturer, PASSIVE_LOCK_WAIT, io_err};
-use crate::fsutil::file_stamp;
+use crate::fsutil::{file_stamp, fine_grained};
 use std::time::{Duration, Instant};
 
 /// Longest wait, under the write lock, for the kernel's coarse clock to
@@ -100,6 +100,11 @@ impl Capturer {
         let path = self.db.path().to_path_buf();
         let stamp = file_stamp(&path)
             .ok_or_else(|| CaptureError::Io { path: path.clone(), source: std::io::Error::other("cannot stat") })?;
+        if !fine_grained(stamp) {
+            // Times in whole seconds: a write in the same second would
+            // leave the stamp as it is, so resting could prove nothing.
+            return Ok(None);
+        }
         // The WAL's time too: the loop tells a write while resting by the
         // files' stamps, and the next write restarts the WAL at its first
         // frame, which may leave its size as it was.
@@ -109,9 +114,9 @@ impl Capturer {
 }
 
 /// Wait, up to `STAMP_SETTLE_MAX`, until the kernel's coarse real-time
-/// clock is past `mtime_ns`. A file's modification time is taken from that
-/// clock, so every later write to the file gets a later time: a checkpoint
-/// in the same clock tick as the stamp cannot leave the stamp unchanged.
+/// clock is past `mtime_ns`. A file's times are taken from that clock, so
+/// every later write to the file gets a later time: a checkpoint in the
+/// same clock tick as the stamp cannot leave the stamp unchanged.
 fn clock_passed(mtime_ns: i64) -> bool {
     let started = Instant::now();
     loop {
