@@ -41,16 +41,32 @@ fn wait_until_resting(pid: u32, dir: &Path, what: &str) {
     }
 }
 
-/// Wait until the replica at `url` holds a TXID past `after`.
-fn wait_for_txid(url: &str, after: u64) -> u64 {
+/// Wait until the replica at `url` holds a TXID past `after`; on failure,
+/// say what the replicator logged (`log`).
+fn wait_for_txid(url: &str, after: u64, log: &Path) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let txid = replica_txid(url);
         if txid > after {
             return txid;
         }
-        assert!(Instant::now() < deadline, "{url} stayed at TXID {txid}");
+        if Instant::now() >= deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{url} stayed at TXID {txid}; the replicator logged:\n{log}");
+        }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The replicator, killed if the test fails before stopping it.
+struct Replicator(Option<std::process::Child>);
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -79,9 +95,17 @@ fn an_idle_database_holds_no_descriptor_and_a_write_wakes_it() {
     }
     let config_path = dir.path().join("sluice.yml");
     std::fs::write(&config_path, config).unwrap();
-    let child = start_replicator(&config_path);
+    let log = dir.path().join("sluice.log");
+    let child = sluice()
+        .args(["replicate", "-config"])
+        .arg(&config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
     let pid = child.id();
-    let mut txids: Vec<u64> = urls.iter().map(|u| wait_for_txid(u, 0)).collect();
+    let mut replicator = Replicator(Some(child));
+    let mut txids: Vec<u64> = urls.iter().map(|u| wait_for_txid(u, 0, &log)).collect();
     wait_until_resting(pid, &data, "after the first snapshots");
     eprintln!("{DBS} resting databases: the process holds {} descriptors in all", descriptors(pid));
 
@@ -100,7 +124,7 @@ fn an_idle_database_holds_no_descriptor_and_a_write_wakes_it() {
         }
     }
     for i in [0, 1, 2, 3] {
-        txids[i] = wait_for_txid(&urls[i], txids[i]);
+        txids[i] = wait_for_txid(&urls[i], txids[i], &log);
         let db = data.join(format!("t{i}.db"));
         // Both commits are in the replica, however they were captured.
         let want = image(&Connection::open(&db).unwrap());
@@ -110,7 +134,10 @@ fn an_idle_database_holds_no_descriptor_and_a_write_wakes_it() {
             if got == want {
                 break;
             }
-            assert!(Instant::now() < deadline, "database {i}: the replica never caught up");
+            if Instant::now() >= deadline {
+                let _ = dir.keep();
+                panic!("database {i}: the replica never caught up:\n{}", std::fs::read_to_string(&log).unwrap());
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -118,6 +145,10 @@ fn an_idle_database_holds_no_descriptor_and_a_write_wakes_it() {
     for (i, url) in urls.iter().enumerate().skip(4) {
         assert_eq!(replica_txid(url), txids[i], "database {i} was not written and shipped nothing");
     }
-    let log = stop(child);
-    assert!(!log.contains("ERROR"), "{log}");
+    let child = replicator.0.take().unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(out.status.success() && !log.contains("ERROR"), "{}:\n{log}", out.status);
 }

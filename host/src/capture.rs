@@ -376,6 +376,14 @@ impl Capturer {
                 }
             },
             (None, _) => {
+                if self.state.wal.is_none() && !was_live && self.gap.is_none() && !self.untouched() {
+                    // Nothing was in the WAL at the last capture, but our
+                    // read lock was let go since (resting, a failed sync):
+                    // a checkpoint may have copied commits we never saw
+                    // and deleted the WAL (the application's last
+                    // connection closing).
+                    self.gap = Some("the database file changed while sluice held no read lock on it".into());
+                }
                 if let Some(mark) = self.state.wal.take() {
                     if was_live {
                         // Truncated after a complete capture (decision 4).
