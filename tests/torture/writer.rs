@@ -223,7 +223,7 @@ pub fn run(spec: &WriterSpec) -> Result<u64, String> {
         }
         if let Some((quiet, disconnect)) = spec.lulls.then(|| lull_after(spec.seed, spec.id, seq)).flatten() {
             if disconnect {
-                if seq % 2 == 0 {
+                if seq.is_multiple_of(2) {
                     // An empty WAL when the replicator rests: no position
                     // in it to continue from (a commit made then and
                     // checkpointed away by this connection's close once
