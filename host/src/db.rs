@@ -115,16 +115,20 @@ const DB_CACHE_KIB: i64 = 256;
 /// The replicator's handle on one database.
 pub struct Db {
     path: PathBuf,
-    conns: [Connection; 2],
-    /// Which connection holds the current read transaction.
+    /// `None` while resting (`rest`): closed, holding no descriptor and
+    /// no memory, until `wake`.
+    conns: Option<Conns>,
+    /// Which reader holds the current read transaction.
     active: Option<usize>,
-    /// Takes SQLite's write lock around our checkpoints.
-    writer: Connection,
     writing: bool,
     busy_timeout: Duration,
-    /// Our connections are closed (`rest`): the three above are in-memory
-    /// placeholders holding no descriptor, until `wake`.
-    resting: bool,
+}
+
+/// Our three connections to one database.
+struct Conns {
+    readers: [Connection; 2],
+    /// Takes SQLite's write lock around our checkpoints.
+    writer: Connection,
 }
 
 impl Db {
@@ -160,15 +164,8 @@ impl Db {
         }
         let second = open().map_err(err)?;
         let writer = open().map_err(err)?;
-        let mut db = Db {
-            path: path.to_path_buf(),
-            conns: [first, second],
-            active: None,
-            writer,
-            writing: false,
-            busy_timeout,
-            resting: false,
-        };
+        let conns = Some(Conns { readers: [first, second], writer });
+        let mut db = Db { path: path.to_path_buf(), conns, active: None, writing: false, busy_timeout };
         db.refresh_read_lock()?;
         Ok(db)
     }
@@ -196,10 +193,7 @@ impl Db {
     /// and `xShmMap`): no descriptor of ours is opened (see the module
     /// comment). `None` if the wal-index is not mapped or not initialised.
     pub fn published(&self) -> Option<Published> {
-        if self.resting {
-            return None;
-        }
-        let conn = &self.conns[self.active.unwrap_or(0)];
+        let conn = &self.conns.as_ref()?.readers[self.active.unwrap_or(0)];
         // SAFETY: the handle is a live connection used by this thread only
         // (the capturer is behind a mutex); see `read_published`.
         unsafe { read_published(conn.handle()) }
@@ -211,24 +205,20 @@ impl Db {
     /// SQLite closing the old one's `-shm` descriptor after the new one had
     /// taken its locks would release those.
     pub fn reopen(&mut self) -> Result<(), DbError> {
-        drop(self.take_connections()?);
+        drop(self.take_connections());
         *self = Db::open(&self.path, self.busy_timeout)?;
         Ok(())
     }
 
-    /// End our transactions and hand over our three connections, leaving
-    /// in-memory placeholders (which hold no descriptor) in their place.
-    fn take_connections(&mut self) -> Result<[Connection; 3], DbError> {
+    /// End our transactions and hand over our three connections (none
+    /// while resting).
+    fn take_connections(&mut self) -> Vec<Connection> {
         let _ = self.release_write_lock();
         let _ = self.release_read_locks();
-        let path = self.path.clone();
-        let placeholder =
-            || Connection::open_in_memory().map_err(|source| DbError::Sqlite { path: path.clone(), source });
-        // All three first: a failure must leave the real ones in place.
-        let (first, second, third) = (placeholder()?, placeholder()?, placeholder()?);
-        let [a, b] = std::mem::replace(&mut self.conns, [first, second]);
-        let writer = std::mem::replace(&mut self.writer, third);
-        Ok([a, b, writer])
+        match self.conns.take() {
+            Some(Conns { readers: [a, b], writer }) => vec![a, b, writer],
+            None => Vec::new(),
+        }
     }
 
     /// Close our connections, which hold the database, its `-wal` and
@@ -237,13 +227,12 @@ impl Db {
     /// Closing checkpoints nothing (even as the last connection), so it
     /// never copies a frame committed after that capture.
     pub fn rest(&mut self) -> Result<(), DbError> {
-        for c in self.conns.iter().chain([&self.writer]) {
+        let conns = self.awake()?;
+        for c in conns.readers.iter().chain([&conns.writer]) {
             c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
                 .map_err(|e| self.err(e))?;
         }
-        let old = self.take_connections()?;
-        self.resting = true;
-        for c in old {
+        for c in self.take_connections() {
             c.close().map_err(|(_, e)| self.err(e))?;
         }
         Ok(())
@@ -251,27 +240,24 @@ impl Db {
 
     /// Whether our connections are closed (`rest`).
     pub fn resting(&self) -> bool {
-        self.resting
+        self.conns.is_none()
     }
 
     /// Open our connections again after `rest`, with a read transaction.
     pub fn wake(&mut self) -> Result<(), DbError> {
-        if self.resting {
+        if self.conns.is_none() {
             *self = Db::open(&self.path, self.busy_timeout)?;
         }
         Ok(())
     }
 
-    /// Refuse to act on the placeholders of a resting `Db`: the caller
-    /// skipped `wake` (a bug, said as one).
-    fn awake(&self) -> Result<(), DbError> {
-        match self.resting {
-            false => Ok(()),
-            true => Err(DbError::Other {
-                path: self.path.clone(),
-                msg: "bug: the database's connections are closed while idle and were not reopened".into(),
-            }),
-        }
+    /// Our connections; refused while resting: the caller skipped `wake`
+    /// (a bug, said as one).
+    fn awake(&self) -> Result<&Conns, DbError> {
+        self.conns.as_ref().ok_or_else(|| DbError::Other {
+            path: self.path.clone(),
+            msg: "bug: the database's connections are closed while idle and were not reopened".into(),
+        })
     }
 
     fn err(&self, source: rusqlite::Error) -> DbError {
@@ -281,9 +267,9 @@ impl Db {
     /// Start a read transaction on the idle connection, then end the
     /// older one. The new one sees every commit made before this call.
     pub fn refresh_read_lock(&mut self) -> Result<(), DbError> {
-        self.awake()?;
         let next = self.active.map_or(0, |a| 1 - a);
-        let conn = &self.conns[next];
+        let readers = &self.awake()?.readers;
+        let conn = &readers[next];
         // Cached statements: this runs every sync, and parsing the SQL
         // each time showed up in profiles.
         conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])).map_err(|e| self.err(e))?;
@@ -295,7 +281,7 @@ impl Db {
             return Err(self.err(e));
         }
         if let Some(old) = self.active {
-            self.conns[old].prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map_err(|e| self.err(e))?;
+            readers[old].prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map_err(|e| self.err(e))?;
         }
         self.active = Some(next);
         Ok(())
@@ -304,8 +290,8 @@ impl Db {
     /// End our read transaction (when closing, or when capture must wait
     /// for an operator and should not hold the WAL meanwhile).
     pub fn release_read_locks(&mut self) -> Result<(), DbError> {
-        if let Some(a) = self.active.take() {
-            self.conns[a].execute_batch("COMMIT").map_err(|e| self.err(e))?;
+        if let (Some(a), Some(conns)) = (self.active.take(), &self.conns) {
+            conns.readers[a].execute_batch("COMMIT").map_err(|e| self.err(e))?;
         }
         Ok(())
     }
@@ -314,12 +300,12 @@ impl Db {
     /// `release_write_lock`, no transaction can commit. `false` if the
     /// application kept it busy; try again later.
     pub fn hold_write_lock(&mut self, wait: Duration) -> Result<bool, DbError> {
-        self.awake()?;
+        let writer = &self.awake()?.writer;
         if self.writing {
             return Ok(true);
         }
-        self.writer.busy_timeout(wait).map_err(|e| self.err(e))?;
-        match self.writer.execute_batch("BEGIN IMMEDIATE") {
+        writer.busy_timeout(wait).map_err(|e| self.err(e))?;
+        match writer.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => {
                 self.writing = true;
                 Ok(true)
@@ -334,8 +320,8 @@ impl Db {
     }
 
     pub fn release_write_lock(&mut self) -> Result<(), DbError> {
-        if std::mem::take(&mut self.writing) {
-            self.writer.execute_batch("ROLLBACK").map_err(|e| self.err(e))?;
+        if let (true, Some(conns)) = (std::mem::take(&mut self.writing), &self.conns) {
+            conns.writer.execute_batch("ROLLBACK").map_err(|e| self.err(e))?;
         }
         Ok(())
     }
@@ -348,8 +334,7 @@ impl Db {
     /// would stall the application's writers behind it; a busy TRUNCATE
     /// is simply tried again at a later checkpoint.
     pub fn checkpoint(&mut self, mode: CheckpointMode) -> Result<CheckpointResult, DbError> {
-        self.awake()?;
-        let conn = &self.conns[self.active.map_or(0, |a| 1 - a)];
+        let conn = &self.awake()?.readers[self.active.map_or(0, |a| 1 - a)];
         let run = |sql| {
             conn.query_row(sql, [], |r| {
                 Ok(CheckpointResult { busy: r.get::<_, i64>(0)? != 0, log_frames: r.get(1)?, checkpointed: r.get(2)? })
@@ -368,8 +353,7 @@ impl Db {
 
     /// The page size and size in pages, as the current read transaction sees them.
     pub fn page_info(&self) -> Result<(u32, u32), DbError> {
-        self.awake()?;
-        let conn = &self.conns[self.active.unwrap_or(0)];
+        let conn = &self.awake()?.readers[self.active.unwrap_or(0)];
         let size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(|e| self.err(e))?;
         let count: u32 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(|e| self.err(e))?;
         Ok((size, count))
@@ -383,8 +367,7 @@ impl Db {
         pages: u32,
         mut f: impl FnMut(u32, &[u8]) -> std::io::Result<()>,
     ) -> Result<(), DbError> {
-        self.awake()?;
-        let conn = &self.conns[self.active.unwrap_or(0)];
+        let conn = &self.awake()?.readers[self.active.unwrap_or(0)];
         let mut stmt = conn
             .prepare("SELECT pgno, data FROM sqlite_dbpage('main') WHERE pgno <= ?1 ORDER BY pgno")
             .map_err(|e| self.err(e))?;

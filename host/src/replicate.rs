@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
+mod awake;
 mod dir_watch;
 mod heartbeat;
 mod live;
@@ -31,7 +32,7 @@ pub use registry::{Added, Registry, Summary, Toggled};
 pub use reload::{Reloader, diff_dbs};
 pub use start::{Plugins, open_store};
 use start::{open_stores, open_when_present};
-use sync::{Synced, ValidationClock, sync_once};
+use sync::{Synced, ValidationClock, rest_once, sync_once};
 
 /// Local spool ceiling per database. Past it the oldest level-0 segments
 /// go, and replicas that still needed them catch up with a snapshot:
@@ -101,6 +102,7 @@ async fn wait_for_next_look(
     live: &Live,
     replicas: &[Replica],
     shipped: impl Fn(),
+    crowding: Option<&awake::Awake>,
 ) {
     let next = pacer.next_look(tokio::time::Instant::now());
     let notified = async {
@@ -128,6 +130,8 @@ async fn wait_for_next_look(
             _ = shutdown.changed() => {}
             // A sync asked for (control socket) is not held to the batch.
             _ = live.requested() => return,
+            // Databases wait for a permit: look whether this one can rest.
+            _ = async { match crowding { Some(a) => a.crowding().await, None => std::future::pending().await } } => return,
             _ = news => {
                 shipped();
                 continue;
@@ -158,34 +162,13 @@ fn wal_stamp(db: &Path) -> Stamp {
     ))
 }
 
-/// Close a quiet database's files (`Capturer::rest`) on a blocking
-/// thread: the files' stamp as it left them, or `None` if it could not
-/// rest now (said at debug; it is tried again later).
-async fn rest_once(capturer: &Arc<Mutex<Capturer>>, db: &Path) -> Option<Stamp> {
-    let (c, db) = (capturer.clone(), db.to_path_buf());
-    let rested = tokio::task::spawn_blocking(move || {
-        let mut c = c.lock().map_err(|_| anyhow::anyhow!("capture state poisoned by an earlier panic"))?;
-        anyhow::Ok(c.rest(|| wal_stamp(&db))?)
-    })
-    .await;
-    match rested {
-        Ok(Ok(stamp)) => stamp,
-        Ok(Err(e)) => {
-            tracing::debug!("could not close the idle database's files: {e:#}");
-            None
-        }
-        Err(e) => {
-            tracing::debug!("could not close the idle database's files: {e}");
-            None
-        }
-    }
-}
-
 /// What the loops of every database share.
 #[derive(Clone)]
 struct Common {
     health: Health,
     opts: Options,
+    /// Permits to have a database's files open (decision 29).
+    awake: Arc<awake::Awake>,
 }
 
 /// One database being replicated: its capture and its replicas' tasks.
@@ -213,10 +196,10 @@ async fn run_db(
     wake: Option<crate::file_watch::Subscription>,
     live: Arc<Live>,
 ) -> anyhow::Result<()> {
-    let Some(running) = start_db(&common, &spec, stores, &mut shutdown, live).await? else {
+    let Some((running, permit)) = start_db(&common, &spec, stores, &mut shutdown, live).await? else {
         return Ok(());
     };
-    let unsynced = running.pace(&spec, &common.opts, &mut shutdown, wake).await;
+    let unsynced = running.pace(&spec, &common, &mut shutdown, wake, permit).await;
     running.finish(&common.opts, unsynced).await
 }
 
@@ -228,10 +211,11 @@ async fn start_db(
     stores: Vec<PluginStore>,
     shutdown: &mut watch::Receiver<bool>,
     live: Arc<Live>,
-) -> anyhow::Result<Option<Running>> {
+) -> anyhow::Result<Option<(Running, awake::Permit)>> {
     let database = spec.path.display().to_string();
     let meta_dir = spec.meta_path.clone().unwrap_or_else(|| MetaDir::default_for(&spec.path));
-    let Some(capturer) = open_when_present(spec, meta_dir, shutdown, common.opts.once).await? else {
+    let opened = open_when_present(spec, meta_dir, shutdown, common.opts.once, &common.awake).await?;
+    let Some((capturer, permit)) = opened else {
         return Ok(None);
     };
     let meta = capturer.meta().clone();
@@ -249,7 +233,7 @@ async fn start_db(
     let resume = capturer.lock().map(|c| c.resume_pending()).unwrap_or(false);
     wait_until_ready(spec, &replicas, common.opts.once, resume).await;
     continue_after_replicas(&capturer, &replicas);
-    Ok(Some(Running { database, capturer, meta, replicas, handles, txid_tx, stop_tx, live }))
+    Ok(Some((Running { database, capturer, meta, replicas, handles, txid_tx, stop_tx, live }, permit)))
 }
 
 /// What a replica task listens to.
@@ -323,11 +307,15 @@ impl Running {
     async fn pace(
         &self,
         spec: &DatabaseSpec,
-        opts: &Options,
+        common: &Common,
         shutdown: &mut watch::Receiver<bool>,
         mut wake: Option<crate::file_watch::Subscription>,
+        permit: awake::Permit,
     ) -> Option<String> {
         let Running { capturer, meta, replicas, .. } = self;
+        let (opts, awake) = (&common.opts, &common.awake);
+        // Held while the database's files are open (decision 29).
+        let mut permit = Some(permit);
         // Writes arriving within this long of a sync wait for the next one.
         let batch = spec.replicas.iter().map(|r| r.sync_interval).min().unwrap_or(spec.monitor_interval);
         let mut pacer = Pacer::new(batch, spec.monitor_interval, opts.force_snapshot, tokio::time::Instant::now())
@@ -354,6 +342,12 @@ impl Running {
                 pacer.look_anyway();
             }
             if let Some(snapshot) = pacer.should_sync(&stamp, replica_wants_snapshot(replicas, meta)) {
+                if permit.is_none() {
+                    tokio::select! {
+                        p = awake.acquire() => permit = Some(p),
+                        _ = shutdown.changed() => return self.final_sync(awake, &mut permit).await,
+                    }
+                }
                 let started = tokio::time::Instant::now();
                 let result = sync_once(capturer, snapshot, validate).await;
                 failed = result.as_ref().err().map(|e| format!("{e:#}"));
@@ -369,8 +363,11 @@ impl Running {
             if opts.once {
                 return failed;
             }
-            if pacer.should_rest(tokio::time::Instant::now()) {
+            if pacer.should_rest(tokio::time::Instant::now(), awake.crowded()) {
                 let rested = rest_once(capturer, &spec.path).await;
+                if rested.is_some() {
+                    permit = None;
+                }
                 pacer.rested(rested, tokio::time::Instant::now());
             }
             // While writes keep coming the next look is at the end of the
@@ -385,13 +382,14 @@ impl Running {
             }
             pacer.watched(wake.as_ref().is_some_and(|w| w.watching()));
             let shipped = || collect_spool(meta, replicas);
-            wait_for_next_look(&mut pacer, wake.as_ref(), shutdown, &self.live, replicas, shipped).await;
+            let crowding = (permit.is_some() && spec.idle_timeout.is_some()).then_some(awake.as_ref());
+            wait_for_next_look(&mut pacer, wake.as_ref(), shutdown, &self.live, replicas, shipped, crowding).await;
             if *shutdown.borrow() {
                 if pacer.resting_unchanged(&wal_stamp(&spec.path)) {
                     // Nothing was written since every commit was captured.
                     return None;
                 }
-                return self.final_sync().await;
+                return self.final_sync(awake, &mut permit).await;
             }
         }
     }
@@ -421,7 +419,10 @@ impl Running {
 
     /// The sync at shutdown, capturing what the application wrote last;
     /// its error, if it failed.
-    async fn final_sync(&self) -> Option<String> {
+    async fn final_sync(&self, awake: &awake::Awake, permit: &mut Option<awake::Permit>) -> Option<String> {
+        if permit.is_none() {
+            *permit = Some(awake.acquire().await);
+        }
         match sync_once(&self.capturer, false, false).await {
             Ok(synced) => {
                 self.txid_tx.send_replace(synced.durable);

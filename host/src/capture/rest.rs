@@ -76,6 +76,8 @@ impl Capturer {
         // unsaved stamp only means the wake proves nothing and bridges.
         self.live = false;
         self.view_is_state = false;
+        // Its zstd context is the largest thing an idle database keeps.
+        self.compressor = None;
         self.db.rest()?;
         saved?;
         tracing::debug!(database = %self.db.path().display(), txid = self.state.txid, "idle: the database's files are closed until its next write");

@@ -130,9 +130,11 @@ impl<S: PartialEq> Pacer<S> {
     /// Whether to close the database's files now: the last look found
     /// nothing to capture and nothing half-written, nothing was captured
     /// for `idle-timeout`, and they are open.
-    pub fn should_rest(&self, now: Instant) -> bool {
+    /// `crowded`: other databases wait to open theirs, so rest as soon as
+    /// quiet.
+    pub fn should_rest(&self, now: Instant, crowded: bool) -> bool {
         let quiet = !self.busy && !self.in_flight && !self.look_anyway;
-        quiet && self.rest_at().is_some_and(|at| now >= at)
+        quiet && self.rest_at().is_some_and(|at| crowded || now >= at)
     }
 
     /// When the files may be closed, if they are open and may ever be.
@@ -458,20 +460,21 @@ mod tests {
         let t0 = Instant::now();
         let after = Duration::from_secs(10);
         let mut p = pacer(t0).rest_after(Some(after));
-        assert!(!p.should_rest(t0), "nothing captured yet, but idle-timeout not passed since start");
+        assert!(!p.should_rest(t0, false), "nothing captured yet, but idle-timeout not passed since start");
         assert_eq!(p.should_sync(&1, false), Some(false));
         p.synced(t0, 1, ran(true, false));
-        assert!(!p.should_rest(t0 + after * 2), "the last look captured something");
+        assert!(!p.should_rest(t0 + after * 2, false), "the last look captured something");
         assert_eq!(p.should_sync(&1, false), None);
-        assert!(!p.should_rest(t0 + after - Duration::from_millis(1)));
+        assert!(!p.should_rest(t0 + after - Duration::from_millis(1), false));
+        assert!(p.should_rest(t0 + Duration::from_millis(1), true), "others wait to open: rest once quiet");
         p.watched(true);
         assert_eq!(p.next_look(t0 + Duration::from_millis(1)).at, t0 + after, "a quiet look comes when it may rest");
-        assert!(p.should_rest(t0 + after));
+        assert!(p.should_rest(t0 + after, false));
         p.rested(None, t0 + after);
-        assert!(!p.should_rest(t0 + after + Duration::from_secs(1)), "a failed try waits another idle-timeout");
-        assert!(p.should_rest(t0 + after * 2));
+        assert!(!p.should_rest(t0 + after + Duration::from_secs(1), false), "a failed try waits another idle-timeout");
+        assert!(p.should_rest(t0 + after * 2, false));
         p.rested(Some(2), t0 + after * 2);
-        assert!(!p.should_rest(t0 + after * 3), "already resting");
+        assert!(!p.should_rest(t0 + after * 3, false), "already resting");
         assert!(p.resting_unchanged(&2));
         p.woke();
         assert_eq!(p.should_sync(&2, false), None, "the rest's own checkpoint is no news");
@@ -480,7 +483,7 @@ mod tests {
         p.synced(t0 + after * 3, 3, ran(true, false));
         assert!(!p.resting_unchanged(&3), "the sync opened the files");
         assert_eq!(p.should_sync(&3, false), None);
-        assert!(p.should_rest(t0 + after * 4));
+        assert!(p.should_rest(t0 + after * 4, false));
     }
 
     #[test]
@@ -489,7 +492,7 @@ mod tests {
         let mut p = pacer(t0).rest_after(Some(Duration::ZERO));
         assert_eq!(p.should_sync(&1, false), Some(false));
         p.synced(t0, 1, ran(false, false));
-        assert!(!p.should_rest(t0 + Duration::from_secs(3600)));
+        assert!(!p.should_rest(t0 + Duration::from_secs(3600), false));
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl Registry {
         Arc::new(Registry {
             runtime,
             plugins: Plugins::default(),
-            common: Common { health: super::Health::default(), opts },
+            common: Common { health: super::Health::default(), opts, awake: super::awake::Awake::for_this_process() },
             files,
             dbs: Mutex::new(BTreeMap::new()),
             closing: AtomicBool::new(false),

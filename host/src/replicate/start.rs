@@ -3,6 +3,7 @@
 //! database is opened when it exists and can be, retried with back-off
 //! while it cannot.
 
+use super::awake::{Awake, Permit};
 use super::pace::RepeatFilter;
 use crate::capture::Capturer;
 use crate::config::{DatabaseSpec, ReplicaSpec};
@@ -146,19 +147,25 @@ pub async fn open_when_present(
     meta_dir: PathBuf,
     shutdown: &mut watch::Receiver<bool>,
     once: bool,
-) -> anyhow::Result<Option<Capturer>> {
+    awake: &Awake,
+) -> anyhow::Result<Option<(Capturer, Permit)>> {
     let database = spec.path.display().to_string();
     let (mut waiting_logged, mut failures, mut retry) = (false, RepeatFilter::default(), OPEN_RETRY_FIRST);
     let mut last_error = None;
     loop {
         let pause = if spec.path.exists() || once {
             let (path, capture_cfg, meta) = (spec.path.clone(), spec.capture.clone(), meta_dir.clone());
+            // Only so many databases open at once (decision 29).
+            let permit = tokio::select! {
+                permit = awake.acquire() => permit,
+                _ = shutdown.changed() => return Ok(None),
+            };
             match tokio::task::spawn_blocking(move || Capturer::open(&path, meta, capture_cfg)).await? {
                 Ok(capturer) => {
                     if failures.recovered() {
                         tracing::info!(database = %database, "the database opened; replicating");
                     }
-                    return Ok(Some(capturer));
+                    return Ok(Some((capturer, permit)));
                 }
                 Err(e) if once => return Err(e.into()),
                 Err(e) => {

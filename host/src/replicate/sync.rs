@@ -1,9 +1,10 @@
 //! One sync of a database on a blocking thread (capture, validation,
 //! checkpoint, their metrics), and the clock that says when to validate.
 
-use super::Replica;
+use super::{Replica, Stamp, wal_stamp};
 use crate::capture::{Capturer, Durable, Validation};
 use crate::metrics;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,4 +116,27 @@ pub(super) async fn sync_once(
         Ok(Synced { durable: Durable { txid: c.state().txid, fresh: report.fresh }, captured, in_flight: report.in_flight, validation })
     })
     .await?
+}
+
+/// Close a quiet database's files (`Capturer::rest`) on a blocking
+/// thread: the files' stamp as it left them, or `None` if it could not
+/// rest now (said at debug; it is tried again later).
+pub(super) async fn rest_once(capturer: &Arc<Mutex<Capturer>>, db: &Path) -> Option<Stamp> {
+    let (c, db) = (capturer.clone(), db.to_path_buf());
+    let rested = tokio::task::spawn_blocking(move || {
+        let mut c = c.lock().map_err(|_| anyhow::anyhow!("capture state poisoned by an earlier panic"))?;
+        anyhow::Ok(c.rest(|| wal_stamp(&db))?)
+    })
+    .await;
+    match rested {
+        Ok(Ok(stamp)) => stamp,
+        Ok(Err(e)) => {
+            tracing::debug!("could not close the idle database's files: {e:#}");
+            None
+        }
+        Err(e) => {
+            tracing::debug!("could not close the idle database's files: {e}");
+            None
+        }
+    }
 }
