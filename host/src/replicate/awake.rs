@@ -23,9 +23,10 @@ pub const DESCRIPTORS_PER_AWAKE: u64 = 12;
 pub const DESCRIPTORS_RESERVED: u64 = 512;
 /// At least this many databases may be awake, whatever the limit says.
 pub const MIN_AWAKE: usize = 8;
-/// A database that waited this long for a permit is said once per
-/// process: databases that never rest (`idle-timeout: 0s`, over 64 MiB,
-/// always writing) are holding them all.
+/// A database that waited this long for a permit while no other database
+/// got one is said once per process: databases that never rest
+/// (`idle-timeout: 0s`, over 64 MiB, always writing) hold them all. (A
+/// long queue at start-up that moves is not said.)
 pub const STARVED_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// See the module documentation.
@@ -39,6 +40,8 @@ pub struct Awake {
     crowding: Notify,
     /// A database starved (`STARVED_AFTER`) was said.
     starved_said: std::sync::atomic::AtomicBool,
+    /// Permits handed out so far: whether the queue moves.
+    granted: std::sync::atomic::AtomicU64,
 }
 
 /// A database's permit to have its files open.
@@ -54,6 +57,7 @@ impl Awake {
             waiting: AtomicUsize::new(0),
             crowding: Notify::new(),
             starved_said: std::sync::atomic::AtomicBool::new(false),
+            granted: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -70,26 +74,29 @@ impl Awake {
     /// the awake databases are told so.
     pub async fn acquire(&self) -> Permit {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            self.granted.fetch_add(1, Ordering::SeqCst);
             return permit;
         }
-        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting::new(&self.waiting);
         self.crowding.notify_waiters();
-        let permit = match tokio::time::timeout(STARVED_AFTER, self.permits.clone().acquire_owned()).await {
-            Ok(permit) => permit,
-            Err(_) => {
-                if !self.starved_said.swap(true, Ordering::SeqCst) {
-                    tracing::warn!(
-                        "{} databases wait to open their files: the descriptor limit allows {} open at once, and \
+        let acquire = self.permits.clone().acquire_owned();
+        tokio::pin!(acquire);
+        let permit = loop {
+            let before = self.granted.load(Ordering::SeqCst);
+            if let Ok(permit) = tokio::time::timeout(STARVED_AFTER, &mut acquire).await {
+                break permit;
+            }
+            if self.granted.load(Ordering::SeqCst) == before && !self.starved_said.swap(true, Ordering::SeqCst) {
+                tracing::warn!(
+                    "{} databases wait to open their files: the descriptor limit allows {} open at once, and \
                          the open ones are not resting (written continuously, over 64 MiB, or idle-timeout: 0s); \
                          raise the limit (ulimit -n) or let quiet databases rest",
-                        self.waiting.load(Ordering::SeqCst),
-                        self.limit
-                    );
-                }
-                self.permits.clone().acquire_owned().await
+                    self.waiting.load(Ordering::SeqCst),
+                    self.limit
+                );
             }
         };
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.granted.fetch_add(1, Ordering::SeqCst);
         // The semaphore is never closed.
         permit.unwrap_or_else(|_| unreachable!("the awake semaphore is never closed"))
     }
@@ -102,6 +109,23 @@ impl Awake {
     /// Resolves when a database starts waiting for a permit.
     pub fn crowding(&self) -> tokio::sync::futures::Notified<'_> {
         self.crowding.notified()
+    }
+}
+
+/// Counts one waiting database for as long as it lives: a wait given up
+/// (shutdown) stops counting too.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
