@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Many tenants in one process (issue 17): N small WAL databases, one
+`dbs:` entry and one file replica each, replicated by one `sluice
+replicate` under a 20,000 descriptor limit.
+
+    python3 tests/bench/tenants.py N [path/to/sluice]
+
+Prints, once a second: databases whose first snapshot is in their replica,
+the process's RSS and open descriptors; then the time until all were
+snapshotted, peak RSS, the most descriptors, and the descriptors left once
+they rest. The databases are made once under /tmp/tenantsN and reused
+(their replicas and local state are removed before each run). Not a timed
+test: figures go to BENCHMARKS.md, measured side by side.
+"""
+import glob, os, shutil, sqlite3, subprocess, sys, time
+
+N = int(sys.argv[1])
+BIN = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(__file__), "../../target/release/sluice")
+BASE = f"/tmp/tenants{N}"
+LIMIT = 20_000
+AFTER_ALL = 20  # seconds to watch after the last first snapshot (resting)
+GIVE_UP = 600
+
+def make():
+    os.makedirs(BASE + "/data", exist_ok=True)
+    lines = ["dbs:"]
+    for i in range(N):
+        path = f"{BASE}/data/d{i}.db"
+        c = sqlite3.connect(path)
+        c.execute("pragma journal_mode=wal")
+        c.execute("create table t(x)")
+        c.execute("insert into t values (randomblob(2000))")
+        c.commit()
+        c.close()
+        lines.append(f"  - path: {path}\n    replica:\n      url: file://{BASE}/replica/d{i}")
+    with open(BASE + "/config.yml", "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+if not os.path.exists(BASE + "/config.yml"):
+    make()
+shutil.rmtree(BASE + "/replica", ignore_errors=True)
+for d in glob.glob(BASE + "/data/.d*-sluice"):
+    shutil.rmtree(d)
+
+t0 = time.time()
+proc = subprocess.Popen(
+    ["bash", "-c", f"ulimit -n {LIMIT}; exec {BIN} replicate -config {BASE}/config.yml"],
+    stdout=open(BASE + "/log", "w"), stderr=subprocess.STDOUT)
+peak = most = fds = 0
+done = None
+while time.time() - t0 < GIVE_UP:
+    time.sleep(1)
+    try:
+        status = open(f"/proc/{proc.pid}/status").read()
+        rss = int(status.split("VmRSS:")[1].split()[0]) // 1024
+        fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
+    except (OSError, IndexError) as e:
+        sys.exit(f"the replicator is gone: {e}")
+    peak, most = max(peak, rss), max(most, fds)
+    snapshotted = len(glob.glob(BASE + "/replica/d*/0009/*"))
+    print(f"{time.time() - t0:6.1f} s: {snapshotted}/{N} snapshotted, RSS {rss} MB, {fds} descriptors", flush=True)
+    if snapshotted == N and done is None:
+        done = time.time() - t0
+    if done is not None and time.time() - t0 > done + AFTER_ALL:
+        break
+print(f"N={N}: all snapshotted after {done and round(done, 1)} s, peak RSS {peak} MB, "
+      f"at most {most} descriptors, {fds} at the end")
+proc.send_signal(2)
+print("exit code", proc.wait())
