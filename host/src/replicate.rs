@@ -199,8 +199,13 @@ async fn run_db(
     let Some((running, permit)) = start_db(&common, &spec, stores, &mut shutdown, live).await? else {
         return Ok(());
     };
-    let unsynced = running.pace(&spec, &common, &mut shutdown, wake, permit).await;
-    running.finish(&common.opts, unsynced).await
+    // Held until the database's files close: `finish` may keep them open
+    // a while, waiting for the replicas.
+    let mut permit = Some(permit);
+    let unsynced = running.pace(&spec, &common, &mut shutdown, wake, &mut permit).await;
+    let finished = running.finish(&common.opts, unsynced).await;
+    drop(permit);
+    finished
 }
 
 /// Open the database and start the replica tasks; `None`
@@ -310,12 +315,10 @@ impl Running {
         common: &Common,
         shutdown: &mut watch::Receiver<bool>,
         mut wake: Option<crate::file_watch::Subscription>,
-        permit: awake::Permit,
+        permit: &mut Option<awake::Permit>,
     ) -> Option<String> {
         let Running { capturer, meta, replicas, .. } = self;
         let (opts, awake) = (&common.opts, &common.awake);
-        // Held while the database's files are open (decision 29).
-        let mut permit = Some(permit);
         // Writes arriving within this long of a sync wait for the next one.
         let batch = spec.replicas.iter().map(|r| r.sync_interval).min().unwrap_or(spec.monitor_interval);
         let mut pacer = Pacer::new(batch, spec.monitor_interval, opts.force_snapshot, tokio::time::Instant::now())
@@ -344,8 +347,8 @@ impl Running {
             if let Some(snapshot) = pacer.should_sync(&stamp, replica_wants_snapshot(replicas, meta)) {
                 if permit.is_none() {
                     tokio::select! {
-                        p = awake.acquire() => permit = Some(p),
-                        _ = shutdown.changed() => return self.final_sync(awake, &mut permit).await,
+                        p = awake.acquire() => *permit = Some(p),
+                        _ = shutdown.changed() => return self.final_sync(awake, permit).await,
                     }
                 }
                 let started = tokio::time::Instant::now();
@@ -366,7 +369,7 @@ impl Running {
             if pacer.should_rest(tokio::time::Instant::now(), awake.crowded()) {
                 let rested = rest_once(capturer, &spec.path).await;
                 if rested.is_some() {
-                    permit = None;
+                    *permit = None;
                 }
                 pacer.rested(rested, tokio::time::Instant::now());
             }
@@ -389,7 +392,7 @@ impl Running {
                     // Nothing was written since every commit was captured.
                     return None;
                 }
-                return self.final_sync(awake, &mut permit).await;
+                return self.final_sync(awake, permit).await;
             }
         }
     }
