@@ -149,7 +149,7 @@ fn coarse_now_ns() -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{app, pages_now, restore_spool, small_thresholds};
+    use super::super::tests::{app, captured_once, pages_now, restore_spool, small_thresholds};
     use super::*;
 
     /// A database captured and resting, its application still connected.
@@ -223,11 +223,7 @@ mod tests {
     #[test]
     fn a_commit_not_captured_yet_keeps_the_files_open() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let conn = app(&path);
-        conn.execute("INSERT INTO t(v) VALUES (randomblob(3000))", []).unwrap();
-        let mut cap = Capturer::open(&path, dir.path().join("meta"), small_thresholds()).unwrap();
-        cap.sync(false).unwrap();
+        let (_, conn, mut cap) = captured_once(dir.path());
         conn.execute("INSERT INTO t(v) VALUES (randomblob(3000))", []).unwrap();
         assert_eq!(cap.rest(|| ()).unwrap(), None);
         assert!(!cap.resting());

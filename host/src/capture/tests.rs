@@ -191,14 +191,21 @@ fn validation_finds_a_wrong_capture_and_heals_it_with_a_snapshot() {
 /// continues when the next writer overwrites it. (Found by the torture
 /// suite's validation: a writer killed at that moment left a capture that
 /// differed from the database on page 1.)
+/// A database of one row in `dir`, its application connected, captured
+/// once.
+pub(super) fn captured_once(dir: &Path) -> (PathBuf, Connection, Capturer) {
+    let path = dir.join("db");
+    let conn = app(&path);
+    conn.execute("INSERT INTO t(v) VALUES (randomblob(3000))", []).unwrap();
+    let mut cap = Capturer::open(&path, dir.join("meta"), small_thresholds()).unwrap();
+    cap.sync(false).unwrap();
+    (path, conn, cap)
+}
+
 #[test]
 fn a_commit_frame_sqlite_never_published_is_not_captured() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let conn = app(&path);
-    conn.execute("INSERT INTO t(v) VALUES (randomblob(3000))", []).unwrap();
-    let mut cap = Capturer::open(&path, dir.path().join("meta"), small_thresholds()).unwrap();
-    cap.sync(false).unwrap();
+    let (path, conn, mut cap) = captured_once(dir.path());
     let txid = cap.state().txid;
     let mark = cap.state().wal.unwrap().pos;
     let (h, file) = cap.db.open_wal().unwrap().unwrap();
