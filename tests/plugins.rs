@@ -12,7 +12,7 @@ use sluice::plugin::{
 };
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -546,6 +546,59 @@ async fn files_outside_the_granted_directory_are_unreachable() {
     // Still works afterwards.
     let meta = hostile_put(&store, &[]).await.unwrap_or_else(|e| panic!("after the escapes: {e}"));
     assert_eq!(meta_value(&meta, "len"), Some("17"));
+}
+
+/// The file called `name` under `dir`, at any depth.
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).find_map(|e| match e.file_type().ok()?.is_dir() {
+        true => find_file(&e.path(), name),
+        false => (e.file_name() == name).then(|| e.path()),
+    })
+}
+
+/// Tenants in one process (issue 17): tenant A's plugin learns nothing of
+/// tenant B: not B's objects (B's replica directory is outside A's grant),
+/// not B's settings (its credentials), not the process's environment
+/// (where B's credentials could come from).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_plugin_reaches_nothing_of_another_tenant() {
+    let _x = exclusive().await;
+    let fx = fixture().await;
+    let secret = format!("TENANT-B-SECRET-{}", std::process::id());
+    let b = fx.store(&fx.file, "tenant-b", &[("secret-access-key", &secret)], SandboxConfig::default());
+    let mut session = b.session().await.unwrap();
+    session.put("0000/b-object", secret.as_bytes(), &params(&[])).await.unwrap();
+    let b_object = find_file(&fx.replica_dir("tenant-b"), "b-object")
+        .expect("tenant B's object is a file in its replica directory");
+    assert_eq!(std::fs::read(&b_object).unwrap(), secret.as_bytes());
+    std::fs::create_dir_all(fx.replica_dir("tenant-a")).unwrap();
+
+    // What A's plugin sees of its surroundings: its own settings only.
+    let a = fx.hostile("tenant-a", &[("mode", "snoop"), ("access-key-id", "A-KEY")], SandboxConfig::default());
+    let seen = hostile_put(&a, &[]).await.unwrap_or_else(|e| panic!("snooping: {e}"));
+    assert!(std::env::vars().count() > 0, "the test process has an environment to leak");
+    assert_eq!(meta_value(&seen, "env"), Some(""), "the process environment reached a plugin");
+    let settings = meta_value(&seen, "settings").unwrap();
+    assert!(settings.contains("access-key-id=A-KEY"), "A's own settings: {settings}");
+    assert!(!format!("{seen:?}").contains(&secret), "tenant B's secret reached tenant A: {seen:?}");
+    let root = meta_value(&seen, "root").unwrap();
+    assert!(!root.contains("tenant-b"), "tenant B's directory is visible to A: {root}");
+
+    // B's object, by absolute path, relative to A's grant, and by `get`.
+    let a_dir = fx.replica_dir("tenant-a");
+    let paths = [b_object.display().to_string(), format!("{}/../replica-tenant-b/0000/b-object", a_dir.display())];
+    for path in &paths {
+        let read = hostile_put(&a, &[("mode", "file"), ("path", path)]).await;
+        let err = read.expect_err(&format!("tenant A read tenant B's object at {path}"));
+        assert!(!format!("{err} {err:?}").contains(&secret), "{path}: B's data leaked into {err}");
+        let other = fx.hostile("tenant-a", &[("mode", "file"), ("path", path)], SandboxConfig::default());
+        match other.session().await.unwrap().get("any", None).await {
+            Ok(bytes) => panic!("tenant A's get of {path} returned {:?}", String::from_utf8_lossy(&bytes)),
+            Err(e) => assert!(!e.to_string().contains(&secret), "{e}"),
+        }
+    }
+    // B is unaffected.
+    assert_eq!(session.get("0000/b-object", None).await.unwrap(), secret.as_bytes());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

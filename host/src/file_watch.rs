@@ -14,6 +14,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -39,6 +40,9 @@ type Dirs = Arc<Mutex<HashMap<PathBuf, Dir>>>;
 pub struct FileWatch {
     watcher: Mutex<notify::RecommendedWatcher>,
     dirs: Dirs,
+    /// The watch limit was reported: once per process, not once per
+    /// directory (10,000 tenants' directories would flood the log).
+    limit_said: AtomicBool,
 }
 
 impl FileWatch {
@@ -66,7 +70,16 @@ impl FileWatch {
             }
         });
         match watcher {
-            Ok(w) => Some(Arc::new(FileWatch { watcher: Mutex::new(w), dirs })),
+            Ok(w) => Some(Arc::new(FileWatch { watcher: Mutex::new(w), dirs, limit_said: AtomicBool::new(false) })),
+            Err(e) if is_limit(&e) => {
+                tracing::warn!(
+                    "file notifications unavailable: {e}. The inotify instance limit ({}) or the \
+                     descriptor limit is reached; every database is polled at monitor-interval instead, which costs CPU \
+                     with many databases. Raise it: sysctl fs.inotify.max_user_instances=1024",
+                    limit_text("max_user_instances")
+                );
+                None
+            }
             Err(e) => {
                 tracing::info!("file notifications unavailable ({e}); polling at monitor-interval");
                 None
@@ -113,7 +126,7 @@ impl FileWatch {
         let watching = match result {
             Ok(changed) => changed,
             Err(e) => {
-                tracing::debug!("cannot change the watch on {}: {e}; polling covers it", dir.display());
+                self.watch_failed(dir, &e);
                 Some(false)
             }
         };
@@ -124,10 +137,44 @@ impl FileWatch {
         }
     }
 
+    /// Say why `dir` is polled: the watch limit once, clearly, with what to
+    /// raise (issue 17); anything else (a directory removed meanwhile) is
+    /// routine.
+    fn watch_failed(&self, dir: &Path, e: &notify::Error) {
+        if !is_limit(e) {
+            tracing::debug!("cannot change the watch on {}: {e}; polling covers it", dir.display());
+        } else if !self.limit_said.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "cannot watch {} for changes: the inotify watch limit is reached ({}). Its databases, \
+                 and those of any other directory refused, are polled at monitor-interval instead, \
+                 which costs CPU with many databases. Raise it: sysctl fs.inotify.max_user_watches=524288 \
+                 (this is said once)",
+                dir.display(),
+                limit_text("max_user_watches")
+            );
+        }
+    }
+
     /// Whether `dir` is watched now.
     fn watching(&self, dir: &Path) -> bool {
         self.dirs.lock().is_ok_and(|dirs| dirs.get(dir).is_some_and(|d| d.watching))
     }
+}
+
+/// Whether a watcher error is the kernel's inotify limit: watches (ENOSPC,
+/// which `notify` names `MaxFilesWatch`) or instances (EMFILE).
+fn is_limit(e: &notify::Error) -> bool {
+    match &e.kind {
+        notify::ErrorKind::MaxFilesWatch => true,
+        notify::ErrorKind::Io(io) => matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EMFILE)),
+        _ => false,
+    }
+}
+
+/// `fs.inotify.<name> = <value>` as the kernel has it now, for the message.
+fn limit_text(name: &str) -> String {
+    let value = std::fs::read_to_string(format!("/proc/sys/fs/inotify/{name}"));
+    format!("fs.inotify.{name} = {}", value.as_deref().map_or("unknown", str::trim))
 }
 
 /// The names of the files whose changes can be a commit to `db`: its file
@@ -211,6 +258,17 @@ mod tests {
 
     async fn woke(sub: &Subscription) -> bool {
         tokio::time::timeout(Duration::from_millis(500), sub.changed()).await.is_ok()
+    }
+
+    #[test]
+    fn the_kernels_limits_are_told_from_other_failures() {
+        let io = |errno| notify::Error::io(std::io::Error::from_raw_os_error(errno));
+        assert!(is_limit(&notify::Error::new(notify::ErrorKind::MaxFilesWatch)));
+        assert!(is_limit(&io(libc::ENOSPC)), "inotify_add_watch: watches exhausted");
+        assert!(is_limit(&io(libc::EMFILE)), "inotify_init: instances exhausted");
+        assert!(!is_limit(&io(libc::ENOENT)), "a directory removed meanwhile is routine");
+        assert!(!is_limit(&notify::Error::path_not_found()));
+        assert!(limit_text("max_user_watches").starts_with("fs.inotify.max_user_watches = "));
     }
 
     #[tokio::test]

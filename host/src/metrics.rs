@@ -11,6 +11,9 @@ use prometheus::{
 };
 use std::sync::LazyLock;
 
+mod admit;
+pub use admit::{DEFAULT_MAX_DATABASES, counted, set_max_databases, shown};
+
 /// Buckets for durations: from a fast local put to a slow remote snapshot.
 const DURATION_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
 
@@ -109,7 +112,7 @@ static EXTRA_COLLECTORS: LazyLock<()> = LazyLock::new(|| {
 pub fn replica_op(db: &str, replica: &str, replica_type: &str, op: &str, bytes: u64, seconds: f64, ok: bool) {
     LS_REPLICA_OPERATION_TOTAL.with_label_values(&[replica_type, op]).inc();
     LS_REPLICA_OPERATION_BYTES.with_label_values(&[replica_type, op]).inc_by(bytes as f64);
-    let labels = [db, replica, op];
+    let labels = [counted(db), replica, op];
     REPLICA_OPERATION_TOTAL.with_label_values(&labels).inc();
     REPLICA_OPERATION_BYTES.with_label_values(&labels).inc_by(bytes as f64);
     REPLICA_OPERATION_DURATION.with_label_values(&labels).observe(seconds);
@@ -123,6 +126,7 @@ pub fn replica_op(db: &str, replica: &str, replica_type: &str, op: &str, bytes: 
 /// directory) must not stay on the metrics page, frozen at its last
 /// values, nor grow it without bound as tenants come and go.
 pub fn forget_database(db: &str) {
+    admit::release(db);
     forget(&DB_SIZE, db);
     forget(&WAL_SIZE, db);
     forget(&TOTAL_WAL_BYTES, db);

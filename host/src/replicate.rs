@@ -101,7 +101,7 @@ async fn wait_for_next_look(
     shutdown: &mut watch::Receiver<bool>,
     live: &Live,
     replicas: &[Replica],
-    shipped: impl Fn(),
+    shipped: impl Fn() -> bool,
     crowding: Option<&awake::Awake>,
 ) {
     let next = pacer.next_look(tokio::time::Instant::now());
@@ -132,8 +132,14 @@ async fn wait_for_next_look(
             _ = live.requested() => return,
             // Databases wait for a permit: look whether this one can rest.
             _ = async { match crowding { Some(a) => a.crowding().await, None => std::future::pending().await } } => return,
+            // A replica shipped (the spool is freed), or its snapshot
+            // interval passed: it wants one now, not at the next look
+            // (minutes away while resting), and meanwhile passes every
+            // sync interval.
             _ = news => {
-                shipped();
+                if shipped() {
+                    return;
+                }
                 continue;
             }
         }
@@ -384,7 +390,10 @@ impl Running {
                 continue;
             }
             pacer.watched(wake.as_ref().is_some_and(|w| w.watching()));
-            let shipped = || collect_spool(meta, replicas);
+            let shipped = || {
+                collect_spool(meta, replicas);
+                replica_wants_snapshot(replicas, meta)
+            };
             let crowding = (permit.is_some() && spec.idle_timeout.is_some()).then_some(awake.as_ref());
             wait_for_next_look(&mut pacer, wake.as_ref(), shutdown, &self.live, replicas, shipped, crowding).await;
             if *shutdown.borrow() {
@@ -521,9 +530,9 @@ fn replica_wants_snapshot(replicas: &[Replica], meta: &MetaDir) -> bool {
 /// Drop spooled segments every replica has, and keep the spool bounded.
 fn collect_spool(meta: &MetaDir, replicas: &[Replica]) {
     for r in replicas {
-        metrics::REPLICA_TXID
-            .with_label_values(&[&r.database, &r.name])
-            .set(r.shared.shipped.load(Ordering::SeqCst) as f64);
+        if let Some(db) = metrics::shown(&r.database) {
+            metrics::REPLICA_TXID.with_label_values(&[db, &r.name]).set(r.shared.shipped.load(Ordering::SeqCst) as f64);
+        }
     }
     let Ok(spool) = list_spool(&meta.spool()) else { return };
     let low = replicas.iter().map(|r| r.shared.shipped.load(Ordering::SeqCst)).min().unwrap_or(0);

@@ -118,6 +118,9 @@ pub async fn run(
     let file = parsed.config;
     let globals = config::resolve(&file).ok();
     let addr = globals.as_ref().and_then(|r| r.addr.clone());
+    crate::metrics::set_max_databases(
+        globals.as_ref().map_or(crate::metrics::DEFAULT_MAX_DATABASES, |r| r.metrics_max_databases),
+    );
     let heartbeat = globals.as_ref().and_then(|r| r.heartbeat.clone());
     let plan = plan(&args, config_path, &file)?;
     let file_dbs = plan.dbs.clone();

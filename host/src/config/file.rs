@@ -137,6 +137,8 @@ pub struct DbConfig {
 #[serde(rename_all = "kebab-case")]
 pub struct FileConfig {
     pub addr: Option<String>,
+    /// How many databases get their own metric series (`metrics::admit`).
+    pub metrics_max_databases: Option<usize>,
     #[serde(default)]
     pub logging: LoggingConfig,
     pub exec: Option<String>,

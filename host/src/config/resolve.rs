@@ -91,6 +91,8 @@ pub struct Resolved {
     /// The control socket, if enabled.
     pub socket: Option<super::socket::SocketSpec>,
     pub addr: Option<String>,
+    /// `metrics-max-databases`: databases with their own metric series.
+    pub metrics_max_databases: usize,
     pub exec: Option<String>,
     pub shutdown_sync_timeout: Duration,
     /// `heartbeat-url` and how often to ping it.
@@ -381,6 +383,7 @@ pub fn resolve(cfg: &FileConfig) -> anyhow::Result<Resolved> {
         watched,
         socket: socket(cfg)?,
         addr: cfg.addr.clone().filter(|a| !a.is_empty()),
+        metrics_max_databases: cfg.metrics_max_databases.unwrap_or(crate::metrics::DEFAULT_MAX_DATABASES),
         exec: cfg.exec.clone().filter(|e| !e.is_empty()),
         shutdown_sync_timeout: opt_duration(
             &cfg.shutdown_sync_timeout,

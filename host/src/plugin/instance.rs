@@ -183,7 +183,7 @@ impl Instance {
         result: Result<wasmtime::Result<Result<T, WitError>>, ErrorKind>,
     ) -> Result<T, PluginError> {
         let l = &self.labels;
-        let labels = [l.plugin.as_str(), l.database.as_str(), l.replica.as_str(), kind];
+        let labels = [l.plugin.as_str(), metrics::counted(&l.database), l.replica.as_str(), kind];
         metrics::PLUGIN_CALLS_TOTAL.with_label_values(&labels).inc();
         metrics::PLUGIN_CALL_DURATION.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
         let outcome = match result {
@@ -205,7 +205,13 @@ impl Instance {
             };
             let l = &self.labels;
             metrics::PLUGIN_ERRORS_TOTAL
-                .with_label_values(&[l.plugin.as_str(), l.database.as_str(), l.replica.as_str(), kind, kind_label])
+                .with_label_values(&[
+                    l.plugin.as_str(),
+                    metrics::counted(&l.database),
+                    l.replica.as_str(),
+                    kind,
+                    kind_label,
+                ])
                 .inc();
         }
         outcome

@@ -50,7 +50,8 @@ pub struct ReplicaShared {
     pub last_success_ms: AtomicU64,
     /// Told whenever `shipped` moves: the database's loop then frees the
     /// spool and updates the metrics without waiting for the next commit
-    /// (a shipped 1.4 GB snapshot stayed on disk until then).
+    /// (a shipped 1.4 GB snapshot stayed on disk until then). Told too
+    /// when a snapshot falls due, which the loop then takes.
     pub shipped_news: tokio::sync::Notify,
 }
 

@@ -49,13 +49,13 @@ impl ValidationClock {
                 tracing::warn!(database = %database, "validation could not run (retried in {every:?}): {why}")
             }
             Validation::Matched { txid, pages } => {
-                metrics::VALIDATION_COUNT.with_label_values(&[database]).inc();
+                metrics::VALIDATION_COUNT.with_label_values(&[metrics::counted(database)]).inc();
                 tracing::debug!(database = %database, "validation: the live database matches the capture at TXID {txid:016x} ({pages} pages, {took:?})");
                 self.validated_txid = txid;
             }
             Validation::Mismatch { txid, detail } => {
-                metrics::VALIDATION_COUNT.with_label_values(&[database]).inc();
-                metrics::VALIDATION_ERROR_COUNT.with_label_values(&[database]).inc();
+                metrics::VALIDATION_COUNT.with_label_values(&[metrics::counted(database)]).inc();
+                metrics::VALIDATION_ERROR_COUNT.with_label_values(&[metrics::counted(database)]).inc();
                 let names: Vec<&str> = replicas.iter().map(|r| r.name.as_str()).collect();
                 tracing::error!(database = %database, replicas = %names.join(","), "validation failed at TXID {txid:016x}: {detail}; replicas {} hold a capture that is not the database there, healing them with a fresh snapshot", names.join(", "));
             }
@@ -77,11 +77,12 @@ pub(super) async fn sync_once(
     tokio::task::spawn_blocking(move || {
         let mut c = c.lock().map_err(|_| anyhow::anyhow!("capture state poisoned by an earlier panic"))?;
         let db = c.db_path().display().to_string();
+        let counted = metrics::counted(&db);
         let started = std::time::Instant::now();
         let report = c.sync(snapshot);
-        metrics::SYNC_COUNT.with_label_values(&[&db]).inc();
-        metrics::SYNC_SECONDS.with_label_values(&[&db]).inc_by(started.elapsed().as_secs_f64());
-        let report = report.inspect_err(|_| metrics::SYNC_ERROR_COUNT.with_label_values(&[&db]).inc())?;
+        metrics::SYNC_COUNT.with_label_values(&[counted]).inc();
+        metrics::SYNC_SECONDS.with_label_values(&[counted]).inc_by(started.elapsed().as_secs_f64());
+        let report = report.inspect_err(|_| metrics::SYNC_ERROR_COUNT.with_label_values(&[counted]).inc())?;
         // A validation that cannot run (an I/O error reading the database)
         // is reported by the clock and retried at the next interval; it
         // never fails the sync, which would also stop checkpoints.
@@ -91,24 +92,27 @@ pub(super) async fn sync_once(
             (found, started.elapsed())
         });
         let state = c.state();
-        metrics::TXID.with_label_values(&[&db]).set(state.txid as f64);
-        metrics::DB_SIZE.with_label_values(&[&db]).set(state.db_pages as f64 * state.page_size as f64);
-        metrics::TOTAL_WAL_BYTES.with_label_values(&[&db]).inc_by(report.wal_bytes as f64);
-        metrics::WAL_SIZE.with_label_values(&[&db]).set(std::fs::metadata(crate::db::wal_path(c.db_path())).map_or(0.0, |m| m.len() as f64));
+        metrics::TOTAL_WAL_BYTES.with_label_values(&[counted]).inc_by(report.wal_bytes as f64);
+        if let Some(shown) = metrics::shown(&db) {
+            metrics::TXID.with_label_values(&[shown]).set(state.txid as f64);
+            metrics::DB_SIZE.with_label_values(&[shown]).set(state.db_pages as f64 * state.page_size as f64);
+            let wal = std::fs::metadata(crate::db::wal_path(c.db_path())).map_or(0.0, |m| m.len() as f64);
+            metrics::WAL_SIZE.with_label_values(&[shown]).set(wal);
+        }
         if report.transactions > 0 || !report.segments.is_empty() {
             tracing::debug!(database = %c.db_path().display(), txid = c.state().txid, "captured {} transactions into {} segments", report.transactions, report.segments.len());
         }
         let started = std::time::Instant::now();
         match c.maybe_checkpoint() {
             Ok(Some(mode)) => {
-                let labels = [db.as_str(), mode.name()];
+                let labels = [counted, mode.name()];
                 metrics::CHECKPOINT_COUNT.with_label_values(&labels).inc();
                 metrics::CHECKPOINT_SECONDS.with_label_values(&labels).inc_by(started.elapsed().as_secs_f64());
                 tracing::debug!(database = %db, "checkpoint {mode:?}");
             }
             Ok(None) => {}
             Err(e) => {
-                metrics::CHECKPOINT_ERROR_COUNT.with_label_values(&[db.as_str(), "passive"]).inc();
+                metrics::CHECKPOINT_ERROR_COUNT.with_label_values(&[counted, "passive"]).inc();
                 return Err(e.into());
             }
         }

@@ -136,7 +136,7 @@ impl Backend for Hostile {
 
     fn open(config: Config) -> Result<Self, Error> {
         match config.get("mode").unwrap_or("noop") {
-            "noop" | "memory" | "spin" | "http" | "file" | "panic" | "forgetful" => Ok(Hostile { config }),
+            "noop" | "memory" | "spin" | "http" | "file" | "panic" | "forgetful" | "snoop" => Ok(Hostile { config }),
             other => Err(Error::invalid_config(format!(
                 "unknown mode `{other}` (noop, memory, spin, http, file, panic, forgetful)"
             ))),
@@ -198,6 +198,20 @@ impl Backend for Hostile {
                 let bytes = std::fs::read(path)?;
                 let content: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
                 Ok(meta(key, bytes.len() as u64, vec![("len", bytes.len().to_string()), ("content", content)]))
+            }
+            "snoop" => {
+                // Everything a plugin can learn about its surroundings: the
+                // environment, its arguments, its settings, and what the
+                // filesystem root lists (a tenant's plugin must see only
+                // its own grant and settings).
+                let env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+                let args: Vec<String> = std::env::args().collect();
+                let settings: Vec<String> = c.settings().iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let root: Vec<String> = std::fs::read_dir("/")
+                    .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                    .unwrap_or_default();
+                let fields = [("env", env), ("args", args), ("settings", settings), ("root", root)];
+                Ok(meta(key, size, fields.into_iter().map(|(k, v)| (k, v.join("\n"))).collect()))
             }
             "panic" => {
                 if param(c, &options, "panic") == Some("no") {
