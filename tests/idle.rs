@@ -152,3 +152,81 @@ fn an_idle_database_holds_no_descriptor_and_a_write_wakes_it() {
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(out.status.success() && !log.contains("ERROR"), "{}:\n{log}", out.status);
 }
+
+/// The snapshots in the replica at `url` (a `file://` URL), by name.
+fn snapshots(url: &str) -> Vec<String> {
+    let dir = Path::new(url.trim_start_matches("file://")).join("0009");
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut names: Vec<String> =
+        entries.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned())).collect();
+    names.sort();
+    names
+}
+
+/// A resting database's replica whose `snapshot-interval` passes gets its
+/// snapshot then, not at the next look (minutes away while resting): the
+/// replica wakes the database's loop, which takes it and rests again. A
+/// snapshot that would hold nothing new is not taken: an idle database
+/// keeps one.
+#[test]
+fn a_snapshot_falling_due_while_resting_is_taken_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let db = data.join("s.db");
+    let conn = create_db(&db, PAGE);
+    conn.execute("INSERT INTO t(a, b) VALUES ('first', randomblob(3000))", []).unwrap();
+    drop(conn);
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let config = format!(
+        "dbs:\n  - path: {}\n    idle-timeout: 300ms\n    replica:\n      url: {url}\n      sync-interval: 100ms\n      snapshot-interval: 3s\n",
+        db.display()
+    );
+    let config_path = dir.path().join("sluice.yml");
+    std::fs::write(&config_path, config).unwrap();
+    let log = dir.path().join("sluice.log");
+    let child = sluice()
+        .args(["replicate", "-config"])
+        .arg(&config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut replicator = Replicator(Some(child));
+    let first_txid = wait_for_txid(&url, 0, &log);
+    wait_until_resting(pid, &data, "after the first snapshot");
+    let first = snapshots(&url);
+    assert_eq!(first.len(), 1, "one snapshot to begin with: {first:?}");
+    // A write after the snapshot, shipped as level 0; then rest again.
+    let conn = Connection::open(&db).unwrap();
+    conn.execute("INSERT INTO t(a, b) VALUES ('second', randomblob(3000))", []).unwrap();
+    drop(conn);
+    wait_for_txid(&url, first_txid, &log);
+    wait_until_resting(pid, &data, "after the write");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while snapshots(&url).len() < 2 {
+        if Instant::now() >= deadline {
+            panic!(
+                "no second snapshot 20 s after the first (interval 3 s):\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_until_resting(pid, &data, "after the second snapshot");
+    // Nothing new since: no third, however many intervals pass.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(snapshots(&url).len(), 2, "a snapshot of nothing new was taken");
+    let child = replicator.0.take().unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(out.status.success() && !log.contains("ERROR"), "{}:\n{log}", out.status);
+    // The first snapshot and the one due: no loop retaking it.
+    let snapshot_syncs = log.matches("captured 0 transactions").count();
+    assert!(snapshot_syncs <= 3, "{snapshot_syncs} syncs took a snapshot:\n{log}");
+    let want = image(&Connection::open(&db).unwrap());
+    assert_eq!(restore_image(&url, &dir.path().join("restored.db"), None, PAGE), want);
+}

@@ -539,9 +539,19 @@ fn collect_spool(meta: &MetaDir, replicas: &[Replica]) {
     let newest_snapshot = spool.iter().filter(|e| e.name.is_snapshot()).map(|e| e.name.max_txid).max();
     let mut total: u64 = 0;
     let mut keep = Vec::new();
+    // A snapshot a replica asked for stays until it is up, even when that
+    // replica already holds its TXID (an idle database's snapshot
+    // interval passing): dropped as "had", it was asked for again at once.
+    let wanted = |e: &crate::capture::SpoolEntry| {
+        e.name.is_snapshot()
+            && replicas.iter().any(|r| {
+                r.shared.wants_snapshot.load(Ordering::SeqCst)
+                    && r.shared.shipped.load(Ordering::SeqCst) <= e.name.max_txid
+            })
+    };
     for e in &spool {
         let superseded = e.name.is_snapshot() && newest_snapshot.is_some_and(|n| n > e.name.max_txid);
-        if e.name.max_txid <= low || superseded {
+        if (e.name.max_txid <= low && !wanted(e)) || superseded {
             let _ = std::fs::remove_file(&e.path);
         } else {
             total += e.size;

@@ -26,6 +26,17 @@ pub struct Position<'a> {
     pub now_ms: i64,
 }
 
+/// When the next snapshot falls due (milliseconds since the epoch): the
+/// newest one's time plus `interval`. `None` with no interval, with no
+/// snapshot yet (the capture's first sync takes one), or when the newest
+/// covers everything shipped: an idle database's new snapshot would be
+/// that very one, and asking for it again woke the database and its
+/// replica in a loop.
+pub fn snapshot_due_at(listing: &Listing, shipped: u64, interval: Duration) -> Option<i64> {
+    let (newest, taken) = listing.iter().filter(|(n, _)| n.is_snapshot()).max_by_key(|(n, _)| n.max_txid)?;
+    (!interval.is_zero() && newest.max_txid < shipped).then(|| taken.timestamp_ms + interval.as_millis() as i64)
+}
+
 /// Whether the next pass would write to the store: something to ship, a
 /// compaction with two inputs or more, a snapshot due, or a segment out
 /// of retention.
@@ -36,8 +47,31 @@ pub fn writes_due(p: &Position<'_>) -> bool {
     }
     let compacts =
         p.compaction_due.iter().enumerate().any(|(level, due)| *due && compact::plan(listing, level as u32).len() >= 2);
-    let newest = listing.iter().filter(|(n, _)| n.is_snapshot()).map(|(_, s)| s.timestamp_ms).max();
-    let snapshot = newest
-        .is_some_and(|ts| !p.snapshot_interval.is_zero() && p.now_ms - ts >= p.snapshot_interval.as_millis() as i64);
+    let snapshot = snapshot_due_at(listing, p.shipped, p.snapshot_interval).is_some_and(|at| p.now_ms >= at);
     compacts || snapshot || !retention::deletable(listing, p.now_ms, p.retention, p.compaction).is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::client::RemoteSegment;
+    use super::*;
+    use crate::segment::SegmentName;
+
+    fn listing(items: &[(u32, u64, u64, i64)]) -> Listing {
+        let seg = |ts| RemoteSegment { size: 1, timestamp_ms: ts, modified_ms: None };
+        items.iter().map(|&(level, a, b, ts)| (SegmentName { level, min_txid: a, max_txid: b }, seg(ts))).collect()
+    }
+
+    #[test]
+    fn a_snapshot_falls_due_only_when_it_would_hold_something_new() {
+        let hour = Duration::from_secs(3600);
+        let l = listing(&[(9, 1, 5, 1_000), (0, 6, 6, 2_000), (0, 7, 7, 3_000)]);
+        assert_eq!(snapshot_due_at(&l, 7, hour), Some(1_000 + 3_600_000), "TXIDs 6-7 came after it");
+        assert_eq!(snapshot_due_at(&l, 5, hour), None, "the newest covers all shipped: it would be the same");
+        assert_eq!(snapshot_due_at(&l, 7, Duration::ZERO), None, "no interval");
+        assert_eq!(snapshot_due_at(&listing(&[(0, 1, 1, 5)]), 1, hour), None, "no snapshot yet");
+        let two = listing(&[(9, 1, 5, 1_000), (9, 1, 7, 4_000), (0, 8, 8, 5_000)]);
+        assert_eq!(snapshot_due_at(&two, 8, hour), Some(4_000 + 3_600_000), "from the newest snapshot");
+        assert_eq!(snapshot_due_at(&two, 7, hour), None);
+    }
 }

@@ -6,7 +6,7 @@
 use super::catch_up;
 use super::client::{self, Listing};
 use super::compact;
-use super::due::{Position, writes_due};
+use super::due::{Position, snapshot_due_at, writes_due};
 use super::error::{ReplicaError, class_of_chain};
 use super::keeper::{Demand, Keeper, lease_flipped, refusal};
 use super::lease::Standing;
@@ -183,10 +183,8 @@ impl ReplicaTask {
             tracing::debug!(replica = %self.settings.name, "compacted {} segments into {name}", inputs.len());
             self.listing().await?.insert(name, remote);
         }
-        if let Some(ts) = newest_snapshot_ms(self.listing().await?)
-            && !self.settings.snapshot_interval.is_zero()
-            && now_ms() - ts >= self.settings.snapshot_interval.as_millis() as i64
-        {
+        let (shipped, every) = (self.shared.shipped.load(Ordering::SeqCst), self.settings.snapshot_interval);
+        if snapshot_due_at(self.listing().await?, shipped, every).is_some_and(|at| now_ms() >= at) {
             self.shared.wants_snapshot.store(true, Ordering::SeqCst);
             // Wake the database's loop to take it (`wait_for_next_look`).
             self.shared.shipped_news.notify_one();
@@ -419,16 +417,15 @@ impl ReplicaTask {
             .filter(|&(level, (every, _))| !every.is_zero() && has_input(level))
             .map(|(_, (every, last))| every.saturating_sub(last.elapsed()))
             .min();
-        let every = self.settings.snapshot_interval;
+        let now = now_ms();
+        let shipped = self.shared.shipped.load(Ordering::SeqCst);
         let snapshot = self
             .listing
             .as_ref()
-            .and_then(newest_snapshot_ms)
-            .filter(|_| !every.is_zero())
-            .map(|ts| Duration::from_millis((ts + every.as_millis() as i64 - now_ms()).max(0) as u64));
+            .and_then(|listing| snapshot_due_at(listing, shipped, self.settings.snapshot_interval))
+            .map(|at| Duration::from_millis((at - now).max(0) as u64));
         // The warm session is freed on the first wake after its expiry.
         let warm = self.store.warm_expires_in().map(|d| d + Duration::from_millis(1));
-        let now = now_ms();
         let retention = self.listing.as_ref().and_then(|listing| {
             let at = retention::next_change_ms(listing, now, &self.settings.retention, &self.settings.compaction)?;
             Some(Duration::from_millis((at - now).max(0) as u64))
@@ -436,11 +433,6 @@ impl ReplicaTask {
         let most = if self.listing.is_some() { MAX_IDLE_PASS } else { MAX_IDLE_WAIT };
         [compaction, snapshot, warm, retention].into_iter().flatten().fold(most, Duration::min).max(interval)
     }
-}
-
-/// When the newest snapshot in `listing` was taken.
-fn newest_snapshot_ms(listing: &Listing) -> Option<i64> {
-    listing.iter().filter(|(n, _)| n.is_snapshot()).map(|(_, s)| s.timestamp_ms).max()
 }
 
 fn state_name(replica: &str) -> String {
