@@ -4,11 +4,13 @@
 replicate` under a 20,000 descriptor limit.
 
     python3 tests/bench/tenants.py N [path/to/sluice]
+    python3 tests/bench/tenants.py N path/to/litestream    # side by side
 
 Prints, once a second: databases whose first snapshot is in their replica,
 the process's RSS and open descriptors; then the time until all were
-snapshotted, peak RSS, the most descriptors, and the descriptors left once
-they rest. The databases are made once under /tmp/tenantsN and reused
+snapshotted and the CPU used by then, peak RSS, the most descriptors, the
+descriptors left once they rest, and the idle CPU and RSS once every
+database and lease has rested. The databases are made once under /tmp/tenantsN and reused
 (their replicas and local state are removed before each run). Not a timed
 test: figures go to BENCHMARKS.md, measured side by side.
 """
@@ -17,6 +19,10 @@ import glob, os, shutil, sqlite3, subprocess, sys, time
 N = int(sys.argv[1])
 BIN = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(__file__), "../../target/release/sluice")
 BASE = f"/tmp/tenants{N}"
+# Litestream 0.5's file replicas keep snapshots under ltx/9, sluice's
+# under 0009: `tenants.py N path/to/litestream` measures it side by side.
+LITESTREAM = os.path.basename(BIN).startswith("litestream")
+SNAPSHOTS = "ltx/9" if LITESTREAM else "0009"
 LIMIT = 20_000
 AFTER_ALL = 105  # seconds to watch after the last first snapshot (resting)
 SETTLE = 75  # idle-timeout (10 s) and the lease's idle lapse (60 s) and a margin: from then on all rests
@@ -40,7 +46,7 @@ def make():
 if not os.path.exists(BASE + "/config.yml"):
     make()
 shutil.rmtree(BASE + "/replica", ignore_errors=True)
-for d in glob.glob(BASE + "/data/.d*-sluice"):
+for d in glob.glob(BASE + "/data/.d*-sluice") + glob.glob(BASE + "/data/.d*-litestream"):
     shutil.rmtree(d)
 
 def cpu_seconds(pid):
@@ -68,7 +74,7 @@ while time.time() - t0 < GIVE_UP:
     # Only the databases not yet seen snapshotted are looked at: listing
     # 10,000 replica directories every second cost this script most of a
     # core, taken from the replicator on a 2-core machine.
-    waiting = [i for i in waiting if not glob.glob(f"{BASE}/replica/d{i}/0009/*")]
+    waiting = [i for i in waiting if not glob.glob(f"{BASE}/replica/d{i}/{SNAPSHOTS}/*")]
     snapshotted = N - len(waiting)
     print(f"{time.time() - t0:6.1f} s: {snapshotted}/{N} snapshotted, RSS {rss} MB, {fds} descriptors", flush=True)
     if snapshotted == N and done is None:

@@ -56,6 +56,16 @@ pub struct ReplicaShared {
 }
 
 impl ReplicaShared {
+    /// Ask the capture for a snapshot, and wake the database's loop to
+    /// take it (a resting database looks only every `RESTING_LOOK`). Told
+    /// once, when the wish begins: a snapshot that keeps failing is
+    /// retried on the loop's back-off, not at each replica pass.
+    pub fn want_snapshot(&self) {
+        if !self.wants_snapshot.swap(true, Ordering::SeqCst) {
+            self.shipped_news.notify_one();
+        }
+    }
+
     pub(super) fn record_success(&self) {
         self.locked_out.store(false, Ordering::SeqCst);
         self.failures.store(0, Ordering::SeqCst);

@@ -133,15 +133,16 @@ impl ReplicaTask {
             self.shared.listed.store(true, Ordering::SeqCst);
             let shipped = self.shared.shipped.load(Ordering::SeqCst);
             if held < shipped || !listing.keys().any(|n| n.is_snapshot()) {
+                // The wish first: the position's news must find it.
+                self.shared.want_snapshot();
                 self.set_shipped(0)?;
-                self.shared.wants_snapshot.store(true, Ordering::SeqCst);
             } else if let Some(reached) = super::plan::chain_broken(&listing, held) {
                 tracing::warn!(
                     database = %self.store.labels().database,
                     "replica {}: segments after TXID {reached:016x} are missing (the store lost objects it had accepted, or someone deleted them); a snapshot restores the chain",
                     self.settings.name
                 );
-                self.shared.wants_snapshot.store(true, Ordering::SeqCst);
+                self.shared.want_snapshot();
             }
             self.listing = Some(listing);
         }
@@ -185,9 +186,7 @@ impl ReplicaTask {
         }
         let (shipped, every) = (self.shared.shipped.load(Ordering::SeqCst), self.settings.snapshot_interval);
         if snapshot_due_at(self.listing().await?, shipped, every).is_some_and(|at| now_ms() >= at) {
-            self.shared.wants_snapshot.store(true, Ordering::SeqCst);
-            // Wake the database's loop to take it (`wait_for_next_look`).
-            self.shared.shipped_news.notify_one();
+            self.shared.want_snapshot();
         }
         let (cfg, levels) = (self.settings.retention.clone(), self.settings.compaction.clone());
         let doomed = retention::deletable(self.listing().await?, now_ms(), &cfg, &levels);

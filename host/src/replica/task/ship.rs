@@ -81,7 +81,7 @@ impl ReplicaTask {
             let Some(next) = next_to_ship(spool, shipped, wants) else {
                 if spool.iter().any(|e| e.name.max_txid > shipped) {
                     // The chain we need was dropped from the spool.
-                    self.shared.wants_snapshot.store(true, Ordering::SeqCst);
+                    self.shared.want_snapshot();
                 }
                 return Ok(uploaded);
             };
@@ -161,7 +161,7 @@ impl ReplicaTask {
                 if let Err(rm) = std::fs::remove_file(&entry.path) {
                     tracing::warn!("could not remove {}: {rm}", entry.path.display());
                 }
-                self.shared.wants_snapshot.store(true, Ordering::SeqCst);
+                self.shared.want_snapshot();
                 return Ok(false);
             }
             Err(e) => return Err(e),
