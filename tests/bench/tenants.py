@@ -23,6 +23,8 @@ BASE = f"/tmp/tenants{N}"
 # under 0009: `tenants.py N path/to/litestream` measures it side by side.
 LITESTREAM = os.path.basename(BIN).startswith("litestream")
 SNAPSHOTS = "ltx/9" if LITESTREAM else "0009"
+LEVEL0 = "ltx/0" if LITESTREAM else "0000"
+LAG_WRITES = 100
 LIMIT = 20_000
 AFTER_ALL = 105  # seconds to watch after the last first snapshot (resting)
 SETTLE = 75  # idle-timeout (10 s) and the lease's idle lapse (60 s) and a margin: from then on all rests
@@ -84,9 +86,38 @@ while time.time() - t0 < GIVE_UP:
         idle_from = (time.time(), cpu_seconds(proc.pid))
     if done is not None and time.time() - t0 > done + AFTER_ALL:
         break
+def level0(i):
+    try:
+        return len(os.listdir(f"{BASE}/replica/d{i}/{LEVEL0}"))
+    except OSError:
+        return 0
+
+def lag(i):
+    """Commit one row to database i from this process; seconds until its
+    replica holds one more level-0 segment (polled every millisecond)."""
+    before = level0(i)
+    c = sqlite3.connect(f"{BASE}/data/d{i}.db")
+    c.execute("insert into t values (randomblob(100))")
+    c.commit()
+    committed = time.time()
+    c.close()
+    while level0(i) == before:
+        if time.time() - committed > 30:
+            return None
+        time.sleep(0.001)
+    return time.time() - committed
+
 idle = idle_from and 100 * (cpu_seconds(proc.pid) - idle_from[1]) / (time.time() - idle_from[0])
 print(f"N={N}: all snapshotted after {done and round(done, 1)} s using {done and round(cpu_done, 1)} s of CPU, "
       f"peak RSS {peak} MB, at most {most} descriptors, {fds} at the end; "
       f"idle: {idle and round(idle, 2)}% of a core over the last {AFTER_ALL - SETTLE} s, RSS {rss} MB")
+# Commit-to-replica lag for writes spread over random databases, all
+# resting: each write wakes its database (LAG_WRITES of them, one at a time).
+import random
+random.seed(N)
+lags = sorted(l for l in (lag(random.randrange(N)) for _ in range(LAG_WRITES)) if l is not None) if done else []
+if lags:
+    print(f"lag over {len(lags)} of {LAG_WRITES} writes to random resting databases: "
+          f"p50 {lags[len(lags) // 2] * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms")
 proc.send_signal(2)
 print("exit code", proc.wait())
