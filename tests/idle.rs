@@ -70,6 +70,18 @@ impl Drop for Replicator {
     }
 }
 
+/// Start `sluice replicate -config config`, logging to `log`.
+fn replicate(config: &Path, log: &Path) -> (u32, Replicator) {
+    let child = sluice()
+        .args(["replicate", "-config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    (child.id(), Replicator(Some(child)))
+}
+
 #[test]
 fn an_idle_database_holds_no_descriptor_and_a_write_wakes_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,15 +108,7 @@ fn an_idle_database_holds_no_descriptor_and_a_write_wakes_it() {
     let config_path = dir.path().join("sluice.yml");
     std::fs::write(&config_path, config).unwrap();
     let log = dir.path().join("sluice.log");
-    let child = sluice()
-        .args(["replicate", "-config"])
-        .arg(&config_path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut replicator = Replicator(Some(child));
+    let (pid, mut replicator) = replicate(&config_path, &log);
     let mut txids: Vec<u64> = urls.iter().map(|u| wait_for_txid(u, 0, &log)).collect();
     wait_until_resting(pid, &data, "after the first snapshots");
     eprintln!("{DBS} resting databases: the process holds {} descriptors in all", descriptors(pid));
@@ -185,15 +189,7 @@ fn a_snapshot_falling_due_while_resting_is_taken_then() {
     let config_path = dir.path().join("sluice.yml");
     std::fs::write(&config_path, config).unwrap();
     let log = dir.path().join("sluice.log");
-    let child = sluice()
-        .args(["replicate", "-config"])
-        .arg(&config_path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut replicator = Replicator(Some(child));
+    let (pid, mut replicator) = replicate(&config_path, &log);
     let first_txid = wait_for_txid(&url, 0, &log);
     wait_until_resting(pid, &data, "after the first snapshot");
     let first = snapshots(&url);

@@ -116,12 +116,12 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn keeps_what_the_window_needs() {
+    /// Retention of 100 ms, level 0 kept 10 ms, level 1 every 30 ms; two
+    /// snapshots, level-0 segments and one level-1 compaction.
+    fn two_snapshots() -> (RetentionConfig, CompactionConfig, Listing) {
         let cfg =
             RetentionConfig { snapshot_retention: Duration::from_millis(100), l0_retention: Duration::from_millis(10) };
         let levels = CompactionConfig { level_intervals: vec![Duration::ZERO, Duration::from_millis(30)] };
-        // Snapshots at t=0 (txid 2) and t=150 (txid 5); now = 200, window starts at 100.
         let listing = l(&[
             (9, 1, 2, 0),
             (0, 3, 3, 50),
@@ -131,6 +131,13 @@ mod tests {
             (0, 6, 6, 195),
             (1, 3, 5, 150),
         ]);
+        (cfg, levels, listing)
+    }
+
+    #[test]
+    fn keeps_what_the_window_needs() {
+        // Snapshots at t=0 (txid 2) and t=150 (txid 5); now = 200, window starts at 100.
+        let (cfg, levels, listing) = two_snapshots();
         let del = deletable(&listing, 200, &cfg, &levels);
         // Oldest needed point is TXID 4 (t=120): needs snapshot 1-2 and segments after it.
         assert!(!del.contains(&SegmentName { level: 9, min_txid: 1, max_txid: 2 }));
@@ -162,18 +169,7 @@ mod tests {
 
     #[test]
     fn what_is_deletable_changes_only_at_the_instants_foretold() {
-        let cfg =
-            RetentionConfig { snapshot_retention: Duration::from_millis(100), l0_retention: Duration::from_millis(10) };
-        let levels = CompactionConfig { level_intervals: vec![Duration::ZERO, Duration::from_millis(30)] };
-        let mut listing = l(&[
-            (9, 1, 2, 0),
-            (0, 3, 3, 50),
-            (0, 4, 4, 120),
-            (0, 5, 5, 150),
-            (9, 1, 5, 150),
-            (0, 6, 6, 195),
-            (1, 3, 5, 150),
-        ]);
+        let (cfg, levels, mut listing) = two_snapshots();
         listing.get_mut(&SegmentName { level: 1, min_txid: 3, max_txid: 5 }).unwrap().modified_ms = Some(170);
         let mut now = 0;
         let mut changes = 0;

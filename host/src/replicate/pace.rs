@@ -164,6 +164,11 @@ impl<S: PartialEq> Pacer<S> {
         }
     }
 
+    /// Whether the files are closed (`Capturer::rest`).
+    pub fn is_resting(&self) -> bool {
+        self.resting
+    }
+
     /// Resting, and the files are as they were left (`stamp`): a sync
     /// would find nothing (the final sync is skipped).
     pub fn resting_unchanged(&self, stamp: &S) -> bool {
