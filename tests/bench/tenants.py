@@ -14,7 +14,7 @@ database and lease has rested. The databases are made once under /tmp/tenantsN a
 (their replicas and local state are removed before each run). Not a timed
 test: figures go to BENCHMARKS.md, measured side by side.
 """
-import glob, os, shutil, sqlite3, subprocess, sys, time
+import glob, os, random, shutil, sqlite3, subprocess, sys, threading, time
 
 N = int(sys.argv[1])
 BIN = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(__file__), "../../target/release/sluice")
@@ -113,7 +113,6 @@ print(f"N={N}: all snapshotted after {done and round(done, 1)} s using {done and
       f"idle: {idle and round(idle, 2)}% of a core over the last {AFTER_ALL - SETTLE} s, RSS {rss} MB")
 # Commit-to-replica lag for writes spread over random databases, all
 # resting: each write wakes its database (LAG_WRITES of them, one at a time).
-import random
 random.seed(N)
 def lags(what):
     got = sorted(l for l in (lag(random.randrange(1, N)) for _ in range(LAG_WRITES)) if l is not None)
@@ -135,7 +134,6 @@ def burst(stop, written):
     c.close()
 
 if done:
-    import threading
     lags("resting databases")
     # Fairness: the same while another tenant writes flat out.
     stop, written = threading.Event(), [0]

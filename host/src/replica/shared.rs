@@ -51,7 +51,7 @@ pub struct ReplicaShared {
     /// Told whenever `shipped` moves: the database's loop then frees the
     /// spool and updates the metrics without waiting for the next commit
     /// (a shipped 1.4 GB snapshot stayed on disk until then). Told too
-    /// when a snapshot falls due, which the loop then takes.
+    /// when a snapshot is wanted, which a resting database then takes.
     pub shipped_news: tokio::sync::Notify,
 }
 
