@@ -12,6 +12,7 @@ use sluice::plugin::{
 };
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -491,6 +492,65 @@ async fn requests_outside_the_allowlist_are_refused() {
     let meta = hostile_put(&store, &[]).await.unwrap_or_else(|e| panic!("after the refusals: {e}"));
     assert_eq!(meta_value(&meta, "status"), Some("200"));
     assert_eq!(server.requests().len(), 2);
+}
+
+/// Seconds the plugin requests of database `name` waited for its request
+/// rate (`sluice_plugin_throttled_seconds_total`).
+fn throttled_seconds(name: &str) -> f64 {
+    use prometheus::core::Collector;
+    let db = database_label(name);
+    let families = sluice::metrics::PLUGIN_THROTTLED_SECONDS.collect();
+    let metrics = families.iter().flat_map(|f| f.get_metric());
+    let of_db = metrics.filter(|m| m.get_label().iter().any(|l| l.name() == "db" && l.value() == db));
+    of_db.map(|m| m.get_counter().get_value()).sum()
+}
+
+/// A tenant's request rate, as an obeyed/violated pair: a second's worth
+/// of requests goes at once, more wait (slower, never failed), and another
+/// tenant on the same plugin and server is not held back by that budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_a_tenants_rate_wait_and_its_neighbours_do_not() {
+    let _x = exclusive().await;
+    let server = TinyServer::start();
+    let fx = fixture().await;
+    let url = format!("http://127.0.0.1:{}/paced", server.port);
+    let allow = Some(vec!["127.0.0.1".to_string()]);
+    let limited =
+        SandboxConfig { allow_hosts: allow.clone(), requests_per_second: NonZeroU32::new(4), ..Default::default() };
+    let store = fx.hostile("paced", &[("mode", "http"), ("url", &url)], limited);
+    let other = fx.hostile(
+        "unpaced",
+        &[("mode", "http"), ("url", &url)],
+        SandboxConfig { allow_hosts: allow, ..Default::default() },
+    );
+
+    // Obeyed: a second's worth (4) goes without waiting.
+    let start = Instant::now();
+    for i in 0..4 {
+        hostile_put(&store, &[]).await.unwrap_or_else(|e| panic!("request {i} within the rate: {e}"));
+    }
+    assert_eq!(throttled_seconds("paced"), 0.0, "requests within the burst waited");
+
+    // Violated: 8 more at 4 a second cannot end before 2 s from the
+    // start (a lower bound: a slow machine is later, never earlier), while
+    // the other tenant's 12 requests meanwhile wait for nothing.
+    let paced = async {
+        for i in 0..8 {
+            hostile_put(&store, &[]).await.unwrap_or_else(|e| panic!("request {i} past the rate failed: {e}"));
+        }
+        start.elapsed()
+    };
+    let unpaced = async {
+        for i in 0..12 {
+            hostile_put(&other, &[]).await.unwrap_or_else(|e| panic!("the other tenant's request {i}: {e}"));
+        }
+    };
+    let (elapsed, ()) = tokio::join!(paced, unpaced);
+    assert!(elapsed >= Duration::from_millis(1900), "12 requests at 4/s took only {elapsed:?}");
+    let waited = throttled_seconds("paced");
+    assert!(waited >= 1.5, "the paced tenant's waits add up to only {waited} s");
+    assert_eq!(throttled_seconds("unpaced"), 0.0, "the other tenant waited for a budget it does not have");
+    assert_eq!(server.requests().len(), 24, "every request reached the server once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,7 @@ metric!(REPLICA_OPERATION_DURATION: HistogramVec = register_histogram_vec!("slui
 metric!(PLUGIN_CALLS_TOTAL: CounterVec = register_counter_vec!("sluice_plugin_calls_total", "Calls into storage plugins", &["plugin", "db", "replica", "call"]));
 metric!(PLUGIN_ERRORS_TOTAL: CounterVec = register_counter_vec!("sluice_plugin_errors_total", "Plugin calls that failed, by kind", &["plugin", "db", "replica", "call", "kind"]));
 metric!(PLUGIN_CALL_DURATION: HistogramVec = register_histogram_vec!("sluice_plugin_call_duration_seconds", "Duration of plugin calls", &["plugin", "db", "replica", "call"], DURATION_BUCKETS.to_vec()));
+metric!(PLUGIN_THROTTLED_SECONDS: CounterVec = register_counter_vec!("sluice_plugin_throttled_seconds_total", "Time plugin requests waited for the replica's request rate (sandbox: requests-per-second)", &["plugin", "db", "replica"]));
 
 // Litestream's replica-operation metrics are labelled by replica type
 // (`s3`, `file`: the plugin's name) and operation, not by database.
@@ -147,6 +148,7 @@ pub fn forget_database(db: &str) {
     forget(&PLUGIN_CALLS_TOTAL, db);
     forget(&PLUGIN_ERRORS_TOTAL, db);
     forget(&PLUGIN_CALL_DURATION, db);
+    forget(&PLUGIN_THROTTLED_SECONDS, db);
 }
 
 /// Remove the series of `vec` whose `db` label is `db`, whatever their

@@ -61,7 +61,7 @@ async fn bench() -> Vec<Row> {
     let plugin = runtime.load(&hostile, "hostile.wasm").await.expect("hostile plugin loads");
     let url = format!("file://{}", scratch.path().join("replica").display());
     let settings = vec![("mode".to_string(), "noop".to_string())];
-    let sandbox = SandboxConfig { memory_mib: Some(512), cpu_ms: None, allow_hosts: None }
+    let sandbox = SandboxConfig { memory_mib: Some(512), ..SandboxConfig::default() }
         .resolve(plugin.info(), &url, &settings)
         .expect("sandbox");
     let labels = Labels { plugin: String::new(), database: "bench.db".into(), replica: "bench".into() };

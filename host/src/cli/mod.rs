@@ -368,7 +368,7 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<ExitCode> {
         }
         PluginCommand::Check { plugin, settings, memory_mib, cpu_ms, allow_hosts, url } => {
             let allow_hosts = (!allow_hosts.is_empty()).then_some(allow_hosts);
-            let sandbox = SandboxConfig { memory_mib, cpu_ms, allow_hosts };
+            let sandbox = SandboxConfig { memory_mib, cpu_ms, allow_hosts, ..SandboxConfig::default() };
             let ok = plugin_cmd::check(&runtime()?, plugin.as_deref(), &url, settings, &sandbox).await?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

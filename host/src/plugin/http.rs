@@ -3,6 +3,7 @@
 //! destination against the replica's allowlist.
 
 use super::error::Labels;
+use super::rate::RequestRate;
 use super::sandbox::host_allowed;
 use futures::TryStreamExt;
 use http_body::Frame;
@@ -48,18 +49,19 @@ fn shared_client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// Per-instance hooks: the allowlist and the client.
+/// Per-instance hooks: the allowlist, the request budget and the client.
 pub struct HttpHooks {
     client: LazyClient,
     allow: Vec<String>,
+    rate: Option<Arc<RequestRate>>,
     labels: Arc<Labels>,
     /// Hosts refused during this instance's life, for the error message.
     pub refused: Vec<String>,
 }
 
 impl HttpHooks {
-    pub fn new(client: LazyClient, allow: Vec<String>, labels: Arc<Labels>) -> Self {
-        HttpHooks { client, allow, labels, refused: Vec::new() }
+    pub fn new(client: LazyClient, allow: Vec<String>, rate: Option<Arc<RequestRate>>, labels: Arc<Labels>) -> Self {
+        HttpHooks { client, allow, rate, labels, refused: Vec::new() }
     }
 }
 
@@ -85,13 +87,30 @@ impl WasiHttpHooks for HttpHooks {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         match self.client.get() {
-            Ok(client) => Box::new(async move { send(client, request, options).await }),
+            Ok(client) => {
+                let (rate, labels) = (self.rate.clone(), self.labels.clone());
+                Box::new(async move {
+                    if let Some(rate) = rate {
+                        throttle(&rate, &labels).await;
+                    }
+                    send(client, request, options).await
+                })
+            }
             Err(e) => Box::new(async move {
                 Err(wasmtime_wasi_http::Error::InternalError(Some(format!(
                     "cannot set up the host's HTTP client: {e}"
                 ))))
             }),
         }
+    }
+}
+
+/// Wait for the replica's request budget, counting the wait.
+async fn throttle(rate: &RequestRate, labels: &Labels) {
+    let waited = rate.admit().await;
+    if !waited.is_zero() {
+        let l = [labels.plugin.as_str(), crate::metrics::counted(&labels.database), labels.replica.as_str()];
+        crate::metrics::PLUGIN_THROTTLED_SECONDS.with_label_values(&l).inc_by(waited.as_secs_f64());
     }
 }
 

@@ -1,8 +1,8 @@
 //! Loading and confining storage plugins (WebAssembly components).
 //!
 //! `runtime` owns the engine and compiles components (with `cache`);
-//! `sandbox` defines what an instance may touch and `http` carries its
-//! requests; `instance` is one live instance's typed calls; `store` is what
+//! `sandbox` defines what an instance may touch, `http` carries its
+//! requests and `rate` paces them; `instance` is one live instance's typed calls; `store` is what
 //! the rest of sluice uses: one replica's store, opened on demand.
 
 mod bindings;
@@ -12,6 +12,7 @@ pub mod conformance;
 mod error;
 mod http;
 mod instance;
+pub mod rate;
 pub mod retry;
 mod runtime;
 pub mod sandbox;

@@ -5,6 +5,7 @@ use super::bindings::PluginInfo;
 use super::bindings::sluice::storage::{log, types};
 use super::error::Labels;
 use super::http::HttpHooks;
+use super::rate::RequestRate;
 use super::stderr::TailPipe;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,6 +48,12 @@ pub struct Sandbox {
     /// pool (measured on a 1 GB snapshot inline: 4.10 s CPU and 51 MB,
     /// against 3.79 s and 36 MB).
     pub inline_io: bool,
+    /// The request budget every instance of this replica shares
+    /// (`requests-per-second`); `None` is unlimited.
+    pub requests: Option<Arc<RequestRate>>,
+    /// Bytes the replica may hold (`storage-quota-mib`), enforced by the
+    /// replica before each upload; `None` is unlimited.
+    pub storage_quota_bytes: Option<u64>,
 }
 
 impl Default for Sandbox {
@@ -57,6 +64,8 @@ impl Default for Sandbox {
             allow_hosts: Vec::new(),
             directory: None,
             inline_io: false,
+            requests: None,
+            storage_quota_bytes: None,
         }
     }
 }
@@ -79,6 +88,12 @@ pub struct SandboxConfig {
     pub cpu_ms: Option<u64>,
     /// Outbound hosts; replaces the list derived from the replica URL.
     pub allow_hosts: Option<Vec<String>>,
+    /// HTTP requests a second the replica's plugin may make (bursts of a
+    /// second's worth); more wait.
+    pub requests_per_second: Option<std::num::NonZeroU32>,
+    /// MiB of objects the replica may hold; an upload past it stops the
+    /// replica with an error saying so.
+    pub storage_quota_mib: Option<u64>,
 }
 
 impl SandboxConfig {
@@ -101,6 +116,8 @@ impl SandboxConfig {
             allow_hosts: self.allow_hosts.clone().unwrap_or_else(|| derive_allowlist(url, settings)),
             directory,
             inline_io: false,
+            requests: self.requests_per_second.map(|r| Arc::new(RequestRate::new(r))),
+            storage_quota_bytes: self.storage_quota_mib.map(|m| m.saturating_mul(1 << 20)),
         })
     }
 }
@@ -319,7 +336,7 @@ impl HostState {
             wasi: builder.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: HttpHooks::new(client, sandbox.allow_hosts.clone(), labels.clone()),
+            hooks: HttpHooks::new(client, sandbox.allow_hosts.clone(), sandbox.requests.clone(), labels.clone()),
             limiter: Limiter {
                 max_memory: usize::try_from(sandbox.memory_bytes).unwrap_or(usize::MAX),
                 memory_exceeded: false,

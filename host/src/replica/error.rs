@@ -81,6 +81,12 @@ pub enum ReplicaError {
         "replica {replica} holds {what}: sluice does not start a second history beside it. Restore from it (`sluice restore -o DB_PATH URL`), then point this replica at a new, empty path (or move Litestream's files away)"
     )]
     Foreign { replica: String, what: String },
+    /// The replica's storage quota (`sandbox: storage-quota-mib`) has no
+    /// room for the next upload.
+    #[error(
+        "{labels}: the replica holds {held} bytes and its storage quota is {quota}; uploading {key} ({size} bytes) would pass it, so nothing more is uploaded: raise `storage-quota-mib` in the replica's `sandbox:` and reload (SIGHUP), or shorten its retention"
+    )]
+    Quota { labels: String, key: String, held: u64, quota: u64, size: u64 },
     /// sluice broke one of its own rules.
     #[error("replica {replica}: {msg} (a bug in sluice: please report it)")]
     Bug { replica: String, msg: String },
@@ -109,7 +115,9 @@ impl ReplicaError {
     pub fn class(&self) -> Class {
         match self {
             ReplicaError::Plugin(e) => Class::of_plugin(e),
-            ReplicaError::Conflict { .. } | ReplicaError::Foreign { .. } => Class::Operator,
+            ReplicaError::Conflict { .. } | ReplicaError::Foreign { .. } | ReplicaError::Quota { .. } => {
+                Class::Operator
+            }
             // Dropped by the shipping loop, which asks for a snapshot.
             ReplicaError::DamagedSpool { .. } | ReplicaError::Corrupt { .. } => Class::Corrupt,
             ReplicaError::Local { source, .. } => Class::of_io(source),

@@ -2,7 +2,8 @@
 //! a plugin. `client` talks to the store, `plan` picks segments for a
 //! restore, `compact` and `retention` keep the replica small (`recent`
 //! spares a compaction fetching back what was just uploaded, `sealing`
-//! encrypts what goes up and decrypts what comes back), `task`
+//! encrypts what goes up and decrypts what comes back, `quota` keeps a
+//! tenant within its storage quota), `task`
 //! is the loop that ships and maintains one replica (`shared`: its
 //! settings and what the capture loop sees of it; `spell`: how it
 //! reports failures and backs off), and `lease` (the
@@ -16,6 +17,7 @@ pub mod error;
 mod keeper;
 pub mod lease;
 pub mod plan;
+mod quota;
 mod recent;
 pub mod retention;
 mod sealing;

@@ -10,6 +10,7 @@ use super::due::{Position, snapshot_due_at, writes_due};
 use super::error::{ReplicaError, class_of_chain};
 use super::keeper::{Demand, Keeper, lease_flipped, refusal};
 use super::lease::Standing;
+use super::quota;
 use super::recent::Recent;
 use super::retention;
 use super::shared::{ReplicaSettings, ReplicaShared};
@@ -162,6 +163,17 @@ impl ReplicaTask {
         })
     }
 
+    /// Whether the storage quota has room for compacting `inputs` (if
+    /// not, the level waits: compaction only saves restores time).
+    async fn compaction_fits(&mut self, inputs: &Listing) -> Result<bool, ReplicaError> {
+        let Some(limit) = self.store.sandbox().storage_quota_bytes else { return Ok(true) };
+        let fits = quota::compaction_fits(self.listing().await?, inputs, limit);
+        if !fits {
+            tracing::debug!(replica = %self.settings.name, "compaction waits: the storage quota has no room for it");
+        }
+        Ok(fits)
+    }
+
     /// Compact levels whose interval has passed; request a snapshot when
     /// the newest is older than the snapshot interval; apply retention.
     pub async fn maintain(&mut self, scratch: &std::path::Path) -> Result<(), ReplicaError> {
@@ -172,7 +184,7 @@ impl ReplicaTask {
             }
             self.last_compaction[level] = Instant::now();
             let inputs = compact::plan(self.listing().await?, level as u32);
-            if inputs.len() < 2 {
+            if inputs.len() < 2 || !self.compaction_fits(&inputs).await? {
                 continue;
             }
             self.may_write()?;

@@ -152,6 +152,7 @@ impl ReplicaTask {
     /// and the replica asks for a snapshot.
     async fn upload(&mut self, entry: &SpoolEntry, bytes: Option<std::sync::Arc<[u8]>>) -> Result<bool, ReplicaError> {
         self.may_write()?;
+        self.within_quota(entry).await?;
         let shipped = self.shared.shipped.load(Ordering::SeqCst);
         let kept = bytes.clone();
         let remote = match client::upload(&self.store, entry, None, bytes).await {
@@ -179,6 +180,19 @@ impl ReplicaTask {
         }
         self.set_shipped(entry.name.max_txid.max(shipped))?;
         Ok(true)
+    }
+
+    /// Refuse an upload the replica's storage quota has no room for.
+    async fn within_quota(&mut self, entry: &SpoolEntry) -> Result<(), ReplicaError> {
+        let Some(limit) = self.store.sandbox().storage_quota_bytes else { return Ok(()) };
+        let listing = self.listing().await?;
+        quota::check(listing, &entry.name, entry.size, limit).map_err(|e| ReplicaError::Quota {
+            labels: self.store.labels().to_string(),
+            key: entry.name.key(),
+            held: e.held,
+            quota: e.quota,
+            size: e.size,
+        })
     }
 }
 
