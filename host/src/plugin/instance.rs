@@ -50,7 +50,7 @@ pub(super) fn classify_trap(state: &HostState, e: wasmtime::Error, sandbox: &San
     }
     let trap = match e.downcast_ref::<wasmtime::Trap>() {
         Some(t) => t.to_string(),
-        None => format!("{e:#}"),
+        None => super::sandbox::one_line(&format!("{e:#}")),
     };
     ErrorKind::Trap { trap, stderr: state.stderr_tail() }
 }

@@ -351,8 +351,7 @@ impl HostState {
 
     /// The last lines the plugin wrote to stderr (a panic message, usually).
     pub fn stderr_tail(&self) -> String {
-        let text = self.stderr.contents();
-        let text = text.trim();
+        let text = one_line(&self.stderr.contents());
         if text.is_empty() { String::new() } else { format!(": {text}") }
     }
 }
@@ -385,9 +384,23 @@ impl log::Host for HostState {
     }
 }
 
+/// A plugin's text on one line (` | ` between its lines): it goes into
+/// an error message, and a log entry split over lines breaks every log
+/// pipeline that reads one entry a line.
+pub fn one_line(text: &str) -> String {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plugins_lines_become_one() {
+        let panic = "thread panicked at src/lib.rs:1:\nboom\n\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(one_line(panic), "thread panicked at src/lib.rs:1: | boom | note: run with `RUST_BACKTRACE=1`");
+        assert_eq!(one_line("  \n"), "");
+    }
 
     #[test]
     fn allowlist_from_spaces_url() {

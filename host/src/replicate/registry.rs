@@ -34,6 +34,9 @@ struct Entry {
     live: Arc<Live>,
     /// Serialises operations on this database.
     op: Arc<Mutex<Option<Loop>>>,
+    /// Removed, its final sync still running past the timeout: `reap`
+    /// forgets it once that ends.
+    removed: bool,
 }
 
 /// What `add` did.
@@ -140,10 +143,15 @@ impl Registry {
             if self.closing.load(Ordering::SeqCst) {
                 anyhow::bail!("sluice is shutting down; {} was not added", spec.path.display());
             }
-            if dbs.contains_key(&spec.path) {
-                return Ok(Added::AlreadyPresent);
+            match dbs.get(&spec.path) {
+                Some(e) if e.removed => anyhow::bail!(
+                    "{} is still finishing the final sync of its removal; add it again once `sluice list` no longer shows it",
+                    spec.path.display()
+                ),
+                Some(_) => return Ok(Added::AlreadyPresent),
+                None => {}
             }
-            dbs.insert(spec.path.clone(), Entry { spec: spec.clone(), live: live.clone(), op });
+            dbs.insert(spec.path.clone(), Entry { spec: spec.clone(), live: live.clone(), op, removed: false });
         }
         *running = Some(self.spawn(&spec, live, stores));
         Ok(Added::Added)
@@ -220,10 +228,13 @@ impl Registry {
         let (_, _, op) = self.entry(path).await?;
         let mut running = op.lock().await;
         let result = finish(path, &mut running, timeout).await;
+        let mut dbs = self.dbs.lock().await;
         if running.is_none() {
             // (Another remove may have gone first while this one waited.)
-            self.dbs.lock().await.remove(path);
+            dbs.remove(path);
             crate::metrics::forget_database(&path.display().to_string());
+        } else if let Some(e) = dbs.get_mut(path) {
+            e.removed = true;
         }
         Some(result)
     }
@@ -290,16 +301,25 @@ impl Registry {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Collect loops that ended on their own, logging their errors.
+    /// Collect loops that ended on their own, logging their errors, and
+    /// forget removed databases whose final sync has now ended. Those
+    /// were reported at their removal and do not fail the run.
     async fn reap(&self, first_error: &mut Option<anyhow::Error>) {
-        let ops: Vec<Arc<Mutex<Option<Loop>>>> = self.dbs.lock().await.values().map(|e| e.op.clone()).collect();
-        for op in ops {
+        let entries: Vec<(PathBuf, Arc<Mutex<Option<Loop>>>, bool)> =
+            self.dbs.lock().await.iter().map(|(p, e)| (p.clone(), e.op.clone(), e.removed)).collect();
+        for (path, op, removed) in entries {
             // An entry busy with an operation is that operation's to reap.
             let Ok(mut running) = op.try_lock() else { continue };
-            if running.as_ref().is_some_and(|l| l.task.is_finished())
-                && let Some(task) = running.take()
-                && let Err(e) = joined(task.task.await)
-            {
+            let Some(task) = running.take_if(|l| l.task.is_finished()) else { continue };
+            let result = joined(task.task.await);
+            if removed {
+                self.dbs.lock().await.remove(&path);
+                crate::metrics::forget_database(&path.display().to_string());
+                match result {
+                    Ok(()) => tracing::info!(database = %path.display(), "removed: its final sync has now ended"),
+                    Err(e) => tracing::warn!(database = %path.display(), "removed: its final sync has ended: {e:#}"),
+                }
+            } else if let Err(e) = result {
                 tracing::error!("{e:#}");
                 first_error.get_or_insert(e);
             }
@@ -339,7 +359,7 @@ async fn finish(path: &Path, running: &mut Option<Loop>, timeout: Duration) -> a
             joined(result)
         }
         Err(_) => anyhow::bail!(
-            "{}: the final sync did not finish within {timeout:?}; it goes on, and the database stays registered until it ends",
+            "{}: the final sync did not finish within {timeout:?}; it goes on, and the database stays listed until it ends",
             path.display()
         ),
     }

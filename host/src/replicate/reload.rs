@@ -104,10 +104,14 @@ impl Reloader {
     }
 
     async fn apply(&mut self, changes: DbChanges, timeout: Duration) {
-        for path in changes.removed {
-            if self.stop(&path, timeout, "no longer in the config file").await {
-                self.mine.remove(&path);
-            }
+        // Together: each final sync may take up to `timeout` (a tenant
+        // whose store is down takes all of it), and one after another
+        // that was minutes for a handful of broken tenants.
+        // One still finishing is forgotten by the registry once it ends.
+        let stops = changes.removed.iter().map(|path| self.stop(path, timeout, "no longer in the config file"));
+        futures::future::join_all(stops).await;
+        for path in &changes.removed {
+            self.mine.remove(path);
         }
         for spec in changes.changed {
             self.restart(spec, timeout).await;
@@ -127,9 +131,9 @@ impl Reloader {
         }
         let gone = self.registry.live(path).await.is_none();
         if !gone {
-            tracing::error!(
+            tracing::warn!(
                 database = %database,
-                "{why}, but it is still finishing its final sync; send SIGHUP again once it has (`sluice list` shows it)"
+                "{why}: it is still finishing its final sync, and is forgotten once that ends (`sluice list` shows it until then)"
             );
         }
         gone
@@ -147,6 +151,7 @@ impl Reloader {
             }
         };
         if !self.stop(&spec.path, timeout, "its settings changed").await {
+            tracing::warn!(database = %database, "send SIGHUP again once it has ended to start it on its new settings");
             return;
         }
         self.mine.remove(&spec.path);
