@@ -29,11 +29,14 @@ struct Loop {
     task: JoinHandle<anyhow::Result<()>>,
 }
 
+/// A database's running loop, behind the lock that serialises operations on it.
+type Op = Arc<Mutex<Option<Loop>>>;
+
 struct Entry {
     spec: DatabaseSpec,
     live: Arc<Live>,
     /// Serialises operations on this database.
-    op: Arc<Mutex<Option<Loop>>>,
+    op: Op,
     /// Removed, its final sync still running past the timeout: `reap`
     /// forgets it once that ends.
     removed: bool,
@@ -305,7 +308,7 @@ impl Registry {
     /// forget removed databases whose final sync has now ended. Those
     /// were reported at their removal and do not fail the run.
     async fn reap(&self, first_error: &mut Option<anyhow::Error>) {
-        let entries: Vec<(PathBuf, Arc<Mutex<Option<Loop>>>, bool)> =
+        let entries: Vec<(PathBuf, Op, bool)> =
             self.dbs.lock().await.iter().map(|(p, e)| (p.clone(), e.op.clone(), e.removed)).collect();
         for (path, op, removed) in entries {
             // An entry busy with an operation is that operation's to reap.
