@@ -325,3 +325,22 @@ fn an_idle_replicas_lease_rests_and_the_next_write_renews_it() {
     assert!(renewals(&replica).is_none(), "a clean exit releases even a resting lease:\n{}", read(&log));
     assert_restores_to(&conn, &url, &dir.path().join("out.db"), &format!("after resting\n{}", read(&log)));
 }
+
+/// `lease-timeout: off` (decision 33): the replica is written without a
+/// lease (no lease object, so no request to keep one while idle), and
+/// restores exactly.
+#[test]
+fn with_the_lease_off_nothing_of_a_lease_is_written_and_the_replica_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, replica) = (dir.path().join("a.db"), dir.path().join("replica"));
+    let url = format!("file://{}", replica.display());
+    let conn = create_db(&db, 4096);
+    let log = dir.path().join("a.log");
+    let child = start(&config(dir.path(), "a", &db, &url, "off", None), &log);
+    let shipped = write_until_shipped(&conn, &url, 0, Duration::from_secs(30));
+    write_until_shipped(&conn, &url, shipped, Duration::from_secs(30));
+    assert!(!replica.join("sluice-lease.json").exists(), "a lease object was written with the lease off");
+    assert!(interrupt(child).success(), "{}", read(&log));
+    assert!(!replica.join("sluice-lease.json").exists(), "a lease object was written with the lease off");
+    assert_restores_to(&conn, &url, &dir.path().join("check.db"), "the replica written without a lease");
+}

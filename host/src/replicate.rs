@@ -279,6 +279,7 @@ fn start_replicas(
             retention: r.retention.clone(),
             compaction: r.compaction.clone(),
             lease_timeout: r.lease_timeout,
+            lease: r.lease,
             once: common.opts.once,
         };
         let task = ReplicaTask::new(store, settings, meta.clone());
@@ -296,7 +297,7 @@ fn start_replicas(
 /// dead is waited for while it makes sure (up to its lease timeout;
 /// decision 17).
 async fn wait_until_ready(spec: &DatabaseSpec, replicas: &[Replica], once: bool, resume: bool) {
-    let lease_wait = if once { spec.replicas.iter().map(|r| r.lease_timeout).max() } else { None };
+    let lease_wait = if once { spec.replicas.iter().filter(|r| r.lease).map(|r| r.lease_timeout).max() } else { None };
     let ready_by = tokio::time::Instant::now() + READY_WAIT + lease_wait.unwrap_or_default();
     // A gap found at start is bridged by a resume only once every replica
     // was listed (decision 19): wait for that too, for up to READY_WAIT,

@@ -58,6 +58,9 @@ pub struct ReplicaSpec {
     /// `lease-timeout`: how long the replica's lease outlives its last
     /// renewal (`replica::lease::DEFAULT_LEASE_TIMEOUT`).
     pub lease_timeout: Duration,
+    /// Whether the replica is kept to one writer by a lease (`lease-timeout:
+    /// off` turns it off).
+    pub lease: bool,
     /// `age:`: the replica's segments are encrypted (decision 20).
     pub age: Option<Arc<Keys>>,
 }
@@ -174,7 +177,11 @@ pub fn replica(
         Some(v) => duration(v, &format!("{}: snapshot-interval", ctx()))?,
         None => opt_duration(&global.snapshot.interval, "snapshot.interval", DEFAULT_SNAPSHOT_INTERVAL)?,
     };
-    let lease_timeout = opt_duration(&r.lease_timeout, &format!("{}: lease-timeout", ctx()), DEFAULT_LEASE_TIMEOUT)?;
+    // `off`: no lease at all (decision 33), for a process that is the
+    // replica's only writer by construction.
+    let lease = r.lease_timeout.as_deref().map(str::trim) != Some("off");
+    let timeout_key = r.lease_timeout.clone().filter(|_| lease);
+    let lease_timeout = opt_duration(&timeout_key, &format!("{}: lease-timeout", ctx()), DEFAULT_LEASE_TIMEOUT)?;
     if lease_timeout < MIN_LEASE_TIMEOUT {
         bail!("{}: lease-timeout must be at least {MIN_LEASE_TIMEOUT:?} (it is renewed every quarter of it)", ctx());
     }
@@ -185,6 +192,7 @@ pub fn replica(
         None => None,
     };
     Ok(ReplicaSpec {
+        lease,
         lease_timeout,
         age,
         name: r.name.clone().unwrap_or_else(|| kind.clone()),
@@ -465,6 +473,10 @@ mod tests {
             parse("dbs:\n  - path: /d\n    replica: {url: /tmp/a, lease-timeout: 10ms}\n", Path::new("c"), false);
         let e = resolve(&short.unwrap().config).unwrap_err().to_string();
         assert!(e.contains("lease-timeout"), "{e}");
+        let leases: Vec<bool> = r.dbs[0].replicas.iter().map(|r| r.lease).collect();
+        assert_eq!(leases, [true, true]);
+        let off = parse("dbs:\n  - path: /d\n    replica: {url: /tmp/a, lease-timeout: off}\n", Path::new("c"), false);
+        assert!(!resolve(&off.unwrap().config).unwrap().dbs[0].replicas[0].lease, "`off` turns the lease off");
     }
 
     #[test]

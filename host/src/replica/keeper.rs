@@ -44,6 +44,17 @@ impl Demand {
     }
 }
 
+/// No lease (`lease-timeout: off`, decision 33): a standing that holds
+/// for good, decided at once, and a demand nobody hears. The watch's
+/// sender is dropped: the standing never changes, which every reader
+/// (`lease_flipped`, the first pass's wait) takes as settled.
+pub fn unleased() -> (watch::Receiver<Standing>, Demand) {
+    let standing = Standing { valid_until: Some(Duration::MAX), generation: 1, decided: true, ..Standing::default() };
+    let (_, rx) = watch::channel(standing);
+    let (wants, _) = watch::channel(0);
+    (rx, Demand(wants))
+}
+
 impl Keeper {
     /// A keeper for `store`'s replica, where it publishes, and how the
     /// replica task says it wants to write.

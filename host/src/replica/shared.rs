@@ -19,6 +19,9 @@ pub struct ReplicaSettings {
     /// How long the replica's lease outlives its last renewal (decision
     /// 17, `lease::DEFAULT_LEASE_TIMEOUT`).
     pub lease_timeout: Duration,
+    /// `false`: no lease (`lease-timeout: off`): the replica writes without
+    /// one and makes no lease requests.
+    pub lease: bool,
     /// A `-once` run: a lease held by a live process is given up on, not
     /// waited for.
     pub once: bool,

@@ -8,7 +8,7 @@ use super::client::{self, Listing};
 use super::compact;
 use super::due::{Position, snapshot_due_at, writes_due};
 use super::error::{ReplicaError, class_of_chain};
-use super::keeper::{Demand, Keeper, lease_flipped, refusal};
+use super::keeper::{Demand, Keeper, lease_flipped, refusal, unleased};
 use super::lease::Standing;
 use super::quota;
 use super::recent::Recent;
@@ -83,7 +83,13 @@ impl ReplicaTask {
         shared.shipped.store(persisted.shipped, Ordering::SeqCst);
         let levels = settings.compaction.level_intervals.len();
         let store = Arc::new(store);
-        let (keeper, lease, demand) = Keeper::new(store.clone(), settings.lease_timeout, settings.once);
+        let (keeper, lease, demand) = if settings.lease {
+            let (keeper, lease, demand) = Keeper::new(store.clone(), settings.lease_timeout, settings.once);
+            (Some(keeper), lease, demand)
+        } else {
+            let (lease, demand) = unleased();
+            (None, lease, demand)
+        };
         ReplicaTask {
             store,
             settings,
@@ -94,7 +100,7 @@ impl ReplicaTask {
             last_compaction: vec![Instant::now(); levels],
             recent: Recent::default(),
             lease,
-            keeper: Some(keeper),
+            keeper,
             demand,
             lease_generation: 0,
         }
