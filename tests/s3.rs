@@ -162,6 +162,17 @@ fn command_line_replicate_with_writer_then_restore() {
     assert_eq!(count(&conn), count(&copy));
     let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(check, "ok");
+
+    // The plugin's settings on the command line (`-s`): credentials with
+    // none in the environment, and a setting that replaces the
+    // environment's (a wrong secret, refused by the store).
+    let by_flag = dir.path().join("by-flag.db");
+    let (id, secret) = (format!("access-key-id={ACCESS_KEY}"), format!("secret-access-key={SECRET_KEY}"));
+    run_ok(sl().args(["restore", "-s", &id, "-s", &secret, "-o"]).arg(&by_flag).arg(&url));
+    assert_same_image(&want, &file_image(&by_flag, 4096), "restored with -s credentials");
+    let mut wrong = with_env_keys(sl(), ACCESS_KEY, SECRET_KEY);
+    let out = wrong.args(["ltx", "-s", "secret-access-key=not-the-secret", &url]).output().unwrap();
+    assert!(!out.status.success(), "a wrong secret given with -s was not used:\n{}", output_text(&out));
 }
 
 // ---------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 //! Listing commands: `databases`, `ltx` (alias `segments`), `status`, `reset`.
 
 use super::replicate_cmd::load_config;
-use super::restore_cmd::resolve_target;
 use crate::clock::{rfc3339, rfc3339_seconds};
 use crate::config;
+use crate::config::ReplicaSpec;
 use crate::plugin::Runtime;
 use crate::replicate::{Plugins, open_store};
 use crate::state::MetaDir;
@@ -61,15 +61,13 @@ pub fn databases(config_path: Option<&PathBuf>, expand: bool, json: bool) -> any
 
 pub async fn ltx(
     runtime: Arc<Runtime>,
-    target: &str,
-    config_path: Option<&PathBuf>,
-    expand: bool,
+    spec: &ReplicaSpec,
+    label: &str,
     level: &str,
     json: bool,
     plugin: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    let (spec, _, label) = resolve_target(target, config_path, expand, None)?;
-    let store = open_store(&runtime, &Plugins::default(), &spec, plugin, &label).await?;
+    let store = open_store(&runtime, &Plugins::default(), spec, plugin, label).await?;
     let mut listing = crate::replica::client::list(&store).await?;
     let mut source = None;
     if listing.is_empty() {

@@ -66,6 +66,9 @@ enum Command {
         json: bool,
         #[arg(long)]
         plugin: Option<PathBuf>,
+        /// Plugin setting KEY=VALUE (repeatable), replacing the config's.
+        #[arg(long = "setting", short = 's', value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
         /// Configured database path, or replica URL.
         target: String,
     },
@@ -171,6 +174,9 @@ struct RestoreArgs {
     /// Storage plugin (.wasm) to read the replica with.
     #[arg(long)]
     plugin: Option<PathBuf>,
+    /// Plugin setting KEY=VALUE (repeatable), replacing the config's.
+    #[arg(long = "setting", short = 's', value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
     /// Configured database path, or replica URL.
     target: String,
 }
@@ -308,9 +314,12 @@ async fn run(command: Command, replicate_config: Option<anyhow::Result<ConfigFil
             info_cmd::databases(config.config.as_ref(), !config.no_expand_env, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ltx { config, level, json, plugin, target } => {
+        Command::Ltx { config, level, json, plugin, settings, target } => {
             let expand = !config.no_expand_env;
-            info_cmd::ltx(runtime()?, &target, config.config.as_ref(), expand, &level, json, plugin.as_deref()).await?;
+            let (spec, _, label) = restore_cmd::resolve_target(&target, config.config.as_ref(), expand, None)?;
+            let mut spec = spec;
+            spec.override_settings(&settings);
+            info_cmd::ltx(runtime()?, &spec, &label, &level, json, plugin.as_deref()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config, json, db } => {
@@ -352,6 +361,7 @@ impl RestoreArgs {
             json: self.json,
             integrity: self.integrity_check,
             plugin: self.plugin,
+            settings: self.settings,
             replica: self.replica,
             parallelism: self.parallelism,
             follow,

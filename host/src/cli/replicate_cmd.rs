@@ -37,6 +37,9 @@ pub struct Args {
     /// Storage plugin (.wasm) for replicas that name none.
     #[arg(long)]
     pub plugin: Option<PathBuf>,
+    /// Plugin setting KEY=VALUE for the REPLICA_URLs (repeatable).
+    #[arg(long = "setting", short = 's', value_parser = super::parse_setting)]
+    pub settings: Vec<(String, String)>,
     /// Database to replicate (instead of a config file).
     pub db_path: Option<PathBuf>,
     /// Replica URL(s) for DB_PATH.
@@ -177,7 +180,7 @@ pub async fn run(
 fn plan(args: &Args, config_path: Option<PathBuf>, file: &FileConfig) -> anyhow::Result<Plan> {
     match (&args.db_path, args.replica_urls.is_empty()) {
         (Some(db), false) => Ok(Plan {
-            dbs: vec![from_urls(db, &args.replica_urls, file)?],
+            dbs: vec![from_urls(db, &args.replica_urls, &args.settings, file)?],
             exec: args.exec.clone(),
             shutdown_sync_timeout: config::resolve::DEFAULT_SHUTDOWN_SYNC_TIMEOUT,
             socket: None,
@@ -187,6 +190,9 @@ fn plan(args: &Args, config_path: Option<PathBuf>, file: &FileConfig) -> anyhow:
         (Some(_), true) => {
             bail!("replicate DB_PATH needs a REPLICA_URL too (e.g. sluice replicate /data/app.db s3://bucket/app)")
         }
+        (None, _) if !args.settings.is_empty() => bail!(
+            "-s sets plugin settings for the REPLICA_URLs of `replicate DB_PATH REPLICA_URL...`; with a config file, give them under the replica"
+        ),
         (None, _) => {
             let resolved = config::resolve(file)?;
             // With a control socket or a watched directory, databases may
@@ -214,7 +220,12 @@ fn plan(args: &Args, config_path: Option<PathBuf>, file: &FileConfig) -> anyhow:
 
 /// One database replicated to every URL given, the replicas after the
 /// first named with their position (`s3`, `s32`, ...).
-fn from_urls(db: &std::path::Path, urls: &[String], file: &FileConfig) -> anyhow::Result<DatabaseSpec> {
+fn from_urls(
+    db: &std::path::Path,
+    urls: &[String],
+    settings: &[(String, String)],
+    file: &FileConfig,
+) -> anyhow::Result<DatabaseSpec> {
     let db = &config::resolve::db_path(&db.to_string_lossy());
     let Some(first) = urls.first() else { bail!("replicate DB_PATH needs a REPLICA_URL too") };
     let mut spec = config::from_url(db, first, file)?;
@@ -224,6 +235,9 @@ fn from_urls(db: &std::path::Path, urls: &[String], file: &FileConfig) -> anyhow
             r.name = format!("{}{}", r.name, i + 1);
             r
         }));
+    }
+    for r in &mut spec.replicas {
+        r.override_settings(settings);
     }
     Ok(spec)
 }

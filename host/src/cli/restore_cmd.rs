@@ -26,6 +26,8 @@ pub struct Args {
     pub json: bool,
     pub integrity: IntegrityCheck,
     pub plugin: Option<PathBuf>,
+    /// `-s KEY=VALUE`: plugin settings replacing the config's.
+    pub settings: Vec<(String, String)>,
     pub replica: Option<String>,
     /// `-parallelism`: segments downloaded at once.
     pub parallelism: usize,
@@ -77,8 +79,9 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
     if args.follow.is_some() && (args.txid.is_some() || args.timestamp.is_some()) {
         bail!("-f follows the newest state; it cannot be combined with -txid or -timestamp");
     }
-    let (spec, db_path, label) =
+    let (mut spec, db_path, label) =
         resolve_target(&args.target, args.config.as_ref(), !args.no_expand_env, args.replica.as_deref())?;
+    spec.override_settings(&args.settings);
     let output = output_path(&args, db_path)?;
     if args.if_db_not_exists && output.exists() {
         println!("database already exists at {}, skipping restore", output.display());

@@ -413,6 +413,15 @@ fn socket(cfg: &FileConfig) -> anyhow::Result<Option<super::socket::SocketSpec>>
 
 /// A database replicated to one URL from the command line, with the
 /// file's globals (if any) as defaults.
+impl ReplicaSpec {
+    /// Plugin settings given on the command line (`-s KEY=VALUE`): each
+    /// replaces the same key from the config or the URL.
+    pub fn override_settings(&mut self, given: &[(String, String)]) {
+        self.settings.retain(|(k, _)| !given.iter().any(|(g, _)| g == k));
+        self.settings.extend(given.iter().cloned());
+    }
+}
+
 pub fn from_url(db: &Path, url: &str, global: &FileConfig) -> anyhow::Result<DatabaseSpec> {
     let entry = DbConfig {
         replica: Some(ReplicaConfig { url: Some(url.to_string()), ..Default::default() }),
