@@ -2,8 +2,9 @@
 //! whose plugin loops, exhausts its memory, panics or floods stderr are
 //! added by a reload while the others are replicated, and the others'
 //! commit-to-replica lag is measured before and during, side by side in
-//! one run. Every well-behaved tenant must keep replicating (each write
-//! reaches its replica), and restore exactly at the end.
+//! one run (printed: how much they slow the others is a figure, not a
+//! pass/fail). Every well-behaved tenant must keep replicating (each write
+//! reaches its replica within `LAG_LIMIT`), and restore exactly at the end.
 //!
 //! `SLUICE_TENANTS=N` runs N well-behaved tenants (default 60).
 
@@ -164,7 +165,7 @@ fn tail(log: &str) -> String {
 }
 
 #[test]
-fn hostile_tenants_do_not_stop_or_much_slow_the_others() {
+fn hostile_tenants_do_not_stop_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: String| dir.path().join(n);
     let good: Vec<Tenant> = (0..tenants())

@@ -20,6 +20,19 @@ pub fn file_stamp(path: &Path) -> Option<(u64, i64)> {
     Some((m.len(), m.ctime() * 1_000_000_000 + m.ctime_nsec()))
 }
 
+/// Whether the kernel's coarse real-time clock, which file times are
+/// taken from, is past `time_ns`: then every later write to the file gets
+/// a later time, and a stamp read now tells it apart. In the same tick
+/// (1-10 ms, by the kernel's HZ) a second write can leave a file's time,
+/// and its size (a WAL restarted at its first frame), as they were.
+pub fn coarse_clock_past(time_ns: i64) -> bool {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into `ts`, which lives
+    // for the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    rc == 0 && ts.tv_sec * 1_000_000_000 + ts.tv_nsec > time_ns
+}
+
 /// Whether a stamp's time can tell two writes apart: a filesystem that
 /// keeps whole seconds (ext4 with 128-byte inodes, ext3, HFS+), two
 /// seconds (vfat) or 10 ms (exFAT) gives a write in the same second the

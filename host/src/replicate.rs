@@ -161,6 +161,14 @@ async fn wait_for_next_look(
 /// syncs when they changed since the last sync.
 type Stamp = Option<(u64, SystemTime, u64, SystemTime)>;
 
+/// Whether a stamp read just now tells every later write apart: the
+/// coarse clock is past both files' times (`fsutil::coarse_clock_past`).
+/// No stamp (the database is gone) has nothing to tell.
+fn stamp_settled(stamp: &Stamp) -> bool {
+    let ns = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    stamp.is_none_or(|(_, wal, _, db)| crate::fsutil::coarse_clock_past(ns(wal).max(ns(db))))
+}
+
 fn wal_stamp(db: &Path) -> Stamp {
     let w = std::fs::metadata(crate::db::wal_path(db)).ok();
     let d = std::fs::metadata(db).ok()?;
@@ -351,6 +359,9 @@ impl Running {
                 pacer.look_anyway();
             }
             let stamp = wal_stamp(&spec.path);
+            // Before the sync reads anything: a write after this, in the
+            // stamp's tick, is then in what the sync reads.
+            let settled = stamp_settled(&stamp);
             let validate = validation.due(|| capturer.lock().map(|c| c.state().txid).unwrap_or(0));
             if validate {
                 pacer.look_anyway();
@@ -372,6 +383,9 @@ impl Running {
                 let txid = self.capturer.lock().map(|c| c.state().txid).unwrap_or(0);
                 self.live.record_sync(asked, txid, failed.clone());
                 pacer.synced(started, stamp, outcome);
+                if !settled {
+                    pacer.stamp_unsettled();
+                }
                 collect_spool(meta, replicas);
             }
             if opts.once {

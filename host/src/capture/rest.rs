@@ -16,7 +16,7 @@
 //! whole WAL into the database, and records the file's stamp.
 
 use super::{CaptureError, Capturer, PASSIVE_LOCK_WAIT, io_err};
-use crate::fsutil::{file_stamp, fine_grained};
+use crate::fsutil::{coarse_clock_past, file_stamp, fine_grained};
 use std::time::{Duration, Instant};
 
 /// Longest wait, under the write lock, for the kernel's coarse clock to
@@ -126,7 +126,7 @@ impl Capturer {
 fn clock_passed(mtime_ns: i64) -> bool {
     let started = Instant::now();
     loop {
-        if coarse_now_ns() > mtime_ns {
+        if coarse_clock_past(mtime_ns) {
             return true;
         }
         if started.elapsed() >= STAMP_SETTLE_MAX {
@@ -134,17 +134,6 @@ fn clock_passed(mtime_ns: i64) -> bool {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-fn coarse_now_ns() -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec into `ts`, which lives
-    // for the call.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
-    if rc != 0 {
-        return i64::MIN;
-    }
-    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
 #[cfg(test)]

@@ -225,7 +225,8 @@ fn parse_parallelism(s: &str) -> Result<usize, String> {
 fn parse_setting(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.to_string()))
-        .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))
+        // Not echoed: it may be a secret missing its `KEY=`.
+        .ok_or_else(|| "expected KEY=VALUE".to_string())
 }
 
 /// glibc malloc arenas. By default glibc gives each thread that allocates

@@ -411,17 +411,29 @@ fn socket(cfg: &FileConfig) -> anyhow::Result<Option<super::socket::SocketSpec>>
     cfg.socket.as_ref().map_or(Ok(None), super::socket::SocketSpec::resolve)
 }
 
-/// A database replicated to one URL from the command line, with the
-/// file's globals (if any) as defaults.
+/// Settings that name one identity together: giving one on the command
+/// line replaces the whole group from the config or the environment (an
+/// access key with another identity's session token is refused).
+const CREDENTIAL_GROUPS: &[&[&str]] = &[
+    &["access-key-id", "secret-access-key", "session-token"],
+    &["account-key", "sas-token"],
+    &["credentials-file", "credentials-json"],
+];
+
 impl ReplicaSpec {
     /// Plugin settings given on the command line (`-s KEY=VALUE`): each
-    /// replaces the same key from the config or the URL.
+    /// replaces the same key (and its credential group) from the config,
+    /// the URL or the environment.
     pub fn override_settings(&mut self, given: &[(String, String)]) {
-        self.settings.retain(|(k, _)| !given.iter().any(|(g, _)| g == k));
+        let group_of = |k: &str| CREDENTIAL_GROUPS.iter().find(|g| g.contains(&k)).copied().unwrap_or_default();
+        let replaced = |k: &str| given.iter().any(|(g, _)| g == k || group_of(g).contains(&k));
+        self.settings.retain(|(k, _)| !replaced(k));
         self.settings.extend(given.iter().cloned());
     }
 }
 
+/// A database replicated to one URL from the command line, with the
+/// file's globals (if any) as defaults.
 pub fn from_url(db: &Path, url: &str, global: &FileConfig) -> anyhow::Result<DatabaseSpec> {
     let entry = DbConfig {
         replica: Some(ReplicaConfig { url: Some(url.to_string()), ..Default::default() }),
@@ -467,6 +479,19 @@ mod tests {
         let wrong = text.replace(&public, "age1notakey");
         let e = resolve(&parse(&wrong, Path::new("c"), false).unwrap().config).unwrap_err().to_string();
         assert!(e.contains("replica #1") && e.contains("recipients[0]"), "{e}");
+    }
+
+    #[test]
+    fn a_command_line_credential_replaces_its_whole_group() {
+        let text =
+            "dbs:\n  - path: /d\n    replica: {url: s3://b/p, access-key-id: A, secret-access-key: S, region: r}\n";
+        let mut r = resolve(&parse(text, Path::new("c"), false).unwrap().config).unwrap().dbs[0].replicas[0].clone();
+        r.settings.push(("session-token".into(), "T".into()));
+        r.override_settings(&[("access-key-id".into(), "B".into()), ("secret-access-key".into(), "Z".into())]);
+        let get = |k: &str| r.settings.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+        assert_eq!((get("access-key-id"), get("secret-access-key")), (vec!["B"], vec!["Z"]));
+        assert!(get("session-token").is_empty(), "another identity's session token stayed");
+        assert_eq!(get("region"), vec!["r"], "a setting not given is kept");
     }
 
     #[test]

@@ -343,15 +343,23 @@ impl ReplicaTask {
         self.shared.ready.store(true, Ordering::SeqCst);
         let shutting_down = *hurry.borrow();
         listed?;
-        self.ship(&durable).await?;
+        let shipped = self.ship(&durable).await;
         // At shutdown only shipping counts: a compaction, retention or a
         // snapshot falling due then (under faults, minutes of work) made
         // the final wait run out before the last TXID was up. The next run
-        // does them.
+        // does them. A replica at its storage quota still applies
+        // retention, which may make the room.
+        let quota = match shipped {
+            Err(e @ ReplicaError::Quota { .. }) => Some(e),
+            other => {
+                other?;
+                None
+            }
+        };
         if !shutting_down {
             self.maintain(scratch).await?;
         }
-        Ok(Passed::Done)
+        quota.map_or(Ok(Passed::Done), Err)
     }
 
     /// Whether this pass would write to the store (`due::writes_due`).

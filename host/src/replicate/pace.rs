@@ -219,6 +219,19 @@ impl<S: PartialEq> Pacer<S> {
         }
     }
 
+    /// The stamp the last sync recorded was read in the clock tick of a
+    /// write (`fsutil::coarse_clock_past`): a later write in that tick may
+    /// leave it unchanged, and its notification may have come while the
+    /// watch was off. The next look syncs by content, soon if this one
+    /// captured nothing (a commit missed so waited for the next write, or
+    /// the minute's fallback look).
+    pub fn stamp_unsettled(&mut self) {
+        self.look_anyway = true;
+        if !self.busy {
+            self.in_flight = true;
+        }
+    }
+
     /// The last look found nothing to do: the file watch may be armed.
     pub fn quiet(&self) -> bool {
         !self.busy
@@ -456,6 +469,29 @@ mod tests {
         p.should_sync(&1, false);
         p.synced(t0, 1, ran(false, true));
         assert_eq!(p.next_look(t0).at - t0, IN_FLIGHT_RECHECK, "the back-off starts over after it committed");
+    }
+
+    #[test]
+    fn a_stamp_read_in_a_writes_clock_tick_is_not_trusted_by_the_next_look() {
+        let t0 = Instant::now();
+        let mut p = pacer(t0);
+        // Captured, stamp unsettled: after the batch, a look by content
+        // even though the stamp did not move.
+        p.should_sync(&1, false);
+        p.synced(t0, 1, ran(true, false));
+        p.stamp_unsettled();
+        assert_eq!(p.next_look(t0).at, t0 + BATCH);
+        assert_eq!(p.should_sync(&1, false), Some(false), "an unchanged but unsettled stamp proves nothing");
+        // Captured nothing, stamp unsettled: looked at again soon, and
+        // not rested meanwhile.
+        p.synced(t0, 1, ran(false, false));
+        p.stamp_unsettled();
+        assert!(!p.should_rest(t0 + BATCH * 100, false));
+        assert_eq!(p.next_look(t0).at - t0, IN_FLIGHT_RECHECK);
+        assert_eq!(p.should_sync(&1, false), Some(false));
+        // Settled: the stamps decide again.
+        p.synced(t0, 1, ran(false, false));
+        assert_eq!(p.should_sync(&1, false), None);
     }
 
     #[test]

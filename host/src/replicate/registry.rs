@@ -147,10 +147,7 @@ impl Registry {
                 anyhow::bail!("sluice is shutting down; {} was not added", spec.path.display());
             }
             match dbs.get(&spec.path) {
-                Some(e) if e.removed => anyhow::bail!(
-                    "{} is still finishing the final sync of its removal; add it again once `sluice list` no longer shows it",
-                    spec.path.display()
-                ),
+                Some(e) if e.removed => return Err(removing(&spec.path)),
                 Some(_) => return Ok(Added::AlreadyPresent),
                 None => {}
             }
@@ -180,6 +177,13 @@ impl Registry {
         dbs.get(path).map(|e| (e.live.clone(), e.spec.clone(), e.op.clone()))
     }
 
+    /// Whether `path` was removed and is still finishing its final sync.
+    /// Read under the entry's operation lock, which `remove` holds while
+    /// it sets the mark.
+    async fn being_removed(&self, path: &Path) -> bool {
+        self.dbs.lock().await.get(path).is_some_and(|e| e.removed)
+    }
+
     pub async fn live(&self, path: &Path) -> Option<Arc<Live>> {
         self.entry(path).await.map(|(live, _, _)| live)
     }
@@ -190,6 +194,9 @@ impl Registry {
     pub async fn stop(&self, path: &Path, timeout: Duration) -> Option<anyhow::Result<Toggled>> {
         let (_, _, op) = self.entry(path).await?;
         let mut running = op.lock().await;
+        if self.being_removed(path).await {
+            return Some(Err(removing(path)));
+        }
         if running.is_none() {
             return Some(Ok(Toggled::Already));
         }
@@ -200,6 +207,9 @@ impl Registry {
     pub async fn start(&self, path: &Path) -> Option<anyhow::Result<Toggled>> {
         let (live, spec, op) = self.entry(path).await?;
         let mut running = op.lock().await;
+        if self.being_removed(path).await {
+            return Some(Err(removing(path)));
+        }
         if let Some(l) = running.as_ref().filter(|l| !l.task.is_finished()) {
             if *l.stop.borrow() {
                 return Some(Err(anyhow::anyhow!(
@@ -231,15 +241,19 @@ impl Registry {
         let (_, _, op) = self.entry(path).await?;
         let mut running = op.lock().await;
         let result = finish(path, &mut running, timeout).await;
-        let mut dbs = self.dbs.lock().await;
         if running.is_none() {
             // (Another remove may have gone first while this one waited.)
-            dbs.remove(path);
-            crate::metrics::forget_database(&path.display().to_string());
-        } else if let Some(e) = dbs.get_mut(path) {
+            self.forget(path).await;
+        } else if let Some(e) = self.dbs.lock().await.get_mut(path) {
             e.removed = true;
         }
         Some(result)
+    }
+
+    /// Drop `path`'s entry and its metric series.
+    async fn forget(&self, path: &Path) {
+        self.dbs.lock().await.remove(path);
+        crate::metrics::forget_database(&path.display().to_string());
     }
 
     pub async fn list(&self) -> Vec<Summary> {
@@ -280,25 +294,32 @@ impl Registry {
                 break;
             }
         }
-        let entries: Vec<(PathBuf, Arc<Mutex<Option<Loop>>>)> = {
+        let entries: Vec<(PathBuf, Op, bool)> = {
             let dbs = self.dbs.lock().await;
             self.closing.store(true, Ordering::SeqCst);
-            dbs.iter().map(|(p, e)| (p.clone(), e.op.clone())).collect()
+            dbs.iter().map(|(p, e)| (p.clone(), e.op.clone(), e.removed)).collect()
         };
         // Every loop hears the shutdown at once and syncs concurrently;
         // each bounds its own final sync (shutdown-sync-timeout).
         let mut stopping = Vec::new();
-        for (path, op) in entries {
+        for (path, op, removed) in entries {
             let mut running = op.lock_owned().await;
             if let Some(task) = running.take() {
                 let _ = task.stop.send(true);
-                stopping.push((path, task.task));
+                stopping.push((path, task.task, removed));
             }
         }
-        for (path, task) in stopping {
-            if let Err(e) = joined(task.await) {
-                tracing::error!("{e:#}");
-                first_error.get_or_insert(e.context(format!("database {}", path.display())));
+        for (path, task, removed) in stopping {
+            match joined(task.await) {
+                // Said at its removal; the exit code is about the rest.
+                Err(e) if removed => {
+                    tracing::warn!(database = %path.display(), "removed: its final sync has ended: {e:#}")
+                }
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    first_error.get_or_insert(e.context(format!("database {}", path.display())));
+                }
+                Ok(()) => {}
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -308,16 +329,20 @@ impl Registry {
     /// forget removed databases whose final sync has now ended. Those
     /// were reported at their removal and do not fail the run.
     async fn reap(&self, first_error: &mut Option<anyhow::Error>) {
-        let entries: Vec<(PathBuf, Op, bool)> =
-            self.dbs.lock().await.iter().map(|(p, e)| (p.clone(), e.op.clone(), e.removed)).collect();
-        for (path, op, removed) in entries {
+        let entries: Vec<(PathBuf, Op)> =
+            self.dbs.lock().await.iter().map(|(p, e)| (p.clone(), e.op.clone())).collect();
+        for (path, op) in entries {
             // An entry busy with an operation is that operation's to reap.
             let Ok(mut running) = op.try_lock() else { continue };
+            let removed = self.being_removed(&path).await;
+            if removed && running.is_none() {
+                self.forget(&path).await;
+                continue;
+            }
             let Some(task) = running.take_if(|l| l.task.is_finished()) else { continue };
             let result = joined(task.task.await);
             if removed {
-                self.dbs.lock().await.remove(&path);
-                crate::metrics::forget_database(&path.display().to_string());
+                self.forget(&path).await;
                 match result {
                     Ok(()) => tracing::info!(database = %path.display(), "removed: its final sync has now ended"),
                     Err(e) => tracing::warn!(database = %path.display(), "removed: its final sync has ended: {e:#}"),
@@ -366,6 +391,14 @@ async fn finish(path: &Path, running: &mut Option<Loop>, timeout: Duration) -> a
             path.display()
         ),
     }
+}
+
+/// Why an operation on a database being removed is refused.
+fn removing(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} is being removed and is still finishing its final sync; try again once `sluice list` no longer shows it",
+        path.display()
+    )
 }
 
 fn joined(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
