@@ -162,12 +162,20 @@ async fn wait_for_next_look(
 type Stamp = Option<(u64, SystemTime, u64, SystemTime)>;
 
 /// Whether a stamp read just now tells every later write apart: the
-/// coarse clock is past both files' times (`fsutil::coarse_clock_past`).
-/// No stamp (the database is gone) has nothing to tell.
+/// coarse clock is past both files' times (`fsutil::coarse_clock_past`),
+/// or, on a filesystem keeping whole seconds (times in whole
+/// milliseconds, `fsutil::fine_grained`), past them by
+/// `COARSE_TIMES_GRAIN`. No stamp (the database is gone) has nothing to
+/// tell.
 fn stamp_settled(stamp: &Stamp) -> bool {
     let ns = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
-    stamp.is_none_or(|(_, wal, _, db)| crate::fsutil::coarse_clock_past(ns(wal).max(ns(db))))
+    let until = |t: i64| if crate::fsutil::fine_grained((0, t)) { t } else { t + COARSE_TIMES_GRAIN };
+    stamp.is_none_or(|(_, wal, _, db)| crate::fsutil::coarse_clock_past(until(ns(wal)).max(until(ns(db)))))
 }
+
+/// How long a file time in whole milliseconds may stand for, in ns: vfat
+/// keeps two seconds.
+const COARSE_TIMES_GRAIN: i64 = 2_000_000_000;
 
 fn wal_stamp(db: &Path) -> Stamp {
     let w = std::fs::metadata(crate::db::wal_path(db)).ok();
