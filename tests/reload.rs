@@ -33,18 +33,6 @@ fn listed(socket: &Path) -> Vec<PathBuf> {
     paths
 }
 
-/// The config file as `start_with_socket` writes it, with another body.
-fn rewrite(dir: &Path, body: &str) {
-    let socket = dir.join("ctl.sock");
-    let text = format!("socket:\n  enabled: true\n  path: {}\n  permissions: 0600\n{body}", socket.display());
-    std::fs::write(dir.join("sluice.yml"), text).unwrap();
-}
-
-fn hangup(child: &std::process::Child) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-}
-
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done() {
@@ -78,7 +66,7 @@ fn sighup_adds_removes_and_restarts_databases() {
     let b_at_removal = image(&conn_b);
 
     // b goes, c comes, a gains a second replica.
-    rewrite(dir.path(), &format!("dbs:\n{}{}", entry(&a, &[&p("ra"), &p("ra2")]), entry(&c, &[&p("rc")])));
+    rewrite_config(dir.path(), &format!("dbs:\n{}{}", entry(&a, &[&p("ra"), &p("ra2")]), entry(&c, &[&p("rc")])));
     hangup(&child);
     wait_for("the reload", || listed(&socket) == vec![a.clone(), c.clone()]);
     let removed = restore_image(&url(&p("rb")), &p("check.db"), None, PAGE);
@@ -188,7 +176,7 @@ fn a_storage_quota_stops_uploads_and_raising_it_resumes_them() {
     assert!(held <= 1 << 20, "the replica holds {held} bytes, past its 1 MiB quota");
     assert!(held > 1 << 19, "the replica stopped at {held} bytes, well short of its quota");
 
-    rewrite(dir.path(), &format!("dbs:\n{}", limited(64)));
+    rewrite_config(dir.path(), &format!("dbs:\n{}", limited(64)));
     hangup(&child);
     // The database restarts on the raised quota (its old loop's final
     // sync fails at the old one, said as such), then ships the rest. A

@@ -103,18 +103,6 @@ fn hostile_entry(db: &Path, replica: &Path, settings: &str) -> String {
     )
 }
 
-/// The config file as `start_with_socket` writes it, with another body.
-fn rewrite(dir: &Path, body: &str) {
-    let socket = dir.join("ctl.sock");
-    let text = format!("socket:\n  enabled: true\n  path: {}\n  permissions: 0600\n{body}", socket.display());
-    std::fs::write(dir.join("sluice.yml"), text).unwrap();
-}
-
-fn hangup(child: &std::process::Child) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-}
-
 fn listed(socket: &Path) -> usize {
     let out = run_ok(sluice().args(["list", "-json", "-socket"]).arg(socket));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -133,7 +121,7 @@ fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
 /// reads only at the end would fill with this many tenants' debug lines
 /// and stall the replicator on its next log line.
 fn start(dir: &Path, body: &str) -> (std::process::Child, PathBuf, PathBuf) {
-    rewrite(dir, body);
+    rewrite_config(dir, body);
     let (socket, log_path) = (dir.join("ctl.sock"), dir.join("sluice.log"));
     let log = std::fs::File::create(&log_path).unwrap();
     let child = sluice()
@@ -194,7 +182,7 @@ fn hostile_tenants_do_not_stop_the_others() {
     // hostile tenants (added by a reload, written at every step).
     let alone = lags(&good, 7, || ());
     let with_hostile: String = hostile.iter().map(|(db, r, s)| hostile_entry(db, r, s)).collect();
-    rewrite(dir.path(), &format!("dbs:\n{body}{with_hostile}"));
+    rewrite_config(dir.path(), &format!("dbs:\n{body}{with_hostile}"));
     hangup(&child);
     wait_for("the hostile tenants to be added", Duration::from_secs(30), || {
         listed(&socket) == good.len() + hostile.len()
@@ -217,7 +205,7 @@ fn hostile_tenants_do_not_stop_the_others() {
 
     // The hostile tenants leave (their final syncs fail, said so); the
     // run goes on and ends cleanly.
-    rewrite(dir.path(), &format!("dbs:\n{body}"));
+    rewrite_config(dir.path(), &format!("dbs:\n{body}"));
     hangup(&child);
     // Their final syncs run together, each for up to the default
     // shutdown-sync-timeout (30 s); one still running then is forgotten

@@ -201,9 +201,7 @@ pub fn start_replicator(config: &Path) -> std::process::Child {
 /// (the `dbs:` part and anything else), once its socket answers.
 pub fn start_with_socket(dir: &Path, config_body: &str) -> (std::process::Child, PathBuf) {
     let socket = dir.join("ctl.sock");
-    let config = dir.join("sluice.yml");
-    let text = format!("socket:\n  enabled: true\n  path: {}\n  permissions: 0600\n{config_body}", socket.display());
-    std::fs::write(&config, text).unwrap();
+    let config = rewrite_config(dir, config_body);
     let child = start_replicator(&config);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !sluice().args(["info", "-socket"]).arg(&socket).output().unwrap().status.success() {
@@ -211,6 +209,22 @@ pub fn start_with_socket(dir: &Path, config_body: &str) -> (std::process::Child,
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     (child, socket)
+}
+
+/// Write `dir/sluice.yml` as `start_with_socket` does (the control socket
+/// on, at `dir/ctl.sock`), with `config_body` after it; its path.
+pub fn rewrite_config(dir: &Path, config_body: &str) -> PathBuf {
+    let socket = dir.join("ctl.sock");
+    let config = dir.join("sluice.yml");
+    let text = format!("socket:\n  enabled: true\n  path: {}\n  permissions: 0600\n{config_body}", socket.display());
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// SIGHUP: the replicator reloads its config file.
+pub fn hangup(child: &std::process::Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
 }
 
 /// Interrupt a replicator started by `start_replicator`; it must exit 0.
