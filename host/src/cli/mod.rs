@@ -317,9 +317,8 @@ async fn run(command: Command, replicate_config: Option<anyhow::Result<ConfigFil
         }
         Command::Ltx { config, level, json, plugin, settings, target } => {
             let expand = !config.no_expand_env;
-            let (spec, _, label) = restore_cmd::resolve_target(&target, config.config.as_ref(), expand, None)?;
-            let mut spec = spec;
-            spec.override_settings(&settings);
+            let (spec, _, label) =
+                restore_cmd::resolve_target(&target, config.config.as_ref(), expand, None, &settings)?;
             info_cmd::ltx(runtime()?, &spec, &label, &level, json, plugin.as_deref()).await?;
             Ok(ExitCode::SUCCESS)
         }

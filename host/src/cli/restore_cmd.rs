@@ -36,8 +36,21 @@ pub struct Args {
     pub target: String,
 }
 
-/// Find the replica a `DB_PATH|REPLICA_URL` argument means.
+/// Find the replica a `DB_PATH|REPLICA_URL` argument means, with the
+/// command line's plugin `settings` (`-s`) over its own.
 pub fn resolve_target(
+    target: &str,
+    config: Option<&PathBuf>,
+    expand: bool,
+    replica: Option<&str>,
+    settings: &[(String, String)],
+) -> anyhow::Result<(ReplicaSpec, Option<PathBuf>, String)> {
+    let (mut spec, db, label) = find_target(target, config, expand, replica)?;
+    spec.override_settings(settings);
+    Ok((spec, db, label))
+}
+
+fn find_target(
     target: &str,
     config: Option<&PathBuf>,
     expand: bool,
@@ -79,9 +92,13 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
     if args.follow.is_some() && (args.txid.is_some() || args.timestamp.is_some()) {
         bail!("-f follows the newest state; it cannot be combined with -txid or -timestamp");
     }
-    let (mut spec, db_path, label) =
-        resolve_target(&args.target, args.config.as_ref(), !args.no_expand_env, args.replica.as_deref())?;
-    spec.override_settings(&args.settings);
+    let (spec, db_path, label) = resolve_target(
+        &args.target,
+        args.config.as_ref(),
+        !args.no_expand_env,
+        args.replica.as_deref(),
+        &args.settings,
+    )?;
     let output = output_path(&args, db_path)?;
     if args.if_db_not_exists && output.exists() {
         println!("database already exists at {}, skipping restore", output.display());
