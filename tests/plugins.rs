@@ -90,7 +90,7 @@ impl Fixture {
         let url = format!("file://{}", self.replica_dir(name).display());
         let settings = settings(pairs);
         let sb = sandbox.resolve(plugin.info(), &url, &settings).expect("sandbox resolves");
-        PluginStore::new(plugin.clone(), url, settings, sb, labels(name))
+        PluginStore::new(plugin.clone(), url, settings, sb, labels(name)).unwrap()
     }
 
     fn hostile(&self, name: &str, pairs: &[(&str, &str)], sandbox: SandboxConfig) -> PluginStore {
@@ -278,7 +278,7 @@ async fn file_plugin_passes_conformance_in_process() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().join("replica").display());
     let sandbox = SandboxConfig::default().resolve(plugin.info(), &url, &[]).unwrap();
-    let store = PluginStore::new(plugin, url, Vec::new(), sandbox, labels("conformance"));
+    let store = PluginStore::new(plugin, url, Vec::new(), sandbox, labels("conformance")).unwrap();
     let results = conformance::run(&store, |_| {}).await;
     let failures: Vec<_> = results.iter().filter(|r| !matches!(r.outcome, Outcome::Pass)).collect();
     assert!(failures.is_empty(), "file plugin conformance: {failures:#?}");
@@ -494,6 +494,51 @@ async fn requests_outside_the_allowlist_are_refused() {
     assert_eq!(server.requests().len(), 2);
 }
 
+/// A TCP server on 127.0.0.1 answering each connection's first line with
+/// `pong`; its port and how many connections it has accepted.
+fn pong_server() -> (u16, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(Mutex::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            *count.lock().unwrap() += 1;
+            let mut line = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut line);
+            let _ = stream.write_all(b"pong\n");
+        }
+    });
+    (port, accepted)
+}
+
+/// TCP for a plugin declaring `needs-sockets`, as an obeyed/violated pair:
+/// it reaches the `host:port` its replica's `allow-hosts` grants, and
+/// neither another port of the same host nor anything at all without a
+/// grant (a file URL implies none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_reach_only_the_granted_host_and_port() {
+    let ((allowed, allowed_seen), (other, other_seen)) = (pong_server(), pong_server());
+    let fx = fixture().await;
+    let grant = SandboxConfig { allow_hosts: Some(vec![format!("127.0.0.1:{allowed}")]), ..Default::default() };
+    let store = fx.hostile("tcp", &[("mode", "tcp"), ("addr", &format!("127.0.0.1:{allowed}"))], grant);
+    let meta = hostile_put(&store, &[]).await.unwrap_or_else(|e| panic!("connect to the granted port: {e}"));
+    assert_eq!(meta_value(&meta, "reply"), Some("pong"));
+    assert_eq!(*allowed_seen.lock().unwrap(), 1);
+
+    let elsewhere = format!("127.0.0.1:{other}");
+    let err = hostile_put(&store, &[("addr", &elsewhere)]).await.expect_err("another port must be refused");
+    assert_names_everyone(&err, "tcp");
+    let ungranted =
+        fx.hostile("tcp-none", &[("mode", "tcp"), ("addr", &format!("127.0.0.1:{allowed}"))], SandboxConfig::default());
+    hostile_put(&ungranted, &[]).await.expect_err("no grant, no connection");
+    assert_eq!(
+        (*allowed_seen.lock().unwrap(), *other_seen.lock().unwrap()),
+        (1, 0),
+        "a refused connection got through"
+    );
+}
+
 /// Seconds the plugin requests of database `name` waited for its request
 /// rate (`sluice_plugin_throttled_seconds_total`).
 fn throttled_seconds(name: &str) -> f64 {
@@ -635,12 +680,14 @@ async fn a_tenants_plugin_reaches_nothing_of_another_tenant() {
     std::fs::create_dir_all(fx.replica_dir("tenant-a")).unwrap();
 
     // What A's plugin sees of its surroundings: its own settings only.
-    let a = fx.hostile("tenant-a", &[("mode", "snoop"), ("access-key-id", "A-KEY")], SandboxConfig::default());
+    let given = [("mode", "snoop"), ("access-key-id", "A-KEY"), ("secret-access-key", "UNDECLARED")];
+    let a = fx.hostile("tenant-a", &given, SandboxConfig::default());
     let seen = hostile_put(&a, &[]).await.unwrap_or_else(|e| panic!("snooping: {e}"));
     assert!(std::env::vars().count() > 0, "the test process has an environment to leak");
     assert_eq!(meta_value(&seen, "env"), Some(""), "the process environment reached a plugin");
     let settings = meta_value(&seen, "settings").unwrap();
     assert!(settings.contains("access-key-id=A-KEY"), "A's own settings: {settings}");
+    assert!(!settings.contains("UNDECLARED"), "a setting the plugin does not declare reached it: {settings}");
     assert!(!format!("{seen:?}").contains(&secret), "tenant B's secret reached tenant A: {seen:?}");
     let root = meta_value(&seen, "root").unwrap();
     assert!(!root.contains("tenant-b"), "tenant B's directory is visible to A: {root}");

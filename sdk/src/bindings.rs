@@ -3,7 +3,7 @@
 
 wit_bindgen::generate!({
     path: "../wit",
-    world: "sluice:storage/plugin@0.1.0",
+    world: "sluice:storage/plugin@0.2.0",
     pub_export_macro: true,
     export_macro_name: "__export_plugin",
     default_bindings_module: "sluice_sdk::__private::bindings",

@@ -8,6 +8,9 @@ pub struct Config {
     /// The replica URL as configured, e.g. `s3://bucket/path?region=x`.
     pub url: String,
     settings: Vec<(String, String)>,
+    /// The names the plugin declared in `PluginInfo::settings`; `None`
+    /// for a configuration built by hand (tests).
+    declared: Option<Vec<String>>,
 }
 
 // Settings carry secrets: never print their values.
@@ -21,11 +24,41 @@ impl std::fmt::Debug for Config {
 impl Config {
     /// Build a configuration (the SDK does this from the host's call).
     pub fn new(url: impl Into<String>, settings: Vec<(String, String)>) -> Self {
-        Config { url: url.into(), settings }
+        Config { url: url.into(), settings, declared: None }
+    }
+
+    /// The configuration `Backend::open` receives: the host's settings,
+    /// after any the URL's query gives (`?name=value`) for a `declared`
+    /// name, so the host's win.
+    pub fn declared(url: String, settings: Vec<(String, String)>, declared: Vec<String>) -> Result<Self, Error> {
+        let query = url.split_once('?').map_or("", |(_, q)| q);
+        let query = query.split_once('#').map_or(query, |(q, _)| q);
+        let mut all = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = percent_decode(k)?;
+            if declared.contains(&k) {
+                all.push((k, percent_decode(v)?));
+            }
+        }
+        all.extend(settings);
+        Ok(Config { url, settings: all, declared: Some(declared) })
     }
 
     /// A setting's value, if present and not empty.
+    ///
+    /// # Panics
+    /// When the plugin asks for a setting it did not declare in
+    /// `PluginInfo::settings`: the host never passes such a setting, so
+    /// the read would silently find nothing. The panic names it, and
+    /// `sluice plugin check` shows it on the first run.
     pub fn get(&self, key: &str) -> Option<&str> {
+        if let Some(declared) = &self.declared {
+            assert!(
+                declared.iter().any(|d| d == key),
+                "plugin bug: setting `{key}` is read but not declared in PluginInfo::settings"
+            );
+        }
         self.settings.iter().rev().find(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.as_str())
     }
 
@@ -71,7 +104,7 @@ impl Config {
             settings.push((percent_decode(k)?, percent_decode(v)?));
         }
         settings.extend(self.settings.iter().cloned());
-        Ok(Config::new(self.url.clone(), settings))
+        Ok(Config { url: self.url.clone(), settings, declared: self.declared.clone() })
     }
 }
 
@@ -137,5 +170,21 @@ mod tests {
         assert_eq!(key_prefix("").unwrap(), "");
         assert!(key_prefix("a/../b").is_err());
         assert!(percent_decode("%ff").is_err());
+    }
+
+    #[test]
+    fn a_declared_settings_query_value_yields_to_the_hosts() {
+        let declared = vec!["region".to_string(), "endpoint".to_string()];
+        let settings = vec![("endpoint".into(), "host".into())];
+        let c = Config::declared("x://h/p?endpoint=url&region=eu%2D1&other=1#f".into(), settings, declared).unwrap();
+        assert_eq!((c.get("endpoint"), c.get("region")), (Some("host"), Some("eu-1")));
+        assert!(!c.settings().iter().any(|(k, _)| k == "other"), "an undeclared query key is not a setting");
+    }
+
+    #[test]
+    #[should_panic(expected = "setting `regoin` is read but not declared")]
+    fn reading_an_undeclared_setting_is_a_plugin_bug() {
+        let c = Config::declared("x://h/p".into(), Vec::new(), vec!["region".into()]).unwrap();
+        let _ = c.get("regoin");
     }
 }

@@ -1,7 +1,7 @@
 //! Constructors for the contract's typed errors, so plugin code reads
 //! `Error::not_found(..)` instead of spelling out WIT variants.
 
-use crate::bindings::sluice::storage::types::{Error, Throttle};
+use crate::bindings::sluice::storage::storage_types::{Error, Throttle};
 
 impl Error {
     /// The object does not exist.

@@ -76,8 +76,8 @@ mod types;
 pub mod upload;
 pub mod xml;
 
-pub use bindings::sluice::storage::types::{
-    ByteRange, Capabilities, DeleteFailure, Error, ListPage, ObjectMeta, PluginInfo, Precondition, PutOptions,
+pub use bindings::sluice::storage::storage_types::{
+    ByteRange, Capabilities, DeleteFailure, Error, ListPage, ObjectMeta, PluginInfo, Precondition, PutOptions, Setting,
     Throttle, UploadedPart,
 };
 pub use config::{Config, check_delete_batch, key_prefix, percent_decode, validate_key};
@@ -161,7 +161,7 @@ pub mod __private {
     pub use crate::bindings;
     pub use crate::bindings::exports::sluice::storage::backend::Guest;
     use crate::bindings::exports::sluice::storage::backend::{GuestStore, Store};
-    use crate::bindings::sluice::storage::types::StoreConfig;
+    use crate::bindings::sluice::storage::storage_types::StoreConfig;
     use crate::{
         Backend, ByteRange, Config, DeleteFailure, Error, ListPage, ObjectMeta, PutOptions, UploadedPart, validate_key,
     };
@@ -172,7 +172,8 @@ pub mod __private {
 
     impl<B: Backend> GuestStore for StoreAdapter<B> {
         fn open(config: StoreConfig) -> Result<Store, Error> {
-            let backend = B::open(Config::new(config.url, config.settings))?;
+            let declared = B::info().settings.into_iter().map(|s| s.name).collect();
+            let backend = B::open(Config::declared(config.url, config.settings, declared)?)?;
             Ok(Store::new(StoreAdapter(backend)))
         }
         fn put(&self, key: String, data: Vec<u8>, options: PutOptions) -> Result<ObjectMeta, Error> {

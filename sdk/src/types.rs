@@ -1,6 +1,6 @@
 //! Conveniences on the contract's records, so a small backend stays small.
 
-use crate::{ByteRange, Capabilities, ListPage, ObjectMeta, PluginInfo, Precondition, PutOptions};
+use crate::{ByteRange, Capabilities, ListPage, ObjectMeta, PluginInfo, Precondition, PutOptions, Setting};
 
 impl Capabilities {
     /// A store with ranged reads, no conditional writes or multipart, and
@@ -24,7 +24,8 @@ impl Capabilities {
 }
 
 impl PluginInfo {
-    /// Info with [`Capabilities::minimal`] and no directory grant.
+    /// Info with [`Capabilities::minimal`], no directory grant and no
+    /// settings (add them with [`PluginInfo::with_settings`]).
     pub fn basic(name: &str, version: &str, description: &str, schemes: &[&str]) -> Self {
         PluginInfo {
             name: name.into(),
@@ -33,7 +34,36 @@ impl PluginInfo {
             schemes: schemes.iter().map(|s| s.to_string()).collect(),
             capabilities: Capabilities::minimal(),
             needs_directory: false,
+            needs_sockets: false,
+            settings: Vec::new(),
         }
+    }
+
+    /// This info declaring `settings`: the only ones the host passes to
+    /// [`crate::Backend::open`], and the only ones [`crate::Config::get`]
+    /// may ask for.
+    pub fn with_settings(mut self, settings: impl IntoIterator<Item = Setting>) -> Self {
+        self.settings.extend(settings);
+        self
+    }
+}
+
+impl Setting {
+    /// An optional, non-secret setting.
+    pub fn new(name: &str, description: &str) -> Self {
+        Setting { name: name.into(), description: description.into(), secret: false, required: false }
+    }
+
+    /// The value is a credential: never shown, warned about in a URL.
+    pub fn secret(mut self) -> Self {
+        self.secret = true;
+        self
+    }
+
+    /// A replica cannot open without it.
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self
     }
 }
 

@@ -65,7 +65,7 @@ async fn bench() -> Vec<Row> {
         .resolve(plugin.info(), &url, &settings)
         .expect("sandbox");
     let labels = Labels { plugin: String::new(), database: "bench.db".into(), replica: "bench".into() };
-    let store = PluginStore::new(plugin.clone(), url, settings, sandbox.clone(), labels.clone());
+    let store = PluginStore::new(plugin.clone(), url, settings, sandbox.clone(), labels.clone()).unwrap();
     let options = PutOptions { precondition: Precondition::None, metadata: Vec::new(), content_sha256: None };
     for (mib, iterations) in [(4usize, 40), (64, 8)] {
         let data: Vec<u8> = (0..mib << 20).map(|i| (i as u8).wrapping_mul(31)).collect();

@@ -28,7 +28,11 @@ pub fn build_details() {
         .iter()
         .map(|n| format!("{n} (sha256 {})", crate::plugin::bundled::sha256(n).map_or("?", |h| &h[..h.len().min(12)])))
         .collect();
-    println!("Contract:        sluice:storage@0.1.0 (wit/storage.wit)");
+    let runs = crate::plugin::CONTRACTS.join(", ");
+    println!(
+        "Contract:        sluice:storage@{} (wit/storage.wit); runs plugins of {runs}",
+        crate::plugin::CONTRACTS[0]
+    );
     println!("Bundled plugins: {}", plugins.join(", "));
     println!("Plugin runtime:  wasmtime, wasm32-wasip2 components");
     println!("OS/Arch:         {}/{}", std::env::consts::OS, std::env::consts::ARCH);

@@ -30,7 +30,12 @@ fn print_info(plugin: &LoadedPlugin, json: bool) -> anyhow::Result<()> {
     if json {
         let value = serde_json::json!({
             "name": info.name, "version": info.version, "description": info.description,
-            "schemes": info.schemes, "needs_directory": info.needs_directory, "source": plugin.source(),
+            "schemes": info.schemes, "needs_directory": info.needs_directory,
+            "needs_sockets": info.needs_sockets, "source": plugin.source(),
+            "contract": plugin.contract(),
+            "settings": plugin.declared_settings().map(|s| s.iter().map(|s| serde_json::json!({
+                "name": s.name, "description": s.description, "secret": s.secret, "required": s.required,
+            })).collect::<Vec<_>>()),
             "capabilities": {
                 "conditional_writes": c.conditional_writes, "ranged_reads": c.ranged_reads,
                 "multipart_upload": c.multipart_upload, "max_object_size": c.max_object_size,
@@ -47,6 +52,7 @@ fn print_info(plugin: &LoadedPlugin, json: bool) -> anyhow::Result<()> {
     println!("source:            {}", plugin.source());
     println!("schemes:           {}", info.schemes.join(", "));
     println!("needs directory:   {}", info.needs_directory);
+    println!("needs sockets:     {}", info.needs_sockets);
     println!("conditional writes: {}", if c.conditional_writes { "yes" } else { "no" });
     println!("ranged reads:      {}", if c.ranged_reads { "yes" } else { "no" });
     println!("multipart upload:  {}", if c.multipart_upload { "yes" } else { "no" });
@@ -55,7 +61,29 @@ fn print_info(plugin: &LoadedPlugin, json: bool) -> anyhow::Result<()> {
     println!("part size:         {}..={} bytes, at most {} parts", c.min_part_size, c.max_part_size, c.max_parts);
     println!("delete batch:      {}", c.max_delete_batch);
     println!("list page:         {}", c.max_list_page);
+    println!("contract:          sluice:storage@{}", plugin.contract());
+    print_settings(plugin.declared_settings());
     Ok(())
+}
+
+/// The settings a plugin declared, one a line, widest name first padded.
+fn print_settings(declared: Option<&[crate::plugin::Setting]>) {
+    let Some(declared) = declared else {
+        println!("settings:          not declared (contract 0.1.0: the plugin is given every setting)");
+        return;
+    };
+    if declared.is_empty() {
+        println!("settings:          none");
+        return;
+    }
+    println!("settings:");
+    let width = declared.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for s in declared {
+        let marks = [(s.required, "required"), (s.secret, "secret")];
+        let marks: Vec<&str> = marks.iter().filter(|(on, _)| *on).map(|(_, m)| *m).collect();
+        let marks = if marks.is_empty() { String::new() } else { format!(" ({})", marks.join(", ")) };
+        println!("  {:width$}  {}{marks}", s.name, s.description);
+    }
 }
 
 /// `sluice plugin info [PLUGIN.wasm | NAME]`.
@@ -84,7 +112,7 @@ pub async fn check(
         .resolve(loaded.info(), &url, &settings)
         .with_context(|| format!("cannot prepare the sandbox for {url}"))?;
     let labels = Labels { plugin: String::new(), database: "-".into(), replica: url.clone() };
-    let store = PluginStore::new(loaded.clone(), url.clone(), settings, sb, labels);
+    let store = PluginStore::new(loaded.clone(), url.clone(), settings, sb, labels)?;
     println!("checking plugin `{}` {} against {url}", loaded.info().name, loaded.info().version);
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     conformance::run(&store, |case| match &case.outcome {

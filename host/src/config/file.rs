@@ -199,10 +199,7 @@ pub fn parse(text: &str, path: &Path, expand: bool) -> anyhow::Result<Parsed> {
     for (ctx, key) in unknown_keys(&config) {
         let line = keys::line_of(&text, &key, None);
         let at = line.map_or_else(|| path.display().to_string(), |n| format!("{}:{n}", path.display()));
-        // A replica's other keys are its plugin's settings: they reach it.
-        let fate =
-            if ctx.contains(".replica") { "passed to the plugin, which reads no such setting" } else { "ignored" };
-        warnings.push(format!("{at}: unknown key `{ctx}{key}` ({fate}; check its spelling)"));
+        warnings.push(format!("{at}: unknown key `{ctx}{key}` (ignored; check its spelling)"));
     }
     let mut notes = keys::notes(&value, path, &text);
     if let Some(i) = config.dbs.iter().position(|d| d.snapshot.is_some()) {
@@ -250,16 +247,11 @@ fn unknown_keys(config: &FileConfig) -> Vec<(String, String)> {
     add(String::new(), &config.defaults.extra);
     add("logging.".into(), &config.logging.extra);
     add("snapshot.".into(), &config.snapshot.extra);
+    // A replica's other keys are its plugin's settings: the plugin
+    // declares the ones it reads, and the replica warns about the others
+    // when it opens (`plugin::settings`, decision 34).
     for (i, db) in config.dbs.iter().enumerate() {
         add(format!("dbs[{i}]."), &db.extra);
-        // A custom plugin's settings are its own: sluice cannot know them
-        // (the plugin refuses a wrong one when the store opens).
-        for r in db.replica.iter().filter(|r| r.plugin.is_none()) {
-            add(format!("dbs[{i}].replica."), &r.extra);
-        }
-        for (j, r) in db.replicas.iter().enumerate().filter(|(_, r)| r.plugin.is_none()) {
-            add(format!("dbs[{i}].replicas[{j}]."), &r.extra);
-        }
     }
     out
 }
@@ -317,19 +309,12 @@ dbs:
     fn unknown_keys_warn_with_line_and_env_expands() {
         // SAFETY: tests in this module do not read this variable concurrently.
         unsafe { std::env::set_var("SLUICE_TEST_BUCKET", "mybucket") };
-        let text = "dbs:\n  - path: /x.db\n    replica:\n      url: s3://${SLUICE_TEST_BUCKET}/db\n      regoin: x\n";
+        let text = "dbs:\n  - path: /x.db\n    replica:\n      url: s3://${SLUICE_TEST_BUCKET}/db\n    regoin: x\n";
         let p = parse(text, Path::new("c.yml"), true).unwrap();
         assert_eq!(p.config.dbs[0].replica.as_ref().unwrap().url.as_deref(), Some("s3://mybucket/db"));
-        assert_eq!(
-            p.warnings,
-            vec![
-                "c.yml:5: unknown key `dbs[0].replica.regoin` (passed to the plugin, which reads no such setting; check its spelling)"
-                    .to_string()
-            ]
-        );
-        // A custom plugin's settings are not sluice's to judge.
-        let custom =
-            "dbs:\n  - path: /x.db\n    replica:\n      url: my://b/db\n      plugin: /p.wasm\n      mode: fast\n";
+        assert_eq!(p.warnings, vec!["c.yml:5: unknown key `dbs[0].regoin` (ignored; check its spelling)".to_string()]);
+        // A replica's other keys are its plugin's to judge, when it opens.
+        let custom = "dbs:\n  - path: /x.db\n    replica:\n      url: s3://b/db\n      regoin: x\n      mode: fast\n";
         assert!(parse(custom, Path::new("c.yml"), false).unwrap().warnings.is_empty());
         let p = parse(text, Path::new("c.yml"), false).unwrap();
         assert_eq!(p.config.dbs[0].replica.as_ref().unwrap().url.as_deref(), Some("s3://${SLUICE_TEST_BUCKET}/db"));

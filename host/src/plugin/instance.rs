@@ -243,15 +243,14 @@ impl Instance {
     /// What the plugin declares.
     pub async fn info(&mut self) -> Result<PluginInfo, PluginError> {
         let started = self.arm();
-        let result = invoke!(self, [], |b, s| b.sluice_storage_backend().call_info(s));
+        let result = invoke!(self, [], |b, s| b.call_info(s));
         self.settle("info", started, "info".into(), result.map(|r| r.map(Ok)))
     }
 
     /// Open the store this instance will serve.
     pub async fn open(&mut self, config: &StoreConfig) -> Result<(), PluginError> {
         let started = self.arm();
-        let result =
-            invoke!(self, [config = config.clone()], |b, s| b.sluice_storage_backend().store().call_open(s, config));
+        let result = invoke!(self, [config = config.clone()], |b, s| b.call_open(s, config));
         self.handle = Some(self.settle("open", started, "open".into(), result)?);
         Ok(())
     }
@@ -274,22 +273,16 @@ impl Instance {
             "put",
             format!("put {key}"),
             [key = key.to_string(), data = data, options = options.clone()],
-            |b, s, h| b.sluice_storage_backend().store().call_put(s, h, key, &data[..], options)
+            |b, s, h| b.call_put(s, h, key, &data[..], options)
         )
     }
 
     pub async fn get(&mut self, key: &str, range: Option<ByteRange>) -> Result<Vec<u8>, PluginError> {
-        call!(self, "get", format!("get {key}"), [key = key.to_string()], |b, s, h| b
-            .sluice_storage_backend()
-            .store()
-            .call_get(s, h, key, range))
+        call!(self, "get", format!("get {key}"), [key = key.to_string()], |b, s, h| b.call_get(s, h, key, range))
     }
 
     pub async fn head(&mut self, key: &str) -> Result<ObjectMeta, PluginError> {
-        call!(self, "head", format!("head {key}"), [key = key.to_string()], |b, s, h| b
-            .sluice_storage_backend()
-            .store()
-            .call_head(s, h, key))
+        call!(self, "head", format!("head {key}"), [key = key.to_string()], |b, s, h| b.call_head(s, h, key))
     }
 
     // `call!` expands the body twice: `cursor` is an `Option<&str>` here,
@@ -302,14 +295,12 @@ impl Instance {
             "list",
             if prefix.is_empty() { "list".to_string() } else { format!("list {prefix}") },
             [prefix = prefix.to_string(), cursor = cursor.map(str::to_string)],
-            |b, s, h| b.sluice_storage_backend().store().call_list(s, h, prefix, cursor.as_deref(), max_keys)
+            |b, s, h| b.call_list(s, h, prefix, cursor.as_deref(), max_keys)
         )
     }
 
     pub async fn delete(&mut self, keys: &[String]) -> Result<Vec<DeleteFailure>, PluginError> {
         call!(self, "delete", format!("delete {} keys", keys.len()), [keys = keys.to_vec()], |b, s, h| b
-            .sluice_storage_backend()
-            .store()
             .call_delete(s, h, keys))
     }
 
@@ -319,7 +310,7 @@ impl Instance {
             "create-upload",
             format!("create-upload {key}"),
             [key = key.to_string(), options = options.clone()],
-            |b, s, h| b.sluice_storage_backend().store().call_create_upload(s, h, key, options)
+            |b, s, h| b.call_create_upload(s, h, key, options)
         )
     }
 
@@ -343,15 +334,7 @@ impl Instance {
                 data = data.to_vec(),
                 sha256 = sha256.map(<[u8]>::to_vec)
             ],
-            |b, s, h| b.sluice_storage_backend().store().call_upload_part(
-                s,
-                h,
-                key,
-                upload_id,
-                part_number,
-                data,
-                sha256.as_deref()
-            )
+            |b, s, h| b.call_upload_part(s, h, key, upload_id, part_number, data, sha256.as_deref())
         )
     }
 
@@ -366,7 +349,7 @@ impl Instance {
             "complete-upload",
             format!("complete-upload {key}"),
             [key = key.to_string(), upload_id = upload_id.to_string(), parts = parts.to_vec()],
-            |b, s, h| b.sluice_storage_backend().store().call_complete_upload(s, h, key, upload_id, parts)
+            |b, s, h| b.call_complete_upload(s, h, key, upload_id, parts)
         )
     }
 
@@ -376,7 +359,7 @@ impl Instance {
             "abort-upload",
             format!("abort-upload {key}"),
             [key = key.to_string(), upload_id = upload_id.to_string()],
-            |b, s, h| b.sluice_storage_backend().store().call_abort_upload(s, h, key, upload_id)
+            |b, s, h| b.call_abort_upload(s, h, key, upload_id)
         )
     }
 

@@ -8,6 +8,7 @@
 mod bindings;
 pub mod bundled;
 mod cache;
+mod compat;
 pub mod conformance;
 mod error;
 mod http;
@@ -16,11 +17,15 @@ pub mod rate;
 pub mod retry;
 mod runtime;
 pub mod sandbox;
+mod settings;
+mod sockets;
 mod stderr;
 mod store;
 
+pub use bindings::CONTRACTS;
 pub use bindings::{
-    ByteRange, Capabilities, DeleteFailure, ListPage, ObjectMeta, PluginInfo, Precondition, PutOptions, UploadedPart,
+    ByteRange, Capabilities, DeleteFailure, ListPage, ObjectMeta, PluginInfo, Precondition, PutOptions, Setting,
+    UploadedPart,
 };
 pub use cache::{CACHE_DIR_ENV, CACHE_ENABLE_ENV, default_cache_dir};
 pub use error::{ErrorKind, Labels, PluginError, StorageError};

@@ -1,7 +1,7 @@
 //! One wasmtime engine for the process, the plugins loaded into it, and
 //! fresh sandboxed instances on demand.
 
-use super::bindings::{Plugin as Bindings, PluginInfo, PluginPre};
+use super::bindings::{PluginInfo, PluginPre};
 use super::error::{ErrorKind, Labels, PluginError};
 use super::sandbox::{EPOCH_TICK, HostState, Sandbox};
 use super::{bundled, cache};
@@ -44,7 +44,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        Bindings::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
+        super::bindings::add_to_linker(&mut linker)?;
         let runtime = Arc::new(Runtime {
             engine,
             linker,
@@ -92,11 +92,10 @@ impl Runtime {
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let component = cache::load(&self.engine, wasm, sha256, self.cache.as_ref())
             .map_err(|e| load_error(source, format!("not a valid WebAssembly component: {e:#}")))?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .and_then(PluginPre::new)
-            .map_err(|e| load_error(source, format!("does not fit the sluice:storage@0.1.0 contract: {e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).and_then(PluginPre::new).map_err(|e| {
+            let versions = super::bindings::CONTRACTS.join(", ");
+            load_error(source, format!("does not fit the sluice:storage contract (versions {versions}): {e:#}"))
+        })?;
         let labels = Arc::new(Labels { plugin: source.to_string(), database: "-".into(), replica: "-".into() });
         let permit = runtime_permit(self, &labels).await?;
         let mut instance = instantiate(self, &pre, &Sandbox::default(), labels, permit).await?;
@@ -171,7 +170,7 @@ fn start_epoch_clock(runtime: Weak<Runtime>) {
 /// A compiled, linked plugin: cheap to instantiate (tens of µs).
 pub struct LoadedPlugin {
     runtime: Arc<Runtime>,
-    pre: PluginPre<HostState>,
+    pre: PluginPre,
     source: String,
     info: PluginInfo,
 }
@@ -180,6 +179,20 @@ impl LoadedPlugin {
     /// What the plugin declared.
     pub fn info(&self) -> &PluginInfo {
         &self.info
+    }
+
+    /// The settings it declared; `None` for a plugin of contract 0.1.0,
+    /// which could not declare any (and is given every setting).
+    pub fn declared_settings(&self) -> Option<&[super::bindings::Setting]> {
+        match self.pre {
+            PluginPre::V0_1(_) => None,
+            PluginPre::V0_2(_) => Some(&self.info.settings),
+        }
+    }
+
+    /// The contract version it was built against (`bindings::CONTRACTS`).
+    pub fn contract(&self) -> &'static str {
+        self.pre.contract()
     }
 
     /// Where it came from (`bundled:file` or a path).
@@ -240,7 +253,7 @@ async fn runtime_permit(runtime: &Runtime, labels: &Arc<Labels>) -> Result<Permi
 /// A fresh instance of `pre` in its own confined store, in `permit`'s slot.
 async fn instantiate(
     runtime: &Runtime,
-    pre: &PluginPre<HostState>,
+    pre: &PluginPre,
     sandbox: &Sandbox,
     labels: Arc<Labels>,
     permit: Permit,

@@ -2,7 +2,8 @@
 //! filesystem. Deny by default; every grant is explicit here.
 
 use super::bindings::PluginInfo;
-use super::bindings::sluice::storage::{log, types};
+use super::bindings::v0_1::sluice::storage::{log as log_0_1, types as types_0_1};
+use super::bindings::v0_2::sluice::storage::{log, storage_types};
 use super::error::Labels;
 use super::http::HttpHooks;
 use super::rate::RequestRate;
@@ -41,6 +42,8 @@ pub struct Sandbox {
     pub allow_hosts: Vec<String>,
     /// The one directory the plugin may use, mounted at the same path.
     pub directory: Option<PathBuf>,
+    /// Where the plugin may open TCP connections (`needs-sockets`).
+    pub tcp: Vec<super::sockets::Target>,
     /// Run the directory's file operations inline on the call's own
     /// thread (see `Instance::on_own_thread`). Only for calls that move
     /// little data: inline, wasi streams write a file 4 KiB per system
@@ -63,6 +66,7 @@ impl Default for Sandbox {
             cpu_budget: Duration::from_millis(DEFAULT_CPU_MS),
             allow_hosts: Vec::new(),
             directory: None,
+            tcp: Vec::new(),
             inline_io: false,
             requests: None,
             storage_quota_bytes: None,
@@ -87,6 +91,8 @@ pub struct SandboxConfig {
     /// CPU budget per call in milliseconds.
     pub cpu_ms: Option<u64>,
     /// Outbound hosts; replaces the list derived from the replica URL.
+    /// `host:port` entries are also where a plugin with `needs-sockets`
+    /// may open TCP connections.
     pub allow_hosts: Option<Vec<String>>,
     /// HTTP requests a second the replica's plugin may make (bursts of a
     /// second's worth); more wait.
@@ -115,6 +121,7 @@ impl SandboxConfig {
             cpu_budget: Duration::from_millis(self.cpu_ms.unwrap_or(DEFAULT_CPU_MS)),
             allow_hosts: self.allow_hosts.clone().unwrap_or_else(|| derive_allowlist(url, settings)),
             directory,
+            tcp: super::sockets::targets(info.needs_sockets, url, self.allow_hosts.as_deref()),
             inline_io: false,
             requests: self.requests_per_second.map(|r| Arc::new(RequestRate::new(r))),
             storage_quota_bytes: self.storage_quota_mib.map(|m| m.saturating_mul(1 << 20)),
@@ -318,12 +325,8 @@ impl HostState {
     pub fn new(sandbox: &Sandbox, labels: Arc<Labels>, client: super::http::LazyClient) -> anyhow::Result<Self> {
         let stderr = TailPipe::new(STDERR_CAPTURE_BYTES);
         let mut builder = WasiCtxBuilder::new();
-        builder
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }));
+        builder.stderr(stderr.clone());
+        super::sockets::grant(&mut builder, &sandbox.tcp);
         if let Some(dir) = &sandbox.directory {
             // Inline file operations: every call of such an instance runs
             // on a blocking thread of its own (`Instance::on_own_thread`),
@@ -368,7 +371,8 @@ impl WasiHttpView for HostState {
     }
 }
 
-impl types::Host for HostState {}
+impl storage_types::Host for HostState {}
+impl types_0_1::Host for HostState {}
 
 impl log::Host for HostState {
     fn emit(&mut self, level: log::Level, message: String) {
@@ -381,6 +385,20 @@ impl log::Host for HostState {
             log::Level::Warn => tracing::warn!(plugin, database, replica, "{message}"),
             log::Level::Error => tracing::error!(plugin, database, replica, "{message}"),
         }
+    }
+}
+
+impl log_0_1::Host for HostState {
+    fn emit(&mut self, level: log_0_1::Level, message: String) {
+        use log_0_1::Level as L;
+        let level = match level {
+            L::Trace => log::Level::Trace,
+            L::Debug => log::Level::Debug,
+            L::Info => log::Level::Info,
+            L::Warn => log::Level::Warn,
+            L::Error => log::Level::Error,
+        };
+        log::Host::emit(self, level, message)
     }
 }
 

@@ -5,7 +5,7 @@
 //! replica holds no plugin memory.
 
 use super::bindings::{Capabilities, ObjectMeta, PluginInfo, Precondition, PutOptions, StoreConfig, UploadedPart};
-use super::error::{Labels, PluginError};
+use super::error::{ErrorKind, Labels, PluginError, StorageError};
 use super::instance::Instance;
 use super::retry::retry;
 use super::runtime::LoadedPlugin;
@@ -87,17 +87,29 @@ impl UploadTuning {
 }
 
 impl PluginStore {
-    /// `url` must already be normalised (see [`normalize_url`]).
+    /// `url` must already be normalised (see [`normalize_url`]). The
+    /// plugin is given only the settings it declares (decision 34); the
+    /// others are warned about here, and a missing required one fails.
     pub fn new(
         plugin: Arc<LoadedPlugin>,
         url: String,
         settings: Vec<(String, String)>,
         sandbox: Sandbox,
         labels: Labels,
-    ) -> Self {
+    ) -> Result<Self, PluginError> {
         let labels = Arc::new(Labels { plugin: plugin.info().name.clone(), ..labels });
         let tuning = UploadTuning::from_config(&url, &settings);
-        PluginStore {
+        let checked =
+            super::settings::check(plugin.declared_settings(), &url, settings).map_err(|msg| PluginError {
+                labels: labels.clone(),
+                op: "open".into(),
+                kind: ErrorKind::Storage(StorageError::InvalidConfig(msg)),
+            })?;
+        for warning in &checked.warnings {
+            tracing::warn!(plugin = %labels.plugin, database = %labels.database, replica = %labels.replica, "{warning}");
+        }
+        let settings = checked.settings;
+        Ok(PluginStore {
             tuning,
             plugin,
             config: StoreConfig { url, settings },
@@ -105,7 +117,7 @@ impl PluginStore {
             labels,
             keys: None,
             warm: Default::default(),
-        }
+        })
     }
 
     /// Encrypt this replica's segments with `keys` (decision 20).

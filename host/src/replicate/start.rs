@@ -77,7 +77,7 @@ pub async fn open_store(
         .resolve(plugin.info(), &spec.url, &spec.settings)
         .with_context(|| format!("database {database} replica {}: cannot prepare the plugin sandbox", spec.name))?;
     let labels = Labels { plugin: String::new(), database: database.to_string(), replica: spec.name.clone() };
-    Ok(PluginStore::new(plugin, spec.url.clone(), spec.settings.clone(), sandbox, labels).with_keys(spec.age.clone()))
+    Ok(PluginStore::new(plugin, spec.url.clone(), spec.settings.clone(), sandbox, labels)?.with_keys(spec.age.clone()))
 }
 
 /// Refuse a replica whose plugin would get a directory that holds the

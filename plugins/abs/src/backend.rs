@@ -149,6 +149,20 @@ impl Abs {
     }
 }
 
+/// The settings this plugin reads (Litestream's Azure keys).
+fn settings() -> [Setting; 5] {
+    [
+        Setting::new("account-name", "storage account, when the URL does not name it"),
+        Setting::new("account-key", "shared key (base64); else LITESTREAM_AZURE_ACCOUNT_KEY").secret(),
+        Setting::new("sas-token", "shared access signature, instead of a key").secret(),
+        Setting::new("bucket", "container, when the URL does not name it"),
+        Setting::new(
+            "endpoint",
+            "blob endpoint (Azurite, sovereign clouds); else https://ACCOUNT.blob.core.windows.net",
+        ),
+    ]
+}
+
 impl Backend for Abs {
     fn info() -> PluginInfo {
         PluginInfo {
@@ -170,6 +184,7 @@ impl Backend for Abs {
                 "Azure Blob Storage (abs://[account@]container/path; account-key or sas-token)",
                 &["abs"],
             )
+            .with_settings(settings())
         }
     }
 

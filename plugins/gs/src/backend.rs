@@ -310,6 +310,16 @@ fn fetch_token(credential: &Credential, now: u64) -> Result<(String, u64), Error
     }
 }
 
+/// The settings this plugin reads. The host turns `credentials-file` and
+/// GOOGLE_APPLICATION_CREDENTIALS into `credentials-json`.
+fn settings() -> [Setting; 3] {
+    [
+        Setting::new("bucket", "bucket, when the URL does not name it"),
+        Setting::new("endpoint", "JSON API endpoint (an emulator); else STORAGE_EMULATOR_HOST or Google"),
+        Setting::new("credentials-json", "service account key or authorized user, as JSON").secret(),
+    ]
+}
+
 impl Backend for Gs {
     fn info() -> PluginInfo {
         PluginInfo {
@@ -331,6 +341,7 @@ impl Backend for Gs {
                 "Google Cloud Storage (gs://bucket/path; service account key or application default credentials)",
                 &["gs"],
             )
+            .with_settings(settings())
         }
     }
 

@@ -95,6 +95,36 @@ impl S3Backend {
     }
 }
 
+/// The settings this plugin reads (Litestream's S3 keys); each may also
+/// come from the URL's query under its Litestream (camelCase) name.
+fn settings() -> [Setting; 17] {
+    [
+        Setting::new(
+            "access-key-id",
+            "access key id; else AWS_ACCESS_KEY_ID or the shared credentials file",
+        ),
+        Setting::new("secret-access-key", "secret access key").secret(),
+        Setting::new("session-token", "session token of temporary credentials").secret(),
+        Setting::new("region", "bucket region; else from the endpoint or us-east-1"),
+        Setting::new("endpoint", "S3-compatible endpoint (https://host or host); else AWS"),
+        Setting::new("bucket", "bucket, when the URL does not name it"),
+        Setting::new("path", "path within the bucket, when the URL does not give it"),
+        Setting::new(
+            "force-path-style",
+            "path-style requests (bucket in the path); default by provider",
+        ),
+        Setting::new("sign-payload", "sign the body's SHA-256 (default true)"),
+        Setting::new("conditional-writes", "use If-None-Match/If-Match puts (default true)"),
+        Setting::new("storage-class", "storage class of new objects, e.g. STANDARD_IA"),
+        Setting::new("skip-verify", "refused on https: sluice always verifies TLS"),
+        Setting::new("part-size", "multipart part size in bytes (read by the host)"),
+        Setting::new("concurrency", "parts uploaded at once (read by the host)"),
+        Setting::new("sse-customer-key", "SSE-C key, base64 of 32 bytes").secret(),
+        Setting::new("sse-customer-algorithm", "SSE-C algorithm (default AES256)"),
+        Setting::new("sse-kms-key-id", "SSE-KMS key id"),
+    ]
+}
+
 impl Backend for S3Backend {
     fn info() -> PluginInfo {
         PluginInfo {
@@ -116,6 +146,7 @@ impl Backend for S3Backend {
                 "Amazon S3 and S3-compatible stores (s3://bucket/path); SigV4, conditional writes, multipart",
                 &["s3"],
             )
+            .with_settings(settings())
         }
     }
 

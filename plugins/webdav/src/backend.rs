@@ -171,6 +171,15 @@ fn decode_metadata(text: &str, etag: &str) -> Vec<(String, String)> {
     lines.filter_map(|l| l.split_once('=')).map(|(k, v)| (dec(k), dec(v))).collect()
 }
 
+/// The settings this plugin reads (Litestream's WebDAV keys).
+fn settings() -> [Setting; 3] {
+    [
+        Setting::new("webdav-url", "server URL (http:// or https://), instead of the replica URL's host"),
+        Setting::new("webdav-username", "user for Basic authentication"),
+        Setting::new("webdav-password", "password for Basic authentication").secret(),
+    ]
+}
+
 impl Backend for WebDav {
     fn info() -> PluginInfo {
         PluginInfo {
@@ -192,6 +201,7 @@ impl Backend for WebDav {
                 "WebDAV server (webdav://[user[:password]@]host[:port]/path, webdavs:// for https)",
                 &["webdav", "webdavs"],
             )
+            .with_settings(settings())
         }
     }
 

@@ -124,6 +124,9 @@ impl Backend for Hostile {
         capabilities.max_put_size = 1 << 30;
         PluginInfo {
             needs_directory: true,
+            // For the `tcp` mode; the host grants no target to a file URL,
+            // so only an operator's `allow-hosts: [host:port]` opens one.
+            needs_sockets: true,
             capabilities,
             ..PluginInfo::basic(
                 "hostile",
@@ -131,12 +134,28 @@ impl Backend for Hostile {
                 "Test plugin that misbehaves on request (memory, cpu, network, files, panics)",
                 &["file"],
             )
+            .with_settings([
+                Setting::new("mode", "how to misbehave: noop, memory, spin, http, tcp, file, panic, forgetful, snoop"),
+                Setting::new("path", "a file the `file` mode tries to read"),
+                Setting::new("mib", "memory mode: MiB to allocate"),
+                Setting::new("graceful", "memory mode: fail with an error instead of trapping"),
+                Setting::new("ms", "spin mode: milliseconds of CPU to burn"),
+                Setting::new("delay-ms", "wait this long before every put"),
+                Setting::new("stderr-kib", "write this much to stderr on every put"),
+                Setting::new("url", "http mode: where to send a request"),
+                Setting::new("addr", "tcp mode: host:port to connect to, send a line and read the reply"),
+                Setting::new("panic", "panic mode: `no` to not panic"),
+                Setting::new("message", "panic mode: the panic's message"),
+                Setting::new("access-key-id", "echoed by snoop mode, to test tenant isolation"),
+            ])
         }
     }
 
     fn open(config: Config) -> Result<Self, Error> {
         match config.get("mode").unwrap_or("noop") {
-            "noop" | "memory" | "spin" | "http" | "file" | "panic" | "forgetful" | "snoop" => Ok(Hostile { config }),
+            "noop" | "memory" | "spin" | "http" | "tcp" | "file" | "panic" | "forgetful" | "snoop" => {
+                Ok(Hostile { config })
+            }
             other => Err(Error::invalid_config(format!(
                 "unknown mode `{other}` (noop, memory, spin, http, file, panic, forgetful)"
             ))),
@@ -183,6 +202,15 @@ impl Backend for Hostile {
                 };
                 let spun = spin(ms);
                 Ok(meta(key, size, vec![("spun-ms", spun.to_string())]))
+            }
+            "tcp" => {
+                use std::io::{Read, Write};
+                let addr = param(c, &options, "addr").ok_or_else(|| Error::invalid_config("tcp mode needs `addr`"))?;
+                let mut stream = std::net::TcpStream::connect(addr)?;
+                stream.write_all(b"ping\n")?;
+                let mut reply = [0u8; 64];
+                let n = stream.read(&mut reply)?;
+                Ok(meta(key, size, vec![("reply", String::from_utf8_lossy(&reply[..n]).trim().to_string())]))
             }
             "http" => {
                 let url = param(c, &options, "url").ok_or_else(|| Error::invalid_config("http mode needs `url`"))?;
