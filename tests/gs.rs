@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::gcs::{Gcs, ServiceAccount, TokenServer};
+use common::gcs::{Gcs, MetadataServer, ServiceAccount, TokenServer};
 use common::litestream_bin::litestream;
 use common::*;
 use std::path::Path;
@@ -80,6 +80,37 @@ fn a_service_account_key_gets_a_token_and_a_wrong_one_is_said_once() {
     assert_eq!(fails.len(), 1, "{}", text(&out));
     assert!(fails[0].contains("credentials") && fails[0].contains("Invalid JWT Signature"), "{}", text(&out));
     assert_eq!(tokens.accepted().len(), before, "the wrong key got a token");
+}
+
+/// On a Google VM with no key anywhere, the token comes from the metadata
+/// server; where none answers, one failure says that no credentials were
+/// found. (Against Google's endpoint sluice names the server itself, from
+/// `GCE_METADATA_HOST` or `metadata.google.internal`; here the emulator's
+/// endpoint is given, so the test names a stand-in server as a setting.)
+#[test]
+fn without_a_key_the_vms_metadata_server_gives_the_token() {
+    let gcs = Gcs::start(&["check"]);
+    let metadata = MetadataServer::start();
+    let no_gcloud = tempfile::tempdir().unwrap();
+    let check = |metadata_host: &str| {
+        let mut cmd = sluice();
+        cmd.env("CLOUDSDK_CONFIG", no_gcloud.path()).args(["plugin", "check", "-s"]);
+        cmd.arg(format!("endpoint={}", gcs.endpoint())).arg("-s").arg(format!("metadata-host={metadata_host}"));
+        cmd.arg(Gcs::url("check", "metadata")).output().unwrap()
+    };
+    let out = check(&format!("127.0.0.1:{}", metadata.port));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(summary_of(&out).contains(" 0 failed"), "{}", text(&out));
+    let seen = metadata.requests();
+    assert!(!seen.is_empty(), "no token request reached the metadata server:\n{}", text(&out));
+    assert!(seen.iter().all(|(path, flavor)| path == MetadataServer::TOKEN_PATH && *flavor), "{seen:?}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = check(&format!("127.0.0.1:{closed}"));
+    assert!(!out.status.success(), "{}", text(&out));
+    let fails = fails(&out);
+    assert_eq!(fails.len(), 1, "{}", text(&out));
+    assert!(fails[0].contains("no Google credentials"), "{}", text(&out));
 }
 
 /// gcloud's user credentials (`authorized_user`): the refresh token is

@@ -200,3 +200,56 @@ impl Drop for TokenServer {
         let _ = self.child.wait();
     }
 }
+
+/// A stand-in for a Google VM's metadata server: it answers the default
+/// service account's token path, as GCE does, only when the request says
+/// `Metadata-Flavor: Google`, and records each request's path and
+/// whether it did.
+pub struct MetadataServer {
+    pub port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>,
+}
+
+impl MetadataServer {
+    pub const TOKEN_PATH: &'static str = "/computeMetadata/v1/instance/service-accounts/default/token";
+
+    pub fn start() -> MetadataServer {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let path = line.split_whitespace().nth(1).unwrap_or_default().to_string();
+                let mut flavor = false;
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                        break;
+                    }
+                    flavor |= header.to_ascii_lowercase().replace(' ', "").trim() == "metadata-flavor:google";
+                }
+                let ok = flavor && path == Self::TOKEN_PATH;
+                log.lock().unwrap().push((path, flavor));
+                let (status, body) = if ok {
+                    ("200 OK", r#"{"access_token":"ya29.metadata-token","expires_in":3599,"token_type":"Bearer"}"#)
+                } else {
+                    ("403 Forbidden", "Missing Metadata-Flavor:Google header.")
+                };
+                let answer =
+                    format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        MetadataServer { port, seen }
+    }
+
+    /// Each request's path and whether it said `Metadata-Flavor: Google`.
+    pub fn requests(&self) -> Vec<(String, bool)> {
+        self.seen.lock().unwrap().clone()
+    }
+}

@@ -90,9 +90,20 @@ fn gcs_settings(
             .map_err(|e| anyhow::anyhow!("cannot read the Google credentials file {}: {e}", path.display()))?;
         settings.retain(|(k, _)| k != "credentials-file");
         settings.push(("credentials-json".into(), text));
+    } else if emulator.is_none() && !given(settings, "endpoint") && !given(settings, "metadata-host") {
+        // No key anywhere, and Google's own endpoint: the VM's account,
+        // as Google's libraries fall back to (the plugin says so once if
+        // no server answers). Another endpoint is an emulator or a proxy,
+        // reached without credentials as before.
+        let host = get("GCE_METADATA_HOST").unwrap_or_else(|| GCE_METADATA_HOST.to_string());
+        settings.push(("metadata-host".into(), host));
     }
     Ok(())
 }
+
+/// Where a Google VM's metadata server answers (`GCE_METADATA_HOST`
+/// overrides it, as for Google's libraries).
+const GCE_METADATA_HOST: &str = "metadata.google.internal";
 
 /// gcloud's own ADC file (`gcloud auth application-default login`).
 fn gcloud_default_file() -> Option<PathBuf> {
@@ -183,6 +194,17 @@ mod tests {
         assert_eq!(run(&[("credentials-json", "given")], &[gac]).unwrap(), [pair("credentials-json", "given")]);
         assert_eq!(run(&[], &[gac]).unwrap(), [pair("credentials-json", "adc")]);
         assert_eq!(run(&[], &[]).unwrap(), [pair("credentials-json", "gcloud")]);
+        // No key at all: the VM's metadata server, which the environment may name.
+        let no_gcloud = |env: &[(&str, &str)]| {
+            let env = |k: &str| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.to_string());
+            let mut s = Vec::new();
+            gcs_settings(&mut s, env, || None).map(|()| s)
+        };
+        assert_eq!(no_gcloud(&[]).unwrap(), [pair("metadata-host", "metadata.google.internal")]);
+        assert_eq!(no_gcloud(&[("GCE_METADATA_HOST", "10.0.0.9:80")]).unwrap(), [pair("metadata-host", "10.0.0.9:80")]);
+        let mut elsewhere = vec![pair("endpoint", "http://127.0.0.1:4443")];
+        gcs_settings(&mut elsewhere, |_| None, || None).unwrap();
+        assert_eq!(elsewhere, [pair("endpoint", "http://127.0.0.1:4443")], "not Google: no metadata server");
         // An emulator: its endpoint, and no credentials from the environment.
         let emulator = ("STORAGE_EMULATOR_HOST", "127.0.0.1:4443");
         assert_eq!(run(&[], &[gac, emulator]).unwrap(), [pair("endpoint", "127.0.0.1:4443")]);

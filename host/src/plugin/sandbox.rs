@@ -214,6 +214,9 @@ fn container_hosts(parsed: &url::Url, settings: &[(String, String)], no_endpoint
     }
     if let Some(json) = settings.iter().rev().find(|(k, _)| k == "credentials-json").map(|(_, v)| v) {
         hosts.push(gcs_token_host(json));
+    } else if let Some(meta) = settings.iter().rev().find(|(k, _)| k == "metadata-host").map(|(_, v)| v) {
+        // The VM's metadata server, `host[:port]`.
+        hosts.extend(url::Url::parse(&format!("http://{meta}")).ok().and_then(|u| u.host_str().map(str::to_string)));
     }
     hosts
 }

@@ -77,9 +77,28 @@ struct File {
 
 /// Who the plugin is to Google.
 pub enum Credential {
-    ServiceAccount { email: String, key_id: Option<String>, key: Box<RsaPrivateKey>, token_uri: String },
-    AuthorizedUser { client_id: String, client_secret: String, refresh_token: String, token_uri: String },
+    ServiceAccount {
+        email: String,
+        key_id: Option<String>,
+        key: Box<RsaPrivateKey>,
+        token_uri: String,
+    },
+    AuthorizedUser {
+        client_id: String,
+        client_secret: String,
+        refresh_token: String,
+        token_uri: String,
+    },
+    /// The VM's own service account, whose tokens the GCE metadata server
+    /// (`host[:port]`) hands out: Google's last resort when no key is
+    /// given, as on GCE, GKE and Cloud Run.
+    Metadata {
+        host: String,
+    },
 }
+
+/// The metadata server's token path for the VM's default service account.
+const METADATA_TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
 
 // Never print a key or a token: only who they belong to.
 impl std::fmt::Debug for Credential {
@@ -129,9 +148,12 @@ impl Credential {
         }
     }
 
-    pub fn token_uri(&self) -> &str {
+    pub fn token_uri(&self) -> String {
         match self {
-            Credential::ServiceAccount { token_uri, .. } | Credential::AuthorizedUser { token_uri, .. } => token_uri,
+            Credential::ServiceAccount { token_uri, .. } | Credential::AuthorizedUser { token_uri, .. } => {
+                token_uri.clone()
+            }
+            Credential::Metadata { host } => format!("http://{host}{METADATA_TOKEN_PATH}"),
         }
     }
 
@@ -140,6 +162,7 @@ impl Credential {
         match self {
             Credential::ServiceAccount { email, .. } => format!("service account {email}"),
             Credential::AuthorizedUser { client_id, .. } => format!("user credentials of OAuth client {client_id}"),
+            Credential::Metadata { host } => format!("the VM's service account (metadata server {host})"),
         }
     }
 
@@ -160,6 +183,7 @@ impl Credential {
                 ("client_secret", client_secret),
                 ("refresh_token", refresh_token),
             ]),
+            Credential::Metadata { .. } => String::new(),
         })
     }
 }

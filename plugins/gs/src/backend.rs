@@ -293,8 +293,11 @@ fn last_generation(last: &Option<Object>, name: &str) -> Option<String> {
 /// Trade the credentials for an access token at their `token_uri`: the
 /// token and its lifetime in seconds.
 fn fetch_token(credential: &Credential, now: u64) -> Result<(String, u64), Error> {
+    if let Credential::Metadata { .. } = credential {
+        return metadata_token(credential);
+    }
     let form = credential.token_request(now, &mut HostRng)?;
-    let uri = credential.token_uri();
+    let uri = &credential.token_uri();
     let r = Request::new(Method::Post, uri)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(form.as_bytes())
@@ -310,13 +313,39 @@ fn fetch_token(credential: &Credential, now: u64) -> Result<(String, u64), Error
     }
 }
 
+/// A token for the VM's service account from the metadata server. No
+/// answer at all means no credentials anywhere: an operator's problem,
+/// not one a retry heals.
+fn metadata_token(credential: &Credential) -> Result<(String, u64), Error> {
+    let uri = &credential.token_uri();
+    let who = credential.describe();
+    let r = Request::new(Method::Get, uri).header("metadata-flavor", "Google").send().map_err(|e| {
+        Error::access_denied(format!(
+            "no Google credentials: GOOGLE_APPLICATION_CREDENTIALS is unset, there is no gcloud application default \
+             credentials file, and the metadata server did not answer ({e}); set credentials-file, or run on GCE/GKE"
+        ))
+    })?;
+    match r.status {
+        200 => auth::access_token(&r.body).map_err(|e| Error::transient(format!("token from {uri} for {who}: {e}"))),
+        403 | 404 => Err(Error::access_denied(format!(
+            "{uri} has no token for {who} (HTTP {}): give the VM a service account with the storage scope, or set credentials-file",
+            r.status
+        ))),
+        _ => Err(status_error(&format!("token from {uri} for {who}"), &r)),
+    }
+}
+
 /// The settings this plugin reads. The host turns `credentials-file` and
 /// GOOGLE_APPLICATION_CREDENTIALS into `credentials-json`.
-fn settings() -> [Setting; 3] {
+fn settings() -> [Setting; 4] {
     [
         Setting::new("bucket", "bucket, when the URL does not name it"),
         Setting::new("endpoint", "JSON API endpoint (an emulator); else STORAGE_EMULATOR_HOST or Google"),
         Setting::new("credentials-json", "service account key or authorized user, as JSON").secret(),
+        Setting::new(
+            "metadata-host",
+            "GCE metadata server for the VM's token when no key is found (sluice sets it: GCE_METADATA_HOST, else metadata.google.internal)",
+        ),
     ]
 }
 

@@ -46,7 +46,11 @@ impl Location {
         let bucket = config.get("bucket").unwrap_or(url_bucket).to_string();
         check_bucket(&bucket, url)?;
         let (scheme, authority, base_path) = endpoint(config.get("endpoint"))?;
-        let credential = config.get("credentials-json").map(Credential::from_json).transpose()?;
+        let credential = match (config.get("credentials-json"), config.get("metadata-host")) {
+            (Some(json), _) => Some(Credential::from_json(json)?),
+            (None, Some(host)) => Some(Credential::Metadata { host: host.to_string() }),
+            (None, None) => None,
+        };
         Ok(Location { scheme, authority, base_path, bucket, prefix: key_prefix(path)?, credential })
     }
 
