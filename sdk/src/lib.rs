@@ -105,6 +105,12 @@ pub trait Backend: Sized + 'static {
     /// Delete keys; missing keys are not failures.
     fn delete(&self, keys: Vec<String>) -> Result<Vec<DeleteFailure>, Error>;
 
+    /// What this opened store can do. Default: the plugin's
+    /// capabilities; return less when the configuration turns something
+    /// off (the host then never asks for it).
+    fn capabilities(&self) -> Capabilities {
+        Self::info().capabilities
+    }
     /// Start a multipart upload. Default: unsupported.
     fn create_upload(&self, key: &str, options: PutOptions) -> Result<String, Error> {
         let _ = (key, options);
@@ -163,7 +169,8 @@ pub mod __private {
     use crate::bindings::exports::sluice::storage::backend::{GuestStore, Store};
     use crate::bindings::sluice::storage::storage_types::StoreConfig;
     use crate::{
-        Backend, ByteRange, Config, DeleteFailure, Error, ListPage, ObjectMeta, PutOptions, UploadedPart, validate_key,
+        Backend, ByteRange, Capabilities, Config, DeleteFailure, Error, ListPage, ObjectMeta, PutOptions, UploadedPart,
+        validate_key,
     };
 
     /// Bridges the generated resource trait to [`Backend`], checking keys
@@ -175,6 +182,9 @@ pub mod __private {
             let declared = B::info().settings.into_iter().map(|s| s.name).collect();
             let backend = B::open(Config::declared(config.url, config.settings, declared)?)?;
             Ok(Store::new(StoreAdapter(backend)))
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
         }
         fn put(&self, key: String, data: Vec<u8>, options: PutOptions) -> Result<ObjectMeta, Error> {
             validate_key(&key)?;

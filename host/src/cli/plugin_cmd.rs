@@ -113,6 +113,7 @@ pub async fn check(
         .with_context(|| format!("cannot prepare the sandbox for {url}"))?;
     let labels = Labels { plugin: String::new(), database: "-".into(), replica: url.clone() };
     let store = PluginStore::new(loaded.clone(), url.clone(), settings, sb, labels)?;
+    store.learn_capabilities().await?;
     println!("checking plugin `{}` {} against {url}", loaded.info().name, loaded.info().version);
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     conformance::run(&store, |case| match &case.outcome {
@@ -155,7 +156,7 @@ fn with_environment_credentials(
     url: &str,
 ) -> anyhow::Result<Vec<(String, String)>> {
     let scheme = url.split_once("://").map_or("file", |(s, _)| s);
-    if matches!(scheme, "abs" | "gs") {
+    if matches!(scheme, "abs" | "gs" | "oss") {
         crate::config::credentials::store_from_environment(scheme, &mut settings)?;
         return Ok(settings);
     }

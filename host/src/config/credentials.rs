@@ -27,6 +27,7 @@ pub fn store_from_environment(kind: &str, settings: &mut Vec<(String, String)>) 
     match kind {
         "abs" => settings.extend(azure_from_environment(settings)),
         "gs" => gcs_from_environment(settings)?,
+        "oss" => alibaba_from_environment(settings, |k| std::env::var(k).ok()),
         _ => {}
     }
     Ok(())
@@ -44,6 +45,25 @@ fn azure_from_environment(settings: &[(String, String)]) -> Option<(String, Stri
     get("LITESTREAM_AZURE_ACCOUNT_KEY")
         .map(|key| ("account-key".to_string(), key))
         .or_else(|| get("LITESTREAM_AZURE_SAS_TOKEN").map(|token| ("sas-token".to_string(), token)))
+}
+
+/// Alibaba Cloud's keys a replica's config does not give, from its
+/// variables: `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`
+/// and `ALIBABA_CLOUD_SECURITY_TOKEN` (temporary credentials).
+fn alibaba_from_environment(settings: &mut Vec<(String, String)>, env: impl Fn(&str) -> Option<String>) {
+    if settings.iter().any(|(k, v)| k == "access-key-id" && !v.is_empty()) {
+        return;
+    }
+    let vars = [
+        ("access-key-id", "ALIBABA_CLOUD_ACCESS_KEY_ID"),
+        ("secret-access-key", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+        ("session-token", "ALIBABA_CLOUD_SECURITY_TOKEN"),
+    ];
+    for (setting, var) in vars {
+        if let Some(value) = env(var).filter(|v| !v.is_empty()) {
+            settings.push((setting.to_string(), value));
+        }
+    }
 }
 
 /// Google Cloud Storage's settings a replica's config does not give, found
@@ -213,6 +233,21 @@ mod tests {
         let missing = dir.path().join("missing.json").display().to_string();
         let err = run(&[("credentials-file", &missing)], &[]).unwrap_err();
         assert!(err.to_string().contains(&missing), "{err}");
+    }
+
+    #[test]
+    fn alibaba_keys_come_from_its_variables_unless_the_config_gives_some() {
+        let env = |k: &str| match k {
+            "ALIBABA_CLOUD_ACCESS_KEY_ID" => Some("LTAI".to_string()),
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET" => Some("s".to_string()),
+            _ => None,
+        };
+        let mut s = Vec::new();
+        alibaba_from_environment(&mut s, env);
+        assert_eq!(s, [("access-key-id".into(), "LTAI".into()), ("secret-access-key".into(), "s".into())]);
+        let mut given = vec![("access-key-id".to_string(), "MINE".to_string())];
+        alibaba_from_environment(&mut given, env);
+        assert_eq!(given.len(), 1);
     }
 
     #[test]

@@ -111,6 +111,19 @@ impl Plugin {
         dispatch!(self, |b| b.store().call_open(s, config), |o| o.store().call_open(s, &down::config(config)))
     }
 
+    /// The store's own capabilities; `None` from a 0.1.0 plugin, whose
+    /// stores all have the plugin's.
+    pub async fn call_capabilities(
+        &self,
+        s: &mut Store<HostState>,
+        h: ResourceAny,
+    ) -> wasmtime::Result<Option<Capabilities>> {
+        match self {
+            Plugin::V0_2(p) => p.sluice_storage_backend().store().call_capabilities(s, h).await.map(Some),
+            Plugin::V0_1(_) => Ok(None),
+        }
+    }
+
     pub async fn call_put(
         &self,
         s: &mut Store<HostState>,

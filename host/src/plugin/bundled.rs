@@ -37,7 +37,8 @@ pub fn sha256(name: &str) -> Option<&'static str> {
 pub fn for_url(url: &str) -> Option<&'static str> {
     match url.split_once("://").map(|(scheme, _)| scheme) {
         None | Some("file") => Some("file"),
-        Some("s3") => Some("s3"),
+        // Alibaba Cloud OSS through its S3-compatible API.
+        Some("s3" | "oss") => Some("s3"),
         Some("webdav" | "webdavs") => Some("webdav"),
         Some("abs") => Some("abs"),
         Some("gs") => Some("gs"),

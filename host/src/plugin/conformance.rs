@@ -176,7 +176,7 @@ async fn missing(s: &mut Instance, p: &str) -> CaseResultInner {
 }
 
 async fn ranges(store: &PluginStore, s: &mut Instance, p: &str) -> CaseResultInner {
-    if !store.info().capabilities.ranged_reads {
+    if !store.capabilities().ranged_reads {
         return Ok(Outcome::Skip("plugin declares no ranged reads".into()));
     }
     let key = format!("{p}ranges.bin");
@@ -210,7 +210,7 @@ async fn if_absent(store: &PluginStore, s: &mut Instance, p: &str) -> CaseResult
     let key = format!("{p}cond/absent");
     let mut options = opts();
     options.precondition = Precondition::IfAbsent;
-    if !store.info().capabilities.conditional_writes {
+    if !store.capabilities().conditional_writes {
         return match s.put(&key, b"x", &options).await {
             Err(e) if matches!(e.storage(), Some(StorageError::Unsupported(_))) => {
                 Ok(Outcome::Skip("plugin declares no conditional writes (and refuses them)".into()))
@@ -226,7 +226,7 @@ async fn if_absent(store: &PluginStore, s: &mut Instance, p: &str) -> CaseResult
 }
 
 async fn if_match(store: &PluginStore, s: &mut Instance, p: &str) -> CaseResultInner {
-    if !store.info().capabilities.conditional_writes {
+    if !store.capabilities().conditional_writes {
         return Ok(Outcome::Skip("plugin declares no conditional writes".into()));
     }
     let key = format!("{p}cond/match");
@@ -335,7 +335,7 @@ async fn invalid_keys(s: &mut Instance) -> CaseResultInner {
 }
 
 async fn large_object(store: &PluginStore, s: &mut Instance, p: &str) -> CaseResultInner {
-    let caps = &store.info().capabilities;
+    let caps = store.capabilities();
     if !caps.multipart_upload {
         return Ok(Outcome::Skip("plugin declares no multipart upload".into()));
     }
@@ -363,12 +363,12 @@ async fn large_object(store: &PluginStore, s: &mut Instance, p: &str) -> CaseRes
 }
 
 async fn aborted_upload(store: &PluginStore, s: &mut Instance, p: &str) -> CaseResultInner {
-    if !store.info().capabilities.multipart_upload {
+    if !store.capabilities().multipart_upload {
         return Ok(Outcome::Skip("plugin declares no multipart upload".into()));
     }
     let key = format!("{p}aborted/object");
     let id = s.create_upload(&key, &opts()).await.map_err(|e| e.to_string())?;
-    let data = pattern(store.info().capabilities.min_part_size.max(1024) as usize, 5);
+    let data = pattern(store.capabilities().min_part_size.max(1024) as usize, 5);
     let sha = Sha256::digest(&data);
     s.upload_part(&key, &id, 1, &data, Some(&sha)).await.map_err(|e| e.to_string())?;
     s.abort_upload(&key, &id).await.map_err(|e| e.to_string())?;
@@ -382,7 +382,7 @@ async fn aborted_upload(store: &PluginStore, s: &mut Instance, p: &str) -> CaseR
 
 async fn cleanup(store: &PluginStore, p: &str) -> CaseResultInner {
     let mut s = store.session().await.map_err(|e| e.to_string())?;
-    let batch = store.info().capabilities.max_delete_batch.max(1) as usize;
+    let batch = store.capabilities().max_delete_batch.max(1) as usize;
     loop {
         let page = s.list(p, None, 1000).await.map_err(|e| e.to_string())?;
         if page.objects.is_empty() {

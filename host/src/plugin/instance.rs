@@ -3,8 +3,8 @@
 //! into a `PluginError` that names plugin, database and replica.
 
 use super::bindings::{
-    ByteRange, DeleteFailure, ListPage, ObjectMeta, Plugin as Bindings, PluginInfo, PutOptions, StoreConfig,
-    UploadedPart, WitError,
+    ByteRange, Capabilities, DeleteFailure, ListPage, ObjectMeta, Plugin as Bindings, PluginInfo, PutOptions,
+    StoreConfig, UploadedPart, WitError,
 };
 use super::error::{ErrorKind, Labels, PluginError, StorageError};
 use super::runtime::Permit;
@@ -253,6 +253,13 @@ impl Instance {
         let result = invoke!(self, [config = config.clone()], |b, s| b.call_open(s, config));
         self.handle = Some(self.settle("open", started, "open".into(), result)?);
         Ok(())
+    }
+
+    /// What the opened store can do, if its plugin says (contract 0.2.0).
+    pub async fn capabilities(&mut self) -> Result<Option<Capabilities>, PluginError> {
+        call!(self, "capabilities", "capabilities".to_string(), [], |b, s, h| async {
+            b.call_capabilities(s, h).await.map(Ok)
+        })
     }
 
     pub async fn put(&mut self, key: &str, data: &[u8], options: &PutOptions) -> Result<ObjectMeta, PluginError> {

@@ -169,6 +169,9 @@ pub fn derive_allowlist(url: &str, settings: &[(String, String)]) -> Vec<String>
         // S3's URLs name buckets that talk to a parent domain; other
         // schemes name their server.
         "s3" => s3_hosts(&parsed, endpoints.is_empty()),
+        // `oss://BUCKET`: the bucket's host at its region's endpoint.
+        "oss" if endpoints.is_empty() => vec![OSS_DOMAIN.to_string()],
+        "oss" => Vec::new(),
         _ => parsed.host_str().map(str::to_string).into_iter().collect(),
     };
     for endpoint in endpoints {
@@ -247,6 +250,8 @@ fn s3_hosts(parsed: &url::Url, no_endpoint: bool) -> Vec<String> {
 
 /// Google Cloud Storage's JSON API host.
 const GCS_HOST: &str = "storage.googleapis.com";
+/// Alibaba Cloud OSS's endpoints (`BUCKET.oss-REGION.aliyuncs.com`).
+const OSS_DOMAIN: &str = "aliyuncs.com";
 /// Where Google's credentials files get tokens when they do not say.
 const GCS_TOKEN_HOST: &str = "oauth2.googleapis.com";
 

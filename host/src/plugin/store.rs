@@ -55,6 +55,28 @@ pub struct PluginStore {
     warm: std::sync::Mutex<Option<(Instance, std::time::Instant)>>,
     /// `part-size` and `concurrency` of large uploads.
     tuning: UploadTuning,
+    /// What the opened store can do, learnt at its first session.
+    caps: std::sync::OnceLock<Capabilities>,
+}
+
+/// A store's capabilities within its plugin's: a store may do less than
+/// its plugin declared, never more.
+fn narrowed(plugin: &Capabilities, store: Capabilities) -> Capabilities {
+    Capabilities {
+        conditional_writes: plugin.conditional_writes && store.conditional_writes,
+        ranged_reads: plugin.ranged_reads && store.ranged_reads,
+        multipart_upload: plugin.multipart_upload && store.multipart_upload,
+        max_object_size: match (plugin.max_object_size, store.max_object_size) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+        max_put_size: plugin.max_put_size.min(store.max_put_size),
+        min_part_size: plugin.min_part_size.max(store.min_part_size),
+        max_part_size: plugin.max_part_size.min(store.max_part_size),
+        max_parts: plugin.max_parts.min(store.max_parts),
+        max_delete_batch: plugin.max_delete_batch.min(store.max_delete_batch),
+        max_list_page: plugin.max_list_page.min(store.max_list_page),
+    }
 }
 
 /// Most parts of one upload in flight at once (`concurrency`): each holds
@@ -117,6 +139,7 @@ impl PluginStore {
             labels,
             keys: None,
             warm: Default::default(),
+            caps: std::sync::OnceLock::new(),
         })
     }
 
@@ -135,10 +158,26 @@ impl PluginStore {
         self.plugin.info()
     }
 
+    /// What this store can do: its plugin's capabilities narrowed by the
+    /// store's own answer once a session has asked (`learn_capabilities`;
+    /// the replica does so before it starts).
+    pub fn capabilities(&self) -> &Capabilities {
+        self.caps.get().unwrap_or(&self.info().capabilities)
+    }
+
+    /// Ask the store what it can do, unless already known.
+    pub async fn learn_capabilities(&self) -> Result<(), PluginError> {
+        if self.caps.get().is_none() {
+            let session = self.small_io_session().await?;
+            self.recycle(session);
+        }
+        Ok(())
+    }
+
     /// This replica's multipart part size: its `part-size` if set, else
     /// [`PART_SIZE`], within the plugin's bounds.
     pub fn part_size(&self) -> u64 {
-        let caps = &self.info().capabilities;
+        let caps = self.capabilities();
         self.tuning.part_size.unwrap_or(PART_SIZE).clamp(caps.min_part_size.max(1), caps.max_part_size.max(1))
     }
 
@@ -217,6 +256,11 @@ impl PluginStore {
     async fn open_session(&self, sandbox: &Sandbox) -> Result<Instance, PluginError> {
         let mut instance = self.plugin.instantiate(sandbox, self.labels.clone()).await?;
         instance.open(&self.config).await?;
+        if self.caps.get().is_none() {
+            let plugin = &self.info().capabilities;
+            let caps = instance.capabilities().await?.map_or_else(|| plugin.clone(), |c| narrowed(plugin, c));
+            let _ = self.caps.set(caps);
+        }
         Ok(instance)
     }
 
@@ -231,7 +275,7 @@ impl PluginStore {
         metadata: Vec<(String, String)>,
         precondition: Precondition,
     ) -> Result<ObjectMeta, PluginError> {
-        let caps = &self.info().capabilities;
+        let caps = self.capabilities();
         let part_size = self.part_size();
         let single_limit = part_size.min(caps.max_put_size).max(1);
         let first = read_up_to(&mut reader, single_limit + 1, key, &self.labels).await?;
@@ -369,7 +413,7 @@ impl PluginStore {
     }
 
     fn check_part_count(&self, number: u32, part_size: u64, key: &str) -> Result<(), PluginError> {
-        let max_parts = self.info().capabilities.max_parts;
+        let max_parts = self.capabilities().max_parts;
         if max_parts == 0 || number <= max_parts {
             return Ok(());
         }

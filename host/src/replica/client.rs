@@ -190,7 +190,7 @@ async fn upload_inner(
     let timestamp_ms = timestamp_ms.or(spooled.timestamp_ms).unwrap_or_else(now_ms);
     let (prefix, file, len, identity) = seal_if_keyed(store, &entry.path, spooled).await?;
     let precondition =
-        if store.info().capabilities.conditional_writes { Precondition::IfAbsent } else { Precondition::None };
+        if store.capabilities().conditional_writes { Precondition::IfAbsent } else { Precondition::None };
     // What was read ahead, then the rest of the file (if any), cut at the
     // length we saw so the end needs no further read.
     let rest: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> = match file {
@@ -350,7 +350,7 @@ async fn download_inner(
     let mut file = tokio::fs::File::create(dest)
         .await
         .map_err(|e| local(store, format!("cannot create {}", dest.display()), e))?;
-    let ranged = store.info().capabilities.ranged_reads;
+    let ranged = store.capabilities().ranged_reads;
     let mut offset = 0u64;
     loop {
         let length = if small { SMALL_IO_BYTES } else { chunk.max(1) };
@@ -393,7 +393,7 @@ async fn fetch_inner(store: &PluginStore, name: &SegmentName, size: u64) -> Resu
     let key = name.key();
     let mut session = retry!(store.small_io_session())?;
     // One byte more than expected, so a grown object shows as such.
-    let range = store.info().capabilities.ranged_reads.then_some(ByteRange { offset: 0, length: size + 1 });
+    let range = store.capabilities().ranged_reads.then_some(ByteRange { offset: 0, length: size + 1 });
     let bytes = retry!(session.get(&key, range))?;
     store.recycle(session);
     if bytes.len() as u64 != size {
@@ -417,7 +417,7 @@ async fn delete_inner(store: &PluginStore, names: &[SegmentName]) -> Result<(), 
     if names.is_empty() {
         return Ok(());
     }
-    let batch = store.info().capabilities.max_delete_batch.max(1) as usize;
+    let batch = store.capabilities().max_delete_batch.max(1) as usize;
     // Deletes move no data: the warm small-io instance takes them, which
     // spares retention an instantiation after every compaction.
     let mut session = retry!(store.small_io_session())?;

@@ -74,7 +74,7 @@ impl Keeper {
         };
         let (tx, rx) = watch::channel(Standing::default());
         let (wants, demand) = watch::channel(0);
-        let conditional = store.info().capabilities.conditional_writes;
+        let conditional = store.capabilities().conditional_writes;
         let lease = Lease::new(id, ttl, once, conditional);
         let keeper = Keeper { store, lease, me, conditional, tx, demand, problem: None };
         (keeper, rx, Demand(wants))

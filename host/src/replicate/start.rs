@@ -77,7 +77,10 @@ pub async fn open_store(
         .resolve(plugin.info(), &spec.url, &spec.settings)
         .with_context(|| format!("database {database} replica {}: cannot prepare the plugin sandbox", spec.name))?;
     let labels = Labels { plugin: String::new(), database: database.to_string(), replica: spec.name.clone() };
-    Ok(PluginStore::new(plugin, spec.url.clone(), spec.settings.clone(), sandbox, labels)?.with_keys(spec.age.clone()))
+    let store = PluginStore::new(plugin, spec.url.clone(), spec.settings.clone(), sandbox, labels)?;
+    // What the store can do decides the lease's and the uploads' form.
+    store.learn_capabilities().await?;
+    Ok(store.with_keys(spec.age.clone()))
 }
 
 /// Refuse a replica whose plugin would get a directory that holds the

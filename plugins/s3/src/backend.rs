@@ -143,10 +143,19 @@ impl Backend for S3Backend {
             ..PluginInfo::basic(
                 "s3",
                 env!("CARGO_PKG_VERSION"),
-                "Amazon S3 and S3-compatible stores (s3://bucket/path); SigV4, conditional writes, multipart",
-                &["s3"],
+                "Amazon S3 and S3-compatible stores (s3://bucket/path), Alibaba Cloud OSS (oss://bucket/path); SigV4, conditional writes, multipart",
+                &["s3", "oss"],
             )
             .with_settings(settings())
+        }
+    }
+
+    /// Conditional writes only where the store was not told it lacks
+    /// them (`conditional-writes: false`).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            conditional_writes: self.conditional_writes,
+            ..Self::info().capabilities
         }
     }
 

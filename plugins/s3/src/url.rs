@@ -11,6 +11,9 @@ use sluice_sdk::{Config, Error};
 /// Region assumed when nothing names one: what AWS and most S3-compatible
 /// stores accept (SigV4 needs some region, and MinIO-likes ignore it).
 pub const DEFAULT_REGION: &str = "us-east-1";
+/// The region of an `oss://` replica that names none: where Alibaba's
+/// own tools and examples default.
+pub const OSS_DEFAULT_REGION: &str = "cn-hangzhou";
 
 /// A resolved replica location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,15 +74,19 @@ impl Location {
 
 /// The URL's parts, before settings are applied.
 struct ParsedUrl {
+    /// `oss://` (Alibaba Cloud OSS) rather than `s3://`.
+    oss: bool,
     host: String,
     path: String,
     query: Vec<(String, String)>,
 }
 
 fn split_url(url: &str) -> Result<ParsedUrl, Error> {
+    let oss = url.starts_with("oss://");
     let rest = url
         .strip_prefix("s3://")
-        .ok_or_else(|| Error::invalid_config(format!("replica URL must start with s3://, got {url}")))?;
+        .or_else(|| url.strip_prefix("oss://"))
+        .ok_or_else(|| Error::invalid_config(format!("replica URL must start with s3:// or oss://, got {url}")))?;
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     if host.contains('@') {
@@ -97,6 +104,7 @@ fn split_url(url: &str) -> Result<ParsedUrl, Error> {
         })
         .collect();
     Ok(ParsedUrl {
+        oss,
         host: host.to_string(),
         path: percent_decode(path),
         query,
@@ -143,7 +151,27 @@ pub fn resolve(config: &Config) -> Result<S3Config, Error> {
         query: &url.query,
     };
 
-    let detected = provider::detect(&url.host);
+    let detected = if url.oss {
+        // `oss://BUCKET/PATH`: Alibaba Cloud OSS's S3-compatible API at
+        // the region's endpoint, buckets in the host name (OSS refuses
+        // path-style requests).
+        let region = look
+            .get("region", "region")
+            .unwrap_or_else(|| OSS_DEFAULT_REGION.to_string());
+        let host = Some(format!("oss-{region}.aliyuncs.com"));
+        let oss = Provider {
+            scheme: "https",
+            host,
+            region: Some(region),
+            path_style: false,
+        };
+        provider::Detected {
+            bucket: Some(url.host.clone()),
+            provider: oss,
+        }
+    } else {
+        provider::detect(&url.host)
+    };
     let (bucket, path) = bucket_and_path(config, &url.path, detected.bucket)?;
 
     let mut provider = detected.provider;
@@ -170,7 +198,11 @@ pub fn resolve(config: &Config) -> Result<S3Config, Error> {
     }
 
     let sign_payload = look.bool("sign-payload", "signPayload")?.unwrap_or(true);
-    let conditional_writes = look.bool("conditional-writes", "conditionalWrites")?.unwrap_or(true);
+    // OSS's S3-compatible API does not promise If-None-Match / If-Match on
+    // writes: without them the host keeps one writer by its fallback.
+    let conditional_writes = look
+        .bool("conditional-writes", "conditionalWrites")?
+        .unwrap_or(!url.oss);
     check_accepted(&look, provider.scheme)?;
 
     Ok(S3Config {

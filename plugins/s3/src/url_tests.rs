@@ -337,3 +337,26 @@ fn encryption_settings_reach_the_config() {
         Err(Error::InvalidConfig(_))
     ));
 }
+
+#[test]
+fn oss_urls_reach_the_regions_endpoint_with_virtual_hosts_and_no_conditional_writes() {
+    let c = with("oss://my-bucket/backups/app", &[]).unwrap();
+    let l = &c.location;
+    assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("my-bucket", "backups/app/"));
+    assert_eq!(
+        (l.host.as_str(), l.region.as_str(), l.path_style),
+        ("oss-cn-hangzhou.aliyuncs.com", "cn-hangzhou", false)
+    );
+    assert!(!c.conditional_writes);
+    let c = with("oss://b/p", &[("region", "ap-southeast-1")]).unwrap();
+    assert_eq!(c.location.host, "oss-ap-southeast-1.aliyuncs.com");
+    assert_eq!(
+        c.location.object_url("p/k"),
+        "https://b.oss-ap-southeast-1.aliyuncs.com/p/k"
+    );
+    let c = with("oss://b/p?endpoint=127.0.0.1:8333", &[("conditional-writes", "true")]).unwrap();
+    assert_eq!(
+        (c.location.host.as_str(), c.location.path_style, c.conditional_writes),
+        ("127.0.0.1:8333", true, true)
+    );
+}
