@@ -14,6 +14,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("sluice-plugin-webdav", "SLUICE_PLUGIN_WEBDAV_WASM"),
     ("sluice-plugin-abs", "SLUICE_PLUGIN_ABS_WASM"),
     ("sluice-plugin-gs", "SLUICE_PLUGIN_GS_WASM"),
+    ("sluice-plugin-nats", "SLUICE_PLUGIN_NATS_WASM"),
 ];
 
 const WASM_TARGET: &str = "wasm32-wasip2";

@@ -347,6 +347,22 @@ fn the_suite_fails_a_plugin_that_keeps_objects_in_its_own_memory() {
     assert!(stdout.contains("PASS  put then get returns the same bytes"), "{stdout}");
 }
 
+/// A crash fails its own case, and the next case starts on a fresh
+/// instance instead of failing on the poisoned one.
+#[test]
+fn a_crash_fails_its_case_and_the_next_starts_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let wasm = hostile_wasm().to_str().unwrap();
+    let out = sluice(&["plugin", "check", "--plugin", wasm, "-s", "mode=panic", &url]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{stdout}");
+    let put = stdout.lines().find(|l| l.contains("put then get returns the same bytes")).unwrap_or_default();
+    assert!(put.starts_with("FAIL ") && put.contains("crashed"), "{stdout}");
+    assert!(stdout.contains("PASS  get and head of a missing key are not-found"), "{stdout}");
+    assert!(!stdout.contains("session is unusable"), "a case ran on the crashed instance:\n{stdout}");
+}
+
 // ---------------------------------------------------------------------------
 // Hostile plugin: each limit obeyed, then violated
 // ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 pub mod azurite;
 pub mod gcs;
 pub mod litestream_bin;
+pub mod nats;
 pub mod proxy;
 pub mod seaweed;
 pub mod small_disk;

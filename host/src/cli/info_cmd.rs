@@ -49,7 +49,7 @@ pub fn databases(config_path: Option<&PathBuf>, expand: bool, json: bool) -> any
             .map(|d| {
                 // Litestream's one `replica` (its type), then all of ours.
                 let kind = d.replicas.first().map(|r| r.url.split_once("://").map_or("file", |(s, _)| s));
-                serde_json::json!({"path": d.path, "replica": kind, "replicas": d.replicas.iter().map(|r| serde_json::json!({"name": r.name, "url": r.url})).collect::<Vec<_>>()})
+                serde_json::json!({"path": d.path, "replica": kind, "replicas": d.replicas.iter().map(|r| serde_json::json!({"name": r.name, "url": crate::plugin::redact_url(&r.url)})).collect::<Vec<_>>()})
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -57,7 +57,8 @@ pub fn databases(config_path: Option<&PathBuf>, expand: bool, json: bool) -> any
     }
     println!("{:<40} replicas", "path");
     for d in &resolved.dbs {
-        let names: Vec<String> = d.replicas.iter().map(|r| format!("{} ({})", r.name, r.url)).collect();
+        let names: Vec<String> =
+            d.replicas.iter().map(|r| format!("{} ({})", r.name, crate::plugin::redact_url(&r.url))).collect();
         println!("{:<40} {}", d.path.display(), names.join(", "));
     }
     Ok(())
@@ -186,7 +187,7 @@ fn status_row(d: &config::DatabaseSpec) -> serde_json::Value {
     let replicas: Vec<_> = d
         .replicas
         .iter()
-        .map(|r| serde_json::json!({"name": r.name, "url": r.url, "txid": format!("{:016x}", shipped(&meta_dir, &r.name))}))
+        .map(|r| serde_json::json!({"name": r.name, "url": crate::plugin::redact_url(&r.url), "txid": format!("{:016x}", shipped(&meta_dir, &r.name))}))
         .collect();
     let txid = state.as_ref().map(|(s, _)| format!("{:016x}", s.txid));
     let status = match (d.path.exists(), &state) {

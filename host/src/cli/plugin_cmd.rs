@@ -17,7 +17,10 @@ pub async fn load_for(
         None => {
             let url = url.unwrap_or("file:///");
             let name = bundled::for_url(url).with_context(|| {
-                format!("no bundled plugin serves {url}; pass --plugin FILE.wasm for this kind of store")
+                format!(
+                    "no bundled plugin serves {}; pass --plugin FILE.wasm for this kind of store",
+                    crate::plugin::redact_url(url)
+                )
             })?;
             Ok(runtime.load_bundled(name).await?)
         }
@@ -105,16 +108,17 @@ pub async fn check(
     settings: Vec<(String, String)>,
     sandbox: &SandboxConfig,
 ) -> anyhow::Result<bool> {
-    let url = normalize_url(url).with_context(|| format!("bad replica URL {url}"))?;
+    let url = normalize_url(url).with_context(|| format!("bad replica URL {}", crate::plugin::redact_url(url)))?;
+    let shown = crate::plugin::redact_url(&url);
     let settings = with_environment_credentials(settings, &url)?;
     let loaded = load_for(runtime, plugin, Some(&url)).await?;
     let sb = sandbox
         .resolve(loaded.info(), &url, &settings)
-        .with_context(|| format!("cannot prepare the sandbox for {url}"))?;
-    let labels = Labels { plugin: String::new(), database: "-".into(), replica: url.clone() };
+        .with_context(|| format!("cannot prepare the sandbox for {shown}"))?;
+    let labels = Labels { plugin: String::new(), database: "-".into(), replica: shown.clone() };
     let store = PluginStore::new(loaded.clone(), url.clone(), settings, sb, labels)?;
     store.learn_capabilities().await?;
-    println!("checking plugin `{}` {} against {url}", loaded.info().name, loaded.info().version);
+    println!("checking plugin `{}` {} against {shown}", loaded.info().name, loaded.info().version);
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     conformance::run(&store, |case| match &case.outcome {
         Outcome::Pass => {

@@ -47,7 +47,8 @@ pub fn resolve_target(
 ) -> anyhow::Result<(ReplicaSpec, Option<PathBuf>, String)> {
     let (mut spec, db, label) = find_target(target, config, expand, replica)?;
     spec.override_settings(settings);
-    Ok((spec, db, label))
+    // The label names the target in messages and logs: never a password.
+    Ok((spec, db, crate::plugin::redact_url(&label)))
 }
 
 fn find_target(
@@ -108,8 +109,9 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
     let plugins = Plugins::default();
     let store = open_store(&runtime, &plugins, &spec, args.plugin.as_deref(), &label).await?;
     restore::check_output(&output, args.force || args.dry_run)?;
-    let listing =
-        crate::replica::client::list(&store).await.with_context(|| format!("cannot list replica {}", spec.url))?;
+    let listing = crate::replica::client::list(&store)
+        .await
+        .with_context(|| format!("cannot list replica {}", crate::plugin::redact_url(&spec.url)))?;
     let opts = RestoreOptions {
         output: output.clone(),
         target,
@@ -121,7 +123,7 @@ pub async fn run(runtime: Arc<Runtime>, args: Args) -> anyhow::Result<ExitCode> 
     };
     let started = std::time::Instant::now();
     if listing.is_empty() {
-        return from_litestream(&store, &spec.url, &args, &opts, started).await;
+        return from_litestream(&store, &crate::plugin::redact_url(&spec.url), &args, &opts, started).await;
     }
     let outcome = restore::restore_from_listing(&store, &listing, &opts).await?;
     report(&args, &output, &outcome, started.elapsed());

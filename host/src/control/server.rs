@@ -251,7 +251,7 @@ async fn register(ctx: &Ctx, req: RegisterRequest) -> Answer {
         Ok(Added::AlreadyPresent) => "already_registered",
         Err(e) => return error(400, &format!("failed to register database: {e:#}"), None),
     };
-    tracing::info!(database = %path.display(), replica = %req.replica_url, "{status} through the control socket");
+    tracing::info!(database = %path.display(), replica = %crate::plugin::redact_url(&req.replica_url), "{status} through the control socket");
     (200, json(&StatusResponse { status: status.into(), path: path.display().to_string(), txid: None }))
 }
 

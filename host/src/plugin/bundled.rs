@@ -1,13 +1,14 @@
 //! Plugins compiled into the binary by `build.rs`.
 
 /// Names of the bundled plugins, in the order `plugin export` writes them.
-pub const NAMES: &[&str] = &["file", "s3", "webdav", "abs", "gs"];
+pub const NAMES: &[&str] = &["file", "s3", "webdav", "abs", "gs", "nats"];
 
 static FILE: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_FILE_WASM"));
 static S3: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_S3_WASM"));
 static WEBDAV: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_WEBDAV_WASM"));
 static ABS: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_ABS_WASM"));
 static GS: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_GS_WASM"));
+static NATS: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_NATS_WASM"));
 
 /// The component bytes of a bundled plugin.
 pub fn bytes(name: &str) -> Option<&'static [u8]> {
@@ -17,6 +18,7 @@ pub fn bytes(name: &str) -> Option<&'static [u8]> {
         "webdav" => Some(WEBDAV),
         "abs" => Some(ABS),
         "gs" => Some(GS),
+        "nats" => Some(NATS),
         _ => None,
     }
 }
@@ -29,6 +31,7 @@ pub fn sha256(name: &str) -> Option<&'static str> {
         "webdav" => Some(env!("SLUICE_PLUGIN_WEBDAV_WASM_SHA256")),
         "abs" => Some(env!("SLUICE_PLUGIN_ABS_WASM_SHA256")),
         "gs" => Some(env!("SLUICE_PLUGIN_GS_WASM_SHA256")),
+        "nats" => Some(env!("SLUICE_PLUGIN_NATS_WASM_SHA256")),
         _ => None,
     }
 }
@@ -42,6 +45,7 @@ pub fn for_url(url: &str) -> Option<&'static str> {
         Some("webdav" | "webdavs") => Some("webdav"),
         Some("abs") => Some("abs"),
         Some("gs") => Some("gs"),
+        Some("nats") => Some("nats"),
         _ => None,
     }
 }

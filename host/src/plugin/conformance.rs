@@ -83,21 +83,37 @@ pub async fn run(store: &PluginStore, mut on_case: impl FnMut(&CaseResult)) -> V
         record("store accepts the credentials", Err(format!("{e}; fix the credentials or URL and run again")));
         return results;
     }
-    record("put then get returns the same bytes", put_get(&mut session, p).await);
-    record("objects outlive the plugin instance", fresh_instance(store, &mut session, p).await);
-    record("empty object", empty_object(&mut session, p).await);
-    record("head reports size, etag and metadata", head(&mut session, p).await);
-    record("overwrite replaces the object", overwrite(&mut session, p).await);
-    record("get and head of a missing key are not-found", missing(&mut session, p).await);
-    record("ranged reads", ranges(store, &mut session, p).await);
-    record("put if-absent", if_absent(store, &mut session, p).await);
-    record("put if-match", if_match(store, &mut session, p).await);
-    record("list by prefix with pagination", pagination(&mut session, p).await);
-    record("batch delete (including missing keys)", delete(&mut session, p).await);
-    record("odd key names", odd_keys(&mut session, p).await);
-    record("invalid keys are refused", invalid_keys(&mut session).await);
-    record("large object in parts", large_object(store, &mut session, p).await);
-    record("aborted upload leaves nothing", aborted_upload(store, &mut session, p).await);
+    // A crash poisons the instance; one case's crash must not fail the
+    // cases after it, so each starts on a healthy instance.
+    macro_rules! case {
+        ($name:literal, $run:expr) => {
+            if session.is_poisoned() {
+                match store.session().await {
+                    Ok(fresh) => session = fresh,
+                    Err(e) => {
+                        record($name, Err(format!("no fresh instance after a crash: {e}")));
+                        return results;
+                    }
+                }
+            }
+            record($name, $run);
+        };
+    }
+    case!("put then get returns the same bytes", put_get(&mut session, p).await);
+    case!("objects outlive the plugin instance", fresh_instance(store, &mut session, p).await);
+    case!("empty object", empty_object(&mut session, p).await);
+    case!("head reports size, etag and metadata", head(&mut session, p).await);
+    case!("overwrite replaces the object", overwrite(&mut session, p).await);
+    case!("get and head of a missing key are not-found", missing(&mut session, p).await);
+    case!("ranged reads", ranges(store, &mut session, p).await);
+    case!("put if-absent", if_absent(store, &mut session, p).await);
+    case!("put if-match", if_match(store, &mut session, p).await);
+    case!("list by prefix with pagination", pagination(&mut session, p).await);
+    case!("batch delete (including missing keys)", delete(&mut session, p).await);
+    case!("odd key names", odd_keys(&mut session, p).await);
+    case!("invalid keys are refused", invalid_keys(&mut session).await);
+    case!("large object in parts", large_object(store, &mut session, p).await);
+    case!("aborted upload leaves nothing", aborted_upload(store, &mut session, p).await);
     record("cleanup", cleanup(store, p).await);
     results
 }

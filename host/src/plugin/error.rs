@@ -63,17 +63,20 @@ impl StorageError {
 }
 
 impl From<super::bindings::WitError> for StorageError {
+    /// A plugin's message goes into one log line: a store's HTML error
+    /// page or a multi-line answer is folded onto it (`sandbox::one_line`).
     fn from(e: super::bindings::WitError) -> Self {
         use super::bindings::WitError as W;
+        let line = |m: String| super::sandbox::one_line(&m);
         match e {
-            W::NotFound(m) => StorageError::NotFound(m),
-            W::PreconditionFailed(m) => StorageError::PreconditionFailed(m),
-            W::AccessDenied(m) => StorageError::AccessDenied(m),
-            W::InvalidConfig(m) => StorageError::InvalidConfig(m),
-            W::Unsupported(m) => StorageError::Unsupported(m),
-            W::Transient(m) => StorageError::Transient(m),
-            W::Throttled(t) => StorageError::Throttled { message: t.message, retry_after_ms: t.retry_after_ms },
-            W::Permanent(m) => StorageError::Permanent(m),
+            W::NotFound(m) => StorageError::NotFound(line(m)),
+            W::PreconditionFailed(m) => StorageError::PreconditionFailed(line(m)),
+            W::AccessDenied(m) => StorageError::AccessDenied(line(m)),
+            W::InvalidConfig(m) => StorageError::InvalidConfig(line(m)),
+            W::Unsupported(m) => StorageError::Unsupported(line(m)),
+            W::Transient(m) => StorageError::Transient(line(m)),
+            W::Throttled(t) => StorageError::Throttled { message: line(t.message), retry_after_ms: t.retry_after_ms },
+            W::Permanent(m) => StorageError::Permanent(line(m)),
         }
     }
 }

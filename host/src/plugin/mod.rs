@@ -14,6 +14,7 @@ mod error;
 mod http;
 mod instance;
 pub mod rate;
+mod replica_url;
 pub mod retry;
 mod runtime;
 pub mod sandbox;
@@ -30,6 +31,7 @@ pub use bindings::{
 pub use cache::{CACHE_DIR_ENV, CACHE_ENABLE_ENV, default_cache_dir};
 pub use error::{ErrorKind, Labels, PluginError, StorageError};
 pub use instance::Instance;
+pub use replica_url::{normalize_url, redact_url};
 pub use runtime::{LoadedPlugin, MAX_LIVE_INSTANCES, Runtime};
 pub use sandbox::{Sandbox, SandboxConfig};
-pub use store::{PART_SIZE, PluginStore, SMALL_IO_BYTES, WARM_IDLE, normalize_url, part_size};
+pub use store::{PART_SIZE, PluginStore, SMALL_IO_BYTES, WARM_IDLE, part_size};

@@ -109,7 +109,7 @@ impl UploadTuning {
 }
 
 impl PluginStore {
-    /// `url` must already be normalised (see [`normalize_url`]). The
+    /// `url` must already be normalised (see [`super::normalize_url`]). The
     /// plugin is given only the settings it declares (decision 34); the
     /// others are warned about here, and a missing required one fails.
     pub fn new(
@@ -185,8 +185,10 @@ impl PluginStore {
         &self.labels
     }
 
-    pub fn url(&self) -> &str {
-        &self.config.url
+    /// The replica URL as messages show it: any password redacted
+    /// (`super::redact_url`).
+    pub fn url(&self) -> String {
+        super::redact_url(&self.config.url)
     }
 
     pub fn sandbox(&self) -> &Sandbox {
@@ -258,7 +260,7 @@ impl PluginStore {
         instance.open(&self.config).await?;
         if self.caps.get().is_none() {
             let plugin = &self.info().capabilities;
-            let caps = instance.capabilities().await?.map_or_else(|| plugin.clone(), |c| narrowed(plugin, c));
+            let caps = instance.capabilities().await?.map_or(*plugin, |c| narrowed(plugin, c));
             let _ = self.caps.set(caps);
         }
         Ok(instance)
@@ -509,63 +511,9 @@ fn io_error(labels: &Arc<Labels>, key: &str, e: std::io::Error) -> PluginError {
     }
 }
 
-/// Make a replica URL absolute and clean: plain and `file://` paths become
-/// absolute paths without `.`/`..` (a plugin has no working directory, and
-/// the host grants the directory under exactly this name).
-pub fn normalize_url(url: &str) -> std::io::Result<String> {
-    if let Some(rest) = url.strip_prefix("file://") {
-        let path = url::Url::parse(url)
-            .ok()
-            .and_then(|u| u.to_file_path().ok())
-            .unwrap_or_else(|| std::path::PathBuf::from(rest));
-        let clean = clean_path(&path)?;
-        return Ok(url::Url::from_file_path(&clean)
-            .map(|u| u.to_string())
-            .unwrap_or_else(|()| format!("file://{}", clean.display())));
-    }
-    if url.contains("://") {
-        return Ok(url.to_string());
-    }
-    let expanded = match url.strip_prefix("~/") {
-        Some(rest) => dirs::home_dir().map(|h| h.join(rest)).unwrap_or_else(|| url.into()),
-        None => url.into(),
-    };
-    Ok(clean_path(&expanded)?.display().to_string())
-}
-
-/// Absolute and without `.`/`..` (resolved lexically), then with the
-/// symlinks of its existing part resolved.
-fn clean_path(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
-    use std::path::Component;
-    let mut lexical = std::path::PathBuf::new();
-    for part in std::path::absolute(path)?.components() {
-        match part {
-            Component::ParentDir => {
-                lexical.pop();
-            }
-            Component::CurDir => {}
-            other => lexical.push(other.as_os_str()),
-        }
-    }
-    let mut existing = lexical.clone();
-    let mut rest = Vec::new();
-    while !existing.exists() {
-        match (existing.file_name().map(|n| n.to_os_string()), existing.parent().map(|p| p.to_path_buf())) {
-            (Some(name), Some(parent)) => {
-                rest.push(name);
-                existing = parent;
-            }
-            _ => return Ok(lexical),
-        }
-    }
-    let mut out = existing.canonicalize().unwrap_or(existing);
-    out.extend(rest.iter().rev());
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{MAX_UPLOAD_CONCURRENCY, UploadTuning, normalize_url};
+    use super::{MAX_UPLOAD_CONCURRENCY, UploadTuning};
 
     #[test]
     fn part_size_and_concurrency_come_from_settings_or_the_url() {
@@ -578,15 +526,5 @@ mod tests {
         assert_eq!(t.concurrency, 2, "a setting wins over the URL");
         assert_eq!(UploadTuning::from_config("s3://b/p", &[]), UploadTuning { part_size: None, concurrency: 1 });
         assert_eq!(UploadTuning::from_config("s3://b/p", &s(&[("concurrency", "0")])).concurrency, 1);
-    }
-
-    #[test]
-    fn file_urls_and_paths_become_clean_absolute_paths() {
-        let dir = tempfile::tempdir().unwrap();
-        let real = dir.path().canonicalize().unwrap();
-        let messy = format!("{}/a/../b/./c", dir.path().display());
-        assert_eq!(normalize_url(&messy).unwrap(), format!("{}/b/c", real.display()));
-        assert_eq!(normalize_url(&format!("file://{messy}")).unwrap(), format!("file://{}/b/c", real.display()));
-        assert_eq!(normalize_url("s3://bucket/a/../b").unwrap(), "s3://bucket/a/../b");
     }
 }

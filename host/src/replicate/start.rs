@@ -43,7 +43,8 @@ impl Plugins {
             None => format!(
                 "bundled:{}",
                 bundled::for_url(url).with_context(|| format!(
-                    "no bundled plugin serves {url}; set `plugin:` to a .wasm for this store"
+                    "no bundled plugin serves {}; set `plugin:` to a .wasm for this store",
+                    crate::plugin::redact_url(url)
                 ))?
             ),
         };

@@ -1,0 +1,237 @@
+//! Where a replica lives, from Litestream's URL form
+//! `nats://[user:password@]host[:port]/bucket[/path]` (a user name with no
+//! password is a token, as in NATS's own clients) and its settings
+//! `username`, `password`, `token` and `bucket`. With `bucket` set, the
+//! whole URL path is the key prefix. Keys become object names below the
+//! path: `path/KEY`.
+
+use sluice_sdk::{Config, Error, Setting, key_prefix, percent_decode};
+
+/// The port a `nats://` URL without one means.
+pub const DEFAULT_PORT: u16 = 4222;
+
+/// How the connection authenticates (`CONNECT`'s fields).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    UserPassword { user: String, password: String },
+    Token(String),
+}
+
+// Never print a secret.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::UserPassword { user, .. } => write!(f, "UserPassword({user})"),
+            Auth::Token(_) => f.write_str("Token"),
+        }
+    }
+}
+
+/// A replica's server, bucket, name prefix and credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub host: String,
+    pub port: u16,
+    pub bucket: String,
+    /// Prepended to every key: the URL's path below the bucket, each
+    /// segment followed by `/` (empty at the bucket's root).
+    pub prefix: String,
+    pub auth: Auth,
+}
+
+/// Settings this plugin reads: Litestream's NATS keys. Those for
+/// authentication it cannot do are read only to refuse them clearly.
+pub fn settings() -> Vec<Setting> {
+    vec![
+        Setting::new("bucket", "object store bucket; default: the URL path's first segment"),
+        Setting::new("username", "user for user/password authentication (or user:password@ in the URL)"),
+        Setting::new("password", "password for user/password authentication").secret(),
+        Setting::new("token", "token for token authentication").secret(),
+        Setting::new("creds", "not supported: a credentials file (JWT + NKey); use username/password or token"),
+        Setting::new("nkey", "not supported: NKey authentication; use username/password or token").secret(),
+        Setting::new("jwt", "not supported: a user JWT; use username/password or token").secret(),
+        Setting::new("seed", "not supported: an NKey seed; use username/password or token").secret(),
+        Setting::new(
+            "root-cas",
+            "not supported: TLS (plain TCP only: use a local leaf node or a TLS-terminating proxy)",
+        ),
+        Setting::new("client-cert", "not supported: TLS client certificates"),
+        Setting::new("client-key", "not supported: TLS client certificates").secret(),
+    ]
+}
+
+/// Refuse what this plugin cannot do, saying what to use instead.
+fn refuse_unsupported(config: &Config) -> Result<(), Error> {
+    for key in ["creds", "nkey", "jwt", "seed"] {
+        if config.get(key).is_some() {
+            return Err(Error::unsupported(format!(
+                "setting `{key}`: NKey/JWT authentication needs the client to sign the server's nonce with \
+                 Ed25519 and to read a credentials file, and this plugin has neither a signer nor file access; \
+                 give the replica username/password or token authentication instead"
+            )));
+        }
+    }
+    for key in ["root-cas", "client-cert", "client-key"] {
+        if config.get(key).is_some() {
+            return Err(Error::unsupported(format!(
+                "setting `{key}`: this plugin speaks plain TCP only (no TLS); reach a TLS-only server through a \
+                 local nats-server leaf node or a TLS-terminating proxy, and point the replica URL at it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Location {
+    pub fn from_config(config: &Config) -> Result<Location, Error> {
+        refuse_unsupported(config)?;
+        let rest = config
+            .url
+            .strip_prefix("nats://")
+            .ok_or_else(|| Error::invalid_config(format!("not a nats:// URL: {}", config.url)))?;
+        let rest = rest.split(['?', '#']).next().unwrap_or_default();
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let (userinfo, server) = match authority.rsplit_once('@') {
+            Some((u, s)) => (Some(u), s),
+            None => (None, authority),
+        };
+        let (host, port) = host_port(server, &config.url)?;
+        let (bucket, prefix) = match config.get("bucket") {
+            Some(b) => (b.to_string(), key_prefix(path)?),
+            None => {
+                let path = path.trim_start_matches('/');
+                let (first, below) = path.split_once('/').unwrap_or((path, ""));
+                (percent_decode(first)?, key_prefix(below)?)
+            }
+        };
+        check_bucket(&bucket, &config.url)?;
+        let auth = auth(userinfo, config)?;
+        Ok(Location { host, port, bucket, prefix, auth })
+    }
+
+    /// The object name of a key.
+    pub fn name(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// The key of an object name, if it lies below the prefix.
+    pub fn key_of<'a>(&self, name: &'a str) -> Option<&'a str> {
+        name.strip_prefix(self.prefix.as_str()).filter(|k| !k.is_empty())
+    }
+}
+
+/// `host[:port]` or `[v6][:port]`.
+fn host_port(server: &str, url: &str) -> Result<(String, u16), Error> {
+    let (host, port) = match server.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) =
+                v6.split_once(']').ok_or_else(|| Error::invalid_config(format!("{url}: unclosed `[` in the host")))?;
+            (h, after.strip_prefix(':'))
+        }
+        None => match server.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (server, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(Error::invalid_config(format!("{url}: a host is required (nats://host[:port]/bucket[/path])")));
+    }
+    let port = match port {
+        None | Some("") => DEFAULT_PORT,
+        Some(p) => p.parse().map_err(|_| Error::invalid_config(format!("{url}: port `{p}` is not a number")))?,
+    };
+    Ok((host.to_ascii_lowercase(), port))
+}
+
+/// Bucket names as nats.go accepts them (they become a stream name and a
+/// subject token).
+fn check_bucket(bucket: &str, url: &str) -> Result<(), Error> {
+    let ok = !bucket.is_empty() && bucket.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !ok {
+        return Err(Error::invalid_config(format!(
+            "{url}: bucket `{bucket}` must be letters, digits, `_` and `-` (nats://host[:port]/bucket[/path], or the `bucket` setting)"
+        )));
+    }
+    Ok(())
+}
+
+/// Credentials from the URL, overridden by the settings.
+fn auth(userinfo: Option<&str>, config: &Config) -> Result<Auth, Error> {
+    let (mut user, mut password) = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((n, p)) => (Some(percent_decode(n)?), Some(percent_decode(p)?)),
+            None => (Some(percent_decode(u)?), None),
+        },
+        None => (None, None),
+    };
+    let mut token = None;
+    // A user name alone in a URL is a token, as NATS clients read it.
+    if password.is_none() {
+        token = user.take();
+    }
+    if let Some(t) = config.get("token") {
+        token = Some(t.to_string());
+    }
+    if let Some(u) = config.get("username") {
+        user = Some(u.to_string());
+    }
+    if let Some(p) = config.get("password") {
+        password = Some(p.to_string());
+    }
+    Ok(match (user, token) {
+        (Some(user), _) => Auth::UserPassword { user, password: password.unwrap_or_default() },
+        (None, Some(token)) => Auth::Token(token),
+        (None, None) => Auth::None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(url: &str, settings: &[(&str, &str)]) -> Result<Location, Error> {
+        let settings = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Location::from_config(&Config::new(url, settings))
+    }
+
+    #[test]
+    fn litestream_url_forms() {
+        let l = loc("nats://alice:s%40cret@Nats.Example:4333/backups/app/db?x=1", &[]).unwrap();
+        assert_eq!((l.host.as_str(), l.port, l.bucket.as_str()), ("nats.example", 4333, "backups"));
+        assert_eq!(l.prefix, "app/db/");
+        assert_eq!(l.auth, Auth::UserPassword { user: "alice".into(), password: "s@cret".into() });
+        let l = loc("nats://127.0.0.1/bucket", &[]).unwrap();
+        assert_eq!((l.port, l.prefix.as_str(), l.auth.clone()), (4222, "", Auth::None));
+        assert_eq!(loc("nats://tok@[::1]:5/b", &[]).unwrap().auth, Auth::Token("tok".into()));
+        assert_eq!(loc("nats://[::1]:5/b", &[]).unwrap().host, "::1");
+        assert_eq!(l.name("0001/x.ltx"), "0001/x.ltx");
+    }
+
+    #[test]
+    fn settings_override_the_url() {
+        let l = loc("nats://u:p@h/path/below", &[("bucket", "b"), ("username", "v"), ("password", "q")]).unwrap();
+        assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("b", "path/below/"));
+        assert_eq!(l.auth, Auth::UserPassword { user: "v".into(), password: "q".into() });
+        assert_eq!(loc("nats://h/b", &[("token", "t")]).unwrap().auth, Auth::Token("t".into()));
+        assert_eq!(format!("{:?}", Auth::Token("t".into())), "Token", "no secret in Debug");
+        assert_eq!(l.key_of("path/below/k"), Some("k"));
+        assert_eq!(l.key_of("elsewhere/k"), None);
+    }
+
+    #[test]
+    fn what_cannot_work_is_refused_with_what_to_do() {
+        for bad in ["s3://b/x", "nats:///b", "nats://h/", "nats://h/bad.bucket", "nats://h:x/b", "nats://h/b/../x"] {
+            assert!(matches!(loc(bad, &[]), Err(Error::InvalidConfig(_))), "{bad}");
+        }
+        match loc("nats://h/b", &[("creds", "/etc/user.creds")]) {
+            Err(Error::Unsupported(m)) => assert!(m.contains("username/password or token"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match loc("nats://h/b", &[("root-cas", "/ca.pem")]) {
+            Err(Error::Unsupported(m)) => assert!(m.contains("plain TCP"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

