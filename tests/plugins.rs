@@ -89,7 +89,7 @@ impl Fixture {
     ) -> PluginStore {
         let url = format!("file://{}", self.replica_dir(name).display());
         let settings = settings(pairs);
-        let sb = sandbox.resolve(plugin.info(), &url, &settings).expect("sandbox resolves");
+        let sb = sandbox.resolve(plugin, &url, &settings).expect("sandbox resolves");
         PluginStore::new(plugin.clone(), url, settings, sb, labels(name)).unwrap()
     }
 
@@ -277,7 +277,7 @@ async fn file_plugin_passes_conformance_in_process() {
     let plugin = runtime.load_bundled("file").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().join("replica").display());
-    let sandbox = SandboxConfig::default().resolve(plugin.info(), &url, &[]).unwrap();
+    let sandbox = SandboxConfig::default().resolve(&plugin, &url, &[]).unwrap();
     let store = PluginStore::new(plugin, url, Vec::new(), sandbox, labels("conformance")).unwrap();
     let results = conformance::run(&store, |_| {}).await;
     let failures: Vec<_> = results.iter().filter(|r| !matches!(r.outcome, Outcome::Pass)).collect();

@@ -23,6 +23,22 @@ impl Capabilities {
     }
 }
 
+impl Capabilities {
+    /// A store whose objects go up in one put of at most `max_put_size`
+    /// bytes (no multipart), which is then also its largest object; ranged
+    /// reads, no conditional writes, batches of 1000.
+    pub fn single_put(max_put_size: u64) -> Self {
+        Capabilities {
+            max_object_size: Some(max_put_size),
+            max_put_size,
+            min_part_size: 1,
+            max_part_size: max_put_size,
+            max_parts: 1,
+            ..Capabilities::minimal()
+        }
+    }
+}
+
 impl PluginInfo {
     /// Info with [`Capabilities::minimal`], no directory grant and no
     /// settings (add them with [`PluginInfo::with_settings`]).

@@ -62,7 +62,7 @@ async fn bench() -> Vec<Row> {
     let url = format!("file://{}", scratch.path().join("replica").display());
     let settings = vec![("mode".to_string(), "noop".to_string())];
     let sandbox = SandboxConfig { memory_mib: Some(512), ..SandboxConfig::default() }
-        .resolve(plugin.info(), &url, &settings)
+        .resolve(&plugin, &url, &settings)
         .expect("sandbox");
     let labels = Labels { plugin: String::new(), database: "bench.db".into(), replica: "bench".into() };
     let store = PluginStore::new(plugin.clone(), url, settings, sandbox.clone(), labels.clone()).unwrap();

@@ -23,10 +23,10 @@ impl std::fmt::Debug for Credentials {
 /// The environment's credentials (and emulator) for a store of `kind`
 /// (its URL scheme) that `settings` do not give: Azure's and Google's; S3's
 /// are `from_environment`, which has its own rule of precedence.
-pub fn store_from_environment(kind: &str, settings: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+pub fn store_from_environment(kind: &str, url: &str, settings: &mut Vec<(String, String)>) -> anyhow::Result<()> {
     match kind {
         "abs" => settings.extend(azure_from_environment(settings)),
-        "gs" => gcs_from_environment(settings)?,
+        "gs" => gcs_from_environment(url, settings)?,
         "oss" => alibaba_from_environment(settings, |k| std::env::var(k).ok()),
         _ => {}
     }
@@ -78,12 +78,13 @@ fn alibaba_from_environment(settings: &mut Vec<(String, String)>, env: impl Fn(&
 ///   else gcloud's `application_default_credentials.json` if it exists.
 ///
 /// A named file that cannot be read is an error naming it.
-fn gcs_from_environment(settings: &mut Vec<(String, String)>) -> anyhow::Result<()> {
-    gcs_settings(settings, |k| std::env::var(k).ok(), gcloud_default_file)
+fn gcs_from_environment(url: &str, settings: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    gcs_settings(url, settings, |k| std::env::var(k).ok(), gcloud_default_file)
 }
 
 /// `gcs_from_environment` with the environment and gcloud's file given.
 fn gcs_settings(
+    url: &str,
     settings: &mut Vec<(String, String)>,
     env: impl Fn(&str) -> Option<String>,
     gcloud_file: impl FnOnce() -> Option<PathBuf>,
@@ -110,7 +111,11 @@ fn gcs_settings(
             .map_err(|e| anyhow::anyhow!("cannot read the Google credentials file {}: {e}", path.display()))?;
         settings.retain(|(k, _)| k != "credentials-file");
         settings.push(("credentials-json".into(), text));
-    } else if emulator.is_none() && !given(settings, "endpoint") && !given(settings, "metadata-host") {
+    } else if emulator.is_none()
+        && !given(settings, "endpoint")
+        && !names_endpoint(url)
+        && !given(settings, "metadata-host")
+    {
         // No key anywhere, and Google's own endpoint: the VM's account,
         // as Google's libraries fall back to (the plugin says so once if
         // no server answers). Another endpoint is an emulator or a proxy,
@@ -119,6 +124,11 @@ fn gcs_settings(
         settings.push(("metadata-host".into(), host));
     }
     Ok(())
+}
+
+/// Whether a replica URL's query names an endpoint (`?endpoint=`).
+fn names_endpoint(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| u.query_pairs().any(|(k, v)| k == "endpoint" && !v.is_empty()))
 }
 
 /// Where a Google VM's metadata server answers (`GCE_METADATA_HOST`
@@ -204,7 +214,7 @@ mod tests {
         let run = |settings: &[(&str, &str)], env: &[(&str, &str)]| {
             let mut s: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             let env = |k: &str| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.to_string());
-            gcs_settings(&mut s, env, || Some(gcloud.clone())).map(|()| s)
+            gcs_settings("gs://b/p", &mut s, env, || Some(gcloud.clone())).map(|()| s)
         };
         let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
         let file = named.display().to_string();
@@ -218,13 +228,16 @@ mod tests {
         let no_gcloud = |env: &[(&str, &str)]| {
             let env = |k: &str| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.to_string());
             let mut s = Vec::new();
-            gcs_settings(&mut s, env, || None).map(|()| s)
+            gcs_settings("gs://b/p", &mut s, env, || None).map(|()| s)
         };
         assert_eq!(no_gcloud(&[]).unwrap(), [pair("metadata-host", "metadata.google.internal")]);
         assert_eq!(no_gcloud(&[("GCE_METADATA_HOST", "10.0.0.9:80")]).unwrap(), [pair("metadata-host", "10.0.0.9:80")]);
         let mut elsewhere = vec![pair("endpoint", "http://127.0.0.1:4443")];
-        gcs_settings(&mut elsewhere, |_| None, || None).unwrap();
+        gcs_settings("gs://b/p", &mut elsewhere, |_| None, || None).unwrap();
         assert_eq!(elsewhere, [pair("endpoint", "http://127.0.0.1:4443")], "not Google: no metadata server");
+        let mut in_url = Vec::new();
+        gcs_settings("gs://b/p?endpoint=http://127.0.0.1:4443", &mut in_url, |_| None, || None).unwrap();
+        assert!(in_url.is_empty(), "an endpoint in the URL: no metadata server either");
         // An emulator: its endpoint, and no credentials from the environment.
         let emulator = ("STORAGE_EMULATOR_HOST", "127.0.0.1:4443");
         assert_eq!(run(&[], &[gac, emulator]).unwrap(), [pair("endpoint", "127.0.0.1:4443")]);

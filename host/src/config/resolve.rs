@@ -281,7 +281,7 @@ fn plugin_settings(r: &ReplicaConfig, kind: &str) -> anyhow::Result<Vec<(String,
     for (k, v) in &r.extra {
         set(k, Some(yaml_scalar(v)));
     }
-    super::credentials::store_from_environment(kind, &mut settings)?;
+    super::credentials::store_from_environment(kind, r.url.as_deref().unwrap_or_default(), &mut settings)?;
     Ok(settings)
 }
 

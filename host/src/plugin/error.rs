@@ -42,6 +42,21 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// The message, changed by `f` (to redact what a plugin quoted).
+    pub fn map_message(&mut self, f: impl FnOnce(&str) -> String) {
+        let m = match self {
+            StorageError::NotFound(m)
+            | StorageError::PreconditionFailed(m)
+            | StorageError::AccessDenied(m)
+            | StorageError::InvalidConfig(m)
+            | StorageError::Unsupported(m)
+            | StorageError::Transient(m)
+            | StorageError::Permanent(m)
+            | StorageError::Throttled { message: m, .. } => m,
+        };
+        *m = f(m);
+    }
+
     /// The contract's name of this kind (for metrics and logs).
     pub fn kind_name(&self) -> &'static str {
         match self {

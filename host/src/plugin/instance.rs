@@ -25,6 +25,10 @@ pub struct Instance {
     sandbox: Sandbox,
     labels: Arc<Labels>,
     handle: Option<ResourceAny>,
+    /// The replica URL as given to `open`, when it differs from the way
+    /// messages may show it (a password in it): a plugin that quotes it
+    /// in an error has it redacted (`super::redact_url`).
+    secret_url: Option<(String, String)>,
     poisoned: bool,
     /// A live slot while in use, a warm one while parked for reuse.
     slot: Permit,
@@ -106,7 +110,8 @@ impl Instance {
         labels: Arc<Labels>,
         permit: Permit,
     ) -> Self {
-        Instance { core: Some(Core { store, bindings }), sandbox, labels, handle: None, poisoned: false, slot: permit }
+        let core = Some(Core { store, bindings });
+        Instance { core, sandbox, labels, handle: None, secret_url: None, poisoned: false, slot: permit }
     }
 
     /// Trade the instance's slot (live for warm, or back).
@@ -222,6 +227,9 @@ impl Instance {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 let mut storage = StorageError::from(e);
+                if let Some((raw, shown)) = &self.secret_url {
+                    storage.map_message(|m| m.replace(raw.as_str(), shown));
+                }
                 let refused = self.core.as_ref().and_then(|c| c.store.data().hooks.refused.last());
                 if let (StorageError::AccessDenied(msg), Some(host)) = (&mut storage, refused) {
                     msg.push_str(&format!(" [host refused {host}; allowed: {:?}]", self.sandbox.allow_hosts));
@@ -249,6 +257,8 @@ impl Instance {
 
     /// Open the store this instance will serve.
     pub async fn open(&mut self, config: &StoreConfig) -> Result<(), PluginError> {
+        let shown = super::redact_url(&config.url);
+        self.secret_url = (shown != config.url).then(|| (config.url.clone(), shown));
         let started = self.arm();
         let result = invoke!(self, [config = config.clone()], |b, s| b.call_open(s, config));
         self.handle = Some(self.settle("open", started, "open".into(), result)?);

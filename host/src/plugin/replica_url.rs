@@ -55,11 +55,31 @@ fn clean_path(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
     Ok(out)
 }
 
+/// Query parameters whose values are credentials (`?password=`, `?token=`,
+/// `?secret-access-key=`, an Azure SAS's `sig=`), by a part of their name.
+const SECRET_PARAMS: &[&str] = &["password", "secret", "token", "sig", "key"];
+
 /// A URL fit for a message or a log: a password in it (`webdav://user:
 /// secret@host`, `nats://user:secret@host`) is replaced by `***`, and so
-/// is a NATS token (`nats://TOKEN@host`). Anything else is returned as it
-/// is.
+/// are a NATS token (`nats://TOKEN@host`) and the values of query
+/// parameters named like credentials. Anything else is returned as it is.
 pub fn redact_url(url: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = redact_userinfo(base);
+    let Some(query) = query else { return base };
+    let secret = |name: &str| SECRET_PARAMS.iter().any(|s| name.to_ascii_lowercase().contains(s));
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if secret(name) => format!("{name}=***"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
+}
+
+/// `redact_url` of a URL without its query.
+fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let Some(at) = rest[..authority_end].rfind('@') else { return url.to_string() };
@@ -91,5 +111,11 @@ mod tests {
         assert_eq!(redact_url("sftp://backup@host/p"), "sftp://backup@host/p", "a user name alone is no secret");
         assert_eq!(redact_url("s3://bucket/a@b"), "s3://bucket/a@b", "an @ in the path is not userinfo");
         assert_eq!(redact_url("/var/db"), "/var/db");
+        assert_eq!(
+            redact_url("abs://c/p?sv=2024&sig=abc%2Fdef&se=x"),
+            "abs://c/p?sv=2024&sig=***&se=x",
+            "a SAS signature"
+        );
+        assert_eq!(redact_url("webdav://h/p?webdav-password=pw&x=1"), "webdav://h/p?webdav-password=***&x=1");
     }
 }

@@ -1,7 +1,6 @@
 //! The per-call confinement of a plugin: memory, CPU, network reach and
 //! filesystem. Deny by default; every grant is explicit here.
 
-use super::bindings::PluginInfo;
 use super::bindings::v0_1::sluice::storage::{log as log_0_1, types as types_0_1};
 use super::bindings::v0_2::sluice::storage::{log, storage_types};
 use super::error::Labels;
@@ -105,8 +104,18 @@ pub struct SandboxConfig {
 impl SandboxConfig {
     /// The sandbox for one replica: grants the URL's directory to plugins
     /// that declare `needs-directory` (creating it), and derives the
-    /// network allowlist from the URL unless one is configured.
-    pub fn resolve(&self, info: &PluginInfo, url: &str, settings: &[(String, String)]) -> std::io::Result<Sandbox> {
+    /// network allowlist from the URL unless one is configured. Only the
+    /// settings the plugin reads count: a setting it is never given (an
+    /// endpoint in the defaults, the host's `metadata-host`) must not
+    /// widen what it may reach either.
+    pub fn resolve(
+        &self,
+        plugin: &super::LoadedPlugin,
+        url: &str,
+        settings: &[(String, String)],
+    ) -> std::io::Result<Sandbox> {
+        let info = plugin.info();
+        let settings = &super::settings::passed(plugin.declared_settings(), settings);
         let directory = if info.needs_directory {
             let dir = local_dir_of_url(url)?;
             std::fs::create_dir_all(&dir).map_err(|e| {

@@ -9,6 +9,15 @@ use super::bindings::Setting;
 /// that declares them.
 pub const HOST_SETTINGS: &[&str] = &["part-size", "concurrency"];
 
+/// The settings a plugin is given, without the checks and warnings of
+/// `check` (for what else the settings decide, such as the allowlist).
+pub fn passed(declared: Option<&[Setting]>, given: &[(String, String)]) -> Vec<(String, String)> {
+    match declared {
+        None => given.to_vec(),
+        Some(d) => given.iter().filter(|(k, _)| d.iter().any(|s| s.name == *k)).cloned().collect(),
+    }
+}
+
 /// The outcome of a successful check.
 #[derive(Debug, PartialEq)]
 pub struct Checked {
@@ -60,8 +69,7 @@ pub fn check(declared: Option<&[Setting]>, url: &str, given: Vec<(String, String
             missing.description
         ));
     }
-    let settings = given.into_iter().filter(|(k, _)| known(k)).collect();
-    Ok(Checked { settings, warnings })
+    Ok(Checked { settings: passed(Some(declared), &given), warnings })
 }
 
 #[cfg(test)]

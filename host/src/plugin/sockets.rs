@@ -1,7 +1,10 @@
 //! TCP for plugins that declare `needs-sockets` (SFTP, NATS): where they
 //! may connect, and the grant in their WASI context. Connections are
 //! checked against the replica's server as resolved by the host at
-//! connect time; nothing else is reachable, and UDP never is.
+//! connect time; no other address is reachable, and UDP never is. A plugin
+//! whose server is named (not an address) may look names up, any name:
+//! wasmtime has no per-name hook, so DNS queries are the one channel left
+//! to it (DESIGN 34).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +13,7 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 
 /// The usual port of a scheme whose URL names none (the `url` crate knows
 /// only the web's).
-const DEFAULT_PORTS: &[(&str, u16)] = &[("sftp", 22), ("nats", 4222), ("tls", 4222)];
+const DEFAULT_PORTS: &[(&str, u16)] = &[("sftp", 22), ("nats", 4222)];
 
 /// A host and port a plugin may connect to.
 pub type Target = (String, u16);
@@ -44,11 +47,12 @@ fn host_port(entry: &str) -> Option<Target> {
 }
 
 /// Grant TCP connections to `targets` (none: no sockets at all). Name
-/// lookups are allowed with them: a client library resolves even an
-/// address it was given as text, and the check below is on addresses.
+/// lookups only when a target is a name: the check below is on
+/// addresses, and an address needs no lookup.
 pub fn grant(builder: &mut WasiCtxBuilder, targets: &[Target]) {
     let granted = !targets.is_empty();
-    builder.allow_tcp(granted).allow_udp(false).allow_ip_name_lookup(granted);
+    let named = targets.iter().any(|(host, _)| host.parse::<std::net::IpAddr>().is_err());
+    builder.allow_tcp(granted).allow_udp(false).allow_ip_name_lookup(named);
     let targets: Arc<[Target]> = targets.into();
     builder.socket_addr_check(move |addr, use_| {
         let targets = targets.clone();

@@ -60,22 +60,27 @@ pub struct PluginStore {
 }
 
 /// A store's capabilities within its plugin's: a store may do less than
-/// its plugin declared, never more.
+/// its plugin declared, never more. Part bounds that no longer meet turn
+/// multipart off rather than leave an empty range (which `clamp` would
+/// panic on); a part count of 0 means no limit.
 fn narrowed(plugin: &Capabilities, store: Capabilities) -> Capabilities {
+    let fewest = |a: u32, b: u32| if a == 0 || b == 0 { a.max(b) } else { a.min(b) };
+    let min_part_size = plugin.min_part_size.max(store.min_part_size);
+    let max_part_size = plugin.max_part_size.min(store.max_part_size);
     Capabilities {
         conditional_writes: plugin.conditional_writes && store.conditional_writes,
         ranged_reads: plugin.ranged_reads && store.ranged_reads,
-        multipart_upload: plugin.multipart_upload && store.multipart_upload,
+        multipart_upload: plugin.multipart_upload && store.multipart_upload && min_part_size <= max_part_size,
         max_object_size: match (plugin.max_object_size, store.max_object_size) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         },
         max_put_size: plugin.max_put_size.min(store.max_put_size),
-        min_part_size: plugin.min_part_size.max(store.min_part_size),
-        max_part_size: plugin.max_part_size.min(store.max_part_size),
-        max_parts: plugin.max_parts.min(store.max_parts),
-        max_delete_batch: plugin.max_delete_batch.min(store.max_delete_batch),
-        max_list_page: plugin.max_list_page.min(store.max_list_page),
+        min_part_size: min_part_size.min(max_part_size),
+        max_part_size,
+        max_parts: fewest(plugin.max_parts, store.max_parts),
+        max_delete_batch: plugin.max_delete_batch.min(store.max_delete_batch).max(1),
+        max_list_page: plugin.max_list_page.min(store.max_list_page).max(1),
     }
 }
 
@@ -162,6 +167,9 @@ impl PluginStore {
     /// store's own answer once a session has asked (`learn_capabilities`;
     /// the replica does so before it starts).
     pub fn capabilities(&self) -> &Capabilities {
+        // Every path opens a session (or `learn_capabilities`) before it
+        // decides anything by them; the plugin's are only a fallback.
+        debug_assert!(self.caps.get().is_some(), "capabilities read before the store was asked");
         self.caps.get().unwrap_or(&self.info().capabilities)
     }
 
@@ -513,7 +521,29 @@ fn io_error(labels: &Arc<Labels>, key: &str, e: std::io::Error) -> PluginError {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_UPLOAD_CONCURRENCY, UploadTuning};
+    use super::{Capabilities, MAX_UPLOAD_CONCURRENCY, UploadTuning, narrowed};
+
+    #[test]
+    fn a_store_narrows_its_plugins_capabilities_into_bounds_that_hold() {
+        let plugin = Capabilities {
+            conditional_writes: true,
+            ranged_reads: true,
+            multipart_upload: true,
+            max_object_size: None,
+            max_put_size: 64 << 20,
+            min_part_size: 5 << 20,
+            max_part_size: 64 << 20,
+            max_parts: 0,
+            max_delete_batch: 1000,
+            max_list_page: 1000,
+        };
+        let store = Capabilities { conditional_writes: false, max_part_size: 1 << 20, max_parts: 100, ..plugin };
+        let n = narrowed(&plugin, store);
+        assert!(!n.conditional_writes && !n.multipart_upload, "{n:?}");
+        assert!(n.min_part_size <= n.max_part_size, "{n:?}");
+        assert_eq!(n.max_parts, 100, "0 is no limit, not the fewest");
+        assert_eq!(format!("{:?}", narrowed(&plugin, plugin)), format!("{plugin:?}"));
+    }
 
     #[test]
     fn part_size_and_concurrency_come_from_settings_or_the_url() {

@@ -75,7 +75,7 @@ pub async fn open_store(
         .with_context(|| format!("database {database} replica {}", spec.name))?;
     let sandbox = spec
         .sandbox
-        .resolve(plugin.info(), &spec.url, &spec.settings)
+        .resolve(&plugin, &spec.url, &spec.settings)
         .with_context(|| format!("database {database} replica {}: cannot prepare the plugin sandbox", spec.name))?;
     let labels = Labels { plugin: String::new(), database: database.to_string(), replica: spec.name.clone() };
     let store = PluginStore::new(plugin, spec.url.clone(), spec.settings.clone(), sandbox, labels)?;

@@ -87,7 +87,8 @@ fn parse_object(what: &str, response: &Response) -> Result<Object, Error> {
 
 impl Gs {
     /// `Authorization: Bearer ...`, fetching the token on first use;
-    /// `None` without credentials (an emulator, a public bucket).
+    /// `None` without credentials (an emulator or another endpoint named
+    /// by the replica; Google's own always gets some, the VM's at last).
     fn authorization(&self) -> Result<Option<String>, Error> {
         let Some(credential) = &self.at.credential else { return Ok(None) };
         let now = now_secs();
@@ -320,10 +321,15 @@ fn metadata_token(credential: &Credential) -> Result<(String, u64), Error> {
     let uri = &credential.token_uri();
     let who = credential.describe();
     let r = Request::new(Method::Get, uri).header("metadata-flavor", "Google").send().map_err(|e| {
-        Error::access_denied(format!(
-            "no Google credentials: GOOGLE_APPLICATION_CREDENTIALS is unset, there is no gcloud application default \
-             credentials file, and the metadata server did not answer ({e}); set credentials-file, or run on GCE/GKE"
-        ))
+        // A name that does not resolve: not a Google VM, so no credentials
+        // anywhere. Anything else may be a VM's passing hiccup.
+        if e.to_string().contains("DnsError") {
+            return Error::access_denied(format!(
+                "no Google credentials: GOOGLE_APPLICATION_CREDENTIALS is unset, there is no gcloud application default \
+                 credentials file, and there is no metadata server ({e}); set credentials-file, or run on GCE/GKE"
+            ));
+        }
+        Error::transient(format!("the metadata server did not answer for a token ({e})"))
     })?;
     match r.status {
         200 => auth::access_token(&r.body).map_err(|e| Error::transient(format!("token from {uri} for {who}: {e}"))),

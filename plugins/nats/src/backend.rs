@@ -93,8 +93,13 @@ impl Nats {
         let seq = match b.publish_meta(&info, expected) {
             Ok(seq) => seq,
             Err(e) => {
-                // The new chunks belong to no object: free them.
-                b.purge_quietly(&chunk_subject(&b.at.bucket, &id));
+                // Only a lost precondition proves the meta record did not
+                // land; after any other failure it may have (an ack lost on
+                // the way back), and purging would leave it pointing at
+                // nothing. Leftover chunks are only space.
+                if matches!(e, Error::PreconditionFailed(_)) {
+                    b.purge_quietly(&chunk_subject(&b.at.bucket, &id));
+                }
                 return Err(e);
             }
         };
@@ -133,15 +138,9 @@ impl Backend for Nats {
         PluginInfo {
             capabilities: Capabilities {
                 conditional_writes: true,
-                ranged_reads: true,
-                multipart_upload: false,
-                max_object_size: Some(MAX_PUT_SIZE),
-                max_put_size: MAX_PUT_SIZE,
-                min_part_size: 1,
-                max_part_size: MAX_PUT_SIZE,
-                max_parts: 1,
                 max_delete_batch: MAX_BATCH,
                 max_list_page: MAX_BATCH,
+                ..Capabilities::single_put(MAX_PUT_SIZE)
             },
             needs_sockets: true,
             ..PluginInfo::basic(

@@ -143,6 +143,26 @@ impl Lookup<'_> {
     }
 }
 
+/// `oss://BUCKET/PATH`: Alibaba Cloud OSS's S3-compatible API at the
+/// region's endpoint, buckets in the host name (OSS refuses path-style
+/// requests).
+fn oss(bucket: &str, look: &Lookup<'_>) -> provider::Detected {
+    let region = look
+        .get("region", "region")
+        .unwrap_or_else(|| OSS_DEFAULT_REGION.to_string());
+    let host = Some(format!("oss-{region}.aliyuncs.com"));
+    let provider = Provider {
+        scheme: "https",
+        host,
+        region: Some(region),
+        path_style: false,
+    };
+    provider::Detected {
+        bucket: Some(bucket.to_string()),
+        provider,
+    }
+}
+
 /// Resolve the URL and settings. Settings override what the URL implies.
 pub fn resolve(config: &Config) -> Result<S3Config, Error> {
     let url = split_url(&config.url)?;
@@ -152,23 +172,7 @@ pub fn resolve(config: &Config) -> Result<S3Config, Error> {
     };
 
     let detected = if url.oss {
-        // `oss://BUCKET/PATH`: Alibaba Cloud OSS's S3-compatible API at
-        // the region's endpoint, buckets in the host name (OSS refuses
-        // path-style requests).
-        let region = look
-            .get("region", "region")
-            .unwrap_or_else(|| OSS_DEFAULT_REGION.to_string());
-        let host = Some(format!("oss-{region}.aliyuncs.com"));
-        let oss = Provider {
-            scheme: "https",
-            host,
-            region: Some(region),
-            path_style: false,
-        };
-        provider::Detected {
-            bucket: Some(url.host.clone()),
-            provider: oss,
-        }
+        oss(&url.host, &look)
     } else {
         provider::detect(&url.host)
     };

@@ -185,15 +185,9 @@ impl Backend for WebDav {
         PluginInfo {
             capabilities: Capabilities {
                 conditional_writes: false,
-                ranged_reads: true,
-                multipart_upload: false,
-                max_object_size: Some(MAX_PUT_SIZE),
-                max_put_size: MAX_PUT_SIZE,
-                min_part_size: 1,
-                max_part_size: MAX_PUT_SIZE,
-                max_parts: 1,
                 max_delete_batch: MAX_BATCH,
                 max_list_page: MAX_BATCH,
+                ..Capabilities::single_put(MAX_PUT_SIZE)
             },
             ..PluginInfo::basic(
                 "webdav",
