@@ -255,10 +255,10 @@ impl Instance {
         self.settle("info", started, "info".into(), result.map(|r| r.map(Ok)))
     }
 
-    /// Open the store this instance will serve.
-    pub async fn open(&mut self, config: &StoreConfig) -> Result<(), PluginError> {
-        let shown = super::redact_url(&config.url);
-        self.secret_url = (shown != config.url).then(|| (config.url.clone(), shown));
+    /// Open the store this instance will serve; `shown_url` is its URL as
+    /// messages show it (`super::redact_url`).
+    pub async fn open(&mut self, config: &StoreConfig, shown_url: &str) -> Result<(), PluginError> {
+        self.secret_url = (shown_url != config.url).then(|| (config.url.clone(), shown_url.to_string()));
         let started = self.arm();
         let result = invoke!(self, [config = config.clone()], |b, s| b.call_open(s, config));
         self.handle = Some(self.settle("open", started, "open".into(), result)?);

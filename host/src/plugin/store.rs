@@ -57,6 +57,8 @@ pub struct PluginStore {
     tuning: UploadTuning,
     /// What the opened store can do, learnt at its first session.
     caps: std::sync::OnceLock<Capabilities>,
+    /// The URL as messages show it (`super::redact_url`), once.
+    shown_url: String,
 }
 
 /// A store's capabilities within its plugin's: a store may do less than
@@ -136,6 +138,7 @@ impl PluginStore {
             tracing::warn!(plugin = %labels.plugin, database = %labels.database, replica = %labels.replica, "{warning}");
         }
         let settings = checked.settings;
+        let shown_url = super::redact_url(&url);
         Ok(PluginStore {
             tuning,
             plugin,
@@ -145,6 +148,7 @@ impl PluginStore {
             keys: None,
             warm: Default::default(),
             caps: std::sync::OnceLock::new(),
+            shown_url,
         })
     }
 
@@ -195,8 +199,8 @@ impl PluginStore {
 
     /// The replica URL as messages show it: any password redacted
     /// (`super::redact_url`).
-    pub fn url(&self) -> String {
-        super::redact_url(&self.config.url)
+    pub fn url(&self) -> &str {
+        &self.shown_url
     }
 
     pub fn sandbox(&self) -> &Sandbox {
@@ -265,7 +269,7 @@ impl PluginStore {
 
     async fn open_session(&self, sandbox: &Sandbox) -> Result<Instance, PluginError> {
         let mut instance = self.plugin.instantiate(sandbox, self.labels.clone()).await?;
-        instance.open(&self.config).await?;
+        instance.open(&self.config, &self.shown_url).await?;
         if self.caps.get().is_none() {
             let plugin = &self.info().capabilities;
             let caps = instance.capabilities().await?.map_or(*plugin, |c| narrowed(plugin, c));
@@ -396,7 +400,9 @@ impl PluginStore {
             return Some(slot);
         }
         match self.plugin.instantiate_if_free(&self.sandbox, self.labels.clone()).await? {
-            Ok(mut instance) => instance.open(&self.config).await.ok().map(|()| Slot::Extra(Box::new(instance))),
+            Ok(mut instance) => {
+                instance.open(&self.config, &self.shown_url).await.ok().map(|()| Slot::Extra(Box::new(instance)))
+            }
             Err(_) => None,
         }
     }
