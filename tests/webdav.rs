@@ -88,3 +88,70 @@ fn a_litestream_backup_on_webdav_restores() {
     let got = restore_image(&dav.url("ls/app"), &dir.path().join("restored.db"), None, PAGE);
     assert_same_image(&want, &got, "Litestream's WebDAV backup");
 }
+
+/// A server that takes PUTs of at most 1 MiB (`webdav-max-put-size`, as
+/// behind nginx's default body limit): snapshots of ~2.6 MB go up in
+/// parts, no object on the server is larger than the limit, retention
+/// removes old snapshots' parts with them, and restores are exact.
+#[test]
+fn segments_larger_than_a_put_are_stored_in_parts_and_restore() {
+    const LIMIT: u64 = 1 << 20;
+    let dav = WebDav::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, PAGE);
+    // Random bytes, which zstd cannot shrink below the limit, in a table
+    // the workload leaves alone.
+    conn.execute_batch("CREATE TABLE big(b BLOB)").unwrap();
+    for _ in 0..30 {
+        conn.execute("INSERT INTO big(b) VALUES (randomblob(90000))", []).unwrap();
+    }
+    let url = dav.url("backups/big");
+    let body = format!(
+        "snapshot:\n  interval: 2s\n  retention: 3s\ndbs:\n  - path: {}\n    replica:\n      url: {url}\n      webdav-max-put-size: {LIMIT}\n",
+        db.display()
+    );
+    let (child, socket) = start_with_socket(dir.path(), &body);
+    let mut rng = seeded(23);
+    let mut points = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    while std::time::Instant::now() < deadline {
+        points.extend(synced_points(&conn, &db, &socket, &mut rng, 1));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    stop(child);
+    let files = walk(&dav.root.path().join("data/backups/big"));
+    let largest = files.iter().map(|f| std::fs::metadata(f).unwrap().len()).max().unwrap();
+    assert!(largest <= LIMIT, "an object of {largest} bytes went past the server's limit: {files:?}");
+    let part_files: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".seg.part-"))
+        .collect();
+    assert!(part_files.iter().any(|n| n.ends_with("-last")), "no split segment: {files:?}");
+    let listing = run_ok(sluice().args(["ltx", "-level", "all", "--json", &url]));
+    let rows: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    let snapshots: Vec<&serde_json::Value> = rows.iter().filter(|r| r["level"] == 9).collect();
+    assert!(snapshots.iter().all(|r| r["parts"].as_u64().unwrap() >= 3), "{rows:?}");
+    assert!(snapshots.iter().all(|r| r["size"].as_u64().unwrap() > 2 * LIMIT), "{rows:?}");
+    // Retention removed the first snapshot, parts and all: every part on
+    // the server belongs to a segment the replica lists.
+    let oldest = snapshots.iter().map(|r| u64::from_str_radix(r["max_txid"].as_str().unwrap(), 16).unwrap()).min();
+    assert!(oldest.unwrap() > 1, "retention kept the first snapshot: {rows:?}");
+    for part in &part_files {
+        let seg = part.split(".part-").next().unwrap();
+        let listed = rows
+            .iter()
+            .any(|r| format!("{}-{}.seg", r["min_txid"].as_str().unwrap(), r["max_txid"].as_str().unwrap()) == seg);
+        assert!(listed, "{part} belongs to no listed segment: {rows:?}");
+    }
+    let newest = points.last().unwrap();
+    let got = restore_image(&url, &dir.path().join("restored.db"), None, PAGE);
+    assert_same_image(&newest.1, &got, "newest");
+    for (txid, want) in points.iter().filter(|(t, _)| *t >= oldest.unwrap()) {
+        let got = restore_image(&url, &dir.path().join("restored.db"), Some(*txid), PAGE);
+        assert_same_image(want, &got, &format!("TXID {txid}"));
+    }
+    drop(conn);
+}

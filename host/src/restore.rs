@@ -261,8 +261,9 @@ async fn fetch(
     name: SegmentName,
     path: PathBuf,
 ) -> (SegmentName, Result<Fetched, crate::replica::ReplicaError>) {
-    let listed = listing.get(&name).map_or(u64::MAX, |s| s.size);
-    let got = match listed <= SMALL_IO_BYTES {
+    let unlisted = crate::replica::RemoteSegment { size: u64::MAX, timestamp_ms: 0, modified_ms: None, parts: 0 };
+    let listed = listing.get(&name).unwrap_or(&unlisted);
+    let got = match listed.size <= SMALL_IO_BYTES {
         true => client::fetch(store, &name, listed).await.map(Fetched::Bytes),
         false => client::download(store, &name, listed, &path, client::DOWNLOAD_CHUNK)
             .await

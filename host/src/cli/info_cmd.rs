@@ -98,7 +98,7 @@ pub async fn ltx(
     if json {
         let out: Vec<_> = rows
             .iter()
-            .map(|(n, s)| serde_json::json!({"level": n.level, "min_txid": format!("{:016x}", n.min_txid), "max_txid": format!("{:016x}", n.max_txid), "size": s.size, "timestamp": rfc3339_seconds(s.timestamp_ms), "created": rfc3339(s.timestamp_ms)}))
+            .map(|(n, s)| serde_json::json!({"level": n.level, "min_txid": format!("{:016x}", n.min_txid), "max_txid": format!("{:016x}", n.max_txid), "size": s.size, "parts": s.parts, "timestamp": rfc3339_seconds(s.timestamp_ms), "created": rfc3339(s.timestamp_ms)}))
             .collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());

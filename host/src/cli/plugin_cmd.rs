@@ -59,7 +59,8 @@ fn print_info(plugin: &LoadedPlugin, json: bool) -> anyhow::Result<()> {
     println!("conditional writes: {}", if c.conditional_writes { "yes" } else { "no" });
     println!("ranged reads:      {}", if c.ranged_reads { "yes" } else { "no" });
     println!("multipart upload:  {}", if c.multipart_upload { "yes" } else { "no" });
-    println!("max object size:   {}", c.max_object_size.map_or("unlimited".into(), |v| v.to_string()));
+    let split = if c.multipart_upload { "" } else { " (sluice stores larger segments in parts)" };
+    println!("max object size:   {}{split}", c.max_object_size.map_or("unlimited".into(), |v| v.to_string()));
     println!("max put size:      {}", c.max_put_size);
     println!("part size:         {}..={} bytes, at most {} parts", c.min_part_size, c.max_part_size, c.max_parts);
     println!("delete batch:      {}", c.max_delete_batch);

@@ -73,7 +73,7 @@ pub fn planning_view(files: &[LtxFile]) -> (Listing, BTreeMap<SegmentName, LtxFi
             continue;
         }
         let timestamp_ms = f.modified_ms.map_or(0, |m| m as i64);
-        listing.insert(name, RemoteSegment { size: f.size, timestamp_ms, modified_ms: f.modified_ms });
+        listing.insert(name, RemoteSegment { size: f.size, timestamp_ms, modified_ms: f.modified_ms, parts: 0 });
         keys.insert(name, f.clone());
     }
     (listing, keys)
@@ -87,7 +87,7 @@ pub fn as_listing(files: &[LtxFile]) -> Listing {
         .map(|f| {
             let name = SegmentName { level: f.level, min_txid: f.min_txid, max_txid: f.max_txid };
             let timestamp_ms = f.modified_ms.map_or(0, |m| m as i64);
-            (name, RemoteSegment { size: f.size, timestamp_ms, modified_ms: f.modified_ms })
+            (name, RemoteSegment { size: f.size, timestamp_ms, modified_ms: f.modified_ms, parts: 0 })
         })
         .collect()
 }

@@ -4,6 +4,7 @@
 
 use super::error::ReplicaError;
 use super::sealing;
+use super::split;
 use crate::capture::SpoolEntry;
 use crate::clock::now_ms;
 use crate::plugin::retry::retry;
@@ -40,6 +41,9 @@ pub struct RemoteSegment {
     /// taken from its upload time (0 if the store reports none).
     pub timestamp_ms: i64,
     pub modified_ms: Option<u64>,
+    /// 0: one object at the segment's key; n: split into n part objects
+    /// on a store without multipart upload (`split`).
+    pub parts: u32,
 }
 
 /// List every segment in the replica.
@@ -52,13 +56,20 @@ pub async fn list(store: &PluginStore) -> Result<Listing, ReplicaError> {
 
 async fn list_inner(store: &PluginStore) -> Result<Listing, ReplicaError> {
     let mut out = Listing::new();
+    let mut split_parts = BTreeMap::<SegmentName, split::Seen>::new();
     for o in list_objects(store).await? {
-        let Some(name) = SegmentName::parse(&o.key) else { continue };
+        let Some(name) = SegmentName::parse(&o.key) else {
+            if let Some((name, index, last)) = split::parse_part(&o.key) {
+                split_parts.entry(name).or_default().add(&o, index, last);
+            }
+            continue;
+        };
         // Segments carry no metadata: the upload time is within a sync
         // of the segment's own timestamp.
         let timestamp_ms = o.modified_ms.map_or(0, |m| m as i64);
-        out.insert(name, RemoteSegment { size: o.size, timestamp_ms, modified_ms: o.modified_ms });
+        out.insert(name, RemoteSegment { size: o.size, timestamp_ms, modified_ms: o.modified_ms, parts: 0 });
     }
+    split::merge(&mut out, split_parts);
     Ok(out)
 }
 
@@ -199,24 +210,29 @@ async fn upload_inner(
     };
     let body = std::io::Cursor::new(prefix).chain(rest).take(len);
     let mut session = if len <= SMALL_IO_BYTES { retry!(store.small_io_session())? } else { retry!(store.session())? };
-    match store.put_stream(&mut session, &key, body, Vec::new(), precondition).await {
-        Ok(meta) => {
+    let put = if split::needed(store.capabilities(), len) {
+        split::upload(store, &mut session, &key, body, len, precondition).await?
+    } else {
+        match store.put_stream(&mut session, &key, body, Vec::new(), precondition).await {
+            Ok(meta) => split::Put::Done(meta, 0),
+            Err(e) if matches!(e.storage(), Some(StorageError::PreconditionFailed(_))) => {
+                split::Put::Exists { parts: 0 }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    match put {
+        split::Put::Done(meta, parts) => {
             store.recycle(session);
             // A store that does not say when serves our clock: retention
             // ages segments from their upload.
             let modified_ms = meta.modified_ms.or_else(|| u64::try_from(now_ms()).ok());
-            Ok(RemoteSegment { size: meta.size, timestamp_ms, modified_ms })
+            Ok(RemoteSegment { size: meta.size, timestamp_ms, modified_ms, parts })
         }
-        Err(e) if matches!(e.storage(), Some(StorageError::PreconditionFailed(_))) => {
-            let existing = already_there(store, &key, len, &identity).await?;
-            match existing {
-                Some(size_and_time) => {
-                    Ok(RemoteSegment { size: size_and_time.0, timestamp_ms, modified_ms: size_and_time.1 })
-                }
-                None => Err(ReplicaError::Conflict { replica: store.labels().replica.clone(), key }),
-            }
-        }
-        Err(e) => Err(e.into()),
+        split::Put::Exists { parts } => match already_there(store, &key, parts, len, &identity).await? {
+            Some((size, modified_ms)) => Ok(RemoteSegment { size, timestamp_ms, modified_ms, parts }),
+            None => Err(ReplicaError::Conflict { replica: store.labels().replica.clone(), key }),
+        },
     }
 }
 
@@ -280,33 +296,54 @@ enum Identity {
     Sealed(Header),
 }
 
-/// After an only-if-absent write was refused: is the object there ours
-/// from an earlier attempt (Some(size, modified)), or another writer's?
-/// Compared by the object's own header and trailer (metadata may be
-/// missing if the earlier attempt died half-way), or for a sealed one by
-/// the plaintext header inside.
+/// After an only-if-absent write was refused: is the object there (held
+/// in `parts` parts, 0 for one object) ours from an earlier attempt
+/// (Some(size, modified)), or another writer's? Compared by the object's
+/// own header and trailer (metadata may be missing if the earlier attempt
+/// died half-way), or for a sealed one by the plaintext header inside.
 async fn already_there(
     store: &PluginStore,
     key: &str,
+    parts: u32,
     len: u64,
     identity: &Identity,
 ) -> Result<Option<(u64, Option<u64>)>, ReplicaError> {
+    let keys = if parts == 0 { vec![key.to_string()] } else { split::part_keys(key, parts) };
+    let first = keys.first().ok_or_else(|| bug(store, format!("{key}: no objects to compare")))?;
     let mut s = retry!(store.session())?;
-    let existing = retry!(s.head(key))?;
+    let mut sizes = Vec::with_capacity(keys.len());
+    let mut modified_ms = None;
+    for k in &keys {
+        let meta = retry!(s.head(k))?;
+        sizes.push(meta.size);
+        modified_ms = meta.modified_ms;
+    }
+    let size = sizes.iter().sum::<u64>();
     let same = match identity {
         Identity::Plain(digest) => {
-            let head = retry!(s.get(key, Some(ByteRange { offset: 0, length: HEADER_SIZE as u64 })))?;
-            let tail = retry!(s.get(key, Some(ByteRange { offset: existing.size.saturating_sub(16), length: 16 })))?;
-            existing.size == len && identity_of(&head, &tail) == *digest
+            let head = retry!(s.get(first, Some(ByteRange { offset: 0, length: HEADER_SIZE as u64 })))?;
+            // The last 16 bytes, which a short final part shares with
+            // the part before it.
+            let (mut tail, mut need) = (Vec::new(), 16u64);
+            for (k, &held) in keys.iter().zip(&sizes).rev() {
+                if need == 0 {
+                    break;
+                }
+                let take = need.min(held);
+                let mut got = retry!(s.get(k, Some(ByteRange { offset: held - take, length: take })))?;
+                got.extend_from_slice(&tail);
+                (tail, need) = (got, need - take);
+            }
+            size == len && identity_of(&head, &tail) == *digest
         }
         Identity::Sealed(header) => {
-            let start = retry!(s.get(key, Some(ByteRange { offset: 0, length: PEEK_BYTES })))?;
+            let start = retry!(s.get(first, Some(ByteRange { offset: 0, length: PEEK_BYTES })))?;
             // Anything that does not open with our keys is not ours.
             sealing::peek(store, key, &start).is_ok_and(|h| h == *header)
         }
     };
     store.recycle(s);
-    Ok(same.then_some((existing.size, existing.modified_ms)))
+    Ok(same.then_some((size, modified_ms)))
 }
 
 /// Download a segment into `dest` with ranged reads. `size`, the size
@@ -317,11 +354,16 @@ async fn already_there(
 pub async fn download(
     store: &PluginStore,
     name: &SegmentName,
-    size: u64,
+    remote: &RemoteSegment,
     dest: &Path,
     chunk: u64,
 ) -> Result<u64, ReplicaError> {
-    download_key(store, &name.key(), size, dest, chunk).await
+    let key = name.key();
+    let keys = if remote.parts == 0 { vec![key.clone()] } else { split::part_keys(&key, remote.parts) };
+    let started = std::time::Instant::now();
+    let result = download_inner(store, &key, &keys, remote.size, dest, chunk).await;
+    observe(store, "get", *result.as_ref().unwrap_or(&0), started, result.is_ok());
+    result
 }
 
 /// [`download`] by key: any object of the replica, a segment or not.
@@ -333,14 +375,17 @@ pub async fn download_key(
     chunk: u64,
 ) -> Result<u64, ReplicaError> {
     let started = std::time::Instant::now();
-    let result = download_inner(store, key, size, dest, chunk).await;
+    let result = download_inner(store, key, &[key.to_string()], size, dest, chunk).await;
     observe(store, "get", *result.as_ref().unwrap_or(&0), started, result.is_ok());
     result
 }
 
+/// Download the object `key`, held in `parts` (itself, or its split
+/// parts in order), into `dest`.
 async fn download_inner(
     store: &PluginStore,
     key: &str,
+    parts: &[String],
     size: u64,
     dest: &Path,
     chunk: u64,
@@ -351,16 +396,20 @@ async fn download_inner(
         .await
         .map_err(|e| local(store, format!("cannot create {}", dest.display()), e))?;
     let ranged = store.capabilities().ranged_reads;
-    let mut offset = 0u64;
-    loop {
-        let length = if small { SMALL_IO_BYTES } else { chunk.max(1) };
-        let range = ranged.then_some(ByteRange { offset, length });
-        let chunk = retry!(session.get(key, range))?;
-        file.write_all(&chunk).await.map_err(|e| local(store, format!("cannot write {}", dest.display()), e))?;
-        offset += chunk.len() as u64;
-        if !ranged || (chunk.len() as u64) < length {
-            break;
+    let mut total = 0u64;
+    for part in parts {
+        let mut offset = 0u64;
+        loop {
+            let length = if small { SMALL_IO_BYTES } else { chunk.max(1) };
+            let range = ranged.then_some(ByteRange { offset, length });
+            let chunk = retry!(session.get(part, range))?;
+            file.write_all(&chunk).await.map_err(|e| local(store, format!("cannot write {}", dest.display()), e))?;
+            offset += chunk.len() as u64;
+            if !ranged || (chunk.len() as u64) < length {
+                break;
+            }
         }
+        total += offset;
     }
     // Not synced: `dest` is scratch (a restore's or a compaction's), read
     // back at once and deleted; after a crash the work is redone anyway.
@@ -368,16 +417,16 @@ async fn download_inner(
     drop(file);
     store.recycle(session);
     sealing::open_file(store, key, dest).await?;
-    Ok(offset)
+    Ok(total)
 }
 
 /// Fetch a small segment (at most `SMALL_IO_BYTES`, as the listing
 /// gave its `size`) whole into memory through the warm small-io instance:
 /// one plugin call, no scratch file. A length other than the listing's
 /// means the object changed under us, which is refused.
-pub async fn fetch(store: &PluginStore, name: &SegmentName, size: u64) -> Result<Vec<u8>, ReplicaError> {
+pub async fn fetch(store: &PluginStore, name: &SegmentName, remote: &RemoteSegment) -> Result<Vec<u8>, ReplicaError> {
     let started = std::time::Instant::now();
-    let result = fetch_inner(store, name, size).await;
+    let result = fetch_inner(store, name, remote).await;
     observe(store, "get", result.as_ref().map_or(0, |b| b.len() as u64), started, result.is_ok());
     result
 }
@@ -386,15 +435,21 @@ pub async fn fetch(store: &PluginStore, name: &SegmentName, size: u64) -> Result
 /// session, one call, one copy in memory; larger ones are `download`ed.
 pub const MAX_FETCH_BYTES: u64 = SMALL_IO_BYTES;
 
-async fn fetch_inner(store: &PluginStore, name: &SegmentName, size: u64) -> Result<Vec<u8>, ReplicaError> {
+async fn fetch_inner(store: &PluginStore, name: &SegmentName, remote: &RemoteSegment) -> Result<Vec<u8>, ReplicaError> {
+    let size = remote.size;
     if size > MAX_FETCH_BYTES {
         return Err(bug(store, format!("{name} is {size} bytes, too large to fetch into memory")));
     }
     let key = name.key();
+    let keys = if remote.parts == 0 { vec![key.clone()] } else { split::part_keys(&key, remote.parts) };
     let mut session = retry!(store.small_io_session())?;
-    // One byte more than expected, so a grown object shows as such.
-    let range = store.capabilities().ranged_reads.then_some(ByteRange { offset: 0, length: size + 1 });
-    let bytes = retry!(session.get(&key, range))?;
+    let mut bytes = Vec::new();
+    for part in &keys {
+        // One byte more than expected, so a grown object shows as such.
+        let want = size.saturating_sub(bytes.len() as u64) + 1;
+        let range = store.capabilities().ranged_reads.then_some(ByteRange { offset: 0, length: want });
+        bytes.extend(retry!(session.get(part, range))?);
+    }
     store.recycle(session);
     if bytes.len() as u64 != size {
         return Err(ReplicaError::Store {
@@ -405,25 +460,30 @@ async fn fetch_inner(store: &PluginStore, name: &SegmentName, size: u64) -> Resu
     sealing::open_bytes(store, &key, bytes)
 }
 
-/// Delete segments in batches the plugin accepts.
-pub async fn delete(store: &PluginStore, names: &[SegmentName]) -> Result<(), ReplicaError> {
+/// The objects holding segments of `listing`: a split one's parts too.
+pub fn keys_of(names: &[SegmentName], listing: &Listing) -> Vec<String> {
+    let held = |n: &SegmentName| listing.get(n).map_or_else(|| vec![n.key()], |remote| split::keys_of(n, remote));
+    names.iter().flat_map(held).collect()
+}
+
+/// Delete objects (segments' `keys_of`) in batches the plugin accepts.
+pub async fn delete(store: &PluginStore, keys: &[String]) -> Result<(), ReplicaError> {
     let started = std::time::Instant::now();
-    let result = delete_inner(store, names).await;
+    let result = delete_inner(store, keys).await;
     observe(store, "delete", 0, started, result.is_ok());
     result
 }
 
-async fn delete_inner(store: &PluginStore, names: &[SegmentName]) -> Result<(), ReplicaError> {
-    if names.is_empty() {
+async fn delete_inner(store: &PluginStore, keys: &[String]) -> Result<(), ReplicaError> {
+    if keys.is_empty() {
         return Ok(());
     }
     let batch = store.capabilities().max_delete_batch.max(1) as usize;
     // Deletes move no data: the warm small-io instance takes them, which
     // spares retention an instantiation after every compaction.
     let mut session = retry!(store.small_io_session())?;
-    for chunk in names.chunks(batch) {
-        let keys: Vec<String> = chunk.iter().map(|n| n.key()).collect();
-        let failures = retry!(session.delete(&keys))?;
+    for chunk in keys.chunks(batch) {
+        let failures = retry!(session.delete(chunk))?;
         if let Some(f) = failures.first() {
             return Err(ReplicaError::Store {
                 replica: store.labels().replica.clone(),

@@ -135,12 +135,12 @@ async fn gather(
         } else if local.exists() {
             files.push(Input::Spooled(*name, local));
         } else if in_memory && remote.size <= client::MAX_FETCH_BYTES {
-            files.push(Input::Fetched(*name, client::fetch(store, name, remote.size).await?));
+            files.push(Input::Fetched(*name, client::fetch(store, name, remote).await?));
         } else {
             let path = scratch.join(format!("in-{:016x}-{:016x}.seg", name.min_txid, name.max_txid));
             // Pushed first, so a failed download's partial file is removed too.
             files.push(Input::Scratch(*name, path.clone()));
-            client::download(store, name, remote.size, &path, client::REPLICATING_DOWNLOAD_CHUNK).await?;
+            client::download(store, name, remote, &path, client::REPLICATING_DOWNLOAD_CHUNK).await?;
         }
     }
     Ok(())

@@ -58,7 +58,7 @@ mod tests {
     use crate::segment::SegmentName;
 
     fn listing(items: &[(u32, u64, u64, i64)]) -> Listing {
-        let seg = |ts| RemoteSegment { size: 1, timestamp_ms: ts, modified_ms: None };
+        let seg = |ts| RemoteSegment { size: 1, timestamp_ms: ts, modified_ms: None, parts: 0 };
         items.iter().map(|&(level, a, b, ts)| (SegmentName { level, min_txid: a, max_txid: b }, seg(ts))).collect()
     }
 

@@ -23,6 +23,7 @@ pub mod retention;
 mod sealing;
 mod shared;
 mod spell;
+pub mod split;
 pub mod task;
 
 pub use client::{Listing, RemoteSegment};

@@ -133,7 +133,7 @@ mod tests {
         let seg = |level, min, max| {
             (
                 SegmentName { level, min_txid: min, max_txid: max },
-                crate::replica::RemoteSegment { size: 1, timestamp_ms: 0, modified_ms: None },
+                crate::replica::RemoteSegment { size: 1, timestamp_ms: 0, modified_ms: None, parts: 0 },
             )
         };
         let mut listing: Listing = [seg(9, 1, 5), seg(0, 6, 6), seg(0, 7, 7), seg(1, 6, 7)].into_iter().collect();
@@ -148,7 +148,7 @@ mod tests {
             .map(|&(level, min, max, ts)| {
                 (
                     SegmentName { level, min_txid: min, max_txid: max },
-                    RemoteSegment { size: 1, timestamp_ms: ts, modified_ms: None },
+                    RemoteSegment { size: 1, timestamp_ms: ts, modified_ms: None, parts: 0 },
                 )
             })
             .collect()

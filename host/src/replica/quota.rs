@@ -50,7 +50,10 @@ mod tests {
     }
 
     fn listing(sizes: &[(SegmentName, u64)]) -> Listing {
-        sizes.iter().map(|(n, s)| (*n, RemoteSegment { size: *s, timestamp_ms: 0, modified_ms: None })).collect()
+        sizes
+            .iter()
+            .map(|(n, s)| (*n, RemoteSegment { size: *s, timestamp_ms: 0, modified_ms: None, parts: 0 }))
+            .collect()
     }
 
     #[test]

@@ -110,7 +110,7 @@ mod tests {
             .map(|&(level, a, b, ts)| {
                 (
                     SegmentName { level, min_txid: a, max_txid: b },
-                    RemoteSegment { size: 1, timestamp_ms: ts, modified_ms: None },
+                    RemoteSegment { size: 1, timestamp_ms: ts, modified_ms: None, parts: 0 },
                 )
             })
             .collect()

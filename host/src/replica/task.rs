@@ -210,7 +210,8 @@ impl ReplicaTask {
         let doomed = retention::deletable(self.listing().await?, now_ms(), &cfg, &levels);
         if !doomed.is_empty() {
             self.may_write()?;
-            client::delete(&self.store, &doomed).await?;
+            let keys = client::keys_of(&doomed, self.listing().await?);
+            client::delete(&self.store, &keys).await?;
             let listing = self.listing().await?;
             for n in &doomed {
                 listing.remove(n);

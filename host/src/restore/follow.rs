@@ -147,7 +147,7 @@ mod tests {
     use crate::replica::client::RemoteSegment;
 
     fn listing(names: &[(u32, u64, u64)]) -> Listing {
-        let seg = RemoteSegment { size: 1, timestamp_ms: 0, modified_ms: None };
+        let seg = RemoteSegment { size: 1, timestamp_ms: 0, modified_ms: None, parts: 0 };
         names
             .iter()
             .map(|&(level, min_txid, max_txid)| (SegmentName { level, min_txid, max_txid }, seg.clone()))

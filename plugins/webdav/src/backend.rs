@@ -15,6 +15,8 @@ pub const PROPFIND_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
 
 struct WebDav {
     at: Location,
+    /// The largest PUT this server takes (`webdav-max-put-size`).
+    max_put: u64,
 }
 
 impl WebDav {
@@ -172,11 +174,15 @@ fn decode_metadata(text: &str, etag: &str) -> Vec<(String, String)> {
 }
 
 /// The settings this plugin reads (Litestream's WebDAV keys).
-fn settings() -> [Setting; 3] {
+fn settings() -> [Setting; 4] {
     [
         Setting::new("webdav-url", "server URL (http:// or https://), instead of the replica URL's host"),
         Setting::new("webdav-username", "user for Basic authentication"),
         Setting::new("webdav-password", "password for Basic authentication").secret(),
+        Setting::new(
+            crate::MAX_PUT_SETTING,
+            "largest PUT the server (or its proxy) accepts, in bytes (default 128 MiB); larger segments are stored in parts",
+        ),
     ]
 }
 
@@ -200,15 +206,25 @@ impl Backend for WebDav {
     }
 
     fn open(config: Config) -> Result<Self, Error> {
-        Ok(WebDav { at: Location::from_config(&config)? })
+        let max_put = crate::max_put_size(config.get(crate::MAX_PUT_SETTING)).map_err(Error::invalid_config)?;
+        Ok(WebDav { at: Location::from_config(&config)?, max_put })
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Self::info().capabilities;
+        caps.max_put_size = self.max_put;
+        caps.max_object_size = Some(self.max_put);
+        caps.max_part_size = self.max_put;
+        caps
     }
 
     fn put(&self, key: &str, data: Vec<u8>, options: PutOptions) -> Result<ObjectMeta, Error> {
         let segments = Self::segments(key)?;
-        if data.len() as u64 > MAX_PUT_SIZE {
+        if data.len() as u64 > self.max_put {
             return Err(Error::unsupported(format!(
-                "{key}: {} bytes is more than the {MAX_PUT_SIZE} a WebDAV object can take in one PUT (WebDAV has no multipart upload)",
-                data.len()
+                "{key}: {} bytes is more than the {} a WebDAV object can take in one PUT here (WebDAV has no multipart upload)",
+                data.len(),
+                self.max_put
             )));
         }
         if options.precondition != Precondition::None {

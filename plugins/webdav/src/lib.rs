@@ -23,7 +23,42 @@ mod backend;
 /// sandbox's default is 256 MiB). Larger snapshots need a store with
 /// multipart uploads.
 pub const MAX_PUT_SIZE: u64 = 128 << 20;
+/// Setting: the largest PUT the server takes, for a server (or the proxy
+/// in front of it: nginx's `client_max_body_size` is 1 MiB by default)
+/// that refuses large bodies. Larger segments the host stores in parts.
+pub const MAX_PUT_SETTING: &str = "webdav-max-put-size";
+/// The smallest `webdav-max-put-size` taken: below it a snapshot would be
+/// thousands of objects.
+pub const MIN_PUT_SIZE: u64 = 64 << 10;
+
+/// The largest PUT: `MAX_PUT_SIZE`, or less as `webdav-max-put-size`
+/// (bytes) says.
+pub fn max_put_size(setting: Option<&str>) -> Result<u64, String> {
+    let Some(text) = setting else { return Ok(MAX_PUT_SIZE) };
+    match text.trim().parse::<u64>() {
+        Ok(n) if (MIN_PUT_SIZE..=MAX_PUT_SIZE).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{MAX_PUT_SETTING} must be a number of bytes from {MIN_PUT_SIZE} to {MAX_PUT_SIZE}, got `{text}`"
+        )),
+    }
+}
+
 /// Keys per delete call and per list page.
 pub const MAX_BATCH: u32 = 1000;
 /// Prefix of this plugin's own files (metadata sidecars), never listed.
 pub const OWN_PREFIX: &str = ".sluice-";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_put_limit_is_the_setting_within_bounds() {
+        assert_eq!(max_put_size(None), Ok(MAX_PUT_SIZE));
+        assert_eq!(max_put_size(Some("1048576")), Ok(1 << 20));
+        for bad in ["1MiB", "", "-1", "1000", "999999999999"] {
+            let e = max_put_size(Some(bad)).expect_err(bad);
+            assert!(e.contains(MAX_PUT_SETTING) && e.contains(bad), "{e}");
+        }
+    }
+}

@@ -21,7 +21,10 @@ fn segment(min: u64, max: u64, pages: &[(u32, u8)], db_pages: u32) -> Vec<u8> {
 #[test]
 fn a_run_starts_after_what_any_higher_level_covers() {
     let seg = |level, min_txid, max_txid| {
-        (SegmentName { level, min_txid, max_txid }, RemoteSegment { size: 1, timestamp_ms: 0, modified_ms: None })
+        (
+            SegmentName { level, min_txid, max_txid },
+            RemoteSegment { size: 1, timestamp_ms: 0, modified_ms: None, parts: 0 },
+        )
     };
     let mut listing: Listing = [seg(0, 2, 2), seg(0, 3, 3), seg(0, 4, 4), seg(0, 5, 5), seg(9, 1, 5)].into();
     let keys = |l: Listing| l.into_keys().map(|n| n.min_txid).collect::<Vec<_>>();
