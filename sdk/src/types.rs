@@ -6,7 +6,8 @@ impl Capabilities {
     /// A store with ranged reads, no conditional writes or multipart, and
     /// modest limits: without multipart an object must fit one put, so the
     /// largest object is the largest put (64 MiB), and `plugin info` says
-    /// so. Adjust fields as the store allows.
+    /// so; the host stores larger segments as several objects. Adjust
+    /// fields as the store allows.
     pub fn minimal() -> Self {
         Capabilities {
             conditional_writes: false,
