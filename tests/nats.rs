@@ -112,3 +112,27 @@ fn nats_tools_read_what_sluice_wrote_and_sluice_reads_theirs() {
     let got = restore_image(&url, &dir.path().join("restored.db"), None, PAGE);
     assert_same_image(&image(&conn), &got, "a snapshot rewritten by nats-py");
 }
+
+/// A restore (and a listing) from a bucket that does not exist says there
+/// is nothing to restore, and does not create the bucket: a misspelt name
+/// must not leave an empty bucket behind. The first write creates it.
+#[test]
+fn reading_a_missing_bucket_does_not_create_it() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        sluice().args(["restore", "-o"]).arg(dir.path().join("r.db")).arg(nats.url("misspelt/app")).output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let listed = run_ok(sluice().args(["ltx", "--json", &nats.url("misspelt/app")]));
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
+    let streams = walk(nats.store.path());
+    assert!(!streams.iter().any(|p| p.to_string_lossy().contains("OBJ_misspelt")), "{streams:?}");
+    // A write creates it.
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, PAGE);
+    workload(&conn, &mut seeded(25), 10);
+    run_ok(sluice().args(["replicate", "-once"]).arg(&db).arg(nats.url("misspelt/app")));
+    assert!(walk(nats.store.path()).iter().any(|p| p.to_string_lossy().contains("OBJ_misspelt")));
+    let got = restore_image(&nats.url("misspelt/app"), &dir.path().join("restored.db"), None, PAGE);
+    assert_same_image(&image(&conn), &got, "after the first write created the bucket");
+}

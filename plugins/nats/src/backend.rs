@@ -1,12 +1,12 @@
 //! The store's operations on a JetStream object store (see the crate docs).
 
-use crate::bucket::{Bucket, Current, ensure_stream};
+use crate::bucket::{Bucket, Current, ensure_stream, stream_exists};
 use crate::client::Client;
 use crate::location::{Location, settings};
 use crate::object::{self, FIRST_CHUNK_HEADER, MetaOptions, ObjectInfo, chunk_subject, nuid};
 use crate::{CHUNK_SIZE, MAX_BATCH, MAX_PUT_SIZE};
 use sluice_sdk::*;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 struct Nats {
@@ -14,6 +14,19 @@ struct Nats {
     /// Opened on the first call, kept for the instance's short life, and
     /// dropped after an I/O failure so the next call connects afresh.
     conn: RefCell<Option<Client>>,
+    /// The bucket is known to exist. It is created by the first write,
+    /// never by a read: a restore from a misspelt bucket must not leave
+    /// an empty one behind.
+    bucket_ready: Cell<bool>,
+}
+
+/// What a call needs of the bucket.
+#[derive(Clone, Copy, PartialEq)]
+enum Need {
+    /// A write: create the bucket if it is missing.
+    Create,
+    /// A read: a missing bucket is an empty one.
+    Existing,
 }
 
 fn now_ms() -> u64 {
@@ -50,18 +63,28 @@ fn object_meta(key: &str, cur: &Current) -> ObjectMeta {
 }
 
 impl Nats {
-    /// Run `f` on the connection, connecting (and creating the bucket)
-    /// first if needed.
-    fn call<T>(&self, f: impl FnOnce(&mut Bucket) -> Result<T, Error>) -> Result<T, Error> {
+    /// Run `f` on the connection, connecting first if needed; with
+    /// `Need::Create` the bucket is created if missing, with
+    /// `Need::Existing` a missing bucket answers `missing()` instead.
+    fn call<T>(
+        &self,
+        need: Need,
+        missing: impl FnOnce() -> Result<T, Error>,
+        f: impl FnOnce(&mut Bucket) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let mut slot = self.conn.borrow_mut();
         let client = match slot.as_mut() {
             Some(client) => client,
-            None => {
-                let mut client = Client::connect(&self.at, &nuid(random_u64(), random_u64()))?;
-                ensure_stream(&mut client, &self.at.bucket)?;
-                slot.insert(client)
-            }
+            None => slot.insert(Client::connect(&self.at, &nuid(random_u64(), random_u64()))?),
         };
+        if !self.bucket_ready.get() {
+            match need {
+                Need::Create => ensure_stream(client, &self.at.bucket)?,
+                Need::Existing if !stream_exists(client, &self.at.bucket)? => return missing(),
+                Need::Existing => {}
+            }
+            self.bucket_ready.set(true);
+        }
         let result = f(&mut Bucket { c: client, at: &self.at });
         if client.broken {
             *slot = None;
@@ -110,6 +133,11 @@ impl Nats {
     }
 
     /// Write a deletion record over a live object and free its chunks.
+    /// A read from a bucket that does not exist (yet).
+    fn no_bucket(&self, key: &str) -> Error {
+        Error::not_found(format!("{key}: bucket `{}` does not exist", self.at.bucket))
+    }
+
     fn delete_in(b: &mut Bucket, key: &str) -> Result<(), Error> {
         let Some(cur) = b.meta(&b.at.name(key))? else { return Ok(()) };
         if cur.info.deleted {
@@ -155,27 +183,32 @@ impl Backend for Nats {
     }
 
     fn open(config: Config) -> Result<Self, Error> {
-        Ok(Nats { at: Location::from_config(&config)?, conn: RefCell::new(None) })
+        Ok(Nats { at: Location::from_config(&config)?, conn: RefCell::new(None), bucket_ready: Cell::new(false) })
     }
 
     fn put(&self, key: &str, data: Vec<u8>, options: PutOptions) -> Result<ObjectMeta, Error> {
-        self.call(|b| Self::put_in(b, key, &data, &options))
+        self.call(Need::Create, || Err(self.no_bucket(key)), |b| Self::put_in(b, key, &data, &options))
     }
 
     fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Vec<u8>, Error> {
-        self.call(|b| {
-            let cur = b.live(key)?;
-            b.read(key, &cur, range)
-        })
+        self.call(
+            Need::Existing,
+            || Err(self.no_bucket(key)),
+            |b| {
+                let cur = b.live(key)?;
+                b.read(key, &cur, range)
+            },
+        )
     }
 
     fn head(&self, key: &str) -> Result<ObjectMeta, Error> {
-        self.call(|b| b.live(key).map(|cur| object_meta(key, &cur)))
+        self.call(Need::Existing, || Err(self.no_bucket(key)), |b| b.live(key).map(|cur| object_meta(key, &cur)))
     }
 
     fn list(&self, prefix: &str, cursor: Option<String>, max_keys: u32) -> Result<ListPage, Error> {
         let limit = max_keys.clamp(1, MAX_BATCH) as usize;
-        self.call(|b| {
+        let empty = || Ok(ListPage { objects: Vec::new(), next_cursor: None });
+        self.call(Need::Existing, empty, |b| {
             let mut keys: Vec<String> = b
                 .names()?
                 .iter()
@@ -204,7 +237,7 @@ impl Backend for Nats {
         check_delete_batch(keys.len(), MAX_BATCH)?;
         let mut failures = Vec::new();
         for key in keys {
-            if let Err(error) = self.call(|b| Self::delete_in(b, &key)) {
+            if let Err(error) = self.call(Need::Existing, || Ok(()), |b| Self::delete_in(b, &key)) {
                 failures.push(DeleteFailure { key, error });
             }
         }

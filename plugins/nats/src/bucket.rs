@@ -27,15 +27,23 @@ pub struct Bucket<'a> {
     pub at: &'a Location,
 }
 
+/// Whether the bucket's stream exists.
+pub fn stream_exists(c: &mut Client, bucket: &str) -> Result<bool, Error> {
+    let stream = object::stream_name(bucket);
+    match c.api::<serde_json::Value>(&format!("STREAM.INFO.{stream}"), "")? {
+        Ok(_) => Ok(true),
+        Err(e) if e.err_code == STREAM_NOT_FOUND => Ok(false),
+        Err(e) => Err(js::error(&format!("bucket `{bucket}` on {}", c.server()), &e)),
+    }
+}
+
 /// Create the bucket's stream unless it exists.
 pub fn ensure_stream(c: &mut Client, bucket: &str) -> Result<(), Error> {
+    if stream_exists(c, bucket)? {
+        return Ok(());
+    }
     let stream = object::stream_name(bucket);
     let what = format!("bucket `{bucket}` on {}", c.server());
-    match c.api::<serde_json::Value>(&format!("STREAM.INFO.{stream}"), "")? {
-        Ok(_) => return Ok(()),
-        Err(e) if e.err_code == STREAM_NOT_FOUND => {}
-        Err(e) => return Err(js::error(&what, &e)),
-    }
     sluice_sdk::info!("creating object store bucket `{bucket}` (stream {stream}) on {}", c.server());
     let config = js::stream_config(bucket).to_string();
     match c.api::<serde_json::Value>(&format!("STREAM.CREATE.{stream}"), &config)? {
