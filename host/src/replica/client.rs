@@ -233,6 +233,7 @@ async fn upload_inner(
             Some((size, modified_ms)) => Ok(RemoteSegment { size, timestamp_ms, modified_ms, parts }),
             None => Err(ReplicaError::Conflict { replica: store.labels().replica.clone(), key }),
         },
+        split::Put::Raced => Err(ReplicaError::Conflict { replica: store.labels().replica.clone(), key }),
     }
 }
 
@@ -309,7 +310,6 @@ async fn already_there(
     identity: &Identity,
 ) -> Result<Option<(u64, Option<u64>)>, ReplicaError> {
     let keys = if parts == 0 { vec![key.to_string()] } else { split::part_keys(key, parts) };
-    let first = keys.first().ok_or_else(|| bug(store, format!("{key}: no objects to compare")))?;
     let mut s = retry!(store.session())?;
     let mut sizes = Vec::with_capacity(keys.len());
     let mut modified_ms = None;
@@ -321,29 +321,53 @@ async fn already_there(
     let size = sizes.iter().sum::<u64>();
     let same = match identity {
         Identity::Plain(digest) => {
-            let head = retry!(s.get(first, Some(ByteRange { offset: 0, length: HEADER_SIZE as u64 })))?;
-            // The last 16 bytes, which a short final part shares with
-            // the part before it.
-            let (mut tail, mut need) = (Vec::new(), 16u64);
-            for (k, &held) in keys.iter().zip(&sizes).rev() {
-                if need == 0 {
-                    break;
-                }
-                let take = need.min(held);
-                let mut got = retry!(s.get(k, Some(ByteRange { offset: held - take, length: take })))?;
-                got.extend_from_slice(&tail);
-                (tail, need) = (got, need - take);
-            }
+            let head = read_end(&mut s, &keys, &sizes, HEADER_SIZE as u64, End::Front).await?;
+            let tail = read_end(&mut s, &keys, &sizes, 16, End::Back).await?;
             size == len && identity_of(&head, &tail) == *digest
         }
         Identity::Sealed(header) => {
-            let start = retry!(s.get(first, Some(ByteRange { offset: 0, length: PEEK_BYTES })))?;
+            let start = read_end(&mut s, &keys, &sizes, PEEK_BYTES, End::Front).await?;
             // Anything that does not open with our keys is not ours.
             sealing::peek(store, key, &start).is_ok_and(|h| h == *header)
         }
     };
     store.recycle(s);
     Ok(same.then_some((size, modified_ms)))
+}
+
+enum End {
+    Front,
+    Back,
+}
+
+/// The first or last `n` bytes of the concatenation of `keys` (of
+/// `sizes`): a split segment's header or trailer may span parts.
+async fn read_end(
+    s: &mut crate::plugin::Instance,
+    keys: &[String],
+    sizes: &[u64],
+    n: u64,
+    end: End,
+) -> Result<Vec<u8>, crate::plugin::PluginError> {
+    let (mut out, mut need) = (Vec::new(), n);
+    let mut held: Vec<(&String, &u64)> = keys.iter().zip(sizes).collect();
+    if matches!(end, End::Back) {
+        held.reverse();
+    }
+    for (k, &size) in held {
+        if need == 0 {
+            break;
+        }
+        let take = need.min(size);
+        let offset = if matches!(end, End::Back) { size - take } else { 0 };
+        let got = retry!(s.get(k, Some(ByteRange { offset, length: take })))?;
+        need -= take;
+        match end {
+            End::Front => out.extend_from_slice(&got),
+            End::Back => drop(out.splice(0..0, got)),
+        }
+    }
+    Ok(out)
 }
 
 /// Download a segment into `dest` with ranged reads. `size`, the size

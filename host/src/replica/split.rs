@@ -27,6 +27,8 @@ const INDEX_DIGITS: usize = 6;
 const MAX_SPLIT_PARTS: u64 = 999_999;
 const PART_MARK: &str = ".part-";
 const LAST_MARK: &str = "-last";
+/// Keys per page when listing one segment's parts.
+const LIST_PAGE: u32 = 1000;
 
 /// The largest object this store takes in one put, without multipart
 /// upload.
@@ -89,33 +91,40 @@ pub fn parse_part(key: &str) -> Option<(SegmentName, u32, bool)> {
     Some((SegmentName::parse(base)?, index, last))
 }
 
-/// The parts of one segment seen in a listing.
+/// The parts of one segment seen in a listing. Final parts are kept apart
+/// from the others: an upload cut short under another part count (a
+/// changed put limit) can leave a plain part numbered like this set's
+/// final one.
 #[derive(Debug, Default)]
 pub struct Seen {
-    sizes: BTreeMap<u32, u64>,
-    last: Option<u32>,
-    /// The final part's time: it goes up last.
-    modified_ms: Option<u64>,
+    /// Parts but final ones: size by number.
+    middle: BTreeMap<u32, u64>,
+    /// Final parts: (size, time) by number. The final part goes up last,
+    /// so its time is the segment's.
+    finals: BTreeMap<u32, (u64, Option<u64>)>,
 }
 
 impl Seen {
     pub fn add(&mut self, meta: &ObjectMeta, index: u32, last: bool) {
-        self.sizes.insert(index, meta.size);
         if last {
-            self.last = Some(index);
-            self.modified_ms = meta.modified_ms;
+            self.finals.insert(index, (meta.size, meta.modified_ms));
+        } else {
+            self.middle.insert(index, meta.size);
         }
     }
 
-    /// The segment, if its set is complete: a final part, every part
-    /// before it, and none after it (which no upload writes).
+    /// The segment, if a set is complete: a final part numbered N and
+    /// plain parts 1 to N-1 (plain parts numbered past N are another
+    /// attempt's leftovers). Of two complete sets (only two writers could
+    /// make them, and each is checked whole on reading), the later.
     pub fn complete(&self) -> Option<RemoteSegment> {
-        let last = self.last?;
-        let in_order = self.sizes.keys().copied().eq(1..=last);
-        in_order.then(|| RemoteSegment {
-            size: self.sizes.values().sum(),
-            timestamp_ms: self.modified_ms.map_or(0, |m| m as i64),
-            modified_ms: self.modified_ms,
+        let complete = |(n, _): &(&u32, &(u64, Option<u64>))| (1..**n).all(|i| self.middle.contains_key(&i));
+        let (&last, &(final_size, modified_ms)) =
+            self.finals.iter().filter(complete).max_by_key(|(n, (_, modified))| (*modified, **n))?;
+        Some(RemoteSegment {
+            size: self.middle.range(1..last).map(|(_, size)| size).sum::<u64>() + final_size,
+            timestamp_ms: modified_ms.map_or(0, |m| m as i64),
+            modified_ms,
             parts: last,
         })
     }
@@ -136,15 +145,25 @@ pub enum Put {
     /// It went up: its metadata (the final part's, with the whole
     /// size) and how many parts hold it (0: one object).
     Done(ObjectMeta, u32),
-    /// The segment was already there (held in `parts` parts, 0 for one
-    /// object): the caller decides whether it is ours.
+    /// With `IfAbsent`: the segment was already there (held in `parts`
+    /// parts, 0 for one object), and nothing was written; the caller
+    /// decides whether it is ours.
     Exists { parts: u32 },
+    /// With `IfAbsent`: another writer completed the segment while this
+    /// one wrote its parts (which may have overwritten some of its): a
+    /// second writer, never to be taken for our own earlier attempt.
+    Raced,
 }
 
 /// Upload `len` bytes of `body` as the parts of the segment at `key`.
-/// With `IfAbsent`, a segment already there (whole or complete) is not
-/// touched, and the final part, which completes the set, goes up only if
-/// absent; earlier parts overwrite what an upload cut short left.
+/// A segment already there (whole, or a complete set of any part count)
+/// is looked for first: with `IfAbsent` it is left alone (`Exists`);
+/// with `None` (a store without conditional writes) it is unlisted
+/// first, its whole object or final part deleted, so that overwriting
+/// its parts never leaves a complete-looking mix of two uploads. Parts
+/// then go up in order, earlier ones overwriting what an upload cut short
+/// left, and the final part, which completes the set, last (only if
+/// absent, with `IfAbsent`).
 pub async fn upload(
     store: &PluginStore,
     session: &mut Instance,
@@ -159,11 +178,18 @@ pub async fn upload(
         return Err(too_many(store, key, len, part));
     }
     let count = count as u32;
-    if matches!(precondition, Precondition::IfAbsent) {
-        for (probe, parts) in [(part_key(key, count, true), count), (key.to_string(), 0)] {
-            if exists(session, &probe).await? {
-                return Ok(Put::Exists { parts });
-            }
+    if let Some(parts) = existing(session, key).await? {
+        if matches!(precondition, Precondition::IfAbsent) {
+            return Ok(Put::Exists { parts });
+        }
+        let shown = if parts == 0 { key.to_string() } else { part_key(key, parts, true) };
+        let failures = retry!(session.delete(std::slice::from_ref(&shown)))?;
+        if let Some(f) = failures.into_iter().next() {
+            return Err(PluginError {
+                labels: store.labels().clone(),
+                op: format!("delete {shown}"),
+                kind: StorageError::from(f.error).into(),
+            });
         }
     }
     let mut remaining = len;
@@ -182,7 +208,7 @@ pub async fn upload(
             Ok(meta) if last => return Ok(Put::Done(ObjectMeta { size: len, ..meta }, count)),
             Ok(_) => {}
             Err(e) if last && matches!(e.storage(), Some(StorageError::PreconditionFailed(_))) => {
-                return Ok(Put::Exists { parts: count });
+                return Ok(Put::Raced);
             }
             Err(e) => return Err(e),
         }
@@ -190,11 +216,27 @@ pub async fn upload(
     Err(read_failed(store, key, std::io::Error::other("no parts were written")))
 }
 
-async fn exists(session: &mut Instance, key: &str) -> Result<bool, PluginError> {
+/// The segment at `key` as the store holds it now: `Some(0)` whole,
+/// `Some(n)` as a complete set of `n` parts, `None` not at all.
+async fn existing(session: &mut Instance, key: &str) -> Result<Option<u32>, PluginError> {
     match retry!(session.head(key)) {
-        Ok(_) => Ok(true),
-        Err(e) if matches!(e.storage(), Some(StorageError::NotFound(_))) => Ok(false),
-        Err(e) => Err(e),
+        Ok(_) => return Ok(Some(0)),
+        Err(e) if matches!(e.storage(), Some(StorageError::NotFound(_))) => {}
+        Err(e) => return Err(e),
+    }
+    let prefix = format!("{key}{PART_MARK}");
+    let (mut seen, mut cursor) = (Seen::default(), None::<String>);
+    loop {
+        let page = retry!(session.list(&prefix, cursor.as_deref(), LIST_PAGE))?;
+        for o in &page.objects {
+            if let Some((_, index, last)) = parse_part(&o.key) {
+                seen.add(o, index, last);
+            }
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(seen.complete().map(|s| s.parts)),
+        }
     }
 }
 
@@ -260,8 +302,14 @@ mod tests {
         assert!(set(&[(1, false), (2, false)]).is_none(), "no final part: cut short");
         assert!(set(&[(1, false), (3, true)]).is_none(), "a gap");
         assert!(set(&[(2, false), (3, true)]).is_none(), "the first part missing");
-        assert!(set(&[(1, false), (2, true), (3, false)]).is_none(), "a part after the final one");
         assert_eq!(set(&[(1, true)]).map(|s| s.parts), Some(1));
+        // Leftovers of an attempt with more parts, cut short: plain parts
+        // numbered at and past this set's final one do not hide it.
+        let with_leftovers = set(&[(1, false), (2, true), (2, false), (3, false), (4, false)]).expect("complete");
+        assert_eq!((with_leftovers.parts, with_leftovers.size), (2, 11 + 12));
+        // Two complete sets (two writers): the later final part's.
+        let two = set(&[(1, false), (2, false), (2, true), (3, true)]).expect("complete");
+        assert_eq!((two.parts, two.modified_ms), (3, Some(1003)));
     }
 
     #[test]
