@@ -2,13 +2,14 @@
 //! hand-rolls the stream plumbing. The host carries the requests (with
 //! connection reuse) and enforces the plugin's network allowlist.
 
-use crate::Error;
+use crate::{ByteRange, Error};
+use std::io::Read;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
     ErrorCode, Fields, FutureIncomingResponse, IncomingBody, Method as WasiMethod, OutgoingBody, OutgoingRequest,
     RequestOptions, Scheme,
 };
-use wasip2::io::streams::StreamError;
+use wasip2::io::streams::{InputStream, StreamError};
 
 /// How long to wait for a connection. Stores on the far side of the world
 /// still connect within seconds; longer means the network is down.
@@ -163,6 +164,15 @@ impl<'a> Request<'a> {
     /// `Error::AccessDenied`. HTTP error statuses are *not* errors here:
     /// the caller maps them, since only it knows what a 404 means.
     pub fn send(self) -> Result<Response, Error> {
+        self.send_streaming()?.into_response()
+    }
+
+    /// Send, and return once the response's status and headers are in:
+    /// the body is read as it arrives ([`StreamingResponse`]), so a large
+    /// one need not be held whole, and one the caller does not want (a
+    /// whole object from a server that ignored a `Range`) need not be
+    /// read at all. Errors as for [`Request::send`].
+    pub fn send_streaming(self) -> Result<StreamingResponse, Error> {
         let parts = split_url(&self.url)?;
         let request = self.outgoing(&parts)?;
         let body = request.body().map_err(|()| Error::permanent("request body already taken"))?;
@@ -225,8 +235,8 @@ fn request_options() -> RequestOptions {
     options
 }
 
-/// Wait for the response and read it whole.
-fn receive(future: FutureIncomingResponse, authority: &str) -> Result<Response, Error> {
+/// Wait for the response's status and headers.
+fn receive(future: FutureIncomingResponse, authority: &str) -> Result<StreamingResponse, Error> {
     future.subscribe().block();
     let response = match future.get() {
         Some(Ok(Ok(r))) => r,
@@ -242,8 +252,9 @@ fn receive(future: FutureIncomingResponse, authority: &str) -> Result<Response, 
         .map(|(k, v)| (k.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
         .collect();
     let incoming = response.consume().map_err(|()| Error::permanent("response body already taken"))?;
-    let body = read_body(incoming, authority)?;
-    Ok(Response { status, headers, body })
+    let stream = incoming.stream().map_err(|()| Error::permanent("response stream already taken"))?;
+    let body = BodyReader { stream: Some(stream), incoming: Some(incoming), authority: authority.to_string() };
+    Ok(StreamingResponse { status, headers, body })
 }
 
 fn write_body(body: OutgoingBody, bytes: &[u8], authority: &str) -> Result<(), Error> {
@@ -266,20 +277,123 @@ fn write_body(body: OutgoingBody, bytes: &[u8], authority: &str) -> Result<(), E
     OutgoingBody::finish(body, None).map_err(|e| map_error_code(e, authority))
 }
 
-fn read_body(incoming: IncomingBody, authority: &str) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::new();
-    {
-        let stream = incoming.stream().map_err(|()| Error::permanent("response stream already taken"))?;
+/// A response whose body has not been read yet.
+#[derive(Debug)]
+pub struct StreamingResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Headers, names in lowercase.
+    pub headers: Vec<(String, String)>,
+    body: BodyReader,
+}
+
+impl StreamingResponse {
+    /// The first value of a header (name is case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body, to read as it arrives ([`std::io::Read`]; a broken
+    /// connection is an `io::Error` whose message names the server).
+    pub fn body(&mut self) -> &mut BodyReader {
+        &mut self.body
+    }
+
+    /// Read the rest of the body into a [`Response`].
+    pub fn into_response(mut self) -> Result<Response, Error> {
+        let mut body = Vec::with_capacity(self.content_length().unwrap_or(0).min(READ_CHUNK) as usize);
+        self.body.read_to_end(&mut body).map_err(|e| read_error(e, &self.body.authority))?;
+        Ok(Response { status: self.status, headers: self.headers, body })
+    }
+
+    /// The bytes of `range` (all of them for `None`) from the answer to a
+    /// GET that asked for it: a 206's body is the range; a 200's is the
+    /// whole object (a server that ignores `Range`), of which only the
+    /// range is read, and the rest left unread, so memory stays at the
+    /// range's size whatever the object's. Other statuses are the
+    /// caller's to map before this.
+    pub fn read_range(mut self, range: Option<ByteRange>) -> Result<Vec<u8>, Error> {
+        let Some(range) = range else { return self.into_response().map(|r| r.body) };
+        let hint = self.content_length();
+        range_of(&mut self.body, self.status == 206, range, hint).map_err(|e| read_error(e, &self.body.authority))
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        self.header("content-length").and_then(|v| v.trim().parse().ok())
+    }
+}
+
+/// A response body as it arrives, read with [`std::io::Read`]; what is
+/// left unread when it is dropped is abandoned with the connection.
+#[derive(Debug)]
+pub struct BodyReader {
+    /// `None` once the body ended (the stream must go before its body).
+    stream: Option<InputStream>,
+    incoming: Option<IncomingBody>,
+    authority: String,
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(stream) = &self.stream else { return Ok(0) };
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let want = (buf.len() as u64).min(READ_CHUNK);
         loop {
-            match stream.blocking_read(READ_CHUNK) {
-                Ok(chunk) => out.extend_from_slice(&chunk),
-                Err(StreamError::Closed) => break,
-                Err(e) => return Err(stream_error(e, authority)),
+            match stream.blocking_read(want) {
+                // An empty read is not the end (that is `Closed`): 0 here
+                // would pass for it and cut the body short.
+                Ok(chunk) if chunk.is_empty() => continue,
+                Ok(chunk) => {
+                    buf[..chunk.len()].copy_from_slice(&chunk);
+                    return Ok(chunk.len());
+                }
+                Err(StreamError::Closed) => {
+                    self.finish();
+                    return Ok(0);
+                }
+                Err(e) => return Err(std::io::Error::other(stream_error(e, &self.authority).to_string())),
             }
         }
     }
-    drop(IncomingBody::finish(incoming));
+}
+
+impl BodyReader {
+    fn finish(&mut self) {
+        self.stream = None;
+        if let Some(incoming) = self.incoming.take() {
+            drop(IncomingBody::finish(incoming));
+        }
+    }
+}
+
+impl Drop for BodyReader {
+    fn drop(&mut self) {
+        // The stream is a child of the body: it goes first.
+        self.stream = None;
+        self.incoming = None;
+    }
+}
+
+/// The bytes of `range` from `body`: the range itself if `partial` (a
+/// 206), else the whole object (a 200), of which `range.offset` bytes are
+/// skipped and only `range.length` read. `size_hint` (the body's
+/// content-length) sizes the buffer once.
+fn range_of(body: &mut impl Read, partial: bool, range: ByteRange, size_hint: Option<u64>) -> std::io::Result<Vec<u8>> {
+    if range.length == 0 {
+        return Ok(Vec::new());
+    }
+    if !partial {
+        std::io::copy(&mut body.take(range.offset), &mut std::io::sink())?;
+    }
+    let mut out = Vec::with_capacity(range.length.min(size_hint.unwrap_or(0)) as usize);
+    body.take(range.length).read_to_end(&mut out)?;
     Ok(out)
+}
+
+fn read_error(e: std::io::Error, authority: &str) -> Error {
+    Error::transient(format!("reading the response from {authority} failed: {e}"))
 }
 
 fn stream_error(e: StreamError, authority: &str) -> Error {
@@ -314,5 +428,41 @@ fn map_error_code(code: ErrorCode, authority: &str) -> Error {
         | ErrorCode::TlsProtocolError
         | ErrorCode::InternalError(_) => Error::transient(format!("request to {authority} failed: {code:?}")),
         other => Error::permanent(format!("request to {authority} failed: {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn range(offset: u64, length: u64) -> ByteRange {
+        ByteRange { offset, length }
+    }
+
+    #[test]
+    fn a_partial_body_is_the_range_and_a_whole_one_is_cut_without_reading_past_it() {
+        let object: Vec<u8> = (0..100u8).collect();
+        let mut partial = Cursor::new(object[10..20].to_vec());
+        assert_eq!(range_of(&mut partial, true, range(10, 10), Some(10)).unwrap(), &object[10..20]);
+        let mut whole = Cursor::new(object.clone());
+        assert_eq!(range_of(&mut whole, false, range(10, 10), Some(100)).unwrap(), &object[10..20]);
+        assert_eq!(whole.position(), 20, "read past the range");
+        let mut whole = Cursor::new(object.clone());
+        assert_eq!(range_of(&mut whole, false, range(95, 10), None).unwrap(), &object[95..]);
+        let mut whole = Cursor::new(object.clone());
+        assert!(range_of(&mut whole, false, range(200, 10), None).unwrap().is_empty());
+        let mut whole = Cursor::new(object);
+        assert!(range_of(&mut whole, false, range(50, 0), None).unwrap().is_empty());
+        assert_eq!(whole.position(), 0, "an empty range reads nothing");
+    }
+
+    #[test]
+    fn a_server_sending_more_than_the_range_is_read_no_further() {
+        // A 206 whose body runs past the range (a broken server) is cut
+        // at the range's length, not read whole.
+        let mut partial = Cursor::new(vec![7u8; 1000]);
+        assert_eq!(range_of(&mut partial, true, range(0, 10), Some(1000)).unwrap().len(), 10);
+        assert_eq!(partial.position(), 10);
     }
 }

@@ -81,9 +81,21 @@ impl Abs {
         method: Method,
         path: &str,
         query: &[(&str, String)],
-        mut headers: Headers,
+        headers: Headers,
         body: &[u8],
     ) -> Result<Response, Error> {
+        self.request(method, path, query, headers, body)?.send()
+    }
+
+    /// The request, dated and signed.
+    fn request<'a>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        mut headers: Headers,
+        body: &'a [u8],
+    ) -> Result<Request<'a>, Error> {
         headers.push(header("x-ms-date", httpdate::fmt_http_date(SystemTime::now())));
         headers.push(header("x-ms-version", API_VERSION));
         if matches!(method, Method::Put | Method::Post) || !body.is_empty() {
@@ -97,7 +109,7 @@ impl Abs {
         for (k, v) in headers {
             request = request.header(k, v);
         }
-        request.body(body).send()
+        Ok(request.body(body))
     }
 
     /// The contract's error for a failed call on `what` (a key or the
@@ -216,13 +228,13 @@ impl Backend for Abs {
             let last = r.offset.saturating_add(r.length - 1);
             headers.push(header("x-ms-range", format!("bytes={}-{last}", r.offset)));
         }
-        let r = self.blob_call(Method::Get, key, &[], headers, &[])?;
+        let r = self.request(Method::Get, &self.at.blob_path(key), &[], headers, &[])?.send_streaming()?;
         match r.status {
-            206 => Ok(r.body),
-            200 => Ok(slice_range(&r.body, range).to_vec()),
+            // 200: the range was ignored; only the range is read.
+            200 | 206 => r.read_range(range),
             // A range that starts at or past the end selects nothing.
             416 => Ok(Vec::new()),
-            _ => Err(self.error("get", key, &r, &Precondition::None)),
+            _ => Err(self.error("get", key, &r.into_response()?, &Precondition::None)),
         }
     }
 

@@ -114,8 +114,23 @@ impl Gs {
         headers: &[(&str, String)],
         body: &[u8],
     ) -> Result<Response, Error> {
+        self.call(method, path, query, headers, body, |r| r.send())
+    }
+
+    /// Authorize and send with `go` (`Request::send` or
+    /// `send_streaming`), once more after a transient failure of an
+    /// idempotent call.
+    fn call<'b, T>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        headers: &[(&str, String)],
+        body: &'b [u8],
+        go: impl Fn(Request<'b>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let idempotent = method != Method::Post || query.iter().any(|(k, _)| *k == "ifGenerationMatch");
-        let send = || -> Result<Response, Error> {
+        let send = || -> Result<T, Error> {
             let mut request = Request::new(method, self.at.url(path, query));
             if let Some(authorization) = self.authorization()? {
                 request = request.header("authorization", authorization);
@@ -123,7 +138,7 @@ impl Gs {
             for (k, v) in headers {
                 request = request.header(*k, v.clone());
             }
-            request.body(body).send()
+            go(request.body(body))
         };
         match send() {
             Err(e) if idempotent && matches!(e, Error::Transient(_)) => {
@@ -396,13 +411,14 @@ impl Backend for Gs {
             headers.push(("range", format!("bytes={}-{last}", r.offset)));
         }
         let name = self.at.object_name(key);
-        let r = self.send(Method::Get, &self.at.object_path(&name), &[("alt", "media".into())], &headers, &[])?;
+        let path = self.at.object_path(&name);
+        let r = self.call(Method::Get, &path, &[("alt", "media".into())], &headers, &[], |r| r.send_streaming())?;
         match r.status {
-            206 => Ok(r.body),
-            200 => Ok(slice_range(&r.body, range).to_vec()),
+            // 200: the range was ignored; only the range is read.
+            200 | 206 => r.read_range(range),
             // A range that starts at or past the end selects nothing.
             416 => Ok(Vec::new()),
-            _ => Err(self.error("get", &name, &r, Missing::Object)),
+            _ => Err(self.error("get", &name, &r.into_response()?, Missing::Object)),
         }
     }
 

@@ -234,14 +234,13 @@ impl Backend for S3Backend {
             let last = r.offset.saturating_add(r.length - 1);
             request = request.header("range", format!("bytes={}-{last}", r.offset));
         }
-        let response = self.client.send(request)?;
+        let response = self.client.send_streaming(request)?;
         match response.status {
             // A range that starts at or past the end reads nothing.
             416 => Ok(Vec::new()),
-            206 => Ok(response.body),
-            // The store ignored the range: cut it here.
-            200 => Ok(slice_range(&response.body, range).to_vec()),
-            _ => Err(self.client.error(&response, "get", &full)),
+            // 200: the store ignored the range; only the range is read.
+            200 | 206 => response.read_range(range),
+            _ => Err(self.client.error(&response.into_response()?, "get", &full)),
         }
     }
 

@@ -5,7 +5,7 @@ use crate::sign::{Signer, UNSIGNED_PAYLOAD};
 use crate::url::Location;
 use sha2::{Digest, Sha256};
 use sluice_sdk::Error;
-use sluice_sdk::http::{Method, Request, Response};
+use sluice_sdk::http::{Method, Request, Response, StreamingResponse};
 
 /// SHA-256 of the empty body, precomputed: most S3 requests have no body.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -102,6 +102,17 @@ impl Client {
     /// Sign and send. Only transport failures are errors here; the caller
     /// decides what an HTTP status means for its operation.
     pub fn send(&self, req: Req<'_>) -> Result<Response, Error> {
+        self.signed(req)?.send()
+    }
+
+    /// [`Client::send`], returning once the headers are in (the body is
+    /// read as it arrives).
+    pub fn send_streaming(&self, req: Req<'_>) -> Result<StreamingResponse, Error> {
+        self.signed(req)?.send_streaming()
+    }
+
+    /// The request, signed.
+    fn signed<'a>(&self, req: Req<'a>) -> Result<Request<'a>, Error> {
         let payload_hash = if !self.sign_payload {
             UNSIGNED_PAYLOAD.to_string()
         } else if let Some(sha) = req.sha256.filter(|s| s.len() == 32) {
@@ -118,7 +129,7 @@ impl Client {
         for (k, v) in req.headers.iter().chain(&signed) {
             request = request.header(k.as_str(), v.as_str());
         }
-        request.send()
+        Ok(request)
     }
 
     /// The contract error for a failed answer.

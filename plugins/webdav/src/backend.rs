@@ -255,14 +255,14 @@ impl Backend for WebDav {
         if let Some(r) = range.filter(|r| r.length > 0) {
             request = request.header("range", format!("bytes={}-{}", r.offset, r.offset + r.length - 1));
         }
-        let r = request.send()?;
+        let r = request.send_streaming()?;
         match r.status {
-            206 => Ok(r.body),
-            // A server that ignores Range sends everything: cut it here.
-            200 => Ok(slice_range(&r.body, range).to_vec()),
+            // 200: a server that ignores Range sends everything; only the
+            // range is read.
+            200 | 206 => r.read_range(range),
             // A range that starts past the end selects nothing.
             416 => Ok(Vec::new()),
-            _ => Err(status_error(&format!("GET {url}"), &r)),
+            _ => Err(status_error(&format!("GET {url}"), &r.into_response()?)),
         }
     }
 
