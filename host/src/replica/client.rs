@@ -321,12 +321,12 @@ async fn already_there(
     let size = sizes.iter().sum::<u64>();
     let same = match identity {
         Identity::Plain(digest) => {
-            let head = read_end(&mut s, &keys, &sizes, HEADER_SIZE as u64, End::Front).await?;
-            let tail = read_end(&mut s, &keys, &sizes, 16, End::Back).await?;
+            let head = read_end(store, &mut s, &keys, &sizes, HEADER_SIZE as u64, End::Front).await?;
+            let tail = read_end(store, &mut s, &keys, &sizes, 16, End::Back).await?;
             size == len && identity_of(&head, &tail) == *digest
         }
         Identity::Sealed(header) => {
-            let start = read_end(&mut s, &keys, &sizes, PEEK_BYTES, End::Front).await?;
+            let start = read_end(store, &mut s, &keys, &sizes, PEEK_BYTES, End::Front).await?;
             // Anything that does not open with our keys is not ours.
             sealing::peek(store, key, &start).is_ok_and(|h| h == *header)
         }
@@ -343,12 +343,13 @@ enum End {
 /// The first or last `n` bytes of the concatenation of `keys` (of
 /// `sizes`): a split segment's header or trailer may span parts.
 async fn read_end(
+    store: &PluginStore,
     s: &mut crate::plugin::Instance,
     keys: &[String],
     sizes: &[u64],
     n: u64,
     end: End,
-) -> Result<Vec<u8>, crate::plugin::PluginError> {
+) -> Result<Vec<u8>, ReplicaError> {
     let (mut out, mut need) = (Vec::new(), n);
     let mut held: Vec<(&String, &u64)> = keys.iter().zip(sizes).collect();
     if matches!(end, End::Back) {
@@ -361,6 +362,13 @@ async fn read_end(
         let take = need.min(size);
         let offset = if matches!(end, End::Back) { size - take } else { 0 };
         let got = retry!(s.get(k, Some(ByteRange { offset, length: take })))?;
+        if got.len() as u64 != take {
+            // Changed since its head: what was read would be misplaced.
+            return Err(ReplicaError::Store {
+                replica: store.labels().replica.clone(),
+                msg: format!("{k}: {} bytes read where its size promised {take} (changed by someone else?)", got.len()),
+            });
+        }
         need -= take;
         match end {
             End::Front => out.extend_from_slice(&got),

@@ -113,6 +113,11 @@ impl Seen {
         }
     }
 
+    /// The numbers of the final parts seen.
+    pub fn finals(&self) -> impl Iterator<Item = u32> + '_ {
+        self.finals.keys().copied()
+    }
+
     /// The segment, if a set is complete: a final part numbered N and
     /// plain parts 1 to N-1 (plain parts numbered past N are another
     /// attempt's leftovers). Of two complete sets (only two writers could
@@ -159,11 +164,11 @@ pub enum Put {
 /// A segment already there (whole, or a complete set of any part count)
 /// is looked for first: with `IfAbsent` it is left alone (`Exists`);
 /// with `None` (a store without conditional writes) it is unlisted
-/// first, its whole object or final part deleted, so that overwriting
-/// its parts never leaves a complete-looking mix of two uploads. Parts
-/// then go up in order, earlier ones overwriting what an upload cut short
-/// left, and the final part, which completes the set, last (only if
-/// absent, with `IfAbsent`).
+/// first, its whole object and every final part deleted, so that
+/// overwriting parts never leaves a complete-looking mix of two uploads.
+/// Parts then go up in order, earlier ones overwriting what an upload cut
+/// short left, and the final part, which completes the set, last (only
+/// if absent, with `IfAbsent`).
 pub async fn upload(
     store: &PluginStore,
     session: &mut Instance,
@@ -178,19 +183,11 @@ pub async fn upload(
         return Err(too_many(store, key, len, part));
     }
     let count = count as u32;
-    if let Some(parts) = existing(session, key).await? {
-        if matches!(precondition, Precondition::IfAbsent) {
-            return Ok(Put::Exists { parts });
-        }
-        let shown = if parts == 0 { key.to_string() } else { part_key(key, parts, true) };
-        let failures = retry!(session.delete(std::slice::from_ref(&shown)))?;
-        if let Some(f) = failures.into_iter().next() {
-            return Err(PluginError {
-                labels: store.labels().clone(),
-                op: format!("delete {shown}"),
-                kind: StorageError::from(f.error).into(),
-            });
-        }
+    let found = existing(session, key).await?;
+    match (found.segment(), &precondition) {
+        (Some(parts), Precondition::IfAbsent) => return Ok(Put::Exists { parts }),
+        (_, Precondition::IfAbsent) => {}
+        _ => unlist(store, session, key, &found, count).await?,
     }
     let mut remaining = len;
     for index in 1..=count {
@@ -208,7 +205,12 @@ pub async fn upload(
             Ok(meta) if last => return Ok(Put::Done(ObjectMeta { size: len, ..meta }, count)),
             Ok(_) => {}
             Err(e) if last && matches!(e.storage(), Some(StorageError::PreconditionFailed(_))) => {
-                return Ok(Put::Raced);
+                // Our own put, landed on an attempt whose answer was lost
+                // (`retry!` sent it again), or another writer's.
+                return match final_part_is(session, &part_key, &bytes).await? {
+                    Some(meta) => Ok(Put::Done(ObjectMeta { size: len, ..meta }, count)),
+                    None => Ok(Put::Raced),
+                };
             }
             Err(e) => return Err(e),
         }
@@ -216,28 +218,84 @@ pub async fn upload(
     Err(read_failed(store, key, std::io::Error::other("no parts were written")))
 }
 
-/// The segment at `key` as the store holds it now: `Some(0)` whole,
-/// `Some(n)` as a complete set of `n` parts, `None` not at all.
-async fn existing(session: &mut Instance, key: &str) -> Result<Option<u32>, PluginError> {
-    match retry!(session.head(key)) {
-        Ok(_) => return Ok(Some(0)),
-        Err(e) if matches!(e.storage(), Some(StorageError::NotFound(_))) => {}
-        Err(e) => return Err(e),
+/// What the store holds under a segment's key and parts.
+struct Found {
+    whole: bool,
+    parts: Seen,
+}
+
+impl Found {
+    /// The segment as `Put::Exists` names it: 0 whole, n a complete set.
+    fn segment(&self) -> Option<u32> {
+        if self.whole { Some(0) } else { self.parts.complete().map(|s| s.parts) }
     }
+}
+
+/// The segment at `key` as the store holds it now: its whole object, and
+/// every part a listing of its parts shows.
+async fn existing(session: &mut Instance, key: &str) -> Result<Found, PluginError> {
+    let whole = match retry!(session.head(key)) {
+        Ok(_) => true,
+        Err(e) if matches!(e.storage(), Some(StorageError::NotFound(_))) => false,
+        Err(e) => return Err(e),
+    };
     let prefix = format!("{key}{PART_MARK}");
-    let (mut seen, mut cursor) = (Seen::default(), None::<String>);
+    let (mut parts, mut cursor) = (Seen::default(), None::<String>);
     loop {
         let page = retry!(session.list(&prefix, cursor.as_deref(), LIST_PAGE))?;
         for o in &page.objects {
             if let Some((_, index, last)) = parse_part(&o.key) {
-                seen.add(o, index, last);
+                parts.add(o, index, last);
             }
         }
         match page.next_cursor {
             Some(c) => cursor = Some(c),
-            None => return Ok(seen.complete().map(|s| s.parts)),
+            None => return Ok(Found { whole, parts }),
         }
     }
+}
+
+/// Make the segment at `key` unlisted before its parts are overwritten:
+/// delete its whole object and every final part, this upload's own final
+/// part (`count`) too, in case a lagging listing missed it.
+async fn unlist(
+    store: &PluginStore,
+    session: &mut Instance,
+    key: &str,
+    found: &Found,
+    count: u32,
+) -> Result<(), PluginError> {
+    let mut doomed: Vec<String> = found.parts.finals().map(|n| part_key(key, n, true)).collect();
+    doomed.push(part_key(key, count, true));
+    if found.whole {
+        doomed.push(key.to_string());
+    }
+    doomed.sort();
+    doomed.dedup();
+    let batch = store.capabilities().max_delete_batch.max(1) as usize;
+    for chunk in doomed.chunks(batch) {
+        let failures = retry!(session.delete(chunk))?;
+        if let Some(f) = failures.into_iter().next() {
+            let kind = StorageError::from(f.error).into();
+            return Err(PluginError { labels: store.labels().clone(), op: format!("delete {}", f.key), kind });
+        }
+    }
+    Ok(())
+}
+
+/// The final part's metadata if what the store holds under `part_key`
+/// is `bytes`.
+async fn final_part_is(
+    session: &mut Instance,
+    part_key: &str,
+    bytes: &[u8],
+) -> Result<Option<ObjectMeta>, PluginError> {
+    let meta = retry!(session.head(part_key))?;
+    if meta.size != bytes.len() as u64 {
+        return Ok(None);
+    }
+    let held = retry!(session.get(part_key, None))?;
+    Ok((held == bytes).then_some(meta))
 }
 
 fn read_failed(store: &PluginStore, key: &str, e: std::io::Error) -> PluginError {
