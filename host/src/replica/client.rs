@@ -309,7 +309,7 @@ async fn already_there(
     len: u64,
     identity: &Identity,
 ) -> Result<Option<(u64, Option<u64>)>, ReplicaError> {
-    let keys = if parts == 0 { vec![key.to_string()] } else { split::part_keys(key, parts) };
+    let keys = split::held_in(key, parts);
     let mut s = retry!(store.session())?;
     let mut sizes = Vec::with_capacity(keys.len());
     let mut modified_ms = None;
@@ -391,7 +391,7 @@ pub async fn download(
     chunk: u64,
 ) -> Result<u64, ReplicaError> {
     let key = name.key();
-    let keys = if remote.parts == 0 { vec![key.clone()] } else { split::part_keys(&key, remote.parts) };
+    let keys = split::held_in(&key, remote.parts);
     let started = std::time::Instant::now();
     let result = download_inner(store, &key, &keys, remote.size, dest, chunk).await;
     observe(store, "get", *result.as_ref().unwrap_or(&0), started, result.is_ok());
@@ -473,7 +473,7 @@ async fn fetch_inner(store: &PluginStore, name: &SegmentName, remote: &RemoteSeg
         return Err(bug(store, format!("{name} is {size} bytes, too large to fetch into memory")));
     }
     let key = name.key();
-    let keys = if remote.parts == 0 { vec![key.clone()] } else { split::part_keys(&key, remote.parts) };
+    let keys = split::held_in(&key, remote.parts);
     let mut session = retry!(store.small_io_session())?;
     let mut bytes = Vec::new();
     for part in &keys {

@@ -62,19 +62,19 @@ pub fn part_keys(key: &str, parts: u32) -> Vec<String> {
     (1..=parts).map(|i| part_key(key, i, i == parts)).collect()
 }
 
-/// The keys that hold a listed segment: its own, or its parts with the
+/// The objects holding the segment at `key` in `parts` parts (0: the
+/// key itself), in reading order.
+pub fn held_in(key: &str, parts: u32) -> Vec<String> {
+    if parts == 0 { vec![key.to_string()] } else { part_keys(key, parts) }
+}
+
+/// The keys that hold a listed segment, for a delete: its parts with the
 /// final one first, so that a delete cut short leaves an incomplete set
 /// (never listed) rather than a complete-looking one with a gap.
 pub fn keys_of(name: &SegmentName, remote: &RemoteSegment) -> Vec<String> {
-    let key = name.key();
-    match remote.parts {
-        0 => vec![key],
-        n => {
-            let mut keys = part_keys(&key, n);
-            keys.rotate_right(1);
-            keys
-        }
-    }
+    let mut keys = held_in(&name.key(), remote.parts);
+    keys.rotate_right(1);
+    keys
 }
 
 /// A part key's segment, part number and whether it is the final part.
