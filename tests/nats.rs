@@ -136,3 +136,45 @@ fn reading_a_missing_bucket_does_not_create_it() {
     let got = restore_image(&nats.url("misspelt/app"), &dir.path().join("restored.db"), None, PAGE);
     assert_same_image(&image(&conn), &got, "after the first write created the bucket");
 }
+
+/// NKey authentication (Litestream's `seed`, here without a JWT): the
+/// plugin signs the server's nonce, replicates and restores exactly; a
+/// seed the server does not know is refused once, naming the NKey user,
+/// never the seed.
+#[test]
+fn an_nkey_user_replicates_and_a_wrong_seed_says_so() {
+    let user = nkeys::KeyPair::new_user();
+    let nats = Nats::with_nkey(&user.public_key());
+    let seed = user.seed().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, PAGE);
+    let url = nats.url("keyed/app");
+    let body = format!("dbs:\n  - path: {}\n    replica:\n      url: {url}\n      seed: {seed}\n", db.display());
+    let (child, socket) = start_with_socket(dir.path(), &body);
+    let points = synced_points(&conn, &db, &socket, &mut seeded(27), 3);
+    stop(child);
+    let config = dir.path().join("sluice.yml");
+    for (txid, want) in &points {
+        let out = dir.path().join("restored.db");
+        let _ = std::fs::remove_file(&out);
+        let mut cmd = sluice();
+        cmd.args(["restore", "-config"]).arg(&config).args(["-txid", &format!("{txid:016x}"), "-o"]);
+        run_ok(cmd.arg(&out).arg(&db));
+        assert_same_image(want, &file_image(&out, PAGE), &format!("TXID {txid}"));
+    }
+    // Without credentials, and with another user's seed: refused, once.
+    let stranger = nkeys::KeyPair::new_user();
+    for args in [vec![], vec!["-s".to_string(), format!("seed={}", stranger.seed().unwrap())]] {
+        let out = sluice().args(["plugin", "check"]).args(&args).arg(nats.url("keyed/check")).output().unwrap();
+        assert!(!out.status.success());
+        let all = text(&out);
+        let fails: Vec<&str> = all.lines().filter(|l| l.starts_with("FAIL ")).collect();
+        assert_eq!(fails.len(), 1, "{all}");
+        assert!(fails[0].contains("credentials"), "{all}");
+        assert!(!all.contains(&stranger.seed().unwrap()), "a seed was shown:\n{all}");
+        if !args.is_empty() {
+            assert!(fails[0].contains(&stranger.public_key()), "{all}");
+        }
+    }
+}

@@ -18,19 +18,29 @@ pub struct Nats {
     pub store: tempfile::TempDir,
     /// Whether the server wants `USER` and `PASSWORD`.
     pub auth: bool,
+    /// The server's configuration file, if it has one.
+    _config: Option<tempfile::NamedTempFile>,
 }
 
 impl Nats {
     pub fn start() -> Nats {
-        Nats::spawn(false)
+        Nats::spawn(false, None)
+    }
+
+    /// A server whose only user is the NKey `public` (U...).
+    pub fn with_nkey(public: &str) -> Nats {
+        let mut config = tempfile::NamedTempFile::new().unwrap();
+        use std::io::Write;
+        writeln!(config, "authorization {{ users = [ {{ nkey: \"{public}\" }} ] }}").unwrap();
+        Nats::spawn(false, Some(config))
     }
 
     /// A server that accepts only `USER` with `PASSWORD`.
     pub fn with_password() -> Nats {
-        Nats::spawn(true)
+        Nats::spawn(true, None)
     }
 
-    fn spawn(auth: bool) -> Nats {
+    fn spawn(auth: bool, config: Option<tempfile::NamedTempFile>) -> Nats {
         let store = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut cmd = Command::new(nats_server());
@@ -38,8 +48,11 @@ impl Nats {
         if auth {
             cmd.args(["--user", USER, "--pass", PASSWORD]);
         }
+        if let Some(c) = &config {
+            cmd.arg("-c").arg(c.path());
+        }
         let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start nats-server");
-        let server = Nats { port, child, store, auth };
+        let server = Nats { port, child, store, auth, _config: config };
         super::wait_for_port(port, "nats-server", Duration::from_secs(30));
         server
     }

@@ -175,7 +175,7 @@ impl Backend for Nats {
                 "nats",
                 env!("CARGO_PKG_VERSION"),
                 "NATS JetStream object store (nats://[user:password@]host[:port]/bucket[/path]); plain TCP, \
-                 user/password or token authentication",
+                 user/password, token, NKey or JWT authentication",
                 &["nats"],
             )
             .with_settings(settings())

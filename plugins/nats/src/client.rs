@@ -48,6 +48,10 @@ fn server_error(server: &str, auth: Option<&Auth>, message: &str) -> Error {
         let how = match auth {
             Some(Auth::UserPassword { user, .. }) => format!("user `{user}` and its password"),
             Some(Auth::Token(_)) => "the token".to_string(),
+            Some(Auth::Nkey { jwt: Some(_), .. }) => "the user JWT signed with `seed`".to_string(),
+            Some(Auth::Nkey { seed, .. }) => {
+                format!("NKey user {}", nkeys::KeyPair::from_seed(seed).map(|p| p.public_key()).unwrap_or_default())
+            }
             _ => "no credentials (give username/password or token)".to_string(),
         };
         return Error::access_denied(format!("{server} refused the credentials ({how}): {message}"));
@@ -98,7 +102,7 @@ impl Client {
                 self.server, info.version
             )));
         }
-        let mut hello = proto::connect_line(auth, env!("CARGO_PKG_VERSION")).into_bytes();
+        let mut hello = proto::connect_line(auth, env!("CARGO_PKG_VERSION"), info.nonce.as_deref())?.into_bytes();
         hello.extend_from_slice(b"PING\r\n");
         hello.extend_from_slice(format!("SUB {}.* 1\r\n", self.inbox).as_bytes());
         self.write(&hello)?;

@@ -16,7 +16,12 @@
 //! meta last, so a put is atomic. Its stream sequence is the etag, and
 //! conditional puts publish it with `Nats-Expected-Last-Subject-Sequence`,
 //! which JetStream checks atomically. No multipart: an object must fit
-//! one put (`MAX_PUT_SIZE`), held whole in the plugin's memory.
+//! one put (`MAX_PUT_SIZE`), held whole in the plugin's memory (the host
+//! stores larger segments in parts).
+//!
+//! Authentication as Litestream's: user/password, token, or a user's NKey
+//! seed (`seed`, with a user JWT as `jwt`) that signs the nonce of the
+//! server's INFO (`nkeys`, pure Rust); a `creds` file cannot be read here.
 
 pub mod js;
 pub mod location;

@@ -14,8 +14,18 @@ pub const DEFAULT_PORT: u16 = 4222;
 #[derive(Clone, PartialEq, Eq)]
 pub enum Auth {
     None,
-    UserPassword { user: String, password: String },
+    UserPassword {
+        user: String,
+        password: String,
+    },
     Token(String),
+    /// NKey authentication: the server's nonce signed with the user's
+    /// seed; with a user JWT (Litestream's `jwt` and `seed`), the JWT
+    /// names the user instead of the seed's public key.
+    Nkey {
+        seed: String,
+        jwt: Option<String>,
+    },
 }
 
 // Never print a secret.
@@ -25,6 +35,7 @@ impl std::fmt::Debug for Auth {
             Auth::None => f.write_str("None"),
             Auth::UserPassword { user, .. } => write!(f, "UserPassword({user})"),
             Auth::Token(_) => f.write_str("Token"),
+            Auth::Nkey { jwt, .. } => write!(f, "Nkey(jwt: {})", jwt.is_some()),
         }
     }
 }
@@ -49,10 +60,10 @@ pub fn settings() -> Vec<Setting> {
         Setting::new("username", "user for user/password authentication (or user:password@ in the URL)"),
         Setting::new("password", "password for user/password authentication").secret(),
         Setting::new("token", "token for token authentication").secret(),
-        Setting::new("creds", "not supported: a credentials file (JWT + NKey); use username/password or token"),
-        Setting::new("nkey", "not supported: NKey authentication; use username/password or token").secret(),
-        Setting::new("jwt", "not supported: a user JWT; use username/password or token").secret(),
-        Setting::new("seed", "not supported: an NKey seed; use username/password or token").secret(),
+        Setting::new("jwt", "user JWT for JWT authentication, with `seed`").secret(),
+        Setting::new("seed", "user NKey seed (SU...): signs the server's nonce; alone, NKey authentication").secret(),
+        Setting::new("creds", "not supported: a credentials file; give its JWT and seed as `jwt` and `seed`"),
+        Setting::new("nkey", "not supported: a public NKey with a signing callback; give the seed as `seed`").secret(),
         Setting::new(
             "root-cas",
             "not supported: TLS (plain TCP only: use a local leaf node or a TLS-terminating proxy)",
@@ -64,14 +75,17 @@ pub fn settings() -> Vec<Setting> {
 
 /// Refuse what this plugin cannot do, saying what to use instead.
 fn refuse_unsupported(config: &Config) -> Result<(), Error> {
-    for key in ["creds", "nkey", "jwt", "seed"] {
-        if config.get(key).is_some() {
-            return Err(Error::unsupported(format!(
-                "setting `{key}`: NKey/JWT authentication needs the client to sign the server's nonce with \
-                 Ed25519 and to read a credentials file, and this plugin has neither a signer nor file access; \
-                 give the replica username/password or token authentication instead"
-            )));
-        }
+    if config.get("creds").is_some() {
+        return Err(Error::unsupported(
+            "setting `creds`: this plugin cannot read files; give the JWT and the seed the credentials file holds \
+             (between its BEGIN/END lines) as the settings `jwt` and `seed`",
+        ));
+    }
+    if config.get("nkey").is_some() {
+        return Err(Error::unsupported(
+            "setting `nkey`: a public NKey needs a signing callback, which a configuration cannot give; \
+             give the user's seed (SU...) as `seed` instead",
+        ));
     }
     for key in ["root-cas", "client-cert", "client-key"] {
         if config.get(key).is_some() {
@@ -180,11 +194,50 @@ fn auth(userinfo: Option<&str>, config: &Config) -> Result<Auth, Error> {
     if let Some(p) = config.get("password") {
         password = Some(p.to_string());
     }
+    if let Some(nkey) = nkey_auth(config)? {
+        return Ok(nkey);
+    }
     Ok(match (user, token) {
         (Some(user), _) => Auth::UserPassword { user, password: password.unwrap_or_default() },
         (None, Some(token)) => Auth::Token(token),
         (None, None) => Auth::None,
     })
+}
+
+/// NKey or JWT authentication from `seed` (and `jwt`), first as in
+/// Litestream; the seed is checked here, never shown.
+fn nkey_auth(config: &Config) -> Result<Option<Auth>, Error> {
+    let (seed, jwt) = (config.get("seed"), config.get("jwt"));
+    let Some(seed) = seed else {
+        return match jwt {
+            Some(_) => Err(Error::invalid_config("setting `jwt` needs the user's seed as `seed` to sign with")),
+            None => Ok(None),
+        };
+    };
+    let seed = seed.trim();
+    let pair = nkeys::KeyPair::from_seed(seed).map_err(|e| {
+        Error::invalid_config(format!(
+            "setting `seed` is not an NKey seed ({e}); it starts with SU and is 58 characters"
+        ))
+    })?;
+    if !pair.public_key().starts_with('U') {
+        return Err(Error::invalid_config("setting `seed` is not a user's seed (SU...)"));
+    }
+    Ok(Some(Auth::Nkey { seed: seed.to_string(), jwt: jwt.map(|j| j.trim().to_string()) }))
+}
+
+impl Auth {
+    /// `CONNECT`'s NKey fields: the public key (without a JWT) and the
+    /// signature of `nonce`, base64url without padding.
+    pub fn nkey_fields(&self, nonce: &str) -> Result<Option<(Option<String>, String)>, Error> {
+        use base64::Engine;
+        let Auth::Nkey { seed, jwt } = self else { return Ok(None) };
+        let pair =
+            nkeys::KeyPair::from_seed(seed).map_err(|e| Error::invalid_config(format!("setting `seed`: {e}")))?;
+        let sig = pair.sign(nonce.as_bytes()).map_err(|e| Error::permanent(format!("signing the nonce: {e}")))?;
+        let public = jwt.is_none().then(|| pair.public_key());
+        Ok(Some((public, base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig))))
+    }
 }
 
 #[cfg(test)]
@@ -210,6 +263,31 @@ mod tests {
     }
 
     #[test]
+    fn a_seed_is_checked_and_never_shown() {
+        let seed = nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, [7; 32]).unwrap().seed().unwrap();
+        let l = loc("nats://u:p@h/b", &[("seed", seed.as_str())]).unwrap();
+        assert_eq!(l.auth, Auth::Nkey { seed: seed.clone(), jwt: None }, "before user/password, as in Litestream");
+        assert!(!format!("{l:?}").contains(&seed));
+        let with_jwt = loc("nats://h/b", &[("seed", seed.as_str()), ("jwt", "e.y.J")]).unwrap();
+        assert_eq!(with_jwt.auth, Auth::Nkey { seed, jwt: Some("e.y.J".into()) });
+        for (settings, says) in [
+            (vec![("seed", "SUNOTASEED")], "not an NKey seed"),
+            (vec![("jwt", "e.y.J")], "needs the user's seed"),
+            (
+                vec![(
+                    "seed",
+                    &*nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::Account, [8; 32]).unwrap().seed().unwrap(),
+                )],
+                "not a user's seed",
+            ),
+            (vec![("creds", "/etc/u.creds")], "`jwt` and `seed`"),
+        ] {
+            let e = loc("nats://h/b", &settings).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
     fn settings_override_the_url() {
         let l = loc("nats://u:p@h/path/below", &[("bucket", "b"), ("username", "v"), ("password", "q")]).unwrap();
         assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("b", "path/below/"));
@@ -226,7 +304,7 @@ mod tests {
             assert!(matches!(loc(bad, &[]), Err(Error::InvalidConfig(_))), "{bad}");
         }
         match loc("nats://h/b", &[("creds", "/etc/user.creds")]) {
-            Err(Error::Unsupported(m)) => assert!(m.contains("username/password or token"), "{m}"),
+            Err(Error::Unsupported(m)) => assert!(m.contains("as the settings `jwt` and `seed`"), "{m}"),
             other => panic!("{other:?}"),
         }
         match loc("nats://h/b", &[("root-cas", "/ca.pem")]) {

@@ -4,6 +4,7 @@
 
 use crate::location::Auth;
 use serde::Deserialize;
+use sluice_sdk::Error;
 use std::io::{self, BufRead, Read};
 
 /// Longest control line accepted (an `INFO` of a large cluster is a few
@@ -28,6 +29,9 @@ pub struct ServerInfo {
     pub tls_required: bool,
     #[serde(default)]
     pub max_payload: u64,
+    /// What a client with an NKey signs to prove it holds the seed.
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 /// A header block: `NATS/1.0 [status [description]]` and its fields.
@@ -151,7 +155,7 @@ pub fn parse_headers(block: &[u8]) -> io::Result<Headers> {
 /// `CONNECT {...}`: no `+OK` per operation (verbose off), headers and
 /// no-responders on (a request nobody serves answers 503 at once instead of
 /// timing out), and the credentials.
-pub fn connect_line(auth: &Auth, version: &str) -> String {
+pub fn connect_line(auth: &Auth, version: &str, nonce: Option<&str>) -> Result<String, Error> {
     let mut options = serde_json::json!({
         "verbose": false,
         "pedantic": false,
@@ -171,8 +175,22 @@ pub fn connect_line(auth: &Auth, version: &str) -> String {
             options["pass"] = password.as_str().into();
         }
         Auth::Token(token) => options["auth_token"] = token.as_str().into(),
+        Auth::Nkey { jwt, .. } => {
+            let nonce = nonce.ok_or_else(|| {
+                Error::invalid_config("the server sent no nonce to sign: it is not set up for NKey or JWT users")
+            })?;
+            if let Some((public, sig)) = auth.nkey_fields(nonce)? {
+                if let Some(public) = public {
+                    options["nkey"] = public.into();
+                }
+                options["sig"] = sig.into();
+            }
+            if let Some(jwt) = jwt {
+                options["jwt"] = jwt.as_str().into();
+            }
+        }
     }
-    format!("CONNECT {options}\r\n")
+    Ok(format!("CONNECT {options}\r\n"))
 }
 
 /// `PUB` (no headers) or `HPUB` frame of one message.
@@ -256,11 +274,35 @@ MSG _INBOX.a.1 1 5\r\nhello\r\nMSG s 2 reply.to 0\r\n\r\n";
         let frame = publish_frame("m", "r", &[("Nats-Rollup", "sub")], b"{}");
         let text = String::from_utf8(frame).unwrap();
         assert_eq!(text, "HPUB m r 30 32\r\nNATS/1.0\r\nNats-Rollup: sub\r\n\r\n{}\r\n");
-        let line = connect_line(&Auth::UserPassword { user: "u".into(), password: "p\"q".into() }, "0.1.0");
+        let line =
+            connect_line(&Auth::UserPassword { user: "u".into(), password: "p\"q".into() }, "0.1.0", None).unwrap();
         let json: serde_json::Value = serde_json::from_str(line.strip_prefix("CONNECT ").unwrap().trim_end()).unwrap();
         assert_eq!((json["user"].as_str(), json["pass"].as_str()), (Some("u"), Some("p\"q")));
         assert_eq!((json["headers"].as_bool(), json["no_responders"].as_bool()), (Some(true), Some(true)));
         assert_eq!((json["verbose"].as_bool(), json["pedantic"].as_bool()), (Some(false), Some(false)));
-        assert!(connect_line(&Auth::Token("t".into()), "0").contains("\"auth_token\":\"t\""));
+        assert!(connect_line(&Auth::Token("t".into()), "0", None).unwrap().contains("\"auth_token\":\"t\""));
+    }
+
+    #[test]
+    fn an_nkey_signs_the_servers_nonce() {
+        use base64::Engine;
+        let pair = nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, [7; 32]).unwrap();
+        let seed = pair.seed().unwrap();
+        let fields = |line: String| -> serde_json::Value {
+            serde_json::from_str(line.strip_prefix("CONNECT ").unwrap().trim_end()).unwrap()
+        };
+        let json = fields(connect_line(&Auth::Nkey { seed: seed.clone(), jwt: None }, "0", Some("n0nce")).unwrap());
+        assert_eq!(json["nkey"].as_str(), Some(pair.public_key().as_str()));
+        assert!(json.get("jwt").is_none());
+        let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(json["sig"].as_str().unwrap()).unwrap();
+        pair.verify(b"n0nce", &sig).expect("a signature of the nonce by the seed");
+        assert!(!json.to_string().contains(&seed), "the seed went out");
+        // With a JWT, the JWT names the user.
+        let json = fields(connect_line(&Auth::Nkey { seed, jwt: Some("e.y.J".into()) }, "0", Some("n")).unwrap());
+        assert_eq!((json["jwt"].as_str(), json.get("nkey")), (Some("e.y.J"), None));
+        assert!(json["sig"].is_string());
+        // No nonce: the server does not take NKeys.
+        let none = connect_line(&Auth::Nkey { seed: pair.seed().unwrap(), jwt: None }, "0", None).unwrap_err();
+        assert!(none.to_string().contains("nonce"), "{none}");
     }
 }
