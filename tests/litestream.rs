@@ -225,8 +225,17 @@ fn litestream_backups_are_checked_seen_and_not_written_over() {
         "sluice wrote segments beside Litestream's"
     );
 
-    // One byte changed in the middle of the snapshot.
+    // One byte changed in the middle of the snapshot, made the only
+    // start of a chain: a level-0 or level-1 file from TXID 1, when
+    // Litestream still holds one, would let the restore go round it (and
+    // restore correctly).
     let snapshot = walk(&replica.join("ltx/9")).into_iter().next().expect("a level-9 file");
+    for level in 0..9 {
+        let from_one = walk(&replica.join(format!("ltx/{level}")));
+        for f in from_one.iter().filter(|f| f.file_name().unwrap().to_string_lossy().starts_with("0000000000000001-")) {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
     let mut bytes = std::fs::read(&snapshot).unwrap();
     let at = bytes.len() / 2;
     bytes[at] ^= 0x10;
