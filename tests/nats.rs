@@ -178,3 +178,30 @@ fn an_nkey_user_replicates_and_a_wrong_seed_says_so() {
         }
     }
 }
+
+/// JWT authentication (Litestream's `jwt` and `seed`) against a server in
+/// operator mode: the user's JWT names it, the seed signs the nonce.
+#[test]
+fn a_jwt_user_replicates_and_restores() {
+    let (nats, jwt, seed) = Nats::with_operator();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, PAGE);
+    let url = nats.url("jwt/app");
+    let body = format!(
+        "dbs:\n  - path: {}\n    replica:\n      url: {url}\n      jwt: {jwt}\n      seed: {seed}\n",
+        db.display()
+    );
+    let (child, socket) = start_with_socket(dir.path(), &body);
+    let points = synced_points(&conn, &db, &socket, &mut seeded(28), 2);
+    stop(child);
+    let out = dir.path().join("restored.db");
+    let mut cmd = sluice();
+    cmd.args(["restore", "-config"]).arg(dir.path().join("sluice.yml")).arg("-o");
+    run_ok(cmd.arg(&out).arg(&db));
+    assert_same_image(&points.last().unwrap().1, &file_image(&out, PAGE), "restored through a JWT user");
+    // The seed alone (no JWT) is an NKey user this server does not know.
+    let out = sluice().args(["plugin", "check", "-s", &format!("seed={seed}")]).arg(nats.url("jwt/check")).output();
+    let all = text(&out.unwrap());
+    assert!(all.lines().filter(|l| l.starts_with("FAIL ")).count() == 1 && all.contains("credentials"), "{all}");
+}

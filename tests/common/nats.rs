@@ -27,6 +27,43 @@ impl Nats {
         Nats::spawn(false, None)
     }
 
+    /// A server in operator mode (decentralized JWT authentication): an
+    /// operator, one account with JetStream, its JWT preloaded, and one
+    /// user of it; that user's JWT and seed, as Litestream's `jwt` and
+    /// `seed` take them.
+    pub fn with_operator() -> (Nats, String, String) {
+        let operator = nkeys::KeyPair::new_operator();
+        let account = nkeys::KeyPair::new_account();
+        // JetStream needs the server's own system account.
+        let system = nkeys::KeyPair::new_account();
+        let user = nkeys::KeyPair::new_user();
+        let unlimited = serde_json::json!({
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true,
+            "conn": -1, "leaf": -1, "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+        });
+        let operator_jwt = jwt(&operator, &operator, serde_json::json!({"type": "operator", "version": 2}));
+        let account_jwt = jwt(
+            &operator,
+            &account,
+            serde_json::json!({"type": "account", "version": 2, "limits": unlimited, "default_permissions": {"pub": {}, "sub": {}}}),
+        );
+        let system_jwt = jwt(&operator, &system, serde_json::json!({"type": "account", "version": 2}));
+        let user_jwt = jwt(
+            &account,
+            &user,
+            serde_json::json!({"type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1}),
+        );
+        let mut config = tempfile::NamedTempFile::new().unwrap();
+        use std::io::Write;
+        let (a, sys) = (account.public_key(), system.public_key());
+        writeln!(
+            config,
+            "operator: \"{operator_jwt}\"\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload: {{ {a}: \"{account_jwt}\", {sys}: \"{system_jwt}\" }}"
+        )
+        .unwrap();
+        (Nats::spawn(false, Some(config)), user_jwt, user.seed().unwrap())
+    }
+
     /// A server whose only user is the NKey `public` (U...).
     pub fn with_nkey(public: &str) -> Nats {
         let mut config = tempfile::NamedTempFile::new().unwrap();
@@ -89,4 +126,23 @@ pub fn nats_py(script: &str, args: &[&str]) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "nats-py failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     stdout
+}
+
+/// A NATS JWT: `subject`'s claims `nats`, issued (signed) by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &nkeys::KeyPair, nats: serde_json::Value) -> String {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let iat = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = serde_json::json!({
+        "jti": format!("sluice-test-{}", subject.public_key()),
+        "iat": iat,
+        "iss": issuer.public_key(),
+        "name": subject.public_key(),
+        "sub": subject.public_key(),
+        "nats": nats,
+    });
+    let body = format!("{header}.{}", b64(claims.to_string().as_bytes()));
+    let sig = issuer.sign(body.as_bytes()).unwrap();
+    format!("{body}.{}", b64(&sig))
 }
