@@ -311,7 +311,7 @@ impl StreamingResponse {
 
     /// Read the rest of the body into a [`Response`].
     pub fn into_response(mut self) -> Result<Response, Error> {
-        let mut body = Vec::with_capacity(self.content_length().unwrap_or(0).min(READ_CHUNK) as usize);
+        let mut body = Vec::with_capacity(self.body.expected.unwrap_or(0).min(READ_CHUNK) as usize);
         self.body.read_to_end(&mut body).map_err(|e| read_error(e, &self.body.authority))?;
         Ok(Response { status: self.status, headers: self.headers, body })
     }
@@ -336,12 +336,8 @@ impl StreamingResponse {
                 )));
             }
         }
-        let hint = self.content_length();
+        let hint = self.body.expected;
         range_of(&mut self.body, partial, range, hint).map_err(|e| read_error(e, &self.body.authority))
-    }
-
-    fn content_length(&self) -> Option<u64> {
-        self.header("content-length").and_then(|v| v.trim().parse().ok())
     }
 }
 

@@ -34,4 +34,4 @@ pub use instance::Instance;
 pub use replica_url::{normalize_url, redact_url};
 pub use runtime::{LoadedPlugin, MAX_LIVE_INSTANCES, Runtime};
 pub use sandbox::{Sandbox, SandboxConfig};
-pub use store::{PART_SIZE, PluginStore, SMALL_IO_BYTES, WARM_IDLE, part_size};
+pub use store::{PART_SIZE, PluginStore, SMALL_IO_BYTES, WARM_IDLE, largest_single_put, part_size};

@@ -31,6 +31,11 @@ pub fn part_size(caps: &Capabilities) -> u64 {
     PART_SIZE.clamp(caps.min_part_size.max(1), caps.max_part_size.max(1))
 }
 
+/// The largest object a store without multipart upload takes, in one put.
+pub fn largest_single_put(caps: &Capabilities) -> u64 {
+    caps.max_object_size.unwrap_or(caps.max_put_size).max(caps.max_put_size)
+}
+
 /// Objects up to this size go up through a `small_io_session`: a steady
 /// level-0 segment is tens of KiB, a snapshot part is megabytes.
 pub const SMALL_IO_BYTES: u64 = 1 << 20;
@@ -298,7 +303,7 @@ impl PluginStore {
             if !caps.multipart_upload {
                 // No multipart: the object must fit one put, up to the
                 // plugin's largest object (read one byte past it to know).
-                let largest = caps.max_object_size.unwrap_or(caps.max_put_size).max(caps.max_put_size);
+                let largest = largest_single_put(caps);
                 let rest = largest.saturating_sub(body.len() as u64) + 1;
                 (&mut reader).take(rest).read_to_end(&mut body).await.map_err(|e| io_error(&self.labels, key, e))?;
                 if body.len() as u64 > largest {

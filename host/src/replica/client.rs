@@ -80,17 +80,23 @@ pub async fn list_objects(store: &PluginStore) -> Result<Vec<ObjectMeta>, Replic
     // directory reads inline. On a new session each entry's read and stat
     // was a trip to the blocking pool, most of a small restore's time.
     let mut session = retry!(store.small_io_session())?;
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
+    let out = list_all(&mut session, "").await?;
+    store.recycle(session);
+    Ok(out)
+}
+
+/// Every object under `prefix`, page by page, through `session`.
+pub(super) async fn list_all(
+    session: &mut crate::plugin::Instance,
+    prefix: &str,
+) -> Result<Vec<ObjectMeta>, crate::plugin::PluginError> {
+    let (mut out, mut cursor) = (Vec::new(), None::<String>);
     loop {
-        let page = retry!(session.list("", cursor.as_deref(), LIST_PAGE))?;
+        let page = retry!(session.list(prefix, cursor.as_deref(), LIST_PAGE))?;
         out.extend(page.objects);
         match page.next_cursor {
             Some(c) => cursor = Some(c),
-            None => {
-                store.recycle(session);
-                return Ok(out);
-            }
+            None => return Ok(out),
         }
     }
 }

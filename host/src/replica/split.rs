@@ -11,7 +11,9 @@
 
 use super::client::{Listing, RemoteSegment};
 use crate::plugin::retry::retry;
-use crate::plugin::{Capabilities, Instance, ObjectMeta, PluginError, PluginStore, Precondition, StorageError};
+use crate::plugin::{
+    Capabilities, Instance, ObjectMeta, PluginError, PluginStore, Precondition, StorageError, largest_single_put,
+};
 use crate::segment::SegmentName;
 use std::collections::BTreeMap;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -27,18 +29,10 @@ const INDEX_DIGITS: usize = 6;
 const MAX_SPLIT_PARTS: u64 = 999_999;
 const PART_MARK: &str = ".part-";
 const LAST_MARK: &str = "-last";
-/// Keys per page when listing one segment's parts.
-const LIST_PAGE: u32 = 1000;
-
-/// The largest object this store takes in one put, without multipart
-/// upload.
-pub fn largest_single(caps: &Capabilities) -> u64 {
-    caps.max_object_size.unwrap_or(caps.max_put_size).max(caps.max_put_size).max(1)
-}
 
 /// Whether an object of `len` bytes must be split on this store.
 pub fn needed(caps: &Capabilities, len: u64) -> bool {
-    !caps.multipart_upload && len > largest_single(caps)
+    !caps.multipart_upload && len > largest_single_put(caps).max(1)
 }
 
 /// The size of each part (but the last) on this store.
@@ -239,20 +233,13 @@ async fn existing(session: &mut Instance, key: &str) -> Result<Found, PluginErro
         Err(e) if matches!(e.storage(), Some(StorageError::NotFound(_))) => false,
         Err(e) => return Err(e),
     };
-    let prefix = format!("{key}{PART_MARK}");
-    let (mut parts, mut cursor) = (Seen::default(), None::<String>);
-    loop {
-        let page = retry!(session.list(&prefix, cursor.as_deref(), LIST_PAGE))?;
-        for o in &page.objects {
-            if let Some((_, index, last)) = parse_part(&o.key) {
-                parts.add(o, index, last);
-            }
-        }
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => return Ok(Found { whole, parts }),
+    let mut parts = Seen::default();
+    for o in &super::client::list_all(session, &format!("{key}{PART_MARK}")).await? {
+        if let Some((_, index, last)) = parse_part(&o.key) {
+            parts.add(o, index, last);
         }
     }
+    Ok(Found { whole, parts })
 }
 
 /// Make the segment at `key` unlisted before its parts are overwritten:
