@@ -15,6 +15,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("sluice-plugin-abs", "SLUICE_PLUGIN_ABS_WASM"),
     ("sluice-plugin-gs", "SLUICE_PLUGIN_GS_WASM"),
     ("sluice-plugin-nats", "SLUICE_PLUGIN_NATS_WASM"),
+    ("sluice-plugin-sftp", "SLUICE_PLUGIN_SFTP_WASM"),
 ];
 
 const WASM_TARGET: &str = "wasm32-wasip2";

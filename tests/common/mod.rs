@@ -9,6 +9,7 @@ pub mod nats;
 pub mod proxy;
 pub mod seaweed;
 pub mod small_disk;
+pub mod sshd;
 pub mod webdav;
 
 use rand::rngs::StdRng;

@@ -237,7 +237,7 @@ fn from_urls(
         }));
     }
     for r in &mut spec.replicas {
-        r.override_settings(settings);
+        r.override_settings(settings)?;
     }
     Ok(spec)
 }

@@ -46,7 +46,7 @@ pub fn resolve_target(
     settings: &[(String, String)],
 ) -> anyhow::Result<(ReplicaSpec, Option<PathBuf>, String)> {
     let (mut spec, db, label) = find_target(target, config, expand, replica)?;
-    spec.override_settings(settings);
+    spec.override_settings(settings)?;
     // The label names the target in messages and logs: never a password.
     Ok((spec, db, crate::plugin::redact_url(&label)))
 }

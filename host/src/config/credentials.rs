@@ -28,8 +28,24 @@ pub fn store_from_environment(kind: &str, url: &str, settings: &mut Vec<(String,
         "abs" => settings.extend(azure_from_environment(settings)),
         "gs" => gcs_from_environment(url, settings)?,
         "oss" => alibaba_from_environment(settings, |k| std::env::var(k).ok()),
+        "sftp" => read_key_path(settings)?,
         _ => {}
     }
+    Ok(())
+}
+
+/// SFTP's `key-path`: the plugin reads no files, so the host hands it the
+/// private key's text as `key` (a `key` given already wins). A file that
+/// cannot be read is an error naming it.
+pub fn read_key_path(settings: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    let named = settings.iter().rev().find(|(k, v)| k == "key-path" && !v.is_empty()).map(|(_, v)| v.clone());
+    let Some(path) = named else { return Ok(()) };
+    if !settings.iter().any(|(k, v)| k == "key" && !v.is_empty()) {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read the SSH private key {path} (key-path): {e}"))?;
+        settings.push(("key".into(), text));
+    }
+    settings.retain(|(k, _)| k != "key-path");
     Ok(())
 }
 
@@ -187,6 +203,27 @@ pub fn shared_file(path: &Path, profile: &str) -> anyhow::Result<Option<Credenti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pair(k: &str, v: &str) -> (String, String) {
+        (k.to_string(), v.to_string())
+    }
+
+    #[test]
+    fn an_sftp_key_path_reaches_the_plugin_as_the_keys_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("id_ed25519");
+        std::fs::write(&file, "PRIVATE KEY TEXT").unwrap();
+        let path = file.to_string_lossy().to_string();
+        let mut settings = vec![pair("key-path", &path), pair("user", "u")];
+        read_key_path(&mut settings).unwrap();
+        assert_eq!(settings, [pair("user", "u"), pair("key", "PRIVATE KEY TEXT")]);
+        let mut given = vec![pair("key", "INLINE"), pair("key-path", &path)];
+        read_key_path(&mut given).unwrap();
+        assert_eq!(given, [pair("key", "INLINE")], "a key given inline wins");
+        let missing = dir.path().join("nope").to_string_lossy().to_string();
+        let err = read_key_path(&mut vec![pair("key-path", &missing)]).unwrap_err().to_string();
+        assert!(err.contains(&missing) && err.contains("key-path"), "{err}");
+    }
 
     #[test]
     fn the_profile_section_is_read_and_others_ignored() {

@@ -228,6 +228,7 @@ fn replica_url(r: &ReplicaConfig, ctx: &dyn Fn() -> String) -> anyhow::Result<(S
             format!("{other}://{bucket}/{}", r.path.as_deref().unwrap_or("").trim_start_matches('/'))
         }
         (None, "s3") => bail!("{}: an s3 replica needs `bucket` (or `url`)", ctx()),
+        (None, "sftp") => sftp_url(r).with_context(ctx)?,
         // Another store named by `type` and `path` (Litestream's `type:
         // webdav` with `webdav-url`): the plugin finds its server in the
         // settings.
@@ -238,6 +239,20 @@ fn replica_url(r: &ReplicaConfig, ctx: &dyn Fn() -> String) -> anyhow::Result<(S
     };
     let url = normalize_url(&url).with_context(|| format!("{}: bad replica path {url}", ctx()))?;
     Ok((kind, url))
+}
+
+/// Litestream's SFTP fields (`host: HOST[:PORT]`, `user`, `path`) as the
+/// URL they mean, `sftp://USER@HOST[:PORT]/PATH`: the host's sandbox lets
+/// the plugin reach only the server the URL names.
+fn sftp_url(r: &ReplicaConfig) -> anyhow::Result<String> {
+    let field = |k: &str| r.extra.get(k).map(yaml_scalar).filter(|v| !v.is_empty());
+    let host = field("host").context("an sftp replica needs `host` (HOST[:PORT]) or `url`")?;
+    let user = field("user").map(|u| {
+        let escaped = u.replace('%', "%25").replace('@', "%40").replace(':', "%3A").replace('/', "%2F");
+        format!("{escaped}@")
+    });
+    let path = r.path.as_deref().unwrap_or_default().trim_start_matches('/');
+    Ok(format!("sftp://{}{host}/{path}", user.unwrap_or_default()))
 }
 
 /// The settings the plugin receives: the store's keys the replica sets
@@ -418,17 +433,22 @@ const CREDENTIAL_GROUPS: &[&[&str]] = &[
     &["access-key-id", "secret-access-key", "session-token"],
     &["account-key", "sas-token"],
     &["credentials-file", "credentials-json"],
+    &["key", "key-path"],
 ];
 
 impl ReplicaSpec {
     /// Plugin settings given on the command line (`-s KEY=VALUE`): each
     /// replaces the same key (and its credential group) from the config,
-    /// the URL or the environment.
-    pub fn override_settings(&mut self, given: &[(String, String)]) {
+    /// the URL or the environment. An SFTP `key-path` among them is read.
+    pub fn override_settings(&mut self, given: &[(String, String)]) -> anyhow::Result<()> {
         let group_of = |k: &str| CREDENTIAL_GROUPS.iter().find(|g| g.contains(&k)).copied().unwrap_or_default();
         let replaced = |k: &str| given.iter().any(|(g, _)| g == k || group_of(g).contains(&k));
         self.settings.retain(|(k, _)| !replaced(k));
         self.settings.extend(given.iter().cloned());
+        if self.url.starts_with("sftp://") {
+            super::credentials::read_key_path(&mut self.settings)?;
+        }
+        Ok(())
     }
 }
 
@@ -446,6 +466,19 @@ pub fn from_url(db: &Path, url: &str, global: &FileConfig) -> anyhow::Result<Dat
 mod tests {
     use super::super::file::parse;
     use super::*;
+
+    #[test]
+    fn litestreams_sftp_fields_make_the_url() {
+        let text = "dbs:\n  - path: /data/db\n    replica:\n      type: sftp\n      host: files.example:2222\n      user: backup\n      path: /srv/backups/db\n      host-key: ssh-ed25519 AAAA\n";
+        let cfg = parse(text, Path::new("c.yml"), false).unwrap().config;
+        let rep = &resolve(&cfg).unwrap().dbs[0].replicas[0];
+        assert_eq!(rep.url, "sftp://backup@files.example:2222/srv/backups/db");
+        assert!(rep.settings.contains(&("host-key".into(), "ssh-ed25519 AAAA".into())));
+        let no_host = text.replace("      host: files.example:2222\n", "");
+        let cfg = parse(&no_host, Path::new("c.yml"), false).unwrap().config;
+        let err = format!("{:#}", resolve(&cfg).unwrap_err());
+        assert!(err.contains("needs `host`"), "{err}");
+    }
 
     #[test]
     fn expanded_s3_form_means_the_same_as_the_url() {
@@ -487,7 +520,7 @@ mod tests {
             "dbs:\n  - path: /d\n    replica: {url: s3://b/p, access-key-id: A, secret-access-key: S, region: r}\n";
         let mut r = resolve(&parse(text, Path::new("c"), false).unwrap().config).unwrap().dbs[0].replicas[0].clone();
         r.settings.push(("session-token".into(), "T".into()));
-        r.override_settings(&[("access-key-id".into(), "B".into()), ("secret-access-key".into(), "Z".into())]);
+        r.override_settings(&[("access-key-id".into(), "B".into()), ("secret-access-key".into(), "Z".into())]).unwrap();
         let get = |k: &str| r.settings.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
         assert_eq!((get("access-key-id"), get("secret-access-key")), (vec!["B"], vec!["Z"]));
         assert!(get("session-token").is_empty(), "another identity's session token stayed");

@@ -1,7 +1,7 @@
 //! Plugins compiled into the binary by `build.rs`.
 
 /// Names of the bundled plugins, in the order `plugin export` writes them.
-pub const NAMES: &[&str] = &["file", "s3", "webdav", "abs", "gs", "nats"];
+pub const NAMES: &[&str] = &["file", "s3", "webdav", "abs", "gs", "nats", "sftp"];
 
 static FILE: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_FILE_WASM"));
 static S3: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_S3_WASM"));
@@ -9,6 +9,7 @@ static WEBDAV: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_WEBDAV_WASM"));
 static ABS: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_ABS_WASM"));
 static GS: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_GS_WASM"));
 static NATS: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_NATS_WASM"));
+static SFTP: &[u8] = include_bytes!(env!("SLUICE_PLUGIN_SFTP_WASM"));
 
 /// The component bytes of a bundled plugin.
 pub fn bytes(name: &str) -> Option<&'static [u8]> {
@@ -19,6 +20,7 @@ pub fn bytes(name: &str) -> Option<&'static [u8]> {
         "abs" => Some(ABS),
         "gs" => Some(GS),
         "nats" => Some(NATS),
+        "sftp" => Some(SFTP),
         _ => None,
     }
 }
@@ -32,6 +34,7 @@ pub fn sha256(name: &str) -> Option<&'static str> {
         "abs" => Some(env!("SLUICE_PLUGIN_ABS_WASM_SHA256")),
         "gs" => Some(env!("SLUICE_PLUGIN_GS_WASM_SHA256")),
         "nats" => Some(env!("SLUICE_PLUGIN_NATS_WASM_SHA256")),
+        "sftp" => Some(env!("SLUICE_PLUGIN_SFTP_WASM_SHA256")),
         _ => None,
     }
 }
@@ -46,6 +49,7 @@ pub fn for_url(url: &str) -> Option<&'static str> {
         Some("abs") => Some("abs"),
         Some("gs") => Some("gs"),
         Some("nats") => Some("nats"),
+        Some("sftp") => Some("sftp"),
         _ => None,
     }
 }

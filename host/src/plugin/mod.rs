@@ -14,6 +14,7 @@ mod error;
 mod http;
 mod instance;
 pub mod rate;
+mod repeats;
 mod replica_url;
 pub mod retry;
 mod runtime;

@@ -1,0 +1,165 @@
+//! The bundled SFTP plugin against a real OpenSSH server (Debian's
+//! openssh-server, started by the test on 127.0.0.1): the conformance
+//! suite with a key and a checked host key; replication while this
+//! process writes, restored at every TXID a `sync -wait` reported and
+//! compared page for page, logged in with a password; Litestream's
+//! expanded config form with `key-path` and `host-key`; a server key that
+//! is not `host-key`, a wrong password and an unauthorized key, each
+//! refused once, saying what to do; and replicators killed mid-upload.
+
+mod common;
+
+use common::sshd::{PASSWORD, Sshd};
+use common::*;
+use std::process::Output;
+
+const PAGE: u32 = 4096;
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn check_with_key(sshd: &Sshd, key: &std::path::Path, host_key: &str) -> Output {
+    sluice()
+        .args(["plugin", "check", "-s"])
+        .arg(format!("key-path={}", key.display()))
+        .args(["-s", &format!("host-key={host_key}")])
+        .arg(sshd.key_url("check"))
+        .output()
+        .unwrap()
+}
+
+/// The only FAIL line of a `plugin check` that was refused at once.
+fn one_failure(out: &Output) -> String {
+    assert!(!out.status.success(), "{}", text(out));
+    let all = text(out);
+    let fails: Vec<&str> = all.lines().filter(|l| l.starts_with("FAIL ")).collect();
+    assert_eq!(fails.len(), 1, "said once, not by every case:\n{all}");
+    fails[0].to_string()
+}
+
+#[test]
+fn the_conformance_suite_passes_with_a_key_and_a_checked_host_key() {
+    let sshd = Sshd::start();
+    let out = check_with_key(&sshd, &sshd.key_path(), &sshd.host_key());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\nsshd:\n{}", text(&out), sshd.log());
+    assert!(stdout.contains("checking plugin `sftp`"), "{stdout}");
+    let summary = stdout.lines().find(|l| l.contains(" passed, ")).expect("a summary line");
+    assert!(summary.contains(" 0 failed"), "{stdout}");
+    for case in ["ranged reads", "head reports size, etag and metadata", "objects outlive the plugin instance"] {
+        assert!(stdout.lines().any(|l| l.starts_with("PASS") && l.contains(case)), "{case}:\n{stdout}");
+    }
+    // With the host key given, nothing warns that it is unchecked.
+    assert!(!text(&out).contains("no host-key set"), "{}", text(&out));
+}
+
+#[test]
+fn a_server_key_that_is_not_host_key_is_refused_naming_the_key_offered() {
+    let sshd = Sshd::start();
+    let fail = one_failure(&check_with_key(&sshd, &sshd.key_path(), &sshd.other_host_key()));
+    assert!(fail.contains("host-key"), "{fail}");
+    let offered = sshd.host_key();
+    let offered_key = offered.split_whitespace().nth(1).unwrap();
+    assert!(fail.contains(offered_key), "the key the server offered is named:\n{fail}");
+    // Nothing was written: the plugin stopped before logging in.
+    assert!(walk(&sshd.files()).is_empty(), "{:?}", walk(&sshd.files()));
+}
+
+#[test]
+fn wrong_credentials_are_refused_once_saying_what_to_check() {
+    let sshd = Sshd::start();
+    let fail = one_failure(&check_with_key(&sshd, &sshd.other_key_path(), &sshd.host_key()));
+    assert!(fail.contains("refused the login") && fail.contains("key-path"), "{fail}");
+    let wrong = sshd.password_url("check").replace(PASSWORD, "wrong-password");
+    let out = sluice().args(["plugin", "check"]).arg(&wrong).output().unwrap();
+    let fail = one_failure(&out);
+    assert!(fail.contains("refused the login") && fail.contains("password"), "{fail}");
+    let said = fail.split("access denied:").nth(1).expect("an access-denied error");
+    assert!(!said.contains("wrong-password"), "the password is not repeated:\n{fail}");
+    // The right password works against the same server.
+    run_ok(sluice().args(["plugin", "check"]).arg(sshd.password_url("check")));
+}
+
+#[test]
+fn replicates_and_restores_at_every_synced_txid_with_a_password() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, PAGE);
+    let url = sshd.password_url("backups/app");
+    let body = format!("dbs:\n  - path: {}\n    replica:\n      url: {url}\n", db.display());
+    let (child, socket) = start_with_socket(dir.path(), &body);
+    let mut rng = seeded(31);
+    let points = synced_points(&conn, &db, &socket, &mut rng, 6);
+    stop(child);
+    // Segments are files on the server, one directory per level.
+    let files = walk(&sshd.files());
+    assert!(files.iter().any(|p| p.to_string_lossy().contains("backups/app/0000/")), "{files:?}");
+    assert!(!files.iter().any(|p| p.to_string_lossy().contains(".sluice-tmp-")), "{files:?}");
+    assert_eq!(replica_txid(&url), points.last().unwrap().0);
+    for (txid, want) in &points {
+        let got = restore_image(&url, &dir.path().join("restored.db"), Some(*txid), PAGE);
+        assert_same_image(want, &got, &format!("TXID {txid}"));
+    }
+}
+
+/// Litestream's SFTP replica as its users write it: `type: sftp` with
+/// `host`, `user`, `path`, `key-path` and `host-key`; replicated and
+/// restored through the same config file.
+#[test]
+fn litestreams_config_form_with_key_path_and_host_key() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, PAGE);
+    workload(&conn, &mut seeded(32), 60);
+    let config = dir.path().join("litestream.yml");
+    let body = format!(
+        "dbs:\n  - path: {db}\n    replicas:\n      - type: sftp\n        host: 127.0.0.1:{port}\n        user: {user}\n        path: {files}/ls\n        key-path: {key}\n        host-key: {host_key}\n",
+        db = db.display(),
+        port = sshd.port,
+        user = common::sshd::user(),
+        files = sshd.files().display(),
+        key = sshd.key_path().display(),
+        host_key = sshd.host_key(),
+    );
+    std::fs::write(&config, body).unwrap();
+    let out = run_ok(sluice().args(["replicate", "-once", "-config"]).arg(&config));
+    assert!(!text(&out).contains("no host-key set"), "{}", text(&out));
+    assert!(walk(&sshd.files().join("ls")).iter().any(|p| p.to_string_lossy().ends_with(".seg")));
+    let restored = dir.path().join("restored.db");
+    run_ok(sluice().args(["restore", "-config"]).arg(&config).arg("-o").arg(&restored).arg(&db));
+    assert_same_image(&image(&conn), &file_image(&restored, PAGE), "restored through the config");
+}
+
+/// Replicators killed (SIGKILL) while they upload, then restarted: every
+/// restore afterwards is exact, and no put cut short shows in a listing.
+#[test]
+fn replicators_killed_mid_upload_lose_nothing() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, PAGE);
+    let url = sshd.password_url("killed/app");
+    let body = format!("dbs:\n  - path: {}\n    replica:\n      url: {url}\n", db.display());
+    let mut rng = seeded(33);
+    for round in 0..4u64 {
+        let (mut child, _) = start_with_socket(dir.path(), &body);
+        workload(&conn, &mut rng, 150);
+        std::thread::sleep(std::time::Duration::from_millis(300 + 250 * round));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let (child, socket) = start_with_socket(dir.path(), &body);
+    let points = synced_points(&conn, &db, &socket, &mut rng, 2);
+    stop(child);
+    let listed = run_ok(sluice().args(["ltx", "--json", &url]));
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("sluice-tmp"));
+    for (txid, want) in &points {
+        let got = restore_image(&url, &dir.path().join("restored.db"), Some(*txid), PAGE);
+        assert_same_image(want, &got, &format!("TXID {txid} after four kills"));
+    }
+    let got = restore_image(&url, &dir.path().join("latest.db"), None, PAGE);
+    assert_same_image(&image(&conn), &got, "latest after four kills");
+}
