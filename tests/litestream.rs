@@ -160,6 +160,28 @@ fn litestream_05_s3_replica_restores_at_every_txid() {
     check_05("0.5.17", &s3.url("app"), &db, dir.path());
 }
 
+/// SFTP paths have the level in decimal (`ltx/0/`), read through the
+/// bundled SFTP plugin from OpenSSH's sshd, logged in with a password by
+/// both tools.
+#[test]
+fn litestream_05_sftp_replica_restores_at_every_txid() {
+    let sshd = common::sshd::Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_db(dir.path());
+    let url = sshd.password_url("app");
+    let path = url.rsplit_once(&format!(":{}", sshd.port)).unwrap().1;
+    let replica = format!(
+        "type: sftp\n        host: 127.0.0.1:{}\n        user: {}\n        password: {}\n        path: {path}",
+        sshd.port,
+        common::sshd::PASSWORD_USER,
+        common::sshd::PASSWORD
+    );
+    let child = replicate("0.5.17", dir.path(), &db, &replica);
+    let log = write_while(&db, child, 6.0);
+    assert!(!log.contains("level=ERROR"), "{log}");
+    check_05("0.5.17", &url, &db, dir.path());
+}
+
 #[test]
 fn litestream_03_generations_restore_latest_and_to_a_timestamp() {
     let dir = tempfile::tempdir().unwrap();

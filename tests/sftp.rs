@@ -144,13 +144,33 @@ fn replicators_killed_mid_upload_lose_nothing() {
     let url = sshd.password_url("killed/app");
     let body = format!("dbs:\n  - path: {}\n    replica:\n      url: {url}\n", db.display());
     let mut rng = seeded(33);
+    conn.execute_batch("CREATE TABLE big(b BLOB)").unwrap();
+    let temps = || walk(&sshd.files()).into_iter().filter(|p| p.to_string_lossy().contains(".sluice-tmp-")).count();
+    let mut cut_short = 0;
     for round in 0..4u64 {
         let (mut child, _) = start_with_socket(dir.path(), &body);
-        workload(&conn, &mut rng, 150);
-        std::thread::sleep(std::time::Duration::from_millis(300 + 250 * round));
+        workload(&conn, &mut rng, 50);
+        // Incompressible pages, so the segment takes a while to go up.
+        conn.execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 80) \
+             INSERT INTO big SELECT randomblob(60000) FROM n;",
+        )
+        .unwrap();
+        // Kill when a put is seen in progress (a temporary file on the
+        // server), a little later each round.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while temps() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(15 * round));
         child.kill().unwrap();
         child.wait().unwrap();
+        let left = temps();
+        cut_short += usize::from(left > 0);
+        eprintln!("round {round}: {left} temporary files on the server after the kill");
     }
+    eprintln!("{cut_short} of 4 kills left a put cut short");
+    assert!(cut_short > 0, "no kill landed in the middle of a put");
     let (child, socket) = start_with_socket(dir.path(), &body);
     let points = synced_points(&conn, &db, &socket, &mut rng, 2);
     stop(child);

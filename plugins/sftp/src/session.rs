@@ -91,8 +91,11 @@ async fn open(
         .map_err(|e| Error::transient(format!("{}: cannot connect: {e}", at.server())))?;
     let socket = Socket::new(tcp).map_err(|e| Error::transient(format!("{}: {e}", at.server())))?;
     let config = Arc::new(client::Config::default());
+    let started = std::time::Instant::now();
     let mut ssh = client::connect_stream(config, socket, check).await.map_err(|e| ssh_error(at, e))?;
+    let handshake = started.elapsed();
     login(at, &mut ssh, key).await?;
+    sluice_sdk::debug!("{}: SSH handshake {handshake:?}, logged in after {:?}", at.server(), started.elapsed());
     let channel = ssh.channel_open_session().await.map_err(|e| ssh_error(at, e))?;
     channel.request_subsystem(true, "sftp").await.map_err(|e| ssh_error(at, e))?;
     let sftp = RawSftpSession::new(channel.into_stream());
