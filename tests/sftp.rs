@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::sshd::{PASSWORD, Sshd};
+use common::sshd::{PASSWORD, PASSWORD_USER, SlowLink, Sshd};
 use common::*;
 use std::process::Output;
 
@@ -62,8 +62,10 @@ fn a_server_key_that_is_not_host_key_is_refused_naming_the_key_offered() {
     let offered = sshd.host_key();
     let offered_key = offered.split_whitespace().nth(1).unwrap();
     assert!(fail.contains(offered_key), "the key the server offered is named:\n{fail}");
-    // Nothing was written: the plugin stopped before logging in.
+    // The plugin stopped before logging in: no credential went to a
+    // server it could not trust.
     assert!(walk(&sshd.files()).is_empty(), "{:?}", walk(&sshd.files()));
+    assert!(!sshd.log().contains("Accepted"), "{}", sshd.log());
 }
 
 #[test]
@@ -145,7 +147,9 @@ fn replicators_killed_mid_upload_lose_nothing() {
     let body = format!("dbs:\n  - path: {}\n    replica:\n      url: {url}\n", db.display());
     let mut rng = seeded(33);
     conn.execute_batch("CREATE TABLE big(b BLOB)").unwrap();
-    let temps = || walk(&sshd.files()).into_iter().filter(|p| p.to_string_lossy().contains(".sluice-tmp-")).count();
+    let temps = || -> std::collections::BTreeSet<std::path::PathBuf> {
+        walk(&sshd.files()).into_iter().filter(|p| p.to_string_lossy().contains(".sluice-tmp-")).collect()
+    };
     let mut cut_short = 0;
     for round in 0..4u64 {
         let (mut child, _) = start_with_socket(dir.path(), &body);
@@ -158,28 +162,57 @@ fn replicators_killed_mid_upload_lose_nothing() {
         .unwrap();
         // Kill when a put is seen in progress (a temporary file on the
         // server), a little later each round.
+        let before = temps();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while temps() == 0 && std::time::Instant::now() < deadline {
+        while temps().len() == before.len() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         std::thread::sleep(std::time::Duration::from_millis(15 * round));
         child.kill().unwrap();
         child.wait().unwrap();
-        let left = temps();
+        let left = temps().difference(&before).count();
         cut_short += usize::from(left > 0);
-        eprintln!("round {round}: {left} temporary files on the server after the kill");
+        eprintln!("round {round}: {left} new temporary files on the server after the kill");
     }
     eprintln!("{cut_short} of 4 kills left a put cut short");
     assert!(cut_short > 0, "no kill landed in the middle of a put");
     let (child, socket) = start_with_socket(dir.path(), &body);
     let points = synced_points(&conn, &db, &socket, &mut rng, 2);
     stop(child);
-    let listed = run_ok(sluice().args(["ltx", "--json", &url]));
-    assert!(!String::from_utf8_lossy(&listed.stdout).contains("sluice-tmp"));
     for (txid, want) in &points {
         let got = restore_image(&url, &dir.path().join("restored.db"), Some(*txid), PAGE);
         assert_same_image(want, &got, &format!("TXID {txid} after four kills"));
     }
     let got = restore_image(&url, &dir.path().join("latest.db"), None, PAGE);
     assert_same_image(&image(&conn), &got, "latest after four kills");
+}
+
+/// A slow server's waits are not CPU: with a CPU budget of 400 ms a call,
+/// a replica behind a link that holds every answer back 250 ms (each call
+/// then waits seconds on the network) replicates and restores, because
+/// the plugin waits for its socket in the host, not in a loop of its own.
+#[test]
+fn waiting_on_a_slow_server_does_not_count_as_cpu() {
+    let sshd = Sshd::start();
+    let link = SlowLink::start(sshd.port, std::time::Duration::from_millis(250));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, PAGE);
+    workload(&conn, &mut seeded(34), 40);
+    let url = sshd.password_url("slow/app").replace(&format!(":{}/", sshd.port), &format!(":{}/", link.port));
+    assert!(url.contains(PASSWORD_USER) && url.contains(&link.port.to_string()), "{url}");
+    let config = dir.path().join("sluice.yml");
+    let body = format!(
+        "dbs:\n  - path: {}\n    replica:\n      url: {url}\n      sandbox:\n        cpu-ms: 400\n",
+        db.display()
+    );
+    std::fs::write(&config, body).unwrap();
+    let started = std::time::Instant::now();
+    let out = run_ok(sluice().args(["replicate", "-once", "-config"]).arg(&config));
+    let took = started.elapsed();
+    assert!(took > std::time::Duration::from_secs(2), "the link was not slow: {took:?}");
+    assert!(!text(&out).contains("CPU"), "{}", text(&out));
+    let restored = dir.path().join("restored.db");
+    run_ok(sluice().args(["restore", "-config"]).arg(&config).arg("-o").arg(&restored).arg(&db));
+    assert_same_image(&image(&conn), &file_image(&restored, PAGE), "restored over the slow link");
 }

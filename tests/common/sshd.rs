@@ -150,3 +150,56 @@ fn password_user() -> u32 {
     assert!(chpasswd.wait().unwrap().success(), "chpasswd failed");
     uid().expect("the user just created")
 }
+
+/// A TCP forwarder on 127.0.0.1 to `upstream` whose answers each wait
+/// `delay` (a far or slow server); it stops accepting when dropped.
+pub struct SlowLink {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SlowLink {
+    pub fn start(upstream: u16, delay: Duration) -> SlowLink {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pipe(c2, s2, Duration::ZERO));
+                std::thread::spawn(move || pipe(server, client, delay));
+            }
+        });
+        SlowLink { port, stop }
+    }
+}
+
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Copy `from` to `to`, each read held back `delay`.
+fn pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream, delay: Duration) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 << 10];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        std::thread::sleep(delay);
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}

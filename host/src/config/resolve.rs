@@ -243,16 +243,26 @@ fn replica_url(r: &ReplicaConfig, ctx: &dyn Fn() -> String) -> anyhow::Result<(S
 
 /// Litestream's SFTP fields (`host: HOST[:PORT]`, `user`, `path`) as the
 /// URL they mean, `sftp://USER@HOST[:PORT]/PATH`: the host's sandbox lets
-/// the plugin reach only the server the URL names.
+/// the plugin reach only the server the URL names. A relative `path`
+/// (Litestream sends it as written, so the server resolves it below the
+/// login directory) becomes `/~/PATH`.
 fn sftp_url(r: &ReplicaConfig) -> anyhow::Result<String> {
+    const SEGMENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
     let field = |k: &str| r.extra.get(k).map(yaml_scalar).filter(|v| !v.is_empty());
-    let host = field("host").context("an sftp replica needs `host` (HOST[:PORT]) or `url`")?;
-    let user = field("user").map(|u| {
-        let escaped = u.replace('%', "%25").replace('@', "%40").replace(':', "%3A").replace('/', "%2F");
-        format!("{escaped}@")
-    });
-    let path = r.path.as_deref().unwrap_or_default().trim_start_matches('/');
-    Ok(format!("sftp://{}{host}/{path}", user.unwrap_or_default()))
+    let mut host = field("host").context("an sftp replica needs `host` (HOST[:PORT]) or `url`")?;
+    if host.matches(':').count() > 1 && !host.starts_with('[') {
+        host = format!("[{host}]");
+    }
+    let user = field("user").map(|u| format!("{}@", percent_encoding::utf8_percent_encode(&u, SEGMENT)));
+    let path = r.path.as_deref().unwrap_or_default();
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string())
+        .collect();
+    let home = if path.starts_with('/') { "" } else { "~/" };
+    Ok(format!("sftp://{}{host}/{home}{}", user.unwrap_or_default(), segments.join("/")))
 }
 
 /// The settings the plugin receives: the store's keys the replica sets
@@ -473,6 +483,14 @@ mod tests {
         let cfg = parse(text, Path::new("c.yml"), false).unwrap().config;
         let rep = &resolve(&cfg).unwrap().dbs[0].replicas[0];
         assert_eq!(rep.url, "sftp://backup@files.example:2222/srv/backups/db");
+        let relative =
+            text.replace("path: /srv/backups/db", "path: back ups/db#1").replace("user: backup", "user: a@b");
+        let cfg = parse(&relative, Path::new("c.yml"), false).unwrap().config;
+        let url = resolve(&cfg).unwrap().dbs[0].replicas[0].url.clone();
+        assert_eq!(url, "sftp://a%40b@files.example:2222/~/back%20ups/db%231", "below the login directory, escaped");
+        let v6 = text.replace("host: files.example:2222", "host: \"::1\"");
+        let cfg = parse(&v6, Path::new("c.yml"), false).unwrap().config;
+        assert_eq!(resolve(&cfg).unwrap().dbs[0].replicas[0].url, "sftp://backup@[::1]/srv/backups/db");
         assert!(rep.settings.contains(&("host-key".into(), "ssh-ed25519 AAAA".into())));
         let no_host = text.replace("      host: files.example:2222\n", "");
         let cfg = parse(&no_host, Path::new("c.yml"), false).unwrap().config;

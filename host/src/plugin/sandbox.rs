@@ -397,7 +397,7 @@ impl log::Host for HostState {
         let (plugin, database, replica) = (l.plugin.as_str(), l.database.as_str(), l.replica.as_str());
         // Info and above, repeated by the next instances, is said once a while.
         let loud = matches!(level, log::Level::Info | log::Level::Warn | log::Level::Error);
-        if loud && !super::repeats::first_in_a_while(format!("{plugin}\0{database}\0{replica}\0{message}")) {
+        if loud && !super::repeats::first_in_a_while(&format!("{plugin}\0{database}\0{replica}\0{message}")) {
             return tracing::debug!(plugin, database, replica, "(repeated) {message}");
         }
         match level {

@@ -1,7 +1,7 @@
 //! The store's operations on an SFTP server (see the crate docs).
 
-use crate::files::{self, Put, is_missing};
-use crate::location::{Location, decode_meta, encode_meta, meta_path, settings};
+use crate::files::{self, Put};
+use crate::location::{Location, decode_meta, encode_meta, meta_path, reserved, settings};
 use crate::session::Session;
 use crate::{MAX_BATCH, MAX_PUT_SIZE};
 use russh_sftp::client::error::Error as SftpError;
@@ -20,7 +20,7 @@ struct Sftp {
 }
 
 /// An SFTP failure, classified, naming what it was doing.
-fn sftp_error(doing: &str, e: SftpError) -> Error {
+pub(crate) fn sftp_error(doing: &str, e: SftpError) -> Error {
     let msg = format!("{doing}: {e}");
     match &e {
         SftpError::Status(s) => match s.status_code {
@@ -93,6 +93,10 @@ impl Backend for Sftp {
         if options.precondition != Precondition::None {
             return Err(Error::unsupported("conditional writes over SFTP"));
         }
+        if reserved(key) {
+            return Err(Error::invalid_config(format!("{key}: names ending so are this plugin's own files")));
+        }
+        self.listed.replace(None);
         let path = self.at.path_of(key);
         let meta_path = meta_path(&path);
         self.call(async |s| {
@@ -155,9 +159,11 @@ impl Backend for Sftp {
         // Objects first, then their metadata files: a failure between
         // leaves a metadata file no listing shows and the next put of the
         // key replaces, never an object with another's metadata.
-        let metas: Vec<String> = paths.iter().map(|p| meta_path(p)).collect();
+        self.listed.replace(None);
         let failed = self.call(async |s| {
             let failed = files::remove_all(&s.sftp, &paths).await;
+            let gone = paths.iter().zip(&failed).filter(|(_, e)| e.is_none());
+            let metas: Vec<String> = gone.map(|(p, _)| meta_path(p)).collect();
             let _ = files::remove_all(&s.sftp, &metas).await;
             Ok(failed)
         })?;
@@ -175,10 +181,8 @@ impl Sftp {
     fn walk(&self, prefix: &str) -> Result<Vec<ObjectMeta>, Error> {
         let dir = prefix.rfind('/').map_or("", |i| &prefix[..=i]);
         let from = format!("{}{dir}", self.at.root);
-        let found = self.call(async |s| match files::walk(&s.sftp, &from).await {
-            Err(e) if is_missing(&e) => Ok(Vec::new()),
-            other => other.map_err(|e| sftp_error(&format!("list {from}"), e)),
-        })?;
+        let found =
+            self.call(async |s| files::walk(&s.sftp, &from).await.map_err(|e| sftp_error(&format!("list {from}"), e)))?;
         let mut all: Vec<ObjectMeta> = found
             .into_iter()
             .map(|(rel, size, mtime)| meta(&format!("{dir}{rel}"), size, mtime))

@@ -93,13 +93,19 @@ async fn rename_over(s: &RawSftpSession, ext: Extensions, from: &str, to: &str) 
     }
     match s.rename(from, to).await {
         Ok(_) => Ok(()),
-        Err(first) => match s.stat(to).await {
-            Ok(_) => {
-                s.remove(to).await?;
-                s.rename(from, to).await.map(|_| ())
+        // SFTP v3 answers an existing target with its catch-all Failure.
+        // Only then, and only while our file is still there, is the old
+        // one removed; a timeout or a lost connection may have renamed
+        // already, and removing `to` then would remove the new object.
+        Err(SftpError::Status(st)) if st.status_code == StatusCode::Failure => {
+            let (target, ours) = futures::join!(s.stat(to), s.stat(from));
+            if target.is_err() || ours.is_err() {
+                return Err(SftpError::Status(st));
             }
-            Err(_) => Err(first),
-        },
+            s.remove(to).await?;
+            s.rename(from, to).await.map(|_| ())
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -128,7 +134,9 @@ pub async fn read(s: &RawSftpSession, path: &str, offset: u64, len: Option<u64>)
 }
 
 async fn read_open(s: &RawSftpSession, handle: &str, offset: u64, len: Option<u64>) -> Result<Vec<u8>> {
-    let size = s.fstat(handle).await?.attrs.size.unwrap_or(0);
+    let Some(size) = s.fstat(handle).await?.attrs.size else {
+        return Err(SftpError::UnexpectedBehavior("the server did not say the file's size".into()));
+    };
     let end = len.map_or(size, |l| offset.saturating_add(l).min(size));
     let starts = (offset.min(end)..end).step_by(CHUNK);
     let chunks: Vec<Vec<u8>> = stream::iter(starts)
@@ -136,7 +144,17 @@ async fn read_open(s: &RawSftpSession, handle: &str, offset: u64, len: Option<u6
         .buffered(IN_FLIGHT)
         .try_collect()
         .await?;
-    Ok(chunks.concat())
+    let data = chunks.concat();
+    // Every chunk whole, or the bytes would shift: a file that shrank or
+    // grew while it was read is read again by the host's retry.
+    if data.len() as u64 != end - offset.min(end) {
+        return Err(SftpError::UnexpectedBehavior(format!(
+            "the file changed while it was read ({} bytes of {})",
+            data.len(),
+            end - offset.min(end)
+        )));
+    }
+    Ok(data)
 }
 
 /// One chunk, read again from where a short answer stopped (a server may
@@ -146,6 +164,8 @@ async fn read_chunk(s: &RawSftpSession, handle: &str, at: u64, len: u32) -> Resu
     while out.len() < len as usize {
         match s.read(handle, at + out.len() as u64, len - out.len() as u32).await {
             Ok(d) if d.data.is_empty() => break,
+            // More than asked: never trusted (it would shift later bytes).
+            Ok(d) if d.data.len() > len as usize - out.len() => break,
             Ok(d) => out.extend_from_slice(&d.data),
             Err(e) if is_eof(&e) => break,
             Err(e) => return Err(e),
@@ -174,7 +194,9 @@ pub async fn walk(s: &RawSftpSession, dir: &str) -> Result<Vec<(String, u64, u32
     while let Some(rel) = pending.pop() {
         let handle = match s.opendir(format!("{dir}{rel}")).await {
             Ok(h) => h.handle,
-            Err(e) if is_missing(&e) && rel.is_empty() => return Ok(found),
+            // The replica's directory before its first write, or a
+            // directory removed since it was listed: nothing below it.
+            Err(e) if is_missing(&e) => continue,
             Err(e) => return Err(e),
         };
         let listed = read_dir(s, &handle).await;

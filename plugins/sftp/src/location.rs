@@ -42,7 +42,7 @@ pub struct Location {
 /// Settings this plugin reads: Litestream's SFTP keys.
 pub fn settings() -> Vec<Setting> {
     vec![
-        Setting::new("host", "server as host[:port] when the URL names none (Litestream's `host`)"),
+        Setting::new("host", "Litestream's `host` (host[:port]): sluice makes the URL from it, `path` and `user`"),
         Setting::new("user", "user name to log in as (or user@ in the URL)"),
         Setting::new("password", "password authentication (or user:password@ in the URL)").secret(),
         Setting::new("key-path", "private key file for public-key authentication; sluice reads it and passes `key`"),
@@ -57,30 +57,34 @@ pub fn settings() -> Vec<Setting> {
 
 impl Location {
     /// Parse the URL and settings; everything wrong is said at once here,
-    /// before any connection.
+    /// before any connection. Messages show the URL without its password.
     pub fn parse(config: &Config) -> Result<Self, Error> {
         let url = config.url.as_str();
-        let rest = url
-            .strip_prefix("sftp://")
-            .ok_or_else(|| Error::invalid_config(format!("{url}: expected sftp://[user@]host[:port]/path")))?;
+        let rest = url.strip_prefix("sftp://").unwrap_or_default();
         let rest = rest.split(['?', '#']).next().unwrap_or_default();
         let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
         let (userinfo, hostport) = authority.rsplit_once('@').map_or((None, authority), |(u, h)| (Some(u), h));
-        let hostport = match (hostport, config.get("host")) {
-            ("", Some(h)) => h,
-            (h, _) => h,
-        };
-        let (host, port) = split_host_port(hostport, url)?;
+        let shown = format!(
+            "sftp://{}{hostport}/{path}",
+            userinfo.map_or(String::new(), |u| format!("{}@", u.split(':').next().unwrap_or("")))
+        );
+        if !url.starts_with("sftp://") || hostport.is_empty() {
+            // The host's sandbox lets the plugin reach the URL's server
+            // only, so the server must be in the URL (the host builds it
+            // from Litestream's `host` field).
+            return Err(Error::invalid_config(format!("{shown}: expected sftp://[user@]host[:port]/path")));
+        }
+        let (host, port) = split_host_port(hostport, &shown)?;
         let (url_user, url_password) = match userinfo {
             Some(u) => match u.split_once(':') {
-                Some((n, p)) => (percent_decode(n)?, Some(percent_decode(p)?)),
+                Some((n, p)) => (percent_decode(n)?, Some(decode_secret(p)?)),
                 None => (percent_decode(u)?, None),
             },
             None => (String::new(), None),
         };
         let user = config.get("user").map(str::to_string).filter(|u| !u.is_empty()).unwrap_or(url_user);
         if user.is_empty() {
-            return Err(Error::invalid_config(format!("{url}: no user; give sftp://USER@host/path or `user`")));
+            return Err(Error::invalid_config(format!("{shown}: no user; give sftp://USER@host/path or `user`")));
         }
         let password = config.get("password").map(str::to_string).or(url_password).filter(|p| !p.is_empty());
         let key = config.get("key").map(str::to_string).filter(|k| !k.trim().is_empty());
@@ -91,14 +95,18 @@ impl Location {
         }
         if password.is_none() && key.is_none() {
             return Err(Error::invalid_config(format!(
-                "{url}: no credentials; give `password` (or user:password@ in the URL) or `key-path`"
+                "{shown}: no credentials; give `password` (or user:password@ in the URL) or `key-path`"
             )));
         }
-        if let Some(n) = config.get("concurrent-writes").filter(|n| n.parse::<u32>().is_err()) {
-            return Err(Error::invalid_config(format!("concurrent-writes `{n}` is not a whole number")));
+        // Litestream's is a bool; a count is taken too. Writes are always
+        // pipelined, so neither changes anything.
+        if let Some(v) =
+            config.get("concurrent-writes").filter(|v| v.parse::<bool>().is_err() && v.parse::<u32>().is_err())
+        {
+            return Err(Error::invalid_config(format!("concurrent-writes `{v}` is neither true nor false")));
         }
         let host_key = config.get("host-key").map(str::trim).filter(|k| !k.is_empty()).map(str::to_string);
-        let root = format!("/{}", key_prefix(path)?);
+        let root = root_of(path, &shown)?;
         Ok(Location { host, port, root, auth: Auth { user, password, key }, host_key })
     }
 
@@ -111,6 +119,38 @@ impl Location {
     pub fn server(&self) -> String {
         format!("{}@{}:{}", self.auth.user, self.host, self.port)
     }
+}
+
+/// The directory keys live in, from the URL's path: absolute as written
+/// (`/srv/backups/db` → `/srv/backups/db/`), or below the login directory
+/// for `/~/...` (`/~/backups/db` → `backups/db/`, which the server
+/// resolves), the form Litestream's relative `path:` becomes. The root
+/// of the server or of the login directory is refused: a listing would
+/// walk all of it.
+fn root_of(path: &str, shown: &str) -> Result<String, Error> {
+    let (relative, path) = match path.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => (true, rest),
+        _ => (false, path),
+    };
+    let prefix = key_prefix(path)?;
+    if prefix.is_empty() {
+        return Err(Error::invalid_config(format!(
+            "{shown}: name the directory for the replica (sftp://host/srv/backups/db, or /~/backups/db below the login directory)"
+        )));
+    }
+    Ok(if relative { prefix } else { format!("/{prefix}") })
+}
+
+/// A password from the URL, decoded without repeating it if it cannot be.
+fn decode_secret(p: &str) -> Result<String, Error> {
+    percent_decode(p).map_err(|_| Error::invalid_config("the URL's password is not UTF-8 once percent-decoded"))
+}
+
+/// Whether `key` names a file this plugin keeps for itself (a temporary
+/// file or a metadata file): such a key could be written but never listed.
+pub fn reserved(key: &str) -> bool {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    is_temp(name) || is_meta(name)
 }
 
 /// What a put writes to before renaming it into place: beside the
@@ -164,12 +204,13 @@ pub fn decode_meta(text: &str, etag: &str) -> Option<Vec<(String, String)>> {
     lines.map(pair).collect()
 }
 
-/// The directories to create for a file at `path` (absolute), outermost
-/// first: every ancestor but `/`, so a replica's directory is made with
-/// its parents as `mkdir -p` would.
+/// The directories to create for a file at `path`, outermost first:
+/// every ancestor but `/` (a relative path's stay relative), so a
+/// replica's directory is made with its parents as `mkdir -p` would.
 pub fn parents(path: &str) -> Vec<String> {
+    let lead = if path.starts_with('/') { "/" } else { "" };
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    (1..segments.len()).map(|n| format!("/{}", segments[..n].join("/"))).collect()
+    (1..segments.len()).map(|n| format!("{lead}{}", segments[..n].join("/"))).collect()
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`.
@@ -216,16 +257,20 @@ mod tests {
         assert_eq!(l.path_of("ltx/0/a.ltx"), "/srv/backups/db/ltx/0/a.ltx");
         let v6 = at("sftp://u@[::1]/p?x=1", &[("password", "p")]).unwrap();
         assert_eq!((v6.host.as_str(), v6.port, v6.root.as_str()), ("::1", 22, "/p/"));
-        assert_eq!(at("sftp://u@h", &[("password", "p")]).unwrap().root, "/");
+        // Below the login directory: the server resolves a relative path.
+        let home = at("sftp://u@h/~/backups/db", &[("password", "p")]).unwrap();
+        assert_eq!((home.root.as_str(), home.path_of("a/b").as_str()), ("backups/db/", "backups/db/a/b"));
+        assert_eq!(parents("backups/db/0000/x.seg"), ["backups", "backups/db", "backups/db/0000"]);
+        assert_eq!(at("sftp://u@h/~x/p", &[("password", "p")]).unwrap().root, "/~x/p/", "only `~` alone is home");
+        for (v, ok) in [("true", true), ("false", true), ("4", true), ("yes", false)] {
+            assert_eq!(at("sftp://u@h/p", &[("password", "p"), ("concurrent-writes", v)]).is_ok(), ok, "{v}");
+        }
     }
 
     #[test]
     fn settings_give_what_the_url_does_not_and_win_over_it() {
-        let l = at(
-            "sftp:///backups/db",
-            &[("host", "h:2200"), ("user", "me"), ("key", "KEY"), ("host-key", " ssh-ed25519 AAAA ")],
-        )
-        .unwrap();
+        let l = at("sftp://h:2200/backups/db", &[("user", "me"), ("key", "KEY"), ("host-key", " ssh-ed25519 AAAA ")])
+            .unwrap();
         assert_eq!((l.host.as_str(), l.port, l.auth.user.as_str()), ("h", 2200, "me"));
         assert_eq!((l.auth.key.as_deref(), l.host_key.as_deref()), (Some("KEY"), Some("ssh-ed25519 AAAA")));
         let l = at("sftp://u:urlpass@h/p", &[("password", "setting")]).unwrap();
@@ -239,10 +284,14 @@ mod tests {
         assert!(msg(at("sftp://u@h/p", &[])).contains("no credentials"));
         assert!(msg(at("sftp://u@h:0/p", &[("password", "p")])).contains("port `0`"));
         assert!(msg(at("sftp://u@h:ssh/p", &[("password", "p")])).contains("port `ssh`"));
-        assert!(msg(at("sftp:///p", &[("user", "u"), ("password", "p")])).contains("expected sftp://"));
+        // The server must be in the URL: the sandbox lets the plugin reach
+        // that one only (the host makes the URL from a `host` field).
+        assert!(msg(at("sftp:///p", &[("host", "h"), ("user", "u"), ("password", "p")])).contains("expected sftp://"));
+        assert!(msg(at("sftp://u@h", &[("password", "p")])).contains("name the directory"));
+        assert!(msg(at("sftp://u@h/~/", &[("password", "p")])).contains("name the directory"));
         assert!(msg(at("sftp://u@h/a/../b", &[("password", "p")])).contains(".."));
         assert!(msg(at("sftp://u@h/p", &[("key-path", "/k")])).contains("unread"));
-        assert!(msg(at("sftp://u@h/p", &[("password", "p"), ("concurrent-writes", "x")])).contains("whole number"));
+        assert!(msg(at("sftp://u@h/p", &[("password", "p"), ("concurrent-writes", "x")])).contains("true nor false"));
         assert!(at("s3://u@h/p", &[("password", "p")]).is_err());
     }
 
@@ -273,5 +322,15 @@ mod tests {
         let l = at("sftp://u:hunter2@h/p", &[("key", "PRIVATE")]).unwrap();
         let shown = format!("{l:?}");
         assert!(!shown.contains("hunter2") && !shown.contains("PRIVATE"), "{shown}");
+        for bad in ["sftp://u:hunter2@h:99999/p", "sftp://u:hunter2@h", "sftp://u:hunter2%ff@h/p"] {
+            let said = at(bad, &[]).unwrap_err().message().to_string();
+            assert!(!said.contains("hunter2"), "{said}");
+        }
+    }
+
+    #[test]
+    fn the_plugins_own_files_are_not_keys() {
+        assert!(reserved(&format!("0000/{}", temp_path("a.seg", 7).trim_start_matches('/'))));
+        assert!(reserved("0000/a.seg.sluice-meta") && !reserved("0000/a.seg") && !reserved("sluice-lease.json"));
     }
 }

@@ -2,11 +2,12 @@
 //! runtime the instance owns: russh's session task and russh-sftp's
 //! reader run on it while a call is in progress, and sleep between calls.
 
+use crate::backend::sftp_error;
 use crate::location::Location;
-use crate::socket::Socket;
+use crate::socket::{Readiness, Socket};
 use crate::{CONNECT_TIMEOUT, REQUEST_TIMEOUT_SECS};
 use russh::client::{self, AuthResult, Handle, Handler};
-use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use russh::keys::{Algorithm, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh_sftp::client::RawSftpSession;
 use sluice_sdk::Error;
 use std::future::Future;
@@ -56,14 +57,17 @@ impl Session {
     pub fn connect(at: &Location) -> Result<Session, Error> {
         let expected = at.host_key.as_deref().map(parse_host_key).transpose()?;
         let key = at.auth.key.as_deref().map(parse_private_key).transpose()?;
+        let ready = Arc::new(Readiness::default());
+        let park = ready.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
+            .on_thread_park(move || park.block())
             .build()
             .map_err(|e| Error::permanent(format!("cannot start the SFTP client's runtime: {e}")))?;
         let seen = Arc::new(Mutex::new(None));
         let check = ServerCheck { expected, seen: seen.clone() };
         let opened = rt.block_on(async {
-            tokio::time::timeout(CONNECT_TIMEOUT, open(at, check, key)).await.unwrap_or_else(|_| {
+            tokio::time::timeout(CONNECT_TIMEOUT, open(at, check, key, ready)).await.unwrap_or_else(|_| {
                 Err(Error::transient(format!("{}: no answer within {CONNECT_TIMEOUT:?}", at.server())))
             })
         });
@@ -86,11 +90,24 @@ async fn open(
     at: &Location,
     check: ServerCheck,
     key: Option<PrivateKey>,
+    ready: Arc<Readiness>,
 ) -> Result<(Handle<ServerCheck>, RawSftpSession, Extensions), Error> {
-    let tcp = std::net::TcpStream::connect((at.host.as_str(), at.port))
-        .map_err(|e| Error::transient(format!("{}: cannot connect: {e}", at.server())))?;
-    let socket = Socket::new(tcp).map_err(|e| Error::transient(format!("{}: {e}", at.server())))?;
-    let config = Arc::new(client::Config::default());
+    let expected_algorithm = check.expected.as_ref().map(PublicKey::algorithm);
+    let tcp = std::net::TcpStream::connect((at.host.as_str(), at.port)).map_err(|e| connect_error(at, e))?;
+    let socket = Socket::new(tcp, ready).map_err(|e| Error::transient(format!("{}: {e}", at.server())))?;
+    let mut config = client::Config::default();
+    if let Some(expected) = &expected_algorithm {
+        // Ask for the kind of key `host-key` is: a server with several
+        // would otherwise offer its Ed25519 key, refused as not the one.
+        // An RSA key signs with SHA-2 (OpenSSH refuses SHA-1 by default).
+        config.preferred.key = std::borrow::Cow::Owned(match expected.clone().is_rsa() {
+            true => {
+                vec![Algorithm::Rsa { hash: Some(HashAlg::Sha512) }, Algorithm::Rsa { hash: Some(HashAlg::Sha256) }]
+            }
+            false => vec![expected.clone()],
+        });
+    }
+    let config = Arc::new(config);
     let started = std::time::Instant::now();
     let mut ssh = client::connect_stream(config, socket, check).await.map_err(|e| ssh_error(at, e))?;
     let handshake = started.elapsed();
@@ -100,12 +117,15 @@ async fn open(
     channel.request_subsystem(true, "sftp").await.map_err(|e| ssh_error(at, e))?;
     let sftp = RawSftpSession::new(channel.into_stream());
     sftp.set_timeout(REQUEST_TIMEOUT_SECS).await;
-    let version = sftp
-        .init()
-        .await
-        .map_err(|e| Error::permanent(format!("{}: the server's SFTP subsystem did not start: {e}", at.server())))?;
+    let version = sftp.init().await.map_err(|e| sftp_error(&format!("{}: starting SFTP", at.server()), e))?;
     let has = |name: &str| version.extensions.contains_key(name);
     let ext = Extensions { posix_rename: has("posix-rename@openssh.com"), fsync: has("fsync@openssh.com") };
+    if !ext.fsync {
+        sluice_sdk::warn!(
+            "{}: the server cannot sync files (no fsync@openssh.com); a put is as durable as the server's own writes",
+            at.server()
+        );
+    }
     Ok((ssh, sftp, ext))
 }
 
@@ -134,12 +154,25 @@ async fn login(at: &Location, ssh: &mut Handle<ServerCheck>, key: Option<Private
     )))
 }
 
+/// A refused connection: the sandbox's refusal needs an operator (the
+/// server is not the URL's); the network's may heal.
+fn connect_error(at: &Location, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => Error::access_denied(format!(
+            "{}: the sandbox does not let this plugin reach that server ({e}); it may reach the URL's host, \
+             or what `allow-hosts` names",
+            at.server()
+        )),
+        _ => Error::transient(format!("{}: cannot connect: {e}", at.server())),
+    }
+}
+
 /// A connection failure, classified: the network's are transient,
 /// a refused server key needs an operator, the rest are permanent.
 fn ssh_error(at: &Location, e: russh::Error) -> Error {
     let msg = format!("{}: {e}", at.server());
     match e {
-        russh::Error::UnknownKey => Error::access_denied(msg),
+        russh::Error::UnknownKey => Error::access_denied(format!("{UNKNOWN_KEY}{msg}")),
         russh::Error::IO(_)
         | russh::Error::Disconnect
         | russh::Error::HUP
@@ -152,12 +185,15 @@ fn ssh_error(at: &Location, e: russh::Error) -> Error {
     }
 }
 
+/// Marks the error of a server key `check_server_key` refused.
+const UNKNOWN_KEY: &str = "unknown server key: ";
+
 /// A refused server key, said with the key the server offered: the
 /// operator compares it with the server's own and sets `host-key`.
 fn name_server_key(e: Error, at: &Location, seen: &Mutex<Option<String>>) -> Error {
     let offered = seen.lock().ok().and_then(|s| s.clone());
     match (e, offered) {
-        (Error::AccessDenied(m), Some(key)) if m.contains("nknown") => Error::access_denied(format!(
+        (Error::AccessDenied(m), Some(key)) if m.starts_with(UNKNOWN_KEY) => Error::access_denied(format!(
             "{}: the server's key is not `host-key`; it offered `{key}`. If that is the server's key \
              (ssh-keyscan -p {} {}), set host-key to it",
             at.server(),
