@@ -187,7 +187,7 @@ fn replicators_killed_mid_upload_lose_nothing() {
     assert_same_image(&image(&conn), &got, "latest after four kills");
 }
 
-/// A slow server's waits are not CPU: with a CPU budget of 400 ms a call,
+/// A slow server's waits are not CPU: with a CPU budget of 1 s a call,
 /// a replica behind a link that holds every answer back 250 ms (each call
 /// then waits seconds on the network) replicates and restores, because
 /// the plugin waits for its socket in the host, not in a loop of its own.
@@ -203,7 +203,7 @@ fn waiting_on_a_slow_server_does_not_count_as_cpu() {
     assert!(url.contains(PASSWORD_USER) && url.contains(&link.port.to_string()), "{url}");
     let config = dir.path().join("sluice.yml");
     let body = format!(
-        "dbs:\n  - path: {}\n    replica:\n      url: {url}\n      sandbox:\n        cpu-ms: 400\n",
+        "dbs:\n  - path: {}\n    replica:\n      url: {url}\n      sandbox:\n        cpu-ms: 1000\n",
         db.display()
     );
     std::fs::write(&config, body).unwrap();

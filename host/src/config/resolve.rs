@@ -248,7 +248,7 @@ fn replica_url(r: &ReplicaConfig, ctx: &dyn Fn() -> String) -> anyhow::Result<(S
 /// login directory) becomes `/~/PATH`.
 fn sftp_url(r: &ReplicaConfig) -> anyhow::Result<String> {
     const SEGMENT: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_');
     let field = |k: &str| r.extra.get(k).map(yaml_scalar).filter(|v| !v.is_empty());
     let mut host = field("host").context("an sftp replica needs `host` (HOST[:PORT]) or `url`")?;
     if host.matches(':').count() > 1 && !host.starts_with('[') {
@@ -488,6 +488,9 @@ mod tests {
         let cfg = parse(&relative, Path::new("c.yml"), false).unwrap().config;
         let url = resolve(&cfg).unwrap().dbs[0].replicas[0].url.clone();
         assert_eq!(url, "sftp://a%40b@files.example:2222/~/back%20ups/db%231", "below the login directory, escaped");
+        let tilde = text.replace("path: /srv/backups/db", "path: /~/x");
+        let cfg = parse(&tilde, Path::new("c.yml"), false).unwrap().config;
+        assert_eq!(resolve(&cfg).unwrap().dbs[0].replicas[0].url, "sftp://backup@files.example:2222/%7E/x", "absolute");
         let v6 = text.replace("host: files.example:2222", "host: \"::1\"");
         let cfg = parse(&v6, Path::new("c.yml"), false).unwrap().config;
         assert_eq!(resolve(&cfg).unwrap().dbs[0].replicas[0].url, "sftp://backup@[::1]/srv/backups/db");

@@ -4,7 +4,7 @@
 //! repeated every few seconds, for every database, and bury the log.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,16 +16,17 @@ pub const QUIET_FOR: Duration = Duration::from_secs(3600);
 /// is then said once more, never lost).
 const REMEMBERED: usize = 4096;
 
+static KEYS: LazyLock<RandomState> = LazyLock::new(RandomState::new);
 /// Lines by their hash: a hostile plugin's long lines cost 16 bytes each.
 static SEEN: LazyLock<Mutex<HashMap<u64, Instant>>> = LazyLock::new(Mutex::default);
 
 /// Whether `line` (already labelled with its plugin, database and replica)
 /// should be logged at its own level now.
 pub fn first_in_a_while(line: &str) -> bool {
-    let mut hasher = DefaultHasher::new();
-    line.hash(&mut hasher);
+    // Keyed per process: no plugin can craft a line that silences another's.
+    let hash = KEYS.hash_one(line);
     let Ok(mut seen) = SEEN.lock() else { return true };
-    say_now(&mut seen, hasher.finish(), Instant::now())
+    say_now(&mut seen, hash, Instant::now())
 }
 
 fn say_now(seen: &mut HashMap<u64, Instant>, line: u64, now: Instant) -> bool {

@@ -82,11 +82,24 @@ pub fn redact_url(url: &str) -> String {
 fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_string() };
+    let Some(at) = rest[..authority_end].rfind('@') else { return unescaped_password(scheme, rest, authority_end) };
     match rest[..at].split_once(':') {
         Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
         None if scheme == "nats" => format!("{scheme}://***{}", &rest[at..]),
         None => url.to_string(),
+    }
+}
+
+/// A password with an unescaped `/`, `?` or `#` (`u:pa/ss@host`) ends
+/// the authority early and leaves no `@` in it; what follows the `:` is
+/// then no port, and is hidden up to the last `@` (or to the end).
+fn unescaped_password(scheme: &str, rest: &str, authority_end: usize) -> String {
+    match rest[..authority_end].split_once(':') {
+        Some((user, after)) if !after.chars().all(|c| c.is_ascii_digit()) => match rest.rfind('@') {
+            Some(at) => format!("{scheme}://{user}:***{}", &rest[at..]),
+            None => format!("{scheme}://{user}:***"),
+        },
+        _ => format!("{scheme}://{rest}"),
     }
 }
 
@@ -109,6 +122,9 @@ mod tests {
         assert_eq!(redact_url("webdav://me:s3cr%40t@dav.example:8080/p?x=1"), "webdav://me:***@dav.example:8080/p?x=1");
         assert_eq!(redact_url("nats://TOKEN@127.0.0.1:4222/b"), "nats://***@127.0.0.1:4222/b");
         assert_eq!(redact_url("sftp://backup@host/p"), "sftp://backup@host/p", "a user name alone is no secret");
+        assert_eq!(redact_url("sftp://u:pa/ss@h/p"), "sftp://u:***@h/p", "a password with a `/`");
+        assert_eq!(redact_url("sftp://u:pa#ss@h/p"), "sftp://u:***@h/p");
+        assert_eq!(redact_url("sftp://h:22/db@1"), "sftp://h:22/db@1", "a port, and an `@` in the path");
         assert_eq!(redact_url("s3://bucket/a@b"), "s3://bucket/a@b", "an @ in the path is not userinfo");
         assert_eq!(redact_url("/var/db"), "/var/db");
         assert_eq!(

@@ -135,7 +135,7 @@ pub async fn read(s: &RawSftpSession, path: &str, offset: u64, len: Option<u64>)
 
 async fn read_open(s: &RawSftpSession, handle: &str, offset: u64, len: Option<u64>) -> Result<Vec<u8>> {
     let Some(size) = s.fstat(handle).await?.attrs.size else {
-        return Err(SftpError::UnexpectedBehavior("the server did not say the file's size".into()));
+        return Err(SftpError::UnexpectedPacket);
     };
     let end = len.map_or(size, |l| offset.saturating_add(l).min(size));
     let starts = (offset.min(end)..end).step_by(CHUNK);
@@ -202,13 +202,13 @@ pub async fn walk(s: &RawSftpSession, dir: &str) -> Result<Vec<(String, u64, u32
         let listed = read_dir(s, &handle).await;
         let _ = s.close(handle).await;
         for f in listed? {
-            if f.filename == "." || f.filename == ".." || is_temp(&f.filename) || is_meta(&f.filename) {
+            if f.filename == "." || f.filename == ".." {
                 continue;
             }
             let name = format!("{rel}{}", f.filename);
             if f.attrs.is_dir() {
                 pending.push(format!("{name}/"));
-            } else {
+            } else if !is_temp(&f.filename) && !is_meta(&f.filename) {
                 found.push((name, f.attrs.size.unwrap_or(0), f.attrs.mtime.unwrap_or(0)));
             }
         }

@@ -2,7 +2,8 @@
 //! `sftp://[user[:password]@]host[:port]/path` and its settings `host`,
 //! `user`, `password`, `key-path` (read by sluice, handed over as `key`),
 //! `host-key` and `concurrent-writes`. The URL's path is the directory
-//! on the server, absolute as written; keys become files below it.
+//! on the server, absolute as written, or below the login directory as
+//! `/~/path`; keys become files below it.
 
 use sluice_sdk::{Config, Error, Setting, key_prefix, percent_decode};
 
@@ -31,7 +32,8 @@ impl std::fmt::Debug for Auth {
 pub struct Location {
     pub host: String,
     pub port: u16,
-    /// The directory keys live in, absolute, ending in `/`.
+    /// The directory keys live in, ending in `/`: absolute, or relative to
+    /// the login directory (which the server resolves).
     pub root: String,
     pub auth: Auth,
     /// The server's public key as one `authorized_keys` line
@@ -64,10 +66,7 @@ impl Location {
         let rest = rest.split(['?', '#']).next().unwrap_or_default();
         let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
         let (userinfo, hostport) = authority.rsplit_once('@').map_or((None, authority), |(u, h)| (Some(u), h));
-        let shown = format!(
-            "sftp://{}{hostport}/{path}",
-            userinfo.map_or(String::new(), |u| format!("{}@", u.split(':').next().unwrap_or("")))
-        );
+        let shown = shown_url(url);
         if !url.starts_with("sftp://") || hostport.is_empty() {
             // The host's sandbox lets the plugin reach the URL's server
             // only, so the server must be in the URL (the host builds it
@@ -141,6 +140,17 @@ fn root_of(path: &str, shown: &str) -> Result<String, Error> {
     Ok(if relative { prefix } else { format!("/{prefix}") })
 }
 
+/// The URL for messages: nothing between the user name and the last `@`
+/// (a password, even one with an unescaped `/`, `?` or `#`).
+fn shown_url(url: &str) -> String {
+    let rest = url.strip_prefix("sftp://").unwrap_or(url);
+    let hidden = rest.rfind('@').and_then(|at| {
+        let (user, _) = rest[..at].split_once(':')?;
+        (!user.contains(['/', '?', '#'])).then(|| format!("sftp://{user}:***{}", &rest[at..]))
+    });
+    hidden.unwrap_or_else(|| format!("sftp://{rest}"))
+}
+
 /// A password from the URL, decoded without repeating it if it cannot be.
 fn decode_secret(p: &str) -> Result<String, Error> {
     percent_decode(p).map_err(|_| Error::invalid_config("the URL's password is not UTF-8 once percent-decoded"))
@@ -149,8 +159,7 @@ fn decode_secret(p: &str) -> Result<String, Error> {
 /// Whether `key` names a file this plugin keeps for itself (a temporary
 /// file or a metadata file): such a key could be written but never listed.
 pub fn reserved(key: &str) -> bool {
-    let name = key.rsplit('/').next().unwrap_or(key);
-    is_temp(name) || is_meta(name)
+    key.split('/').any(|name| is_temp(name) || is_meta(name))
 }
 
 /// What a put writes to before renaming it into place: beside the
@@ -322,7 +331,13 @@ mod tests {
         let l = at("sftp://u:hunter2@h/p", &[("key", "PRIVATE")]).unwrap();
         let shown = format!("{l:?}");
         assert!(!shown.contains("hunter2") && !shown.contains("PRIVATE"), "{shown}");
-        for bad in ["sftp://u:hunter2@h:99999/p", "sftp://u:hunter2@h", "sftp://u:hunter2%ff@h/p"] {
+        for bad in [
+            "sftp://u:hunter2@h:99999/p",
+            "sftp://u:hunter2@h",
+            "sftp://u:hunter2%ff@h/p",
+            "sftp://u:hun/ter2@h/p",
+            "sftp://u:hun#ter2@h:0/p",
+        ] {
             let said = at(bad, &[]).unwrap_err().message().to_string();
             assert!(!said.contains("hunter2"), "{said}");
         }
@@ -332,5 +347,6 @@ mod tests {
     fn the_plugins_own_files_are_not_keys() {
         assert!(reserved(&format!("0000/{}", temp_path("a.seg", 7).trim_start_matches('/'))));
         assert!(reserved("0000/a.seg.sluice-meta") && !reserved("0000/a.seg") && !reserved("sluice-lease.json"));
+        assert!(reserved("a.sluice-meta/b"), "a directory so named is skipped by listings too");
     }
 }
