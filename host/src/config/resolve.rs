@@ -251,6 +251,9 @@ fn sftp_url(r: &ReplicaConfig) -> anyhow::Result<String> {
         &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_');
     let field = |k: &str| r.extra.get(k).map(yaml_scalar).filter(|v| !v.is_empty());
     let mut host = field("host").context("an sftp replica needs `host` (HOST[:PORT]) or `url`")?;
+    if host.contains(['@', '/', '?', '#', ' ']) {
+        bail!("sftp `host: {host}` is not HOST[:PORT] (give the user as `user`, the directory as `path`)");
+    }
     if host.matches(':').count() > 1 && !host.starts_with('[') {
         host = format!("[{host}]");
     }
@@ -495,6 +498,9 @@ mod tests {
         let cfg = parse(&v6, Path::new("c.yml"), false).unwrap().config;
         assert_eq!(resolve(&cfg).unwrap().dbs[0].replicas[0].url, "sftp://backup@[::1]/srv/backups/db");
         assert!(rep.settings.contains(&("host-key".into(), "ssh-ed25519 AAAA".into())));
+        let bad = text.replace("host: files.example:2222", "host: me@files.example");
+        let err = format!("{:#}", resolve(&parse(&bad, Path::new("c.yml"), false).unwrap().config).unwrap_err());
+        assert!(err.contains("is not HOST[:PORT]"), "{err}");
         let no_host = text.replace("      host: files.example:2222\n", "");
         let cfg = parse(&no_host, Path::new("c.yml"), false).unwrap().config;
         let err = format!("{:#}", resolve(&cfg).unwrap_err());

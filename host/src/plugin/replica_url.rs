@@ -64,8 +64,11 @@ const SECRET_PARAMS: &[&str] = &["password", "secret", "token", "sig", "key"];
 /// are a NATS token (`nats://TOKEN@host`) and the values of query
 /// parameters named like credentials. Anything else is returned as it is.
 pub fn redact_url(url: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = redact_userinfo(base);
+    // Userinfo first, on the whole URL: a password with an unescaped `?`
+    // must not be taken for the start of the query.
+    let url = redact_userinfo(url);
+    let (base, query) = url.split_once('?').map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
+    let base = base.to_string();
     let Some(query) = query else { return base };
     let secret = |name: &str| SECRET_PARAMS.iter().any(|s| name.to_ascii_lowercase().contains(s));
     let pairs: Vec<String> = query
@@ -124,6 +127,7 @@ mod tests {
         assert_eq!(redact_url("sftp://backup@host/p"), "sftp://backup@host/p", "a user name alone is no secret");
         assert_eq!(redact_url("sftp://u:pa/ss@h/p"), "sftp://u:***@h/p", "a password with a `/`");
         assert_eq!(redact_url("sftp://u:pa#ss@h/p"), "sftp://u:***@h/p");
+        assert_eq!(redact_url("sftp://u:pa?ss@h/p"), "sftp://u:***@h/p", "a password with a `?`");
         assert_eq!(redact_url("sftp://h:22/db@1"), "sftp://h:22/db@1", "a port, and an `@` in the path");
         assert_eq!(redact_url("s3://bucket/a@b"), "s3://bucket/a@b", "an @ in the path is not userinfo");
         assert_eq!(redact_url("/var/db"), "/var/db");

@@ -164,8 +164,11 @@ async fn read_chunk(s: &RawSftpSession, handle: &str, at: u64, len: u32) -> Resu
     while out.len() < len as usize {
         match s.read(handle, at + out.len() as u64, len - out.len() as u32).await {
             Ok(d) if d.data.is_empty() => break,
-            // More than asked: never trusted (it would shift later bytes).
-            Ok(d) if d.data.len() > len as usize - out.len() => break,
+            // More than asked: never trusted (it would shift later bytes),
+            // and a server that does it will again.
+            Ok(d) if d.data.len() > len as usize - out.len() => {
+                return Err(SftpError::Limited("the server answered a read with more bytes than asked".into()));
+            }
             Ok(d) => out.extend_from_slice(&d.data),
             Err(e) if is_eof(&e) => break,
             Err(e) => return Err(e),
