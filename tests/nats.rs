@@ -180,7 +180,8 @@ fn an_nkey_user_replicates_and_a_wrong_seed_says_so() {
 }
 
 /// JWT authentication (Litestream's `jwt` and `seed`) against a server in
-/// operator mode: the user's JWT names it, the seed signs the nonce.
+/// operator mode: the user's JWT names it, the seed signs the nonce; the
+/// same user from a credentials file.
 #[test]
 fn a_jwt_user_replicates_and_restores() {
     let (nats, jwt, seed) = Nats::with_operator();
@@ -204,4 +205,29 @@ fn a_jwt_user_replicates_and_restores() {
     let out = sluice().args(["plugin", "check", "-s", &format!("seed={seed}")]).arg(nats.url("jwt/check")).output();
     let all = text(&out.unwrap());
     assert!(all.lines().filter(|l| l.starts_with("FAIL ")).count() == 1 && all.contains("credentials"), "{all}");
+    // The same user from a credentials file (Litestream's `creds`), as
+    // `nsc generate creds` writes it: sluice reads the file.
+    let creds = dir.path().join("user.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n************************* IMPORTANT *************************\nNKEY Seed printed below can be used to sign and prove identity.\nNKEYs are sensitive and should be treated as secrets.\n\n-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n*************************************************************\n"
+        ),
+    )
+    .unwrap();
+    let body =
+        format!("dbs:\n  - path: {}\n    replica:\n      url: {url}\n      creds: {}\n", db.display(), creds.display());
+    let config = dir.path().join("creds.yml");
+    std::fs::write(&config, body).unwrap();
+    workload(&conn, &mut seeded(29), 20);
+    run_ok(sluice().args(["replicate", "-once", "-config"]).arg(&config));
+    let out = dir.path().join("from-creds.db");
+    run_ok(sluice().args(["restore", "-config"]).arg(&config).arg("-o").arg(&out).arg(&db));
+    assert_same_image(&image(&conn), &file_image(&out, PAGE), "restored through a credentials file");
+    let check = sluice()
+        .args(["plugin", "check", "-s"])
+        .arg(format!("creds={}", creds.display()))
+        .arg(nats.url("jwt/c2"))
+        .output();
+    assert!(check.unwrap().status.success(), "plugin check with -s creds=FILE");
 }

@@ -161,7 +161,7 @@ fn with_environment_credentials(
     url: &str,
 ) -> anyhow::Result<Vec<(String, String)>> {
     let scheme = url.split_once("://").map_or("file", |(s, _)| s);
-    if matches!(scheme, "abs" | "gs" | "oss" | "sftp") {
+    if matches!(scheme, "abs" | "gs" | "oss" | "sftp" | "nats") {
         crate::config::credentials::store_from_environment(scheme, url, &mut settings)?;
         return Ok(settings);
     }

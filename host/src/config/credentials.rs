@@ -28,24 +28,32 @@ pub fn store_from_environment(kind: &str, url: &str, settings: &mut Vec<(String,
         "abs" => settings.extend(azure_from_environment(settings)),
         "gs" => gcs_from_environment(url, settings)?,
         "oss" => alibaba_from_environment(settings, |k| std::env::var(k).ok()),
-        "sftp" => read_key_path(settings)?,
+        "sftp" | "nats" => read_named_files(kind, settings)?,
         _ => {}
     }
     Ok(())
 }
 
-/// SFTP's `key-path`: the plugin reads no files, so the host hands it the
-/// private key's text as `key` (a `key` given already wins). A file that
-/// cannot be read is an error naming it.
-pub fn read_key_path(settings: &mut Vec<(String, String)>) -> anyhow::Result<()> {
-    let named = settings.iter().rev().find(|(k, v)| k == "key-path" && !v.is_empty()).map(|(_, v)| v.clone());
-    let Some(path) = named else { return Ok(()) };
-    if !settings.iter().any(|(k, v)| k == "key" && !v.is_empty()) {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("cannot read the SSH private key {path} (key-path): {e}"))?;
-        settings.push(("key".into(), text));
+/// Settings that name a file whose text a plugin needs (a plugin reads no
+/// files): (store, setting naming the file, setting the text goes in,
+/// what the file is).
+const NAMED_FILES: &[(&str, &str, &str, &str)] =
+    &[("sftp", "key-path", "key", "SSH private key"), ("nats", "creds", "creds-text", "NATS credentials file")];
+
+/// The files a store of `kind`'s settings name, read and handed over as
+/// their text (a text given already wins). A file that cannot be read is
+/// an error naming it and the setting.
+pub fn read_named_files(kind: &str, settings: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    for (_, path_key, text_key, what) in NAMED_FILES.iter().filter(|(k, ..)| *k == kind) {
+        let named = settings.iter().rev().find(|(k, v)| k == path_key && !v.is_empty()).map(|(_, v)| v.clone());
+        let Some(path) = named else { continue };
+        if !settings.iter().any(|(k, v)| k == text_key && !v.is_empty()) {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read the {what} {path} ({path_key}): {e}"))?;
+            settings.push((text_key.to_string(), text));
+        }
+        settings.retain(|(k, _)| k != path_key);
     }
-    settings.retain(|(k, _)| k != "key-path");
     Ok(())
 }
 
@@ -209,20 +217,26 @@ mod tests {
     }
 
     #[test]
-    fn an_sftp_key_path_reaches_the_plugin_as_the_keys_text() {
+    fn named_files_reach_the_plugin_as_their_text() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("id_ed25519");
         std::fs::write(&file, "PRIVATE KEY TEXT").unwrap();
         let path = file.to_string_lossy().to_string();
         let mut settings = vec![pair("key-path", &path), pair("user", "u")];
-        read_key_path(&mut settings).unwrap();
+        read_named_files("sftp", &mut settings).unwrap();
         assert_eq!(settings, [pair("user", "u"), pair("key", "PRIVATE KEY TEXT")]);
         let mut given = vec![pair("key", "INLINE"), pair("key-path", &path)];
-        read_key_path(&mut given).unwrap();
+        read_named_files("sftp", &mut given).unwrap();
         assert_eq!(given, [pair("key", "INLINE")], "a key given inline wins");
         let missing = dir.path().join("nope").to_string_lossy().to_string();
-        let err = read_key_path(&mut vec![pair("key-path", &missing)]).unwrap_err().to_string();
+        let err = read_named_files("sftp", &mut vec![pair("key-path", &missing)]).unwrap_err().to_string();
         assert!(err.contains(&missing) && err.contains("key-path"), "{err}");
+        let mut nats = vec![pair("creds", &path)];
+        read_named_files("nats", &mut nats).unwrap();
+        assert_eq!(nats, [pair("creds-text", "PRIVATE KEY TEXT")], "a NATS credentials file");
+        let mut other = vec![pair("key-path", &path)];
+        read_named_files("s3", &mut other).unwrap();
+        assert_eq!(other, [pair("key-path", &path)], "only for the store that reads it");
     }
 
     #[test]

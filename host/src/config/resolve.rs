@@ -447,20 +447,21 @@ const CREDENTIAL_GROUPS: &[&[&str]] = &[
     &["account-key", "sas-token"],
     &["credentials-file", "credentials-json"],
     &["key", "key-path"],
+    &["creds", "creds-text", "jwt", "seed"],
 ];
 
 impl ReplicaSpec {
     /// Plugin settings given on the command line (`-s KEY=VALUE`): each
     /// replaces the same key (and its credential group) from the config,
-    /// the URL or the environment. An SFTP `key-path` among them is read.
+    /// the URL or the environment. A file one names (SFTP's `key-path`,
+    /// NATS's `creds`) is read.
     pub fn override_settings(&mut self, given: &[(String, String)]) -> anyhow::Result<()> {
         let group_of = |k: &str| CREDENTIAL_GROUPS.iter().find(|g| g.contains(&k)).copied().unwrap_or_default();
         let replaced = |k: &str| given.iter().any(|(g, _)| g == k || group_of(g).contains(&k));
         self.settings.retain(|(k, _)| !replaced(k));
         self.settings.extend(given.iter().cloned());
-        if self.url.starts_with("sftp://") {
-            super::credentials::read_key_path(&mut self.settings)?;
-        }
+        let kind = self.url.split_once("://").map_or("file", |(scheme, _)| scheme);
+        super::credentials::read_named_files(kind, &mut self.settings)?;
         Ok(())
     }
 }

@@ -21,7 +21,8 @@
 //!
 //! Authentication as Litestream's: user/password, token, or a user's NKey
 //! seed (`seed`, with a user JWT as `jwt`) that signs the nonce of the
-//! server's INFO (`nkeys`, pure Rust); a `creds` file cannot be read here.
+//! server's INFO (`nkeys`, pure Rust); a `creds` file's JWT and seed
+//! (the host reads the file and passes its text as `creds-text`).
 
 pub mod js;
 pub mod location;

@@ -62,7 +62,9 @@ pub fn settings() -> Vec<Setting> {
         Setting::new("token", "token for token authentication").secret(),
         Setting::new("jwt", "user JWT for JWT authentication, with `seed`").secret(),
         Setting::new("seed", "user NKey seed (SU...): signs the server's nonce; alone, NKey authentication").secret(),
-        Setting::new("creds", "not supported: a credentials file; give its JWT and seed as `jwt` and `seed`"),
+        Setting::new("creds", "a credentials file (user JWT and seed); sluice reads it and passes `creds-text`"),
+        Setting::new("creds-text", "the text of a credentials file (`nsc generate creds`): its user JWT and seed")
+            .secret(),
         Setting::new("nkey", "not supported: a public NKey with a signing callback; give the seed as `seed`").secret(),
         Setting::new(
             "root-cas",
@@ -75,10 +77,9 @@ pub fn settings() -> Vec<Setting> {
 
 /// Refuse what this plugin cannot do, saying what to use instead.
 fn refuse_unsupported(config: &Config) -> Result<(), Error> {
-    if config.get("creds").is_some() {
-        return Err(Error::unsupported(
-            "setting `creds`: this plugin cannot read files; give the JWT and the seed the credentials file holds \
-             (between its BEGIN/END lines) as the settings `jwt` and `seed`",
+    if config.get("creds").is_some() && config.get("creds-text").is_none() {
+        return Err(Error::invalid_config(
+            "setting `creds` reached the plugin unread: give the file's text as `creds-text` (sluice reads creds itself)",
         ));
     }
     if config.get("nkey").is_some() {
@@ -207,7 +208,14 @@ fn auth(userinfo: Option<&str>, config: &Config) -> Result<Auth, Error> {
 /// NKey or JWT authentication from `seed` (and `jwt`), first as in
 /// Litestream; the seed is checked here, never shown.
 fn nkey_auth(config: &Config) -> Result<Option<Auth>, Error> {
-    let (seed, jwt) = (config.get("seed"), config.get("jwt"));
+    let from_file = config.get("creds-text").map(creds_file).transpose()?;
+    if from_file.is_some() && (config.get("seed").is_some() || config.get("jwt").is_some()) {
+        return Err(Error::invalid_config("give either a credentials file (`creds`) or `jwt` and `seed`, not both"));
+    }
+    let (seed, jwt) = match &from_file {
+        Some((jwt, seed)) => (Some(seed.as_str()), Some(jwt.as_str())),
+        None => (config.get("seed"), config.get("jwt")),
+    };
     let Some(seed) = seed else {
         return match jwt {
             Some(_) => Err(Error::invalid_config("setting `jwt` needs the user's seed as `seed` to sign with")),
@@ -224,6 +232,26 @@ fn nkey_auth(config: &Config) -> Result<Option<Auth>, Error> {
         return Err(Error::invalid_config("setting `seed` is not a user's seed (SU...)"));
     }
     Ok(Some(Auth::Nkey { seed: seed.to_string(), jwt: jwt.map(|j| j.trim().to_string()) }))
+}
+
+/// A credentials file's user JWT and seed: the first and second values
+/// framed by `-----BEGIN ...-----` and `------END ...------` lines, as
+/// NATS's clients read them.
+fn creds_file(text: &str) -> Result<(String, String), Error> {
+    let mut values = Vec::new();
+    let mut lines = text.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        if line.starts_with("---") && line.contains("BEGIN") {
+            values.extend(lines.by_ref().find(|l| !l.is_empty()).map(str::to_string));
+        }
+    }
+    match <[String; 2]>::try_from(values) {
+        Ok([jwt, seed]) => Ok((jwt, seed)),
+        Err(found) => Err(Error::invalid_config(format!(
+            "the credentials file (`creds`) holds {} framed values, not a user JWT and a seed",
+            found.len()
+        ))),
+    }
 }
 
 impl Auth {
@@ -269,7 +297,15 @@ mod tests {
         assert_eq!(l.auth, Auth::Nkey { seed: seed.clone(), jwt: None }, "before user/password, as in Litestream");
         assert!(!format!("{l:?}").contains(&seed));
         let with_jwt = loc("nats://h/b", &[("seed", seed.as_str()), ("jwt", "e.y.J")]).unwrap();
-        assert_eq!(with_jwt.auth, Auth::Nkey { seed, jwt: Some("e.y.J".into()) });
+        assert_eq!(with_jwt.auth, Auth::Nkey { seed: seed.clone(), jwt: Some("e.y.J".into()) });
+        // A credentials file as `nsc generate creds` writes it.
+        let creds = format!(
+            "-----BEGIN NATS USER JWT-----\ne.y.J\n------END NATS USER JWT------\n\n************************* IMPORTANT *************************\nNKEY Seed printed below can be used to sign and prove identity.\n\n-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n*************************************************************\n"
+        );
+        let from_file = loc("nats://h/b", &[("creds", "/etc/u.creds"), ("creds-text", creds.as_str())]).unwrap();
+        assert_eq!(from_file.auth, Auth::Nkey { seed: seed.clone(), jwt: Some("e.y.J".into()) });
+        let both = loc("nats://h/b", &[("creds-text", creds.as_str()), ("seed", seed.as_str())]).unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
         for (settings, says) in [
             (vec![("seed", "SUNOTASEED")], "not an NKey seed"),
             (vec![("jwt", "e.y.J")], "needs the user's seed"),
@@ -280,7 +316,8 @@ mod tests {
                 )],
                 "not a user's seed",
             ),
-            (vec![("creds", "/etc/u.creds")], "`jwt` and `seed`"),
+            (vec![("creds", "/etc/u.creds")], "unread"),
+            (vec![("creds-text", "-----BEGIN X-----\nonly\n------END X------\n")], "holds 1 framed values"),
         ] {
             let e = loc("nats://h/b", &settings).unwrap_err().to_string();
             assert!(e.contains(says), "{e}");
@@ -304,7 +341,7 @@ mod tests {
             assert!(matches!(loc(bad, &[]), Err(Error::InvalidConfig(_))), "{bad}");
         }
         match loc("nats://h/b", &[("creds", "/etc/user.creds")]) {
-            Err(Error::Unsupported(m)) => assert!(m.contains("as the settings `jwt` and `seed`"), "{m}"),
+            Err(Error::InvalidConfig(m)) => assert!(m.contains("`creds-text`"), "{m}"),
             other => panic!("{other:?}"),
         }
         match loc("nats://h/b", &[("root-cas", "/ca.pem")]) {
