@@ -136,7 +136,8 @@ fn litestreams_config_form_with_key_path_and_host_key() {
 }
 
 /// Replicators killed (SIGKILL) while they upload, then restarted: every
-/// restore afterwards is exact, and no put cut short shows in a listing.
+/// restore afterwards is exact, and the temporary files the kills left
+/// are collected by retention's deletes once they are old.
 #[test]
 fn replicators_killed_mid_upload_lose_nothing() {
     let sshd = Sshd::start();
@@ -176,13 +177,27 @@ fn replicators_killed_mid_upload_lose_nothing() {
     }
     eprintln!("{cut_short} of 4 kills left a put cut short");
     assert!(cut_short > 0, "no kill landed in the middle of a put");
-    let (child, socket) = start_with_socket(dir.path(), &body);
-    let points = synced_points(&conn, &db, &socket, &mut rng, 2);
-    stop(child);
-    for (txid, want) in &points {
-        let got = restore_image(&url, &dir.path().join("restored.db"), Some(*txid), PAGE);
-        assert_same_image(want, &got, &format!("TXID {txid} after four kills"));
+    // Those files are now an hour old: retention's deletes collect them.
+    let left = temps();
+    for temp in &left {
+        let aged = std::process::Command::new("touch").args(["-d", "2 hours ago"]).arg(temp).status().unwrap();
+        assert!(aged.success());
     }
+    let quick =
+        format!("levels:\n  - interval: 1s\nl0-retention: 1s\nsnapshot:\n  interval: 2s\n  retention: 3s\n{}", body);
+    let (child, socket) = start_with_socket(dir.path(), &quick);
+    let mut points = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    while std::time::Instant::now() < deadline {
+        points.extend(synced_points(&conn, &db, &socket, &mut rng, 1));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let log = stop(child);
+    let still: Vec<_> = left.intersection(&temps()).cloned().collect();
+    assert!(still.is_empty(), "left by the kills and not collected: {still:?}\n{log}");
+    let (txid, want) = points.last().unwrap();
+    let got = restore_image(&url, &dir.path().join("restored.db"), Some(*txid), PAGE);
+    assert_same_image(want, &got, &format!("TXID {txid} after four kills"));
     let got = restore_image(&url, &dir.path().join("latest.db"), None, PAGE);
     assert_same_image(&image(&conn), &got, "latest after four kills");
 }

@@ -29,6 +29,7 @@ pub fn deletable(
 ) -> Vec<SegmentName> {
     let cutoff = now_ms - cfg.snapshot_retention.as_millis() as i64;
     let mut out = Vec::new();
+    let mut covered_ones = Vec::new();
     // The oldest restore point inside the window.
     let oldest_needed = listing.iter().filter(|(_, s)| s.timestamp_ms >= cutoff).map(|(n, _)| n.max_txid).min();
     let keep_snapshot = listing
@@ -48,9 +49,35 @@ pub fn deletable(
             !c.is_snapshot() && c.level > name.level && c.min_txid <= name.min_txid && c.max_txid >= name.max_txid
         });
         if old && covered {
-            out.push(*name);
+            covered_ones.push(*name);
         }
     }
+    keep_newest_restorable(listing, out, covered_ones)
+}
+
+/// The deletions, less those that would leave the newest TXID unrestorable
+/// where the whole listing restores it. A compaction that began at or
+/// before the newest snapshot's TXID (a level-1 [2,3] over a snapshot
+/// [1,2], after a restart snapshotted at 2) covers level-0 segments the
+/// chain from that snapshot still needs, since a chain cannot start inside
+/// a compacted range: those stay until a newer snapshot supersedes them.
+fn keep_newest_restorable(
+    listing: &Listing,
+    by_snapshot: Vec<SegmentName>,
+    covered: Vec<SegmentName>,
+) -> Vec<SegmentName> {
+    use super::plan::{Target, restore_plan};
+    let restorable_without = |gone: &[SegmentName]| {
+        let left: Listing = listing.iter().filter(|(n, _)| !gone.contains(n)).map(|(n, s)| (*n, s.clone())).collect();
+        restore_plan(&left, Target::Latest).is_ok()
+    };
+    let mut out: Vec<SegmentName> = by_snapshot.iter().chain(&covered).copied().collect();
+    out.sort();
+    out.dedup();
+    if covered.is_empty() || restorable_without(&out) || !restorable_without(&[]) {
+        return out;
+    }
+    let mut out = by_snapshot;
     out.sort();
     out.dedup();
     out
@@ -150,6 +177,23 @@ mod tests {
         assert!(del.contains(&SegmentName { level: 1, min_txid: 3, max_txid: 5 }));
         assert!(!del.contains(&SegmentName { level: 9, min_txid: 1, max_txid: 5 }));
         assert!(!del.contains(&SegmentName { level: 0, min_txid: 6, max_txid: 6 }));
+    }
+
+    /// A restart snapshotted at TXID 2 while level 0 already held [2,2];
+    /// level 1 then compacted [2,2] and [3,3] into [2,3]. The chain from
+    /// the snapshot cannot start inside [2,3], so level 0's [3,3] stays,
+    /// and the newest TXID stays restorable.
+    #[test]
+    fn what_the_newest_txids_chain_needs_is_kept() {
+        let cfg =
+            RetentionConfig { snapshot_retention: Duration::from_secs(3600), l0_retention: Duration::from_millis(10) };
+        let levels = CompactionConfig { level_intervals: vec![Duration::ZERO, Duration::from_millis(30)] };
+        let listing = l(&[(9, 1, 2, 0), (0, 2, 2, 0), (0, 3, 3, 0), (0, 4, 4, 0), (1, 2, 3, 0)]);
+        let del = deletable(&listing, 1000, &cfg, &levels);
+        assert!(!del.contains(&SegmentName { level: 0, min_txid: 3, max_txid: 3 }), "{del:?}");
+        assert!(del.contains(&SegmentName { level: 0, min_txid: 2, max_txid: 2 }), "ends at the snapshot: {del:?}");
+        let left: Listing = listing.into_iter().filter(|(n, _)| !del.contains(n)).collect();
+        assert!(super::super::plan::restore_plan(&left, super::super::plan::Target::Latest).is_ok(), "{left:?}");
     }
 
     #[test]

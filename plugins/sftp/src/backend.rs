@@ -3,11 +3,12 @@
 use crate::files::{self, Put};
 use crate::location::{Location, decode_meta, encode_meta, meta_path, reserved, settings};
 use crate::session::Session;
-use crate::{MAX_BATCH, MAX_PUT_SIZE};
+use crate::{MAX_BATCH, MAX_PUT_SIZE, STALE_TEMP_SECS};
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::StatusCode;
 use sluice_sdk::*;
 use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 struct Sftp {
     at: Location,
@@ -17,6 +18,8 @@ struct Sftp {
     /// The last listing, for the pages after its first (the host pages
     /// through one listing within an instance's batch of calls).
     listed: RefCell<Option<(String, Vec<ObjectMeta>)>>,
+    /// Directories whose stale temporary files this instance removed.
+    swept: RefCell<std::collections::HashSet<String>>,
 }
 
 /// An SFTP failure, classified, naming what it was doing.
@@ -86,7 +89,7 @@ impl Backend for Sftp {
         if at.host_key.is_none() {
             warn!("{}: no host-key set, so the server's key is not checked; set host-key", at.server());
         }
-        Ok(Sftp { at, session: RefCell::new(None), listed: RefCell::new(None) })
+        Ok(Sftp { at, session: RefCell::new(None), listed: RefCell::new(None), swept: RefCell::default() })
     }
 
     fn put(&self, key: &str, data: Vec<u8>, options: PutOptions) -> Result<ObjectMeta, Error> {
@@ -165,6 +168,14 @@ impl Backend for Sftp {
             let gone = paths.iter().zip(&failed).filter(|(_, e)| e.is_none());
             let metas: Vec<String> = gone.map(|(p, _)| meta_path(p)).collect();
             let _ = files::remove_all(&s.sftp, &metas).await;
+            // Retention's deletes also collect what killed puts left in
+            // these directories (best effort: the deletes are done).
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            for dir in self.unswept(&paths) {
+                if let Err(e) = files::sweep(&s.sftp, &dir, now, STALE_TEMP_SECS).await {
+                    debug!("sweeping {dir}: {e}");
+                }
+            }
             Ok(failed)
         })?;
         let failures = keys.into_iter().zip(paths).zip(failed).filter_map(|((key, path), e)| {
@@ -175,6 +186,13 @@ impl Backend for Sftp {
 }
 
 impl Sftp {
+    /// The directories of `paths` not swept yet by this instance.
+    fn unswept(&self, paths: &[String]) -> Vec<String> {
+        let mut swept = self.swept.borrow_mut();
+        let dirs = paths.iter().filter_map(|p| p.rfind('/').map(|i| p[..=i].to_string()));
+        dirs.filter(|d| swept.insert(d.clone())).collect()
+    }
+
     /// Every key under `prefix`, ascending, with its size and time. The
     /// walk starts at the prefix's directory, so a listing of one level
     /// does not read the others.

@@ -230,6 +230,26 @@ async fn read_dir(s: &RawSftpSession, handle: &str) -> Result<Vec<russh_sftp::pr
     }
 }
 
+/// Remove the temporary files in `dir` (absolute or relative, ending in
+/// `/`) older than `stale` seconds at `now` (Unix seconds): puts a killed
+/// process left. A put in progress is younger; should clocks disagree and
+/// one be removed, its rename fails and the host puts it again.
+pub async fn sweep(s: &RawSftpSession, dir: &str, now: u64, stale: u64) -> Result<()> {
+    let handle = s.opendir(dir).await?.handle;
+    let listed = read_dir(s, &handle).await;
+    let _ = s.close(handle).await;
+    let old: Vec<String> = listed?
+        .into_iter()
+        .filter(|f| is_temp(&f.filename) && !f.attrs.is_dir())
+        .filter(|f| u64::from(f.attrs.mtime.unwrap_or(u32::MAX)).saturating_add(stale) < now)
+        .map(|f| format!("{dir}{}", f.filename))
+        .collect();
+    if !old.is_empty() {
+        sluice_sdk::info!("removing {} temporary files of puts cut short in {dir}", old.len());
+    }
+    remove_all(s, &old).await.into_iter().flatten().next().map_or(Ok(()), Err)
+}
+
 /// Remove a file; a missing one is already gone.
 pub async fn remove_quietly(s: &RawSftpSession, path: &str) -> Result<()> {
     match s.remove(path).await {

@@ -10,7 +10,8 @@
 //!   (`fsync@openssh.com`) and renames it into place
 //!   (`posix-rename@openssh.com`, atomic), so a reader never sees part of
 //!   an object. A put cut short leaves a `*.sluice-tmp-*` file that
-//!   listings skip.
+//!   listings skip and retention's deletes in its directory remove once
+//!   it is `STALE_TEMP_SECS` old.
 //! - No conditional writes (SFTP cannot compare and replace atomically)
 //!   and no multipart: an object must fit one put (`MAX_PUT_SIZE`); the
 //!   host stores larger segments in parts.
@@ -42,6 +43,10 @@ pub const CHUNK: usize = 32 << 10;
 /// Requests in flight for one file: 64 × 32 KiB = 2 MiB, russh's channel
 /// window, so the pipe stays full without waiting on the window.
 pub const IN_FLIGHT: usize = 64;
+/// Age past which a temporary file is a put cut short, not one in
+/// progress: a put is at most 64 MiB, minutes on the slowest link a
+/// replica can keep up on.
+pub const STALE_TEMP_SECS: u64 = 3600;
 /// How long connecting, the SSH handshake and logging in may take before
 /// the call fails (transient, retried).
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
