@@ -6,7 +6,9 @@
 //! (older snapshots too). Lower levels also go once a higher level covers
 //! them and they are older than their level's window (`l0-retention` for
 //! level 0, the next level's interval above), which is Litestream 0.5's
-//! trade between restore granularity and object count.
+//! trade between restore granularity and object count; except those on
+//! the newest TXID's restore path (a compaction that straddles the newest
+//! snapshot, `keep_newest_restorable`).
 
 use super::client::Listing;
 use super::compact::CompactionConfig;
@@ -55,32 +57,33 @@ pub fn deletable(
     keep_newest_restorable(listing, out, covered_ones)
 }
 
-/// The deletions, less those that would leave the newest TXID unrestorable
-/// where the whole listing restores it. A compaction that began at or
-/// before the newest snapshot's TXID (a level-1 [2,3] over a snapshot
-/// [1,2], after a restart snapshotted at 2) covers level-0 segments the
-/// chain from that snapshot still needs, since a chain cannot start inside
-/// a compacted range: those stay until a newer snapshot supersedes them.
+/// The deletions, less the covered segments on the newest TXID's restore
+/// path. A compaction that began at or before the newest snapshot's TXID
+/// (a level-1 [2,3] over a snapshot [1,2]: a restart's snapshot, or a
+/// periodic one taken before level 1 caught up) covers level-0 segments
+/// the chain from that snapshot still needs, since a chain cannot start
+/// inside a compacted range. Only those stay, until a newer snapshot
+/// supersedes them; everything else covered goes as before. Segments the
+/// snapshot rule deletes end at or before the newest snapshot, which that
+/// path starts from, so they never break it.
 fn keep_newest_restorable(
     listing: &Listing,
     by_snapshot: Vec<SegmentName>,
     covered: Vec<SegmentName>,
 ) -> Vec<SegmentName> {
     use super::plan::{Target, restore_plan};
-    let restorable_without = |gone: &[SegmentName]| {
-        let left: Listing = listing.iter().filter(|(n, _)| !gone.contains(n)).map(|(n, s)| (*n, s.clone())).collect();
-        restore_plan(&left, Target::Latest).is_ok()
-    };
-    let mut out: Vec<SegmentName> = by_snapshot.iter().chain(&covered).copied().collect();
-    out.sort();
-    out.dedup();
-    if covered.is_empty() || restorable_without(&out) || !restorable_without(&[]) {
-        return out;
+    use std::collections::BTreeSet;
+    let all: BTreeSet<SegmentName> = by_snapshot.iter().chain(&covered).copied().collect();
+    if covered.is_empty() {
+        return all.into_iter().collect();
     }
-    let mut out = by_snapshot;
-    out.sort();
-    out.dedup();
-    out
+    let left: Listing = listing.iter().filter(|(n, _)| !all.contains(n)).map(|(n, s)| (*n, s.clone())).collect();
+    let whole = restore_plan(listing, Target::Latest);
+    if restore_plan(&left, Target::Latest).is_ok() || whole.is_err() {
+        return all.into_iter().collect();
+    }
+    let path: BTreeSet<SegmentName> = whole.unwrap_or_default().into_iter().collect();
+    all.into_iter().filter(|n| !path.contains(n)).collect()
 }
 
 /// How long a lower-level segment stays once a higher level covers it.
@@ -192,6 +195,15 @@ mod tests {
         let del = deletable(&listing, 1000, &cfg, &levels);
         assert!(!del.contains(&SegmentName { level: 0, min_txid: 3, max_txid: 3 }), "{del:?}");
         assert!(del.contains(&SegmentName { level: 0, min_txid: 2, max_txid: 2 }), "ends at the snapshot: {del:?}");
+        let left: Listing = listing.into_iter().filter(|(n, _)| !del.contains(n)).collect();
+        assert!(super::super::plan::restore_plan(&left, super::super::plan::Target::Latest).is_ok(), "{left:?}");
+        // Only the path is kept: a level-1 [4,5] takes over after [3,3],
+        // and the level-0 segments it covers go.
+        let listing =
+            l(&[(9, 1, 2, 0), (0, 2, 2, 0), (0, 3, 3, 0), (0, 4, 4, 0), (0, 5, 5, 0), (1, 2, 3, 0), (1, 4, 5, 0)]);
+        let del = deletable(&listing, 1000, &cfg, &levels);
+        let seg = |level, min, max| SegmentName { level, min_txid: min, max_txid: max };
+        assert_eq!(del, [seg(0, 2, 2), seg(0, 4, 4), seg(0, 5, 5)], "level 0 [3,3] alone stays");
         let left: Listing = listing.into_iter().filter(|(n, _)| !del.contains(n)).collect();
         assert!(super::super::plan::restore_plan(&left, super::super::plan::Target::Latest).is_ok(), "{left:?}");
     }

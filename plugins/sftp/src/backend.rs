@@ -3,7 +3,7 @@
 use crate::files::{self, Put};
 use crate::location::{Location, decode_meta, encode_meta, meta_path, reserved, settings};
 use crate::session::Session;
-use crate::{MAX_BATCH, MAX_PUT_SIZE, STALE_TEMP_SECS};
+use crate::{MAX_BATCH, MAX_PUT_SIZE, STALE_TEMP_SECS, SWEEP_EVERY_SECS};
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::StatusCode;
 use sluice_sdk::*;
@@ -18,8 +18,9 @@ struct Sftp {
     /// The last listing, for the pages after its first (the host pages
     /// through one listing within an instance's batch of calls).
     listed: RefCell<Option<(String, Vec<ObjectMeta>)>>,
-    /// Directories whose stale temporary files this instance removed.
-    swept: RefCell<std::collections::HashSet<String>>,
+    /// When each directory this instance swept is due again (Unix
+    /// seconds): a warm instance lives on while its replica is busy.
+    swept: RefCell<std::collections::HashMap<String, u64>>,
 }
 
 /// An SFTP failure, classified, naming what it was doing.
@@ -171,9 +172,10 @@ impl Backend for Sftp {
             // Retention's deletes also collect what killed puts left in
             // these directories (best effort: the deletes are done).
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            for dir in self.unswept(&paths) {
-                if let Err(e) = files::sweep(&s.sftp, &dir, now, STALE_TEMP_SECS).await {
-                    debug!("sweeping {dir}: {e}");
+            for dir in self.due_for_sweep(&paths, now) {
+                match files::sweep(&s.sftp, &dir, now, STALE_TEMP_SECS).await {
+                    Ok(()) => drop(self.swept.borrow_mut().insert(dir, now + SWEEP_EVERY_SECS)),
+                    Err(e) => debug!("sweeping {dir}: {e}"),
                 }
             }
             Ok(failed)
@@ -186,11 +188,11 @@ impl Backend for Sftp {
 }
 
 impl Sftp {
-    /// The directories of `paths` not swept yet by this instance.
-    fn unswept(&self, paths: &[String]) -> Vec<String> {
-        let mut swept = self.swept.borrow_mut();
+    /// The directories of `paths` due for a sweep at `now` (Unix seconds).
+    fn due_for_sweep(&self, paths: &[String], now: u64) -> std::collections::BTreeSet<String> {
+        let swept = self.swept.borrow();
         let dirs = paths.iter().filter_map(|p| p.rfind('/').map(|i| p[..=i].to_string()));
-        dirs.filter(|d| swept.insert(d.clone())).collect()
+        dirs.filter(|d| swept.get(d).is_none_or(|next| now >= *next)).collect()
     }
 
     /// Every key under `prefix`, ascending, with its size and time. The

@@ -47,6 +47,10 @@ pub const IN_FLIGHT: usize = 64;
 /// progress: a put is at most 64 MiB, minutes on the slowest link a
 /// replica can keep up on.
 pub const STALE_TEMP_SECS: u64 = 3600;
+/// How often a directory's temporary files are looked for again by an
+/// instance that lives on (a busy replica's warm instance): a listing per
+/// directory every ten minutes.
+pub const SWEEP_EVERY_SECS: u64 = 600;
 /// How long connecting, the SSH handshake and logging in may take before
 /// the call fails (transient, retried).
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
