@@ -49,16 +49,15 @@ pub async fn put(s: &RawSftpSession, ext: Extensions, p: Put<'_>) -> Result<()> 
     };
     let written = write_all(s, ext, &handle.handle, data).await;
     let closed = s.close(handle.handle).await;
-    let placed = match (written, closed) {
-        (Ok(()), Ok(_)) => match stale {
-            Some(stale) => match remove_quietly(s, stale).await {
-                Ok(()) => rename_over(s, ext, &temp, path).await,
-                Err(e) => Err(e),
-            },
-            None => rename_over(s, ext, &temp, path).await,
-        },
-        (Err(e), _) | (Ok(()), Err(e)) => Err(e),
-    };
+    let placed = async {
+        written?;
+        closed?;
+        if let Some(stale) = stale {
+            remove_quietly(s, stale).await?;
+        }
+        rename_over(s, ext, &temp, path).await
+    }
+    .await;
     if placed.is_err() {
         // Best effort: a leftover temporary file is skipped by listings.
         let _ = s.remove(&temp).await;
@@ -270,14 +269,5 @@ pub async fn read_text(s: &RawSftpSession, path: &str) -> Result<Option<String>>
 /// Remove files; a missing one is already gone. Each path's failure, if
 /// any, in order.
 pub async fn remove_all(s: &RawSftpSession, paths: &[String]) -> Vec<Option<SftpError>> {
-    stream::iter(paths)
-        .map(|p| async move {
-            match s.remove(p.as_str()).await {
-                Err(e) if !is_missing(&e) => Some(e),
-                _ => None,
-            }
-        })
-        .buffered(IN_FLIGHT)
-        .collect()
-        .await
+    stream::iter(paths).map(|p| async move { remove_quietly(s, p).await.err() }).buffered(IN_FLIGHT).collect().await
 }
